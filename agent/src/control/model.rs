@@ -1,0 +1,339 @@
+//! The VPC Lattice resource model, in the shapes and field names of the
+//! Lattice API (version 2022-11-30): service networks, services, listeners,
+//! rules, target groups, targets and the two kinds of association.
+//!
+//! A configuration file is a [`Config`]: the same shapes the Create* and
+//! RegisterTargets operations take, with listeners nested in services, rules
+//! in listeners and targets in target groups, and resources referring to each
+//! other by name. The control API builds the same model.
+//!
+//! One latticed extension: `Service.vip` pins a service's VIP (otherwise the
+//! lowest free one is allocated).
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole desired state.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Service networks.
+    #[serde(default)]
+    pub service_networks: Vec<ServiceNetwork>,
+    /// Services, with their listeners.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Target groups, with their targets.
+    #[serde(default)]
+    pub target_groups: Vec<TargetGroup>,
+    /// Which services are in which service networks.
+    #[serde(default)]
+    pub service_network_service_associations: Vec<ServiceNetworkServiceAssociation>,
+    /// Which VPCs (network namespaces) are associated with which service networks.
+    #[serde(default)]
+    pub service_network_vpc_associations: Vec<ServiceNetworkVpcAssociation>,
+}
+
+/// `AuthType`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthType {
+    /// No authentication.
+    #[default]
+    None,
+    /// SigV4 and auth policies.
+    AwsIam,
+}
+
+/// `CreateServiceNetwork` input.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceNetwork {
+    /// Name, 3-63 characters.
+    pub name: String,
+    /// Auth type.
+    #[serde(default)]
+    pub auth_type: AuthType,
+}
+
+/// `CreateService` input plus its listeners.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    /// Name, 3-40 characters.
+    pub name: String,
+    /// Auth type.
+    #[serde(default)]
+    pub auth_type: AuthType,
+    /// Custom domain name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_domain_name: Option<String>,
+    /// latticed extension: the VIP to use, in 169.254.171.1-191.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Ipv4Addr>,
+    /// Listeners.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+/// `ListenerProtocol`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ListenerProtocol {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+    /// TLS passed through to TCP targets.
+    TlsPassthrough,
+}
+
+/// `CreateListener` input plus its rules.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listener {
+    /// Name, 3-63 characters.
+    pub name: String,
+    /// Protocol.
+    pub protocol: ListenerProtocol,
+    /// Port; defaults to 80 for HTTP and 443 otherwise, as in Lattice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// Action when no rule matches.
+    pub default_action: RuleAction,
+    /// Rules.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// `RuleAction`: a union, exactly one member set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleAction {
+    /// Forward to target groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardAction>,
+    /// Answer with a fixed status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_response: Option<FixedResponseAction>,
+}
+
+/// `ForwardAction`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForwardAction {
+    /// 1 to 10 weighted target groups.
+    pub target_groups: Vec<WeightedTargetGroup>,
+}
+
+/// `WeightedTargetGroup`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedTargetGroup {
+    /// Target group name (or id).
+    pub target_group_identifier: String,
+    /// 0-999; default 1. Weight 0 receives nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// `FixedResponseAction`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FixedResponseAction {
+    /// HTTP status, 100-599.
+    pub status_code: u32,
+}
+
+/// `CreateRule` input.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    /// Name, 3-63 characters.
+    pub name: String,
+    /// 1-100, unique in the listener, lowest evaluated first.
+    pub priority: u32,
+    /// Conditions.
+    #[serde(rename = "match")]
+    pub match_: RuleMatch,
+    /// Action.
+    pub action: RuleAction,
+}
+
+/// `RuleMatch` (a union with one member, `httpMatch`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleMatch {
+    /// HTTP conditions.
+    pub http_match: HttpMatch,
+}
+
+/// `HttpMatch`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpMatch {
+    /// Method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Path condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_match: Option<PathMatch>,
+    /// Header conditions, at most 5.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_matches: Vec<HeaderMatch>,
+}
+
+/// `PathMatch`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathMatch {
+    /// Exact or prefix.
+    #[serde(rename = "match")]
+    pub match_: PathMatchType,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_sensitive: Option<bool>,
+}
+
+/// `PathMatchType` (a union).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathMatchType {
+    /// Exact path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// Path prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// `HeaderMatch`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name.
+    pub name: String,
+    /// How to compare.
+    #[serde(rename = "match")]
+    pub match_: HeaderMatchType,
+    /// Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_sensitive: Option<bool>,
+}
+
+/// `HeaderMatchType` (a union).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatchType {
+    /// Whole value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// Value prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Substring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+}
+
+/// `TargetGroupType`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TargetGroupType {
+    /// IP addresses in a VPC.
+    Ip,
+    /// Instances.
+    Instance,
+    /// A function.
+    Lambda,
+    /// An application load balancer.
+    Alb,
+}
+
+/// `TargetGroupProtocol`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TargetGroupProtocol {
+    /// HTTP.
+    Http,
+    /// HTTPS.
+    Https,
+    /// TCP.
+    Tcp,
+}
+
+/// `CreateTargetGroup` input plus its registered targets.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetGroup {
+    /// Name, 3-128 characters.
+    pub name: String,
+    /// Kind of targets.
+    #[serde(rename = "type")]
+    pub type_: TargetGroupType,
+    /// Required for every type but LAMBDA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<TargetGroupConfig>,
+    /// Registered targets.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+/// `TargetGroupConfig`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetGroupConfig {
+    /// Default target port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// Target protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<TargetGroupProtocol>,
+    /// HTTP1, HTTP2 or GRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// The VPC: a network namespace name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_identifier: Option<String>,
+    /// IPV4 or IPV6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address_type: Option<String>,
+    /// Health check configuration (kept; evaluated by the L7 proxy issue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<serde_json::Value>,
+}
+
+/// `Target`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    /// IP address (IP groups), instance id, function ARN or ALB ARN.
+    pub id: String,
+    /// Port; defaults to the group's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+}
+
+/// `CreateServiceNetworkServiceAssociation` input.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceNetworkServiceAssociation {
+    /// Service network name.
+    pub service_network_identifier: String,
+    /// Service name.
+    pub service_identifier: String,
+}
+
+/// `CreateServiceNetworkVpcAssociation` input.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceNetworkVpcAssociation {
+    /// Service network name.
+    pub service_network_identifier: String,
+    /// The VPC: a network namespace name (5-50 characters).
+    pub vpc_identifier: String,
+    /// Accepted and stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_group_ids: Vec<String>,
+}

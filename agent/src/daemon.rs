@@ -1,0 +1,526 @@
+//! The daemon: turns a [`Plan`] into kernel objects and a routing snapshot,
+//! and keeps them in step with the configuration and with the namespaces
+//! that come and go.
+//!
+//! Applying a plan is all or nothing: namespaces are prepared and client
+//! sides attached first, and if any step fails, what this apply created is
+//! removed again and the previous plan stays in force. Only then is the new
+//! routing snapshot published and the steered VIP sets changed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use latticed_proxy::{
+    routing::{
+        Action, Forward, HeaderMatch, HttpMatch, ListenerKey, ListenerRoute, PathMatch, Rule,
+        Target, TargetGroupRoute,
+    },
+    Dataplane, ListenerHandle, NetNs, NsId, NsMap, ProxyConfig, RouteTable,
+};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    control::{self, plan::PlannedAction, Plan},
+    kernel::{bpffs, record::Record, routes::NsRoutes, steering::Steering},
+};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Namespace could not be opened.
+    #[error(transparent)]
+    Netns(#[from] latticed_proxy::netns::Error),
+    /// Routes.
+    #[error(transparent)]
+    Routes(#[from] crate::kernel::routes::Error),
+    /// eBPF.
+    #[error("namespace {namespace:?}: {source}")]
+    Steering {
+        /// Namespace.
+        namespace: String,
+        /// Cause.
+        #[source]
+        source: crate::kernel::steering::Error,
+    },
+    /// Proxy listener.
+    #[error(transparent)]
+    Listener(#[from] latticed_proxy::listener::Error),
+    /// bpffs.
+    #[error(transparent)]
+    Bpffs(#[from] bpffs::Error),
+    /// Namespace record.
+    #[error(transparent)]
+    Record(#[from] crate::kernel::record::Error),
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] control::LoadError),
+    /// Other I/O.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where things live.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// Configuration file, if any (reloaded on SIGHUP).
+    pub config: Option<PathBuf>,
+    /// Directory of named network namespaces.
+    pub netns_dir: PathBuf,
+    /// Pin root on bpffs.
+    pub bpffs_root: PathBuf,
+    /// Runtime state (namespace record).
+    pub run_dir: PathBuf,
+}
+
+struct ClientSide {
+    steering: Steering,
+    // Dropping it stops accepting; declared after `steering` so the program
+    // is detached before the socket goes away.
+    _listener: ListenerHandle,
+}
+
+struct Managed {
+    id: NsId,
+    netns: Arc<NetNs>,
+    routes: NsRoutes,
+    client: Option<ClientSide>,
+}
+
+/// The running daemon.
+pub struct Daemon {
+    paths: Paths,
+    dp: Arc<Dataplane>,
+    record: Record,
+    managed: BTreeMap<String, Managed>,
+    next_id: NsId,
+    plan: Plan,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("namespaces", &self.managed.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes what a previous run left behind: pins under the bpffs root and
+/// our routes in the namespaces it recorded.
+pub async fn cleanup_leftovers(paths: &Paths) -> Result<(), Error> {
+    let record = Record::open(&paths.run_dir)?;
+    let pinned = bpffs::clear(&paths.bpffs_root)?;
+    let mut routes = 0;
+    for name in record.read()? {
+        let Ok(ns) = NetNs::open(&paths.netns_dir, &name) else {
+            continue;
+        };
+        routes += NsRoutes::connect(&ns)?.remove_our_routes().await?;
+    }
+    record.remove();
+    if !pinned.is_empty() || routes > 0 {
+        tracing::warn!(
+            pinned_namespaces = ?pinned,
+            routes,
+            "removed what an earlier run left behind (it did not stop cleanly)"
+        );
+    }
+    Ok(())
+}
+
+impl Daemon {
+    /// Cleans up after an unclean stop, loads the configuration and applies it.
+    pub async fn start(paths: Paths, proxy: ProxyConfig) -> Result<Self, Error> {
+        bpffs::prepare(&paths.bpffs_root)?;
+        cleanup_leftovers(&paths).await?;
+        let plan = match &paths.config {
+            Some(path) => control::load(path, &paths.netns_dir)?.1,
+            None => Plan::default(),
+        };
+        let mut daemon = Self {
+            record: Record::open(&paths.run_dir)?,
+            paths,
+            dp: Dataplane::new(proxy),
+            managed: BTreeMap::new(),
+            next_id: 1,
+            plan: Plan::default(),
+        };
+        if let Err(e) = daemon.apply(plan).await {
+            daemon.shutdown().await;
+            return Err(e);
+        }
+        Ok(daemon)
+    }
+
+    /// Makes the data path match `plan`, or leaves it as it was.
+    pub async fn apply(&mut self, plan: Plan) -> Result<(), Error> {
+        let wanted: BTreeSet<String> = plan.namespaces().into_iter().map(str::to_owned).collect();
+        // Write ahead: a crash from here on leaves a record naming every
+        // namespace we may touch.
+        self.record.write(
+            self.managed
+                .keys()
+                .map(String::as_str)
+                .chain(wanted.iter().map(String::as_str)),
+        )?;
+
+        let mut created = Vec::new();
+        let mut attached = Vec::new();
+        let result = self
+            .prepare(&plan, &wanted, &mut created, &mut attached)
+            .await;
+        if let Err(e) = result {
+            for name in attached {
+                self.detach_client(&name);
+            }
+            for name in created {
+                self.unmanage(&name).await;
+            }
+            self.record.write(self.managed.keys().map(String::as_str))?;
+            return Err(e);
+        }
+
+        self.publish(&plan);
+        for (name, vips) in &plan.client_namespaces {
+            if let Some(client) = self.managed.get_mut(name).and_then(|m| m.client.as_mut()) {
+                client
+                    .steering
+                    .set_vips(vips)
+                    .map_err(|source| Error::Steering {
+                        namespace: name.clone(),
+                        source,
+                    })?;
+            }
+        }
+        let stale_clients: Vec<String> = self
+            .managed
+            .iter()
+            .filter(|(n, m)| m.client.is_some() && !plan.client_namespaces.contains_key(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale_clients {
+            self.detach_client(&name);
+        }
+        let stale: Vec<String> = self
+            .managed
+            .keys()
+            .filter(|n| !wanted.contains(*n))
+            .cloned()
+            .collect();
+        for name in stale {
+            self.unmanage(&name).await;
+        }
+        self.record.write(self.managed.keys().map(String::as_str))?;
+        log_plan(&plan);
+        self.plan = plan;
+        Ok(())
+    }
+
+    async fn prepare(
+        &mut self,
+        plan: &Plan,
+        wanted: &BTreeSet<String>,
+        created: &mut Vec<String>,
+        attached: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        for name in wanted {
+            if !self.managed.contains_key(name) {
+                let managed = self.manage(name).await?;
+                self.managed.insert(name.clone(), managed);
+                created.push(name.clone());
+            }
+        }
+        for name in plan.client_namespaces.keys() {
+            let Some(m) = self.managed.get_mut(name) else {
+                continue;
+            };
+            if m.client.is_none() {
+                let listener = latticed_proxy::bind_in(&m.netns)?;
+                let steering =
+                    Steering::attach(&m.netns, self.paths.bpffs_root.join(name), &listener)
+                        .map_err(|source| Error::Steering {
+                            namespace: name.clone(),
+                            source,
+                        })?;
+                let handle = self
+                    .dp
+                    .serve(m.id, name, listener)
+                    .map_err(|source| Error::Io {
+                        what: format!("serving the proxy listener of namespace {name:?}"),
+                        source,
+                    })?;
+                m.client = Some(ClientSide {
+                    steering,
+                    _listener: handle,
+                });
+                attached.push(name.clone());
+                tracing::info!(namespace = %name, "steering attached");
+            }
+        }
+        Ok(())
+    }
+
+    async fn manage(&mut self, name: &str) -> Result<Managed, Error> {
+        let netns = Arc::new(NetNs::open(&self.paths.netns_dir, name)?);
+        let routes = NsRoutes::connect(&netns)?;
+        let (lo, brought_up) = routes.ensure_lo_up().await?;
+        if brought_up {
+            tracing::info!(namespace = %name, "set lo up");
+        }
+        routes.add_local_route(lo).await?;
+        let id = self.next_id;
+        self.next_id += 1;
+        tracing::info!(namespace = %name, id, "namespace managed: 169.254.171.0/24 is local");
+        Ok(Managed {
+            id,
+            netns,
+            routes,
+            client: None,
+        })
+    }
+
+    fn detach_client(&mut self, name: &str) {
+        if let Some(client) = self.managed.get_mut(name).and_then(|m| m.client.take()) {
+            let ClientSide {
+                steering,
+                _listener,
+            } = client;
+            let c = steering.counters();
+            steering.detach();
+            drop(_listener);
+            tracing::info!(
+                namespace = %name,
+                steered = c.steered,
+                refused = c.refused,
+                no_listener = c.no_listener,
+                "steering detached"
+            );
+        }
+    }
+
+    async fn unmanage(&mut self, name: &str) {
+        self.detach_client(name);
+        if let Some(m) = self.managed.remove(name) {
+            match m.routes.remove_our_routes().await {
+                Ok(_) => tracing::info!(namespace = %name, "namespace released"),
+                Err(e) => tracing::warn!(namespace = %name, error = %e, "removing routes"),
+            }
+        }
+    }
+
+    /// Compiles the plan into a routing snapshot over the namespaces actually
+    /// managed now, and swaps it in.
+    fn publish(&self, plan: &Plan) {
+        let ids: HashMap<&str, NsId> = self
+            .managed
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.id))
+            .collect();
+        let groups: Vec<Arc<TargetGroupRoute>> = plan
+            .target_groups
+            .iter()
+            .map(|tg| {
+                // A target group whose namespace is gone has no targets: 503.
+                let (ns, targets) = match ids.get(tg.namespace.as_str()) {
+                    Some(&id) => (id, tg.targets.iter().map(|a| Target::new(id, *a)).collect()),
+                    None => (0, Vec::new()),
+                };
+                Arc::new(TargetGroupRoute::new(tg.name.as_str().into(), ns, targets))
+            })
+            .collect();
+        let action = |a: &PlannedAction| match a {
+            PlannedAction::Fixed(code) => Action::FixedResponse(
+                http::StatusCode::from_u16(*code)
+                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+            ),
+            PlannedAction::Forward(v) => Action::Forward(Forward::new(
+                v.iter()
+                    .filter_map(|(w, i)| groups.get(*i).map(|g| (*w, Arc::clone(g)))),
+            )),
+        };
+        let mut table = RouteTable::default();
+        for svc in &plan.services {
+            for l in &svc.listeners {
+                let route = Arc::new(ListenerRoute {
+                    service: svc.name.as_str().into(),
+                    listener: l.name.as_str().into(),
+                    rules: l
+                        .rules
+                        .iter()
+                        .map(|r| Rule {
+                            name: r.name.as_str().into(),
+                            priority: r.priority,
+                            matcher: HttpMatch {
+                                method: r.method.clone(),
+                                path: r.path.as_ref().map(|(k, v, cs)| PathMatch {
+                                    kind: *k,
+                                    value: v.clone(),
+                                    case_sensitive: *cs,
+                                }),
+                                headers: r
+                                    .headers
+                                    .iter()
+                                    .map(|(name, k, v, cs)| HeaderMatch {
+                                        name: name.clone(),
+                                        kind: *k,
+                                        value: v.clone(),
+                                        case_sensitive: *cs,
+                                    })
+                                    .collect(),
+                            },
+                            action: action(&r.action),
+                        })
+                        .collect(),
+                    default_action: action(&l.default_action),
+                });
+                for ns in &svc.reachable_from {
+                    if let Some(&id) = ids.get(ns.as_str()) {
+                        table.listeners.insert(
+                            ListenerKey {
+                                ns: id,
+                                vip: svc.vip,
+                                port: l.port,
+                            },
+                            Arc::clone(&route),
+                        );
+                    }
+                }
+            }
+        }
+        let namespaces: NsMap = self
+            .managed
+            .values()
+            .map(|m| (m.id, Arc::clone(&m.netns)))
+            .collect();
+        self.dp.publish(table, namespaces);
+    }
+
+    /// Rereads the configuration file; keeps the current one if the new one
+    /// is invalid or cannot be applied.
+    pub async fn reload(&mut self) {
+        let Some(path) = self.paths.config.clone() else {
+            tracing::info!("no configuration file to reload");
+            return;
+        };
+        let plan = match control::load(&path, &self.paths.netns_dir) {
+            Ok((_, plan)) => plan,
+            Err(e) => {
+                tracing::error!("{e}; keeping the current configuration");
+                return;
+            }
+        };
+        match self.apply(plan).await {
+            Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "applying the new configuration failed; keeping the current one")
+            }
+        }
+    }
+
+    /// Notices namespaces whose name was removed (`ip netns del`) and drops
+    /// them; re-applies the plan when a namespace it names appears again.
+    pub async fn check_namespaces(&mut self) {
+        let gone: Vec<String> = self
+            .managed
+            .iter()
+            .filter(|(_, m)| !m.netns.still_named())
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !gone.is_empty() {
+            for name in &gone {
+                tracing::error!(namespace = %name, "network namespace disappeared; its services and targets are unavailable until it returns");
+                self.unmanage(name).await;
+            }
+            self.publish(&self.plan);
+            if let Err(e) = self.record.write(self.managed.keys().map(String::as_str)) {
+                tracing::warn!(error = %e, "updating the namespace record");
+            }
+        }
+        let missing = self
+            .plan
+            .namespaces()
+            .into_iter()
+            .any(|n| !self.managed.contains_key(n) && self.paths.netns_dir.join(n).exists());
+        if missing {
+            let plan = self.plan.clone();
+            match self.apply(plan).await {
+                Ok(()) => tracing::info!("namespaces returned; configuration re-applied"),
+                Err(e) => tracing::warn!(error = %e, "re-applying after a namespace returned"),
+            }
+        }
+    }
+
+    /// Removes everything this process created.
+    pub async fn shutdown(mut self) {
+        let names: Vec<String> = self.managed.keys().cloned().collect();
+        for name in names {
+            self.unmanage(&name).await;
+        }
+        self.record.remove();
+        bpffs::remove_root_if_empty(&self.paths.bpffs_root);
+        tracing::info!("stopped; kernel objects removed");
+    }
+
+    /// Serves until SIGTERM or SIGINT; SIGHUP reloads the configuration.
+    pub async fn run(mut self) -> Result<(), Error> {
+        let sig = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|source| Error::Io {
+                what: format!("installing the {name} handler"),
+                source,
+            })
+        };
+        let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
+        let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
+        let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("data path up"),
+        ]);
+        tracing::info!("ready");
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    notify(&[sd_notify::NotifyState::Reloading]);
+                    self.reload().await;
+                    notify(&[sd_notify::NotifyState::Ready]);
+                }
+                _ = tick.tick() => self.check_namespaces().await,
+            }
+        }
+        notify(&[sd_notify::NotifyState::Stopping]);
+        tracing::info!("stopping");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!(error = %e, "sd_notify");
+    }
+}
+
+fn log_plan(plan: &Plan) {
+    for svc in &plan.services {
+        let ports: Vec<u16> = svc.listeners.iter().map(|l| l.port).collect();
+        tracing::info!(
+            service = %svc.name,
+            vip = %svc.vip,
+            ports = ?ports,
+            reachable_from = ?svc.reachable_from,
+            "service"
+        );
+    }
+}

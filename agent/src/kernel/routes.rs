@@ -1,0 +1,171 @@
+//! Routes over rtnetlink, one netlink socket per namespace.
+//!
+//! A netlink socket talks to the namespace it was created in, so each
+//! namespace gets its own connection, opened while the thread is inside it.
+
+use std::net::Ipv4Addr;
+
+use futures::TryStreamExt;
+use latticed_common::{LATTICE_NET, LATTICE_PREFIX_LEN};
+use latticed_proxy::NetNs;
+use netlink_packet_route::{
+    link::LinkFlags,
+    route::{RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType},
+};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+/// Route protocol number latticed tags its routes with (171, as in
+/// 169.254.171.0/24). `scripts/install.sh` names it in iproute2's
+/// rt_protos.d so `ip route` prints `proto latticed`.
+pub const RTPROT_LATTICED: u8 = 171;
+
+/// The kernel's `local` routing table (RT_TABLE_LOCAL).
+const RT_TABLE_LOCAL: u32 = 255;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Entering the namespace failed.
+    #[error(transparent)]
+    Netns(#[from] latticed_proxy::netns::Error),
+    /// Opening the netlink socket failed.
+    #[error("opening a netlink socket in namespace {namespace:?}: {source}")]
+    Socket {
+        /// Namespace.
+        namespace: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A netlink request failed.
+    #[error("{what} in namespace {namespace:?}: {source}")]
+    Request {
+        /// What was attempted.
+        what: &'static str,
+        /// Namespace.
+        namespace: String,
+        /// Cause.
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// The namespace has no loopback device.
+    #[error("namespace {0:?} has no lo device")]
+    NoLoopback(String),
+}
+
+/// A netlink connection into one namespace.
+#[derive(Debug)]
+pub struct NsRoutes {
+    namespace: String,
+    handle: Handle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NsRoutes {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl NsRoutes {
+    /// Opens a netlink connection inside `ns`. Must run inside the tokio runtime.
+    pub fn connect(ns: &NetNs) -> Result<Self, Error> {
+        let (conn, handle, _) =
+            ns.enter(rtnetlink::new_connection)?
+                .map_err(|source| Error::Socket {
+                    namespace: ns.name().to_owned(),
+                    source,
+                })?;
+        Ok(Self {
+            namespace: ns.name().to_owned(),
+            handle,
+            task: tokio::spawn(conn),
+        })
+    }
+
+    fn err(&self, what: &'static str) -> impl FnOnce(rtnetlink::Error) -> Error + '_ {
+        move |source| Error::Request {
+            what,
+            namespace: self.namespace.clone(),
+            source,
+        }
+    }
+
+    /// Sets `lo` up if it is down (a fresh `ip netns add` namespace has it
+    /// down, and local routes on a down device deliver nothing). Returns its
+    /// index and whether it was brought up.
+    pub async fn ensure_lo_up(&self) -> Result<(u32, bool), Error> {
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_name("lo".to_owned())
+            .execute()
+            .try_next()
+            .await
+            .map_err(self.err("looking up lo"))?
+            .ok_or_else(|| Error::NoLoopback(self.namespace.clone()))?;
+        let index = link.header.index;
+        if link.header.flags.contains(LinkFlags::Up) {
+            return Ok((index, false));
+        }
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(self.err("setting lo up"))?;
+        Ok((index, true))
+    }
+
+    fn local_route(lo: u32) -> RouteMessage {
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::from(LATTICE_NET), LATTICE_PREFIX_LEN)
+            .output_interface(lo)
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .protocol(RouteProtocol::Other(RTPROT_LATTICED))
+            .table_id(RT_TABLE_LOCAL)
+            .build()
+    }
+
+    /// Makes 169.254.171.0/24 local in the namespace: VIPs are then delivered
+    /// locally (where sk_lookup picks them up) and SNAT source addresses can
+    /// be bound without configuring 254 addresses.
+    pub async fn add_local_route(&self, lo: u32) -> Result<(), Error> {
+        self.handle
+            .route()
+            .add(Self::local_route(lo))
+            .replace()
+            .execute()
+            .await
+            .map_err(self.err("adding the local 169.254.171.0/24 route"))
+    }
+
+    /// Deletes every route tagged [`RTPROT_LATTICED`]; returns how many.
+    pub async fn remove_our_routes(&self) -> Result<usize, Error> {
+        let mut filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        filter.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_filter(|r| {
+                futures::future::ready(r.header.protocol == RouteProtocol::Other(RTPROT_LATTICED))
+            })
+            .try_collect()
+            .await
+            .map_err(self.err("listing routes"))?;
+        let n = routes.len();
+        for r in routes {
+            self.handle
+                .route()
+                .del(r)
+                .execute()
+                .await
+                .map_err(self.err("deleting a latticed route"))?;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,157 @@
+//! `latticed`: the privileged per-host daemon of latticed.
+//!
+//! - `control/`: the Lattice resource model and its validation.
+//! - `kernel/`: routes (rtnetlink), eBPF steering (aya), bpffs pins.
+//! - `daemon.rs`: applies plans, reloads, watches namespaces, cleans up.
+//! - the data path itself is the `latticed-proxy` crate.
+
+mod control;
+mod daemon;
+mod kernel;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use daemon::{Daemon, Paths};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "latticed",
+    version,
+    about = "Self-hosted VPC Lattice for Linux network namespaces"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug)]
+struct PathArgs {
+    /// Directory of named network namespaces (the VPCs).
+    #[arg(long, default_value = "/run/netns", env = "LATTICED_NETNS_DIR")]
+    netns_dir: PathBuf,
+    /// Where programs, maps and links are pinned (on bpffs).
+    #[arg(
+        long,
+        default_value = "/sys/fs/bpf/latticed",
+        env = "LATTICED_BPFFS_ROOT"
+    )]
+    bpffs_root: PathBuf,
+    /// Runtime state: the record of namespaces touched, for crash clean-up.
+    #[arg(long, default_value = "/run/latticed", env = "LATTICED_RUN_DIR")]
+    run_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon: steer service VIPs in associated namespaces to the proxy.
+    Run {
+        /// Configuration file (JSON, in the shapes of the VPC Lattice API);
+        /// reloaded on SIGHUP.
+        #[arg(long, short, env = "LATTICED_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        paths: PathArgs,
+        /// Seconds to wait for a connection to a target (then 503).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
+        connect_timeout: u64,
+        /// Seconds to wait for a target's response headers (then 504).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        request_timeout: u64,
+    },
+    /// Validate a configuration file and print the plan, without applying it.
+    Check {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Directory of named network namespaces.
+        #[arg(long, default_value = "/run/netns", env = "LATTICED_NETNS_DIR")]
+        netns_dir: PathBuf,
+    },
+    /// Remove what a crashed latticed left behind (pins, routes), then exit.
+    Cleanup {
+        #[command(flatten)]
+        paths: PathArgs,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Under systemd, stderr goes to journald, which stamps time itself and
+    // keeps no colours; elsewhere a person reads the terminal.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if journald {
+        builder.without_time().with_target(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Run {
+            config,
+            paths,
+            connect_timeout,
+            request_timeout,
+        } => {
+            let paths = Paths {
+                config,
+                netns_dir: paths.netns_dir,
+                bpffs_root: paths.bpffs_root,
+                run_dir: paths.run_dir,
+            };
+            tracing::info!(?paths, version = env!("CARGO_PKG_VERSION"), "starting");
+            let proxy = latticed_proxy::ProxyConfig {
+                connect_timeout: std::time::Duration::from_secs(connect_timeout),
+                request_timeout: std::time::Duration::from_secs(request_timeout),
+                ..Default::default()
+            };
+            runtime.block_on(async {
+                let daemon = Daemon::start(paths, proxy).await?;
+                daemon.run().await
+            })?;
+        }
+        Command::Check { config, netns_dir } => {
+            let (_, plan) = control::load(&config, &netns_dir)?;
+            for svc in &plan.services {
+                let ports: Vec<u16> = svc.listeners.iter().map(|l| l.port).collect();
+                tracing::info!(service = %svc.name, vip = %svc.vip, ?ports, reachable_from = ?svc.reachable_from, "ok");
+            }
+            tracing::info!(path = %config.display(), "configuration is valid");
+        }
+        Command::Cleanup { paths } => {
+            let paths = Paths {
+                config: None,
+                netns_dir: paths.netns_dir,
+                bpffs_root: paths.bpffs_root,
+                run_dir: paths.run_dir,
+            };
+            runtime.block_on(daemon::cleanup_leftovers(&paths))?;
+            tracing::info!("clean-up done");
+        }
+    }
+    Ok(())
+}

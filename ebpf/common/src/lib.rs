@@ -1,0 +1,90 @@
+//! Map keys, values and constants shared by the eBPF programs (`ebpf/`) and the
+//! agent (`agent/`). Defined once so both sides of every map agree on layout.
+//!
+//! The `user` feature implements `aya::Pod` for the agent; the eBPF side builds
+//! this crate without features, as plain `no_std`.
+#![no_std]
+
+/// The link-local range service VIPs and SNAT sources live in: 169.254.171.0/24.
+pub const LATTICE_NET: u32 = 0xA9FE_AB00;
+/// Prefix length of [`LATTICE_NET`].
+pub const LATTICE_PREFIX_LEN: u8 = 24;
+/// Mask matching [`LATTICE_PREFIX_LEN`].
+pub const LATTICE_MASK: u32 = 0xFFFF_FF00;
+
+/// Key of the `STEER_VIPS` map: a service VIP and a listener port, in the byte
+/// orders the kernel's `struct bpf_sk_lookup` uses so the program compares
+/// without conversions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VipPort {
+    /// IPv4 address in network byte order (as `bpf_sk_lookup.local_ip4`).
+    pub addr_be: u32,
+    /// TCP port in host byte order (as `bpf_sk_lookup.local_port`).
+    pub port: u32,
+}
+
+impl VipPort {
+    /// Builds a key from an address given as a host-order `u32` (as
+    /// `u32::from(Ipv4Addr)` gives) and a port.
+    pub const fn new(addr_host: u32, port: u16) -> Self {
+        Self {
+            addr_be: addr_host.to_be(),
+            port: port as u32,
+        }
+    }
+}
+
+/// Index in the `STEER_LISTENER` sockmap of the proxy's listening socket. There
+/// is one program/map set per namespace, so one slot is enough.
+pub const LISTENER_SLOT: u32 = 0;
+
+/// Indices of the per-CPU `STEER_STATS` counters (one set per namespace).
+pub mod stats {
+    /// Connections to a configured VIP:port handed to the proxy.
+    pub const STEERED: u32 = 0;
+    /// Connections to an unconfigured VIP:port in the range, refused.
+    pub const REFUSED: u32 = 1;
+    /// Configured VIP:port but no listener socket in the sockmap: refused.
+    pub const NO_LISTENER: u32 = 2;
+    /// Number of counters.
+    pub const COUNT: u32 = 3;
+}
+
+/// Map and program names as they appear in the object and in `bpftool`
+/// (kernel object names are limited to 15 characters).
+pub mod names {
+    /// The sk_lookup program.
+    pub const PROGRAM: &str = "steer_to_proxy";
+    /// Hash map VipPort -> listener slot.
+    pub const VIPS: &str = "STEER_VIPS";
+    /// Sockmap holding the proxy's listening socket.
+    pub const LISTENER: &str = "STEER_LISTENER";
+    /// Per-CPU counters.
+    pub const STATS: &str = "STEER_STATS";
+}
+
+#[cfg(feature = "user")]
+// SAFETY: VipPort is repr(C), made of two u32 with no padding, and valid for
+// every bit pattern.
+unsafe impl aya::Pod for VipPort {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_matches_kernel_byte_orders() {
+        // 169.254.171.5:8080 as the kernel presents it to the program.
+        let key = VipPort::new(0xA9FE_AB05, 8080);
+        assert_eq!(key.addr_be.to_ne_bytes(), [169, 254, 171, 5]);
+        assert_eq!(key.port, 8080);
+        assert_eq!(core::mem::size_of::<VipPort>(), 8);
+    }
+
+    #[test]
+    fn range_constants_agree() {
+        assert_eq!(LATTICE_MASK, u32::MAX << (32 - LATTICE_PREFIX_LEN));
+        assert_eq!(LATTICE_NET & !LATTICE_MASK, 0);
+    }
+}

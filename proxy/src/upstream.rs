@@ -1,0 +1,244 @@
+//! Connections toward targets: created in the target group's namespace and
+//! bound to a source address of the SNAT pool, so the target sees a
+//! 169.254.171.x client and its replies come back to this very socket however
+//! the tenant's addresses overlap with anyone else's.
+//!
+//! Connection reuse is hyper-util's pooled client. Its pool is keyed by URI
+//! authority, so each target gets a synthetic authority `n{ns}-{a}-{b}-{c}-{d}:{port}`
+//! naming both the namespace and the address: two targets at 10.0.16.10:8080
+//! in different namespaces never share a connection. The connector decodes it.
+
+use std::{
+    future::Future,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::fd::AsRawFd,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use http::{uri::Authority, Uri};
+use hyper_util::rt::TokioIo;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::{netns::NetNs, routing::NsId};
+
+/// Namespaces the connector can create sockets in, by id.
+pub type NsMap = std::collections::HashMap<NsId, Arc<NetNs>>;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URI did not carry a target authority made by [`authority_for`].
+    #[error("not a latticed target authority: {0}")]
+    BadAuthority(String),
+    /// The target's namespace is no longer managed.
+    #[error("namespace #{0} of the target is gone")]
+    NamespaceGone(NsId),
+    /// Entering the namespace failed.
+    #[error(transparent)]
+    Netns(#[from] crate::netns::Error),
+    /// Socket set-up or connect failed.
+    #[error("connecting to {target} from {source_addr}: {error}")]
+    Connect {
+        /// Target address.
+        target: SocketAddrV4,
+        /// SNAT source address.
+        source_addr: Ipv4Addr,
+        /// Cause.
+        #[source]
+        error: std::io::Error,
+    },
+    /// Connect did not finish in time.
+    #[error("connecting to {0}: timed out")]
+    ConnectTimeout(SocketAddrV4),
+}
+
+/// The source addresses connections to targets are bound to.
+#[derive(Debug)]
+pub struct SourcePool {
+    first: u32,
+    len: u32,
+    next: AtomicUsize,
+}
+
+impl SourcePool {
+    /// A pool of `first..=last`.
+    pub fn new(first: Ipv4Addr, last: Ipv4Addr) -> Self {
+        let (a, b) = (u32::from(first), u32::from(last));
+        Self {
+            first: a.min(b),
+            len: a.abs_diff(b) + 1,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next address, round robin, spreading ephemeral ports over them.
+    pub fn next(&self) -> Ipv4Addr {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as u32 % self.len;
+        Ipv4Addr::from(self.first + i)
+    }
+}
+
+/// Encodes namespace and address into a URI authority (see module docs).
+pub fn authority_for(ns: NsId, addr: SocketAddrV4) -> Authority {
+    let [a, b, c, d] = addr.ip().octets();
+    let s = format!("n{ns}-{a}-{b}-{c}-{d}:{}", addr.port());
+    // The string is built from digits and dashes only, which is always a valid
+    // authority; fall back to a static one rather than panic.
+    s.parse()
+        .unwrap_or_else(|_| Authority::from_static("invalid.invalid"))
+}
+
+/// Decodes [`authority_for`].
+pub fn parse_authority(uri: &Uri) -> Option<(NsId, SocketAddrV4)> {
+    let host = uri.host()?.strip_prefix('n')?;
+    let port = uri.port_u16()?;
+    let mut parts = host.split('-');
+    let ns = parts.next()?.parse().ok()?;
+    let mut octets = [0u8; 4];
+    for o in &mut octets {
+        *o = parts.next()?.parse().ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((ns, SocketAddrV4::new(octets.into(), port)))
+}
+
+/// hyper-util connector creating sockets in target namespaces.
+#[derive(Clone, Debug)]
+pub struct NsConnector {
+    namespaces: Arc<ArcSwap<NsMap>>,
+    sources: Arc<SourcePool>,
+    connect_timeout: Duration,
+}
+
+impl NsConnector {
+    /// A connector reading namespaces from `namespaces`.
+    pub fn new(
+        namespaces: Arc<ArcSwap<NsMap>>,
+        sources: Arc<SourcePool>,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            namespaces,
+            sources,
+            connect_timeout,
+        }
+    }
+
+    /// Connects to `target` in namespace `ns` from the next pool address.
+    pub async fn connect(&self, ns: NsId, target: SocketAddrV4) -> Result<TcpStream, Error> {
+        let netns = self
+            .namespaces
+            .load()
+            .get(&ns)
+            .cloned()
+            .ok_or(Error::NamespaceGone(ns))?;
+        let source_addr = self.sources.next();
+        let io = |error| Error::Connect {
+            target,
+            source_addr,
+            error,
+        };
+        let socket = netns
+            .enter(|| Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)))?
+            .map_err(io)?;
+        socket.set_nonblocking(true).map_err(io)?;
+        socket.set_nodelay(true).map_err(io)?;
+        bind_address_no_port(&socket).map_err(io)?;
+        socket
+            .bind(&SocketAddr::V4(SocketAddrV4::new(source_addr, 0)).into())
+            .map_err(io)?;
+        let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+        match tokio::time::timeout(self.connect_timeout, socket.connect(target.into())).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(io(e)),
+            Err(_) => Err(Error::ConnectTimeout(target)),
+        }
+    }
+}
+
+/// Lets the kernel pick the source port at connect() time, so the same
+/// (source address, port) pair can serve different targets: without it each
+/// bind() reserves a port for every destination.
+fn bind_address_no_port(socket: &Socket) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: valid fd, option value points at a live c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            std::ptr::from_ref(&one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+impl tower_service::Service<Uri> for NsConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let (ns, target) =
+                parse_authority(&uri).ok_or_else(|| Error::BadAuthority(uri.to_string()))?;
+            this.connect(ns, target).await.map(TokioIo::new)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_round_trips() {
+        let addr: SocketAddrV4 = "10.0.16.10:8080".parse().unwrap();
+        let a = authority_for(42, addr);
+        assert_eq!(a.as_str(), "n42-10-0-16-10:8080");
+        let uri: Uri = format!("http://{a}/x").parse().unwrap();
+        assert_eq!(parse_authority(&uri), Some((42, addr)));
+    }
+
+    #[test]
+    fn foreign_authorities_are_rejected() {
+        for u in [
+            "http://example.com:80/",
+            "http://n1-10-0-0:80/",
+            "http://n1-10-0-0-1-2:80/",
+            "http://n1-10-0-0-1/",
+        ] {
+            assert_eq!(parse_authority(&u.parse().unwrap()), None, "{u}");
+        }
+    }
+
+    #[test]
+    fn source_pool_rotates_within_bounds() {
+        let p = SourcePool::new(
+            "169.254.171.192".parse().unwrap(),
+            "169.254.171.194".parse().unwrap(),
+        );
+        let got: Vec<_> = (0..4).map(|_| p.next().octets()[3]).collect();
+        assert_eq!(got, [192, 193, 194, 192]);
+    }
+}
