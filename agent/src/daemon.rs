@@ -44,7 +44,7 @@ pub enum Error {
         namespace: String,
         /// Cause.
         #[source]
-        source: crate::kernel::steering::Error,
+        source: Box<crate::kernel::steering::Error>,
     },
     /// Proxy listener.
     #[error(transparent)]
@@ -197,7 +197,7 @@ impl Daemon {
                     .set_vips(vips)
                     .map_err(|source| Error::Steering {
                         namespace: name.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
             }
         }
@@ -249,7 +249,7 @@ impl Daemon {
                     Steering::attach(&m.netns, self.paths.bpffs_root.join(name), &listener)
                         .map_err(|source| Error::Steering {
                             namespace: name.clone(),
-                            source,
+                            source: Box::new(source),
                         })?;
                 let handle = self
                     .dp
@@ -276,10 +276,11 @@ impl Daemon {
         if brought_up {
             tracing::info!(namespace = %name, "set lo up");
         }
-        routes.add_local_route(lo).await?;
+        let source = routes.primary_address().await?;
+        routes.add_local_route(lo, source).await?;
         let id = self.next_id;
         self.next_id += 1;
-        tracing::info!(namespace = %name, id, "namespace managed: 169.254.171.0/24 is local");
+        tracing::info!(namespace = %name, id, client_source = ?source, "namespace managed: 169.254.171.0/24 is local");
         Ok(Managed {
             id,
             netns,

@@ -1,1 +1,486 @@
+//! Test harness for latticed's integration tests: real namespaces, a real
+//! `latticed` process, real clients (curl) inside the namespaces.
+//!
+//! Every object a test creates is owned by a guard that removes it on drop,
+//! so a failing (panicking) test still cleans up: [`NetNsGuard`] deletes its
+//! namespace and ends the processes started in it (by PID), [`Latticed`]
+//! stops the daemon and removes its pin root and run directory.
+//!
+//! Names are unique per process and test (`lt{pid}-{n}{suffix}`) so tests
+//! run in parallel and never touch anything they did not create.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test harness: a panic is how a failed set-up is reported"
+)]
+
+use std::{
+    net::Ipv4Addr,
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short token for names made by this test process.
+pub fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id() % 100_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Directory holding the built binaries (`target/debug`), found from the
+/// test executable's own path (`target/debug/deps/NAME-HASH`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LATTICED_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/PROFILE/deps")
+        .to_owned()
+}
+
+/// Path of a workspace binary, checked to exist.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace --bins` (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
+/// Workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_owned()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace made for one test, deleted on drop together with the
+/// processes started in it through [`NetNsGuard::spawn`].
+#[derive(Debug)]
+pub struct NetNsGuard {
+    name: String,
+    children: Vec<Child>,
+}
+
+impl NetNsGuard {
+    /// Creates `lt{pid}-{n}{suffix}` with `lo` up.
+    pub fn new(suffix: &str) -> Self {
+        let name = format!("lt{}{suffix}", unique());
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Self {
+            name,
+            children: Vec::new(),
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace name (its VPC identifier).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n NAME ARGS...`, asserting success.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Starts a long-running process in the namespace; it is killed (by
+    /// PID) when the guard drops.
+    pub fn spawn(&mut self, mut cmd: Command) -> u32 {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Inode of the namespace (as bpftool reports `netns_ino`).
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(Path::new("/run/netns").join(&self.name))
+            .expect("namespace file")
+            .ino()
+    }
+
+    /// `ip route show table local proto 171` in the namespace.
+    pub fn latticed_routes(&self) -> String {
+        let out = self.ip(&["route", "show", "table", "all", "proto", "171"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Deletes the namespace name now (as an operator's `ip netns del` would),
+    /// leaving the processes in it running.
+    pub fn delete_name(&self) {
+        run(Command::new("ip").args(["netns", "del", &self.name]));
+    }
+}
+
+impl Drop for NetNsGuard {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A walkthrough VPC: a namespace with 10.0.16.10/20 and an echo app on
+/// 10.0.16.10:8080 that reports its name and the client it saw.
+#[derive(Debug)]
+pub struct Vpc {
+    /// The namespace.
+    pub ns: NetNsGuard,
+}
+
+/// The app address in every walkthrough VPC (they all overlap).
+pub const APP_ADDR: &str = "10.0.16.10:8080";
+
+impl Vpc {
+    /// Creates the namespace and starts the app; returns once it answers.
+    pub fn new(suffix: &str) -> Self {
+        let mut ns = NetNsGuard::new(suffix);
+        ns.ip(&["addr", "add", "10.0.16.10/20", "dev", "lo"]);
+        let mut cmd = ns.command(bin("latticed-echo"));
+        cmd.args(["--name", ns.name(), "--listen", APP_ADDR]);
+        ns.spawn(cmd);
+        let vpc = Self { ns };
+        wait_until(Duration::from_secs(5), || {
+            vpc.curl(&format!("http://{APP_ADDR}/")).ok().is_some()
+        });
+        vpc
+    }
+
+    /// Namespace name.
+    pub fn name(&self) -> &str {
+        self.ns.name()
+    }
+
+    /// curl from inside this VPC; `Ok(body)` on HTTP success, `Err(exit code, stderr)`.
+    pub fn curl(&self, url: &str) -> Result<String, (i32, String)> {
+        curl_in(&self.ns, url, &[])
+    }
+}
+
+/// curl from inside `ns`, following no redirects, 5 s limit. `Ok(body)` when
+/// curl succeeds (any HTTP status with `-w` extras), else `Err((exit code, stderr))`.
+pub fn curl_in(ns: &NetNsGuard, url: &str, extra: &[&str]) -> Result<String, (i32, String)> {
+    let out = ns
+        .command("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("running curl");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+/// curl exit code for "could not connect" (refused).
+pub const CURL_COULDNT_CONNECT: i32 = 7;
+
+/// The JSON the echo app answers with.
+pub fn echo(body: &str) -> serde_json::Value {
+    serde_json::from_str(body.trim())
+        .unwrap_or_else(|e| panic!("not an echo answer: {body:?}: {e}"))
+}
+
+/// Whether an address is in the SNAT source pool 169.254.171.192-254.
+pub fn in_source_pool(client: &str) -> bool {
+    let ip: Ipv4Addr = client
+        .rsplit_once(':')
+        .and_then(|(ip, _)| ip.parse().ok())
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let o = ip.octets();
+    o[..3] == [169, 254, 171] && (192..=254).contains(&o[3])
+}
+
+/// Polls `f` until it is true or `limit` passes (then panics).
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `latticed run` process with its own pin root, run directory and config
+/// file. Stopped with SIGTERM on drop if still running.
+#[derive(Debug)]
+pub struct Latticed {
+    child: Option<Child>,
+    /// Pin root on bpffs.
+    pub bpffs_root: PathBuf,
+    /// Run directory (namespace record).
+    pub run_dir: PathBuf,
+    /// Config file path.
+    pub config: PathBuf,
+    /// stderr log file.
+    pub log: PathBuf,
+    notify: PathBuf,
+}
+
+impl Latticed {
+    /// Paths for a new instance; nothing started yet.
+    pub fn prepare(config: &serde_json::Value) -> Self {
+        let u = unique();
+        let dir = std::env::temp_dir().join(format!("latticed-test-{u}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let l = Self {
+            child: None,
+            bpffs_root: PathBuf::from(format!("/sys/fs/bpf/latticed-test-{u}")),
+            run_dir: dir.join("run"),
+            config: dir.join("config.json"),
+            log: dir.join("latticed.log"),
+            notify: dir.join("notify.sock"),
+        };
+        l.write_config(config);
+        l
+    }
+
+    /// Starts latticed with `config` and waits for READY=1.
+    pub fn start(config: &serde_json::Value) -> Self {
+        let mut l = Self::prepare(config);
+        l.spawn_and_wait_ready()
+            .expect("latticed did not become ready");
+        l
+    }
+
+    /// Replaces the config file (then [`Latticed::reload`] to apply it).
+    pub fn write_config(&self, config: &serde_json::Value) {
+        std::fs::write(
+            &self.config,
+            serde_json::to_vec_pretty(config).expect("json"),
+        )
+        .expect("writing config");
+    }
+
+    /// Starts the process; `Ok` once it notified readiness, `Err(log)` if
+    /// it exited first.
+    pub fn spawn_and_wait_ready(&mut self) -> Result<(), String> {
+        let _ = std::fs::remove_file(&self.notify);
+        let sock = UnixDatagram::bind(&self.notify).expect("notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(bin("latticed"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--bpffs-root")
+            .arg(&self.bpffs_root)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .env("NOTIFY_SOCKET", &self.notify)
+            .env("RUST_LOG", "info,latticed=debug,latticed_proxy=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning latticed");
+        self.child = Some(child);
+        let start = Instant::now();
+        let mut buf = [0u8; 512];
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+                {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.try_wait() {
+                return Err(format!("exited with {status}: {}", self.log_text()));
+            }
+        }
+        Err(format!("not ready after 20 s: {}", self.log_text()))
+    }
+
+    /// PID of the running process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Exit status if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends a signal to the process we started.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: plain kill(2) on the PID of our own child.
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill {}", self.pid());
+    }
+
+    /// SIGHUP, then waits until the log shows the reload's outcome.
+    pub fn reload(&self) -> String {
+        let before = self.log_text().len();
+        self.signal(libc::SIGHUP);
+        let mut tail = String::new();
+        wait_until(Duration::from_secs(10), || {
+            tail = self.log_text().get(before..).unwrap_or("").to_owned();
+            tail.contains("configuration reloaded") || tail.contains("keeping the current")
+        });
+        tail
+    }
+
+    /// Stops with `sig` and waits for the exit status.
+    pub fn stop_with(&mut self, sig: libc::c_int) -> std::process::ExitStatus {
+        self.signal(sig);
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "latticed did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Names under the pin root (namespace directories).
+    pub fn pinned(&self) -> Vec<String> {
+        std::fs::read_dir(&self.bpffs_root)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Latticed {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let start = Instant::now();
+            while c.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(5) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // Whatever a failed test left: pins under our own root only.
+        let _ = std::fs::remove_dir_all(&self.bpffs_root);
+        if let Some(dir) = self.config.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// sk_lookup links attached to the namespace with inode `ino`, per bpftool.
+pub fn sk_lookup_links(ino: u64) -> usize {
+    let out = run(Command::new("bpftool").args(["-j", "link", "show"]));
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    links
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|l| {
+                    l["type"] == "netns" && l["netns_ino"] == ino && l["attach_type"] == "sk_lookup"
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The walkthrough config of issue 2: one service per app, one service
+/// network with both services, associated with both VPCs.
+pub fn two_service_config(a: &str, b: &str) -> serde_json::Value {
+    serde_json::json!({
+        "serviceNetworks": [{"name": "demo-net"}],
+        "services": [
+            {"name": "svc-a", "vip": "169.254.171.10", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
+                "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": "app-a"}]}}}]},
+            {"name": "svc-b", "vip": "169.254.171.11", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
+                "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": "app-b"}]}}}]}
+        ],
+        "targetGroups": [
+            {"name": "app-a", "type": "IP", "config": {"vpcIdentifier": a, "port": 8080, "protocol": "HTTP"},
+             "targets": [{"id": "10.0.16.10"}]},
+            {"name": "app-b", "type": "IP", "config": {"vpcIdentifier": b, "port": 8080, "protocol": "HTTP"},
+             "targets": [{"id": "10.0.16.10"}]}
+        ],
+        "serviceNetworkServiceAssociations": [
+            {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "svc-a"},
+            {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "svc-b"}
+        ],
+        "serviceNetworkVpcAssociations": [
+            {"serviceNetworkIdentifier": "demo-net", "vpcIdentifier": a},
+            {"serviceNetworkIdentifier": "demo-net", "vpcIdentifier": b}
+        ]
+    })
+}
+
+/// svc-a's URL (the app in VPC a).
+pub const SVC_A: &str = "http://169.254.171.10/";
+/// svc-b's URL (the app in VPC b).
+pub const SVC_B: &str = "http://169.254.171.11/";

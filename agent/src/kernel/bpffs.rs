@@ -2,9 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-/// `BPF_FS_MAGIC` from linux/magic.h.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -32,7 +29,8 @@ pub enum Error {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }
 
 /// Makes sure `root` (e.g. `/sys/fs/bpf/latticed`) exists on a bpffs,

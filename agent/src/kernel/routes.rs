@@ -3,12 +3,13 @@
 //! A netlink socket talks to the namespace it was created in, so each
 //! namespace gets its own connection, opened while the thread is inside it.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
-use latticed_common::{LATTICE_NET, LATTICE_PREFIX_LEN};
+use latticed_common::{LATTICE_MASK, LATTICE_NET, LATTICE_PREFIX_LEN};
 use latticed_proxy::NetNs;
 use netlink_packet_route::{
+    address::{AddressAttribute, AddressScope},
     link::LinkFlags,
     route::{RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType},
 };
@@ -118,8 +119,42 @@ impl NsRoutes {
         Ok((index, true))
     }
 
-    fn local_route(lo: u32) -> RouteMessage {
-        RouteMessageBuilder::<Ipv4Addr>::new()
+    /// The namespace's own address clients should appear as: the first
+    /// universe-scope IPv4 address outside 127/8 and 169.254.171.0/24.
+    pub async fn primary_address(&self) -> Result<Option<Ipv4Addr>, Error> {
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.err("listing addresses"))?;
+        Ok(addrs
+            .iter()
+            .filter(|a| a.header.scope == AddressScope::Universe)
+            .flat_map(|a| a.attributes.iter())
+            .find_map(|attr| match attr {
+                AddressAttribute::Local(IpAddr::V4(ip))
+                | AddressAttribute::Address(IpAddr::V4(ip))
+                    if !ip.is_loopback() && u32::from(*ip) & LATTICE_MASK != LATTICE_NET =>
+                {
+                    Some(*ip)
+                }
+                _ => None,
+            }))
+    }
+
+    fn local_route(lo: u32, source: Option<Ipv4Addr>) -> RouteMessage {
+        let builder = RouteMessageBuilder::<Ipv4Addr>::new();
+        // Without a preferred source, a connection to a local route's address
+        // takes that address as its source: clients would reach the proxy as
+        // the VIP itself and X-Forwarded-For would say nothing.
+        let builder = match source {
+            Some(src) => builder.pref_source(src),
+            None => builder,
+        };
+        builder
             .destination_prefix(Ipv4Addr::from(LATTICE_NET), LATTICE_PREFIX_LEN)
             .output_interface(lo)
             .kind(RouteType::Local)
@@ -132,10 +167,10 @@ impl NsRoutes {
     /// Makes 169.254.171.0/24 local in the namespace: VIPs are then delivered
     /// locally (where sk_lookup picks them up) and SNAT source addresses can
     /// be bound without configuring 254 addresses.
-    pub async fn add_local_route(&self, lo: u32) -> Result<(), Error> {
+    pub async fn add_local_route(&self, lo: u32, source: Option<Ipv4Addr>) -> Result<(), Error> {
         self.handle
             .route()
-            .add(Self::local_route(lo))
+            .add(Self::local_route(lo, source))
             .replace()
             .execute()
             .await
