@@ -51,7 +51,7 @@ pub fn steer_to_proxy(ctx: SkLookupContext) -> u32 {
         addr_be: local_ip4,
         port: local_port,
     };
-    let Some(slot) = STEER_VIPS.get_ptr(&key) else {
+    let Some(slot) = STEER_VIPS.get_ptr(key) else {
         count(stats::REFUSED);
         return sk_action::SK_DROP;
     };

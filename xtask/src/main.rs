@@ -1,1 +1,235 @@
-fn main() {}
+//! `cargo xtask`: the jobs cargo cannot express.
+//!
+//! - `setup`: install what is missing (Debian packages, nightly rust-src,
+//!   bpf-linker built against LLVM 22), skipping what is present.
+//! - `build-ebpf`: build the eBPF object and refresh (or `--check`) the
+//!   committed copy in `ebpf/prebuilt/`.
+//! - `test`: set-up, eBPF drift check, fmt, clippy (host and eBPF), build,
+//!   and every test, unit and privileged, under a chosen runner.
+//! - `demo`: the walkthrough on two overlapping namespaces, in the foreground.
+
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Install what building and testing need, skipping what is present.
+    Setup,
+    /// Build the eBPF object (needs nightly rust-src and bpf-linker).
+    BuildEbpf {
+        /// Fail if the committed object differs from what the source builds,
+        /// instead of updating it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Set up, lint, build and run every test (unit and privileged).
+    Test {
+        /// Command the test binaries run under; default: none as root, else "sudo -E".
+        #[arg(long)]
+        runner: Option<String>,
+        /// Skip installing missing tools.
+        #[arg(long)]
+        no_setup: bool,
+        /// Extra arguments for the test runner (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the walkthrough demo until Ctrl-C.
+    Demo {
+        /// Skip installing missing tools.
+        #[arg(long)]
+        no_setup: bool,
+    },
+}
+
+/// The workspace root (xtask's parent).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Prints a step heading.
+pub fn step(msg: &str) {
+    eprintln!("\n==> {msg}");
+}
+
+/// Runs a command, failing with its name if it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// The cargo that runs us.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+const EBPF_OBJECT: &str = "ebpf/prebuilt/latticed-ebpf.o";
+
+/// Builds the eBPF object. Paths are remapped so the object does not depend
+/// on where the repository or the toolchains live: the same source gives the
+/// same bytes on every machine, which is what makes the drift check possible.
+fn build_ebpf(check: bool) -> anyhow::Result<()> {
+    step("building the eBPF object (nightly, build-std=core, bpf-linker)");
+    let root = root();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{home}/.cargo"));
+    let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{home}/.rustup"));
+    let rustflags = format!(
+        "-Cdebuginfo=2 -Clink-arg=--btf --remap-path-prefix={}=/latticed --remap-path-prefix={cargo_home}=/cargo --remap-path-prefix={rustup_home}=/rustup",
+        root.display()
+    );
+    run(Command::new("rustup")
+        .current_dir(&root)
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "--package",
+            "latticed-ebpf",
+        ])
+        .args([
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+        ])
+        .args(["--target-dir", "target/bpf"])
+        .env("RUSTFLAGS", rustflags)
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER"))?;
+    let built = root.join("target/bpf/bpfel-unknown-none/release/latticed-ebpf");
+    let fresh = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+    let committed_path = root.join(EBPF_OBJECT);
+    let committed = std::fs::read(&committed_path).unwrap_or_default();
+    if fresh == committed {
+        eprintln!("{EBPF_OBJECT} matches its source ({} bytes)", fresh.len());
+        return Ok(());
+    }
+    if check {
+        bail!(
+            "{EBPF_OBJECT} differs from what ebpf/ builds: run `cargo xtask build-ebpf` and commit the object"
+        );
+    }
+    std::fs::write(&committed_path, &fresh)
+        .with_context(|| format!("writing {}", committed_path.display()))?;
+    eprintln!(
+        "updated {EBPF_OBJECT} ({} bytes): commit it with the source change",
+        fresh.len()
+    );
+    Ok(())
+}
+
+/// Lints the eBPF crate on its own: it only builds for the BPF target.
+fn clippy_ebpf() -> anyhow::Result<()> {
+    step("clippy on the eBPF crate");
+    run(Command::new("rustup")
+        .current_dir(root())
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--package",
+            "latticed-ebpf",
+        ])
+        .args([
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+        ])
+        .args(["--target-dir", "target/bpf", "--", "-D", "warnings"]))
+}
+
+fn test(runner: Option<String>, no_setup: bool, args: &[String]) -> anyhow::Result<()> {
+    let tools = if no_setup {
+        setup::probe()
+    } else {
+        setup::setup()?
+    };
+    if tools.ebpf {
+        // In CI the committed object must match; locally it is refreshed.
+        build_ebpf(std::env::var_os("CI").is_some())?;
+        clippy_ebpf()?;
+    } else {
+        eprintln!("eBPF toolchain unavailable: building from the committed {EBPF_OBJECT}");
+    }
+    step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("cargo clippy --all-targets -- -D warnings");
+    run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    step("building binaries the tests run");
+    run(cargo().args(["build", "--bins"]))?;
+
+    let runner = runner.unwrap_or_else(|| {
+        if is_root() {
+            String::new()
+        } else {
+            "sudo -E".into()
+        }
+    });
+    step(&format!(
+        "running every test{}",
+        if runner.is_empty() {
+            String::new()
+        } else {
+            format!(" under {runner:?}")
+        }
+    ));
+    let mut cmd = cargo();
+    if tools.nextest {
+        cmd.args(["nextest", "run", "--no-fail-fast"]);
+    } else {
+        cmd.args(["test", "--no-fail-fast"]);
+    }
+    cmd.args(args);
+    if !runner.is_empty() {
+        cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", &runner);
+    }
+    run(&mut cmd)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => setup::setup().map(|_| ()),
+        Cmd::BuildEbpf { check } => build_ebpf(check),
+        Cmd::Test {
+            runner,
+            no_setup,
+            args,
+        } => test(runner, no_setup, &args),
+        Cmd::Demo { no_setup } => demo::demo(no_setup),
+    }
+}

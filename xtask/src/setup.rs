@@ -1,0 +1,157 @@
+//! Installs what building, testing and the demo need on Debian 12, and only
+//! what is missing: a second run finds everything and installs nothing.
+//!
+//! The eBPF toolchain (nightly rust-src, bpf-linker against LLVM 22) is
+//! optional: without it the daemon builds from the committed object.
+
+use std::process::{Command, Stdio};
+
+use anyhow::Context as _;
+
+use crate::{run, step};
+
+/// Debian packages: the tools the tests and demo drive, and LLVM 22 for
+/// building bpf-linker.
+const PACKAGES: &[&str] = &[
+    "iproute2",    // ip netns, ip route
+    "curl",        // the client in tests and demo
+    "bpftool",     // inspecting programs, maps, links
+    "systemd",     // systemd-analyze verify for the unit
+    "llvm-22-dev", // bpf-linker links libLLVM 22
+    "ca-certificates",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// What is available after set-up.
+#[derive(Debug, Clone, Copy)]
+pub struct Tools {
+    /// nightly + rust-src + bpf-linker: the eBPF object can be built.
+    pub ebpf: bool,
+    /// cargo-nextest is installed.
+    pub nextest: bool,
+}
+
+fn quiet(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn output(cmd: &mut Command) -> String {
+    cmd.stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn package_installed(name: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", name]))
+        .contains("install ok installed")
+}
+
+fn has_nightly_rust_src() -> bool {
+    output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .lines()
+    .any(|l| l.starts_with("rust-src"))
+}
+
+fn has_bpf_linker() -> bool {
+    output(Command::new("bpf-linker").arg("--version")).contains(BPF_LINKER_VERSION)
+}
+
+fn has_nextest() -> bool {
+    quiet(crate::cargo().args(["nextest", "--version"]))
+}
+
+/// Reports what is there without installing anything.
+pub fn probe() -> Tools {
+    Tools {
+        ebpf: has_nightly_rust_src() && has_bpf_linker(),
+        nextest: has_nextest(),
+    }
+}
+
+/// Installs what is missing; returns what is available.
+pub fn setup() -> anyhow::Result<Tools> {
+    step("set-up: checking tools");
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !package_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("Debian packages: all present");
+    } else {
+        eprintln!("Debian packages missing: {}", missing.join(" "));
+        run(Command::new("apt-get").arg("update").arg("-qq"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("installing Debian packages")?;
+    }
+
+    if has_nightly_rust_src() {
+        eprintln!("nightly rust-src: present");
+    } else {
+        eprintln!("nightly rust-src: installing");
+        if !quiet(Command::new("rustup").args(["toolchain", "list"])) {
+            eprintln!("rustup not available; the eBPF object will come from the committed copy");
+        } else if let Err(e) = run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ])) {
+            eprintln!(
+                "could not add rust-src ({e:#}); the eBPF object will come from the committed copy"
+            );
+        }
+    }
+
+    if has_bpf_linker() {
+        eprintln!("bpf-linker {BPF_LINKER_VERSION}: present");
+    } else if package_installed("llvm-22-dev") {
+        eprintln!("bpf-linker {BPF_LINKER_VERSION}: building against LLVM 22 (about 2 minutes)");
+        // Without LLVM_PREFIX the build finds Debian's default LLVM 14 and
+        // fails late with `unable to find library -lLLVM`.
+        if let Err(e) = run(Command::new(
+            std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        )
+        .args([
+            "install",
+            "--locked",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        ])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+        {
+            eprintln!("could not build bpf-linker ({e:#}); the eBPF object will come from the committed copy");
+        }
+    }
+
+    let tools = probe();
+    eprintln!(
+        "eBPF toolchain: {}; test runner: {}",
+        if tools.ebpf {
+            "available"
+        } else {
+            "unavailable (committed object used)"
+        },
+        if tools.nextest {
+            "cargo-nextest"
+        } else {
+            "cargo test"
+        }
+    );
+    Ok(tools)
+}
