@@ -144,6 +144,12 @@ impl NetNsGuard {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Creates a new namespace under the same name (after [`Self::delete_name`]).
+    pub fn recreate(&self) {
+        run(Command::new("ip").args(["netns", "add", &self.name]));
+        self.ip(&["link", "set", "lo", "up"]);
+    }
+
     /// Deletes the namespace name now (as an operator's `ip netns del` would),
     /// leaving the processes in it running.
     pub fn delete_name(&self) {

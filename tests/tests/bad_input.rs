@@ -127,7 +127,7 @@ fn invalid_reloads_are_refused_and_the_running_config_keeps_serving() {
 
 #[test]
 fn target_namespace_disappearing_while_traffic_flows() {
-    let a = Vpc::new("a");
+    let mut a = Vpc::new("a");
     let b = Vpc::new("b");
     let latticed = Latticed::start(&two_service_config(a.name(), b.name()));
     let stop = AtomicBool::new(false);
