@@ -176,4 +176,17 @@ fn target_namespace_disappearing_while_traffic_flows() {
         echo(&b.curl(SVC_B).expect("svc-b still served"))["app"],
         b.name()
     );
+
+    // The namespace returns (a new one under the same name, with its app):
+    // latticed re-applies the configuration by itself.
+    a.ns.recreate();
+    a.ns.ip(&["addr", "add", "10.0.16.10/20", "dev", "lo"]);
+    let mut app = a.ns.command(bin("latticed-echo"));
+    app.args(["--name", "returned", "--listen", APP_ADDR]);
+    a.ns.spawn(app);
+    wait_until(Duration::from_secs(10), || {
+        b.curl(SVC_A)
+            .is_ok_and(|body| body.contains(r#""app":"returned""#))
+    });
+    assert!(latticed.log_text().contains("configuration re-applied"));
 }

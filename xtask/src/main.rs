@@ -208,16 +208,55 @@ fn test(runner: Option<String>, no_setup: bool, args: &[String]) -> anyhow::Resu
         }
     ));
     let mut cmd = cargo();
-    if tools.nextest {
-        cmd.args(["nextest", "run", "--no-fail-fast"]);
-    } else {
-        cmd.args(["test", "--no-fail-fast"]);
-    }
-    cmd.args(args);
     if !runner.is_empty() {
         cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", &runner);
     }
-    run(&mut cmd)
+    if tools.nextest {
+        cmd.args(["nextest", "run", "--no-fail-fast"]).args(args);
+        return run(&mut cmd);
+    }
+    cmd.args(["test", "--no-fail-fast"]).args(args);
+    cargo_test_with_summary(cmd)
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one plain
+/// summary line over all test binaries: cargo test's own last line belongs
+/// to whichever binary ran last (often an empty doc-test run).
+#[expect(clippy::print_stdout, reason = "passes the test output through")]
+fn cargo_test_with_summary(mut cmd: Command) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let mut words = part.split_whitespace().rev();
+                    let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                        continue;
+                    };
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match kind {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("summary: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed with {status}");
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
