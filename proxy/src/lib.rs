@@ -14,6 +14,8 @@
 pub mod listener;
 pub mod netns;
 pub mod routing;
+pub mod sigv4;
+pub mod time;
 pub mod upstream;
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};

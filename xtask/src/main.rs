@@ -9,6 +9,7 @@
 //! - `demo`: the walkthrough on two overlapping namespaces, in the foreground.
 
 mod demo;
+mod model;
 mod setup;
 
 use std::{
@@ -34,6 +35,12 @@ enum Cmd {
     BuildEbpf {
         /// Fail if the committed object differs from what the source builds,
         /// instead of updating it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Derive the embedded VPC Lattice model from the installed botocore.
+    GenModel {
+        /// Fail if the committed model differs instead of rewriting it.
         #[arg(long)]
         check: bool,
     },
@@ -264,6 +271,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Setup => setup::setup().map(|_| ()),
         Cmd::BuildEbpf { check } => build_ebpf(check),
+        Cmd::GenModel { check } => model::gen_model(check),
         Cmd::Test {
             runner,
             no_setup,
