@@ -21,10 +21,23 @@ use latticed_proxy::{
     },
     Dataplane, ListenerHandle, NetNs, NsId, NsMap, ProxyConfig, RouteTable,
 };
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
 
 use crate::{
-    control::{self, plan::PlannedAction, Plan},
+    control::{
+        self,
+        api::{
+            error::ApiError,
+            handlers::{self, Outcome, Settings},
+            server::{ApiCall, Credentials},
+        },
+        plan::{plan_with, Missing, PlannedAction},
+        store::Store,
+        Config, Plan,
+    },
     kernel::{bpffs, record::Record, routes::NsRoutes, steering::Steering},
 };
 
@@ -58,6 +71,15 @@ pub enum Error {
     /// Configuration.
     #[error(transparent)]
     Config(#[from] control::LoadError),
+    /// Configuration that no longer plans (e.g. a stored one).
+    #[error(transparent)]
+    Invalid(#[from] control::ValidationError),
+    /// State store.
+    #[error(transparent)]
+    Store(#[from] control::store::Error),
+    /// API set-up.
+    #[error(transparent)]
+    Api(#[from] control::api::Error),
     /// Other I/O.
     #[error("{what}: {source}")]
     Io {
@@ -82,6 +104,25 @@ pub struct Paths {
     pub run_dir: PathBuf,
 }
 
+/// The control API's settings.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    /// Address to serve on.
+    pub listen: std::net::SocketAddr,
+    /// Directory of the state store and admin credentials.
+    pub state_dir: PathBuf,
+    /// Region, account, quotas.
+    pub settings: Settings,
+}
+
+struct ApiRuntime {
+    state: handlers::State,
+    store: Store,
+    settings: Settings,
+    calls: mpsc::Receiver<ApiCall>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
 struct ClientSide {
     steering: Steering,
     // Dropping it stops accepting; declared after `steering` so the program
@@ -103,7 +144,11 @@ pub struct Daemon {
     record: Record,
     managed: BTreeMap<String, Managed>,
     next_id: NsId,
+    /// The accepted configuration (from the file or the API's state).
+    desired: Config,
+    /// What is applied now: `desired` over the namespaces that exist.
     plan: Plan,
+    api: Option<ApiRuntime>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -138,13 +183,57 @@ pub async fn cleanup_leftovers(paths: &Paths) -> Result<(), Error> {
 }
 
 impl Daemon {
-    /// Cleans up after an unclean stop, loads the configuration and applies it.
-    pub async fn start(paths: Paths, proxy: ProxyConfig) -> Result<Self, Error> {
+    /// Cleans up after an unclean stop, loads the configuration (from the
+    /// file, or from the API's store) and applies it; starts the API.
+    pub async fn start(
+        paths: Paths,
+        proxy: ProxyConfig,
+        api: Option<ApiOptions>,
+    ) -> Result<Self, Error> {
         bpffs::prepare(&paths.bpffs_root)?;
         cleanup_leftovers(&paths).await?;
-        let plan = match &paths.config {
-            Some(path) => control::load(path, &paths.netns_dir)?.1,
-            None => Plan::default(),
+        let mut runtime = None;
+        let desired = match (&paths.config, api) {
+            (Some(path), _) => control::load(path, &paths.netns_dir)?.0,
+            (None, None) => Config::default(),
+            (None, Some(opts)) => {
+                let store = Store::open(&opts.state_dir)?;
+                let state = handlers::State::from_records(store.resources()?);
+                let creds: Credentials =
+                    Arc::new(std::sync::RwLock::new(control::api::load_credentials(
+                        &store,
+                        &opts.state_dir,
+                        &opts.settings.account,
+                    )?));
+                let listener =
+                    tokio::net::TcpListener::bind(opts.listen)
+                        .await
+                        .map_err(|source| Error::Io {
+                            what: format!("binding the API address {} (--api-listen)", opts.listen),
+                            source,
+                        })?;
+                let local = listener.local_addr().map_err(|source| Error::Io {
+                    what: "reading the API address".into(),
+                    source,
+                })?;
+                let (tx, rx) = mpsc::channel(64);
+                let server = control::api::server::serve(listener, tx, creds);
+                tracing::info!(
+                    endpoint = %format!("http://{local}"),
+                    credentials = %opts.state_dir.join("admin-credentials").display(),
+                    region = %opts.settings.region,
+                    "VPC Lattice API listening"
+                );
+                let desired = state.to_config();
+                runtime = Some(ApiRuntime {
+                    state,
+                    store,
+                    settings: opts.settings,
+                    calls: rx,
+                    _server: server,
+                });
+                desired
+            }
         };
         let mut daemon = Self {
             record: Record::open(&paths.run_dir)?,
@@ -152,13 +241,24 @@ impl Daemon {
             dp: Dataplane::new(proxy),
             managed: BTreeMap::new(),
             next_id: 1,
+            desired,
             plan: Plan::default(),
+            api: runtime,
         };
-        if let Err(e) = daemon.apply(plan).await {
+        let result = match daemon.current_plan() {
+            Ok(plan) => daemon.apply(plan).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
             daemon.shutdown().await;
             return Err(e);
         }
         Ok(daemon)
+    }
+
+    /// The desired configuration over the namespaces that exist now.
+    fn current_plan(&self) -> Result<Plan, control::ValidationError> {
+        plan_with(&self.desired, &self.paths.netns_dir, Missing::Skip)
     }
 
     /// Makes the data path match `plan`, or leaves it as it was.
@@ -412,23 +512,27 @@ impl Daemon {
             tracing::info!("no configuration file to reload");
             return;
         };
-        let plan = match control::load(&path, &self.paths.netns_dir) {
-            Ok((_, plan)) => plan,
+        let (config, plan) = match control::load(&path, &self.paths.netns_dir) {
+            Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!("{e}; keeping the current configuration");
                 return;
             }
         };
         match self.apply(plan).await {
-            Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
+            Ok(()) => {
+                self.desired = config;
+                tracing::info!(path = %path.display(), "configuration reloaded");
+            }
             Err(e) => {
                 tracing::error!(error = %e, "applying the new configuration failed; keeping the current one")
             }
         }
     }
 
-    /// Notices namespaces whose name was removed (`ip netns del`) and drops
-    /// them; re-applies the plan when a namespace it names appears again.
+    /// Notices namespaces whose name was removed (`ip netns del`) or now
+    /// names another namespace, and namespaces the configuration names that
+    /// appeared; re-applies the configuration over what exists.
     pub async fn check_namespaces(&mut self) {
         let gone: Vec<String> = self
             .managed
@@ -436,28 +540,121 @@ impl Daemon {
             .filter(|(_, m)| !m.netns.still_named())
             .map(|(n, _)| n.clone())
             .collect();
-        if !gone.is_empty() {
-            for name in &gone {
-                tracing::error!(namespace = %name, "network namespace disappeared; its services and targets are unavailable until it returns");
-                self.unmanage(name).await;
-            }
-            self.publish(&self.plan);
-            if let Err(e) = self.record.write(self.managed.keys().map(String::as_str)) {
-                tracing::warn!(error = %e, "updating the namespace record");
-            }
+        for name in &gone {
+            tracing::error!(namespace = %name, "network namespace disappeared; its services and targets are unavailable until it returns");
+            self.unmanage(name).await;
         }
-        let missing = self
-            .plan
+        let plan = match self.current_plan() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "the configuration no longer plans");
+                return;
+            }
+        };
+        if gone.is_empty() && plan.namespaces() == self.plan.namespaces() {
+            return;
+        }
+        let returned = plan
             .namespaces()
             .into_iter()
-            .any(|n| !self.managed.contains_key(n) && self.paths.netns_dir.join(n).exists());
-        if missing {
-            let plan = self.plan.clone();
-            match self.apply(plan).await {
-                Ok(()) => tracing::info!("namespaces returned; configuration re-applied"),
-                Err(e) => tracing::warn!(error = %e, "re-applying after a namespace returned"),
+            .any(|n| !self.plan.namespaces().contains(n));
+        match self.apply(plan).await {
+            Ok(()) if returned => tracing::info!("namespaces returned; configuration re-applied"),
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "re-applying after namespaces changed"),
+        }
+    }
+
+    /// Runs one API call: reads answer at once; a change is applied to the
+    /// data path, then made durable, then acknowledged. If either step fails,
+    /// state, data path and store are left as they were.
+    async fn api_call(&mut self, call: ApiCall) {
+        let reply = self.api_outcome(&call.operation, &call.input).await;
+        let _ = call.reply.send(reply);
+    }
+
+    async fn api_outcome(
+        &mut self,
+        operation: &str,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let Some(api) = self.api.as_mut() else {
+            return Err(ApiError::internal("the API is not enabled"));
+        };
+        // Idempotency: the same clientToken with the same request answers
+        // what the first one did; with a different request it is a conflict.
+        let token = input["clientToken"].as_str().map(|t| {
+            let mut rest = input.clone();
+            if let Some(o) = rest.as_object_mut() {
+                o.remove("clientToken");
+            }
+            (format!("{operation}/{t}"), sha256_hex(&rest.to_string()))
+        });
+        if let Some((key, hash)) = &token {
+            match api.store.token(key) {
+                Ok(Some(seen)) if seen["hash"] == hash.as_str() => {
+                    return Ok(seen["response"].clone())
+                }
+                Ok(Some(_)) => {
+                    return Err(ApiError::conflict(
+                        "CLIENT_TOKEN",
+                        key,
+                        "the clientToken was already used with different parameters",
+                    ))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ApiError::internal(e.to_string())),
             }
         }
+        let now = latticed_proxy::time::iso8601(std::time::SystemTime::now());
+        let mutation = match handlers::handle(operation, input, &api.state, &api.settings, now)? {
+            Outcome::Read(v) => return Ok(v),
+            Outcome::Write(m) => m,
+        };
+        let undo = api.state.apply(&mutation.changes);
+        let desired = api.state.to_config();
+        let plan = match plan_with(&desired, &self.paths.netns_dir, Missing::Skip) {
+            Ok(p) => p,
+            Err(e) => {
+                api.state.apply(&undo);
+                return Err(ApiError::validation(
+                    e.0.into_iter()
+                        .map(|f| control::api::model::FieldProblem {
+                            name: f.field,
+                            message: f.reason,
+                        })
+                        .collect(),
+                ));
+            }
+        };
+        let previous = self.plan.clone();
+        if let Err(e) = self.apply(plan).await {
+            if let Some(api) = self.api.as_mut() {
+                api.state.apply(&undo);
+            }
+            return Err(ApiError::internal(format!(
+                "applying the change to the data path: {e}"
+            )));
+        }
+        let Some(api) = self.api.as_mut() else {
+            return Err(ApiError::internal("the API is not enabled"));
+        };
+        let token_record = token.as_ref().map(|(k, h)| {
+            (
+                k.as_str(),
+                serde_json::json!({"hash": h, "response": mutation.result}),
+            )
+        });
+        if let Err(e) = api.store.commit(
+            &mutation.changes,
+            token_record.as_ref().map(|(k, v)| (*k, v)),
+        ) {
+            api.state.apply(&undo);
+            let _ = self.apply(previous).await;
+            return Err(ApiError::internal(format!("storing the change: {e}")));
+        }
+        self.desired = desired;
+        Ok(mutation.result)
     }
 
     /// Removes everything this process created.
@@ -498,6 +695,7 @@ impl Daemon {
                     notify(&[sd_notify::NotifyState::Ready]);
                 }
                 _ = tick.tick() => self.check_namespaces().await,
+                Some(call) = next_call(&mut self.api) => self.api_call(call).await,
             }
         }
         notify(&[sd_notify::NotifyState::Stopping]);
@@ -505,6 +703,18 @@ impl Daemon {
         self.shutdown().await;
         Ok(())
     }
+}
+
+async fn next_call(api: &mut Option<ApiRuntime>) -> Option<ApiCall> {
+    match api {
+        Some(a) => a.calls.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {

@@ -46,11 +46,29 @@ struct PathArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon: steer service VIPs in associated namespaces to the proxy.
+    ///
+    /// Configuration comes from the VPC Lattice API (the default), or from a
+    /// file given with --config (then the API is off).
     Run {
         /// Configuration file (JSON, in the shapes of the VPC Lattice API);
-        /// reloaded on SIGHUP.
-        #[arg(long, short, env = "LATTICED_CONFIG")]
+        /// reloaded on SIGHUP. Without it, the API manages latticed.
+        #[arg(long, short, env = "LATTICED_CONFIG", conflicts_with = "api_listen")]
         config: Option<PathBuf>,
+        /// Address of the VPC Lattice API.
+        #[arg(long, env = "LATTICED_API_LISTEN")]
+        api_listen: Option<std::net::SocketAddr>,
+        /// State store and admin credentials.
+        #[arg(long, default_value = "/var/lib/latticed", env = "LATTICED_STATE_DIR")]
+        state_dir: PathBuf,
+        /// Region in ARNs.
+        #[arg(long, default_value = "us-east-1", value_parser = parse_region)]
+        region: String,
+        /// Account id in ARNs (12 digits).
+        #[arg(long, default_value = "111122223333", value_parser = parse_account)]
+        account_id: String,
+        /// Raise or lower a quota: NAME=VALUE (e.g. services=150). Repeatable.
+        #[arg(long = "quota", value_name = "NAME=VALUE")]
+        quotas: Vec<String>,
         #[command(flatten)]
         paths: PathArgs,
         /// Seconds to wait for a connection to a target (then 503).
@@ -74,6 +92,27 @@ enum Command {
         #[command(flatten)]
         paths: PathArgs,
     },
+}
+
+fn parse_region(s: &str) -> Result<String, String> {
+    let ok = (2..=30).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a region name like us-east-1"))
+    }
+}
+
+fn parse_account(s: &str) -> Result<String, String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a 12-digit account id"))
+    }
 }
 
 fn init_tracing() {
@@ -113,10 +152,30 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
             config,
+            api_listen,
+            state_dir,
+            region,
+            account_id,
+            quotas,
             paths,
             connect_timeout,
             request_timeout,
         } => {
+            let mut quota = control::api::handlers::Quotas::default();
+            for q in &quotas {
+                quota.set(q).map_err(|e| anyhow::anyhow!("--quota {e}"))?;
+            }
+            let api = config.is_none().then(|| daemon::ApiOptions {
+                listen: api_listen
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 7390))),
+                state_dir,
+                settings: control::api::handlers::Settings {
+                    region,
+                    account: account_id,
+                    quotas: quota,
+                    netns_dir: paths.netns_dir.clone(),
+                },
+            });
             let paths = Paths {
                 config,
                 netns_dir: paths.netns_dir,
@@ -130,7 +189,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             runtime.block_on(async {
-                let daemon = Daemon::start(paths, proxy).await?;
+                let daemon = Daemon::start(paths, proxy, api).await?;
                 daemon.run().await
             })?;
         }

@@ -1,8 +1,10 @@
 //! The control plane: the Lattice resource model, its validation, and (next)
 //! the Lattice API that edits it.
 
+pub mod api;
 pub mod model;
 pub mod plan;
+pub mod store;
 
 pub use model::Config;
 pub use plan::{plan, Plan, ValidationError};

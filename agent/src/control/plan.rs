@@ -166,10 +166,34 @@ impl Errors {
     }
 }
 
+/// How namespaces that do not exist are treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// A missing namespace is an error (new input is checked this way).
+    Refuse,
+    /// Missing namespaces are left out of the plan: what was accepted before
+    /// keeps working for the namespaces that exist, and the rest is picked
+    /// up when they appear.
+    Skip,
+}
+
 /// Validates `config` against the model's rules and the host (namespaces
 /// must exist under `netns_dir`), and compiles it.
 pub fn plan(config: &Config, netns_dir: &Path) -> Result<Plan, ValidationError> {
+    plan_with(config, netns_dir, Missing::Refuse)
+}
+
+/// [`plan`], choosing how missing namespaces are treated.
+pub fn plan_with(
+    config: &Config,
+    netns_dir: &Path,
+    missing: Missing,
+) -> Result<Plan, ValidationError> {
     let mut errs = Errors::default();
+    let exists = |ns: &str| netns_dir.join(ns).exists();
+    let check_namespace = |errs: &mut Errors, field: &str, name: &str| {
+        check_namespace(errs, field, name, netns_dir, missing);
+    };
 
     let mut networks = HashMap::new();
     for (i, sn) in config.service_networks.iter().enumerate() {
@@ -225,12 +249,7 @@ pub fn plan(config: &Config, netns_dir: &Path) -> Result<Plan, ValidationError> 
                 String::new()
             }
             Some(ns) => {
-                check_namespace(
-                    &mut errs,
-                    &format!("{base}.config.vpcIdentifier"),
-                    ns,
-                    netns_dir,
-                );
+                check_namespace(&mut errs, &format!("{base}.config.vpcIdentifier"), ns);
                 ns.clone()
             }
         };
@@ -523,13 +542,15 @@ pub fn plan(config: &Config, netns_dir: &Path) -> Result<Plan, ValidationError> 
             &mut errs,
             &format!("{base}.vpcIdentifier"),
             &a.vpc_identifier,
-            netns_dir,
         );
         if !seen.insert((
             a.service_network_identifier.as_str(),
             a.vpc_identifier.as_str(),
         )) {
             errs.add(base, "this association is defined twice");
+        }
+        if !exists(&a.vpc_identifier) {
+            continue;
         }
         for &s in members
             .get(a.service_network_identifier.as_str())
@@ -549,6 +570,7 @@ pub fn plan(config: &Config, netns_dir: &Path) -> Result<Plan, ValidationError> 
     let mut client_namespaces: BTreeMap<String, BTreeSet<SocketAddrV4>> = config
         .service_network_vpc_associations
         .iter()
+        .filter(|a| exists(&a.vpc_identifier))
         .map(|a| (a.vpc_identifier.clone(), BTreeSet::new()))
         .collect();
     for svc in &services {
@@ -561,7 +583,11 @@ pub fn plan(config: &Config, netns_dir: &Path) -> Result<Plan, ValidationError> 
             );
         }
     }
-    let target_namespaces = target_groups.iter().map(|t| t.namespace.clone()).collect();
+    let target_namespaces = target_groups
+        .iter()
+        .map(|t| t.namespace.clone())
+        .filter(|ns| exists(ns))
+        .collect();
     Ok(Plan {
         services,
         target_groups,
@@ -601,7 +627,7 @@ fn check_port(
     }
 }
 
-fn check_namespace(errs: &mut Errors, field: &str, name: &str, netns_dir: &Path) {
+fn check_namespace(errs: &mut Errors, field: &str, name: &str, netns_dir: &Path, missing: Missing) {
     let len = name.chars().count();
     if !(5..=50).contains(&len) {
         errs.add(
@@ -610,7 +636,7 @@ fn check_namespace(errs: &mut Errors, field: &str, name: &str, netns_dir: &Path)
         );
     } else if name.contains('/') || name.starts_with('.') {
         errs.add(field, format!("{name:?} is not a network namespace name"));
-    } else if !netns_dir.join(name).exists() {
+    } else if missing == Missing::Refuse && !netns_dir.join(name).exists() {
         errs.add(
             field,
             format!(
@@ -789,6 +815,18 @@ mod tests {
                 .any(|(f, _)| f == "serviceNetworkVpcAssociations[0].vpcIdentifier"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn skip_mode_plans_what_exists() {
+        let dir = netns_dir(&["vpc-a"]);
+        let p = plan_with(&walkthrough(), &dir.0, Missing::Skip).unwrap();
+        assert!(
+            p.client_namespaces.is_empty(),
+            "vpc-b is the only client and it is missing"
+        );
+        assert_eq!(p.target_namespaces.iter().collect::<Vec<_>>(), ["vpc-a"]);
+        assert!(p.services.iter().all(|s| s.reachable_from.is_empty()));
     }
 
     #[test]

@@ -1,0 +1,1524 @@
+//! What each operation means: identifiers, references, conflicts, quotas,
+//! lifecycle status. Handlers read the current [`State`] and return either a
+//! result or a [`Mutation`] (the records to write and the result); they
+//! never change state themselves, so a refused request changes nothing.
+//!
+//! Records are JSON objects in the shape of the Get* responses plus a few
+//! internal members (`_seq` creation order, `_vip`, `_targets`). Responses
+//! are projected onto the operation's output shape by the engine, so a
+//! handler may return a whole record.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use crate::control::{
+    model::{self as cfg, Config},
+    plan::{VIP_FIRST, VIP_LAST},
+    store::Change,
+};
+
+/// Default quotas, as VPC Lattice's defaults (services limited by the VIP
+/// range until VIPs are shared between services).
+#[derive(Clone, Debug)]
+pub struct Quotas {
+    /// Service networks.
+    pub service_networks: usize,
+    /// Services.
+    pub services: usize,
+    /// Target groups.
+    pub target_groups: usize,
+    /// Listeners per service.
+    pub listeners_per_service: usize,
+    /// Rules per listener.
+    pub rules_per_listener: usize,
+    /// Targets per target group.
+    pub targets_per_target_group: usize,
+    /// Service networks a VPC may be associated with.
+    pub service_networks_per_vpc: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            service_networks: 10,
+            services: 191,
+            target_groups: 1000,
+            listeners_per_service: 2,
+            rules_per_listener: 10,
+            targets_per_target_group: 1000,
+            service_networks_per_vpc: 1,
+        }
+    }
+}
+
+impl Quotas {
+    /// Sets one quota from `NAME=VALUE` (names as the fields, with dashes).
+    pub fn set(&mut self, spec: &str) -> Result<(), String> {
+        let (name, value) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("{spec:?}: expected NAME=VALUE"))?;
+        let value: usize = value
+            .parse()
+            .map_err(|_| format!("{spec:?}: {value:?} is not a number"))?;
+        let slot = match name {
+            "service-networks" => &mut self.service_networks,
+            "services" => &mut self.services,
+            "target-groups" => &mut self.target_groups,
+            "listeners-per-service" => &mut self.listeners_per_service,
+            "rules-per-listener" => &mut self.rules_per_listener,
+            "targets-per-target-group" => &mut self.targets_per_target_group,
+            "service-networks-per-vpc" => &mut self.service_networks_per_vpc,
+            _ => return Err(format!("{name:?} is not a quota (service-networks, services, target-groups, listeners-per-service, rules-per-listener, targets-per-target-group, service-networks-per-vpc)")),
+        };
+        *slot = value;
+        Ok(())
+    }
+}
+
+/// Region, account and limits.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Region in ARNs.
+    pub region: String,
+    /// Account id in ARNs (12 digits).
+    pub account: String,
+    /// Quotas.
+    pub quotas: Quotas,
+    /// Where namespaces (VPCs) are.
+    pub netns_dir: std::path::PathBuf,
+}
+
+/// A handler's answer.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing changes.
+    Read(Value),
+    /// Records change.
+    Write(Mutation),
+}
+
+/// Changes and the result to answer with once they are durable.
+#[derive(Debug)]
+pub struct Mutation {
+    /// Records to write.
+    pub changes: Vec<Change>,
+    /// The result.
+    pub result: Value,
+}
+
+/// Resource kinds: id prefix, ARN path, resource type in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// sn-
+    ServiceNetwork,
+    /// svc-
+    Service,
+    /// listener-
+    Listener,
+    /// rule-
+    Rule,
+    /// tg-
+    TargetGroup,
+    /// snsa-
+    SnService,
+    /// snva-
+    SnVpc,
+    /// als-
+    AccessLog,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::ServiceNetwork => "sn-",
+            Self::Service => "svc-",
+            Self::Listener => "listener-",
+            Self::Rule => "rule-",
+            Self::TargetGroup => "tg-",
+            Self::SnService => "snsa-",
+            Self::SnVpc => "snva-",
+            Self::AccessLog => "als-",
+        }
+    }
+
+    fn type_name(self) -> &'static str {
+        match self {
+            Self::ServiceNetwork => "SERVICE_NETWORK",
+            Self::Service => "SERVICE",
+            Self::Listener => "LISTENER",
+            Self::Rule => "RULE",
+            Self::TargetGroup => "TARGET_GROUP",
+            Self::SnService => "SERVICE_NETWORK_SERVICE_ASSOCIATION",
+            Self::SnVpc => "SERVICE_NETWORK_VPC_ASSOCIATION",
+            Self::AccessLog => "ACCESS_LOG_SUBSCRIPTION",
+        }
+    }
+}
+
+/// All resource records, by id.
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    records: BTreeMap<String, Value>,
+    next_seq: u64,
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_default()
+}
+
+fn new_id(kind: Kind) -> String {
+    let mut b = [0u8; 9];
+    // getrandom only fails without any entropy source, which Linux always has;
+    // zero bytes would still give a syntactically valid id.
+    let _ = getrandom::fill(&mut b);
+    let hex = hex::encode(b);
+    format!("{}{}", kind.prefix(), &hex[..17])
+}
+
+impl State {
+    /// Rebuilds the state from stored records.
+    pub fn from_records(rows: Vec<(String, Value)>) -> Self {
+        let next_seq = rows
+            .iter()
+            .filter_map(|(_, v)| v["_seq"].as_u64())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        Self {
+            records: rows.into_iter().collect(),
+            next_seq,
+        }
+    }
+
+    /// Applies changes; returns the changes that undo them.
+    pub fn apply(&mut self, changes: &[Change]) -> Vec<Change> {
+        let mut undo = Vec::with_capacity(changes.len());
+        for c in changes {
+            let (key, old) = match c {
+                Change::Put(k, v) => {
+                    if let Some(seq) = v["_seq"].as_u64() {
+                        self.next_seq = self.next_seq.max(seq + 1);
+                    }
+                    (k, self.records.insert(k.clone(), v.clone()))
+                }
+                Change::Delete(k) => (k, self.records.remove(k)),
+            };
+            undo.push(match old {
+                Some(v) => Change::Put(key.clone(), v),
+                None => Change::Delete(key.clone()),
+            });
+        }
+        undo.reverse();
+        undo
+    }
+
+    fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Value> {
+        let p = kind.prefix();
+        self.records
+            .range(p.to_owned()..)
+            .take_while(move |(k, _)| k.starts_with(p))
+            .map(|(_, v)| v)
+    }
+
+    /// Finds a record by id or ARN.
+    fn resolve(&self, kind: Kind, ident: &str) -> Result<&Value, ApiError> {
+        let id = if ident.starts_with("arn:") {
+            ident.rsplit('/').next().unwrap_or_default()
+        } else {
+            ident
+        };
+        self.records
+            .get(id)
+            .filter(|r| {
+                id.starts_with(kind.prefix())
+                    && (!ident.starts_with("arn:") || s(r, "arn") == ident)
+            })
+            .ok_or_else(|| ApiError::not_found(kind.type_name(), ident))
+    }
+
+    fn by_name(&self, kind: Kind, name: &str) -> Option<&Value> {
+        self.of_kind(kind).find(|r| s(r, "name") == name)
+    }
+
+    /// The desired configuration the data plane compiles (references by name).
+    pub fn to_config(&self) -> Config {
+        let tg_name = |id: &str| {
+            self.records
+                .get(id)
+                .map(|r| s(r, "name").to_owned())
+                .unwrap_or_default()
+        };
+        let action = |a: &Value| -> cfg::RuleAction {
+            if let Some(f) = a.get("forward") {
+                cfg::RuleAction {
+                    forward: Some(cfg::ForwardAction {
+                        target_groups: f["targetGroups"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|t| cfg::WeightedTargetGroup {
+                                target_group_identifier: tg_name(s(t, "targetGroupIdentifier")),
+                                weight: t["weight"].as_u64().map(|w| w as u32),
+                            })
+                            .collect(),
+                    }),
+                    fixed_response: None,
+                }
+            } else {
+                cfg::RuleAction {
+                    forward: None,
+                    fixed_response: Some(cfg::FixedResponseAction {
+                        status_code: a["fixedResponse"]["statusCode"].as_u64().unwrap_or(404)
+                            as u32,
+                    }),
+                }
+            }
+        };
+        let mut listeners: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+        for l in sorted(self.of_kind(Kind::Listener)) {
+            listeners.entry(s(l, "serviceId")).or_default().push(l);
+        }
+        let mut rules: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+        for r in sorted(self.of_kind(Kind::Rule)) {
+            rules.entry(s(r, "listenerId")).or_default().push(r);
+        }
+        let auth = |v: &Value| {
+            if s(v, "authType") == "AWS_IAM" {
+                cfg::AuthType::AwsIam
+            } else {
+                cfg::AuthType::None
+            }
+        };
+        let services = sorted(self.of_kind(Kind::Service))
+            .into_iter()
+            .map(|svc| cfg::Service {
+                name: s(svc, "name").to_owned(),
+                auth_type: auth(svc),
+                custom_domain_name: svc["customDomainName"].as_str().map(str::to_owned),
+                vip: s(svc, "_vip").parse().ok(),
+                listeners: listeners
+                    .get(s(svc, "id"))
+                    .into_iter()
+                    .flatten()
+                    .map(|l| cfg::Listener {
+                        name: s(l, "name").to_owned(),
+                        protocol: serde_json::from_value(l["protocol"].clone())
+                            .unwrap_or(cfg::ListenerProtocol::Http),
+                        port: l["port"].as_u64().map(|p| p as u32),
+                        default_action: action(&l["defaultAction"]),
+                        rules: rules
+                            .get(s(l, "id"))
+                            .into_iter()
+                            .flatten()
+                            .map(|r| cfg::Rule {
+                                name: s(r, "name").to_owned(),
+                                priority: r["priority"].as_u64().unwrap_or(0) as u32,
+                                match_: serde_json::from_value(r["match"].clone()).unwrap_or(
+                                    cfg::RuleMatch {
+                                        http_match: cfg::HttpMatch::default(),
+                                    },
+                                ),
+                                action: action(&r["action"]),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let target_groups = sorted(self.of_kind(Kind::TargetGroup))
+            .into_iter()
+            .map(|tg| {
+                let c = &tg["config"];
+                cfg::TargetGroup {
+                    name: s(tg, "name").to_owned(),
+                    type_: serde_json::from_value(tg["type"].clone())
+                        .unwrap_or(cfg::TargetGroupType::Ip),
+                    config: Some(cfg::TargetGroupConfig {
+                        port: c["port"].as_u64().map(|p| p as u32),
+                        protocol: serde_json::from_value(c["protocol"].clone()).ok(),
+                        protocol_version: c["protocolVersion"].as_str().map(str::to_owned),
+                        vpc_identifier: c["vpcIdentifier"].as_str().map(str::to_owned),
+                        ip_address_type: c["ipAddressType"].as_str().map(str::to_owned),
+                        health_check: c.get("healthCheck").cloned(),
+                    }),
+                    targets: tg["_targets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|t| cfg::Target {
+                            id: s(t, "id").to_owned(),
+                            port: t["port"].as_u64().map(|p| p as u32),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Config {
+            service_networks: sorted(self.of_kind(Kind::ServiceNetwork))
+                .into_iter()
+                .map(|sn| cfg::ServiceNetwork {
+                    name: s(sn, "name").to_owned(),
+                    auth_type: auth(sn),
+                })
+                .collect(),
+            services,
+            target_groups,
+            service_network_service_associations: sorted(self.of_kind(Kind::SnService))
+                .into_iter()
+                .map(|a| cfg::ServiceNetworkServiceAssociation {
+                    service_network_identifier: s(a, "serviceNetworkName").to_owned(),
+                    service_identifier: s(a, "serviceName").to_owned(),
+                })
+                .collect(),
+            service_network_vpc_associations: sorted(self.of_kind(Kind::SnVpc))
+                .into_iter()
+                .map(|a| cfg::ServiceNetworkVpcAssociation {
+                    service_network_identifier: s(a, "serviceNetworkName").to_owned(),
+                    vpc_identifier: s(a, "vpcId").to_owned(),
+                    security_group_ids: vec![],
+                })
+                .collect(),
+        }
+    }
+}
+
+fn sorted<'a>(it: impl Iterator<Item = &'a Value>) -> Vec<&'a Value> {
+    let mut v: Vec<&Value> = it.collect();
+    v.sort_by_key(|r| r["_seq"].as_u64().unwrap_or(0));
+    v
+}
+
+/// Context of one request.
+struct Ctx<'a> {
+    state: &'a State,
+    settings: &'a Settings,
+    now: String,
+    input: &'a Value,
+}
+
+impl Ctx<'_> {
+    fn arn(&self, path: &str) -> String {
+        format!(
+            "arn:aws:vpc-lattice:{}:{}:{path}",
+            self.settings.region, self.settings.account
+        )
+    }
+
+    fn get(&self, key: &str) -> &str {
+        s(self.input, key)
+    }
+
+    fn page(
+        &self,
+        items: Vec<&Value>,
+        summary: impl Fn(&Value) -> Value,
+    ) -> Result<Outcome, ApiError> {
+        let max = self.input["maxResults"].as_u64().unwrap_or(100) as usize;
+        let start = match self.input["nextToken"].as_str() {
+            None => 0,
+            Some(tok) => items
+                .iter()
+                .position(|r| s(r, "id") == tok || s(r, "_key") == tok)
+                .ok_or_else(|| ApiError::field("nextToken", "is not a token this API returned"))?,
+        };
+        let page: Vec<Value> = items
+            .iter()
+            .skip(start)
+            .take(max)
+            .map(|r| summary(r))
+            .collect();
+        let mut out = json!({"items": page});
+        if let Some(next) = items.get(start + max) {
+            let key = next["id"]
+                .as_str()
+                .or(next["_key"].as_str())
+                .unwrap_or_default();
+            out["nextToken"] = key.into();
+        }
+        Ok(Outcome::Read(out))
+    }
+
+    fn record(&self, kind: Kind, fields: Value) -> (String, Value) {
+        let id = new_id(kind);
+        let mut rec = fields;
+        rec["id"] = id.clone().into();
+        rec["createdAt"] = self.now.clone().into();
+        rec["lastUpdatedAt"] = self.now.clone().into();
+        rec["_seq"] = self.state.next_seq.into();
+        if rec.get("tags").is_none() {
+            if let Some(t) = self.input.get("tags") {
+                rec["tags"] = t.clone();
+            }
+        }
+        (id, rec)
+    }
+
+    fn touched(&self, rec: &Value) -> Value {
+        let mut r = rec.clone();
+        r["lastUpdatedAt"] = self.now.clone().into();
+        r
+    }
+
+    /// Checks that every target group in an action exists, and normalises
+    /// identifiers to ids.
+    fn action(&self, field: &str, action: &Value) -> Result<Value, ApiError> {
+        let mut a = action.clone();
+        if let Some(groups) = a["forward"]["targetGroups"].as_array_mut() {
+            for (i, g) in groups.iter_mut().enumerate() {
+                let ident = s(g, "targetGroupIdentifier").to_owned();
+                let tg = self.state.resolve(Kind::TargetGroup, &ident).map_err(|_| {
+                    ApiError::field(
+                        &format!("{field}.forward.targetGroups[{i}].targetGroupIdentifier"),
+                        format!("target group {ident} does not exist"),
+                    )
+                })?;
+                g["targetGroupIdentifier"] = tg["id"].clone();
+                if g.get("weight").is_none() {
+                    g["weight"] = 1.into();
+                }
+            }
+        }
+        Ok(a)
+    }
+}
+
+fn write(changes: Vec<Change>, result: Value) -> Result<Outcome, ApiError> {
+    Ok(Outcome::Write(Mutation { changes, result }))
+}
+
+/// Handles `op` with validated `input`.
+pub fn handle(
+    op: &str,
+    input: &Value,
+    state: &State,
+    settings: &Settings,
+    now: String,
+) -> Result<Outcome, ApiError> {
+    let c = Ctx {
+        state,
+        settings,
+        now,
+        input,
+    };
+    let q = &settings.quotas;
+    match op {
+        // ===== service networks =====
+        "CreateServiceNetwork" => {
+            let name = c.get("name");
+            if let Some(existing) = state.by_name(Kind::ServiceNetwork, name) {
+                return Err(ApiError::conflict(
+                    "SERVICE_NETWORK",
+                    s(existing, "id"),
+                    format!("a service network named {name} already exists"),
+                ));
+            }
+            if state.of_kind(Kind::ServiceNetwork).count() >= q.service_networks {
+                return Err(ApiError::quota(
+                    "SERVICE_NETWORK",
+                    "service-networks",
+                    q.service_networks,
+                ));
+            }
+            let (id, mut rec) = c.record(
+                Kind::ServiceNetwork,
+                json!({
+                    "name": name,
+                    "authType": input["authType"].as_str().unwrap_or("NONE"),
+                }),
+            );
+            if let Some(sc) = input.get("sharingConfig") {
+                rec["sharingConfig"] = sc.clone();
+            }
+            rec["arn"] = c.arn(&format!("servicenetwork/{id}")).into();
+            write(vec![Change::Put(id, rec.clone())], rec)
+        }
+        "GetServiceNetwork" => {
+            let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
+            Ok(Outcome::Read(sn_with_counts(state, sn)))
+        }
+        "ListServiceNetworks" => c.page(sorted(state.of_kind(Kind::ServiceNetwork)), |r| {
+            sn_with_counts(state, r)
+        }),
+        "UpdateServiceNetwork" => {
+            let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
+            let mut rec = c.touched(sn);
+            rec["authType"] = input["authType"].clone();
+            write(vec![Change::Put(s(sn, "id").to_owned(), rec.clone())], rec)
+        }
+        "DeleteServiceNetwork" => {
+            let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
+            let id = s(sn, "id");
+            let assocs = state
+                .of_kind(Kind::SnService)
+                .chain(state.of_kind(Kind::SnVpc))
+                .filter(|a| s(a, "serviceNetworkId") == id)
+                .count();
+            if assocs > 0 {
+                return Err(ApiError::conflict(
+                    "SERVICE_NETWORK",
+                    id,
+                    format!(
+                        "service network {id} still has {assocs} associations; delete them first"
+                    ),
+                ));
+            }
+            let mut changes = vec![Change::Delete(id.to_owned())];
+            changes.extend(dependents(state, id));
+            write(changes, json!({}))
+        }
+
+        // ===== services =====
+        "CreateService" => {
+            let name = c.get("name");
+            if let Some(existing) = state.by_name(Kind::Service, name) {
+                return Err(ApiError::conflict(
+                    "SERVICE",
+                    s(existing, "id"),
+                    format!("a service named {name} already exists"),
+                ));
+            }
+            if state.of_kind(Kind::Service).count() >= q.services {
+                return Err(ApiError::quota("SERVICE", "services", q.services));
+            }
+            let taken: BTreeSet<&str> =
+                state.of_kind(Kind::Service).map(|r| s(r, "_vip")).collect();
+            let vip = (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
+                .map(std::net::Ipv4Addr::from)
+                .map(|v| v.to_string())
+                .find(|v| !taken.contains(v.as_str()))
+                .ok_or_else(|| ApiError::quota("SERVICE", "services", q.services))?;
+            let (id, mut rec) = c.record(
+                Kind::Service,
+                json!({
+                    "name": name,
+                    "authType": input["authType"].as_str().unwrap_or("NONE"),
+                    "status": "ACTIVE",
+                    "_vip": vip,
+                }),
+            );
+            for k in ["customDomainName", "certificateArn"] {
+                if let Some(v) = input.get(k) {
+                    rec[k] = v.clone();
+                }
+            }
+            rec["arn"] = c.arn(&format!("service/{id}")).into();
+            write(vec![Change::Put(id, rec.clone())], rec)
+        }
+        "GetService" => Ok(Outcome::Read(
+            state
+                .resolve(Kind::Service, c.get("serviceIdentifier"))?
+                .clone(),
+        )),
+        "ListServices" => c.page(sorted(state.of_kind(Kind::Service)), Value::clone),
+        "UpdateService" => {
+            let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
+            let mut rec = c.touched(svc);
+            for k in ["authType", "certificateArn"] {
+                if let Some(v) = input.get(k) {
+                    rec[k] = v.clone();
+                }
+            }
+            write(vec![Change::Put(s(svc, "id").to_owned(), rec.clone())], rec)
+        }
+        "DeleteService" => {
+            let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
+            let id = s(svc, "id");
+            if let Some(a) = state
+                .of_kind(Kind::SnService)
+                .find(|a| s(a, "serviceId") == id)
+            {
+                return Err(ApiError::conflict("SERVICE", id, format!("service {id} is still associated with service network {}; delete association {} first", s(a, "serviceNetworkName"), s(a, "id"))));
+            }
+            let mut changes = vec![Change::Delete(id.to_owned())];
+            for l in state
+                .of_kind(Kind::Listener)
+                .filter(|l| s(l, "serviceId") == id)
+            {
+                changes.push(Change::Delete(s(l, "id").to_owned()));
+                for r in state
+                    .of_kind(Kind::Rule)
+                    .filter(|r| s(r, "listenerId") == s(l, "id"))
+                {
+                    changes.push(Change::Delete(s(r, "id").to_owned()));
+                }
+            }
+            changes.extend(dependents(state, id));
+            let mut out = svc.clone();
+            out["status"] = "DELETE_IN_PROGRESS".into();
+            write(changes, out)
+        }
+
+        // ===== target groups and targets =====
+        "CreateTargetGroup" => {
+            let name = c.get("name");
+            if let Some(existing) = state.by_name(Kind::TargetGroup, name) {
+                return Err(ApiError::conflict(
+                    "TARGET_GROUP",
+                    s(existing, "id"),
+                    format!("a target group named {name} already exists"),
+                ));
+            }
+            if state.of_kind(Kind::TargetGroup).count() >= q.target_groups {
+                return Err(ApiError::quota(
+                    "TARGET_GROUP",
+                    "target-groups",
+                    q.target_groups,
+                ));
+            }
+            let ty = c.get("type");
+            if ty != "IP" {
+                return Err(ApiError::field(
+                    "type",
+                    format!("{ty} target groups are not supported by latticed yet; use IP"),
+                ));
+            }
+            let mut config = input["config"].clone();
+            if !config.is_object() {
+                return Err(ApiError::field(
+                    "config",
+                    "is required for IP target groups",
+                ));
+            }
+            for (k, why) in [
+                ("port", "is required for IP target groups"),
+                ("protocol", "is required for IP target groups"),
+                ("vpcIdentifier", "is required for IP target groups"),
+            ] {
+                if config.get(k).is_none() {
+                    return Err(ApiError::field(&format!("config.{k}"), why));
+                }
+            }
+            check_vpc(
+                settings,
+                "config.vpcIdentifier",
+                s(&config, "vpcIdentifier"),
+            )?;
+            if config.get("ipAddressType").is_none() {
+                config["ipAddressType"] = "IPV4".into();
+            }
+            if config.get("protocolVersion").is_none() {
+                config["protocolVersion"] = "HTTP1".into();
+            }
+            let (id, mut rec) = c.record(
+                Kind::TargetGroup,
+                json!({
+                    "name": name, "type": ty, "config": config, "status": "ACTIVE", "_targets": [],
+                }),
+            );
+            rec["arn"] = c.arn(&format!("targetgroup/{id}")).into();
+            write(vec![Change::Put(id, rec.clone())], rec)
+        }
+        "GetTargetGroup" => {
+            let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
+            Ok(Outcome::Read(tg_view(state, tg)))
+        }
+        "ListTargetGroups" => {
+            let items: Vec<&Value> = sorted(state.of_kind(Kind::TargetGroup))
+                .into_iter()
+                .filter(|t| {
+                    input
+                        .get("vpcIdentifier")
+                        .is_none_or(|v| t["config"]["vpcIdentifier"] == *v)
+                })
+                .filter(|t| input.get("targetGroupType").is_none_or(|v| t["type"] == *v))
+                .collect();
+            c.page(items, |t| {
+                let mut v = tg_view(state, t);
+                for k in [
+                    "port",
+                    "protocol",
+                    "vpcIdentifier",
+                    "ipAddressType",
+                    "lambdaEventStructureVersion",
+                ] {
+                    if let Some(x) = t["config"].get(k) {
+                        v[k] = x.clone();
+                    }
+                }
+                v
+            })
+        }
+        "UpdateTargetGroup" => {
+            let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
+            let mut rec = c.touched(tg);
+            rec["config"]["healthCheck"] = input["healthCheck"].clone();
+            write(
+                vec![Change::Put(s(tg, "id").to_owned(), rec.clone())],
+                tg_view(state, &rec),
+            )
+        }
+        "DeleteTargetGroup" => {
+            let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
+            let id = s(tg, "id");
+            let users = tg_users(state, id);
+            if !users.is_empty() {
+                return Err(ApiError::conflict(
+                    "TARGET_GROUP",
+                    id,
+                    format!(
+                        "target group {id} is used by {}; change those actions first",
+                        users.join(", ")
+                    ),
+                ));
+            }
+            let mut out = tg.clone();
+            out["status"] = "DELETE_IN_PROGRESS".into();
+            let mut changes = vec![Change::Delete(id.to_owned())];
+            changes.extend(dependents(state, id));
+            write(changes, out)
+        }
+        "RegisterTargets" => {
+            let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
+            let default_port = tg["config"]["port"].clone();
+            let mut rec = c.touched(tg);
+            let mut targets: Vec<Value> = rec["_targets"].as_array().cloned().unwrap_or_default();
+            let (mut ok, mut failed) = (Vec::new(), Vec::new());
+            for t in input["targets"].as_array().into_iter().flatten() {
+                let port = t
+                    .get("port")
+                    .cloned()
+                    .unwrap_or_else(|| default_port.clone());
+                let tid = s(t, "id");
+                if tid.parse::<std::net::Ipv4Addr>().is_err() {
+                    failed.push(json!({"id": tid, "port": port, "failureCode": "InvalidTarget", "failureMessage": format!("{tid} is not an IPv4 address")}));
+                    continue;
+                }
+                if !targets
+                    .iter()
+                    .any(|x| s(x, "id") == tid && x["port"] == port)
+                {
+                    if targets.len() >= q.targets_per_target_group {
+                        failed.push(json!({"id": tid, "port": port, "failureCode": "ServiceQuotaExceeded", "failureMessage": "targets-per-target-group quota reached"}));
+                        continue;
+                    }
+                    targets.push(json!({"id": tid, "port": port}));
+                }
+                ok.push(json!({"id": tid, "port": port}));
+            }
+            rec["_targets"] = targets.into();
+            write(
+                vec![Change::Put(s(tg, "id").to_owned(), rec)],
+                json!({"successful": ok, "unsuccessful": failed}),
+            )
+        }
+        "DeregisterTargets" => {
+            let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
+            let default_port = tg["config"]["port"].clone();
+            let mut rec = c.touched(tg);
+            let mut targets: Vec<Value> = rec["_targets"].as_array().cloned().unwrap_or_default();
+            let (mut ok, mut failed) = (Vec::new(), Vec::new());
+            for t in input["targets"].as_array().into_iter().flatten() {
+                let port = t
+                    .get("port")
+                    .cloned()
+                    .unwrap_or_else(|| default_port.clone());
+                let tid = s(t, "id");
+                let before = targets.len();
+                targets.retain(|x| !(s(x, "id") == tid && x["port"] == port));
+                if targets.len() < before {
+                    ok.push(json!({"id": tid, "port": port}));
+                } else {
+                    failed.push(json!({"id": tid, "port": port, "failureCode": "TargetNotFound", "failureMessage": "the target is not registered"}));
+                }
+            }
+            rec["_targets"] = targets.into();
+            write(
+                vec![Change::Put(s(tg, "id").to_owned(), rec)],
+                json!({"successful": ok, "unsuccessful": failed}),
+            )
+        }
+        "ListTargets" => {
+            let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
+            let used = !tg_users(state, s(tg, "id")).is_empty();
+            let filter: Vec<&Value> = input["targets"]
+                .as_array()
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
+            let targets: Vec<Value> = tg["_targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| {
+                    filter.is_empty()
+                        || filter.iter().any(|f| {
+                            s(f, "id") == s(t, "id")
+                                && f.get("port").is_none_or(|p| *p == t["port"])
+                        })
+                })
+                .map(|t| {
+                    let mut v = t.clone();
+                    // Health checks arrive with the L7 proxy: until then a
+                    // target in use is UNAVAILABLE (not checked), not HEALTHY.
+                    let (status, reason) = if used {
+                        ("UNAVAILABLE", "HealthCheckDisabled")
+                    } else {
+                        ("UNUSED", "TargetGroupNotInUse")
+                    };
+                    v["status"] = status.into();
+                    v["reasonCode"] = reason.into();
+                    v["_key"] = format!("{}:{}", s(t, "id"), t["port"]).into();
+                    v
+                })
+                .collect();
+            c.page(targets.iter().collect(), Value::clone)
+        }
+
+        // ===== listeners =====
+        "CreateListener" => {
+            let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
+            let sid = s(svc, "id");
+            let name = c.get("name");
+            let mine: Vec<&Value> = state
+                .of_kind(Kind::Listener)
+                .filter(|l| s(l, "serviceId") == sid)
+                .collect();
+            if let Some(l) = mine.iter().find(|l| s(l, "name") == name) {
+                return Err(ApiError::conflict(
+                    "LISTENER",
+                    s(l, "id"),
+                    format!("service {sid} already has a listener named {name}"),
+                ));
+            }
+            if mine.len() >= q.listeners_per_service {
+                return Err(ApiError::quota(
+                    "LISTENER",
+                    "listeners-per-service",
+                    q.listeners_per_service,
+                ));
+            }
+            let protocol = c.get("protocol");
+            if protocol != "HTTP" {
+                return Err(ApiError::field(
+                    "protocol",
+                    format!("{protocol} listeners are not supported by latticed yet; use HTTP"),
+                ));
+            }
+            let port = input["port"].as_u64().unwrap_or(80);
+            if let Some(l) = mine.iter().find(|l| l["port"].as_u64() == Some(port)) {
+                return Err(ApiError::conflict(
+                    "LISTENER",
+                    s(l, "id"),
+                    format!(
+                        "port {port} of service {sid} is already taken by listener {}",
+                        s(l, "name")
+                    ),
+                ));
+            }
+            let action = c.action("defaultAction", &input["defaultAction"])?;
+            let (id, mut rec) = c.record(
+                Kind::Listener,
+                json!({
+                    "name": name, "protocol": protocol, "port": port, "defaultAction": action,
+                    "serviceId": sid, "serviceArn": s(svc, "arn"),
+                }),
+            );
+            rec["arn"] = format!("{}/listener/{id}", s(svc, "arn")).into();
+            write(vec![Change::Put(id, rec.clone())], rec)
+        }
+        "GetListener" => Ok(Outcome::Read(listener_of(state, input)?.clone())),
+        "ListListeners" => {
+            let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
+            let items = sorted(
+                state
+                    .of_kind(Kind::Listener)
+                    .filter(|l| s(l, "serviceId") == s(svc, "id")),
+            );
+            c.page(items, Value::clone)
+        }
+        "UpdateListener" => {
+            let l = listener_of(state, input)?;
+            let mut rec = c.touched(l);
+            rec["defaultAction"] = c.action("defaultAction", &input["defaultAction"])?;
+            write(vec![Change::Put(s(l, "id").to_owned(), rec.clone())], rec)
+        }
+        "DeleteListener" => {
+            let l = listener_of(state, input)?;
+            let mut changes = vec![Change::Delete(s(l, "id").to_owned())];
+            for r in state
+                .of_kind(Kind::Rule)
+                .filter(|r| s(r, "listenerId") == s(l, "id"))
+            {
+                changes.push(Change::Delete(s(r, "id").to_owned()));
+                changes.extend(dependents(state, s(r, "id")));
+            }
+            changes.extend(dependents(state, s(l, "id")));
+            write(changes, json!({}))
+        }
+
+        // ===== rules =====
+        "CreateRule" => {
+            let l = listener_of(state, input)?;
+            let lid = s(l, "id");
+            let name = c.get("name");
+            let mine: Vec<&Value> = state
+                .of_kind(Kind::Rule)
+                .filter(|r| s(r, "listenerId") == lid)
+                .collect();
+            if let Some(r) = mine.iter().find(|r| s(r, "name") == name) {
+                return Err(ApiError::conflict(
+                    "RULE",
+                    s(r, "id"),
+                    format!("listener {lid} already has a rule named {name}"),
+                ));
+            }
+            if let Some(r) = mine.iter().find(|r| r["priority"] == input["priority"]) {
+                return Err(ApiError::conflict(
+                    "RULE",
+                    s(r, "id"),
+                    format!(
+                        "priority {} is already used by rule {}",
+                        input["priority"],
+                        s(r, "name")
+                    ),
+                ));
+            }
+            if mine.len() >= q.rules_per_listener {
+                return Err(ApiError::quota(
+                    "RULE",
+                    "rules-per-listener",
+                    q.rules_per_listener,
+                ));
+            }
+            let action = c.action("action", &input["action"])?;
+            let (id, mut rec) = c.record(Kind::Rule, json!({
+                "name": name, "priority": input["priority"], "match": input["match"], "action": action,
+                "isDefault": false, "listenerId": lid, "serviceId": s(l, "serviceId"),
+            }));
+            rec["arn"] = format!("{}/rule/{id}", s(l, "arn")).into();
+            write(vec![Change::Put(id, rec.clone())], rec)
+        }
+        "GetRule" => Ok(Outcome::Read(
+            rule_of(state, input, c.get("ruleIdentifier"))?.clone(),
+        )),
+        "ListRules" => {
+            let l = listener_of(state, input)?;
+            let items = sorted(
+                state
+                    .of_kind(Kind::Rule)
+                    .filter(|r| s(r, "listenerId") == s(l, "id")),
+            );
+            c.page(items, Value::clone)
+        }
+        "UpdateRule" => {
+            let r = rule_of(state, input, c.get("ruleIdentifier"))?;
+            let rec = updated_rule(&c, r, input)?;
+            write(vec![Change::Put(s(r, "id").to_owned(), rec.clone())], rec)
+        }
+        "BatchUpdateRule" => {
+            listener_of(state, input)?;
+            let (mut changes, mut ok, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+            for u in input["rules"].as_array().into_iter().flatten() {
+                let ident = s(u, "ruleIdentifier");
+                match rule_of(state, input, ident).and_then(|r| updated_rule(&c, r, u)) {
+                    Ok(rec) => {
+                        changes.push(Change::Put(s(&rec, "id").to_owned(), rec.clone()));
+                        ok.push(rec);
+                    }
+                    Err(e) => failed.push(json!({"ruleIdentifier": ident, "failureCode": e.code, "failureMessage": e.message})),
+                }
+            }
+            write(changes, json!({"successful": ok, "unsuccessful": failed}))
+        }
+        "DeleteRule" => {
+            let r = rule_of(state, input, c.get("ruleIdentifier"))?;
+            let mut changes = vec![Change::Delete(s(r, "id").to_owned())];
+            changes.extend(dependents(state, s(r, "id")));
+            write(changes, json!({}))
+        }
+
+        // ===== associations =====
+        "CreateServiceNetworkServiceAssociation" => {
+            let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
+            let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
+            if let Some(a) = state.of_kind(Kind::SnService).find(|a| {
+                s(a, "serviceNetworkId") == s(sn, "id") && s(a, "serviceId") == s(svc, "id")
+            }) {
+                return Err(ApiError::conflict(
+                    "SERVICE_NETWORK_SERVICE_ASSOCIATION",
+                    s(a, "id"),
+                    "the service is already associated with this service network",
+                ));
+            }
+            let (id, mut rec) = c.record(Kind::SnService, json!({
+                "status": "ACTIVE", "createdBy": settings.account,
+                "serviceNetworkId": s(sn, "id"), "serviceNetworkArn": s(sn, "arn"), "serviceNetworkName": s(sn, "name"),
+                "serviceId": s(svc, "id"), "serviceArn": s(svc, "arn"), "serviceName": s(svc, "name"),
+            }));
+            if let Some(d) = svc.get("customDomainName") {
+                rec["customDomainName"] = d.clone();
+            }
+            rec["arn"] = c
+                .arn(&format!("servicenetworkserviceassociation/{id}"))
+                .into();
+            write(vec![Change::Put(id, rec.clone())], rec)
+        }
+        "GetServiceNetworkServiceAssociation" => Ok(Outcome::Read(
+            state
+                .resolve(
+                    Kind::SnService,
+                    c.get("serviceNetworkServiceAssociationIdentifier"),
+                )?
+                .clone(),
+        )),
+        "ListServiceNetworkServiceAssociations" => {
+            let sn = match input.get("serviceNetworkIdentifier") {
+                Some(v) => Some(
+                    s(
+                        state.resolve(Kind::ServiceNetwork, v.as_str().unwrap_or_default())?,
+                        "id",
+                    )
+                    .to_owned(),
+                ),
+                None => None,
+            };
+            let svc = match input.get("serviceIdentifier") {
+                Some(v) => Some(
+                    s(
+                        state.resolve(Kind::Service, v.as_str().unwrap_or_default())?,
+                        "id",
+                    )
+                    .to_owned(),
+                ),
+                None => None,
+            };
+            let items = sorted(state.of_kind(Kind::SnService).filter(|a| {
+                sn.as_deref().is_none_or(|x| s(a, "serviceNetworkId") == x)
+                    && svc.as_deref().is_none_or(|x| s(a, "serviceId") == x)
+            }));
+            c.page(items, Value::clone)
+        }
+        "DeleteServiceNetworkServiceAssociation" => {
+            let a = state.resolve(
+                Kind::SnService,
+                c.get("serviceNetworkServiceAssociationIdentifier"),
+            )?;
+            let mut out = a.clone();
+            out["status"] = "DELETE_IN_PROGRESS".into();
+            let mut changes = vec![Change::Delete(s(a, "id").to_owned())];
+            changes.extend(dependents(state, s(a, "id")));
+            write(changes, out)
+        }
+        "CreateServiceNetworkVpcAssociation" => {
+            let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
+            let vpc = c.get("vpcIdentifier");
+            check_vpc(settings, "vpcIdentifier", vpc)?;
+            let of_vpc: Vec<&Value> = state
+                .of_kind(Kind::SnVpc)
+                .filter(|a| s(a, "vpcId") == vpc)
+                .collect();
+            if let Some(a) = of_vpc
+                .iter()
+                .find(|a| s(a, "serviceNetworkId") == s(sn, "id"))
+            {
+                return Err(ApiError::conflict(
+                    "SERVICE_NETWORK_VPC_ASSOCIATION",
+                    s(a, "id"),
+                    format!("VPC {vpc} is already associated with this service network"),
+                ));
+            }
+            if of_vpc.len() >= q.service_networks_per_vpc {
+                return Err(ApiError::quota(
+                    "SERVICE_NETWORK_VPC_ASSOCIATION",
+                    "service-networks-per-vpc",
+                    q.service_networks_per_vpc,
+                ));
+            }
+            let (id, mut rec) = c.record(Kind::SnVpc, json!({
+                "status": "ACTIVE", "createdBy": settings.account, "vpcId": vpc,
+                "securityGroupIds": input.get("securityGroupIds").cloned().unwrap_or_else(|| json!([])),
+                "serviceNetworkId": s(sn, "id"), "serviceNetworkArn": s(sn, "arn"), "serviceNetworkName": s(sn, "name"),
+            }));
+            rec["arn"] = c.arn(&format!("servicenetworkvpcassociation/{id}")).into();
+            write(vec![Change::Put(id, rec.clone())], rec)
+        }
+        "GetServiceNetworkVpcAssociation" => Ok(Outcome::Read(
+            state
+                .resolve(Kind::SnVpc, c.get("serviceNetworkVpcAssociationIdentifier"))?
+                .clone(),
+        )),
+        "ListServiceNetworkVpcAssociations" => {
+            let sn = match input.get("serviceNetworkIdentifier") {
+                Some(v) => Some(
+                    s(
+                        state.resolve(Kind::ServiceNetwork, v.as_str().unwrap_or_default())?,
+                        "id",
+                    )
+                    .to_owned(),
+                ),
+                None => None,
+            };
+            let vpc = input["vpcIdentifier"].as_str();
+            let items = sorted(state.of_kind(Kind::SnVpc).filter(|a| {
+                sn.as_deref().is_none_or(|x| s(a, "serviceNetworkId") == x)
+                    && vpc.is_none_or(|x| s(a, "vpcId") == x)
+            }));
+            c.page(items, Value::clone)
+        }
+        "UpdateServiceNetworkVpcAssociation" => {
+            let a = state.resolve(Kind::SnVpc, c.get("serviceNetworkVpcAssociationIdentifier"))?;
+            let mut rec = c.touched(a);
+            rec["securityGroupIds"] = input["securityGroupIds"].clone();
+            write(vec![Change::Put(s(a, "id").to_owned(), rec.clone())], rec)
+        }
+        "DeleteServiceNetworkVpcAssociation" => {
+            let a = state.resolve(Kind::SnVpc, c.get("serviceNetworkVpcAssociationIdentifier"))?;
+            let mut out = a.clone();
+            out["status"] = "DELETE_IN_PROGRESS".into();
+            let mut changes = vec![Change::Delete(s(a, "id").to_owned())];
+            changes.extend(dependents(state, s(a, "id")));
+            write(changes, out)
+        }
+
+        // ===== access log subscriptions (stored; logs are written by the L7 proxy issue) =====
+        "CreateAccessLogSubscription" => {
+            let (kind, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
+            let dest = c.get("destinationArn");
+            if let Some(a) = state
+                .of_kind(Kind::AccessLog)
+                .find(|a| s(a, "resourceId") == s(target, "id") && s(a, "destinationArn") == dest)
+            {
+                return Err(ApiError::conflict(
+                    "ACCESS_LOG_SUBSCRIPTION",
+                    s(a, "id"),
+                    "this resource already logs to that destination",
+                ));
+            }
+            let _ = kind;
+            let (id, mut rec) = c.record(Kind::AccessLog, json!({
+                "resourceId": s(target, "id"), "resourceArn": s(target, "arn"), "destinationArn": dest,
+            }));
+            if let Some(t) = input.get("serviceNetworkLogType") {
+                rec["serviceNetworkLogType"] = t.clone();
+            }
+            rec["arn"] = c.arn(&format!("accesslogsubscription/{id}")).into();
+            write(vec![Change::Put(id, rec.clone())], rec)
+        }
+        "GetAccessLogSubscription" => Ok(Outcome::Read(
+            state
+                .resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?
+                .clone(),
+        )),
+        "ListAccessLogSubscriptions" => {
+            let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
+            let items = sorted(
+                state
+                    .of_kind(Kind::AccessLog)
+                    .filter(|a| s(a, "resourceId") == s(target, "id")),
+            );
+            c.page(items, Value::clone)
+        }
+        "UpdateAccessLogSubscription" => {
+            let a = state.resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?;
+            let mut rec = c.touched(a);
+            rec["destinationArn"] = input["destinationArn"].clone();
+            write(vec![Change::Put(s(a, "id").to_owned(), rec.clone())], rec)
+        }
+        "DeleteAccessLogSubscription" => {
+            let a = state.resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?;
+            write(vec![Change::Delete(s(a, "id").to_owned())], json!({}))
+        }
+
+        // ===== auth and resource policies (stored; evaluated by the auth issue) =====
+        "PutAuthPolicy" => {
+            let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
+            let policy = c.get("policy");
+            if serde_json::from_str::<Value>(policy)
+                .map(|v| !v.is_object())
+                .unwrap_or(true)
+            {
+                return Err(ApiError::field("policy", "is not a JSON policy document"));
+            }
+            let key = format!("authpolicy/{}", s(target, "id"));
+            let created = state
+                .records
+                .get(&key)
+                .map_or(c.now.clone(), |p| s(p, "createdAt").to_owned());
+            let state_name = if s(target, "authType") == "AWS_IAM" {
+                "Active"
+            } else {
+                "Inactive"
+            };
+            let rec = json!({"policy": policy, "createdAt": created, "lastUpdatedAt": c.now, "resourceId": s(target, "id")});
+            let mut out = rec.clone();
+            out["state"] = state_name.into();
+            write(vec![Change::Put(key, rec)], out)
+        }
+        "GetAuthPolicy" => {
+            let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
+            let p = state
+                .records
+                .get(&format!("authpolicy/{}", s(target, "id")))
+                .ok_or_else(|| ApiError::not_found("AUTH_POLICY", c.get("resourceIdentifier")))?;
+            let mut out = p.clone();
+            out["state"] = if s(target, "authType") == "AWS_IAM" {
+                "Active"
+            } else {
+                "Inactive"
+            }
+            .into();
+            Ok(Outcome::Read(out))
+        }
+        "DeleteAuthPolicy" => {
+            let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
+            let key = format!("authpolicy/{}", s(target, "id"));
+            if !state.records.contains_key(&key) {
+                return Err(ApiError::not_found(
+                    "AUTH_POLICY",
+                    c.get("resourceIdentifier"),
+                ));
+            }
+            write(vec![Change::Delete(key)], json!({}))
+        }
+        "PutResourcePolicy" | "GetResourcePolicy" | "DeleteResourcePolicy" => {
+            let arn = c.get("resourceArn");
+            let owner = arn.rsplit('/').next().unwrap_or_default();
+            if state.records.get(owner).is_none_or(|r| s(r, "arn") != arn) {
+                return Err(ApiError::not_found("RESOURCE", arn));
+            }
+            let key = format!("resourcepolicy/{owner}");
+            match op {
+                "PutResourcePolicy" => {
+                    let policy = c.get("policy");
+                    if serde_json::from_str::<Value>(policy)
+                        .map(|v| !v.is_object())
+                        .unwrap_or(true)
+                    {
+                        return Err(ApiError::field("policy", "is not a JSON policy document"));
+                    }
+                    write(vec![Change::Put(key, json!({"policy": policy}))], json!({}))
+                }
+                "GetResourcePolicy" => state
+                    .records
+                    .get(&key)
+                    .map(|p| Outcome::Read(p.clone()))
+                    .ok_or_else(|| ApiError::not_found("RESOURCE_POLICY", arn)),
+                _ => {
+                    if !state.records.contains_key(&key) {
+                        return Err(ApiError::not_found("RESOURCE_POLICY", arn));
+                    }
+                    write(vec![Change::Delete(key)], json!({}))
+                }
+            }
+        }
+
+        // ===== tags =====
+        "TagResource" | "UntagResource" | "ListTagsForResource" => {
+            let arn = c.get("resourceArn");
+            let id = arn.rsplit('/').next().unwrap_or_default();
+            let rec = state
+                .records
+                .get(id)
+                .filter(|r| s(r, "arn") == arn)
+                .ok_or_else(|| ApiError::not_found("RESOURCE", arn))?;
+            let mut tags = rec["tags"].as_object().cloned().unwrap_or_default();
+            match op {
+                "ListTagsForResource" => return Ok(Outcome::Read(json!({"tags": tags}))),
+                "TagResource" => {
+                    for (k, v) in input["tags"].as_object().into_iter().flatten() {
+                        tags.insert(k.clone(), v.clone());
+                    }
+                    if tags.len() > 50 {
+                        return Err(ApiError::field(
+                            "tags",
+                            format!(
+                                "a resource may have at most 50 tags; this would give it {}",
+                                tags.len()
+                            ),
+                        ));
+                    }
+                }
+                _ => {
+                    for k in input["tagKeys"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                    {
+                        tags.remove(k);
+                    }
+                }
+            }
+            let mut r = rec.clone();
+            r["tags"] = Value::Object(tags);
+            write(vec![Change::Put(id.to_owned(), r)], json!({}))
+        }
+
+        // ===== not supported =====
+        o if o.contains("ResourceGateway") => Err(ApiError::unsupported(o, "resource gateways")),
+        o if o.contains("ResourceConfiguration")
+            || o.contains("ServiceNetworkResourceAssociation")
+            || o.contains("ResourceEndpointAssociation") =>
+        {
+            Err(ApiError::unsupported(o, "resource configurations"))
+        }
+        o if o.contains("DomainVerification") => {
+            Err(ApiError::unsupported(o, "domain verifications"))
+        }
+        o if o.contains("VpcEndpointAssociation") => {
+            Err(ApiError::unsupported(o, "VPC endpoint associations"))
+        }
+        o => Err(ApiError::unsupported(o, "this operation's resources")),
+    }
+}
+
+/// Records that belong to a deleted resource: its policies.
+fn dependents(state: &State, id: &str) -> Vec<Change> {
+    let mut out = Vec::new();
+    for key in [format!("authpolicy/{id}"), format!("resourcepolicy/{id}")] {
+        if state.records.contains_key(&key) {
+            out.push(Change::Delete(key));
+        }
+    }
+    for a in state
+        .of_kind(Kind::AccessLog)
+        .filter(|a| s(a, "resourceId") == id)
+    {
+        out.push(Change::Delete(s(a, "id").to_owned()));
+    }
+    out
+}
+
+fn check_vpc(settings: &Settings, field: &str, vpc: &str) -> Result<(), ApiError> {
+    if vpc.contains('/') || vpc.starts_with('.') || !settings.netns_dir.join(vpc).exists() {
+        return Err(ApiError::field(
+            field,
+            format!(
+                "network namespace {vpc:?} does not exist (no {})",
+                settings.netns_dir.join(vpc).display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn sn_with_counts(state: &State, sn: &Value) -> Value {
+    let id = s(sn, "id");
+    let mut v = sn.clone();
+    v["numberOfAssociatedServices"] = state
+        .of_kind(Kind::SnService)
+        .filter(|a| s(a, "serviceNetworkId") == id)
+        .count()
+        .into();
+    v["numberOfAssociatedVPCs"] = state
+        .of_kind(Kind::SnVpc)
+        .filter(|a| s(a, "serviceNetworkId") == id)
+        .count()
+        .into();
+    v
+}
+
+/// Listeners and rules whose actions use target group `id`.
+fn tg_users(state: &State, id: &str) -> Vec<String> {
+    let uses = |a: &Value| {
+        a["forward"]["targetGroups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|g| s(g, "targetGroupIdentifier") == id)
+    };
+    state
+        .of_kind(Kind::Listener)
+        .filter(|l| uses(&l["defaultAction"]))
+        .map(|l| format!("listener {}", s(l, "id")))
+        .chain(
+            state
+                .of_kind(Kind::Rule)
+                .filter(|r| uses(&r["action"]))
+                .map(|r| format!("rule {}", s(r, "id"))),
+        )
+        .collect()
+}
+
+fn tg_view(state: &State, tg: &Value) -> Value {
+    let id = s(tg, "id");
+    let uses = |a: &Value| {
+        a["forward"]["targetGroups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|g| s(g, "targetGroupIdentifier") == id)
+    };
+    let services: BTreeSet<&str> = state
+        .of_kind(Kind::Listener)
+        .filter(|l| uses(&l["defaultAction"]))
+        .map(|l| s(l, "serviceArn"))
+        .chain(
+            state
+                .of_kind(Kind::Rule)
+                .filter(|r| uses(&r["action"]))
+                .filter_map(|r| {
+                    state
+                        .records
+                        .get(s(r, "serviceId"))
+                        .map(|svc| s(svc, "arn"))
+                }),
+        )
+        .collect();
+    let mut v = tg.clone();
+    v["serviceArns"] = services.into_iter().collect::<Vec<_>>().into();
+    v
+}
+
+fn sn_or_service<'a>(state: &'a State, ident: &str) -> Result<(Kind, &'a Value), ApiError> {
+    let id = ident.rsplit('/').next().unwrap_or(ident);
+    let kind = if id.starts_with("sn-") {
+        Kind::ServiceNetwork
+    } else {
+        Kind::Service
+    };
+    if !(id.starts_with("sn-") || id.starts_with("svc-")) {
+        return Err(ApiError::field(
+            "resourceIdentifier",
+            "must name a service network or a service",
+        ));
+    }
+    Ok((kind, state.resolve(kind, ident)?))
+}
+
+fn listener_of<'a>(state: &'a State, input: &Value) -> Result<&'a Value, ApiError> {
+    let svc = state.resolve(Kind::Service, s(input, "serviceIdentifier"))?;
+    let l = state.resolve(Kind::Listener, s(input, "listenerIdentifier"))?;
+    if s(l, "serviceId") != s(svc, "id") {
+        return Err(ApiError::not_found(
+            "LISTENER",
+            s(input, "listenerIdentifier"),
+        ));
+    }
+    Ok(l)
+}
+
+fn rule_of<'a>(state: &'a State, input: &Value, ident: &str) -> Result<&'a Value, ApiError> {
+    let l = listener_of(state, input)?;
+    let r = state.resolve(Kind::Rule, ident)?;
+    if s(r, "listenerId") != s(l, "id") {
+        return Err(ApiError::not_found("RULE", ident));
+    }
+    Ok(r)
+}
+
+fn updated_rule(c: &Ctx<'_>, r: &Value, u: &Value) -> Result<Value, ApiError> {
+    let mut rec = c.touched(r);
+    if let Some(p) = u.get("priority") {
+        if let Some(other) = c.state.of_kind(Kind::Rule).find(|o| {
+            s(o, "listenerId") == s(r, "listenerId")
+                && s(o, "id") != s(r, "id")
+                && o["priority"] == *p
+        }) {
+            return Err(ApiError::conflict(
+                "RULE",
+                s(other, "id"),
+                format!("priority {p} is already used by rule {}", s(other, "name")),
+            ));
+        }
+        rec["priority"] = p.clone();
+    }
+    if let Some(m) = u.get("match") {
+        rec["match"] = m.clone();
+    }
+    if let Some(a) = u.get("action") {
+        rec["action"] = c.action("action", a)?;
+    }
+    Ok(rec)
+}

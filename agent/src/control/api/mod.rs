@@ -1,0 +1,104 @@
+//! The VPC Lattice REST-JSON API (2022-11-30), served by latticed so the
+//! stock AWS CLI and SDKs manage it with `--endpoint-url`.
+//!
+//! - [`model`]: the service model and the generic routing, validation and
+//!   projection it drives.
+//! - [`handlers`]: what each operation means for latticed's resources.
+//! - [`error`]: error answers in the model's shapes.
+
+pub mod error;
+pub mod handlers;
+pub mod model;
+pub mod server;
+
+use std::{collections::HashMap, io::Write as _, path::Path};
+
+use serde_json::json;
+
+use super::store::Store;
+
+/// Errors setting up the API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Store.
+    #[error(transparent)]
+    Store(#[from] super::store::Error),
+    /// Writing the admin credentials file.
+    #[error("writing {path}: {source}")]
+    CredentialsFile {
+        /// File.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn random_string(len: usize, alphabet: &[u8]) -> String {
+    let mut b = vec![0u8; len];
+    let _ = getrandom::fill(&mut b);
+    b.iter()
+        .map(|x| alphabet[usize::from(*x) % alphabet.len()] as char)
+        .collect()
+}
+
+/// Loads the credential store; at first start creates the admin key and
+/// writes it, mode 0600, to `DIR/admin-credentials` in the AWS shared
+/// credentials format. The file is rewritten if it was deleted.
+pub fn load_credentials(
+    store: &Store,
+    state_dir: &Path,
+    account: &str,
+) -> Result<HashMap<String, String>, Error> {
+    let mut creds: HashMap<String, String> = store
+        .credentials()?
+        .into_iter()
+        .map(|(k, v)| (k, v["secret"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let admin = store
+        .credentials()?
+        .into_iter()
+        .find(|(_, v)| v["admin"] == true)
+        .map(|(k, v)| (k, v["secret"].as_str().unwrap_or_default().to_owned()));
+    let (key, secret) = match admin {
+        Some(a) => a,
+        None => {
+            let key = format!(
+                "AKIA{}",
+                random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+            );
+            let secret = random_string(
+                40,
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            );
+            store.put_credential(
+                &key,
+                &json!({"secret": secret, "admin": true, "principal": format!("arn:aws:iam::{account}:root")}),
+            )?;
+            creds.insert(key.clone(), secret.clone());
+            tracing::info!(access_key = %key, "created the admin access key");
+            (key, secret)
+        }
+    };
+    let path = state_dir.join("admin-credentials");
+    if !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |source| Error::CredentialsFile {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(err)?;
+        write!(
+            f,
+            "[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+        )
+        .map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    Ok(creds)
+}

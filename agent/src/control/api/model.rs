@@ -1,0 +1,600 @@
+//! The VPC Lattice service model (derived from botocore by `cargo xtask
+//! gen-model`) and the generic machinery it drives: routing a request to an
+//! operation, assembling the operation's input from path, query, headers and
+//! body, validating it against the input shape, and projecting a handler's
+//! result onto the output shape.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::OnceLock,
+};
+
+use serde_json::{Map, Value};
+
+static MODEL_JSON: &str = include_str!("vpc-lattice-2022-11-30.json");
+
+/// Shapes whose model pattern is not enforced. `VpcId` is `vpc-` + 8 or 17
+/// characters in AWS; here a VPC is a network namespace, and any existing
+/// namespace name of the model's length (5 to 50) is accepted, as the CLI
+/// itself only checks the length.
+const RELAXED_PATTERNS: &[&str] = &["VpcId"];
+
+/// One operation of the model.
+#[derive(Debug)]
+pub struct Operation {
+    /// Name, e.g. `CreateService`.
+    pub name: String,
+    /// HTTP method.
+    pub method: String,
+    segments: Vec<Segment>,
+    /// Input shape name.
+    pub input: Option<String>,
+    /// Output shape name.
+    pub output: Option<String>,
+    /// Success status code.
+    pub status: u16,
+    /// Error shapes the operation declares.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug)]
+enum Segment {
+    Literal(String),
+    Var(String),
+    Greedy(String),
+}
+
+/// The parsed model.
+#[derive(Debug)]
+pub struct Model {
+    /// Operations by name.
+    pub operations: BTreeMap<String, Operation>,
+    shapes: Map<String, Value>,
+    patterns: std::sync::Mutex<HashMap<String, Option<fancy_regex::Regex>>>,
+}
+
+/// One invalid field, as the model's `ValidationExceptionField`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// Field path (`config.port`).
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The model, parsed once.
+pub fn model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| Model::parse(MODEL_JSON))
+}
+
+impl Model {
+    fn parse(text: &str) -> Self {
+        // The file is generated and embedded at build time; a parse failure
+        // is a build defect that every API test would show at once.
+        let root: Value = serde_json::from_str(text).unwrap_or_default();
+        let shapes = root
+            .get("shapes")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let mut operations = BTreeMap::new();
+        for (name, op) in root
+            .get("operations")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let http = &op["http"];
+            let uri = http["requestUri"].as_str().unwrap_or("/");
+            let path = uri.split('?').next().unwrap_or("/");
+            let segments = path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(
+                    |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        Some(v) => match v.strip_suffix('+') {
+                            Some(g) => Segment::Greedy(g.to_owned()),
+                            None => Segment::Var(v.to_owned()),
+                        },
+                        None => Segment::Literal(s.to_owned()),
+                    },
+                )
+                .collect();
+            operations.insert(
+                name.clone(),
+                Operation {
+                    name: name.clone(),
+                    method: http["method"].as_str().unwrap_or("GET").to_owned(),
+                    segments,
+                    input: op["input"]["shape"].as_str().map(str::to_owned),
+                    output: op["output"]["shape"].as_str().map(str::to_owned),
+                    status: http["responseCode"]
+                        .as_u64()
+                        .and_then(|c| u16::try_from(c).ok())
+                        .unwrap_or(200),
+                    errors: op["errors"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e["shape"].as_str().map(str::to_owned))
+                        .collect(),
+                },
+            );
+        }
+        Self {
+            operations,
+            shapes,
+            patterns: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A shape by name.
+    pub fn shape(&self, name: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        self.shapes.get(name).unwrap_or(&NULL)
+    }
+
+    /// Finds the operation for `method` and a raw (percent-encoded) path,
+    /// with its path parameters decoded.
+    pub fn route(
+        &self,
+        method: &str,
+        raw_path: &str,
+    ) -> Option<(&Operation, HashMap<String, String>)> {
+        let parts: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
+        'ops: for op in self.operations.values() {
+            if op.method != method {
+                continue;
+            }
+            let mut params = HashMap::new();
+            let mut i = 0;
+            for seg in &op.segments {
+                match seg {
+                    Segment::Literal(l) => {
+                        if parts.get(i) != Some(&l.as_str()) {
+                            continue 'ops;
+                        }
+                        i += 1;
+                    }
+                    Segment::Var(v) => {
+                        let Some(p) = parts.get(i) else { continue 'ops };
+                        params.insert(v.clone(), decode(p));
+                        i += 1;
+                    }
+                    Segment::Greedy(v) => {
+                        if i >= parts.len() {
+                            continue 'ops;
+                        }
+                        params.insert(v.clone(), decode(&parts[i..].join("/")));
+                        i = parts.len();
+                    }
+                }
+            }
+            if i == parts.len() {
+                return Some((op, params));
+            }
+        }
+        None
+    }
+
+    /// Builds the input object of `op` from the request's parts. Query and
+    /// header values are converted to the member's type; conversion failures
+    /// are reported as field problems.
+    pub fn assemble_input(
+        &self,
+        op: &Operation,
+        path: &HashMap<String, String>,
+        query: &[(String, String)],
+        headers: &http::HeaderMap,
+        body: Option<Map<String, Value>>,
+    ) -> Result<Value, Vec<FieldProblem>> {
+        let Some(input) = &op.input else {
+            return Ok(Value::Object(Map::new()));
+        };
+        let shape = self.shape(input);
+        let mut out = Map::new();
+        let mut problems = Vec::new();
+        let body = body.unwrap_or_default();
+        for (member, spec) in shape["members"].as_object().into_iter().flatten() {
+            let target = spec["shape"].as_str().unwrap_or_default();
+            let loc_name = spec["locationName"].as_str().unwrap_or(member);
+            match spec["location"].as_str() {
+                Some("uri") => {
+                    if let Some(v) = path.get(loc_name) {
+                        out.insert(member.clone(), Value::String(v.clone()));
+                    }
+                }
+                Some("querystring") => {
+                    let values: Vec<&String> = query
+                        .iter()
+                        .filter(|(k, _)| k == loc_name)
+                        .map(|(_, v)| v)
+                        .collect();
+                    if values.is_empty() {
+                        continue;
+                    }
+                    let t = self.shape(target);
+                    let value = if t["type"] == "list" {
+                        let item = t["member"]["shape"].as_str().unwrap_or_default();
+                        values
+                            .iter()
+                            .map(|v| self.scalar(item, v, member, &mut problems))
+                            .collect::<Vec<_>>()
+                            .into()
+                    } else {
+                        self.scalar(target, values[0], member, &mut problems)
+                    };
+                    out.insert(member.clone(), value);
+                }
+                Some("header") => {
+                    if let Some(v) = headers.get(loc_name).and_then(|v| v.to_str().ok()) {
+                        let value = self.scalar(target, v, member, &mut problems);
+                        out.insert(member.clone(), value);
+                    }
+                }
+                _ => {
+                    if let Some(v) = body.get(member) {
+                        out.insert(member.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(Value::Object(out))
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn scalar(
+        &self,
+        shape: &str,
+        raw: &str,
+        field: &str,
+        problems: &mut Vec<FieldProblem>,
+    ) -> Value {
+        match self.shape(shape)["type"].as_str() {
+            Some("integer" | "long") => match raw.parse::<i64>() {
+                Ok(n) => n.into(),
+                Err(_) => {
+                    problems.push(FieldProblem {
+                        name: field.to_owned(),
+                        message: format!("{raw:?} is not an integer"),
+                    });
+                    Value::Null
+                }
+            },
+            Some("boolean") => match raw {
+                "true" => true.into(),
+                "false" => false.into(),
+                _ => {
+                    problems.push(FieldProblem {
+                        name: field.to_owned(),
+                        message: format!("{raw:?} is not true or false"),
+                    });
+                    Value::Null
+                }
+            },
+            _ => Value::String(raw.to_owned()),
+        }
+    }
+
+    /// Checks `value` against shape `name`: types, required members, lengths,
+    /// ranges, enums, patterns and unions. Returns every problem found.
+    pub fn validate(&self, name: &str, value: &Value) -> Vec<FieldProblem> {
+        let mut problems = Vec::new();
+        self.check(name, value, "", &mut problems);
+        problems
+    }
+
+    fn check(&self, name: &str, value: &Value, path: &str, out: &mut Vec<FieldProblem>) {
+        let shape = self.shape(name);
+        let mut fail = |message: String| {
+            out.push(FieldProblem {
+                name: if path.is_empty() {
+                    "body".to_owned()
+                } else {
+                    path.to_owned()
+                },
+                message,
+            });
+        };
+        let min = shape["min"].as_f64();
+        let max = shape["max"].as_f64();
+        match shape["type"].as_str().unwrap_or_default() {
+            "structure" => {
+                let Some(obj) = value.as_object() else {
+                    return fail("must be an object".into());
+                };
+                for req in shape["required"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    if obj.get(req).is_none_or(Value::is_null) {
+                        out.push(FieldProblem {
+                            name: join(path, req),
+                            message: "is required".into(),
+                        });
+                    }
+                }
+                let members = shape["members"].as_object();
+                if shape["union"] == true {
+                    let set = obj.values().filter(|v| !v.is_null()).count();
+                    if set != 1 {
+                        out.push(FieldProblem {
+                            name: if path.is_empty() {
+                                "body".into()
+                            } else {
+                                path.to_owned()
+                            },
+                            message: format!(
+                                "set exactly one of: {}",
+                                members
+                                    .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+                                    .unwrap_or_default()
+                            ),
+                        });
+                    }
+                }
+                for (k, v) in obj {
+                    if v.is_null() {
+                        continue;
+                    }
+                    if let Some(member) = members.and_then(|m| m.get(k)) {
+                        let target = member["shape"].as_str().unwrap_or_default();
+                        self.check(target, v, &join(path, k), out);
+                    }
+                }
+            }
+            "list" => {
+                let Some(items) = value.as_array() else {
+                    return fail("must be a list".into());
+                };
+                let n = items.len() as f64;
+                if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
+                    fail(format!(
+                        "must have {} to {} items, has {}",
+                        fmt_bound(min),
+                        fmt_bound(max),
+                        items.len()
+                    ));
+                }
+                let member = shape["member"]["shape"].as_str().unwrap_or_default();
+                for (i, v) in items.iter().enumerate() {
+                    self.check(member, v, &format!("{path}[{i}]"), out);
+                }
+            }
+            "map" => {
+                let Some(obj) = value.as_object() else {
+                    return fail("must be a map".into());
+                };
+                let n = obj.len() as f64;
+                if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
+                    fail(format!(
+                        "must have {} to {} entries, has {}",
+                        fmt_bound(min),
+                        fmt_bound(max),
+                        obj.len()
+                    ));
+                }
+                let key = shape["key"]["shape"].as_str().unwrap_or_default();
+                let val = shape["value"]["shape"].as_str().unwrap_or_default();
+                for (k, v) in obj {
+                    self.check(
+                        key,
+                        &Value::String(k.clone()),
+                        &format!("{path}.{k}(key)"),
+                        out,
+                    );
+                    self.check(val, v, &format!("{path}.{k}"), out);
+                }
+            }
+            "string" => {
+                let Some(s) = value.as_str() else {
+                    return fail("must be a string".into());
+                };
+                let n = s.chars().count() as f64;
+                if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
+                    fail(format!(
+                        "must be {} to {} characters long, is {}",
+                        fmt_bound(min),
+                        fmt_bound(max),
+                        n
+                    ));
+                }
+                if let Some(allowed) = shape["enum"].as_array() {
+                    if !allowed.iter().any(|a| a.as_str() == Some(s)) {
+                        let list: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
+                        fail(format!("{s:?} is not one of {}", list.join(", ")));
+                    }
+                }
+                if let Some(p) = shape["pattern"]
+                    .as_str()
+                    .filter(|_| !RELAXED_PATTERNS.contains(&name))
+                {
+                    if !self.matches(p, s) {
+                        fail(format!("{s:?} does not match the pattern {p}"));
+                    }
+                }
+            }
+            "integer" | "long" => {
+                let Some(n) = value.as_i64() else {
+                    return fail("must be an integer".into());
+                };
+                let f = n as f64;
+                if min.is_some_and(|m| f < m) || max.is_some_and(|m| f > m) {
+                    fail(format!(
+                        "{n} is outside {} to {}",
+                        fmt_bound(min),
+                        fmt_bound(max)
+                    ));
+                }
+            }
+            "boolean" if !value.is_boolean() => fail("must be true or false".into()),
+            _ => {}
+        }
+    }
+
+    /// Patterns are matched against the whole value.
+    fn matches(&self, pattern: &str, s: &str) -> bool {
+        let mut cache = match self.patterns.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let re = cache
+            .entry(pattern.to_owned())
+            .or_insert_with(|| fancy_regex::Regex::new(&format!("^(?:{pattern})$")).ok());
+        match re {
+            Some(re) => re.is_match(s).unwrap_or(false),
+            // A pattern our engine cannot compile is not enforced rather than
+            // refusing every value.
+            None => true,
+        }
+    }
+
+    /// Keeps only what shape `name` declares, recursively (a handler's
+    /// records carry more than each response shows).
+    pub fn project(&self, name: &str, value: &Value) -> Value {
+        let shape = self.shape(name);
+        match (shape["type"].as_str().unwrap_or_default(), value) {
+            ("structure", Value::Object(obj)) => {
+                let mut out = Map::new();
+                for (k, member) in shape["members"].as_object().into_iter().flatten() {
+                    if member["location"].is_string() {
+                        continue;
+                    }
+                    if let Some(v) = obj.get(k).filter(|v| !v.is_null()) {
+                        out.insert(
+                            k.clone(),
+                            self.project(member["shape"].as_str().unwrap_or_default(), v),
+                        );
+                    }
+                }
+                Value::Object(out)
+            }
+            ("list", Value::Array(items)) => {
+                let m = shape["member"]["shape"].as_str().unwrap_or_default();
+                Value::Array(items.iter().map(|v| self.project(m, v)).collect())
+            }
+            ("map", Value::Object(obj)) => {
+                let m = shape["value"]["shape"].as_str().unwrap_or_default();
+                Value::Object(
+                    obj.iter()
+                        .map(|(k, v)| (k.clone(), self.project(m, v)))
+                        .collect(),
+                )
+            }
+            _ => value.clone(),
+        }
+    }
+}
+
+fn join(path: &str, member: &str) -> String {
+    if path.is_empty() {
+        member.to_owned()
+    } else {
+        format!("{path}.{member}")
+    }
+}
+
+fn fmt_bound(b: Option<f64>) -> String {
+    b.map_or_else(|| "any".into(), |v| format!("{v}"))
+}
+
+/// Percent-decodes a path segment or query component.
+pub fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_routes_to_itself() {
+        let m = model();
+        assert_eq!(m.operations.len(), 73);
+        for op in m.operations.values() {
+            let path: String = op
+                .segments
+                .iter()
+                .map(|s| match s {
+                    Segment::Literal(l) => format!("/{l}"),
+                    Segment::Var(_) | Segment::Greedy(_) => "/x-1".to_owned(),
+                })
+                .collect();
+            let (found, _) = m
+                .route(&op.method, &path)
+                .unwrap_or_else(|| panic!("{} {path}", op.name));
+            assert_eq!(found.name, op.name, "{} {path}", op.method);
+        }
+    }
+
+    #[test]
+    fn encoded_arns_stay_one_segment() {
+        let (op, params) = model()
+            .route("GET", "/tags/arn%3Aaws%3Avpc-lattice%3Aus-east-1%3A111122223333%3Aservice%2Fsvc-0123456789abcdef0")
+            .unwrap();
+        assert_eq!(op.name, "ListTagsForResource");
+        assert_eq!(
+            params["resourceArn"],
+            "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-0123456789abcdef0"
+        );
+    }
+
+    #[test]
+    fn validation_names_each_field() {
+        let m = model();
+        let input = serde_json::json!({
+            "name": "Bad--Name",
+            "type": "NOPE",
+            "config": {"port": 70000, "protocol": "HTTP", "vpcIdentifier": "vpc-a"}
+        });
+        let mut problems = m.validate("CreateTargetGroupRequest", &input);
+        problems.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<&str> = problems.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["config.port", "name", "type"], "{problems:?}");
+        assert!(
+            problems[2]
+                .message
+                .contains("not one of IP, LAMBDA, INSTANCE, ALB"),
+            "{problems:?}"
+        );
+        let missing = m.validate("CreateServiceNetworkRequest", &serde_json::json!({}));
+        assert_eq!(
+            missing,
+            vec![FieldProblem {
+                name: "name".into(),
+                message: "is required".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn unions_need_exactly_one_member() {
+        let m = model();
+        let both = serde_json::json!({"forward": {"targetGroups": []}, "fixedResponse": {"statusCode": 404}});
+        let p = m.validate("RuleAction", &both);
+        assert!(
+            p.iter()
+                .any(|p| p.message.starts_with("set exactly one of")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn projection_keeps_declared_members_only() {
+        let m = model();
+        let record =
+            serde_json::json!({"id": "sn-0123456789abcdef0", "name": "x", "secret": 1, "arn": "a"});
+        assert_eq!(
+            m.project("CreateServiceNetworkResponse", &record),
+            serde_json::json!({"id": "sn-0123456789abcdef0", "name": "x", "arn": "a"})
+        );
+    }
+}

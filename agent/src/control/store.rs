@@ -1,0 +1,258 @@
+//! Durable state: resources, idempotency tokens and credentials, in one redb
+//! database under the state directory.
+//!
+//! Every API mutation is one write transaction committed with redb's
+//! immediate durability (fsync) before the API answers, so an acknowledged
+//! write survives a crash, and a transaction cut short by one leaves nothing:
+//! redb's copy-on-write commit is atomic.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::Value;
+
+/// Resource records by key (`kind/id`), as JSON.
+const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+/// Idempotency: `Operation/clientToken` -> {requestHash, response}.
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("client_tokens");
+/// Credentials: access key id -> {secret, principal}.
+const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database failed.
+    #[error("state store {path}: {source}")]
+    Db {
+        /// Database file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A stored record is not valid JSON (corruption or a foreign file).
+    #[error("state store {path}: record {key:?} is not valid JSON: {source}")]
+    Corrupt {
+        /// Database file.
+        path: PathBuf,
+        /// Record key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Creating the state directory failed.
+    #[error("state directory {path}: {source}")]
+    Dir {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One change of a mutation.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Insert or replace.
+    Put(String, Value),
+    /// Remove.
+    Delete(String),
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) `DIR/latticed.redb`; the directory is made 0700.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| Error::Dir {
+                path: dir.to_owned(),
+                source,
+            },
+        )?;
+        let path = dir.join("latticed.redb");
+        let db = Database::create(&path).map_err(|e| Error::Db {
+            path: path.clone(),
+            source: Box::new(e.into()),
+        })?;
+        let store = Self { db, path };
+        // Make sure the tables exist so reads never fail on a fresh file.
+        store.write(|tx| {
+            tx.open_table(RESOURCES)?;
+            tx.open_table(TOKENS)?;
+            tx.open_table(CREDENTIALS)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn err(&self, e: impl Into<redb::Error>) -> Error {
+        Error::Db {
+            path: self.path.clone(),
+            source: Box::new(e.into()),
+        }
+    }
+
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), Error> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        f(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn read_table(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, Value)>, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(table).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let key = k.value().to_owned();
+            let value = serde_json::from_slice(v.value()).map_err(|source| Error::Corrupt {
+                path: self.path.clone(),
+                key: key.clone(),
+                source,
+            })?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// Every resource record.
+    pub fn resources(&self) -> Result<Vec<(String, Value)>, Error> {
+        self.read_table(RESOURCES)
+    }
+
+    /// Every credential record.
+    pub fn credentials(&self) -> Result<Vec<(String, Value)>, Error> {
+        self.read_table(CREDENTIALS)
+    }
+
+    /// A stored idempotency entry.
+    pub fn token(&self, key: &str) -> Result<Option<Value>, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(TOKENS).map_err(|e| self.err(e))?;
+        let Some(v) = t.get(key).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|source| Error::Corrupt {
+                path: self.path.clone(),
+                key: key.to_owned(),
+                source,
+            })
+    }
+
+    /// Applies `changes` (and records an idempotency token, if any) in one
+    /// durable transaction.
+    pub fn commit(&self, changes: &[Change], token: Option<(&str, &Value)>) -> Result<(), Error> {
+        self.write(|tx| {
+            let mut t = tx.open_table(RESOURCES)?;
+            for c in changes {
+                match c {
+                    Change::Put(k, v) => {
+                        t.insert(
+                            k.as_str(),
+                            serde_json::to_vec(v).unwrap_or_default().as_slice(),
+                        )?;
+                    }
+                    Change::Delete(k) => {
+                        t.remove(k.as_str())?;
+                    }
+                }
+            }
+            if let Some((k, v)) = token {
+                let mut tokens = tx.open_table(TOKENS)?;
+                tokens.insert(k, serde_json::to_vec(v).unwrap_or_default().as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores a credential.
+    pub fn put_credential(&self, access_key: &str, record: &Value) -> Result<(), Error> {
+        self.write(|tx| {
+            let mut t = tx.open_table(CREDENTIALS)?;
+            t.insert(
+                access_key,
+                serde_json::to_vec(record).unwrap_or_default().as_slice(),
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "latticed-store-{}-{}",
+            std::process::id(),
+            fastrand_u64()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn fastrand_u64() -> u64 {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).unwrap();
+        u64::from_le_bytes(b)
+    }
+
+    #[test]
+    fn committed_changes_survive_reopening() {
+        let dir = tempdir();
+        {
+            let s = Store::open(&dir).unwrap();
+            s.commit(
+                &[
+                    Change::Put("service/svc-1".into(), serde_json::json!({"name": "a"})),
+                    Change::Put("service/svc-2".into(), serde_json::json!({"name": "b"})),
+                ],
+                Some(("CreateService/tok", &serde_json::json!({"hash": "h"}))),
+            )
+            .unwrap();
+            s.commit(&[Change::Delete("service/svc-1".into())], None)
+                .unwrap();
+            s.put_credential("AKIA", &serde_json::json!({"secret": "s"}))
+                .unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        let r = s.resources().unwrap();
+        assert_eq!(
+            r,
+            vec![("service/svc-2".to_owned(), serde_json::json!({"name": "b"}))]
+        );
+        assert_eq!(
+            s.token("CreateService/tok").unwrap(),
+            Some(serde_json::json!({"hash": "h"}))
+        );
+        assert_eq!(s.credentials().unwrap().len(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
