@@ -272,6 +272,30 @@ pub struct Latticed {
     /// stderr log file.
     pub log: PathBuf,
     notify: PathBuf,
+    /// API mode: state directory and endpoint (no config file).
+    pub api: Option<Api>,
+    /// Extra `latticed run` arguments.
+    pub extra_args: Vec<String>,
+}
+
+/// The API side of an API-mode latticed.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// State directory (store, admin credentials).
+    pub state_dir: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not
+/// hand it out again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 impl Latticed {
@@ -287,9 +311,45 @@ impl Latticed {
             config: dir.join("config.json"),
             log: dir.join("latticed.log"),
             notify: dir.join("notify.sock"),
+            api: None,
+            extra_args: Vec::new(),
         };
         l.write_config(config);
         l
+    }
+
+    /// Starts latticed managed through the API (no config file).
+    pub fn start_api() -> Self {
+        Self::start_api_with(&[])
+    }
+
+    /// [`Latticed::start_api`] with extra `latticed run` arguments.
+    pub fn start_api_with(args: &[&str]) -> Self {
+        let mut l = Self::prepare(&serde_json::json!({}));
+        l.extra_args = args.iter().map(|a| (*a).to_owned()).collect();
+        let port = free_port();
+        let state_dir = l.config.parent().expect("dir").join("state");
+        l.api = Some(Api {
+            state_dir,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+        });
+        l.spawn_and_wait_ready()
+            .expect("latticed did not become ready");
+        l
+    }
+
+    /// The API side (panics if not in API mode).
+    pub fn api(&self) -> &Api {
+        self.api.as_ref().expect("API mode")
+    }
+
+    /// An `aws vpc-lattice` runner for this instance's API.
+    pub fn aws(&self) -> Aws {
+        Aws {
+            endpoint: self.api().endpoint.clone(),
+            credentials: self.api().state_dir.join("admin-credentials"),
+        }
     }
 
     /// Starts latticed with `config` and waits for READY=1.
@@ -321,10 +381,21 @@ impl Latticed {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(bin("latticed"))
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
+        let mut cmd = Command::new(bin("latticed"));
+        cmd.arg("run");
+        match &self.api {
+            Some(api) => {
+                cmd.arg("--api-listen")
+                    .arg(format!("127.0.0.1:{}", api.port))
+                    .arg("--state-dir")
+                    .arg(&api.state_dir);
+            }
+            None => {
+                cmd.arg("--config").arg(&self.config);
+            }
+        }
+        let child = cmd
+            .args(&self.extra_args)
             .arg("--bpffs-root")
             .arg(&self.bpffs_root)
             .arg("--run-dir")
@@ -490,3 +561,135 @@ pub fn two_service_config(a: &str, b: &str) -> serde_json::Value {
 pub const SVC_A: &str = "http://169.254.171.10/";
 /// svc-b's URL (the app in VPC b).
 pub const SVC_B: &str = "http://169.254.171.11/";
+
+/// Runs the real AWS CLI against a latticed API with the admin credentials.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    /// API endpoint.
+    pub endpoint: String,
+    /// Shared credentials file.
+    pub credentials: PathBuf,
+}
+
+impl Aws {
+    /// `aws vpc-lattice ARGS --output json`: the parsed answer, or the CLI's
+    /// error text.
+    pub fn run(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        let out = Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .arg("vpc-lattice")
+            .args(args)
+            .args(["--output", "json"])
+            .env("AWS_SHARED_CREDENTIALS_FILE", &self.credentials)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("running aws (the set-up installs awscli)");
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.trim().is_empty() {
+                return Ok(serde_json::Value::Null);
+            }
+            serde_json::from_str(&text).map_err(|e| format!("aws printed non-JSON ({e}): {text}"))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// Like [`Aws::run`], panicking with the CLI's error.
+    pub fn ok(&self, args: &[&str]) -> serde_json::Value {
+        self.run(args)
+            .unwrap_or_else(|e| panic!("aws vpc-lattice {}: {e}", args.join(" ")))
+    }
+
+    /// The admin key pair from the credentials file.
+    pub fn keys(&self) -> (String, String) {
+        let text = std::fs::read_to_string(&self.credentials).expect("credentials file");
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|l| l.split('=').nth(1))
+                .map(|v| v.trim().to_owned())
+                .expect("key in credentials file")
+        };
+        (get("aws_access_key_id"), get("aws_secret_access_key"))
+    }
+}
+
+/// A raw HTTP/1.1 exchange with the API, optionally SigV4-signed with
+/// `keys`: (status, x-amzn-ErrorType, body).
+pub fn api_request(
+    port: u16,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    keys: Option<(&str, &str)>,
+) -> std::io::Result<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let host = format!("127.0.0.1:{port}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let amz_date = latticed_proxy::sigv4::format_amz_date(now);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("host", host.parse().expect("host"));
+    headers.insert("x-amz-date", amz_date.parse().expect("date"));
+    let mut auth = None;
+    if let Some((key, secret)) = keys {
+        let req = latticed_proxy::sigv4::Request {
+            method,
+            raw_path: path,
+            raw_query: query,
+            headers: &headers,
+            body,
+        };
+        auth = latticed_proxy::sigv4::sign(
+            &req,
+            key,
+            secret,
+            "us-east-1",
+            "vpc-lattice",
+            &amz_date,
+            "host;x-amz-date",
+        );
+    }
+    let mut stream = std::net::TcpStream::connect(&host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nhost: {host}\r\nx-amz-date: {amz_date}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    if let Some(a) = auth {
+        head.push_str(&format!("authorization: {a}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut resp = Vec::new();
+    stream.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let error_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-amzn-errortype")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    Ok((status, error_type, body.to_owned()))
+}

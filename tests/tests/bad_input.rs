@@ -2,6 +2,12 @@
 //! case gets an error naming the field and the reason, and the previous
 //! configuration keeps serving.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "integration tests: a panic is the failure report"
+)]
+
 use std::{
     sync::atomic::{AtomicBool, Ordering},
     thread,

@@ -2,6 +2,12 @@
 //! the real sk_lookup program, real rtnetlink routes, curl as the client.
 //! Needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN).
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "integration tests: a panic is the failure report"
+)]
+
 use std::{thread, time::Duration};
 
 use latticed_tests::*;

@@ -1,6 +1,12 @@
 //! Running as a systemd service: the unit installs and verifies, and logs are
 //! fit for journald and filtered by RUST_LOG.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "integration tests: a panic is the failure report"
+)]
+
 use std::process::Command;
 
 use latticed_tests::*;

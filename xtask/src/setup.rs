@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "systemd",     // systemd-analyze verify for the unit
     "llvm-22-dev", // bpf-linker links libLLVM 22
     "ca-certificates",
+    "python3", // the AWS CLI and the API conformance tests
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -65,6 +66,15 @@ fn has_nightly_rust_src() -> bool {
 
 fn has_bpf_linker() -> bool {
     output(Command::new("bpf-linker").arg("--version")).contains(BPF_LINKER_VERSION)
+}
+
+/// The CLI runs and its botocore knows VPC Lattice.
+fn has_aws_cli() -> bool {
+    quiet(Command::new("aws").arg("--version"))
+        && quiet(Command::new("python3").args([
+            "-c",
+            "import boto3, botocore.session; botocore.session.get_session().get_service_model('vpc-lattice')",
+        ]))
 }
 
 fn has_nextest() -> bool {
@@ -136,6 +146,41 @@ pub fn setup() -> anyhow::Result<Tools> {
         .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
         {
             eprintln!("could not build bpf-linker ({e:#}); the eBPF object will come from the committed copy");
+        }
+    }
+
+    if has_aws_cli() {
+        eprintln!("aws CLI with VPC Lattice: present");
+    } else {
+        // Debian's own botocore predates VPC Lattice: use PyPI's.
+        eprintln!("aws CLI with VPC Lattice: installing awscli and boto3 from PyPI");
+        let pip = |extra: &[&str]| {
+            run(Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(extra)
+                .args(["awscli", "boto3"]))
+        };
+        if pip(&[]).is_err() {
+            // Debian 12's system Python refuses pip installs (PEP 668)
+            // unless told otherwise; the packages go to /usr/local.
+            if !quiet(Command::new("python3").args(["-m", "pip", "--version"])) {
+                run(Command::new("apt-get")
+                    .args([
+                        "install",
+                        "-y",
+                        "-qq",
+                        "--no-install-recommends",
+                        "python3-pip",
+                    ])
+                    .env("DEBIAN_FRONTEND", "noninteractive"))?;
+            }
+            pip(&["--break-system-packages"]).context("installing awscli and boto3")?;
         }
     }
 

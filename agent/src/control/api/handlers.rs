@@ -251,7 +251,7 @@ impl State {
                 .unwrap_or_default()
         };
         let action = |a: &Value| -> cfg::RuleAction {
-            if let Some(f) = a.get("forward") {
+            if let Some(f) = a.get("forward").filter(|f| !f.is_null()) {
                 cfg::RuleAction {
                     forward: Some(cfg::ForwardAction {
                         target_groups: f["targetGroups"]
@@ -465,7 +465,13 @@ impl Ctx<'_> {
     /// identifiers to ids.
     fn action(&self, field: &str, action: &Value) -> Result<Value, ApiError> {
         let mut a = action.clone();
-        if let Some(groups) = a["forward"]["targetGroups"].as_array_mut() {
+        // get_mut, not IndexMut: indexing would insert a null `forward` into
+        // a fixed-response action.
+        if let Some(groups) = a
+            .get_mut("forward")
+            .and_then(|f| f.get_mut("targetGroups"))
+            .and_then(Value::as_array_mut)
+        {
             for (i, g) in groups.iter_mut().enumerate() {
                 let ident = s(g, "targetGroupIdentifier").to_owned();
                 let tg = self.state.resolve(Kind::TargetGroup, &ident).map_err(|_| {
@@ -486,6 +492,25 @@ impl Ctx<'_> {
 
 fn write(changes: Vec<Change>, result: Value) -> Result<Outcome, ApiError> {
     Ok(Outcome::Write(Mutation { changes, result }))
+}
+
+/// Why latticed does not implement `op`, if it does not.
+pub fn unsupported(op: &str) -> Option<ApiError> {
+    let what = if op.contains("ResourceGateway") {
+        "resource gateways"
+    } else if op.contains("ResourceConfiguration")
+        || op.contains("ServiceNetworkResourceAssociation")
+        || op.contains("ResourceEndpointAssociation")
+    {
+        "resource configurations"
+    } else if op.contains("DomainVerification") {
+        "domain verifications"
+    } else if op.contains("VpcEndpointAssociation") {
+        "VPC endpoint associations"
+    } else {
+        return None;
+    };
+    Some(ApiError::unsupported(op, what))
 }
 
 /// Handles `op` with validated `input`.
@@ -1345,21 +1370,8 @@ pub fn handle(
             write(vec![Change::Put(id.to_owned(), r)], json!({}))
         }
 
-        // ===== not supported =====
-        o if o.contains("ResourceGateway") => Err(ApiError::unsupported(o, "resource gateways")),
-        o if o.contains("ResourceConfiguration")
-            || o.contains("ServiceNetworkResourceAssociation")
-            || o.contains("ResourceEndpointAssociation") =>
-        {
-            Err(ApiError::unsupported(o, "resource configurations"))
-        }
-        o if o.contains("DomainVerification") => {
-            Err(ApiError::unsupported(o, "domain verifications"))
-        }
-        o if o.contains("VpcEndpointAssociation") => {
-            Err(ApiError::unsupported(o, "VPC endpoint associations"))
-        }
-        o => Err(ApiError::unsupported(o, "this operation's resources")),
+        o => Err(unsupported(o)
+            .unwrap_or_else(|| ApiError::unsupported(o, "this operation's resources"))),
     }
 }
 

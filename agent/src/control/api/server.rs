@@ -16,7 +16,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
@@ -27,6 +27,34 @@ use super::{error::ApiError, model::model};
 /// Largest accepted request body. The largest legitimate Lattice request
 /// (an auth policy of 10 KB, 100 targets) is far below it.
 pub const MAX_BODY: usize = 1 << 20;
+
+/// How much of an oversized body is read and thrown away so the client,
+/// which usually sends everything before reading, gets the error instead of
+/// a broken pipe. Beyond it the connection is simply closed.
+const MAX_DRAIN: u64 = 64 << 20;
+
+/// Reads the body up to [`MAX_BODY`]; `None` if it is larger (the excess is
+/// drained, within [`MAX_DRAIN`]).
+async fn read_body(mut body: Incoming, declared: Option<u64>) -> Option<Bytes> {
+    if declared.is_some_and(|n| n > MAX_DRAIN) {
+        return None;
+    }
+    let mut buf = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return None };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen > MAX_DRAIN {
+                return None;
+            }
+            if buf.len() + data.len() <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    (seen <= MAX_BODY as u64).then(|| buf.freeze())
+}
 
 /// A request for the daemon.
 #[derive(Debug)]
@@ -130,18 +158,14 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let rid = request_id();
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(
-                &ApiError::cannot_parse(format!(
-                    "the request body is larger than {MAX_BODY} bytes"
-                )),
-                &rid,
-                "-",
-                peer,
-            );
-        }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let Some(body) = read_body(body, declared).await else {
+        let e = ApiError::cannot_parse(format!("the request body is larger than {MAX_BODY} bytes"));
+        return error(&e, &rid, "-", peer);
     };
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
@@ -172,6 +196,9 @@ async fn handle(
         };
         return error(&e, &rid, "-", peer);
     };
+    if let Some(e) = super::handlers::unsupported(&op.name) {
+        return error(&e, &rid, &op.name, peer);
+    }
     let body_json = if body.is_empty() {
         None
     } else {
