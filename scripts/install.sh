@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Installs latticed as a systemd service: the binary, the unit, a config
-# file if there is none, and the name of route protocol 171 for iproute2.
+# Installs latticed as a systemd service: the binary, the unit, and the name
+# of route protocol 171 for iproute2.
 #
 #   scripts/install.sh                      # build in release and install under /usr/local
 #   scripts/install.sh --binary PATH        # install an existing binary
-#   scripts/install.sh --prefix DIR --unit-dir DIR --conf-dir DIR --no-enable
+#   scripts/install.sh --prefix DIR --unit-dir DIR --iproute-dir DIR --no-enable
 #
 # It enables and starts the service only when systemd is running (and not
 # with --no-enable).
@@ -13,7 +13,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 prefix=/usr/local
 unit_dir=/etc/systemd/system
-conf_dir=/etc/latticed
 iproute_dir=/etc/iproute2/rt_protos.d
 binary=
 enable=1
@@ -23,7 +22,6 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix=$2; shift 2 ;;
     --unit-dir) unit_dir=$2; shift 2 ;;
-    --conf-dir) conf_dir=$2; shift 2 ;;
     --iproute-dir) iproute_dir=$2; shift 2 ;;
     --binary) binary=$2; shift 2 ;;
     --no-enable) enable=0; shift ;;
@@ -41,21 +39,17 @@ fi
 install -D -m 0755 "$binary" "$prefix/bin/latticed"
 mkdir -p "$unit_dir"
 sed -e "s|/usr/local/bin/latticed|$prefix/bin/latticed|" \
-    -e "s|/etc/latticed/config.json|$conf_dir/config.json|" \
     "$here/latticed.service" > "$unit_dir/latticed.service"
 chmod 0644 "$unit_dir/latticed.service"
-mkdir -p "$conf_dir"
-if [ ! -e "$conf_dir/config.json" ]; then
-  echo '{}' > "$conf_dir/config.json"
-fi
 mkdir -p "$iproute_dir"
 echo "171 latticed" > "$iproute_dir/latticed.conf"
 
-echo "installed $prefix/bin/latticed and $unit_dir/latticed.service (config: $conf_dir/config.json)"
+echo "installed $prefix/bin/latticed and $unit_dir/latticed.service"
 if [ "$enable" = 1 ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl enable --now latticed.service
   echo "latticed enabled and started: journalctl -u latticed -f"
+  echo "manage it: AWS_SHARED_CREDENTIALS_FILE=/var/lib/latticed/admin-credentials aws --region us-east-1 --endpoint-url http://127.0.0.1:7390 vpc-lattice list-services"
 elif [ "$enable" = 1 ]; then
   echo "systemd is not running here: start it with 'systemctl enable --now latticed' on a systemd host"
 fi

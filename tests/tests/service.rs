@@ -19,8 +19,6 @@ fn install_script_installs_a_unit_that_systemd_analyze_accepts() {
         .arg(&dir)
         .arg("--unit-dir")
         .arg(dir.join("units"))
-        .arg("--conf-dir")
-        .arg(dir.join("etc"))
         .arg("--iproute-dir")
         .arg(dir.join("iproute"))
         .arg("--binary")
@@ -33,8 +31,7 @@ fn install_script_installs_a_unit_that_systemd_analyze_accepts() {
     let text = std::fs::read_to_string(&unit).unwrap();
     assert!(
         text.contains(&format!(
-            "ExecStart={}/bin/latticed run --config {}/etc/config.json",
-            dir.display(),
+            "ExecStart={}/bin/latticed run --state-dir /var/lib/latticed --api-listen 127.0.0.1:7390",
             dir.display()
         )),
         "{text}"
@@ -45,14 +42,6 @@ fn install_script_installs_a_unit_that_systemd_analyze_accepts() {
         std::fs::read_to_string(dir.join("iproute/latticed.conf")).unwrap(),
         "171 latticed\n"
     );
-    // The installed default config is valid and empty.
-    assert_eq!(
-        std::fs::read_to_string(dir.join("etc/config.json"))
-            .unwrap()
-            .trim(),
-        "{}"
-    );
-
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)

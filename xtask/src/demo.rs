@@ -2,9 +2,11 @@
 //!
 //! Two namespaces, `vpc-a` and `vpc-b`, both 10.0.16.0/20, each with an app
 //! on 10.0.16.10:8080 that says which VPC it is in and which client it saw.
-//! latticed runs with one service per app in one service network associated
-//! with both namespaces. The demo prints what to try, tries it once, stays
-//! up until Ctrl-C, then removes everything it created.
+//! latticed starts empty and the demo configures it through the VPC Lattice
+//! API with the AWS CLI, printing each command as a person would type it:
+//! one service per app, in one service network associated with both
+//! namespaces. It then tries the services once, stays up until Ctrl-C, and
+//! removes everything it created.
 
 use std::{
     os::unix::{net::UnixDatagram, process::CommandExt},
@@ -19,8 +21,10 @@ use anyhow::{bail, Context as _};
 use crate::{cargo, root, run, step};
 
 const VPCS: [&str; 2] = ["vpc-a", "vpc-b"];
-const SVC_A: &str = "169.254.171.10";
-const SVC_B: &str = "169.254.171.11";
+/// svc1 is created first, so it gets the first VIP; svc2 the second.
+const SVC_A: &str = "169.254.171.1";
+const SVC_B: &str = "169.254.171.2";
+const ENDPOINT: &str = "http://127.0.0.1:7390";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -61,29 +65,124 @@ impl Drop for Demo {
     }
 }
 
-fn config() -> serde_json::Value {
-    let tg = |name: &str, vpc: &str| {
-        serde_json::json!({"name": name, "type": "IP",
-            "config": {"vpcIdentifier": vpc, "port": 8080, "protocol": "HTTP"},
-            "targets": [{"id": "10.0.16.10", "port": 8080}]})
-    };
-    let svc = |name: &str, vip: &str, tg: &str| {
-        serde_json::json!({"name": name, "vip": vip, "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
-            "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": tg, "weight": 1}]}}}]})
-    };
-    serde_json::json!({
-        "serviceNetworks": [{"name": "demo-net", "authType": "NONE"}],
-        "services": [svc("svc-a", SVC_A, "app-in-vpc-a"), svc("svc-b", SVC_B, "app-in-vpc-b")],
-        "targetGroups": [tg("app-in-vpc-a", "vpc-a"), tg("app-in-vpc-b", "vpc-b")],
-        "serviceNetworkServiceAssociations": [
-            {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "svc-a"},
-            {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "svc-b"}
-        ],
-        "serviceNetworkVpcAssociations": [
-            {"serviceNetworkIdentifier": "demo-net", "vpcIdentifier": "vpc-a"},
-            {"serviceNetworkIdentifier": "demo-net", "vpcIdentifier": "vpc-b"}
-        ]
-    })
+/// Runs `aws vpc-lattice ARGS` as the demo's user, printing the command;
+/// returns the answer's `id`.
+#[expect(
+    clippy::print_stdout,
+    reason = "the commands are shown to the person running the demo"
+)]
+fn aws(credentials: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains(['{', ' ', '"']) {
+                format!("'{a}'")
+            } else {
+                (*a).to_owned()
+            }
+        })
+        .collect();
+    println!(
+        "  $ aws --endpoint-url {ENDPOINT} vpc-lattice {}",
+        shown.join(" ")
+    );
+    let out = Command::new("aws")
+        .args(["--endpoint-url", ENDPOINT, "vpc-lattice"])
+        .args(args)
+        .args(["--output", "json"])
+        .env("AWS_SHARED_CREDENTIALS_FILE", credentials)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .context("running aws (cargo xtask setup installs it)")?;
+    if !out.status.success() {
+        bail!(
+            "aws {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(answer["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Builds the walkthrough through the API.
+fn configure(credentials: &Path) -> anyhow::Result<()> {
+    let sn = aws(
+        credentials,
+        &["create-service-network", "--name", "demo-net"],
+    )?;
+    let mut groups = Vec::new();
+    for vpc in VPCS {
+        let name = format!("app-in-{vpc}");
+        let config = format!(r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{vpc}"}}"#);
+        let tg = aws(
+            credentials,
+            &[
+                "create-target-group",
+                "--name",
+                &name,
+                "--type",
+                "IP",
+                "--config",
+                &config,
+            ],
+        )?;
+        aws(
+            credentials,
+            &[
+                "register-targets",
+                "--target-group-identifier",
+                &tg,
+                "--targets",
+                "id=10.0.16.10,port=8080",
+            ],
+        )?;
+        groups.push(tg);
+    }
+    for (svc, tg) in ["svc1", "svc2"].iter().zip(&groups) {
+        let id = aws(credentials, &["create-service", "--name", svc])?;
+        let action =
+            format!(r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg}"}}]}}}}"#);
+        aws(
+            credentials,
+            &[
+                "create-listener",
+                "--service-identifier",
+                &id,
+                "--name",
+                "http",
+                "--protocol",
+                "HTTP",
+                "--port",
+                "80",
+                "--default-action",
+                &action,
+            ],
+        )?;
+        aws(
+            credentials,
+            &[
+                "create-service-network-service-association",
+                "--service-network-identifier",
+                &sn,
+                "--service-identifier",
+                &id,
+            ],
+        )?;
+    }
+    for vpc in VPCS {
+        aws(
+            credentials,
+            &[
+                "create-service-network-vpc-association",
+                "--service-network-identifier",
+                &sn,
+                "--vpc-identifier",
+                vpc,
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 fn curl(ns: &str, url: &str) -> String {
@@ -172,17 +271,23 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
         demo.apps.push(app);
     }
 
-    step("starting latticed");
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, serde_json::to_vec_pretty(&config())?)?;
+    step("starting latticed, empty, with its VPC Lattice API on 127.0.0.1:7390");
+    let state_dir = dir.join("state");
+    // A fresh store each time, so the demo always starts from nothing.
+    if state_dir.exists() {
+        std::fs::remove_dir_all(&state_dir).context("clearing the previous demo's state")?;
+    }
+    let credentials = state_dir.join("admin-credentials");
     let log_path = dir.join("latticed.log");
     let notify = dir.join("notify.sock");
     let _ = std::fs::remove_file(&notify);
     let sock = UnixDatagram::bind(&notify).context("notify socket")?;
     let latticed = Command::new(bin.join("latticed"))
         .arg("run")
-        .arg("--config")
-        .arg(&config_path)
+        .arg("--api-listen")
+        .arg("127.0.0.1:7390")
+        .arg("--state-dir")
+        .arg(&state_dir)
         .arg("--run-dir")
         .arg(dir.join("run"))
         .env("NOTIFY_SOCKET", &notify)
@@ -193,21 +298,26 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
     let latticed = demo.latticed.insert(latticed);
     wait_ready(&sock, latticed, &log_path)?;
 
+    step("configuring it through the API with the AWS CLI");
+    configure(&credentials)?;
+
     println!(
         r#"
 latticed is up. Two VPCs with the same addresses, one service for each app:
 
   vpc-a   10.0.16.0/20   app on 10.0.16.10:8080
   vpc-b   10.0.16.0/20   app on 10.0.16.10:8080   (the same addresses)
-  svc-a   http://{SVC_A}/   -> the app in vpc-a
-  svc-b   http://{SVC_B}/   -> the app in vpc-b
+  svc1    http://{SVC_A}/    -> the app in vpc-a
+  svc2    http://{SVC_B}/    -> the app in vpc-b
   service network demo-net has both services and is associated with both VPCs
 
 Try it, as root, in another terminal:
 
-  ip netns exec vpc-b curl http://{SVC_A}/          # vpc-b reaches vpc-a's app
-  ip netns exec vpc-a curl http://{SVC_B}/          # vpc-a reaches vpc-b's app, at the same time
-  ip netns exec vpc-a curl http://{SVC_A}:81/       # unconfigured port: refused
+  ip netns exec vpc-b curl http://{SVC_A}/           # vpc-b reaches vpc-a's app
+  ip netns exec vpc-a curl http://{SVC_B}/           # vpc-a reaches vpc-b's app, at the same time
+  ip netns exec vpc-a curl http://{SVC_A}:81/        # unconfigured port: refused
+  export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION=us-east-1
+  aws --endpoint-url {ENDPOINT} vpc-lattice list-services
   bpftool prog show name steer_to_proxy
   bpftool link show
   bpftool map dump pinned /sys/fs/bpf/latticed/vpc-b/steer_vips
@@ -217,14 +327,14 @@ Each app answers with the client address it saw: 169.254.171.192-254, latticed's
 source pool, never the other VPC's 10.0.16.x.
 
 Tried just now:
-  vpc-b -> svc-a: {}
-  vpc-a -> svc-b: {}
+  vpc-b -> svc1: {}
+  vpc-a -> svc2: {}
 
-Config: {}   Log: {}
+Log: {}
 Press Ctrl-C to stop; the demo then removes everything it created."#,
+        credentials.display(),
         curl("vpc-b", &format!("http://{SVC_A}/")),
         curl("vpc-a", &format!("http://{SVC_B}/")),
-        config_path.display(),
         log_path.display(),
     );
 
