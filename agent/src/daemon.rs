@@ -17,7 +17,7 @@ use std::{
 use latticed_proxy::{
     routing::{
         Action, Forward, HeaderMatch, HttpMatch, ListenerKey, ListenerRoute, PathMatch, Rule,
-        Target, TargetGroupRoute,
+        Target, TargetGroupRoute, VipRoutes,
     },
     Dataplane, ListenerHandle, NetNs, NsId, NsMap, ProxyConfig, RouteTable,
 };
@@ -265,13 +265,13 @@ impl Daemon {
     pub async fn apply(&mut self, plan: Plan) -> Result<(), Error> {
         let wanted: BTreeSet<String> = plan.namespaces().into_iter().map(str::to_owned).collect();
         // Write ahead: a crash from here on leaves a record naming every
-        // namespace we may touch.
-        self.record.write(
-            self.managed
-                .keys()
-                .map(String::as_str)
-                .chain(wanted.iter().map(String::as_str)),
-        )?;
+        // namespace we may touch. Only when there is a new one: the record
+        // costs an fsync, and most changes touch no new namespace.
+        let before: BTreeSet<String> = self.managed.keys().cloned().collect();
+        if !wanted.is_subset(&before) {
+            self.record
+                .write(before.iter().chain(wanted.iter()).map(String::as_str))?;
+        }
 
         let mut created = Vec::new();
         let mut attached = Vec::new();
@@ -319,8 +319,10 @@ impl Daemon {
         for name in stale {
             self.unmanage(&name).await;
         }
-        self.record.write(self.managed.keys().map(String::as_str))?;
-        log_plan(&plan);
+        if self.managed.keys().ne(before.iter()) {
+            self.record.write(self.managed.keys().map(String::as_str))?;
+        }
+        log_changes(&self.plan, &plan);
         self.plan = plan;
         Ok(())
     }
@@ -448,7 +450,7 @@ impl Daemon {
                     .filter_map(|(w, i)| groups.get(*i).map(|g| (*w, Arc::clone(g)))),
             )),
         };
-        let mut table = RouteTable::default();
+        let mut vips: HashMap<ListenerKey, VipRoutes> = HashMap::new();
         for svc in &plan.services {
             for l in &svc.listeners {
                 let route = Arc::new(ListenerRoute {
@@ -485,18 +487,19 @@ impl Daemon {
                 });
                 for ns in &svc.reachable_from {
                     if let Some(&id) = ids.get(ns.as_str()) {
-                        table.listeners.insert(
-                            ListenerKey {
-                                ns: id,
-                                vip: svc.vip,
-                                port: l.port,
-                            },
-                            Arc::clone(&route),
-                        );
+                        let key = ListenerKey {
+                            ns: id,
+                            vip: svc.vip,
+                            port: l.port,
+                        };
+                        vips.entry(key).or_default().add(&svc.hosts, &route);
                     }
                 }
             }
         }
+        let table = RouteTable {
+            listeners: vips.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+        };
         let namespaces: NsMap = self
             .managed
             .values()
@@ -542,7 +545,12 @@ impl Daemon {
             .collect();
         for name in &gone {
             tracing::error!(namespace = %name, "network namespace disappeared; its services and targets are unavailable until it returns");
-            self.unmanage(name).await;
+            // Release it without touching its routes: nobody can name it any
+            // more and it goes away with its last process, while requests in
+            // flight on pooled connections still need the route to get their
+            // answers back.
+            self.detach_client(name);
+            self.managed.remove(name);
         }
         let plan = match self.current_plan() {
             Ok(p) => p,
@@ -607,12 +615,15 @@ impl Daemon {
             }
         }
         let now = latticed_proxy::time::iso8601(std::time::SystemTime::now());
+        let t0 = std::time::Instant::now();
         let mutation = match handlers::handle(operation, input, &api.state, &api.settings, now)? {
             Outcome::Read(v) => return Ok(v),
             Outcome::Write(m) => m,
         };
+        let t_handle = t0.elapsed();
         let undo = api.state.apply(&mutation.changes);
         let desired = api.state.to_config();
+        let t_config = t0.elapsed();
         let plan = match plan_with(&desired, &self.paths.netns_dir, Missing::Skip) {
             Ok(p) => p,
             Err(e) => {
@@ -627,6 +638,7 @@ impl Daemon {
                 ));
             }
         };
+        let t_plan = t0.elapsed();
         let previous = self.plan.clone();
         if let Err(e) = self.apply(plan).await {
             if let Some(api) = self.api.as_mut() {
@@ -639,6 +651,7 @@ impl Daemon {
         let Some(api) = self.api.as_mut() else {
             return Err(ApiError::internal("the API is not enabled"));
         };
+        let t_apply = t0.elapsed();
         let token_record = token.as_ref().map(|(k, h)| {
             (
                 k.as_str(),
@@ -654,6 +667,15 @@ impl Daemon {
             return Err(ApiError::internal(format!("storing the change: {e}")));
         }
         self.desired = desired;
+        tracing::debug!(
+            operation,
+            handle_us = t_handle.as_micros() as u64,
+            config_us = (t_config - t_handle).as_micros() as u64,
+            plan_us = (t_plan - t_config).as_micros() as u64,
+            apply_us = (t_apply - t_plan).as_micros() as u64,
+            commit_us = (t0.elapsed() - t_apply).as_micros() as u64,
+            "API change applied"
+        );
         Ok(mutation.result)
     }
 
@@ -723,15 +745,31 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-fn log_plan(plan: &Plan) {
-    for svc in &plan.services {
+/// Logs the services that appeared, changed or went away: a change to one
+/// service among a thousand logs one line, not a thousand.
+fn log_changes(old: &Plan, new: &Plan) {
+    let before: HashMap<&str, &control::plan::PlannedService> =
+        old.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    for svc in &new.services {
+        if before.get(svc.name.as_str()).is_some_and(|o| *o == svc) {
+            continue;
+        }
         let ports: Vec<u16> = svc.listeners.iter().map(|l| l.port).collect();
         tracing::info!(
             service = %svc.name,
             vip = %svc.vip,
             ports = ?ports,
+            names = ?svc.hosts,
             reachable_from = ?svc.reachable_from,
             "service"
         );
+    }
+    let now: BTreeSet<&str> = new.services.iter().map(|s| s.name.as_str()).collect();
+    for gone in old
+        .services
+        .iter()
+        .filter(|s| !now.contains(s.name.as_str()))
+    {
+        tracing::info!(service = %gone.name, "service removed");
     }
 }

@@ -66,7 +66,11 @@ enum Command {
         /// Account id in ARNs (12 digits).
         #[arg(long, default_value = "111122223333", value_parser = parse_account)]
         account_id: String,
-        /// Raise or lower a quota: NAME=VALUE (e.g. services=150). Repeatable.
+        /// Suffix of generated service DNS names ({name}-{id}.SUFFIX);
+        /// default vpc-lattice-svcs.REGION.on.aws, as AWS names them.
+        #[arg(long)]
+        dns_suffix: Option<String>,
+        /// Raise or lower a quota: NAME=VALUE (e.g. services=1000). Repeatable.
         #[arg(long = "quota", value_name = "NAME=VALUE")]
         quotas: Vec<String>,
         #[command(flatten)]
@@ -156,6 +160,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             state_dir,
             region,
             account_id,
+            dns_suffix,
             quotas,
             paths,
             connect_timeout,
@@ -170,6 +175,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 7390))),
                 state_dir,
                 settings: control::api::handlers::Settings {
+                    dns_suffix: dns_suffix
+                        .unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),
                     region,
                     account: account_id,
                     quotas: quota,

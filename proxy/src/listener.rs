@@ -153,10 +153,21 @@ async fn handle(
     // snapshot guard is held across an await.
     let (service, target_group, target) = {
         let table = dp.routes.load();
-        let Some(route) = table.listeners.get(&key) else {
+        let Some(vip) = table.listeners.get(&key) else {
             return text(
                 StatusCode::NOT_FOUND,
                 "no service listens on this address\n",
+            );
+        };
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host());
+        let Some(route) = vip.route(host) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "no service of that name on this address\n",
             );
         };
         let forward = match route.action_for(req.method(), req.uri().path(), req.headers()) {

@@ -34,7 +34,53 @@ pub struct ListenerKey {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     /// Listeners reachable per client namespace.
-    pub listeners: HashMap<ListenerKey, Arc<ListenerRoute>>,
+    pub listeners: HashMap<ListenerKey, Arc<VipRoutes>>,
+}
+
+/// The listeners behind one VIP:port. Services share VIPs once there are
+/// more services than addresses; requests are then told apart by the name
+/// the client asked for (Host), as Lattice does with its DNS names.
+#[derive(Debug, Default)]
+pub struct VipRoutes {
+    /// Listeners by lowercase host name (the service's DNS name and custom
+    /// domain name).
+    pub by_host: HashMap<Box<str>, Arc<ListenerRoute>>,
+    /// The listener when only one service uses this VIP:port: it answers
+    /// whatever the Host header says (clients may dial the VIP directly).
+    pub only: Option<Arc<ListenerRoute>>,
+    services: usize,
+}
+
+impl VipRoutes {
+    /// Adds a service's listener under its host names.
+    pub fn add(&mut self, hosts: &[String], route: &Arc<ListenerRoute>) {
+        for h in hosts {
+            self.by_host
+                .insert(h.to_ascii_lowercase().into(), Arc::clone(route));
+        }
+        self.services += 1;
+        self.only = (self.services == 1).then(|| Arc::clone(route));
+    }
+
+    /// The listener for a request whose Host (without port) is `host`.
+    pub fn route(&self, host: Option<&str>) -> Option<&Arc<ListenerRoute>> {
+        if let Some(only) = &self.only {
+            return Some(only);
+        }
+        let host = host?;
+        let host = host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        if let Some(r) = self.by_host.get(host) {
+            return Some(r);
+        }
+        // Host names are case-insensitive; lowercase only on the rare miss.
+        self.by_host.get(host.to_ascii_lowercase().as_str())
+    }
 }
 
 /// A service listener as the data path sees it.
@@ -314,6 +360,40 @@ mod tests {
         let seen: Vec<_> = (0..4).map(|_| g.next_target().unwrap().addr).collect();
         assert_eq!(seen[0], seen[2]);
         assert_ne!(seen[0], seen[1]);
+    }
+
+    fn listener(name: &str) -> Arc<ListenerRoute> {
+        Arc::new(ListenerRoute {
+            service: name.into(),
+            listener: "l".into(),
+            rules: vec![],
+            default_action: Action::FixedResponse(StatusCode::OK),
+        })
+    }
+
+    #[test]
+    fn a_vip_with_one_service_answers_any_host() {
+        let mut v = VipRoutes::default();
+        v.add(&["svc1-abc.example".into()], &listener("svc1"));
+        assert_eq!(&*v.route(None).unwrap().service, "svc1");
+        assert_eq!(&*v.route(Some("169.254.171.1")).unwrap().service, "svc1");
+    }
+
+    #[test]
+    fn a_shared_vip_routes_by_host() {
+        let mut v = VipRoutes::default();
+        v.add(
+            &["svc1-abc.example".into(), "shop.example.com".into()],
+            &listener("svc1"),
+        );
+        v.add(&["svc2-def.example".into()], &listener("svc2"));
+        assert_eq!(&*v.route(Some("svc2-def.example")).unwrap().service, "svc2");
+        assert_eq!(
+            &*v.route(Some("SHOP.example.com:80")).unwrap().service,
+            "svc1"
+        );
+        assert!(v.route(Some("other.example")).is_none());
+        assert!(v.route(None).is_none(), "no Host, no guess");
     }
 
     #[test]

@@ -35,9 +35,24 @@ pub fn unique() -> String {
     )
 }
 
-/// Directory holding the built binaries (`target/debug`), found from the
-/// test executable's own path (`target/debug/deps/NAME-HASH`).
+static BIN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+static LOG_FILTER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes the harness run the binaries in `dir` (e.g. `target/release`) with
+/// `RUST_LOG=filter`, for tools such as the benchmarks. Call before starting
+/// anything; later calls are ignored.
+pub fn configure(dir: PathBuf, filter: &str) {
+    let _ = BIN_DIR.set(dir);
+    let _ = LOG_FILTER.set(filter.to_owned());
+}
+
+/// Directory holding the built binaries: [`configure`]'s, `LATTICED_BIN_DIR`,
+/// or `target/debug` found from the test executable's own path
+/// (`target/debug/deps/NAME-HASH`).
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = BIN_DIR.get() {
+        return dir.clone();
+    }
     if let Some(dir) = std::env::var_os("LATTICED_BIN_DIR") {
         return dir.into();
     }
@@ -401,7 +416,12 @@ impl Latticed {
             .arg("--run-dir")
             .arg(&self.run_dir)
             .env("NOTIFY_SOCKET", &self.notify)
-            .env("RUST_LOG", "info,latticed=debug,latticed_proxy=debug")
+            .env(
+                "RUST_LOG",
+                LOG_FILTER
+                    .get()
+                    .map_or("info,latticed=debug,latticed_proxy=debug", String::as_str),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -492,6 +512,15 @@ impl Latticed {
 
 impl Drop for Latticed {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: its latticed log is the first thing to read.
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- latticed log (last {} lines) ----", tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on our own child's PID.
             unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };

@@ -464,3 +464,158 @@ fn bad_input_gets_the_right_error_and_changes_nothing() {
     let latticed = Latticed::start_api();
     run_script("bad-input", &latticed, &[a.name()]);
 }
+
+/// Beyond 191 services, VIPs are shared and requests are told apart by the
+/// service's DNS name; creating services never interrupts traffic to others.
+#[test]
+fn services_share_vips_by_name_and_changes_do_not_interrupt_traffic() {
+    let a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let latticed = Latticed::start_api_with(&["--quota", "services=400"]);
+    let aws = latticed.aws();
+    let (key, secret) = aws.keys();
+    let port = latticed.api().port;
+    let call = |method: &str, path: &str, body: Value| -> Value {
+        let (status, kind, text) = api_request(
+            port,
+            method,
+            path,
+            body.to_string().as_bytes(),
+            Some((&key, &secret)),
+        )
+        .unwrap();
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {kind} {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    };
+    let sn = id(&call(
+        "POST",
+        "/servicenetworks",
+        serde_json::json!({"name": "big-net"}),
+    ));
+    let tg = |name: &str, vpc: &str| {
+        let tg = id(&call(
+            "POST",
+            "/targetgroups",
+            serde_json::json!({"name": name, "type": "IP",
+            "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": vpc}}),
+        ));
+        call(
+            "POST",
+            &format!("/targetgroups/{tg}/registertargets"),
+            serde_json::json!({"targets": [{"id": "10.0.16.10"}]}),
+        );
+        tg
+    };
+    let (tg_a, tg_b) = (tg("big-a", a.name()), tg("big-b", b.name()));
+    call(
+        "POST",
+        "/servicenetworkvpcassociations",
+        serde_json::json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": b.name()}),
+    );
+    let service = |name: &str, action: Value| -> Value {
+        let svc = call("POST", "/services", serde_json::json!({"name": name}));
+        let sid = id(&svc);
+        call(
+            "POST",
+            &format!("/services/{sid}/listeners"),
+            serde_json::json!({"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": action}),
+        );
+        call(
+            "POST",
+            "/servicenetworkserviceassociations",
+            serde_json::json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": sid}),
+        );
+        svc
+    };
+    let forward = |tg: &str| serde_json::json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}});
+    let first = service("first", forward(&tg_a));
+    let first_name = first["dnsEntry"]["domainName"].as_str().unwrap().to_owned();
+    assert!(
+        first_name.starts_with("first-")
+            && first_name.ends_with(".vpc-lattice-svcs.us-east-1.on.aws"),
+        "{first_name}"
+    );
+
+    // Traffic to `first` runs while 190 other services are created.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let codes = thread::scope(|s| {
+        let traffic = s.spawn(|| {
+            let mut codes = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                codes.push(curl_in(
+                    &b.ns,
+                    "http://169.254.171.1/",
+                    &["-o", "/dev/null", "-w", "%{http_code}"],
+                ));
+            }
+            codes
+        });
+        for i in 0..190 {
+            service(
+                &format!("filler-{i}"),
+                serde_json::json!({"fixedResponse": {"statusCode": 204}}),
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        traffic.join().unwrap()
+    });
+    assert!(
+        codes.len() > 10,
+        "traffic ran during the changes ({} requests)",
+        codes.len()
+    );
+    assert!(
+        codes.iter().all(|c| c.as_deref() == Ok("200")),
+        "every request answered 200: {:?}",
+        codes
+            .iter()
+            .filter(|c| c.as_deref() != Ok("200"))
+            .collect::<Vec<_>>()
+    );
+
+    // The 192nd service shares the first VIP; the name decides.
+    let shared = service("shared", forward(&tg_b));
+    let shared_name = shared["dnsEntry"]["domainName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let host = |name: &str| format!("Host: {name}");
+    let app_by_host = |name: &str| {
+        echo(&curl_in(&b.ns, "http://169.254.171.1/", &["-H", &host(name)]).unwrap())["app"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(app_by_host(&first_name), a.name());
+    assert_eq!(app_by_host(&shared_name), b.name());
+    assert_eq!(
+        app_by_host(&shared_name.to_uppercase()),
+        b.name(),
+        "names are case-insensitive"
+    );
+    let unknown = curl_in(
+        &b.ns,
+        "http://169.254.171.1/",
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: nobody.example",
+        ],
+    )
+    .unwrap();
+    assert_eq!(unknown, "404", "a shared VIP does not guess");
+    // Services alone on their VIP still answer without the name.
+    let code = curl_in(
+        &b.ns,
+        "http://169.254.171.2/",
+        &["-o", "/dev/null", "-w", "%{http_code}"],
+    )
+    .unwrap();
+    assert_eq!(code, "204");
+}

@@ -8,6 +8,7 @@
 //!   and every test, unit and privileged, under a chosen runner.
 //! - `demo`: the walkthrough on two overlapping namespaces, in the foreground.
 
+mod bench;
 mod demo;
 mod model;
 mod setup;
@@ -37,6 +38,15 @@ enum Cmd {
         /// instead of updating it.
         #[arg(long)]
         check: bool,
+    },
+    /// Run the benchmarks in release (results in target/bench/).
+    Bench {
+        /// A few seconds' run that checks the bench works (CI runs this).
+        #[arg(long)]
+        smoke: bool,
+        /// Skip installing missing tools.
+        #[arg(long)]
+        no_setup: bool,
     },
     /// Derive the embedded VPC Lattice model from the installed botocore.
     GenModel {
@@ -196,6 +206,8 @@ fn test(runner: Option<String>, no_setup: bool, args: &[String]) -> anyhow::Resu
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("cargo clippy --all-targets -- -D warnings");
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    step("benchmark smoke (checks the bench runs; numbers not meaningful)");
+    bench::bench(true)?;
     step("building binaries the tests run");
     run(cargo().args(["build", "--bins"]))?;
 
@@ -272,6 +284,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Setup => setup::setup().map(|_| ()),
         Cmd::BuildEbpf { check } => build_ebpf(check),
         Cmd::GenModel { check } => model::gen_model(check),
+        Cmd::Bench { smoke, no_setup } => {
+            if !no_setup {
+                setup::setup()?;
+            }
+            bench::bench(smoke)
+        }
         Cmd::Test {
             runner,
             no_setup,

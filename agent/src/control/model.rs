@@ -69,9 +69,14 @@ pub struct Service {
     /// Custom domain name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_domain_name: Option<String>,
-    /// latticed extension: the VIP to use, in 169.254.171.1-191.
+    /// latticed extension: the VIP to use, in 169.254.171.1-191. Services
+    /// may share one when each has a `dnsName` or `customDomainName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vip: Option<Ipv4Addr>,
+    /// latticed extension: the service's DNS name (the API generates it as
+    /// `{name}-{id}.{suffix}`); requests on a shared VIP are routed by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
     /// Listeners.
     #[serde(default)]
     pub listeners: Vec<Listener>,

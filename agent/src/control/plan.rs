@@ -73,6 +73,9 @@ pub struct PlannedService {
     pub name: String,
     /// VIP.
     pub vip: Ipv4Addr,
+    /// Names clients reach it by (DNS name, custom domain name), lowercase;
+    /// they tell services apart when several share a VIP:port.
+    pub hosts: Vec<String>,
     /// Listeners.
     pub listeners: Vec<PlannedListener>,
     /// Namespaces it is reachable from.
@@ -286,18 +289,18 @@ pub fn plan_with(
     // Services, VIPs and listeners.
     let mut services = Vec::new();
     let mut service_index = HashMap::new();
+    // Pinned VIPs may be shared: services on the same VIP:port are told
+    // apart by name (checked below, once the listeners are known).
     let mut vips_taken: HashMap<Ipv4Addr, &str> = HashMap::new();
     for (i, svc) in config.services.iter().enumerate() {
         if let Some(vip) = svc.vip {
-            let f = format!("services[{i}].vip");
             if !(VIP_FIRST..=VIP_LAST).contains(&vip) {
                 errs.add(
-                    f,
+                    format!("services[{i}].vip"),
                     format!("{vip} is outside the service VIP range {VIP_FIRST}-{VIP_LAST}"),
                 );
-            } else if let Some(other) = vips_taken.insert(vip, &svc.name) {
-                errs.add(f, format!("{vip} is already taken by service {other:?}"));
             }
+            vips_taken.insert(vip, &svc.name);
         }
     }
     let mut free_vips = (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
@@ -490,12 +493,45 @@ pub fn plan_with(
                 default_action,
             });
         }
+        let hosts: Vec<String> = svc
+            .dns_name
+            .iter()
+            .chain(svc.custom_domain_name.iter())
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
         services.push(PlannedService {
             name: svc.name.clone(),
             vip,
+            hosts,
             listeners,
             reachable_from: BTreeSet::new(),
         });
+    }
+    // Services sharing a VIP:port must each have a name to be found by.
+    let mut sharing: HashMap<(Ipv4Addr, u16), Vec<usize>> = HashMap::new();
+    for (i, svc) in services.iter().enumerate() {
+        for l in &svc.listeners {
+            sharing.entry((svc.vip, l.port)).or_default().push(i);
+        }
+    }
+    let mut shared: Vec<_> = sharing.into_iter().filter(|(_, v)| v.len() > 1).collect();
+    shared.sort();
+    for ((vip, port), users) in shared {
+        for &i in &users {
+            if services[i].hosts.is_empty() {
+                let others: Vec<&str> = users
+                    .iter()
+                    .filter(|&&j| j != i)
+                    .map(|&j| services[j].name.as_str())
+                    .collect();
+                errs.add(
+                    format!("services[{i}].vip"),
+                    format!(
+                        "{vip}:{port} is also used by {others:?}; services sharing a VIP:port need a dnsName or customDomainName to be told apart"
+                    ),
+                );
+            }
+        }
     }
 
     // Associations.

@@ -96,6 +96,9 @@ pub struct Counters {
 pub struct Steering {
     dir: PathBuf,
     vips: HashMap<MapData, VipPort, u32>,
+    /// What `vips` holds, kept here so a change costs syscalls only for the
+    /// pairs that differ, not a walk over the whole map.
+    steered: HashSet<VipPort>,
     stats: PerCpuArray<MapData, u64>,
     link: Option<PinnedLink>,
     // Keeps the program and the listener sockmap loaded for our lifetime.
@@ -192,6 +195,7 @@ impl Steering {
         Ok(Self {
             dir: dir.to_owned(),
             vips,
+            steered: HashSet::new(),
             stats,
             link: Some(link),
             _ebpf: ebpf,
@@ -201,24 +205,27 @@ impl Steering {
     /// Makes the steered set exactly `want`: inserts the new pairs first, then
     /// removes the stale ones, so a pair present in both never blinks.
     pub fn set_vips(&mut self, want: &BTreeSet<SocketAddrV4>) -> Result<(), Error> {
-        let have: HashSet<VipPort> = self.vips.keys().filter_map(Result::ok).collect();
         let want: HashSet<VipPort> = want
             .iter()
             .map(|a| VipPort::new(u32::from(*a.ip()), a.port()))
             .collect();
-        for k in want.difference(&have) {
+        let add: Vec<VipPort> = want.difference(&self.steered).copied().collect();
+        let remove: Vec<VipPort> = self.steered.difference(&want).copied().collect();
+        for k in add {
             self.vips
                 .insert(k, LISTENER_SLOT, 0)
                 .map_err(|source| Error::Map {
-                    what: format!("steering {}", show(k)),
+                    what: format!("steering {}", show(&k)),
                     source,
                 })?;
+            self.steered.insert(k);
         }
-        for k in have.difference(&want) {
-            self.vips.remove(k).map_err(|source| Error::Map {
-                what: format!("unsteering {}", show(k)),
+        for k in remove {
+            self.vips.remove(&k).map_err(|source| Error::Map {
+                what: format!("unsteering {}", show(&k)),
                 source,
             })?;
+            self.steered.remove(&k);
         }
         Ok(())
     }

@@ -19,8 +19,7 @@ use crate::control::{
     store::Change,
 };
 
-/// Default quotas, as VPC Lattice's defaults (services limited by the VIP
-/// range until VIPs are shared between services).
+/// Default quotas, as VPC Lattice's defaults.
 #[derive(Clone, Debug)]
 pub struct Quotas {
     /// Service networks.
@@ -43,7 +42,7 @@ impl Default for Quotas {
     fn default() -> Self {
         Self {
             service_networks: 10,
-            services: 191,
+            services: 500,
             target_groups: 1000,
             listeners_per_service: 2,
             rules_per_listener: 10,
@@ -88,6 +87,8 @@ pub struct Settings {
     pub quotas: Quotas,
     /// Where namespaces (VPCs) are.
     pub netns_dir: std::path::PathBuf,
+    /// Suffix of generated service DNS names (`{name}-{id}.{suffix}`).
+    pub dns_suffix: String,
 }
 
 /// A handler's answer.
@@ -298,6 +299,7 @@ impl State {
                 auth_type: auth(svc),
                 custom_domain_name: svc["customDomainName"].as_str().map(str::to_owned),
                 vip: s(svc, "_vip").parse().ok(),
+                dns_name: svc["dnsEntry"]["domainName"].as_str().map(str::to_owned),
                 listeners: listeners
                     .get(s(svc, "id"))
                     .into_iter()
@@ -607,13 +609,21 @@ pub fn handle(
             if state.of_kind(Kind::Service).count() >= q.services {
                 return Err(ApiError::quota("SERVICE", "services", q.services));
             }
-            let taken: BTreeSet<&str> =
-                state.of_kind(Kind::Service).map(|r| s(r, "_vip")).collect();
-            let vip = (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
-                .map(std::net::Ipv4Addr::from)
-                .map(|v| v.to_string())
-                .find(|v| !taken.contains(v.as_str()))
-                .ok_or_else(|| ApiError::quota("SERVICE", "services", q.services))?;
+            // One VIP per service while they last; then the least used one,
+            // shared (requests are told apart by the service's DNS name).
+            let mut load: BTreeMap<u32, usize> = (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
+                .map(|v| (v, 0))
+                .collect();
+            for r in state.of_kind(Kind::Service) {
+                if let Ok(ip) = s(r, "_vip").parse::<std::net::Ipv4Addr>() {
+                    *load.entry(u32::from(ip)).or_default() += 1;
+                }
+            }
+            let vip = load
+                .iter()
+                .min_by_key(|(addr, n)| (**n, **addr))
+                .map(|(addr, _)| std::net::Ipv4Addr::from(*addr).to_string())
+                .unwrap_or_default();
             let (id, mut rec) = c.record(
                 Kind::Service,
                 json!({
@@ -623,6 +633,9 @@ pub fn handle(
                     "_vip": vip,
                 }),
             );
+            rec["dnsEntry"] = json!({
+                "domainName": format!("{name}-{}.{}", id.trim_start_matches("svc-"), settings.dns_suffix),
+            });
             for k in ["customDomainName", "certificateArn"] {
                 if let Some(v) = input.get(k) {
                     rec[k] = v.clone();
@@ -1071,8 +1084,10 @@ pub fn handle(
                 "serviceNetworkId": s(sn, "id"), "serviceNetworkArn": s(sn, "arn"), "serviceNetworkName": s(sn, "name"),
                 "serviceId": s(svc, "id"), "serviceArn": s(svc, "arn"), "serviceName": s(svc, "name"),
             }));
-            if let Some(d) = svc.get("customDomainName") {
-                rec["customDomainName"] = d.clone();
+            for k in ["customDomainName", "dnsEntry"] {
+                if let Some(d) = svc.get(k) {
+                    rec[k] = d.clone();
+                }
             }
             rec["arn"] = c
                 .arn(&format!("servicenetworkserviceassociation/{id}"))
