@@ -123,23 +123,7 @@ fn build_ebpf(check: bool) -> anyhow::Result<()> {
         "-Cdebuginfo=2 -Clink-arg=--btf --remap-path-prefix={}=/latticed --remap-path-prefix={cargo_home}=/cargo --remap-path-prefix={rustup_home}=/rustup",
         root.display()
     );
-    run(Command::new("rustup")
-        .current_dir(&root)
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "build",
-            "--package",
-            "latticed-ebpf",
-        ])
-        .args([
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--release",
-        ])
+    run(nightly_ebpf_cargo("build")
         .args(["--target-dir", "target/bpf"])
         .env("RUSTFLAGS", rustflags)
         .env_remove("RUSTC")
@@ -166,16 +150,16 @@ fn build_ebpf(check: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Lints the eBPF crate on its own: it only builds for the BPF target.
-fn clippy_ebpf() -> anyhow::Result<()> {
-    step("clippy on the eBPF crate");
-    run(Command::new("rustup")
-        .current_dir(root())
+/// `rustup run nightly cargo SUBCOMMAND` for the eBPF crate, on the BPF
+/// target with core built from source (the outer workspace stays on stable).
+fn nightly_ebpf_cargo(subcommand: &str) -> Command {
+    let mut c = Command::new("rustup");
+    c.current_dir(root())
         .args([
             "run",
             "nightly",
             "cargo",
-            "clippy",
+            subcommand,
             "--package",
             "latticed-ebpf",
         ])
@@ -185,8 +169,14 @@ fn clippy_ebpf() -> anyhow::Result<()> {
             "-Z",
             "build-std=core",
             "--release",
-        ])
-        .args(["--target-dir", "target/bpf", "--", "-D", "warnings"]))
+        ]);
+    c
+}
+
+/// Lints the eBPF crate on its own: it only builds for the BPF target.
+fn clippy_ebpf() -> anyhow::Result<()> {
+    step("clippy on the eBPF crate");
+    run(nightly_ebpf_cargo("clippy").args(["--target-dir", "target/bpf", "--", "-D", "warnings"]))
 }
 
 fn test(runner: Option<String>, no_setup: bool, args: &[String]) -> anyhow::Result<()> {

@@ -400,7 +400,7 @@ struct Ctx<'a> {
     input: &'a Value,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     fn arn(&self, path: &str) -> String {
         format!(
             "arn:aws:vpc-lattice:{}:{}:{path}",
@@ -455,6 +455,83 @@ impl Ctx<'_> {
             }
         }
         (id, rec)
+    }
+
+    /// A new resource of a globally named kind: its name must be free and
+    /// the kind under its quota.
+    fn check_new(&self, kind: Kind, noun: &str, quota: &str, limit: usize) -> Result<(), ApiError> {
+        let name = self.get("name");
+        if let Some(existing) = self.state.by_name(kind, name) {
+            return Err(ApiError::conflict(
+                kind.type_name(),
+                s(existing, "id"),
+                format!("a {noun} named {name} already exists"),
+            ));
+        }
+        if self.state.of_kind(kind).count() >= limit {
+            return Err(ApiError::quota(kind.type_name(), quota, limit));
+        }
+        Ok(())
+    }
+
+    /// The `kind` records under `parent` (by `parent_field`), checking that
+    /// the new one's name is free among them.
+    fn new_child(
+        &self,
+        kind: Kind,
+        parent_field: &str,
+        parent: &str,
+        parent_noun: &str,
+        noun: &str,
+    ) -> Result<Vec<&'a Value>, ApiError> {
+        let name = self.get("name");
+        let mine: Vec<&Value> = self
+            .state
+            .of_kind(kind)
+            .filter(|r| s(r, parent_field) == parent)
+            .collect();
+        if let Some(r) = mine.iter().find(|r| s(r, "name") == name) {
+            return Err(ApiError::conflict(
+                kind.type_name(),
+                s(r, "id"),
+                format!("{parent_noun} {parent} already has a {noun} named {name}"),
+            ));
+        }
+        Ok(mine)
+    }
+
+    /// A Get*: the record, whole (the engine projects it).
+    fn read(&self, kind: Kind, ident_field: &str) -> Result<Outcome, ApiError> {
+        Ok(Outcome::Read(
+            self.state.resolve(kind, self.get(ident_field))?.clone(),
+        ))
+    }
+
+    /// A Create*: gives the new record its ARN (`.../{arn_type}/{id}`) and
+    /// writes it.
+    fn created(&self, id: String, mut rec: Value, arn_type: &str) -> Result<Outcome, ApiError> {
+        rec["arn"] = self.arn(&format!("{arn_type}/{id}")).into();
+        write(vec![Change::Put(id, rec.clone())], rec)
+    }
+
+    /// An Update* that replaces some members of one record with the input's.
+    fn update(&self, kind: Kind, ident_field: &str, members: &[&str]) -> Result<Outcome, ApiError> {
+        let r = self.state.resolve(kind, self.get(ident_field))?;
+        let mut rec = self.touched(r);
+        for m in members {
+            if let Some(v) = self.input.get(*m) {
+                rec[*m] = v.clone();
+            }
+        }
+        write(vec![Change::Put(s(r, "id").to_owned(), rec.clone())], rec)
+    }
+
+    /// The id of an optional identifier parameter (a List filter), if given.
+    fn optional_id(&self, kind: Kind, field: &str) -> Result<Option<String>, ApiError> {
+        match self.input[field].as_str() {
+            Some(ident) => Ok(Some(s(self.state.resolve(kind, ident)?, "id").to_owned())),
+            None => Ok(None),
+        }
     }
 
     fn touched(&self, rec: &Value) -> Value {
@@ -533,21 +610,13 @@ pub fn handle(
     match op {
         // ===== service networks =====
         "CreateServiceNetwork" => {
+            c.check_new(
+                Kind::ServiceNetwork,
+                "service network",
+                "service-networks",
+                q.service_networks,
+            )?;
             let name = c.get("name");
-            if let Some(existing) = state.by_name(Kind::ServiceNetwork, name) {
-                return Err(ApiError::conflict(
-                    "SERVICE_NETWORK",
-                    s(existing, "id"),
-                    format!("a service network named {name} already exists"),
-                ));
-            }
-            if state.of_kind(Kind::ServiceNetwork).count() >= q.service_networks {
-                return Err(ApiError::quota(
-                    "SERVICE_NETWORK",
-                    "service-networks",
-                    q.service_networks,
-                ));
-            }
             let (id, mut rec) = c.record(
                 Kind::ServiceNetwork,
                 json!({
@@ -558,8 +627,7 @@ pub fn handle(
             if let Some(sc) = input.get("sharingConfig") {
                 rec["sharingConfig"] = sc.clone();
             }
-            rec["arn"] = c.arn(&format!("servicenetwork/{id}")).into();
-            write(vec![Change::Put(id, rec.clone())], rec)
+            c.created(id, rec, "servicenetwork")
         }
         "GetServiceNetwork" => {
             let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
@@ -568,12 +636,11 @@ pub fn handle(
         "ListServiceNetworks" => c.page(sorted(state.of_kind(Kind::ServiceNetwork)), |r| {
             sn_with_counts(state, r)
         }),
-        "UpdateServiceNetwork" => {
-            let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
-            let mut rec = c.touched(sn);
-            rec["authType"] = input["authType"].clone();
-            write(vec![Change::Put(s(sn, "id").to_owned(), rec.clone())], rec)
-        }
+        "UpdateServiceNetwork" => c.update(
+            Kind::ServiceNetwork,
+            "serviceNetworkIdentifier",
+            &["authType"],
+        ),
         "DeleteServiceNetwork" => {
             let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
             let id = s(sn, "id");
@@ -598,17 +665,8 @@ pub fn handle(
 
         // ===== services =====
         "CreateService" => {
+            c.check_new(Kind::Service, "service", "services", q.services)?;
             let name = c.get("name");
-            if let Some(existing) = state.by_name(Kind::Service, name) {
-                return Err(ApiError::conflict(
-                    "SERVICE",
-                    s(existing, "id"),
-                    format!("a service named {name} already exists"),
-                ));
-            }
-            if state.of_kind(Kind::Service).count() >= q.services {
-                return Err(ApiError::quota("SERVICE", "services", q.services));
-            }
             // One VIP per service while they last; then the least used one,
             // shared (requests are told apart by the service's DNS name).
             let mut load: BTreeMap<u32, usize> = (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
@@ -641,25 +699,15 @@ pub fn handle(
                     rec[k] = v.clone();
                 }
             }
-            rec["arn"] = c.arn(&format!("service/{id}")).into();
-            write(vec![Change::Put(id, rec.clone())], rec)
+            c.created(id, rec, "service")
         }
-        "GetService" => Ok(Outcome::Read(
-            state
-                .resolve(Kind::Service, c.get("serviceIdentifier"))?
-                .clone(),
-        )),
+        "GetService" => c.read(Kind::Service, "serviceIdentifier"),
         "ListServices" => c.page(sorted(state.of_kind(Kind::Service)), Value::clone),
-        "UpdateService" => {
-            let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
-            let mut rec = c.touched(svc);
-            for k in ["authType", "certificateArn"] {
-                if let Some(v) = input.get(k) {
-                    rec[k] = v.clone();
-                }
-            }
-            write(vec![Change::Put(s(svc, "id").to_owned(), rec.clone())], rec)
-        }
+        "UpdateService" => c.update(
+            Kind::Service,
+            "serviceIdentifier",
+            &["authType", "certificateArn"],
+        ),
         "DeleteService" => {
             let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
             let id = s(svc, "id");
@@ -690,21 +738,13 @@ pub fn handle(
 
         // ===== target groups and targets =====
         "CreateTargetGroup" => {
+            c.check_new(
+                Kind::TargetGroup,
+                "target group",
+                "target-groups",
+                q.target_groups,
+            )?;
             let name = c.get("name");
-            if let Some(existing) = state.by_name(Kind::TargetGroup, name) {
-                return Err(ApiError::conflict(
-                    "TARGET_GROUP",
-                    s(existing, "id"),
-                    format!("a target group named {name} already exists"),
-                ));
-            }
-            if state.of_kind(Kind::TargetGroup).count() >= q.target_groups {
-                return Err(ApiError::quota(
-                    "TARGET_GROUP",
-                    "target-groups",
-                    q.target_groups,
-                ));
-            }
             let ty = c.get("type");
             if ty != "IP" {
                 return Err(ApiError::field(
@@ -739,14 +779,13 @@ pub fn handle(
             if config.get("protocolVersion").is_none() {
                 config["protocolVersion"] = "HTTP1".into();
             }
-            let (id, mut rec) = c.record(
+            let (id, rec) = c.record(
                 Kind::TargetGroup,
                 json!({
                     "name": name, "type": ty, "config": config, "status": "ACTIVE", "_targets": [],
                 }),
             );
-            rec["arn"] = c.arn(&format!("targetgroup/{id}")).into();
-            write(vec![Change::Put(id, rec.clone())], rec)
+            c.created(id, rec, "targetgroup")
         }
         "GetTargetGroup" => {
             let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
@@ -808,65 +847,35 @@ pub fn handle(
             write(changes, out)
         }
         "RegisterTargets" => {
-            let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
-            let default_port = tg["config"]["port"].clone();
-            let mut rec = c.touched(tg);
-            let mut targets: Vec<Value> = rec["_targets"].as_array().cloned().unwrap_or_default();
-            let (mut ok, mut failed) = (Vec::new(), Vec::new());
-            for t in input["targets"].as_array().into_iter().flatten() {
-                let port = t
-                    .get("port")
-                    .cloned()
-                    .unwrap_or_else(|| default_port.clone());
-                let tid = s(t, "id");
+            let limit = q.targets_per_target_group;
+            edit_targets(&c, |targets, tid, port| {
                 if tid.parse::<std::net::Ipv4Addr>().is_err() {
-                    failed.push(json!({"id": tid, "port": port, "failureCode": "InvalidTarget", "failureMessage": format!("{tid} is not an IPv4 address")}));
-                    continue;
+                    return Err(("InvalidTarget", format!("{tid} is not an IPv4 address")));
                 }
                 if !targets
                     .iter()
-                    .any(|x| s(x, "id") == tid && x["port"] == port)
+                    .any(|x| s(x, "id") == tid && x["port"] == *port)
                 {
-                    if targets.len() >= q.targets_per_target_group {
-                        failed.push(json!({"id": tid, "port": port, "failureCode": "ServiceQuotaExceeded", "failureMessage": "targets-per-target-group quota reached"}));
-                        continue;
+                    if targets.len() >= limit {
+                        return Err((
+                            "ServiceQuotaExceeded",
+                            "targets-per-target-group quota reached".into(),
+                        ));
                     }
                     targets.push(json!({"id": tid, "port": port}));
                 }
-                ok.push(json!({"id": tid, "port": port}));
-            }
-            rec["_targets"] = targets.into();
-            write(
-                vec![Change::Put(s(tg, "id").to_owned(), rec)],
-                json!({"successful": ok, "unsuccessful": failed}),
-            )
+                Ok(())
+            })
         }
-        "DeregisterTargets" => {
-            let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
-            let default_port = tg["config"]["port"].clone();
-            let mut rec = c.touched(tg);
-            let mut targets: Vec<Value> = rec["_targets"].as_array().cloned().unwrap_or_default();
-            let (mut ok, mut failed) = (Vec::new(), Vec::new());
-            for t in input["targets"].as_array().into_iter().flatten() {
-                let port = t
-                    .get("port")
-                    .cloned()
-                    .unwrap_or_else(|| default_port.clone());
-                let tid = s(t, "id");
-                let before = targets.len();
-                targets.retain(|x| !(s(x, "id") == tid && x["port"] == port));
-                if targets.len() < before {
-                    ok.push(json!({"id": tid, "port": port}));
-                } else {
-                    failed.push(json!({"id": tid, "port": port, "failureCode": "TargetNotFound", "failureMessage": "the target is not registered"}));
-                }
+        "DeregisterTargets" => edit_targets(&c, |targets, tid, port| {
+            let before = targets.len();
+            targets.retain(|x| !(s(x, "id") == tid && x["port"] == *port));
+            if targets.len() < before {
+                Ok(())
+            } else {
+                Err(("TargetNotFound", "the target is not registered".into()))
             }
-            rec["_targets"] = targets.into();
-            write(
-                vec![Change::Put(s(tg, "id").to_owned(), rec)],
-                json!({"successful": ok, "unsuccessful": failed}),
-            )
-        }
+        }),
         "ListTargets" => {
             let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
             let used = !tg_users(state, s(tg, "id")).is_empty();
@@ -908,17 +917,7 @@ pub fn handle(
             let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
             let sid = s(svc, "id");
             let name = c.get("name");
-            let mine: Vec<&Value> = state
-                .of_kind(Kind::Listener)
-                .filter(|l| s(l, "serviceId") == sid)
-                .collect();
-            if let Some(l) = mine.iter().find(|l| s(l, "name") == name) {
-                return Err(ApiError::conflict(
-                    "LISTENER",
-                    s(l, "id"),
-                    format!("service {sid} already has a listener named {name}"),
-                ));
-            }
+            let mine = c.new_child(Kind::Listener, "serviceId", sid, "service", "listener")?;
             if mine.len() >= q.listeners_per_service {
                 return Err(ApiError::quota(
                     "LISTENER",
@@ -990,17 +989,7 @@ pub fn handle(
             let l = listener_of(state, input)?;
             let lid = s(l, "id");
             let name = c.get("name");
-            let mine: Vec<&Value> = state
-                .of_kind(Kind::Rule)
-                .filter(|r| s(r, "listenerId") == lid)
-                .collect();
-            if let Some(r) = mine.iter().find(|r| s(r, "name") == name) {
-                return Err(ApiError::conflict(
-                    "RULE",
-                    s(r, "id"),
-                    format!("listener {lid} already has a rule named {name}"),
-                ));
-            }
+            let mine = c.new_child(Kind::Rule, "listenerId", lid, "listener", "rule")?;
             if let Some(r) = mine.iter().find(|r| r["priority"] == input["priority"]) {
                 return Err(ApiError::conflict(
                     "RULE",
@@ -1089,40 +1078,15 @@ pub fn handle(
                     rec[k] = d.clone();
                 }
             }
-            rec["arn"] = c
-                .arn(&format!("servicenetworkserviceassociation/{id}"))
-                .into();
-            write(vec![Change::Put(id, rec.clone())], rec)
+            c.created(id, rec, "servicenetworkserviceassociation")
         }
-        "GetServiceNetworkServiceAssociation" => Ok(Outcome::Read(
-            state
-                .resolve(
-                    Kind::SnService,
-                    c.get("serviceNetworkServiceAssociationIdentifier"),
-                )?
-                .clone(),
-        )),
+        "GetServiceNetworkServiceAssociation" => c.read(
+            Kind::SnService,
+            "serviceNetworkServiceAssociationIdentifier",
+        ),
         "ListServiceNetworkServiceAssociations" => {
-            let sn = match input.get("serviceNetworkIdentifier") {
-                Some(v) => Some(
-                    s(
-                        state.resolve(Kind::ServiceNetwork, v.as_str().unwrap_or_default())?,
-                        "id",
-                    )
-                    .to_owned(),
-                ),
-                None => None,
-            };
-            let svc = match input.get("serviceIdentifier") {
-                Some(v) => Some(
-                    s(
-                        state.resolve(Kind::Service, v.as_str().unwrap_or_default())?,
-                        "id",
-                    )
-                    .to_owned(),
-                ),
-                None => None,
-            };
+            let sn = c.optional_id(Kind::ServiceNetwork, "serviceNetworkIdentifier")?;
+            let svc = c.optional_id(Kind::Service, "serviceIdentifier")?;
             let items = sorted(state.of_kind(Kind::SnService).filter(|a| {
                 sn.as_deref().is_none_or(|x| s(a, "serviceNetworkId") == x)
                     && svc.as_deref().is_none_or(|x| s(a, "serviceId") == x)
@@ -1165,30 +1129,18 @@ pub fn handle(
                     q.service_networks_per_vpc,
                 ));
             }
-            let (id, mut rec) = c.record(Kind::SnVpc, json!({
+            let (id, rec) = c.record(Kind::SnVpc, json!({
                 "status": "ACTIVE", "createdBy": settings.account, "vpcId": vpc,
                 "securityGroupIds": input.get("securityGroupIds").cloned().unwrap_or_else(|| json!([])),
                 "serviceNetworkId": s(sn, "id"), "serviceNetworkArn": s(sn, "arn"), "serviceNetworkName": s(sn, "name"),
             }));
-            rec["arn"] = c.arn(&format!("servicenetworkvpcassociation/{id}")).into();
-            write(vec![Change::Put(id, rec.clone())], rec)
+            c.created(id, rec, "servicenetworkvpcassociation")
         }
-        "GetServiceNetworkVpcAssociation" => Ok(Outcome::Read(
-            state
-                .resolve(Kind::SnVpc, c.get("serviceNetworkVpcAssociationIdentifier"))?
-                .clone(),
-        )),
+        "GetServiceNetworkVpcAssociation" => {
+            c.read(Kind::SnVpc, "serviceNetworkVpcAssociationIdentifier")
+        }
         "ListServiceNetworkVpcAssociations" => {
-            let sn = match input.get("serviceNetworkIdentifier") {
-                Some(v) => Some(
-                    s(
-                        state.resolve(Kind::ServiceNetwork, v.as_str().unwrap_or_default())?,
-                        "id",
-                    )
-                    .to_owned(),
-                ),
-                None => None,
-            };
+            let sn = c.optional_id(Kind::ServiceNetwork, "serviceNetworkIdentifier")?;
             let vpc = input["vpcIdentifier"].as_str();
             let items = sorted(state.of_kind(Kind::SnVpc).filter(|a| {
                 sn.as_deref().is_none_or(|x| s(a, "serviceNetworkId") == x)
@@ -1196,12 +1148,11 @@ pub fn handle(
             }));
             c.page(items, Value::clone)
         }
-        "UpdateServiceNetworkVpcAssociation" => {
-            let a = state.resolve(Kind::SnVpc, c.get("serviceNetworkVpcAssociationIdentifier"))?;
-            let mut rec = c.touched(a);
-            rec["securityGroupIds"] = input["securityGroupIds"].clone();
-            write(vec![Change::Put(s(a, "id").to_owned(), rec.clone())], rec)
-        }
+        "UpdateServiceNetworkVpcAssociation" => c.update(
+            Kind::SnVpc,
+            "serviceNetworkVpcAssociationIdentifier",
+            &["securityGroupIds"],
+        ),
         "DeleteServiceNetworkVpcAssociation" => {
             let a = state.resolve(Kind::SnVpc, c.get("serviceNetworkVpcAssociationIdentifier"))?;
             let mut out = a.clone();
@@ -1232,14 +1183,9 @@ pub fn handle(
             if let Some(t) = input.get("serviceNetworkLogType") {
                 rec["serviceNetworkLogType"] = t.clone();
             }
-            rec["arn"] = c.arn(&format!("accesslogsubscription/{id}")).into();
-            write(vec![Change::Put(id, rec.clone())], rec)
+            c.created(id, rec, "accesslogsubscription")
         }
-        "GetAccessLogSubscription" => Ok(Outcome::Read(
-            state
-                .resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?
-                .clone(),
-        )),
+        "GetAccessLogSubscription" => c.read(Kind::AccessLog, "accessLogSubscriptionIdentifier"),
         "ListAccessLogSubscriptions" => {
             let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
             let items = sorted(
@@ -1249,12 +1195,11 @@ pub fn handle(
             );
             c.page(items, Value::clone)
         }
-        "UpdateAccessLogSubscription" => {
-            let a = state.resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?;
-            let mut rec = c.touched(a);
-            rec["destinationArn"] = input["destinationArn"].clone();
-            write(vec![Change::Put(s(a, "id").to_owned(), rec.clone())], rec)
-        }
+        "UpdateAccessLogSubscription" => c.update(
+            Kind::AccessLog,
+            "accessLogSubscriptionIdentifier",
+            &["destinationArn"],
+        ),
         "DeleteAccessLogSubscription" => {
             let a = state.resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?;
             write(vec![Change::Delete(s(a, "id").to_owned())], json!({}))
@@ -1388,6 +1333,40 @@ pub fn handle(
         o => Err(unsupported(o)
             .unwrap_or_else(|| ApiError::unsupported(o, "this operation's resources"))),
     }
+}
+
+/// Register/Deregister: applies `step` to each requested target of the
+/// group named in the input (the port defaults to the group's) and reports
+/// each target as successful or not.
+fn edit_targets(
+    c: &Ctx<'_>,
+    mut step: impl FnMut(&mut Vec<Value>, &str, &Value) -> Result<(), (&'static str, String)>,
+) -> Result<Outcome, ApiError> {
+    let tg = c
+        .state
+        .resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
+    let default_port = tg["config"]["port"].clone();
+    let mut rec = c.touched(tg);
+    let mut targets: Vec<Value> = rec["_targets"].as_array().cloned().unwrap_or_default();
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    for t in c.input["targets"].as_array().into_iter().flatten() {
+        let port = t
+            .get("port")
+            .cloned()
+            .unwrap_or_else(|| default_port.clone());
+        let tid = s(t, "id");
+        match step(&mut targets, tid, &port) {
+            Ok(()) => ok.push(json!({"id": tid, "port": port})),
+            Err((code, message)) => failed.push(
+                json!({"id": tid, "port": port, "failureCode": code, "failureMessage": message}),
+            ),
+        }
+    }
+    rec["_targets"] = targets.into();
+    write(
+        vec![Change::Put(s(tg, "id").to_owned(), rec)],
+        json!({"successful": ok, "unsuccessful": failed}),
+    )
 }
 
 /// Records that belong to a deleted resource: its policies.
