@@ -174,7 +174,18 @@ impl NetNsGuard {
 
 impl Drop for NetNsGuard {
     fn drop(&mut self) {
+        // SIGTERM first, so servers with workers (nginx) take them down;
+        // SIGKILL whatever is left after a grace period.
+        for c in &self.children {
+            // SAFETY: kill(2) on the PID of a child we started.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let start = Instant::now();
         for c in &mut self.children {
+            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(3)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

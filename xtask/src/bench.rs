@@ -5,6 +5,11 @@
 //!   each acknowledged only once durable and in the data path) as the number
 //!   of services grows to 1,000. The 10th and the 1,000th are reported.
 //!
+//! - data path: h2load (HTTP/1.1) from a client namespace to two backends in
+//!   a target namespace, directly (the floor), through latticed, nginx and
+//!   HAProxy, each splitting 2:1 with upstream keep-alive; requests/s, p50
+//!   and p99 latency, the proxy's CPU per request (from /proc) and its RSS.
+//!
 //! Results go to `target/bench/` as Markdown and JSON. `--smoke` runs a few
 //! seconds' worth so CI keeps the bench from rotting; it checks that the
 //! bench works, not the numbers.
@@ -180,6 +185,16 @@ pub fn bench(smoke: bool) -> anyhow::Result<()> {
         ms(late),
         ms(late) / ms(early).max(f64::EPSILON),
     );
+    drop(latticed);
+    drop(target);
+    drop(client);
+
+    step("data path: direct, latticed, nginx, HAProxy with h2load");
+    let cases = data_path(smoke, &out_dir)?;
+    let (dp_md, dp_json) = data_path_report(&cases);
+    let mut report = report;
+    report["dataPath"] = dp_json;
+    let md = md + &dp_md;
     std::fs::write(
         out_dir.join("results.json"),
         serde_json::to_vec_pretty(&report)?,
@@ -187,8 +202,388 @@ pub fn bench(smoke: bool) -> anyhow::Result<()> {
     std::fs::write(out_dir.join("results.md"), &md)?;
     println!("\n{md}");
     println!("written to {}", out_dir.display());
+    Ok(())
+}
+
+/// One measured case of the data path.
+#[derive(Debug)]
+struct Case {
+    name: String,
+    connections: u32,
+    requests: u64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// Proxy CPU (user + system) per request; none for the direct path.
+    cpu_us_per_request: Option<f64>,
+    /// Proxy resident memory after the run.
+    rss_kib: Option<u64>,
+}
+
+/// A process tree whose CPU and memory are measured: the root and its children.
+fn tree(root: u32) -> Vec<u32> {
+    let mut pids = vec![root];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the command (which may hold spaces): state, ppid, ...
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(root) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// CPU time (user + system) of a process tree, in microseconds.
+fn cpu_us(pids: &[u32]) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            // utime and stime are fields 14 and 15 of stat; 12 and 13 after "(comm) ".
+            (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 1_000_000 / ticks
+        })
+        .sum()
+}
+
+/// Resident memory of a process tree, in KiB.
+fn rss_kib(pids: &[u32]) -> u64 {
+    pids.iter()
+        .map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64
+}
+
+/// Runs h2load (HTTP/1.1) from `client` against `url` with `connections`
+/// for `secs`, measuring the process tree `proxy` if given.
+fn h2load(
+    client: &NetNsGuard,
+    name: &str,
+    url: &str,
+    connections: u32,
+    secs: u32,
+    proxy: Option<u32>,
+    out_dir: &std::path::Path,
+) -> anyhow::Result<Case> {
+    let log = out_dir.join(format!("h2load-{name}-{connections}.tsv"));
+    let pids = proxy.map(tree).unwrap_or_default();
+    let cpu_before = cpu_us(&pids);
+    let out = client
+        .command("h2load")
+        .args(["--h1", "-c", &connections.to_string(), "-m", "1", "-t", "1"])
+        .args(["-D", &secs.to_string(), "--warm-up-time", "1"])
+        .arg(format!("--log-file={}", log.display()))
+        .arg(url)
+        .output()
+        .context("running h2load (Debian's nghttp2-client)")?;
+    let cpu = cpu_us(&pids).saturating_sub(cpu_before);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let done: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("requests:"))
+        .and_then(|l| l.split(',').find(|p| p.trim().ends_with("succeeded")))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !out.status.success() || done == 0 {
+        bail!(
+            "h2load against {name} ({url}) did no request:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut lat: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2).and_then(|v| v.trim().parse().ok()))
+        .collect();
+    lat.sort_unstable();
+    Ok(Case {
+        name: name.to_owned(),
+        connections,
+        requests: done,
+        rps: done as f64 / f64::from(secs),
+        p50_us: percentile(&lat, 0.50),
+        p99_us: percentile(&lat, 0.99),
+        cpu_us_per_request: proxy.map(|_| cpu as f64 / done as f64),
+        rss_kib: proxy.map(|_| rss_kib(&pids)),
+    })
+}
+
+fn wait_http(client: &NetNsGuard, url: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let ok = client
+            .command("curl")
+            .args(["-sf", "-o", "/dev/null", "--max-time", "1", url])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{url} did not answer within 10 s")
+}
+
+/// The data path side by side: the direct path (the floor), latticed, nginx
+/// and HAProxy, each proxy splitting 2:1 over the same two backends with
+/// upstream keep-alive, at 1 connection (latency) and 64 (throughput).
+fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>> {
+    let secs = if smoke { 1 } else { 5 };
+    let conns = [1, 64];
+    let client = NetNsGuard::new("c");
+    let mut target = NetNsGuard::new("t");
+    // A veth pair made inside the namespaces: the root namespace is untouched.
+    client.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth1",
+        "netns",
+        target.name(),
+    ]);
+    client.ip(&["addr", "add", "10.99.0.1/24", "dev", "eth0"]);
+    client.ip(&["link", "set", "eth0", "up"]);
+    target.ip(&["addr", "add", "10.99.0.2/24", "dev", "eth1"]);
+    target.ip(&["link", "set", "eth1", "up"]);
+    for (name, port) in [("app1", "8080"), ("app2", "8081")] {
+        let mut app = target.command(latticed_tests::bin("latticed-echo"));
+        app.args(["--name", name, "--listen", &format!("0.0.0.0:{port}")]);
+        target.spawn(app);
+    }
+    wait_http(&client, "http://10.99.0.2:8080/")?;
+    wait_http(&client, "http://10.99.0.2:8081/")?;
+    let mut cases = Vec::new();
+    for c in conns {
+        cases.push(h2load(
+            &client,
+            "direct",
+            "http://10.99.0.2:8080/",
+            c,
+            secs,
+            None,
+            out_dir,
+        )?);
+    }
+
+    // latticed: a service with a 2:1 split over two target groups.
+    let latticed = Latticed::start_api();
+    let (key, secret) = latticed.aws().keys();
+    let keys = (key.as_str(), secret.as_str());
+    let port = latticed.api().port;
+    let sn = id(&call(
+        port,
+        keys,
+        "POST",
+        "/servicenetworks",
+        &json!({"name": "bench-net"}),
+    )?);
+    let mut groups = Vec::new();
+    for (i, p) in [(1, 8080), (2, 8081)] {
+        let tg = id(&call(
+            port,
+            keys,
+            "POST",
+            "/targetgroups",
+            &json!({"name": format!("app{i}"), "type": "IP",
+            "config": {"port": p, "protocol": "HTTP", "vpcIdentifier": target.name()}}),
+        )?);
+        call(
+            port,
+            keys,
+            "POST",
+            &format!("/targetgroups/{tg}/registertargets"),
+            &json!({"targets": [{"id": "10.99.0.2"}]}),
+        )?;
+        groups.push(tg);
+    }
+    let svc = id(&call(
+        port,
+        keys,
+        "POST",
+        "/services",
+        &json!({"name": "bench"}),
+    )?);
+    call(
+        port,
+        keys,
+        "POST",
+        &format!("/services/{svc}/listeners"),
+        &json!({"name": "http", "protocol": "HTTP", "port": 80,
+        "defaultAction": {"forward": {"targetGroups": [
+            {"targetGroupIdentifier": groups[0], "weight": 2}, {"targetGroupIdentifier": groups[1], "weight": 1}]}}}),
+    )?;
+    call(
+        port,
+        keys,
+        "POST",
+        "/servicenetworkserviceassociations",
+        &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": svc}),
+    )?;
+    call(
+        port,
+        keys,
+        "POST",
+        "/servicenetworkvpcassociations",
+        &json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": client.name()}),
+    )?;
+    wait_http(&client, "http://169.254.171.1/")?;
+    for c in conns {
+        cases.push(h2load(
+            &client,
+            "latticed",
+            "http://169.254.171.1/",
+            c,
+            secs,
+            Some(latticed.pid()),
+            out_dir,
+        )?);
+    }
     drop(latticed);
+
+    // nginx and HAProxy in the target namespace, the same split, keep-alive upstream.
+    std::fs::create_dir_all(out_dir.join("nginx-tmp"))?;
+    let nginx_conf = out_dir.join("nginx.conf");
+    std::fs::write(&nginx_conf, format!(
+        "daemon off;\nmaster_process on;\nworker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir}/nginx-tmp;\n  proxy_temp_path {dir}/nginx-tmp;\n\
+         \x20 upstream app {{ server 127.0.0.1:8080 weight=2; server 127.0.0.1:8081 weight=1; keepalive 128; }}\n\
+         \x20 server {{ listen 10.99.0.2:9080; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
+        dir = out_dir.display()
+    ))?;
+    let mut nginx = target.command("nginx");
+    nginx.arg("-c").arg(&nginx_conf);
+    let nginx_pid = target.spawn(nginx);
+    wait_http(&client, "http://10.99.0.2:9080/")?;
+    for c in conns {
+        cases.push(h2load(
+            &client,
+            "nginx",
+            "http://10.99.0.2:9080/",
+            c,
+            secs,
+            Some(nginx_pid),
+            out_dir,
+        )?);
+    }
+    let haproxy_cfg = out_dir.join("haproxy.cfg");
+    std::fs::write(&haproxy_cfg, "global\n  nbthread 2\n  maxconn 4096\n\
+         defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n\
+         frontend bench\n  bind 10.99.0.2:9081\n  default_backend apps\n\
+         backend apps\n  balance roundrobin\n  http-reuse always\n  server app1 127.0.0.1:8080 weight 2\n  server app2 127.0.0.1:8081 weight 1\n")?;
+    let mut haproxy = target.command("haproxy");
+    haproxy.arg("-db").arg("-f").arg(&haproxy_cfg);
+    let haproxy_pid = target.spawn(haproxy);
+    wait_http(&client, "http://10.99.0.2:9081/")?;
+    for c in conns {
+        cases.push(h2load(
+            &client,
+            "haproxy",
+            "http://10.99.0.2:9081/",
+            c,
+            secs,
+            Some(haproxy_pid),
+            out_dir,
+        )?);
+    }
     drop(target);
     drop(client);
-    Ok(())
+    Ok(cases)
+}
+
+/// The data path report: a table and the ratios issue 6 sets as the bar.
+fn data_path_report(cases: &[Case]) -> (String, Value) {
+    let find = |name: &str, c: u32| cases.iter().find(|x| x.name == name && x.connections == c);
+    let mut md = String::from(
+        "\n## Data path (HTTP/1.1)\n\n| case | conns | req/s | p50 us | p99 us | proxy CPU us/req | proxy RSS MiB |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for c in cases {
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |\n",
+            c.name,
+            c.connections,
+            c.rps,
+            c.p50_us,
+            c.p99_us,
+            c.cpu_us_per_request
+                .map_or("-".into(), |v| format!("{v:.1}")),
+            c.rss_kib
+                .map_or("-".into(), |v| format!("{:.1}", v as f64 / 1024.0)),
+        ));
+    }
+    let mut ratios = serde_json::Map::new();
+    if let (Some(d64), Some(l64), Some(d1), Some(l1)) = (
+        find("direct", 64),
+        find("latticed", 64),
+        find("direct", 1),
+        find("latticed", 1),
+    ) {
+        ratios.insert(
+            "throughput64VsDirect".into(),
+            json!(l64.rps / d64.rps.max(1.0)),
+        );
+        ratios.insert("addedP50UsAt1".into(), json!(l1.p50_us - d1.p50_us));
+        ratios.insert("addedP99UsAt1".into(), json!(l1.p99_us - d1.p99_us));
+        ratios.insert(
+            "rssMiBAt64".into(),
+            json!(l64.rss_kib.unwrap_or(0) as f64 / 1024.0),
+        );
+    }
+    for other in ["nginx", "haproxy"] {
+        if let (Some(l), Some(o)) = (find("latticed", 64), find(other, 64)) {
+            ratios.insert(
+                format!("cpuPerRequestVs_{other}"),
+                json!(
+                    l.cpu_us_per_request.unwrap_or(0.0)
+                        / o.cpu_us_per_request.unwrap_or(1.0).max(f64::EPSILON)
+                ),
+            );
+        }
+    }
+    md.push_str("\nAgainst the bar of issue 6 (64 connections unless noted):\n\n");
+    for (k, v) in &ratios {
+        md.push_str(&format!("- {k}: {:.2}\n", v.as_f64().unwrap_or(0.0)));
+    }
+    let json_cases: Vec<Value> = cases
+        .iter()
+        .map(|c| json!({"case": c.name, "connections": c.connections, "requests": c.requests, "rps": c.rps,
+            "p50Us": c.p50_us, "p99Us": c.p99_us, "cpuUsPerRequest": c.cpu_us_per_request, "rssKiB": c.rss_kib}))
+        .collect();
+    (md, json!({"cases": json_cases, "ratios": ratios}))
 }

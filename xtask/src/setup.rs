@@ -19,7 +19,10 @@ const PACKAGES: &[&str] = &[
     "systemd",     // systemd-analyze verify for the unit
     "llvm-22-dev", // bpf-linker links libLLVM 22
     "ca-certificates",
-    "python3", // the AWS CLI and the API conformance tests
+    "python3",        // the AWS CLI and the API conformance tests
+    "nghttp2-client", // h2load, the benchmark client
+    "nginx",          // benchmark comparison
+    "haproxy",        // benchmark comparison
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -102,11 +105,23 @@ pub fn setup() -> anyhow::Result<Tools> {
     } else {
         eprintln!("Debian packages missing: {}", missing.join(" "));
         run(Command::new("apt-get").arg("update").arg("-qq"))?;
-        run(Command::new("apt-get")
+        // Packages with services (nginx, haproxy) would start them at
+        // install; the benchmark runs its own instances in namespaces, so
+        // tell the maintainer scripts not to (the Debian policy-rc.d way).
+        let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+        let ours = !policy.exists() && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok();
+        if ours {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755));
+        }
+        let installed = run(Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("installing Debian packages")?;
+            .env("DEBIAN_FRONTEND", "noninteractive"));
+        if ours {
+            let _ = std::fs::remove_file(policy);
+        }
+        installed.context("installing Debian packages")?;
     }
 
     if has_nightly_rust_src() {
