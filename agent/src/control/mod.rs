@@ -9,35 +9,34 @@ pub mod store;
 pub use model::Config;
 pub use plan::{plan, Plan, ValidationError};
 
-/// Errors loading a configuration file.
+/// Errors loading a configuration file. Each message carries its cause in
+/// full (the reload path logs it on its own), so the cause is not also
+/// chained as a `source`, which would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {cause}")]
     Read {
         /// File path.
         path: std::path::PathBuf,
         /// Cause.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid JSON of the model's shape.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Parse {
         /// File path.
         path: std::path::PathBuf,
         /// Cause, with line and column.
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// The content breaks the model's rules.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Invalid {
         /// File path.
         path: std::path::PathBuf,
         /// Every problem found.
-        #[source]
-        source: ValidationError,
+        cause: ValidationError,
     },
 }
 
@@ -46,17 +45,17 @@ pub fn load(
     path: &std::path::Path,
     netns_dir: &std::path::Path,
 ) -> Result<(Config, Plan), LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| LoadError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
-    let config: Config = serde_json::from_str(&text).map_err(|source| LoadError::Parse {
+    let config: Config = serde_json::from_str(&text).map_err(|cause| LoadError::Parse {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
-    let plan = plan(&config, netns_dir).map_err(|source| LoadError::Invalid {
+    let plan = plan(&config, netns_dir).map_err(|cause| LoadError::Invalid {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     Ok((config, plan))
 }
