@@ -8,7 +8,7 @@
 //! are projected onto the operation's output shape by the engine, so a
 //! handler may return a whole record.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 
@@ -163,6 +163,118 @@ impl Kind {
 pub struct State {
     records: BTreeMap<String, Value>,
     next_seq: u64,
+    idx: Index,
+}
+
+const KINDS: [Kind; 8] = [
+    Kind::ServiceNetwork,
+    Kind::Service,
+    Kind::Listener,
+    Kind::Rule,
+    Kind::TargetGroup,
+    Kind::SnService,
+    Kind::SnVpc,
+    Kind::AccessLog,
+];
+
+/// Record fields that name a parent: listeners, rules and associations by
+/// service, rules by listener, associations by service network, VPC
+/// associations by VPC, access log subscriptions by resource.
+const PARENT_FIELDS: [&str; 5] = [
+    "serviceId",
+    "listenerId",
+    "serviceNetworkId",
+    "vpcId",
+    "resourceId",
+];
+
+/// What handlers look up, kept in step with the records by [`State::apply`]
+/// so that a request costs the same with ten services or a thousand.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Index {
+    /// `{prefix}{name}` -> id, for the kinds whose names are unique.
+    names: HashMap<String, String>,
+    /// Records per kind prefix.
+    counts: HashMap<&'static str, usize>,
+    /// Parent id (VPCs as `vpc:NAME`) -> child ids.
+    children: HashMap<String, BTreeSet<String>>,
+    /// Services per VIP.
+    vip_load: HashMap<String, usize>,
+    /// Target group id -> listener and rule ids whose actions use it.
+    tg_users: HashMap<String, BTreeSet<String>>,
+}
+
+fn action_groups(action: &Value) -> impl Iterator<Item = &str> {
+    action["forward"]["targetGroups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| s(g, "targetGroupIdentifier"))
+}
+
+impl Index {
+    fn update(&mut self, key: &str, rec: &Value, add: bool) {
+        let Some(kind) = KINDS.iter().copied().find(|k| key.starts_with(k.prefix())) else {
+            return;
+        };
+        fn set(map: &mut HashMap<String, BTreeSet<String>>, at: String, key: &str, add: bool) {
+            if add {
+                map.entry(at).or_default().insert(key.to_owned());
+            } else if let Some(v) = map.get_mut(&at) {
+                v.remove(key);
+                if v.is_empty() {
+                    map.remove(&at);
+                }
+            }
+        }
+        fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, k: K, add: bool) {
+            use std::collections::hash_map::Entry;
+            match (map.entry(k), add) {
+                (Entry::Occupied(mut e), true) => *e.get_mut() += 1,
+                (Entry::Occupied(e), false) if *e.get() <= 1 => {
+                    e.remove();
+                }
+                (Entry::Occupied(mut e), false) => *e.get_mut() -= 1,
+                (Entry::Vacant(e), true) => {
+                    e.insert(1);
+                }
+                (Entry::Vacant(_), false) => {}
+            }
+        }
+        bump(&mut self.counts, kind.prefix(), add);
+        if matches!(
+            kind,
+            Kind::ServiceNetwork | Kind::Service | Kind::TargetGroup
+        ) {
+            let name = format!("{}{}", kind.prefix(), s(rec, "name"));
+            if add {
+                self.names.insert(name, key.to_owned());
+            } else {
+                self.names.remove(&name);
+            }
+        }
+        for field in PARENT_FIELDS {
+            if let Some(parent) = rec[field].as_str() {
+                let at = if field == "vpcId" {
+                    format!("vpc:{parent}")
+                } else {
+                    parent.to_owned()
+                };
+                set(&mut self.children, at, key, add);
+            }
+        }
+        if kind == Kind::Service {
+            bump(&mut self.vip_load, s(rec, "_vip").to_owned(), add);
+        }
+        let action = match kind {
+            Kind::Listener => &rec["defaultAction"],
+            Kind::Rule => &rec["action"],
+            _ => return,
+        };
+        for tg in action_groups(action) {
+            set(&mut self.tg_users, tg.to_owned(), key, add);
+        }
+    }
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -187,9 +299,14 @@ impl State {
             .max()
             .unwrap_or(0)
             + 1;
+        let mut idx = Index::default();
+        for (k, v) in &rows {
+            idx.update(k, v, true);
+        }
         Self {
             records: rows.into_iter().collect(),
             next_seq,
+            idx,
         }
     }
 
@@ -197,15 +314,25 @@ impl State {
     pub fn apply(&mut self, changes: &[Change]) -> Vec<Change> {
         let mut undo = Vec::with_capacity(changes.len());
         for c in changes {
-            let (key, old) = match c {
-                Change::Put(k, v) => {
+            let (key, new) = match c {
+                Change::Put(k, v) => (k, Some(v)),
+                Change::Delete(k) => (k, None),
+            };
+            let old = match new {
+                Some(v) => {
                     if let Some(seq) = v["_seq"].as_u64() {
                         self.next_seq = self.next_seq.max(seq + 1);
                     }
-                    (k, self.records.insert(k.clone(), v.clone()))
+                    self.records.insert(key.clone(), v.clone())
                 }
-                Change::Delete(k) => (k, self.records.remove(k)),
+                None => self.records.remove(key),
             };
+            if let Some(o) = &old {
+                self.idx.update(key, o, false);
+            }
+            if let Some(v) = new {
+                self.idx.update(key, v, true);
+            }
             undo.push(match old {
                 Some(v) => Change::Put(key.clone(), v),
                 None => Change::Delete(key.clone()),
@@ -240,7 +367,25 @@ impl State {
     }
 
     fn by_name(&self, kind: Kind, name: &str) -> Option<&Value> {
-        self.of_kind(kind).find(|r| s(r, "name") == name)
+        self.idx
+            .names
+            .get(&format!("{}{name}", kind.prefix()))
+            .and_then(|id| self.records.get(id))
+    }
+
+    fn count(&self, kind: Kind) -> usize {
+        self.idx.counts.get(kind.prefix()).copied().unwrap_or(0)
+    }
+
+    /// The `kind` records whose parent field names `parent` (VPCs as `vpc:NAME`).
+    fn children(&self, parent: &str, kind: Kind) -> impl Iterator<Item = &Value> {
+        self.idx
+            .children
+            .get(parent)
+            .into_iter()
+            .flatten()
+            .filter(move |id| id.starts_with(kind.prefix()))
+            .filter_map(|id| self.records.get(id))
     }
 
     /// The desired configuration the data plane compiles (references by name).
@@ -468,7 +613,7 @@ impl<'a> Ctx<'a> {
                 format!("a {noun} named {name} already exists"),
             ));
         }
-        if self.state.of_kind(kind).count() >= limit {
+        if self.state.count(kind) >= limit {
             return Err(ApiError::quota(kind.type_name(), quota, limit));
         }
         Ok(())
@@ -487,7 +632,7 @@ impl<'a> Ctx<'a> {
         let name = self.get("name");
         let mine: Vec<&Value> = self
             .state
-            .of_kind(kind)
+            .children(parent, kind)
             .filter(|r| s(r, parent_field) == parent)
             .collect();
         if let Some(r) = mine.iter().find(|r| s(r, "name") == name) {
@@ -644,11 +789,8 @@ pub fn handle(
         "DeleteServiceNetwork" => {
             let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
             let id = s(sn, "id");
-            let assocs = state
-                .of_kind(Kind::SnService)
-                .chain(state.of_kind(Kind::SnVpc))
-                .filter(|a| s(a, "serviceNetworkId") == id)
-                .count();
+            let assocs = state.children(id, Kind::SnService).count()
+                + state.children(id, Kind::SnVpc).count();
             if assocs > 0 {
                 return Err(ApiError::conflict(
                     "SERVICE_NETWORK",
@@ -669,14 +811,12 @@ pub fn handle(
             let name = c.get("name");
             // One VIP per service while they last; then the least used one,
             // shared (requests are told apart by the service's DNS name).
-            let mut load: BTreeMap<u32, usize> = (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
-                .map(|v| (v, 0))
+            let load: BTreeMap<u32, usize> = (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
+                .map(|v| {
+                    let ip = std::net::Ipv4Addr::from(v).to_string();
+                    (v, state.idx.vip_load.get(&ip).copied().unwrap_or(0))
+                })
                 .collect();
-            for r in state.of_kind(Kind::Service) {
-                if let Ok(ip) = s(r, "_vip").parse::<std::net::Ipv4Addr>() {
-                    *load.entry(u32::from(ip)).or_default() += 1;
-                }
-            }
             let vip = load
                 .iter()
                 .min_by_key(|(addr, n)| (**n, **addr))
@@ -711,22 +851,13 @@ pub fn handle(
         "DeleteService" => {
             let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
             let id = s(svc, "id");
-            if let Some(a) = state
-                .of_kind(Kind::SnService)
-                .find(|a| s(a, "serviceId") == id)
-            {
+            if let Some(a) = state.children(id, Kind::SnService).next() {
                 return Err(ApiError::conflict("SERVICE", id, format!("service {id} is still associated with service network {}; delete association {} first", s(a, "serviceNetworkName"), s(a, "id"))));
             }
             let mut changes = vec![Change::Delete(id.to_owned())];
-            for l in state
-                .of_kind(Kind::Listener)
-                .filter(|l| s(l, "serviceId") == id)
-            {
+            for l in state.children(id, Kind::Listener) {
                 changes.push(Change::Delete(s(l, "id").to_owned()));
-                for r in state
-                    .of_kind(Kind::Rule)
-                    .filter(|r| s(r, "listenerId") == s(l, "id"))
-                {
+                for r in state.children(s(l, "id"), Kind::Rule) {
                     changes.push(Change::Delete(s(r, "id").to_owned()));
                 }
             }
@@ -957,11 +1088,7 @@ pub fn handle(
         "GetListener" => Ok(Outcome::Read(listener_of(state, input)?.clone())),
         "ListListeners" => {
             let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
-            let items = sorted(
-                state
-                    .of_kind(Kind::Listener)
-                    .filter(|l| s(l, "serviceId") == s(svc, "id")),
-            );
+            let items = sorted(state.children(s(svc, "id"), Kind::Listener));
             c.page(items, Value::clone)
         }
         "UpdateListener" => {
@@ -973,10 +1100,7 @@ pub fn handle(
         "DeleteListener" => {
             let l = listener_of(state, input)?;
             let mut changes = vec![Change::Delete(s(l, "id").to_owned())];
-            for r in state
-                .of_kind(Kind::Rule)
-                .filter(|r| s(r, "listenerId") == s(l, "id"))
-            {
+            for r in state.children(s(l, "id"), Kind::Rule) {
                 changes.push(Change::Delete(s(r, "id").to_owned()));
                 changes.extend(dependents(state, s(r, "id")));
             }
@@ -1021,11 +1145,7 @@ pub fn handle(
         )),
         "ListRules" => {
             let l = listener_of(state, input)?;
-            let items = sorted(
-                state
-                    .of_kind(Kind::Rule)
-                    .filter(|r| s(r, "listenerId") == s(l, "id")),
-            );
+            let items = sorted(state.children(s(l, "id"), Kind::Rule));
             c.page(items, Value::clone)
         }
         "UpdateRule" => {
@@ -1059,9 +1179,10 @@ pub fn handle(
         "CreateServiceNetworkServiceAssociation" => {
             let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
             let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
-            if let Some(a) = state.of_kind(Kind::SnService).find(|a| {
-                s(a, "serviceNetworkId") == s(sn, "id") && s(a, "serviceId") == s(svc, "id")
-            }) {
+            if let Some(a) = state
+                .children(s(svc, "id"), Kind::SnService)
+                .find(|a| s(a, "serviceNetworkId") == s(sn, "id"))
+            {
                 return Err(ApiError::conflict(
                     "SERVICE_NETWORK_SERVICE_ASSOCIATION",
                     s(a, "id"),
@@ -1108,10 +1229,7 @@ pub fn handle(
             let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
             let vpc = c.get("vpcIdentifier");
             check_vpc(settings, "vpcIdentifier", vpc)?;
-            let of_vpc: Vec<&Value> = state
-                .of_kind(Kind::SnVpc)
-                .filter(|a| s(a, "vpcId") == vpc)
-                .collect();
+            let of_vpc: Vec<&Value> = state.children(&format!("vpc:{vpc}"), Kind::SnVpc).collect();
             if let Some(a) = of_vpc
                 .iter()
                 .find(|a| s(a, "serviceNetworkId") == s(sn, "id"))
@@ -1377,10 +1495,7 @@ fn dependents(state: &State, id: &str) -> Vec<Change> {
             out.push(Change::Delete(key));
         }
     }
-    for a in state
-        .of_kind(Kind::AccessLog)
-        .filter(|a| s(a, "resourceId") == id)
-    {
+    for a in state.children(id, Kind::AccessLog) {
         out.push(Change::Delete(s(a, "id").to_owned()));
     }
     out
@@ -1402,65 +1517,40 @@ fn check_vpc(settings: &Settings, field: &str, vpc: &str) -> Result<(), ApiError
 fn sn_with_counts(state: &State, sn: &Value) -> Value {
     let id = s(sn, "id");
     let mut v = sn.clone();
-    v["numberOfAssociatedServices"] = state
-        .of_kind(Kind::SnService)
-        .filter(|a| s(a, "serviceNetworkId") == id)
-        .count()
-        .into();
-    v["numberOfAssociatedVPCs"] = state
-        .of_kind(Kind::SnVpc)
-        .filter(|a| s(a, "serviceNetworkId") == id)
-        .count()
-        .into();
+    v["numberOfAssociatedServices"] = state.children(id, Kind::SnService).count().into();
+    v["numberOfAssociatedVPCs"] = state.children(id, Kind::SnVpc).count().into();
     v
 }
 
 /// Listeners and rules whose actions use target group `id`.
 fn tg_users(state: &State, id: &str) -> Vec<String> {
-    let uses = |a: &Value| {
-        a["forward"]["targetGroups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|g| s(g, "targetGroupIdentifier") == id)
-    };
     state
-        .of_kind(Kind::Listener)
-        .filter(|l| uses(&l["defaultAction"]))
-        .map(|l| format!("listener {}", s(l, "id")))
-        .chain(
-            state
-                .of_kind(Kind::Rule)
-                .filter(|r| uses(&r["action"]))
-                .map(|r| format!("rule {}", s(r, "id"))),
-        )
+        .idx
+        .tg_users
+        .get(id)
+        .into_iter()
+        .flatten()
+        .map(|user| {
+            let what = if user.starts_with(Kind::Rule.prefix()) {
+                "rule"
+            } else {
+                "listener"
+            };
+            format!("{what} {user}")
+        })
         .collect()
 }
 
 fn tg_view(state: &State, tg: &Value) -> Value {
-    let id = s(tg, "id");
-    let uses = |a: &Value| {
-        a["forward"]["targetGroups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|g| s(g, "targetGroupIdentifier") == id)
-    };
     let services: BTreeSet<&str> = state
-        .of_kind(Kind::Listener)
-        .filter(|l| uses(&l["defaultAction"]))
-        .map(|l| s(l, "serviceArn"))
-        .chain(
-            state
-                .of_kind(Kind::Rule)
-                .filter(|r| uses(&r["action"]))
-                .filter_map(|r| {
-                    state
-                        .records
-                        .get(s(r, "serviceId"))
-                        .map(|svc| s(svc, "arn"))
-                }),
-        )
+        .idx
+        .tg_users
+        .get(s(tg, "id"))
+        .into_iter()
+        .flatten()
+        .filter_map(|user| state.records.get(user))
+        .filter_map(|r| state.records.get(s(r, "serviceId")))
+        .map(|svc| s(svc, "arn"))
         .collect();
     let mut v = tg.clone();
     v["serviceArns"] = services.into_iter().collect::<Vec<_>>().into();
@@ -1507,11 +1597,11 @@ fn rule_of<'a>(state: &'a State, input: &Value, ident: &str) -> Result<&'a Value
 fn updated_rule(c: &Ctx<'_>, r: &Value, u: &Value) -> Result<Value, ApiError> {
     let mut rec = c.touched(r);
     if let Some(p) = u.get("priority") {
-        if let Some(other) = c.state.of_kind(Kind::Rule).find(|o| {
-            s(o, "listenerId") == s(r, "listenerId")
-                && s(o, "id") != s(r, "id")
-                && o["priority"] == *p
-        }) {
+        if let Some(other) = c
+            .state
+            .children(s(r, "listenerId"), Kind::Rule)
+            .find(|o| s(o, "id") != s(r, "id") && o["priority"] == *p)
+        {
             return Err(ApiError::conflict(
                 "RULE",
                 s(other, "id"),
@@ -1527,4 +1617,95 @@ fn updated_rule(c: &Ctx<'_>, r: &Value, u: &Value) -> Result<Value, ApiError> {
         rec["action"] = c.action("action", a)?;
     }
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            region: "us-east-1".into(),
+            account: "111122223333".into(),
+            quotas: Quotas::default(),
+            netns_dir: std::env::temp_dir(),
+            dns_suffix: "example".into(),
+        }
+    }
+
+    fn run(state: &mut State, op: &str, input: Value) -> (Value, Vec<Change>) {
+        match handle(
+            op,
+            &input,
+            state,
+            &settings(),
+            "2026-11-22T00:00:00.000Z".into(),
+        )
+        .unwrap()
+        {
+            Outcome::Write(m) => {
+                let undo = state.apply(&m.changes);
+                (m.result, undo)
+            }
+            Outcome::Read(v) => (v, vec![]),
+        }
+    }
+
+    fn rebuilt(state: &State) -> Index {
+        State::from_records(state.records.clone().into_iter().collect()).idx
+    }
+
+    #[test]
+    fn the_index_follows_every_change_and_its_undo() {
+        let mut st = State::default();
+        let sn = run(&mut st, "CreateServiceNetwork", json!({"name": "net-one"})).0;
+        run(&mut st, "CreateService", json!({"name": "other"}));
+        let svc = run(&mut st, "CreateService", json!({"name": "one"})).0;
+        let l = run(
+            &mut st,
+            "CreateListener",
+            json!({"serviceIdentifier": svc["id"], "name": "http", "protocol": "HTTP",
+            "defaultAction": {"fixedResponse": {"statusCode": 404}}}),
+        )
+        .0;
+        let a = run(
+            &mut st,
+            "CreateServiceNetworkServiceAssociation",
+            json!({"serviceNetworkIdentifier": sn["id"], "serviceIdentifier": svc["id"]}),
+        )
+        .0;
+        assert_eq!(st.idx, rebuilt(&st));
+        assert_eq!(st.count(Kind::Service), 2);
+        assert_eq!(st.children(s(&svc, "id"), Kind::Listener).count(), 1);
+        assert!(st.by_name(Kind::Service, "one").is_some());
+
+        // A change and its undo leave the index as it was.
+        let before = st.idx.clone();
+        let (_, undo) = run(
+            &mut st,
+            "UpdateListener",
+            json!({"serviceIdentifier": svc["id"], "listenerIdentifier": l["id"],
+            "defaultAction": {"fixedResponse": {"statusCode": 503}}}),
+        );
+        assert_eq!(st.idx, rebuilt(&st));
+        st.apply(&undo);
+        assert_eq!(st.idx, before);
+
+        let (_, undo) = run(
+            &mut st,
+            "DeleteServiceNetworkServiceAssociation",
+            json!({"serviceNetworkServiceAssociationIdentifier": a["id"]}),
+        );
+        let (_, undo2) = run(
+            &mut st,
+            "DeleteService",
+            json!({"serviceIdentifier": svc["id"]}),
+        );
+        assert_eq!(st.idx, rebuilt(&st));
+        assert!(st.by_name(Kind::Service, "one").is_none());
+        assert_eq!(st.children(s(&svc, "id"), Kind::Listener).count(), 0);
+        st.apply(&undo2);
+        st.apply(&undo);
+        assert_eq!(st.idx, before);
+    }
 }
