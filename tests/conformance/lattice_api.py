@@ -387,6 +387,23 @@ def bad_input(endpoint, creds, vpc_a):
 
     after = snapshot(good)
     check(before == after, "bad input changed nothing")
+
+    # Quotas: Lattice's default of 10 service networks, then a clear refusal.
+    made = []
+    for i in range(20):
+        try:
+            made.append(good.create_service_network(name=f"quota-net-{i}")["id"])
+        except ClientError as e:
+            err = e.response["Error"]
+            ok = (err["Code"] == "ServiceQuotaExceededException" and "service-networks" in err.get("Message", "")
+                  and e.response.get("quotaCode") == "service-networks" and e.response.get("serviceCode") == "vpc-lattice")
+            check(ok, f"quota: ServiceQuotaExceededException naming the quota (got {err['Code']}: {err.get('Message')})")
+            break
+    else:
+        check(False, "quota: 20 service networks were accepted")
+    check(len(good.list_service_networks()["items"]) == 10, "quota: exactly 10 service networks exist")
+    for sn_id in made:
+        good.delete_service_network(serviceNetworkIdentifier=sn_id)
     del ids
 
 

@@ -619,3 +619,120 @@ fn services_share_vips_by_name_and_changes_do_not_interrupt_traffic() {
     .unwrap();
     assert_eq!(code, "204");
 }
+
+/// A cascading delete (a service with its listener and rule) is one
+/// transaction: after SIGKILL at random moments in a stream of them, every
+/// service is either gone, or there whole with its listener and rule.
+#[test]
+fn cascading_deletes_are_all_or_nothing_across_sigkill() {
+    let mut latticed = Latticed::start_api_with(&["--quota", "services=1000"]);
+    let (key, secret) = latticed.aws().keys();
+    let port = latticed.api().port;
+    let call = |method: &str, path: &str, body: Value| -> (u16, Value) {
+        // Null means no body (a GET), not the JSON text "null".
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        match api_request(port, method, path, body.as_bytes(), Some((&key, &secret))) {
+            Ok((status, _, text)) => (status, serde_json::from_str(&text).unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    };
+    let mut services = Vec::new();
+    for i in 0..120 {
+        let (st, svc) = call(
+            "POST",
+            "/services",
+            serde_json::json!({"name": format!("cascade-{i}")}),
+        );
+        assert_eq!(st, 201, "{svc}");
+        let sid = id(&svc);
+        let (st, l) = call(
+            "POST",
+            &format!("/services/{sid}/listeners"),
+            serde_json::json!({"name": "http", "protocol": "HTTP",
+            "defaultAction": {"fixedResponse": {"statusCode": 404}}}),
+        );
+        assert_eq!(st, 201, "{l}");
+        let (st, r) = call(
+            "POST",
+            &format!("/services/{sid}/listeners/{}/rules", id(&l)),
+            serde_json::json!({"name": "only-rule",
+            "priority": 1, "match": {"httpMatch": {"method": "GET"}}, "action": {"fixedResponse": {"statusCode": 204}}}),
+        );
+        assert_eq!(st, 201, "{r}");
+        services.push(sid);
+    }
+    let mut rng = u64::from(std::process::id()) | 1;
+    let mut acked_total = 0;
+    for round in 0..5 {
+        let todo: Vec<String> = services.clone();
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let acked = Arc::clone(&acked);
+            let (k, s) = (key.clone(), secret.clone());
+            thread::spawn(move || {
+                for sid in todo {
+                    match api_request(
+                        port,
+                        "DELETE",
+                        &format!("/services/{sid}"),
+                        b"",
+                        Some((&k, &s)),
+                    ) {
+                        Ok((200, _, _)) => acked.lock().unwrap().push(sid),
+                        Ok((0, _, _)) | Err(_) => break,
+                        Ok((st, kind, body)) => panic!("unexpected {st} {kind}: {body}"),
+                    }
+                }
+            })
+        };
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        thread::sleep(Duration::from_millis(10 + rng % 60));
+        latticed.stop_with(libc::SIGKILL);
+        writer.join().unwrap();
+        latticed
+            .spawn_and_wait_ready()
+            .expect("restart after SIGKILL");
+        let acked = acked.lock().unwrap().clone();
+        acked_total += acked.len();
+        for sid in &services {
+            let (st, _) = call("GET", &format!("/services/{sid}"), Value::Null);
+            if acked.contains(sid) {
+                assert_eq!(st, 404, "round {round}: acknowledged delete of {sid} lost");
+                continue;
+            }
+            if st == 404 {
+                continue; // the one in flight, gone whole
+            }
+            let (_, ls) = call("GET", &format!("/services/{sid}/listeners"), Value::Null);
+            let listeners = ls["items"].as_array().unwrap();
+            assert_eq!(listeners.len(), 1, "round {round}: {sid} lost its listener");
+            let (_, rs) = call(
+                "GET",
+                &format!(
+                    "/services/{sid}/listeners/{}/rules",
+                    listeners[0]["id"].as_str().unwrap()
+                ),
+                Value::Null,
+            );
+            assert_eq!(
+                rs["items"].as_array().unwrap().len(),
+                1,
+                "round {round}: {sid} lost its rule"
+            );
+        }
+        services.retain(|sid| call("GET", &format!("/services/{sid}"), Value::Null).0 == 200);
+        if services.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        acked_total > 0,
+        "deletes were acknowledged before the kills"
+    );
+}
