@@ -9,6 +9,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    net::SocketAddrV4,
     path::PathBuf,
     sync::Arc,
     time::Duration,
@@ -34,7 +35,7 @@ use crate::{
             handlers::{self, Outcome, Settings},
             server::{ApiCall, Credentials},
         },
-        plan::{plan_with, Missing, PlannedAction},
+        plan::{plan_with, Missing, PlannedAction, PlannedService, PlannedTargetGroup},
         store::Store,
         Config, Plan,
     },
@@ -123,6 +124,23 @@ struct ApiRuntime {
     _server: tokio::task::JoinHandle<()>,
 }
 
+/// What a change touched: only these are rebuilt in the routing snapshot.
+#[derive(Debug, Default)]
+pub struct Delta {
+    /// Service names.
+    pub services: BTreeSet<String>,
+    /// Target group names.
+    pub groups: BTreeSet<String>,
+}
+
+/// The compiled pieces of the current snapshot, kept so a change rebuilds
+/// only its own.
+#[derive(Default)]
+struct Compiled {
+    groups: HashMap<String, Arc<TargetGroupRoute>>,
+    listeners: HashMap<String, Vec<(u16, Arc<ListenerRoute>)>>,
+}
+
 struct ClientSide {
     steering: Steering,
     // Dropping it stops accepting; declared after `steering` so the program
@@ -148,6 +166,7 @@ pub struct Daemon {
     desired: Config,
     /// What is applied now: `desired` over the namespaces that exist.
     plan: Plan,
+    compiled: Compiled,
     api: Option<ApiRuntime>,
 }
 
@@ -243,6 +262,7 @@ impl Daemon {
             next_id: 1,
             desired,
             plan: Plan::default(),
+            compiled: Compiled::default(),
             api: runtime,
         };
         let result = match daemon.current_plan() {
@@ -263,6 +283,12 @@ impl Daemon {
 
     /// Makes the data path match `plan`, or leaves it as it was.
     pub async fn apply(&mut self, plan: Plan) -> Result<(), Error> {
+        self.apply_delta(plan, None).await
+    }
+
+    /// [`Daemon::apply`], rebuilding only what `delta` names when it is
+    /// given and no namespace comes or goes.
+    pub async fn apply_delta(&mut self, plan: Plan, delta: Option<&Delta>) -> Result<(), Error> {
         let wanted: BTreeSet<String> = plan.namespaces().into_iter().map(str::to_owned).collect();
         // Write ahead: a crash from here on leaves a record naming every
         // namespace we may touch. Only when there is a new one: the record
@@ -289,14 +315,17 @@ impl Daemon {
             return Err(e);
         }
 
-        self.publish(&plan);
-        for (name, vips) in &plan.client_namespaces {
+        match delta {
+            Some(d) if created.is_empty() => self.publish_delta(&plan, d),
+            _ => self.publish_full(&plan),
+        }
+        for (name, vips) in plan.client_namespaces() {
             if let Some(client) = self.managed.get_mut(name).and_then(|m| m.client.as_mut()) {
                 client
                     .steering
-                    .set_vips(vips)
+                    .set_vips(&vips)
                     .map_err(|source| Error::Steering {
-                        namespace: name.clone(),
+                        namespace: name.to_owned(),
                         source: Box::new(source),
                     })?;
             }
@@ -304,7 +333,7 @@ impl Daemon {
         let stale_clients: Vec<String> = self
             .managed
             .iter()
-            .filter(|(n, m)| m.client.is_some() && !plan.client_namespaces.contains_key(*n))
+            .filter(|(n, m)| m.client.is_some() && !plan.is_client(n))
             .map(|(n, _)| n.clone())
             .collect();
         for name in stale_clients {
@@ -316,13 +345,17 @@ impl Daemon {
             .filter(|n| !wanted.contains(*n))
             .cloned()
             .collect();
-        for name in stale {
-            self.unmanage(&name).await;
+        for name in &stale {
+            self.unmanage(name).await;
+        }
+        if !stale.is_empty() {
+            // Drop the released namespaces from the snapshot's namespace map.
+            self.publish_full(&plan);
         }
         if self.managed.keys().ne(before.iter()) {
             self.record.write(self.managed.keys().map(String::as_str))?;
         }
-        log_changes(&self.plan, &plan);
+        log_changes(&self.plan, &plan, delta);
         self.plan = plan;
         Ok(())
     }
@@ -341,7 +374,8 @@ impl Daemon {
                 created.push(name.clone());
             }
         }
-        for name in plan.client_namespaces.keys() {
+        for name in plan.client_namespaces().keys().map(|n| (*n).to_owned()) {
+            let name = &name;
             let Some(m) = self.managed.get_mut(name) else {
                 continue;
             };
@@ -422,77 +456,45 @@ impl Daemon {
 
     /// Compiles the plan into a routing snapshot over the namespaces actually
     /// managed now, and swaps it in.
-    fn publish(&self, plan: &Plan) {
-        let ids: HashMap<&str, NsId> = self
-            .managed
+    fn ns_ids(&self) -> HashMap<&str, NsId> {
+        self.managed
             .iter()
             .map(|(n, m)| (n.as_str(), m.id))
-            .collect();
-        let groups: Vec<Arc<TargetGroupRoute>> = plan
+            .collect()
+    }
+
+    fn ns_map(&self) -> NsMap {
+        self.managed
+            .values()
+            .map(|m| (m.id, Arc::clone(&m.netns)))
+            .collect()
+    }
+
+    /// Compiles the whole plan into a routing snapshot over the namespaces
+    /// managed now, and swaps it in.
+    fn publish_full(&mut self, plan: &Plan) {
+        let ids = self.ns_ids();
+        let groups: HashMap<String, Arc<TargetGroupRoute>> = plan
             .target_groups
             .iter()
-            .map(|tg| {
-                // A target group whose namespace is gone has no targets: 503.
-                let (ns, targets) = match ids.get(tg.namespace.as_str()) {
-                    Some(&id) => (id, tg.targets.iter().map(|a| Target::new(id, *a)).collect()),
-                    None => (0, Vec::new()),
-                };
-                Arc::new(TargetGroupRoute::new(tg.name.as_str().into(), ns, targets))
-            })
+            .map(|(name, tg)| (name.clone(), group_route(tg, &ids)))
             .collect();
-        let action = |a: &PlannedAction| match a {
-            PlannedAction::Fixed(code) => Action::FixedResponse(
-                http::StatusCode::from_u16(*code)
-                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
-            ),
-            PlannedAction::Forward(v) => Action::Forward(Forward::new(
-                v.iter()
-                    .filter_map(|(w, i)| groups.get(*i).map(|g| (*w, Arc::clone(g)))),
-            )),
-        };
+        let listeners: HashMap<String, Vec<(u16, Arc<ListenerRoute>)>> = plan
+            .services
+            .iter()
+            .map(|(name, svc)| (name.clone(), listener_routes(svc, &groups)))
+            .collect();
         let mut vips: HashMap<ListenerKey, VipRoutes> = HashMap::new();
-        for svc in &plan.services {
-            for l in &svc.listeners {
-                let route = Arc::new(ListenerRoute {
-                    service: svc.name.as_str().into(),
-                    listener: l.name.as_str().into(),
-                    rules: l
-                        .rules
-                        .iter()
-                        .map(|r| Rule {
-                            name: r.name.as_str().into(),
-                            priority: r.priority,
-                            matcher: HttpMatch {
-                                method: r.method.clone(),
-                                path: r.path.as_ref().map(|(k, v, cs)| PathMatch {
-                                    kind: *k,
-                                    value: v.clone(),
-                                    case_sensitive: *cs,
-                                }),
-                                headers: r
-                                    .headers
-                                    .iter()
-                                    .map(|(name, k, v, cs)| HeaderMatch {
-                                        name: name.clone(),
-                                        kind: *k,
-                                        value: v.clone(),
-                                        case_sensitive: *cs,
-                                    })
-                                    .collect(),
-                            },
-                            action: action(&r.action),
-                        })
-                        .collect(),
-                    default_action: action(&l.default_action),
-                });
+        for svc in plan.services.values() {
+            for (port, route) in listeners.get(&svc.name).into_iter().flatten() {
                 for ns in &svc.reachable_from {
                     if let Some(&id) = ids.get(ns.as_str()) {
                         let key = ListenerKey {
                             ns: id,
                             vip: svc.vip,
-                            port: l.port,
+                            port: *port,
                         };
-                        vips.entry(key).or_default().add(&svc.hosts, &route);
+                        vips.entry(key).or_default().add(&svc.hosts, route);
                     }
                 }
             }
@@ -500,12 +502,84 @@ impl Daemon {
         let table = RouteTable {
             listeners: vips.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
         };
-        let namespaces: NsMap = self
-            .managed
-            .values()
-            .map(|m| (m.id, Arc::clone(&m.netns)))
+        self.dp.publish(table, self.ns_map());
+        self.compiled = Compiled { groups, listeners };
+    }
+
+    /// Rebuilds only what `delta` touched: its target groups, its services'
+    /// listeners, and the VIP:port keys those services had or have. The new
+    /// snapshot shares everything else with the current one.
+    fn publish_delta(&mut self, plan: &Plan, delta: &Delta) {
+        let ids: HashMap<String, NsId> = self
+            .ns_ids()
+            .into_iter()
+            .map(|(n, id)| (n.to_owned(), id))
             .collect();
-        self.dp.publish(table, namespaces);
+        let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+        for g in &delta.groups {
+            match plan.target_groups.get(g) {
+                Some(tg) => {
+                    self.compiled
+                        .groups
+                        .insert(g.clone(), group_route(tg, &by_ref));
+                }
+                None => {
+                    self.compiled.groups.remove(g);
+                }
+            }
+        }
+        let mut keys: BTreeSet<(String, SocketAddrV4)> = BTreeSet::new();
+        for name in &delta.services {
+            for svc in self
+                .plan
+                .services
+                .get(name)
+                .into_iter()
+                .chain(plan.services.get(name))
+            {
+                for l in &svc.listeners {
+                    for ns in &svc.reachable_from {
+                        keys.insert((ns.clone(), SocketAddrV4::new(svc.vip, l.port)));
+                    }
+                }
+            }
+            match plan.services.get(name) {
+                Some(svc) => {
+                    let routes = listener_routes(svc, &self.compiled.groups);
+                    self.compiled.listeners.insert(name.clone(), routes);
+                }
+                None => {
+                    self.compiled.listeners.remove(name);
+                }
+            }
+        }
+        let mut table = self.dp.routes().listeners.clone();
+        for (ns, at) in keys {
+            let Some(&id) = ids.get(&ns) else { continue };
+            let key = ListenerKey {
+                ns: id,
+                vip: *at.ip(),
+                port: at.port(),
+            };
+            let mut routes = VipRoutes::default();
+            for svc in plan
+                .services_at(at)
+                .filter(|s| s.reachable_from.contains(&ns))
+            {
+                for (port, route) in self.compiled.listeners.get(&svc.name).into_iter().flatten() {
+                    if *port == at.port() {
+                        routes.add(&svc.hosts, route);
+                    }
+                }
+            }
+            if routes.is_empty() {
+                table.remove(&key);
+            } else {
+                table.insert(key, Arc::new(routes));
+            }
+        }
+        self.dp
+            .publish(RouteTable { listeners: table }, self.ns_map());
     }
 
     /// Rereads the configuration file; keeps the current one if the new one
@@ -727,6 +801,71 @@ impl Daemon {
     }
 }
 
+/// The data path's view of a target group: no targets if its namespace is
+/// not managed (503 rather than a hang).
+fn group_route(tg: &PlannedTargetGroup, ids: &HashMap<&str, NsId>) -> Arc<TargetGroupRoute> {
+    let (ns, targets) = match ids.get(tg.namespace.as_str()) {
+        Some(&id) => (id, tg.targets.iter().map(|a| Target::new(id, *a)).collect()),
+        None => (0, Vec::new()),
+    };
+    Arc::new(TargetGroupRoute::new(tg.name.as_str().into(), ns, targets))
+}
+
+/// The data path's view of a service's listeners, by port.
+fn listener_routes(
+    svc: &PlannedService,
+    groups: &HashMap<String, Arc<TargetGroupRoute>>,
+) -> Vec<(u16, Arc<ListenerRoute>)> {
+    let action = |a: &PlannedAction| match a {
+        PlannedAction::Fixed(code) => Action::FixedResponse(
+            http::StatusCode::from_u16(*code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+        ),
+        PlannedAction::Forward(v) => Action::Forward(Forward::new(
+            v.iter()
+                .filter_map(|(w, name)| groups.get(name).map(|g| (*w, Arc::clone(g)))),
+        )),
+    };
+    svc.listeners
+        .iter()
+        .map(|l| {
+            let rules = l
+                .rules
+                .iter()
+                .map(|r| Rule {
+                    name: r.name.as_str().into(),
+                    priority: r.priority,
+                    matcher: HttpMatch {
+                        method: r.method.clone(),
+                        path: r.path.as_ref().map(|(k, v, cs)| PathMatch {
+                            kind: *k,
+                            value: v.clone(),
+                            case_sensitive: *cs,
+                        }),
+                        headers: r
+                            .headers
+                            .iter()
+                            .map(|(name, k, v, cs)| HeaderMatch {
+                                name: name.clone(),
+                                kind: *k,
+                                value: v.clone(),
+                                case_sensitive: *cs,
+                            })
+                            .collect(),
+                    },
+                    action: action(&r.action),
+                })
+                .collect();
+            let route = Arc::new(ListenerRoute {
+                service: svc.name.as_str().into(),
+                listener: l.name.as_str().into(),
+                rules,
+                default_action: action(&l.default_action),
+            });
+            (l.port, route)
+        })
+        .collect()
+}
+
 async fn next_call(api: &mut Option<ApiRuntime>) -> Option<ApiCall> {
     match api {
         Some(a) => a.calls.recv().await,
@@ -747,13 +886,8 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 
 /// Logs the services that appeared, changed or went away: a change to one
 /// service among a thousand logs one line, not a thousand.
-fn log_changes(old: &Plan, new: &Plan) {
-    let before: HashMap<&str, &control::plan::PlannedService> =
-        old.services.iter().map(|s| (s.name.as_str(), s)).collect();
-    for svc in &new.services {
-        if before.get(svc.name.as_str()).is_some_and(|o| *o == svc) {
-            continue;
-        }
+fn log_changes(old: &Plan, new: &Plan, delta: Option<&Delta>) {
+    let log = |svc: &PlannedService| {
         let ports: Vec<u16> = svc.listeners.iter().map(|l| l.port).collect();
         tracing::info!(
             service = %svc.name,
@@ -763,13 +897,23 @@ fn log_changes(old: &Plan, new: &Plan) {
             reachable_from = ?svc.reachable_from,
             "service"
         );
-    }
-    let now: BTreeSet<&str> = new.services.iter().map(|s| s.name.as_str()).collect();
-    for gone in old
-        .services
-        .iter()
-        .filter(|s| !now.contains(s.name.as_str()))
-    {
-        tracing::info!(service = %gone.name, "service removed");
+    };
+    let changed = |name: &str| match (old.services.get(name), new.services.get(name)) {
+        (Some(a), Some(b)) => a != b,
+        _ => true,
+    };
+    let names: Box<dyn Iterator<Item = &String>> = match delta {
+        Some(d) => Box::new(d.services.iter()),
+        None => Box::new(new.services.keys().chain(old.services.keys())),
+    };
+    let mut seen = BTreeSet::new();
+    for name in names {
+        if !seen.insert(name) || !changed(name) {
+            continue;
+        }
+        match new.services.get(name) {
+            Some(svc) => log(svc),
+            None => tracing::info!(service = %name, "service removed"),
+        }
     }
 }

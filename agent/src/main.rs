@@ -202,7 +202,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check { config, netns_dir } => {
             let (_, plan) = control::load(&config, &netns_dir)?;
-            for svc in &plan.services {
+            for svc in plan.services.values() {
                 let ports: Vec<u16> = svc.listeners.iter().map(|l| l.port).collect();
                 tracing::info!(service = %svc.name, vip = %svc.vip, ?ports, reachable_from = ?svc.reachable_from, "ok");
             }

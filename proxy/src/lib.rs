@@ -99,6 +99,11 @@ impl Dataplane {
         self.routes.store(Arc::new(table));
     }
 
+    /// The routing table in force now.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
     /// Starts accepting connections for namespace `ns` on `listener`.
     pub fn serve(
         self: &Arc<Self>,

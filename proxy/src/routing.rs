@@ -62,6 +62,11 @@ impl VipRoutes {
         self.only = (self.services == 1).then(|| Arc::clone(route));
     }
 
+    /// Whether no service is behind this VIP:port.
+    pub fn is_empty(&self) -> bool {
+        self.services == 0
+    }
+
     /// The listener for a request whose Host (without port) is `host`.
     pub fn route(&self, host: Option<&str>) -> Option<&Arc<ListenerRoute>> {
         if let Some(only) = &self.only {

@@ -8,6 +8,7 @@ use std::{
     fmt,
     net::{Ipv4Addr, SocketAddrV4},
     path::Path,
+    sync::Arc,
 };
 
 use super::model::{
@@ -45,24 +46,130 @@ impl fmt::Display for ValidationError {
 /// What the data path must look like.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
-    /// Services with their VIPs.
-    pub services: Vec<PlannedService>,
-    /// Target groups by index (actions refer to these indices).
-    pub target_groups: Vec<PlannedTargetGroup>,
-    /// Client namespaces and the VIP:ports steered in each.
-    pub client_namespaces: BTreeMap<String, BTreeSet<SocketAddrV4>>,
-    /// Namespaces with targets (connections come from the SNAT pool there).
-    pub target_namespaces: BTreeSet<String>,
+    /// Services by name. Shared, so a plan is cheap to copy and one service
+    /// can be replaced without touching the others.
+    pub services: BTreeMap<String, Arc<PlannedService>>,
+    /// Target groups by name (actions refer to these names).
+    pub target_groups: BTreeMap<String, Arc<PlannedTargetGroup>>,
+    /// VPC associations per (existing) namespace.
+    associated: BTreeMap<String, u32>,
+    /// Per client namespace, how many services steer each VIP:port there.
+    steered: BTreeMap<String, BTreeMap<SocketAddrV4, u32>>,
+    /// Target groups per (existing) namespace.
+    targets_in: BTreeMap<String, u32>,
+    /// Services per VIP:port, to rebuild a shared VIP's routes.
+    by_vip: BTreeMap<SocketAddrV4, BTreeSet<String>>,
+}
+
+fn count<K: Ord>(map: &mut BTreeMap<K, u32>, k: K, add: bool) {
+    use std::collections::btree_map::Entry;
+    match (map.entry(k), add) {
+        (Entry::Occupied(mut e), true) => *e.get_mut() += 1,
+        (Entry::Occupied(e), false) if *e.get() <= 1 => {
+            e.remove();
+        }
+        (Entry::Occupied(mut e), false) => *e.get_mut() -= 1,
+        (Entry::Vacant(e), true) => {
+            e.insert(1);
+        }
+        (Entry::Vacant(_), false) => {}
+    }
 }
 
 impl Plan {
     /// Every namespace the plan touches.
     pub fn namespaces(&self) -> BTreeSet<&str> {
-        self.client_namespaces
+        self.associated
             .keys()
-            .chain(self.target_namespaces.iter())
+            .chain(self.steered.keys())
+            .chain(self.targets_in.keys())
             .map(String::as_str)
             .collect()
+    }
+
+    /// Client namespaces and the VIP:ports steered in each.
+    pub fn client_namespaces(&self) -> BTreeMap<&str, BTreeSet<SocketAddrV4>> {
+        let mut out: BTreeMap<&str, BTreeSet<SocketAddrV4>> = self
+            .associated
+            .keys()
+            .map(|n| (n.as_str(), BTreeSet::new()))
+            .collect();
+        for (ns, vips) in &self.steered {
+            out.entry(ns).or_default().extend(vips.keys().copied());
+        }
+        out
+    }
+
+    /// Whether `ns` is a client namespace.
+    pub fn is_client(&self, ns: &str) -> bool {
+        self.associated.contains_key(ns) || self.steered.contains_key(ns)
+    }
+
+    /// Names of the services on a VIP:port.
+    pub fn services_at(&self, at: SocketAddrV4) -> impl Iterator<Item = &Arc<PlannedService>> {
+        self.by_vip
+            .get(&at)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.services.get(n))
+    }
+
+    /// Replaces (or removes) one service, keeping the counts in step.
+    pub fn set_service(&mut self, name: &str, new: Option<Arc<PlannedService>>) {
+        let old = match &new {
+            Some(svc) => self.services.insert(name.to_owned(), Arc::clone(svc)),
+            None => self.services.remove(name),
+        };
+        for (svc, add) in old
+            .iter()
+            .map(|s| (s, false))
+            .chain(new.iter().map(|s| (s, true)))
+        {
+            for l in &svc.listeners {
+                let at = SocketAddrV4::new(svc.vip, l.port);
+                for ns in &svc.reachable_from {
+                    let per_ns = self.steered.entry(ns.clone()).or_default();
+                    count(per_ns, at, add);
+                    if per_ns.is_empty() {
+                        self.steered.remove(ns);
+                    }
+                }
+                let users = self.by_vip.entry(at).or_default();
+                if add {
+                    users.insert(name.to_owned());
+                } else {
+                    users.remove(name);
+                    if users.is_empty() {
+                        self.by_vip.remove(&at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces (or removes) one target group. `exists` says whether its
+    /// namespace exists (only those are prepared).
+    pub fn set_group(
+        &mut self,
+        name: &str,
+        new: Option<Arc<PlannedTargetGroup>>,
+        exists: impl Fn(&str) -> bool,
+    ) {
+        let old = match &new {
+            Some(g) => self.target_groups.insert(name.to_owned(), Arc::clone(g)),
+            None => self.target_groups.remove(name),
+        };
+        if let Some(g) = old.filter(|g| exists(&g.namespace)) {
+            count(&mut self.targets_in, g.namespace.clone(), false);
+        }
+        if let Some(g) = new.filter(|g| exists(&g.namespace)) {
+            count(&mut self.targets_in, g.namespace.clone(), true);
+        }
+    }
+
+    /// Counts a VPC association of namespace `ns` in or out.
+    pub fn associate(&mut self, ns: &str, add: bool) {
+        count(&mut self.associated, ns.to_owned(), add);
     }
 }
 
@@ -117,8 +224,8 @@ pub use latticed_proxy::routing::MatchKind;
 /// An action.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PlannedAction {
-    /// (weight, target group index).
-    Forward(Vec<(u32, usize)>),
+    /// (weight, target group name).
+    Forward(Vec<(u32, String)>),
     /// Status code.
     Fixed(u16),
 }
@@ -603,33 +710,21 @@ pub fn plan_with(
         return Err(ValidationError(errs.0));
     }
 
-    let mut client_namespaces: BTreeMap<String, BTreeSet<SocketAddrV4>> = config
-        .service_network_vpc_associations
-        .iter()
-        .filter(|a| exists(&a.vpc_identifier))
-        .map(|a| (a.vpc_identifier.clone(), BTreeSet::new()))
-        .collect();
-    for svc in &services {
-        for ns in &svc.reachable_from {
-            let set = client_namespaces.entry(ns.clone()).or_default();
-            set.extend(
-                svc.listeners
-                    .iter()
-                    .map(|l| SocketAddrV4::new(svc.vip, l.port)),
-            );
+    let mut plan = Plan::default();
+    for a in &config.service_network_vpc_associations {
+        if exists(&a.vpc_identifier) {
+            plan.associate(&a.vpc_identifier, true);
         }
     }
-    let target_namespaces = target_groups
-        .iter()
-        .map(|t| t.namespace.clone())
-        .filter(|ns| exists(ns))
-        .collect();
-    Ok(Plan {
-        services,
-        target_groups,
-        client_namespaces,
-        target_namespaces,
-    })
+    for svc in services {
+        let name = svc.name.clone();
+        plan.set_service(&name, Some(Arc::new(svc)));
+    }
+    for tg in target_groups {
+        let name = tg.name.clone();
+        plan.set_group(&name, Some(Arc::new(tg)), exists);
+    }
+    Ok(plan)
 }
 
 fn header_kind(m: &HeaderMatchType) -> Option<(MatchKind, &str)> {
@@ -711,7 +806,7 @@ fn action(
                     );
                 }
                 match tgs.get(w.target_group_identifier.as_str()) {
-                    Some(&idx) => out.push((weight, idx)),
+                    Some(_) => out.push((weight, w.target_group_identifier.clone())),
                     None => errs.add(
                         format!("{f}[{i}].targetGroupIdentifier"),
                         format!("no target group {:?}", w.target_group_identifier),
@@ -815,25 +910,31 @@ mod tests {
         let dir = netns_dir(&["vpc-a", "vpc-b"]);
         let p = plan(&walkthrough(), &dir.0).unwrap();
         // svc-b pinned .1, so svc-a gets the next free one.
-        assert_eq!(p.services[0].vip, Ipv4Addr::new(169, 254, 171, 2));
-        assert_eq!(p.services[1].vip, Ipv4Addr::new(169, 254, 171, 1));
-        let steered: Vec<_> = p.client_namespaces["vpc-b"]
+        assert_eq!(p.services["svc-a"].vip, Ipv4Addr::new(169, 254, 171, 2));
+        assert_eq!(p.services["svc-b"].vip, Ipv4Addr::new(169, 254, 171, 1));
+        let steered: Vec<_> = p.client_namespaces()["vpc-b"]
             .iter()
             .map(ToString::to_string)
             .collect();
         assert_eq!(steered, ["169.254.171.1:8080", "169.254.171.2:80"]);
         assert!(
-            !p.client_namespaces.contains_key("vpc-a"),
+            !p.client_namespaces().contains_key("vpc-a"),
             "vpc-a is not associated"
         );
         assert_eq!(
-            p.target_namespaces.iter().collect::<Vec<_>>(),
+            p.namespaces().into_iter().collect::<Vec<_>>(),
             ["vpc-a", "vpc-b"]
         );
-        assert_eq!(p.target_groups[1].targets[0].to_string(), "10.0.16.10:9090");
-        let rule = &p.services[0].listeners[0].rules[0];
+        assert_eq!(
+            p.target_groups["app-b"].targets[0].to_string(),
+            "10.0.16.10:9090"
+        );
+        let rule = &p.services["svc-a"].listeners[0].rules[0];
         assert_eq!(rule.path, Some((MatchKind::Prefix, "/b".into(), false)));
-        assert_eq!(rule.action, PlannedAction::Forward(vec![(3, 1)]));
+        assert_eq!(
+            rule.action,
+            PlannedAction::Forward(vec![(3, "app-b".to_owned())])
+        );
     }
 
     #[test]
@@ -858,11 +959,11 @@ mod tests {
         let dir = netns_dir(&["vpc-a"]);
         let p = plan_with(&walkthrough(), &dir.0, Missing::Skip).unwrap();
         assert!(
-            p.client_namespaces.is_empty(),
+            p.client_namespaces().is_empty(),
             "vpc-b is the only client and it is missing"
         );
-        assert_eq!(p.target_namespaces.iter().collect::<Vec<_>>(), ["vpc-a"]);
-        assert!(p.services.iter().all(|s| s.reachable_from.is_empty()));
+        assert_eq!(p.namespaces().into_iter().collect::<Vec<_>>(), ["vpc-a"]);
+        assert!(p.services.values().all(|s| s.reachable_from.is_empty()));
     }
 
     #[test]
