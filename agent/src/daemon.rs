@@ -278,17 +278,43 @@ impl Daemon {
 
     /// The desired configuration over the namespaces that exist now.
     fn current_plan(&self) -> Result<Plan, control::ValidationError> {
-        plan_with(&self.desired, &self.paths.netns_dir, Missing::Skip)
+        match &self.api {
+            Some(api) => plan_with(&api.state.to_config(), &self.paths.netns_dir, Missing::Skip),
+            None => plan_with(&self.desired, &self.paths.netns_dir, Missing::Skip),
+        }
+    }
+
+    /// Namespaces the configuration names, existing or not.
+    fn referenced_namespaces(&self) -> BTreeSet<String> {
+        match &self.api {
+            Some(api) => api
+                .state
+                .referenced_namespaces()
+                .map(str::to_owned)
+                .collect(),
+            None => self
+                .desired
+                .service_network_vpc_associations
+                .iter()
+                .map(|a| a.vpc_identifier.clone())
+                .chain(
+                    self.desired
+                        .target_groups
+                        .iter()
+                        .filter_map(|t| t.config.as_ref()?.vpc_identifier.clone()),
+                )
+                .collect(),
+        }
     }
 
     /// Makes the data path match `plan`, or leaves it as it was.
     pub async fn apply(&mut self, plan: Plan) -> Result<(), Error> {
-        self.apply_delta(plan, None).await
+        self.apply_delta(plan, None).await.map(drop)
     }
 
     /// [`Daemon::apply`], rebuilding only what `delta` names when it is
-    /// given and no namespace comes or goes.
-    pub async fn apply_delta(&mut self, plan: Plan, delta: Option<&Delta>) -> Result<(), Error> {
+    /// given and no namespace comes or goes. Returns the plan it replaced.
+    pub async fn apply_delta(&mut self, plan: Plan, delta: Option<&Delta>) -> Result<Plan, Error> {
         let wanted: BTreeSet<String> = plan.namespaces().into_iter().map(str::to_owned).collect();
         // Write ahead: a crash from here on leaves a record naming every
         // namespace we may touch. Only when there is a new one: the record
@@ -356,8 +382,7 @@ impl Daemon {
             self.record.write(self.managed.keys().map(String::as_str))?;
         }
         log_changes(&self.plan, &plan, delta);
-        self.plan = plan;
-        Ok(())
+        Ok(std::mem::replace(&mut self.plan, plan))
     }
 
     async fn prepare(
@@ -477,12 +502,12 @@ impl Daemon {
         let groups: HashMap<String, Arc<TargetGroupRoute>> = plan
             .target_groups
             .iter()
-            .map(|(name, tg)| (name.clone(), group_route(tg, &ids)))
+            .map(|(name, tg)| (name.to_string(), group_route(tg, &ids)))
             .collect();
         let listeners: HashMap<String, Vec<(u16, Arc<ListenerRoute>)>> = plan
             .services
             .iter()
-            .map(|(name, svc)| (name.clone(), listener_routes(svc, &groups)))
+            .map(|(name, svc)| (name.to_string(), listener_routes(svc, &groups)))
             .collect();
         let mut vips: HashMap<ListenerKey, VipRoutes> = HashMap::new();
         for svc in plan.services.values() {
@@ -517,7 +542,7 @@ impl Daemon {
             .collect();
         let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
         for g in &delta.groups {
-            match plan.target_groups.get(g) {
+            match plan.target_groups.get(g.as_str()) {
                 Some(tg) => {
                     self.compiled
                         .groups
@@ -533,9 +558,9 @@ impl Daemon {
             for svc in self
                 .plan
                 .services
-                .get(name)
+                .get(name.as_str())
                 .into_iter()
-                .chain(plan.services.get(name))
+                .chain(plan.services.get(name.as_str()))
             {
                 for l in &svc.listeners {
                     for ns in &svc.reachable_from {
@@ -543,7 +568,7 @@ impl Daemon {
                     }
                 }
             }
-            match plan.services.get(name) {
+            match plan.services.get(name.as_str()) {
                 Some(svc) => {
                     let routes = listener_routes(svc, &self.compiled.groups);
                     self.compiled.listeners.insert(name.clone(), routes);
@@ -626,6 +651,16 @@ impl Daemon {
             self.detach_client(name);
             self.managed.remove(name);
         }
+        // Re-planning everything costs in proportion to the configuration:
+        // do it only when a namespace went, or one the configuration names
+        // (but that was missing) is there now.
+        let appeared = self
+            .referenced_namespaces()
+            .iter()
+            .any(|n| !self.managed.contains_key(n) && self.paths.netns_dir.join(n).exists());
+        if gone.is_empty() && !appeared {
+            return;
+        }
         let plan = match self.current_plan() {
             Ok(p) => p,
             Err(e) => {
@@ -633,9 +668,6 @@ impl Daemon {
                 return;
             }
         };
-        if gone.is_empty() && plan.namespaces() == self.plan.namespaces() {
-            return;
-        }
         let returned = plan
             .namespaces()
             .into_iter()
@@ -696,10 +728,15 @@ impl Daemon {
         };
         let t_handle = t0.elapsed();
         let undo = api.state.apply(&mutation.changes);
-        let desired = api.state.to_config();
+        // Re-plan only what the change touched, through the same planner
+        // (on the neighbourhood of each touched service or group), into a
+        // shallow copy of the current plan.
+        let affected = api.state.affected(&mutation.changes, &undo);
         let t_config = t0.elapsed();
-        let plan = match plan_with(&desired, &self.paths.netns_dir, Missing::Skip) {
-            Ok(p) => p,
+        let mut plan = self.plan.clone();
+        let planned = replan(&api.state, &affected, &mut plan, &self.paths.netns_dir);
+        let delta = match planned {
+            Ok(d) => d,
             Err(e) => {
                 api.state.apply(&undo);
                 return Err(ApiError::validation(
@@ -713,15 +750,17 @@ impl Daemon {
             }
         };
         let t_plan = t0.elapsed();
-        let previous = self.plan.clone();
-        if let Err(e) = self.apply(plan).await {
-            if let Some(api) = self.api.as_mut() {
-                api.state.apply(&undo);
+        let previous = match self.apply_delta(plan, Some(&delta)).await {
+            Ok(previous) => previous,
+            Err(e) => {
+                if let Some(api) = self.api.as_mut() {
+                    api.state.apply(&undo);
+                }
+                return Err(ApiError::internal(format!(
+                    "applying the change to the data path: {e}"
+                )));
             }
-            return Err(ApiError::internal(format!(
-                "applying the change to the data path: {e}"
-            )));
-        }
+        };
         let Some(api) = self.api.as_mut() else {
             return Err(ApiError::internal("the API is not enabled"));
         };
@@ -740,7 +779,6 @@ impl Daemon {
             let _ = self.apply(previous).await;
             return Err(ApiError::internal(format!("storing the change: {e}")));
         }
-        self.desired = desired;
         tracing::debug!(
             operation,
             handle_us = t_handle.as_micros() as u64,
@@ -801,6 +839,44 @@ impl Daemon {
     }
 }
 
+/// Re-plans the services and target groups `affected` names into `plan`,
+/// each from its neighbourhood in `state`; returns what changed.
+fn replan(
+    state: &handlers::State,
+    affected: &handlers::Affected,
+    plan: &mut Plan,
+    netns_dir: &std::path::Path,
+) -> Result<Delta, control::ValidationError> {
+    let exists = |ns: &str| netns_dir.join(ns).exists();
+    for (ns, add) in &affected.associations {
+        if !add || exists(ns) {
+            plan.associate(ns, *add);
+        }
+    }
+    let mut delta = Delta::default();
+    for (id, name) in &affected.groups {
+        let group = match state.group_config(id) {
+            Some(c) => plan_with(&c, netns_dir, Missing::Skip)?
+                .target_groups
+                .remove(name.as_str()),
+            None => None,
+        };
+        plan.set_group(name, group, exists);
+        delta.groups.insert(name.clone());
+    }
+    for (id, name) in &affected.services {
+        let service = match state.service_config(id) {
+            Some(c) => plan_with(&c, netns_dir, Missing::Skip)?
+                .services
+                .remove(name.as_str()),
+            None => None,
+        };
+        plan.set_service(name, service);
+        delta.services.insert(name.clone());
+    }
+    Ok(delta)
+}
+
 /// The data path's view of a target group: no targets if its namespace is
 /// not managed (503 rather than a hang).
 fn group_route(tg: &PlannedTargetGroup, ids: &HashMap<&str, NsId>) -> Arc<TargetGroupRoute> {
@@ -820,10 +896,11 @@ fn listener_routes(
         PlannedAction::Fixed(code) => Action::FixedResponse(
             http::StatusCode::from_u16(*code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
         ),
-        PlannedAction::Forward(v) => Action::Forward(Forward::new(
-            v.iter()
-                .filter_map(|(w, name)| groups.get(name).map(|g| (*w, Arc::clone(g)))),
-        )),
+        PlannedAction::Forward(v) => {
+            Action::Forward(Forward::new(v.iter().filter_map(|(w, name)| {
+                groups.get(name.as_str()).map(|g| (*w, Arc::clone(g)))
+            })))
+        }
     };
     svc.listeners
         .iter()
@@ -902,9 +979,9 @@ fn log_changes(old: &Plan, new: &Plan, delta: Option<&Delta>) {
         (Some(a), Some(b)) => a != b,
         _ => true,
     };
-    let names: Box<dyn Iterator<Item = &String>> = match delta {
-        Some(d) => Box::new(d.services.iter()),
-        None => Box::new(new.services.keys().chain(old.services.keys())),
+    let names: Box<dyn Iterator<Item = &str>> = match delta {
+        Some(d) => Box::new(d.services.iter().map(String::as_str)),
+        None => Box::new(new.services.keys().chain(old.services.keys()).map(|k| &**k)),
     };
     let mut seen = BTreeSet::new();
     for name in names {
@@ -915,5 +992,126 @@ fn log_changes(old: &Plan, new: &Plan, delta: Option<&Delta>) {
             Some(svc) => log(svc),
             None => tracing::info!(service = %name, "service removed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::api::handlers::{handle, Quotas, Settings, State};
+    use serde_json::{json, Value};
+
+    /// Runs API operations against a State, keeping a plan up to date the
+    /// incremental way, and checks after every one that it equals planning
+    /// the whole configuration from scratch.
+    #[test]
+    fn incremental_plans_equal_full_plans() {
+        let dir = std::env::temp_dir().join(format!("latticed-replan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for ns in ["vpc-aa", "vpc-bb"] {
+            std::fs::write(dir.join(ns), b"").unwrap();
+        }
+        let settings = Settings {
+            region: "us-east-1".into(),
+            account: "111122223333".into(),
+            quotas: Quotas::default(),
+            netns_dir: dir.clone(),
+            dns_suffix: "example".into(),
+        };
+        let mut state = State::default();
+        let mut plan = Plan::default();
+        let mut step = |op: &str, input: Value| -> Value {
+            let out = match handle(
+                op,
+                &input,
+                &state,
+                &settings,
+                "2026-11-22T00:00:00.000Z".into(),
+            )
+            .unwrap()
+            {
+                Outcome::Write(m) => {
+                    let undo = state.apply(&m.changes);
+                    let affected = state.affected(&m.changes, &undo);
+                    replan(&state, &affected, &mut plan, &dir).unwrap();
+                    m.result
+                }
+                Outcome::Read(v) => v,
+            };
+            let full = plan_with(&state.to_config(), &dir, Missing::Skip).unwrap();
+            assert_eq!(plan, full, "after {op}");
+            out
+        };
+        let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+        let sn = id(&step("CreateServiceNetwork", json!({"name": "net-one"})));
+        let tg = |name: &str, vpc: &str| json!({"name": name, "type": "IP", "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": vpc}});
+        let tga = id(&step("CreateTargetGroup", tg("group-a", "vpc-aa")));
+        let tgb = id(&step("CreateTargetGroup", tg("group-b", "vpc-bb")));
+        step(
+            "RegisterTargets",
+            json!({"targetGroupIdentifier": tga, "targets": [{"id": "10.0.16.10"}]}),
+        );
+        let forward = json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tga, "weight": 2}, {"targetGroupIdentifier": tgb, "weight": 1}]}});
+        let mut services = Vec::new();
+        for i in 0..4 {
+            let svc = id(&step("CreateService", json!({"name": format!("one-{i}")})));
+            let l = id(&step(
+                "CreateListener",
+                json!({"serviceIdentifier": svc, "name": "http", "protocol": "HTTP", "defaultAction": forward}),
+            ));
+            let r = id(&step(
+                "CreateRule",
+                json!({"serviceIdentifier": svc, "listenerIdentifier": l, "name": "by-path", "priority": 1,
+                "match": {"httpMatch": {"pathMatch": {"match": {"prefix": "/b"}}}},
+                "action": {"forward": {"targetGroups": [{"targetGroupIdentifier": tgb}]}}}),
+            ));
+            step(
+                "CreateServiceNetworkServiceAssociation",
+                json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": svc}),
+            );
+            services.push((svc, l, r));
+        }
+        let assoc = id(&step(
+            "CreateServiceNetworkVpcAssociation",
+            json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": "vpc-bb"}),
+        ));
+        step(
+            "RegisterTargets",
+            json!({"targetGroupIdentifier": tgb, "targets": [{"id": "10.0.16.11", "port": 9090}]}),
+        );
+        let (svc, l, r) = services[1].clone();
+        step(
+            "UpdateListener",
+            json!({"serviceIdentifier": svc, "listenerIdentifier": l, "defaultAction": {"fixedResponse": {"statusCode": 404}}}),
+        );
+        step(
+            "DeleteRule",
+            json!({"serviceIdentifier": svc, "listenerIdentifier": l, "ruleIdentifier": r}),
+        );
+        step(
+            "DeregisterTargets",
+            json!({"targetGroupIdentifier": tga, "targets": [{"id": "10.0.16.10"}]}),
+        );
+        let snsa = step(
+            "ListServiceNetworkServiceAssociations",
+            json!({"serviceIdentifier": svc}),
+        )["items"][0]["id"]
+            .clone();
+        step(
+            "DeleteServiceNetworkServiceAssociation",
+            json!({"serviceNetworkServiceAssociationIdentifier": snsa}),
+        );
+        step("DeleteService", json!({"serviceIdentifier": svc}));
+        step(
+            "DeleteServiceNetworkVpcAssociation",
+            json!({"serviceNetworkVpcAssociationIdentifier": assoc}),
+        );
+        step(
+            "CreateServiceNetworkVpcAssociation",
+            json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": "vpc-aa"}),
+        );
+        assert_eq!(plan.services.len(), 3);
+        assert!(plan.client_namespaces().contains_key("vpc-aa"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -48,9 +48,9 @@ impl fmt::Display for ValidationError {
 pub struct Plan {
     /// Services by name. Shared, so a plan is cheap to copy and one service
     /// can be replaced without touching the others.
-    pub services: BTreeMap<String, Arc<PlannedService>>,
+    pub services: BTreeMap<Arc<str>, Arc<PlannedService>>,
     /// Target groups by name (actions refer to these names).
-    pub target_groups: BTreeMap<String, Arc<PlannedTargetGroup>>,
+    pub target_groups: BTreeMap<Arc<str>, Arc<PlannedTargetGroup>>,
     /// VPC associations per (existing) namespace.
     associated: BTreeMap<String, u32>,
     /// Per client namespace, how many services steer each VIP:port there.
@@ -58,7 +58,7 @@ pub struct Plan {
     /// Target groups per (existing) namespace.
     targets_in: BTreeMap<String, u32>,
     /// Services per VIP:port, to rebuild a shared VIP's routes.
-    by_vip: BTreeMap<SocketAddrV4, BTreeSet<String>>,
+    by_vip: BTreeMap<SocketAddrV4, BTreeSet<Arc<str>>>,
 }
 
 fn count<K: Ord>(map: &mut BTreeMap<K, u32>, k: K, add: bool) {
@@ -111,13 +111,14 @@ impl Plan {
             .get(&at)
             .into_iter()
             .flatten()
-            .filter_map(|n| self.services.get(n))
+            .filter_map(|n| self.services.get(&**n))
     }
 
     /// Replaces (or removes) one service, keeping the counts in step.
     pub fn set_service(&mut self, name: &str, new: Option<Arc<PlannedService>>) {
+        let key: Arc<str> = name.into();
         let old = match &new {
-            Some(svc) => self.services.insert(name.to_owned(), Arc::clone(svc)),
+            Some(svc) => self.services.insert(Arc::clone(&key), Arc::clone(svc)),
             None => self.services.remove(name),
         };
         for (svc, add) in old
@@ -136,7 +137,7 @@ impl Plan {
                 }
                 let users = self.by_vip.entry(at).or_default();
                 if add {
-                    users.insert(name.to_owned());
+                    users.insert(Arc::clone(&key));
                 } else {
                     users.remove(name);
                     if users.is_empty() {
@@ -156,7 +157,7 @@ impl Plan {
         exists: impl Fn(&str) -> bool,
     ) {
         let old = match &new {
-            Some(g) => self.target_groups.insert(name.to_owned(), Arc::clone(g)),
+            Some(g) => self.target_groups.insert(name.into(), Arc::clone(g)),
             None => self.target_groups.remove(name),
         };
         if let Some(g) = old.filter(|g| exists(&g.namespace)) {

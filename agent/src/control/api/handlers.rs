@@ -266,6 +266,12 @@ impl Index {
         if kind == Kind::Service {
             bump(&mut self.vip_load, s(rec, "_vip").to_owned(), add);
         }
+        if let Some(vpc) = rec["config"]["vpcIdentifier"]
+            .as_str()
+            .filter(|_| kind == Kind::TargetGroup)
+        {
+            set(&mut self.children, format!("vpc:{vpc}"), key, add);
+        }
         let action = match kind {
             Kind::Listener => &rec["defaultAction"],
             Kind::Rule => &rec["action"],
@@ -388,146 +394,259 @@ impl State {
             .filter_map(|id| self.records.get(id))
     }
 
-    /// The desired configuration the data plane compiles (references by name).
-    pub fn to_config(&self) -> Config {
+    fn action_cfg(&self, a: &Value) -> cfg::RuleAction {
         let tg_name = |id: &str| {
             self.records
                 .get(id)
                 .map(|r| s(r, "name").to_owned())
                 .unwrap_or_default()
         };
-        let action = |a: &Value| -> cfg::RuleAction {
-            if let Some(f) = a.get("forward").filter(|f| !f.is_null()) {
-                cfg::RuleAction {
-                    forward: Some(cfg::ForwardAction {
-                        target_groups: f["targetGroups"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|t| cfg::WeightedTargetGroup {
-                                target_group_identifier: tg_name(s(t, "targetGroupIdentifier")),
-                                weight: t["weight"].as_u64().map(|w| w as u32),
-                            })
-                            .collect(),
-                    }),
-                    fixed_response: None,
-                }
-            } else {
-                cfg::RuleAction {
-                    forward: None,
-                    fixed_response: Some(cfg::FixedResponseAction {
-                        status_code: a["fixedResponse"]["statusCode"].as_u64().unwrap_or(404)
-                            as u32,
-                    }),
-                }
-            }
-        };
-        let mut listeners: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-        for l in sorted(self.of_kind(Kind::Listener)) {
-            listeners.entry(s(l, "serviceId")).or_default().push(l);
-        }
-        let mut rules: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-        for r in sorted(self.of_kind(Kind::Rule)) {
-            rules.entry(s(r, "listenerId")).or_default().push(r);
-        }
-        let auth = |v: &Value| {
-            if s(v, "authType") == "AWS_IAM" {
-                cfg::AuthType::AwsIam
-            } else {
-                cfg::AuthType::None
-            }
-        };
-        let services = sorted(self.of_kind(Kind::Service))
-            .into_iter()
-            .map(|svc| cfg::Service {
-                name: s(svc, "name").to_owned(),
-                auth_type: auth(svc),
-                custom_domain_name: svc["customDomainName"].as_str().map(str::to_owned),
-                vip: s(svc, "_vip").parse().ok(),
-                dns_name: svc["dnsEntry"]["domainName"].as_str().map(str::to_owned),
-                listeners: listeners
-                    .get(s(svc, "id"))
-                    .into_iter()
-                    .flatten()
-                    .map(|l| cfg::Listener {
-                        name: s(l, "name").to_owned(),
-                        protocol: serde_json::from_value(l["protocol"].clone())
-                            .unwrap_or(cfg::ListenerProtocol::Http),
-                        port: l["port"].as_u64().map(|p| p as u32),
-                        default_action: action(&l["defaultAction"]),
-                        rules: rules
-                            .get(s(l, "id"))
-                            .into_iter()
-                            .flatten()
-                            .map(|r| cfg::Rule {
-                                name: s(r, "name").to_owned(),
-                                priority: r["priority"].as_u64().unwrap_or(0) as u32,
-                                match_: serde_json::from_value(r["match"].clone()).unwrap_or(
-                                    cfg::RuleMatch {
-                                        http_match: cfg::HttpMatch::default(),
-                                    },
-                                ),
-                                action: action(&r["action"]),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        let target_groups = sorted(self.of_kind(Kind::TargetGroup))
-            .into_iter()
-            .map(|tg| {
-                let c = &tg["config"];
-                cfg::TargetGroup {
-                    name: s(tg, "name").to_owned(),
-                    type_: serde_json::from_value(tg["type"].clone())
-                        .unwrap_or(cfg::TargetGroupType::Ip),
-                    config: Some(cfg::TargetGroupConfig {
-                        port: c["port"].as_u64().map(|p| p as u32),
-                        protocol: serde_json::from_value(c["protocol"].clone()).ok(),
-                        protocol_version: c["protocolVersion"].as_str().map(str::to_owned),
-                        vpc_identifier: c["vpcIdentifier"].as_str().map(str::to_owned),
-                        ip_address_type: c["ipAddressType"].as_str().map(str::to_owned),
-                        health_check: c.get("healthCheck").cloned(),
-                    }),
-                    targets: tg["_targets"]
+        if let Some(f) = a.get("forward").filter(|f| !f.is_null()) {
+            cfg::RuleAction {
+                forward: Some(cfg::ForwardAction {
+                    target_groups: f["targetGroups"]
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .map(|t| cfg::Target {
-                            id: s(t, "id").to_owned(),
-                            port: t["port"].as_u64().map(|p| p as u32),
+                        .map(|t| cfg::WeightedTargetGroup {
+                            target_group_identifier: tg_name(s(t, "targetGroupIdentifier")),
+                            weight: t["weight"].as_u64().map(|w| w as u32),
                         })
                         .collect(),
-                }
-            })
-            .collect();
-        Config {
-            service_networks: sorted(self.of_kind(Kind::ServiceNetwork))
+                }),
+                fixed_response: None,
+            }
+        } else {
+            cfg::RuleAction {
+                forward: None,
+                fixed_response: Some(cfg::FixedResponseAction {
+                    status_code: a["fixedResponse"]["statusCode"].as_u64().unwrap_or(404) as u32,
+                }),
+            }
+        }
+    }
+
+    fn sn_cfg(sn: &Value) -> cfg::ServiceNetwork {
+        cfg::ServiceNetwork {
+            name: s(sn, "name").to_owned(),
+            auth_type: auth_type(sn),
+        }
+    }
+
+    fn service_cfg(&self, svc: &Value) -> cfg::Service {
+        cfg::Service {
+            name: s(svc, "name").to_owned(),
+            auth_type: auth_type(svc),
+            custom_domain_name: svc["customDomainName"].as_str().map(str::to_owned),
+            vip: s(svc, "_vip").parse().ok(),
+            dns_name: svc["dnsEntry"]["domainName"].as_str().map(str::to_owned),
+            listeners: sorted(self.children(s(svc, "id"), Kind::Listener))
                 .into_iter()
-                .map(|sn| cfg::ServiceNetwork {
-                    name: s(sn, "name").to_owned(),
-                    auth_type: auth(sn),
-                })
-                .collect(),
-            services,
-            target_groups,
-            service_network_service_associations: sorted(self.of_kind(Kind::SnService))
-                .into_iter()
-                .map(|a| cfg::ServiceNetworkServiceAssociation {
-                    service_network_identifier: s(a, "serviceNetworkName").to_owned(),
-                    service_identifier: s(a, "serviceName").to_owned(),
-                })
-                .collect(),
-            service_network_vpc_associations: sorted(self.of_kind(Kind::SnVpc))
-                .into_iter()
-                .map(|a| cfg::ServiceNetworkVpcAssociation {
-                    service_network_identifier: s(a, "serviceNetworkName").to_owned(),
-                    vpc_identifier: s(a, "vpcId").to_owned(),
-                    security_group_ids: vec![],
+                .map(|l| cfg::Listener {
+                    name: s(l, "name").to_owned(),
+                    protocol: serde_json::from_value(l["protocol"].clone())
+                        .unwrap_or(cfg::ListenerProtocol::Http),
+                    port: l["port"].as_u64().map(|p| p as u32),
+                    default_action: self.action_cfg(&l["defaultAction"]),
+                    rules: sorted(self.children(s(l, "id"), Kind::Rule))
+                        .into_iter()
+                        .map(|r| cfg::Rule {
+                            name: s(r, "name").to_owned(),
+                            priority: r["priority"].as_u64().unwrap_or(0) as u32,
+                            match_: serde_json::from_value(r["match"].clone()).unwrap_or(
+                                cfg::RuleMatch {
+                                    http_match: cfg::HttpMatch::default(),
+                                },
+                            ),
+                            action: self.action_cfg(&r["action"]),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
+    }
+
+    fn tg_cfg(tg: &Value) -> cfg::TargetGroup {
+        let c = &tg["config"];
+        cfg::TargetGroup {
+            name: s(tg, "name").to_owned(),
+            type_: serde_json::from_value(tg["type"].clone()).unwrap_or(cfg::TargetGroupType::Ip),
+            config: Some(cfg::TargetGroupConfig {
+                port: c["port"].as_u64().map(|p| p as u32),
+                protocol: serde_json::from_value(c["protocol"].clone()).ok(),
+                protocol_version: c["protocolVersion"].as_str().map(str::to_owned),
+                vpc_identifier: c["vpcIdentifier"].as_str().map(str::to_owned),
+                ip_address_type: c["ipAddressType"].as_str().map(str::to_owned),
+                health_check: c.get("healthCheck").cloned(),
+            }),
+            targets: tg["_targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| cfg::Target {
+                    id: s(t, "id").to_owned(),
+                    port: t["port"].as_u64().map(|p| p as u32),
+                })
+                .collect(),
+        }
+    }
+
+    fn snsa_cfg(a: &Value) -> cfg::ServiceNetworkServiceAssociation {
+        cfg::ServiceNetworkServiceAssociation {
+            service_network_identifier: s(a, "serviceNetworkName").to_owned(),
+            service_identifier: s(a, "serviceName").to_owned(),
+        }
+    }
+
+    fn snva_cfg(a: &Value) -> cfg::ServiceNetworkVpcAssociation {
+        cfg::ServiceNetworkVpcAssociation {
+            service_network_identifier: s(a, "serviceNetworkName").to_owned(),
+            vpc_identifier: s(a, "vpcId").to_owned(),
+            security_group_ids: vec![],
+        }
+    }
+
+    /// The whole desired configuration the data plane compiles (references
+    /// by name).
+    pub fn to_config(&self) -> Config {
+        Config {
+            service_networks: sorted(self.of_kind(Kind::ServiceNetwork))
+                .into_iter()
+                .map(Self::sn_cfg)
+                .collect(),
+            services: sorted(self.of_kind(Kind::Service))
+                .into_iter()
+                .map(|svc| self.service_cfg(svc))
+                .collect(),
+            target_groups: sorted(self.of_kind(Kind::TargetGroup))
+                .into_iter()
+                .map(Self::tg_cfg)
+                .collect(),
+            service_network_service_associations: sorted(self.of_kind(Kind::SnService))
+                .into_iter()
+                .map(Self::snsa_cfg)
+                .collect(),
+            service_network_vpc_associations: sorted(self.of_kind(Kind::SnVpc))
+                .into_iter()
+                .map(Self::snva_cfg)
+                .collect(),
+        }
+    }
+
+    /// The part of the configuration one service depends on: the service,
+    /// its listeners and rules, the target groups they use, its service
+    /// networks and their VPC associations. Planning it gives the same
+    /// result for that service as planning everything.
+    pub fn service_config(&self, id: &str) -> Option<Config> {
+        let svc = self.records.get(id)?;
+        let mut groups = BTreeSet::new();
+        for l in self.children(id, Kind::Listener) {
+            groups.extend(action_groups(&l["defaultAction"]).map(str::to_owned));
+            for r in self.children(s(l, "id"), Kind::Rule) {
+                groups.extend(action_groups(&r["action"]).map(str::to_owned));
+            }
+        }
+        let assocs = sorted(self.children(id, Kind::SnService));
+        let networks: Vec<&Value> = assocs
+            .iter()
+            .filter_map(|a| self.records.get(s(a, "serviceNetworkId")))
+            .collect();
+        Some(Config {
+            service_networks: networks.iter().map(|sn| Self::sn_cfg(sn)).collect(),
+            services: vec![self.service_cfg(svc)],
+            target_groups: groups
+                .iter()
+                .filter_map(|g| self.records.get(g))
+                .map(Self::tg_cfg)
+                .collect(),
+            service_network_service_associations: assocs
+                .iter()
+                .map(|a| Self::snsa_cfg(a))
+                .collect(),
+            service_network_vpc_associations: networks
+                .iter()
+                .flat_map(|sn| sorted(self.children(s(sn, "id"), Kind::SnVpc)))
+                .map(Self::snva_cfg)
+                .collect(),
+        })
+    }
+
+    /// One target group alone, as a configuration.
+    pub fn group_config(&self, id: &str) -> Option<Config> {
+        let tg = self.records.get(id)?;
+        Some(Config {
+            target_groups: vec![Self::tg_cfg(tg)],
+            ..Config::default()
+        })
+    }
+
+    /// Namespaces the state names (VPC associations and target groups).
+    pub fn referenced_namespaces(&self) -> impl Iterator<Item = &str> {
+        self.idx
+            .children
+            .keys()
+            .filter_map(|k| k.strip_prefix("vpc:"))
+    }
+
+    /// What `changes` (applied, with `undo` their inverse) touched.
+    pub fn affected(&self, changes: &[Change], undo: &[Change]) -> Affected {
+        let before: HashMap<&str, &Value> = undo
+            .iter()
+            .filter_map(|c| match c {
+                Change::Put(k, v) => Some((k.as_str(), v)),
+                Change::Delete(_) => None,
+            })
+            .collect();
+        let mut a = Affected::default();
+        let add_service = |a: &mut Affected, id: &str| {
+            if let Some(r) = self.records.get(id).or_else(|| before.get(id).copied()) {
+                a.services.insert(id.to_owned(), s(r, "name").to_owned());
+            }
+        };
+        for c in changes {
+            let (Change::Put(key, _) | Change::Delete(key)) = c;
+            let old = before.get(key.as_str()).copied();
+            let new = self.records.get(key);
+            let Some(kind) = KINDS.iter().copied().find(|k| key.starts_with(k.prefix())) else {
+                continue;
+            };
+            for r in old.iter().chain(new.iter()) {
+                match kind {
+                    Kind::Service => add_service(&mut a, key),
+                    Kind::Listener | Kind::Rule | Kind::SnService => {
+                        add_service(&mut a, s(r, "serviceId"))
+                    }
+                    Kind::SnVpc | Kind::ServiceNetwork => {
+                        let sn = if kind == Kind::ServiceNetwork {
+                            key.as_str()
+                        } else {
+                            s(r, "serviceNetworkId")
+                        };
+                        for assoc in self.children(sn, Kind::SnService) {
+                            add_service(&mut a, s(assoc, "serviceId"));
+                        }
+                    }
+                    Kind::TargetGroup => {
+                        a.groups.insert(key.clone(), s(r, "name").to_owned());
+                        for user in self.idx.tg_users.get(key.as_str()).into_iter().flatten() {
+                            if let Some(u) = self.records.get(user) {
+                                add_service(&mut a, s(u, "serviceId"));
+                            }
+                        }
+                    }
+                    Kind::AccessLog => {}
+                }
+            }
+            if kind == Kind::SnVpc {
+                if let Some(o) = old {
+                    a.associations.push((s(o, "vpcId").to_owned(), false));
+                }
+                if let Some(n) = new {
+                    a.associations.push((s(n, "vpcId").to_owned(), true));
+                }
+            }
+        }
+        a
     }
 }
 
@@ -535,6 +654,25 @@ fn sorted<'a>(it: impl Iterator<Item = &'a Value>) -> Vec<&'a Value> {
     let mut v: Vec<&Value> = it.collect();
     v.sort_by_key(|r| r["_seq"].as_u64().unwrap_or(0));
     v
+}
+
+/// What a change touched (see [`State::affected`]).
+#[derive(Debug, Default)]
+pub struct Affected {
+    /// Services (id -> name) whose plan may have changed.
+    pub services: BTreeMap<String, String>,
+    /// Target groups (id -> name) that changed.
+    pub groups: BTreeMap<String, String>,
+    /// VPC associations counted out (false) or in (true), by namespace.
+    pub associations: Vec<(String, bool)>,
+}
+
+fn auth_type(v: &Value) -> cfg::AuthType {
+    if s(v, "authType") == "AWS_IAM" {
+        cfg::AuthType::AwsIam
+    } else {
+        cfg::AuthType::None
+    }
 }
 
 /// Context of one request.
