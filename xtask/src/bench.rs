@@ -22,21 +22,36 @@ use serde_json::{json, Value};
 
 use crate::{cargo, root, run, step};
 
-/// One signed API call; the answer's JSON.
-fn call(
-    port: u16,
-    keys: (&str, &str),
-    method: &str,
-    path: &str,
-    body: &Value,
-) -> anyhow::Result<Value> {
-    let (status, kind, text) =
-        api_request(port, method, path, body.to_string().as_bytes(), Some(keys))
-            .with_context(|| format!("{method} {path}"))?;
-    if !(200..300).contains(&status) {
-        bail!("{method} {path}: {status} {kind} {text}");
+/// A latticed managed through its API, and a signed client for it.
+struct ApiSession {
+    latticed: Latticed,
+    key: String,
+    secret: String,
+}
+
+impl ApiSession {
+    fn start(args: &[&str]) -> Self {
+        let latticed = Latticed::start_api_with(args);
+        let (key, secret) = latticed.aws().keys();
+        Self {
+            latticed,
+            key,
+            secret,
+        }
     }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+
+    /// One signed API call; the answer's JSON.
+    fn call(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let port = self.latticed.api().port;
+        let keys = Some((self.key.as_str(), self.secret.as_str()));
+        let (status, kind, text) =
+            api_request(port, method, path, body.to_string().as_bytes(), keys)
+                .with_context(|| format!("{method} {path}"))?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path}: {status} {kind} {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
 }
 
 fn id(v: &Value) -> String {
@@ -72,36 +87,20 @@ pub fn bench(smoke: bool) -> anyhow::Result<()> {
     let client = NetNsGuard::new("c");
     let target = Vpc::new("t");
     let quota = format!("services={}", services + 10);
-    let latticed = Latticed::start_api_with(&["--quota", &quota]);
-    let aws = latticed.aws();
-    let (key, secret) = aws.keys();
-    let keys = (key.as_str(), secret.as_str());
-    let port = latticed.api().port;
-    let sn = id(&call(
-        port,
-        keys,
-        "POST",
-        "/servicenetworks",
-        &json!({"name": "bench-net"}),
-    )?);
-    let tg = id(&call(
-        port,
-        keys,
+    let api = ApiSession::start(&["--quota", &quota]);
+    let sn = id(&api.call("POST", "/servicenetworks", &json!({"name": "bench-net"}))?);
+    let tg = id(&api.call(
         "POST",
         "/targetgroups",
         &json!({"name": "bench-app", "type": "IP",
         "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": target.name()}}),
     )?);
-    call(
-        port,
-        keys,
+    api.call(
         "POST",
         &format!("/targetgroups/{tg}/registertargets"),
         &json!({"targets": [{"id": "10.0.16.10"}]}),
     )?;
-    call(
-        port,
-        keys,
+    api.call(
         "POST",
         "/servicenetworkvpcassociations",
         &json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": client.name()}),
@@ -112,24 +111,14 @@ pub fn bench(smoke: bool) -> anyhow::Result<()> {
     let mut last_name = String::new();
     for i in 1..=services {
         let start = Instant::now();
-        let svc = call(
-            port,
-            keys,
-            "POST",
-            "/services",
-            &json!({"name": format!("bench-{i}")}),
-        )?;
+        let svc = api.call("POST", "/services", &json!({"name": format!("bench-{i}")}))?;
         let sid = id(&svc);
-        call(
-            port,
-            keys,
+        api.call(
             "POST",
             &format!("/services/{sid}/listeners"),
             &json!({"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": action}),
         )?;
-        call(
-            port,
-            keys,
+        api.call(
             "POST",
             "/servicenetworkserviceassociations",
             &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": sid}),
@@ -185,7 +174,7 @@ pub fn bench(smoke: bool) -> anyhow::Result<()> {
         ms(late),
         ms(late) / ms(early).max(f64::EPSILON),
     );
-    drop(latticed);
+    drop(api);
     drop(target);
     drop(client);
 
@@ -389,92 +378,59 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>
     wait_http(&client, "http://10.99.0.2:8080/")?;
     wait_http(&client, "http://10.99.0.2:8081/")?;
     let mut cases = Vec::new();
-    for c in conns {
-        cases.push(h2load(
-            &client,
-            "direct",
-            "http://10.99.0.2:8080/",
-            c,
-            secs,
-            None,
-            out_dir,
-        )?);
-    }
+    // Each case at every connection count.
+    let measure =
+        |cases: &mut Vec<Case>, name: &str, url: &str, proxy: Option<u32>| -> anyhow::Result<()> {
+            for c in conns {
+                cases.push(h2load(&client, name, url, c, secs, proxy, out_dir)?);
+            }
+            Ok(())
+        };
+    measure(&mut cases, "direct", "http://10.99.0.2:8080/", None)?;
 
     // latticed: a service with a 2:1 split over two target groups.
-    let latticed = Latticed::start_api();
-    let (key, secret) = latticed.aws().keys();
-    let keys = (key.as_str(), secret.as_str());
-    let port = latticed.api().port;
-    let sn = id(&call(
-        port,
-        keys,
-        "POST",
-        "/servicenetworks",
-        &json!({"name": "bench-net"}),
-    )?);
+    let api = ApiSession::start(&[]);
+    let sn = id(&api.call("POST", "/servicenetworks", &json!({"name": "bench-net"}))?);
     let mut groups = Vec::new();
     for (i, p) in [(1, 8080), (2, 8081)] {
-        let tg = id(&call(
-            port,
-            keys,
+        let tg = id(&api.call(
             "POST",
             "/targetgroups",
             &json!({"name": format!("app{i}"), "type": "IP",
             "config": {"port": p, "protocol": "HTTP", "vpcIdentifier": target.name()}}),
         )?);
-        call(
-            port,
-            keys,
+        api.call(
             "POST",
             &format!("/targetgroups/{tg}/registertargets"),
             &json!({"targets": [{"id": "10.99.0.2"}]}),
         )?;
         groups.push(tg);
     }
-    let svc = id(&call(
-        port,
-        keys,
-        "POST",
-        "/services",
-        &json!({"name": "bench"}),
-    )?);
-    call(
-        port,
-        keys,
-        "POST",
+    let svc = id(&api.call("POST", "/services", &json!({"name": "bench"}))?);
+    api.call("POST",
         &format!("/services/{svc}/listeners"),
         &json!({"name": "http", "protocol": "HTTP", "port": 80,
         "defaultAction": {"forward": {"targetGroups": [
             {"targetGroupIdentifier": groups[0], "weight": 2}, {"targetGroupIdentifier": groups[1], "weight": 1}]}}}),
     )?;
-    call(
-        port,
-        keys,
+    api.call(
         "POST",
         "/servicenetworkserviceassociations",
         &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": svc}),
     )?;
-    call(
-        port,
-        keys,
+    api.call(
         "POST",
         "/servicenetworkvpcassociations",
         &json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": client.name()}),
     )?;
     wait_http(&client, "http://169.254.171.1/")?;
-    for c in conns {
-        cases.push(h2load(
-            &client,
-            "latticed",
-            "http://169.254.171.1/",
-            c,
-            secs,
-            Some(latticed.pid()),
-            out_dir,
-        )?);
-    }
-    drop(latticed);
+    measure(
+        &mut cases,
+        "latticed",
+        "http://169.254.171.1/",
+        Some(api.latticed.pid()),
+    )?;
+    drop(api);
 
     // nginx and HAProxy in the target namespace, the same split, keep-alive upstream.
     std::fs::create_dir_all(out_dir.join("nginx-tmp"))?;
@@ -491,17 +447,12 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>
     nginx.arg("-c").arg(&nginx_conf);
     let nginx_pid = target.spawn(nginx);
     wait_http(&client, "http://10.99.0.2:9080/")?;
-    for c in conns {
-        cases.push(h2load(
-            &client,
-            "nginx",
-            "http://10.99.0.2:9080/",
-            c,
-            secs,
-            Some(nginx_pid),
-            out_dir,
-        )?);
-    }
+    measure(
+        &mut cases,
+        "nginx",
+        "http://10.99.0.2:9080/",
+        Some(nginx_pid),
+    )?;
     let haproxy_cfg = out_dir.join("haproxy.cfg");
     std::fs::write(&haproxy_cfg, "global\n  nbthread 2\n  maxconn 4096\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n\
@@ -511,17 +462,12 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>
     haproxy.arg("-db").arg("-f").arg(&haproxy_cfg);
     let haproxy_pid = target.spawn(haproxy);
     wait_http(&client, "http://10.99.0.2:9081/")?;
-    for c in conns {
-        cases.push(h2load(
-            &client,
-            "haproxy",
-            "http://10.99.0.2:9081/",
-            c,
-            secs,
-            Some(haproxy_pid),
-            out_dir,
-        )?);
-    }
+    measure(
+        &mut cases,
+        "haproxy",
+        "http://10.99.0.2:9081/",
+        Some(haproxy_pid),
+    )?;
     drop(target);
     drop(client);
     Ok(cases)

@@ -61,20 +61,7 @@ pub struct Plan {
     by_vip: BTreeMap<SocketAddrV4, BTreeSet<Arc<str>>>,
 }
 
-fn count<K: Ord>(map: &mut BTreeMap<K, u32>, k: K, add: bool) {
-    use std::collections::btree_map::Entry;
-    match (map.entry(k), add) {
-        (Entry::Occupied(mut e), true) => *e.get_mut() += 1,
-        (Entry::Occupied(e), false) if *e.get() <= 1 => {
-            e.remove();
-        }
-        (Entry::Occupied(mut e), false) => *e.get_mut() -= 1,
-        (Entry::Vacant(e), true) => {
-            e.insert(1);
-        }
-        (Entry::Vacant(_), false) => {}
-    }
-}
+use super::count;
 
 impl Plan {
     /// Every namespace the plan touches.

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use crate::control::{
+    count,
     model::{self as cfg, Config},
     plan::{VIP_FIRST, VIP_LAST},
     store::Change,
@@ -195,11 +196,11 @@ struct Index {
     /// `{prefix}{name}` -> id, for the kinds whose names are unique.
     names: HashMap<String, String>,
     /// Records per kind prefix.
-    counts: HashMap<&'static str, usize>,
+    counts: BTreeMap<&'static str, u32>,
     /// Parent id (VPCs as `vpc:NAME`) -> child ids.
     children: HashMap<String, BTreeSet<String>>,
     /// Services per VIP.
-    vip_load: HashMap<String, usize>,
+    vip_load: BTreeMap<String, u32>,
     /// Target group id -> listener and rule ids whose actions use it.
     tg_users: HashMap<String, BTreeSet<String>>,
 }
@@ -227,21 +228,7 @@ impl Index {
                 }
             }
         }
-        fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, k: K, add: bool) {
-            use std::collections::hash_map::Entry;
-            match (map.entry(k), add) {
-                (Entry::Occupied(mut e), true) => *e.get_mut() += 1,
-                (Entry::Occupied(e), false) if *e.get() <= 1 => {
-                    e.remove();
-                }
-                (Entry::Occupied(mut e), false) => *e.get_mut() -= 1,
-                (Entry::Vacant(e), true) => {
-                    e.insert(1);
-                }
-                (Entry::Vacant(_), false) => {}
-            }
-        }
-        bump(&mut self.counts, kind.prefix(), add);
+        count(&mut self.counts, kind.prefix(), add);
         if matches!(
             kind,
             Kind::ServiceNetwork | Kind::Service | Kind::TargetGroup
@@ -264,7 +251,7 @@ impl Index {
             }
         }
         if kind == Kind::Service {
-            bump(&mut self.vip_load, s(rec, "_vip").to_owned(), add);
+            count(&mut self.vip_load, s(rec, "_vip").to_owned(), add);
         }
         if let Some(vpc) = rec["config"]["vpcIdentifier"]
             .as_str()
@@ -380,7 +367,10 @@ impl State {
     }
 
     fn count(&self, kind: Kind) -> usize {
-        self.idx.counts.get(kind.prefix()).copied().unwrap_or(0)
+        self.idx
+            .counts
+            .get(kind.prefix())
+            .map_or(0, |n| *n as usize)
     }
 
     /// The `kind` records whose parent field names `parent` (VPCs as `vpc:NAME`).
@@ -952,7 +942,7 @@ pub fn handle(
             let load: BTreeMap<u32, usize> = (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
                 .map(|v| {
                     let ip = std::net::Ipv4Addr::from(v).to_string();
-                    (v, state.idx.vip_load.get(&ip).copied().unwrap_or(0))
+                    (v, state.idx.vip_load.get(&ip).map_or(0, |n| *n as usize))
                 })
                 .collect();
             let vip = load
