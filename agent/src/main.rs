@@ -81,6 +81,11 @@ enum Command {
         /// Seconds to wait for a target's response headers (then 504).
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
         request_timeout: u64,
+        /// Threads serving the data path and API; default one per core. On
+        /// small hosts shared with busy workloads, fewer can use less CPU per
+        /// request (see docs/performance.md).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        worker_threads: Option<u16>,
     },
     /// Validate a configuration file and print the plan, without applying it.
     Check {
@@ -149,7 +154,15 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Run {
+        worker_threads: Some(n),
+        ..
+    } = &cli.command
+    {
+        builder.worker_threads(usize::from(*n));
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
@@ -165,6 +178,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             paths,
             connect_timeout,
             request_timeout,
+            worker_threads: _,
         } => {
             let mut quota = control::api::handlers::Quotas::default();
             for q in &quotas {
