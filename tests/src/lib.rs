@@ -575,9 +575,9 @@ pub fn two_service_config(a: &str, b: &str) -> serde_json::Value {
     serde_json::json!({
         "serviceNetworks": [{"name": "demo-net"}],
         "services": [
-            {"name": "svc-a", "vip": "169.254.171.10", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
+            {"name": "service-a", "vip": "169.254.171.10", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
                 "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": "app-a"}]}}}]},
-            {"name": "svc-b", "vip": "169.254.171.11", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
+            {"name": "service-b", "vip": "169.254.171.11", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
                 "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": "app-b"}]}}}]}
         ],
         "targetGroups": [
@@ -587,8 +587,8 @@ pub fn two_service_config(a: &str, b: &str) -> serde_json::Value {
              "targets": [{"id": "10.0.16.10"}]}
         ],
         "serviceNetworkServiceAssociations": [
-            {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "svc-a"},
-            {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "svc-b"}
+            {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "service-a"},
+            {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "service-b"}
         ],
         "serviceNetworkVpcAssociations": [
             {"serviceNetworkIdentifier": "demo-net", "vpcIdentifier": a},

@@ -242,8 +242,17 @@ impl Errors {
 
     /// Lattice resource names: lowercase letters, digits and hyphens; no
     /// hyphen first, last or doubled.
-    fn name(&mut self, field: &str, name: &str, max: usize) {
+    /// `reserved` is the id prefix of the kind (`svc-`...), which the
+    /// model's name patterns forbid so that a name never looks like an id.
+    fn name(&mut self, field: &str, name: &str, max: usize, reserved: Option<&str>) {
         let len = name.chars().count();
+        if let Some(prefix) = reserved.filter(|p| name.starts_with(p)) {
+            self.add(
+                field,
+                format!("{name:?} may not start with {prefix:?} (that is how ids start)"),
+            );
+            return;
+        }
         if !(3..=max).contains(&len) {
             self.add(
                 field,
@@ -296,7 +305,7 @@ pub fn plan_with(
     let mut networks = HashMap::new();
     for (i, sn) in config.service_networks.iter().enumerate() {
         let f = format!("serviceNetworks[{i}].name");
-        errs.name(&f, &sn.name, 63);
+        errs.name(&f, &sn.name, 63, None);
         if networks.insert(sn.name.as_str(), i).is_some() {
             errs.add(f, format!("service network {:?} is defined twice", sn.name));
         }
@@ -307,7 +316,7 @@ pub fn plan_with(
     let mut target_groups = Vec::new();
     for (i, tg) in config.target_groups.iter().enumerate() {
         let base = format!("targetGroups[{i}]");
-        errs.name(&format!("{base}.name"), &tg.name, 128);
+        errs.name(&format!("{base}.name"), &tg.name, 128, Some("tg-"));
         if tg_index.insert(tg.name.as_str(), i).is_some() {
             errs.add(
                 format!("{base}.name"),
@@ -403,7 +412,7 @@ pub fn plan_with(
         .filter(|v| !vips_taken.contains_key(v));
     for (i, svc) in config.services.iter().enumerate() {
         let base = format!("services[{i}]");
-        errs.name(&format!("{base}.name"), &svc.name, 40);
+        errs.name(&format!("{base}.name"), &svc.name, 40, Some("svc-"));
         if service_index.insert(svc.name.as_str(), i).is_some() {
             errs.add(
                 format!("{base}.name"),
@@ -425,7 +434,7 @@ pub fn plan_with(
         let mut listeners = Vec::new();
         for (j, l) in svc.listeners.iter().enumerate() {
             let lb = format!("{base}.listeners[{j}]");
-            errs.name(&format!("{lb}.name"), &l.name, 63);
+            errs.name(&format!("{lb}.name"), &l.name, 63, Some("listener-"));
             if !listener_names.insert(&l.name) {
                 errs.add(
                     format!("{lb}.name"),
@@ -462,7 +471,7 @@ pub fn plan_with(
             let mut rules = Vec::new();
             for (k, r) in l.rules.iter().enumerate() {
                 let rb = format!("{lb}.rules[{k}]");
-                errs.name(&format!("{rb}.name"), &r.name, 63);
+                errs.name(&format!("{rb}.name"), &r.name, 63, Some("rule-"));
                 if !rule_names.insert(&r.name) {
                     errs.add(
                         format!("{rb}.name"),
@@ -859,12 +868,12 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "serviceNetworks": [{"name": "demo-net"}],
             "services": [
-                {"name": "svc-a", "listeners": [{"name": "http", "protocol": "HTTP",
+                {"name": "service-a", "listeners": [{"name": "http", "protocol": "HTTP",
                     "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": "app-a"}]}},
                     "rules": [{"name": "only-b", "priority": 1,
                         "match": {"httpMatch": {"pathMatch": {"match": {"prefix": "/B"}, "caseSensitive": false}}},
                         "action": {"forward": {"targetGroups": [{"targetGroupIdentifier": "app-b", "weight": 3}]}}}]}]},
-                {"name": "svc-b", "vip": "169.254.171.1", "listeners": [{"name": "http", "protocol": "HTTP", "port": 8080,
+                {"name": "service-b", "vip": "169.254.171.1", "listeners": [{"name": "http", "protocol": "HTTP", "port": 8080,
                     "defaultAction": {"fixedResponse": {"statusCode": 404}}}]}
             ],
             "targetGroups": [
@@ -874,8 +883,8 @@ mod tests {
                  "targets": [{"id": "10.0.16.10", "port": 9090}]}
             ],
             "serviceNetworkServiceAssociations": [
-                {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "svc-a"},
-                {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "svc-b"}
+                {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "service-a"},
+                {"serviceNetworkIdentifier": "demo-net", "serviceIdentifier": "service-b"}
             ],
             "serviceNetworkVpcAssociations": [
                 {"serviceNetworkIdentifier": "demo-net", "vpcIdentifier": "vpc-b"}
@@ -898,8 +907,8 @@ mod tests {
         let dir = netns_dir(&["vpc-a", "vpc-b"]);
         let p = plan(&walkthrough(), &dir.0).unwrap();
         // svc-b pinned .1, so svc-a gets the next free one.
-        assert_eq!(p.services["svc-a"].vip, Ipv4Addr::new(169, 254, 171, 2));
-        assert_eq!(p.services["svc-b"].vip, Ipv4Addr::new(169, 254, 171, 1));
+        assert_eq!(p.services["service-a"].vip, Ipv4Addr::new(169, 254, 171, 2));
+        assert_eq!(p.services["service-b"].vip, Ipv4Addr::new(169, 254, 171, 1));
         let steered: Vec<_> = p.client_namespaces()["vpc-b"]
             .iter()
             .map(ToString::to_string)
@@ -917,7 +926,7 @@ mod tests {
             p.target_groups["app-b"].targets[0].to_string(),
             "10.0.16.10:9090"
         );
-        let rule = &p.services["svc-a"].listeners[0].rules[0];
+        let rule = &p.services["service-a"].listeners[0].rules[0];
         assert_eq!(rule.path, Some((MatchKind::Prefix, "/b".into(), false)));
         assert_eq!(
             rule.action,
@@ -1007,6 +1016,26 @@ mod tests {
                 "missing {want} in {fields:?}"
             );
         }
+    }
+
+    #[test]
+    fn names_may_not_look_like_ids() {
+        let dir = netns_dir(&["vpc-a", "vpc-b"]);
+        let mut c = walkthrough();
+        c.services[0].name = "svc-shop".into();
+        c.target_groups[0].name = "tg-blue".into();
+        let errs = errors(&c, &dir);
+        assert!(
+            errs.contains(&(
+                "services[0].name".into(),
+                "\"svc-shop\" may not start with \"svc-\" (that is how ids start)".into()
+            )),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|(f, _)| f == "targetGroups[0].name"),
+            "{errs:?}"
+        );
     }
 
     #[test]
