@@ -253,6 +253,14 @@ pub fn curl_in(ns: &NetNsGuard, url: &str, extra: &[&str]) -> Result<String, (i3
     }
 }
 
+/// A xorshift step: cheap random delays for crash tests, seeded per run.
+pub fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 /// curl exit code for "could not connect" (refused).
 pub const CURL_COULDNT_CONNECT: i32 = 7;
 
@@ -502,6 +510,21 @@ impl Latticed {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGKILLs latticed after `delay`, waits for `writer` (which stops
+    /// when its requests fail) and starts latticed again. The writer is
+    /// joined before the restart so it can never write to the new instance.
+    pub fn crash_and_restart<T>(
+        &mut self,
+        delay: Duration,
+        writer: std::thread::JoinHandle<T>,
+    ) -> T {
+        std::thread::sleep(delay);
+        self.stop_with(libc::SIGKILL);
+        let out = writer.join().expect("writer thread");
+        self.spawn_and_wait_ready().expect("restart after SIGKILL");
+        out
     }
 
     /// The log so far.

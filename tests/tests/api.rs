@@ -292,15 +292,8 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
                 }
             }
         });
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        thread::sleep(Duration::from_millis(20 + rng % 150));
-        latticed.stop_with(libc::SIGKILL);
-        writer.join().unwrap();
-        latticed
-            .spawn_and_wait_ready()
-            .expect("restart after SIGKILL");
+        let delay = Duration::from_millis(20 + next_random(&mut rng) % 150);
+        latticed.crash_and_restart(delay, writer);
         // Every acknowledged write is there; what exists beyond it is at
         // most the one request in flight per round, and it is whole (name
         // and tags were one write).
@@ -689,15 +682,8 @@ fn cascading_deletes_are_all_or_nothing_across_sigkill() {
                 }
             })
         };
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        thread::sleep(Duration::from_millis(10 + rng % 60));
-        latticed.stop_with(libc::SIGKILL);
-        writer.join().unwrap();
-        latticed
-            .spawn_and_wait_ready()
-            .expect("restart after SIGKILL");
+        let delay = Duration::from_millis(10 + next_random(&mut rng) % 60);
+        latticed.crash_and_restart(delay, writer);
         let acked = acked.lock().unwrap().clone();
         acked_total += acked.len();
         for sid in &services {
