@@ -732,7 +732,7 @@ impl Daemon {
         // (on the neighbourhood of each touched service or group), into a
         // shallow copy of the current plan.
         let affected = api.state.affected(&mutation.changes, &undo);
-        let t_config = t0.elapsed();
+        let t_affected = t0.elapsed();
         let mut plan = self.plan.clone();
         let planned = replan(&api.state, &affected, &mut plan, &self.paths.netns_dir);
         let delta = match planned {
@@ -782,8 +782,8 @@ impl Daemon {
         tracing::debug!(
             operation,
             handle_us = t_handle.as_micros() as u64,
-            config_us = (t_config - t_handle).as_micros() as u64,
-            plan_us = (t_plan - t_config).as_micros() as u64,
+            affected_us = (t_affected - t_handle).as_micros() as u64,
+            plan_us = (t_plan - t_affected).as_micros() as u64,
             apply_us = (t_apply - t_plan).as_micros() as u64,
             commit_us = (t0.elapsed() - t_apply).as_micros() as u64,
             "API change applied"

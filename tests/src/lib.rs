@@ -253,6 +253,33 @@ pub fn curl_in(ns: &NetNsGuard, url: &str, extra: &[&str]) -> Result<String, (i3
     }
 }
 
+/// Waits until `child` sends READY=1 on `sock` (the systemd protocol,
+/// `NOTIFY_SOCKET`). `Err(Some(status))` if it exited first, `Err(None)`
+/// if `limit` passed.
+pub fn wait_ready(
+    sock: &UnixDatagram,
+    child: &mut Child,
+    limit: Duration,
+) -> Result<(), Option<std::process::ExitStatus>> {
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+    let start = Instant::now();
+    let mut buf = [0u8; 512];
+    while start.elapsed() < limit {
+        if let Ok(n) = sock.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                return Ok(());
+            }
+        }
+        if let Some(status) = child.try_wait().ok().flatten() {
+            return Err(Some(status));
+        }
+    }
+    Err(None)
+}
+
 /// A xorshift step: cheap random delays for crash tests, seeded per run.
 pub fn next_random(state: &mut u64) -> u64 {
     *state ^= *state << 13;
@@ -408,8 +435,6 @@ impl Latticed {
     pub fn spawn_and_wait_ready(&mut self) -> Result<(), String> {
         let _ = std::fs::remove_file(&self.notify);
         let sock = UnixDatagram::bind(&self.notify).expect("notify socket");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -445,23 +470,12 @@ impl Latticed {
             .stderr(log)
             .spawn()
             .expect("spawning latticed");
-        self.child = Some(child);
-        let start = Instant::now();
-        let mut buf = [0u8; 512];
-        while start.elapsed() < Duration::from_secs(20) {
-            if let Ok(n) = sock.recv(&mut buf) {
-                if String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1")
-                {
-                    return Ok(());
-                }
-            }
-            if let Some(status) = self.try_wait() {
-                return Err(format!("exited with {status}: {}", self.log_text()));
-            }
+        let child = self.child.insert(child);
+        match wait_ready(&sock, child, Duration::from_secs(20)) {
+            Ok(()) => Ok(()),
+            Err(Some(status)) => Err(format!("exited with {status}: {}", self.log_text())),
+            Err(None) => Err(format!("not ready after 20 s: {}", self.log_text())),
         }
-        Err(format!("not ready after 20 s: {}", self.log_text()))
     }
 
     /// PID of the running process.

@@ -198,27 +198,17 @@ fn curl(ns: &str, url: &str) -> String {
 
 /// Waits for READY=1 on the notify socket, or for latticed to exit.
 fn wait_ready(sock: &UnixDatagram, latticed: &mut Child, log: &Path) -> anyhow::Result<()> {
-    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let start = Instant::now();
-    let mut buf = [0u8; 512];
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
-                return Ok(());
-            }
-        }
-        if let Some(status) = latticed.try_wait()? {
+    match latticed_tests::wait_ready(sock, latticed, Duration::from_secs(30)) {
+        Ok(()) => Ok(()),
+        Err(Some(status)) => {
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("latticed exited ({status}):\n{text}");
+            bail!("latticed exited ({status}):\n{text}")
         }
+        Err(None) => bail!(
+            "latticed did not become ready in 30 s; see {}",
+            log.display()
+        ),
     }
-    bail!(
-        "latticed did not become ready in 30 s; see {}",
-        log.display()
-    )
 }
 
 #[expect(

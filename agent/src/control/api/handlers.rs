@@ -1410,11 +1410,11 @@ pub fn handle(
 
         // ===== access log subscriptions (stored; logs are written by the L7 proxy issue) =====
         "CreateAccessLogSubscription" => {
-            let (kind, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
+            let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
             let dest = c.get("destinationArn");
             if let Some(a) = state
-                .of_kind(Kind::AccessLog)
-                .find(|a| s(a, "resourceId") == s(target, "id") && s(a, "destinationArn") == dest)
+                .children(s(target, "id"), Kind::AccessLog)
+                .find(|a| s(a, "destinationArn") == dest)
             {
                 return Err(ApiError::conflict(
                     "ACCESS_LOG_SUBSCRIPTION",
@@ -1422,7 +1422,6 @@ pub fn handle(
                     "this resource already logs to that destination",
                 ));
             }
-            let _ = kind;
             let (id, mut rec) = c.record(Kind::AccessLog, json!({
                 "resourceId": s(target, "id"), "resourceArn": s(target, "arn"), "destinationArn": dest,
             }));
@@ -1434,11 +1433,7 @@ pub fn handle(
         "GetAccessLogSubscription" => c.read(Kind::AccessLog, "accessLogSubscriptionIdentifier"),
         "ListAccessLogSubscriptions" => {
             let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
-            let items = sorted(
-                state
-                    .of_kind(Kind::AccessLog)
-                    .filter(|a| s(a, "resourceId") == s(target, "id")),
-            );
+            let items = sorted(state.children(s(target, "id"), Kind::AccessLog));
             c.page(items, Value::clone)
         }
         "UpdateAccessLogSubscription" => c.update(
