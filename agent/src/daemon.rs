@@ -16,10 +16,7 @@ use std::{
 };
 
 use latticed_proxy::{
-    routing::{
-        Action, Forward, HeaderMatch, HttpMatch, ListenerKey, ListenerRoute, PathMatch, Rule,
-        Target, TargetGroupRoute, VipRoutes,
-    },
+    routing::{ListenerKey, ListenerRoute, Served, TargetGroupRoute, VipRoutes},
     Dataplane, ListenerHandle, NetNs, NsId, NsMap, ProxyConfig, RouteTable,
 };
 use tokio::{
@@ -28,6 +25,7 @@ use tokio::{
 };
 
 use crate::{
+    compile::{Compiler, Inventory},
     control::{
         self,
         api::{
@@ -35,10 +33,11 @@ use crate::{
             handlers::{self, Outcome, Settings},
             server::{ApiCall, Credentials},
         },
-        plan::{plan_with, Missing, PlannedAction, PlannedService, PlannedTargetGroup},
+        plan::{plan_with, Missing, PlannedService},
         store::Store,
         Config, Plan,
     },
+    dns::NsResolver,
     kernel::{bpffs, record::Record, routes::NsRoutes, steering::Steering},
 };
 
@@ -81,6 +80,12 @@ pub enum Error {
     /// API set-up.
     #[error(transparent)]
     Api(#[from] control::api::Error),
+    /// Data plane set-up.
+    #[error(transparent)]
+    Proxy(#[from] latticed_proxy::Error),
+    /// CA, inventory.
+    #[error(transparent)]
+    Compile(#[from] crate::compile::Error),
     /// Other I/O.
     #[error("{what}: {source}")]
     Io {
@@ -92,8 +97,8 @@ pub enum Error {
     },
 }
 
-/// Where things live.
-#[derive(Clone, Debug)]
+/// Where things live, and the daemon's identity in ARNs.
+#[derive(Clone, Debug, Default)]
 pub struct Paths {
     /// Configuration file, if any (reloaded on SIGHUP).
     pub config: Option<PathBuf>,
@@ -101,8 +106,22 @@ pub struct Paths {
     pub netns_dir: PathBuf,
     /// Pin root on bpffs.
     pub bpffs_root: PathBuf,
-    /// Runtime state (namespace record).
+    /// Runtime state (namespace record, resolver backups).
     pub run_dir: PathBuf,
+    /// Durable state: CA, certificates.
+    pub state_dir: PathBuf,
+    /// Access log files.
+    pub log_dir: PathBuf,
+    /// Instance and load balancer inventory (reread on SIGHUP).
+    pub inventory: PathBuf,
+    /// Prometheus metrics address, if served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Region in ARNs.
+    pub region: String,
+    /// Account in ARNs.
+    pub account: String,
+    /// Suffix of generated service names (answered NXDOMAIN when unknown).
+    pub dns_suffix: String,
 }
 
 /// The control API's settings.
@@ -142,6 +161,7 @@ struct Compiled {
 }
 
 struct ClientSide {
+    resolver: Option<NsResolver>,
     steering: Steering,
     // Dropping it stops accepting; declared after `steering` so the program
     // is detached before the socket goes away.
@@ -167,7 +187,9 @@ pub struct Daemon {
     /// What is applied now: `desired` over the namespaces that exist.
     plan: Plan,
     compiled: Compiled,
+    compiler: Compiler,
     api: Option<ApiRuntime>,
+    _metrics: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -191,6 +213,13 @@ pub async fn cleanup_leftovers(paths: &Paths) -> Result<(), Error> {
         routes += NsRoutes::connect(&ns)?.remove_our_routes().await?;
     }
     record.remove();
+    let resolvers = crate::dns::restore_leftovers(&paths.run_dir);
+    if resolvers > 0 {
+        tracing::warn!(
+            resolvers,
+            "restored resolv.conf files an earlier run left replaced"
+        );
+    }
     if !pinned.is_empty() || routes > 0 {
         tracing::warn!(
             pinned_namespaces = ?pinned,
@@ -254,10 +283,32 @@ impl Daemon {
                 desired
             }
         };
+        let dp = Dataplane::new(proxy)?;
+        let compiler = Compiler::new(
+            Arc::clone(&dp),
+            &paths.state_dir,
+            &paths.log_dir,
+            &paths.region,
+            &paths.account,
+            Inventory::load(&paths.inventory)?,
+        )?;
+        let metrics = match paths.metrics_listen {
+            Some(addr) => Some(
+                crate::metrics::serve(addr, Arc::clone(&dp), paths.bpffs_root.clone())
+                    .await
+                    .map_err(|source| Error::Io {
+                        what: format!("binding the metrics address {addr} (--metrics-listen)"),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
         let mut daemon = Self {
             record: Record::open(&paths.run_dir)?,
             paths,
-            dp: Dataplane::new(proxy),
+            dp,
+            compiler,
+            _metrics: metrics,
             managed: BTreeMap::new(),
             next_id: 1,
             desired,
@@ -381,6 +432,7 @@ impl Daemon {
         if self.managed.keys().ne(before.iter()) {
             self.record.write(self.managed.keys().map(String::as_str))?;
         }
+        self.update_names(&plan);
         log_changes(&self.plan, &plan, delta);
         Ok(std::mem::replace(&mut self.plan, plan))
     }
@@ -419,7 +471,19 @@ impl Daemon {
                         what: format!("serving the proxy listener of namespace {name:?}"),
                         source,
                     })?;
+                let resolver = match NsResolver::start(
+                    &m.netns,
+                    &self.paths.run_dir,
+                    &self.paths.dns_suffix,
+                ) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(namespace = %name, error = %e, "no resolver: service names will not resolve in this namespace");
+                        None
+                    }
+                };
                 m.client = Some(ClientSide {
+                    resolver,
                     steering,
                     _listener: handle,
                 });
@@ -453,9 +517,13 @@ impl Daemon {
     fn detach_client(&mut self, name: &str) {
         if let Some(client) = self.managed.get_mut(name).and_then(|m| m.client.take()) {
             let ClientSide {
+                resolver,
                 steering,
                 _listener,
             } = client;
+            if let Some(r) = resolver {
+                r.stop();
+            }
             let c = steering.counters();
             steering.detach();
             drop(_listener);
@@ -498,28 +566,46 @@ impl Daemon {
     /// Compiles the whole plan into a routing snapshot over the namespaces
     /// managed now, and swaps it in.
     fn publish_full(&mut self, plan: &Plan) {
-        let ids = self.ns_ids();
+        let ids: HashMap<String, NsId> = self
+            .ns_ids()
+            .into_iter()
+            .map(|(n, id)| (n.to_owned(), id))
+            .collect();
+        let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
         let groups: HashMap<String, Arc<TargetGroupRoute>> = plan
             .target_groups
             .iter()
-            .map(|(name, tg)| (name.to_string(), group_route(tg, &ids)))
+            .map(|(name, tg)| (name.to_string(), self.compiler.group_route(tg, &by_ref)))
             .collect();
         let listeners: HashMap<String, Vec<(u16, Arc<ListenerRoute>)>> = plan
             .services
             .iter()
-            .map(|(name, svc)| (name.to_string(), listener_routes(svc, &groups)))
+            .map(|(name, svc)| {
+                (
+                    name.to_string(),
+                    self.compiler.listener_routes(svc, &groups),
+                )
+            })
             .collect();
         let mut vips: HashMap<ListenerKey, VipRoutes> = HashMap::new();
+        let mut networks = HashMap::new();
         for svc in plan.services.values() {
             for (port, route) in listeners.get(&svc.name).into_iter().flatten() {
-                for ns in &svc.reachable_from {
+                for (ns, net) in &svc.reachable_from {
                     if let Some(&id) = ids.get(ns.as_str()) {
                         let key = ListenerKey {
                             ns: id,
                             vip: svc.vip,
                             port: *port,
                         };
-                        vips.entry(key).or_default().add(&svc.hosts, route);
+                        let network = networks
+                            .entry((net.name.clone(), ns.clone()))
+                            .or_insert_with(|| self.compiler.network_route(net, ns));
+                        let served = Arc::new(Served {
+                            listener: Arc::clone(route),
+                            network: Arc::clone(network),
+                        });
+                        vips.entry(key).or_default().add(&svc.hosts, &served);
                     }
                 }
             }
@@ -529,6 +615,78 @@ impl Daemon {
         };
         self.dp.publish(table, self.ns_map());
         self.compiled = Compiled { groups, listeners };
+        self.forget_unused(plan);
+    }
+
+    /// Puts each listed target's health, as the data path sees it, into a
+    /// ListTargets answer.
+    fn fill_health(&self, answer: &mut serde_json::Value) {
+        let Some(items) = answer["items"].as_array_mut() else {
+            return;
+        };
+        for item in items {
+            let Some(group) = item["_group"].as_str() else {
+                continue;
+            };
+            let Some(route) = self.compiled.groups.get(group) else {
+                continue;
+            };
+            let (id, port) = (item["id"].as_str().unwrap_or(""), item["port"].as_u64());
+            let found = match &route.kind {
+                latticed_proxy::routing::GroupKind::Hosts { targets, .. } => targets
+                    .iter()
+                    .find(|t| &*t.id == id && port == Some(u64::from(t.addr.port())))
+                    .map(|t| (t.health.status(), t.health.reason())),
+                latticed_proxy::routing::GroupKind::Lambda(_) => Some((
+                    latticed_proxy::health::Status::Unavailable,
+                    latticed_proxy::health::Reason::HealthCheckDisabled,
+                )),
+            };
+            let (status, reason) = match found {
+                Some((s, r)) => (s.as_str(), r.as_str()),
+                // Registered but not placed (instance missing from the
+                // inventory, or its namespace is gone).
+                None => ("UNAVAILABLE", Some("Target.NotRegistered")),
+            };
+            item["status"] = status.into();
+            match reason {
+                Some(r) => item["reasonCode"] = r.into(),
+                None => {
+                    if let Some(o) = item.as_object_mut() {
+                        o.remove("reasonCode");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells each namespace's resolver the names reachable from it.
+    fn update_names(&self, plan: &Plan) {
+        let mut per_ns: HashMap<&str, crate::dns::Names> = HashMap::new();
+        for svc in plan.services.values() {
+            for ns in svc.reachable_from.keys() {
+                let names = per_ns.entry(ns.as_str()).or_default();
+                for h in &svc.hosts {
+                    names.insert(h.clone(), svc.vip);
+                }
+            }
+        }
+        for (name, m) in &self.managed {
+            if let Some(r) = m.client.as_ref().and_then(|c| c.resolver.as_ref()) {
+                r.set_names(per_ns.remove(name.as_str()).unwrap_or_default());
+            }
+        }
+    }
+
+    /// Drops counters and certificates of services and groups that are gone.
+    fn forget_unused(&mut self, plan: &Plan) {
+        let services: Vec<&PlannedService> = plan.services.values().map(|s| &**s).collect();
+        self.compiler.retain_certs(&services);
+        self.dp
+            .metrics
+            .retain(&|name| plan.services.contains_key(name), &|name| {
+                plan.target_groups.contains_key(name)
+            });
     }
 
     /// Rebuilds only what `delta` touched: its target groups, its services'
@@ -546,7 +704,7 @@ impl Daemon {
                 Some(tg) => {
                     self.compiled
                         .groups
-                        .insert(g.clone(), group_route(tg, &by_ref));
+                        .insert(g.clone(), self.compiler.group_route(tg, &by_ref));
                 }
                 None => {
                     self.compiled.groups.remove(g);
@@ -563,14 +721,14 @@ impl Daemon {
                 .chain(plan.services.get(name.as_str()))
             {
                 for l in &svc.listeners {
-                    for ns in &svc.reachable_from {
+                    for ns in svc.reachable_from.keys() {
                         keys.insert((ns.clone(), SocketAddrV4::new(svc.vip, l.port)));
                     }
                 }
             }
             match plan.services.get(name.as_str()) {
                 Some(svc) => {
-                    let routes = listener_routes(svc, &self.compiled.groups);
+                    let routes = self.compiler.listener_routes(svc, &self.compiled.groups);
                     self.compiled.listeners.insert(name.clone(), routes);
                 }
                 None => {
@@ -587,13 +745,18 @@ impl Daemon {
                 port: at.port(),
             };
             let mut routes = VipRoutes::default();
-            for svc in plan
-                .services_at(at)
-                .filter(|s| s.reachable_from.contains(&ns))
-            {
+            for svc in plan.services_at(at) {
+                let Some(net) = svc.reachable_from.get(&ns) else {
+                    continue;
+                };
+                let network = self.compiler.network_route(net, &ns);
                 for (port, route) in self.compiled.listeners.get(&svc.name).into_iter().flatten() {
                     if *port == at.port() {
-                        routes.add(&svc.hosts, route);
+                        let served = Arc::new(Served {
+                            listener: Arc::clone(route),
+                            network: Arc::clone(&network),
+                        });
+                        routes.add(&svc.hosts, &served);
                     }
                 }
             }
@@ -605,11 +768,24 @@ impl Daemon {
         }
         self.dp
             .publish(RouteTable { listeners: table }, self.ns_map());
+        if !delta.services.is_empty() || !delta.groups.is_empty() {
+            self.forget_unused(plan);
+        }
     }
 
     /// Rereads the configuration file; keeps the current one if the new one
     /// is invalid or cannot be applied.
     pub async fn reload(&mut self) {
+        match Inventory::load(&self.paths.inventory) {
+            Ok(inv) if inv != self.compiler.inventory => {
+                self.compiler.inventory = inv;
+                let plan = self.plan.clone();
+                self.publish_full(&plan);
+                tracing::info!(path = %self.paths.inventory.display(), "inventory reloaded");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("{e}; keeping the current inventory"),
+        }
         let Some(path) = self.paths.config.clone() else {
             tracing::info!("no configuration file to reload");
             return;
@@ -723,7 +899,12 @@ impl Daemon {
         let now = latticed_proxy::time::iso8601(std::time::SystemTime::now());
         let t0 = std::time::Instant::now();
         let mutation = match handlers::handle(operation, input, &api.state, &api.settings, now)? {
-            Outcome::Read(v) => return Ok(v),
+            Outcome::Read(mut v) => {
+                if operation == "ListTargets" {
+                    self.fill_health(&mut v);
+                }
+                return Ok(v);
+            }
             Outcome::Write(m) => m,
         };
         let t_handle = t0.elapsed();
@@ -875,72 +1056,6 @@ fn replan(
         delta.services.insert(name.clone());
     }
     Ok(delta)
-}
-
-/// The data path's view of a target group: no targets if its namespace is
-/// not managed (503 rather than a hang).
-fn group_route(tg: &PlannedTargetGroup, ids: &HashMap<&str, NsId>) -> Arc<TargetGroupRoute> {
-    let (ns, targets) = match ids.get(tg.namespace.as_str()) {
-        Some(&id) => (id, tg.targets.iter().map(|a| Target::new(id, *a)).collect()),
-        None => (0, Vec::new()),
-    };
-    Arc::new(TargetGroupRoute::new(tg.name.as_str().into(), ns, targets))
-}
-
-/// The data path's view of a service's listeners, by port.
-fn listener_routes(
-    svc: &PlannedService,
-    groups: &HashMap<String, Arc<TargetGroupRoute>>,
-) -> Vec<(u16, Arc<ListenerRoute>)> {
-    let action = |a: &PlannedAction| match a {
-        PlannedAction::Fixed(code) => Action::FixedResponse(
-            http::StatusCode::from_u16(*code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
-        ),
-        PlannedAction::Forward(v) => {
-            Action::Forward(Forward::new(v.iter().filter_map(|(w, name)| {
-                groups.get(name.as_str()).map(|g| (*w, Arc::clone(g)))
-            })))
-        }
-    };
-    svc.listeners
-        .iter()
-        .map(|l| {
-            let rules = l
-                .rules
-                .iter()
-                .map(|r| Rule {
-                    name: r.name.as_str().into(),
-                    priority: r.priority,
-                    matcher: HttpMatch {
-                        method: r.method.clone(),
-                        path: r.path.as_ref().map(|(k, v, cs)| PathMatch {
-                            kind: *k,
-                            value: v.clone(),
-                            case_sensitive: *cs,
-                        }),
-                        headers: r
-                            .headers
-                            .iter()
-                            .map(|(name, k, v, cs)| HeaderMatch {
-                                name: name.clone(),
-                                kind: *k,
-                                value: v.clone(),
-                                case_sensitive: *cs,
-                            })
-                            .collect(),
-                    },
-                    action: action(&r.action),
-                })
-                .collect();
-            let route = Arc::new(ListenerRoute {
-                service: svc.name.as_str().into(),
-                listener: l.name.as_str().into(),
-                rules,
-                default_action: action(&l.default_action),
-            });
-            (l.port, route)
-        })
-        .collect()
 }
 
 async fn next_call(api: &mut Option<ApiRuntime>) -> Option<ApiCall> {

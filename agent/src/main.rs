@@ -5,9 +5,12 @@
 //! - `daemon.rs`: applies plans, reloads, watches namespaces, cleans up.
 //! - the data path itself is the `latticed-proxy` crate.
 
+mod compile;
 mod control;
 mod daemon;
+mod dns;
 mod kernel;
+mod metrics;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -44,6 +47,8 @@ struct PathArgs {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the daemon: steer service VIPs in associated namespaces to the proxy.
     ///
@@ -57,9 +62,37 @@ enum Command {
         /// Address of the VPC Lattice API.
         #[arg(long, env = "LATTICED_API_LISTEN")]
         api_listen: Option<std::net::SocketAddr>,
-        /// State store and admin credentials.
+        /// State store, admin credentials, the local CA (ca.pem is
+        /// world-readable, ca.key root-only) and user certificates.
         #[arg(long, default_value = "/var/lib/latticed", env = "LATTICED_STATE_DIR")]
         state_dir: PathBuf,
+        /// Where access logs are written (see README, Access logs).
+        #[arg(long, default_value = "/var/log/latticed", env = "LATTICED_LOG_DIR")]
+        log_dir: PathBuf,
+        /// Inventory of instances and load balancers (JSON, see README);
+        /// reread on SIGHUP. Default: STATE_DIR/inventory.json.
+        #[arg(long, env = "LATTICED_INVENTORY")]
+        inventory: Option<PathBuf>,
+        /// Base URL of the Lambda Invoke API for LAMBDA targets, e.g.
+        /// http://127.0.0.1:9001 (a local emulator).
+        #[arg(long, env = "LATTICED_LAMBDA_ENDPOINT", value_parser = parse_http_url)]
+        lambda_endpoint: Option<String>,
+        /// Prometheus metrics address.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9390",
+            env = "LATTICED_METRICS_LISTEN"
+        )]
+        metrics_listen: std::net::SocketAddr,
+        /// Seconds a client connection may sit idle between requests.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        idle_timeout: u64,
+        /// Seconds a client has to send request headers (and finish TLS).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        header_timeout: u64,
+        /// Largest request head in bytes (431 beyond it).
+        #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(8192..=1048576))]
+        max_header_bytes: u64,
         /// Region in ARNs.
         #[arg(long, default_value = "us-east-1", value_parser = parse_region)]
         region: String,
@@ -101,6 +134,17 @@ enum Command {
         #[command(flatten)]
         paths: PathArgs,
     },
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    match s.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() && !rest.contains(['?', '#']) => {
+            Ok(s.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!(
+            "{s:?} must be an http:// base URL without query (the Invoke API path is appended)"
+        )),
+    }
 }
 
 fn parse_region(s: &str) -> Result<String, String> {
@@ -179,6 +223,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             connect_timeout,
             request_timeout,
             worker_threads: _,
+            log_dir,
+            inventory,
+            lambda_endpoint,
+            metrics_listen,
+            idle_timeout,
+            header_timeout,
+            max_header_bytes,
         } => {
             let mut quota = control::api::handlers::Quotas::default();
             for q in &quotas {
@@ -187,12 +238,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let api = config.is_none().then(|| daemon::ApiOptions {
                 listen: api_listen
                     .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 7390))),
-                state_dir,
+                state_dir: state_dir.clone(),
                 settings: control::api::handlers::Settings {
                     dns_suffix: dns_suffix
+                        .clone()
                         .unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),
-                    region,
-                    account: account_id,
+                    region: region.clone(),
+                    account: account_id.clone(),
                     quotas: quota,
                     netns_dir: paths.netns_dir.clone(),
                 },
@@ -202,11 +254,25 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 netns_dir: paths.netns_dir,
                 bpffs_root: paths.bpffs_root,
                 run_dir: paths.run_dir,
+                inventory: inventory.unwrap_or_else(|| state_dir.join("inventory.json")),
+                state_dir,
+                log_dir,
+                metrics_listen: Some(metrics_listen),
+                dns_suffix: dns_suffix
+                    .clone()
+                    .unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),
+                region: region.clone(),
+                account: account_id,
             };
             tracing::info!(?paths, version = env!("CARGO_PKG_VERSION"), "starting");
             let proxy = latticed_proxy::ProxyConfig {
                 connect_timeout: std::time::Duration::from_secs(connect_timeout),
                 request_timeout: std::time::Duration::from_secs(request_timeout),
+                idle_timeout: std::time::Duration::from_secs(idle_timeout),
+                header_read_timeout: std::time::Duration::from_secs(header_timeout),
+                max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(65536),
+                lambda_endpoint,
+                region,
                 ..Default::default()
             };
             runtime.block_on(async {
@@ -228,6 +294,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 netns_dir: paths.netns_dir,
                 bpffs_root: paths.bpffs_root,
                 run_dir: paths.run_dir,
+                ..Paths::default()
             };
             runtime.block_on(daemon::cleanup_leftovers(&paths))?;
             tracing::info!("clean-up done");

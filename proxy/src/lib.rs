@@ -2,32 +2,63 @@
 //!
 //! - [`netns`]: enter a network namespace on the current thread to create a socket there.
 //! - [`routing`]: the immutable routing snapshot requests read (rules, weights, targets).
-//! - [`listener`]: per-namespace listening sockets and the request path.
+//! - [`listener`]: per-namespace listening sockets; TLS, HTTP/1.1 and HTTP/2, limits.
+//! - [`request`]: the request path: route, rewrite headers, forward, count, log.
 //! - [`upstream`]: connections to targets from the 169.254.171.x SNAT pool, in the
 //!   target's namespace, pooled.
+//! - [`lambda`]: function targets over the Lambda Invoke API.
+//! - [`health`]: active health checks.
+//! - [`access_log`]: one JSON line per request, never blocking.
+//! - [`metrics`]: request counters and latency histograms.
+//! - [`tls`]: the local certificate authority and TLS configurations.
 //!
 //! The agent owns the kernel side (routes, eBPF) and drives this crate through
 //! [`Dataplane`]: it binds a listener per client namespace, hands it to
 //! [`Dataplane::serve`], and publishes new routing snapshots with
 //! [`Dataplane::publish`].
 
+pub mod access_log;
+pub mod health;
+pub mod lambda;
 pub mod listener;
+pub mod metrics;
 pub mod netns;
+pub mod request;
 pub mod routing;
 pub mod sigv4;
 pub mod time;
+pub mod tls;
 pub mod upstream;
 
-use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{
+    net::Ipv4Addr,
+    sync::{atomic::AtomicI64, Arc},
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
 
 pub use listener::{bind_in, ListenerHandle};
 pub use netns::NetNs;
 pub use routing::{NsId, RouteTable};
 pub use upstream::NsMap;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TLS client configuration toward targets could not be built.
+    #[error("TLS set-up: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The access log writer could not start.
+    #[error("starting the access log writer: {0}")]
+    AccessLog(#[source] std::io::Error),
+}
 
 /// Tunables of the data plane.
 #[derive(Clone, Debug)]
@@ -36,14 +67,26 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Limit for a target's response headers (then 504).
     pub request_timeout: Duration,
-    /// Limit for a client to send request headers (then the connection closes).
+    /// Limit for a client to send request headers or finish the TLS
+    /// handshake (then the connection closes).
     pub header_read_timeout: Duration,
+    /// A client connection with no request open and no bytes moving for
+    /// this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest request head (431 beyond it).
+    pub max_header_bytes: usize,
+    /// Most request header fields (431 beyond it).
+    pub max_headers: usize,
     /// How long an idle pooled upstream connection is kept.
     pub upstream_idle_timeout: Duration,
     /// First address of the SNAT source pool.
     pub source_first: Ipv4Addr,
     /// Last address of the SNAT source pool.
     pub source_last: Ipv4Addr,
+    /// Base URL of the Lambda Invoke API for LAMBDA targets.
+    pub lambda_endpoint: Option<String>,
+    /// Region named in function events.
+    pub region: String,
 }
 
 impl Default for ProxyConfig {
@@ -52,42 +95,86 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
             upstream_idle_timeout: Duration::from_secs(60),
             source_first: Ipv4Addr::new(169, 254, 171, 192),
             source_last: Ipv4Addr::new(169, 254, 171, 254),
+            lambda_endpoint: None,
+            region: "us-east-1".into(),
         }
     }
 }
 
-/// The running data plane: routing snapshot, namespaces and the upstream client.
+/// Body type of requests toward targets.
+pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// The upstream clients.
+#[derive(Debug)]
+pub(crate) struct Clients {
+    /// HTTP/1.1 targets (HTTP or HTTPS).
+    pub(crate) h1: Client<upstream::NsConnector, UpstreamBody>,
+    /// HTTP/2 and gRPC targets.
+    pub(crate) h2: Client<upstream::NsConnector, UpstreamBody>,
+    /// The Lambda Invoke API.
+    pub(crate) lambda: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// The running data plane: routing snapshot, namespaces, upstream clients,
+/// health checks, counters and the access log.
 #[derive(Debug)]
 pub struct Dataplane {
     routes: ArcSwap<RouteTable>,
     namespaces: Arc<ArcSwap<NsMap>>,
-    client: Client<upstream::NsConnector, Incoming>,
-    config: ProxyConfig,
+    pub(crate) clients: Clients,
+    pub(crate) servers: listener::Servers,
+    pub(crate) config: ProxyConfig,
+    /// Health checkers of the targets in the snapshot.
+    pub health: health::HealthChecks,
+    /// Request counters by service and target group.
+    pub metrics: metrics::Registry,
+    /// The access log queue.
+    pub access_log: access_log::AccessLog,
+    /// Open client connections.
+    pub active: AtomicI64,
 }
 
 impl Dataplane {
     /// A data plane with an empty routing table.
-    pub fn new(config: ProxyConfig) -> Arc<Self> {
+    pub fn new(config: ProxyConfig) -> Result<Arc<Self>, Error> {
         let namespaces: Arc<ArcSwap<NsMap>> = Arc::default();
         let sources = Arc::new(upstream::SourcePool::new(
             config.source_first,
             config.source_last,
         ));
         let connector =
-            upstream::NsConnector::new(Arc::clone(&namespaces), sources, config.connect_timeout);
-        let client = Client::builder(TokioExecutor::new())
+            upstream::NsConnector::new(Arc::clone(&namespaces), sources, config.connect_timeout)?;
+        let h1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.upstream_idle_timeout)
             .pool_max_idle_per_host(1024)
-            .build(connector);
-        Arc::new(Self {
+            .build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.upstream_idle_timeout)
+            .http2_only(true)
+            .build(connector.for_h2());
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let lambda = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.upstream_idle_timeout)
+            .build(http);
+        Ok(Arc::new(Self {
             routes: ArcSwap::default(),
             namespaces,
-            client,
+            clients: Clients { h1, h2, lambda },
+            servers: listener::Servers::new(&config),
+            health: health::HealthChecks::new(connector),
+            metrics: metrics::Registry::default(),
+            access_log: access_log::AccessLog::start().map_err(Error::AccessLog)?,
+            active: AtomicI64::new(0),
             config,
-        })
+        }))
     }
 
     /// Swaps in a new routing table and namespace set. Requests already routed
@@ -97,11 +184,20 @@ impl Dataplane {
         // does not know yet.
         self.namespaces.store(Arc::new(namespaces));
         self.routes.store(Arc::new(table));
+        // Checkers of targets no snapshot refers to any more stop. (The old
+        // snapshot may still be held by requests in flight; their checkers
+        // stop at the next publish.)
+        self.health.retain_used();
     }
 
     /// The routing table in force now.
     pub fn routes(&self) -> Arc<RouteTable> {
         self.routes.load_full()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
     }
 
     /// Starts accepting connections for namespace `ns` on `listener`.

@@ -1,32 +1,39 @@
-//! Per-namespace listeners and the request path through them.
+//! Per-namespace listeners and the connection layer: accept, TLS, HTTP/1.1
+//! or HTTP/2, limits.
 //!
 //! One listening socket per client namespace receives every connection the
 //! namespace's sk_lookup program steers to it. `getsockname()` on an accepted
 //! connection returns the VIP:port the client dialed, which together with the
-//! namespace the socket lives in selects the service listener.
+//! namespace the socket lives in selects the listeners (`routing`). HTTPS
+//! VIP:ports read the ClientHello first and pick the service's certificate
+//! by SNI; the request itself is handled in `request`.
 
 use std::{
-    convert::Infallible,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    sync::Arc,
+    net::{Ipv4Addr, SocketAddr},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Full};
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpListener,
+};
+use tokio_rustls::LazyConfigAcceptor;
 
 use crate::{
     netns::NetNs,
-    routing::{Action, ListenerKey, NsId},
+    request::{self, Conn},
+    routing::{ListenerKey, NsId},
     Dataplane,
 };
-
-/// Body of responses the proxy sends: the target's, or one it made itself.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -94,12 +101,16 @@ pub fn serve(
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let dp = Arc::clone(&dp);
-                    tokio::spawn(serve_connection(dp, ns, stream, peer));
+                    tokio::spawn(async move {
+                        dp.active.fetch_add(1, Ordering::Relaxed);
+                        serve_connection(&dp, ns, stream, peer).await;
+                        dp.active.fetch_sub(1, Ordering::Relaxed);
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(namespace = %ns_name, error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
@@ -108,7 +119,7 @@ pub fn serve(
 }
 
 async fn serve_connection(
-    dp: Arc<Dataplane>,
+    dp: &Arc<Dataplane>,
     ns: NsId,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -123,192 +134,283 @@ async fn serve_connection(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay");
     }
-    let header_timeout = dp.config.header_read_timeout;
-    let svc = service_fn(move |req| {
-        let dp = Arc::clone(&dp);
-        async move { Ok::<_, Infallible>(handle(&dp, ns, local, peer, req).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(stream), svc);
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, error = %e, "client connection ended with an error");
-    }
-}
-
-async fn handle(
-    dp: &Dataplane,
-    ns: NsId,
-    local: SocketAddrV4,
-    peer: SocketAddr,
-    mut req: Request<Incoming>,
-) -> Response<ProxyBody> {
     let key = ListenerKey {
         ns,
         vip: *local.ip(),
         port: local.port(),
     };
-    // Resolve everything the request needs from the snapshot up front, so no
-    // snapshot guard is held across an await.
-    let (service, target_group, target) = {
-        let table = dp.routes.load();
-        let Some(vip) = table.listeners.get(&key) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                "no service listens on this address\n",
-            );
-        };
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host());
-        let Some(route) = vip.route(host) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                "no service of that name on this address\n",
-            );
-        };
-        let forward = match route.action_for(req.method(), req.uri().path(), req.headers()) {
-            Action::FixedResponse(status) => return text(*status, ""),
-            Action::Forward(f) => f,
-        };
-        let Some(group) = forward.pick() else {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
-        };
-        let Some(target) = group.next_target() else {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
-        };
-        (
-            Arc::clone(&route.service),
-            Arc::clone(&group.name),
-            target.clone(),
-        )
+    let tls = match dp.routes.load().listeners.get(&key) {
+        Some(v) => v.tls,
+        // Steered but no longer configured: the snapshot changed between the
+        // kernel's steering and this accept.
+        None => return,
     };
-
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    match Uri::builder()
-        .scheme("http")
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-    {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot build upstream URI");
-            return text(StatusCode::BAD_REQUEST, "Bad Request\n");
-        }
+    let activity = Arc::new(Activity::default());
+    let io = IdleIo {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    };
+    if !tls {
+        let conn = Conn::new(ns, local, peer, None);
+        serve_http(dp, io, conn, Version::Auto, activity).await;
+        return;
     }
-    strip_hop_by_hop(req.headers_mut());
-    add_forwarded(req.headers_mut(), peer, local.port());
-
-    let method = req.method().clone();
-    let result = tokio::time::timeout(dp.config.request_timeout, dp.client.request(req)).await;
-    let response = match result {
-        Ok(Ok(mut resp)) => {
-            strip_hop_by_hop(resp.headers_mut());
-            resp.map(Either::Left)
-        }
-        Ok(Err(e)) if e.is_connect() => {
-            tracing::warn!(%service, %target_group, target = %target.addr, error = %e, "target connection failed");
-            text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
-        }
+    // HTTPS: read the ClientHello, pick the service by SNI, then handshake,
+    // all within the header timeout so a silent client cannot hold a slot.
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        let config = {
+            let table = dp.routes.load();
+            table
+                .listeners
+                .get(&key)
+                .and_then(|v| v.route(sni.as_deref()))
+                .and_then(|s| s.listener.tls.clone())
+        };
+        let Some(config) = config else {
+            return Err(std::io::Error::other(format!(
+                "no HTTPS service for server name {sni:?}"
+            )));
+        };
+        let stream = start.into_stream(config).await?;
+        Ok::<_, std::io::Error>((stream, sni))
+    };
+    let (stream, sni) = match tokio::time::timeout(dp.config.header_read_timeout, handshake).await {
+        Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::warn!(%service, %target_group, target = %target.addr, error = %e, "target request failed");
-            text(StatusCode::BAD_GATEWAY, "Bad Gateway\n")
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
         }
         Err(_) => {
-            tracing::warn!(%service, %target_group, target = %target.addr, "target timed out");
-            text(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n")
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
         }
     };
-    tracing::debug!(%service, %target_group, target = %target.addr, %peer, %method, status = response.status().as_u16(), "request");
-    response
+    let (_, session) = stream.get_ref();
+    let version = if session.alpn_protocol() == Some(b"h2") {
+        Version::H2
+    } else {
+        Version::H1
+    };
+    let tls_info = request::TlsInfo {
+        sni: sni.unwrap_or_default(),
+        version: match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "-",
+        },
+        cipher: session
+            .negotiated_cipher_suite()
+            .and_then(|c| c.suite().as_str())
+            .unwrap_or("-"),
+    };
+    let conn = Conn::new(ns, local, peer, Some(tls_info));
+    serve_http(dp, stream, conn, version, activity).await;
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
-        body.as_bytes(),
-    ))));
-    *resp.status_mut() = status;
-    if !body.is_empty() {
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-    }
-    resp
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// HTTP/1.1, or HTTP/2 with prior knowledge (cleartext).
+    Auto,
+    H1,
+    H2,
 }
 
-/// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1),
-/// plus any the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
+async fn serve_http<I>(
+    dp: &Arc<Dataplane>,
+    io: I,
+    conn: Conn,
+    version: Version,
+    activity: Arc<Activity>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let peer = conn.peer;
+    let svc = {
+        let dp = Arc::clone(dp);
+        let activity = Arc::clone(&activity);
+        service_fn(move |req| {
+            let dp = Arc::clone(&dp);
+            let conn = Arc::clone(&conn);
+            let guard = activity.request();
+            async move {
+                let resp = request::handle(&dp, &conn, req).await;
+                drop(guard);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    let builder = match version {
+        Version::Auto => &dp.servers.auto,
+        Version::H1 => &dp.servers.h1,
+        Version::H2 => &dp.servers.h2,
+    };
+    let serving = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(serving);
+    let idle = dp.config.idle_timeout;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = serving.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep(idle), if !closing => {
+                if activity.idle_for() >= idle {
+                    tracing::debug!(%peer, "closing idle client connection");
+                    serving.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
     }
 }
 
-/// X-Forwarded-* as Lattice sends them. Client-sent copies are replaced: the
-/// proxy is the only party that knows who connected.
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, port: u16) {
-    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    static XFP: HeaderName = HeaderName::from_static("x-forwarded-port");
-    static XFPROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
-        headers.insert(&XFF, v);
-    }
-    headers.insert(&XFP, HeaderValue::from(port));
-    headers.insert(&XFPROTO, HeaderValue::from_static("http"));
+/// When a connection last moved bytes, and how many requests are open on it.
+#[derive(Debug)]
+struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+    open: AtomicUsize,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+        }
+    }
+}
 
-    #[test]
-    fn hop_by_hop_headers_are_removed_with_the_ones_connection_lists() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        let left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
-        assert_eq!(left, ["x-kept"]);
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    #[test]
-    fn forwarded_headers_replace_client_copies() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
-        add_forwarded(&mut h, "10.0.16.7:5555".parse().unwrap(), 80);
-        assert_eq!(h["x-forwarded-for"], "10.0.16.7");
-        assert_eq!(h["x-forwarded-port"], "80");
-        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    /// Time since the last byte moved; zero while a request is open (a
+    /// target may take long to answer; the request timeout covers that).
+    fn idle_for(&self) -> Duration {
+        if self.open.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+
+    fn request(self: &Arc<Self>) -> OpenRequest {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenRequest(Arc::clone(self))
+    }
+}
+
+struct OpenRequest(Arc<Activity>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A client stream that records activity for the idle timeout.
+struct IdleIo<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The HTTP server settings per kind of connection.
+pub(crate) struct Servers {
+    auto: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    h1: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    h2: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+}
+
+impl std::fmt::Debug for Servers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Servers").finish_non_exhaustive()
+    }
+}
+
+impl Servers {
+    pub(crate) fn new(config: &crate::ProxyConfig) -> Self {
+        let make = || {
+            let mut b =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            b.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(config.header_read_timeout)
+                // hyper answers 431 when a request head outgrows this.
+                .max_buf_size(config.max_header_bytes.max(8192))
+                .max_headers(config.max_headers);
+            b.http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+                .max_concurrent_streams(1024);
+            b
+        };
+        Self {
+            auto: make(),
+            h1: make().http1_only(),
+            h2: make().http2_only(),
+        }
     }
 }

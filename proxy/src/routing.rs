@@ -39,27 +39,54 @@ pub struct RouteTable {
 
 /// The listeners behind one VIP:port. Services share VIPs once there are
 /// more services than addresses; requests are then told apart by the name
-/// the client asked for (Host), as Lattice does with its DNS names.
+/// the client asked for (SNI, then Host), as Lattice does with its DNS names.
 #[derive(Debug, Default)]
 pub struct VipRoutes {
     /// Listeners by lowercase host name (the service's DNS name and custom
     /// domain name).
-    pub by_host: HashMap<Box<str>, Arc<ListenerRoute>>,
+    pub by_host: HashMap<Box<str>, Arc<Served>>,
     /// The listener when only one service uses this VIP:port: it answers
     /// whatever the Host header says (clients may dial the VIP directly).
-    pub only: Option<Arc<ListenerRoute>>,
+    pub only: Option<Arc<Served>>,
+    /// Whether the listeners here are HTTPS (the plan never mixes HTTP and
+    /// HTTPS on one VIP:port).
+    pub tls: bool,
     services: usize,
+}
+
+/// A service listener as reached from one client namespace: the listener,
+/// and the service network the client reached it through.
+#[derive(Debug)]
+pub struct Served {
+    /// The listener.
+    pub listener: Arc<ListenerRoute>,
+    /// The service network and client VPC.
+    pub network: Arc<NetworkRoute>,
+}
+
+/// A service network as seen from one associated namespace.
+#[derive(Debug, Default)]
+pub struct NetworkRoute {
+    /// Service network ARN.
+    pub arn: Arc<str>,
+    /// The client namespace's VPC id (its name) and ARN.
+    pub vpc_id: Arc<str>,
+    /// ARN of the client VPC (`x-amzn-lattice-network`, access logs).
+    pub vpc_arn: Arc<str>,
+    /// The network's access log destinations.
+    pub logs: Vec<Arc<crate::access_log::Destination>>,
 }
 
 impl VipRoutes {
     /// Adds a service's listener under its host names.
-    pub fn add(&mut self, hosts: &[String], route: &Arc<ListenerRoute>) {
+    pub fn add(&mut self, hosts: &[String], served: &Arc<Served>) {
         for h in hosts {
             self.by_host
-                .insert(h.to_ascii_lowercase().into(), Arc::clone(route));
+                .insert(h.to_ascii_lowercase().into(), Arc::clone(served));
         }
+        self.tls |= served.listener.https;
         self.services += 1;
-        self.only = (self.services == 1).then(|| Arc::clone(route));
+        self.only = (self.services == 1).then(|| Arc::clone(served));
     }
 
     /// Whether no service is behind this VIP:port.
@@ -68,7 +95,7 @@ impl VipRoutes {
     }
 
     /// The listener for a request whose Host (without port) is `host`.
-    pub fn route(&self, host: Option<&str>) -> Option<&Arc<ListenerRoute>> {
+    pub fn route(&self, host: Option<&str>) -> Option<&Arc<Served>> {
         if let Some(only) = &self.only {
             return Some(only);
         }
@@ -93,8 +120,20 @@ impl VipRoutes {
 pub struct ListenerRoute {
     /// Service name, for logs.
     pub service: Arc<str>,
+    /// Service ARN.
+    pub service_arn: Arc<str>,
     /// Listener name, for logs.
     pub listener: Arc<str>,
+    /// Whether the listener is HTTPS.
+    pub https: bool,
+    /// TLS server configuration of an HTTPS listener (its service's
+    /// certificate); `None` for HTTP, and for HTTPS when no certificate
+    /// could be made (handshakes are then refused).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The service's access log destinations.
+    pub logs: Vec<Arc<crate::access_log::Destination>>,
+    /// Request counters of the service.
+    pub metrics: Arc<crate::metrics::RequestMetrics>,
     /// Rules, sorted by ascending priority.
     pub rules: Vec<Rule>,
     /// What happens when no rule matches.
@@ -247,6 +286,11 @@ impl Forward {
         Self { groups, total }
     }
 
+    /// The groups with a weight above 0.
+    pub fn groups(&self) -> impl Iterator<Item = &Arc<TargetGroupRoute>> {
+        self.groups.iter().map(|(_, g)| g)
+    }
+
     /// Picks a group with probability weight/total; `None` if all weights are 0.
     pub fn pick(&self) -> Option<&Arc<TargetGroupRoute>> {
         self.pick_with(fastrand::u32(..self.total.max(1)))
@@ -268,51 +312,117 @@ impl Forward {
 pub struct TargetGroupRoute {
     /// Name, for logs.
     pub name: Arc<str>,
-    /// Namespace the targets live in.
-    pub ns: NsId,
-    /// Targets, rotated round robin.
-    pub targets: Vec<Target>,
+    /// ARN (headers, access logs, function events).
+    pub arn: Arc<str>,
+    /// What the targets are.
+    pub kind: GroupKind,
+    /// Request counters of the group.
+    pub metrics: Arc<crate::metrics::RequestMetrics>,
     next: AtomicUsize,
+}
+
+/// The kinds of target group, as the data path tells them apart.
+#[derive(Debug)]
+pub enum GroupKind {
+    /// Addresses in a namespace: IP targets, instances and load balancers
+    /// resolved through the inventory.
+    Hosts {
+        /// Namespace the targets live in.
+        ns: NsId,
+        /// HTTPS toward targets.
+        https: bool,
+        /// HTTP/1.1, HTTP/2 or gRPC (HTTP/2).
+        version: TargetVersion,
+        /// Targets, rotated round robin among the healthy.
+        targets: Vec<Target>,
+    },
+    /// A function invoked over the Lambda Invoke API.
+    Lambda(LambdaTarget),
+}
+
+/// A LAMBDA target group's function.
+#[derive(Debug)]
+pub struct LambdaTarget {
+    /// Function name or ARN as registered.
+    pub function: Arc<str>,
+    /// Event structure version ("1.0" or "2.0").
+    pub event_v2: bool,
+}
+
+/// Protocol version toward targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TargetVersion {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2.
+    Http2,
+    /// gRPC (HTTP/2).
+    Grpc,
 }
 
 impl TargetGroupRoute {
     /// Builds a target group route.
-    pub fn new(name: Arc<str>, ns: NsId, targets: Vec<Target>) -> Self {
+    pub fn new(name: Arc<str>, arn: Arc<str>, kind: GroupKind) -> Self {
         Self {
             name,
-            ns,
-            targets,
+            arn,
+            kind,
+            metrics: Arc::default(),
             next: AtomicUsize::new(0),
         }
     }
 
-    /// The next target, round robin; `None` if the group is empty.
+    /// Sets the counters (shared across snapshots by the registry).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::RequestMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The next target, round robin over the targets that are not known to
+    /// be unhealthy; when every target is unhealthy, over all of them (fail
+    /// open, as Lattice does). `None` if there are no targets.
     pub fn next_target(&self) -> Option<&Target> {
-        if self.targets.is_empty() {
+        let GroupKind::Hosts { targets, .. } = &self.kind else {
+            return None;
+        };
+        let n = targets.len();
+        if n == 0 {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-        self.targets.get(i)
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            let t = &targets[(start + k) % n];
+            if t.health.routable() {
+                return Some(t);
+            }
+        }
+        targets.get(start % n)
     }
 }
 
 /// One target.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// Target id as registered (address, instance id or ALB ARN).
+    pub id: Arc<str>,
     /// Address inside the target group's namespace.
     pub addr: SocketAddrV4,
     /// Authority the upstream client is given; it encodes namespace and
     /// address so that equal addresses in different namespaces never share a
     /// pooled connection (see `upstream`).
     pub authority: Authority,
+    /// Health as the checker last saw it.
+    pub health: Arc<crate::health::TargetHealth>,
 }
 
 impl Target {
-    /// Builds a target in namespace `ns`.
+    /// Builds a target in namespace `ns`, of unknown health.
     pub fn new(ns: NsId, addr: SocketAddrV4) -> Self {
         Self {
+            id: addr.ip().to_string().into(),
             addr,
             authority: crate::upstream::authority_for(ns, addr),
+            health: Arc::default(),
         }
     }
 }
@@ -321,11 +431,20 @@ impl Target {
 mod tests {
     use super::*;
 
+    fn hosts(targets: Vec<Target>) -> GroupKind {
+        GroupKind::Hosts {
+            ns: 1,
+            https: false,
+            version: TargetVersion::Http1,
+            targets,
+        }
+    }
+
     fn group(name: &str) -> Arc<TargetGroupRoute> {
         Arc::new(TargetGroupRoute::new(
             name.into(),
-            1,
-            vec![Target::new(1, "10.0.0.1:80".parse().unwrap())],
+            name.into(),
+            hosts(vec![Target::new(1, "10.0.0.1:80".parse().unwrap())]),
         ))
     }
 
@@ -356,23 +475,44 @@ mod tests {
     fn round_robin_visits_every_target() {
         let g = TargetGroupRoute::new(
             "g".into(),
-            1,
-            vec![
+            "g".into(),
+            hosts(vec![
                 Target::new(1, "10.0.0.1:80".parse().unwrap()),
                 Target::new(1, "10.0.0.2:80".parse().unwrap()),
-            ],
+            ]),
         );
         let seen: Vec<_> = (0..4).map(|_| g.next_target().unwrap().addr).collect();
         assert_eq!(seen[0], seen[2]);
         assert_ne!(seen[0], seen[1]);
     }
 
-    fn listener(name: &str) -> Arc<ListenerRoute> {
-        Arc::new(ListenerRoute {
-            service: name.into(),
-            listener: "l".into(),
-            rules: vec![],
-            default_action: Action::FixedResponse(StatusCode::OK),
+    #[test]
+    fn unhealthy_targets_are_skipped_until_all_are_unhealthy() {
+        let a = Target::new(1, "10.0.0.1:80".parse().unwrap());
+        let b = Target::new(1, "10.0.0.2:80".parse().unwrap());
+        let g = TargetGroupRoute::new("g".into(), "g".into(), hosts(vec![a.clone(), b.clone()]));
+        a.health.set(crate::health::Status::Unhealthy);
+        assert!((0..10).all(|_| g.next_target().unwrap().addr == b.addr));
+        b.health.set(crate::health::Status::Unhealthy);
+        let seen: std::collections::HashSet<_> =
+            (0..10).map(|_| g.next_target().unwrap().addr).collect();
+        assert_eq!(seen.len(), 2, "all unhealthy: fail open over all targets");
+    }
+
+    fn listener(name: &str) -> Arc<Served> {
+        Arc::new(Served {
+            listener: Arc::new(ListenerRoute {
+                service: name.into(),
+                service_arn: name.into(),
+                listener: "l".into(),
+                https: false,
+                tls: None,
+                logs: vec![],
+                metrics: Arc::default(),
+                rules: vec![],
+                default_action: Action::FixedResponse(StatusCode::OK),
+            }),
+            network: Arc::default(),
         })
     }
 
@@ -380,8 +520,11 @@ mod tests {
     fn a_vip_with_one_service_answers_any_host() {
         let mut v = VipRoutes::default();
         v.add(&["svc1-abc.example".into()], &listener("svc1"));
-        assert_eq!(&*v.route(None).unwrap().service, "svc1");
-        assert_eq!(&*v.route(Some("169.254.171.1")).unwrap().service, "svc1");
+        assert_eq!(&*v.route(None).unwrap().listener.service, "svc1");
+        assert_eq!(
+            &*v.route(Some("169.254.171.1")).unwrap().listener.service,
+            "svc1"
+        );
     }
 
     #[test]
@@ -392,9 +535,15 @@ mod tests {
             &listener("svc1"),
         );
         v.add(&["svc2-def.example".into()], &listener("svc2"));
-        assert_eq!(&*v.route(Some("svc2-def.example")).unwrap().service, "svc2");
         assert_eq!(
-            &*v.route(Some("SHOP.example.com:80")).unwrap().service,
+            &*v.route(Some("svc2-def.example")).unwrap().listener.service,
+            "svc2"
+        );
+        assert_eq!(
+            &*v.route(Some("SHOP.example.com:80"))
+                .unwrap()
+                .listener
+                .service,
             "svc1"
         );
         assert!(v.route(Some("other.example")).is_none());
@@ -405,7 +554,12 @@ mod tests {
     fn rules_match_in_priority_order_and_fall_back_to_default() {
         let route = ListenerRoute {
             service: "s".into(),
+            service_arn: "s".into(),
             listener: "l".into(),
+            https: false,
+            tls: None,
+            logs: vec![],
+            metrics: Arc::default(),
             rules: vec![
                 Rule {
                     name: "exact".into(),

@@ -23,9 +23,17 @@ use std::{
 
 use arc_swap::ArcSwap;
 use http::{uri::Authority, Uri};
-use hyper_util::rt::TokioIo;
+use hyper_util::{
+    client::legacy::connect::{Connected, Connection},
+    rt::TokioIo,
+};
+use rustls::pki_types::ServerName;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpSocket, TcpStream},
+};
+use tokio_rustls::{client::TlsStream, TlsConnector};
 
 use crate::{netns::NetNs, routing::NsId};
 
@@ -58,6 +66,94 @@ pub enum Error {
     /// Connect did not finish in time.
     #[error("connecting to {0}: timed out")]
     ConnectTimeout(SocketAddrV4),
+    /// The TLS handshake with an HTTPS target failed.
+    #[error("TLS handshake with {target}: {error}")]
+    Tls {
+        /// Target address.
+        target: SocketAddrV4,
+        /// Cause.
+        #[source]
+        error: std::io::Error,
+    },
+}
+
+/// A connection to a target: plain TCP, or TLS for HTTPS target groups.
+#[derive(Debug)]
+pub enum Stream {
+    /// HTTP.
+    Plain(TcpStream),
+    /// HTTPS.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        match self {
+            Self::Plain(_) => Connected::new(),
+            Self::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Connected::new().negotiated_h2()
+            }
+            Self::Tls(_) => Connected::new(),
+        }
+    }
 }
 
 /// The source addresses connections to targets are bound to.
@@ -112,12 +208,24 @@ pub fn parse_authority(uri: &Uri) -> Option<(NsId, SocketAddrV4)> {
     Some((ns, SocketAddrV4::new(octets.into(), port)))
 }
 
-/// hyper-util connector creating sockets in target namespaces.
-#[derive(Clone, Debug)]
+/// hyper-util connector creating sockets in target namespaces. `https`
+/// URIs get TLS, offering h2 or http/1.1 as the connector was made for.
+#[derive(Clone)]
 pub struct NsConnector {
     namespaces: Arc<ArcSwap<NsMap>>,
     sources: Arc<SourcePool>,
     connect_timeout: Duration,
+    tls_h1: TlsConnector,
+    tls_h2: TlsConnector,
+    h2: bool,
+}
+
+impl std::fmt::Debug for NsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NsConnector")
+            .field("h2", &self.h2)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NsConnector {
@@ -126,11 +234,38 @@ impl NsConnector {
         namespaces: Arc<ArcSwap<NsMap>>,
         sources: Arc<SourcePool>,
         connect_timeout: Duration,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, rustls::Error> {
+        Ok(Self {
             namespaces,
             sources,
             connect_timeout,
+            tls_h1: TlsConnector::from(crate::tls::target_client_config(&[b"http/1.1"])?),
+            tls_h2: TlsConnector::from(crate::tls::target_client_config(&[b"h2"])?),
+            h2: false,
+        })
+    }
+
+    /// The same connector offering h2 to HTTPS targets.
+    pub fn for_h2(&self) -> Self {
+        Self {
+            h2: true,
+            ..self.clone()
+        }
+    }
+
+    /// TLS over `stream` toward an HTTPS target, offering h2 or http/1.1.
+    pub async fn tls(
+        &self,
+        stream: TcpStream,
+        target: SocketAddrV4,
+        h2: bool,
+    ) -> Result<Stream, Error> {
+        let tls = if h2 { &self.tls_h2 } else { &self.tls_h1 };
+        let name = ServerName::IpAddress(std::net::IpAddr::V4(*target.ip()).into());
+        match tokio::time::timeout(self.connect_timeout, tls.connect(name, stream)).await {
+            Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s))),
+            Ok(Err(error)) => Err(Error::Tls { target, error }),
+            Err(_) => Err(Error::ConnectTimeout(target)),
         }
     }
 
@@ -189,7 +324,7 @@ fn bind_address_no_port(socket: &Socket) -> std::io::Result<()> {
 }
 
 impl tower_service::Service<Uri> for NsConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Stream>;
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
 
@@ -202,7 +337,13 @@ impl tower_service::Service<Uri> for NsConnector {
         Box::pin(async move {
             let (ns, target) =
                 parse_authority(&uri).ok_or_else(|| Error::BadAuthority(uri.to_string()))?;
-            this.connect(ns, target).await.map(TokioIo::new)
+            let stream = this.connect(ns, target).await?;
+            let stream = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+                this.tls(stream, target, this.h2).await?
+            } else {
+                Stream::Plain(stream)
+            };
+            Ok(TokioIo::new(stream))
         })
     }
 }

@@ -33,6 +33,20 @@ pub struct Config {
     /// Which VPCs (network namespaces) are associated with which service networks.
     #[serde(default)]
     pub service_network_vpc_associations: Vec<ServiceNetworkVpcAssociation>,
+    /// Access log subscriptions of services and service networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_log_subscriptions: Vec<AccessLogSubscription>,
+}
+
+/// `CreateAccessLogSubscription` input.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogSubscription {
+    /// Name of the service or service network.
+    pub resource_identifier: String,
+    /// CloudWatch Logs log group, S3 bucket or Firehose stream ARN (see the
+    /// README for the local files each maps to).
+    pub destination_arn: String,
 }
 
 /// `AuthType`.
@@ -55,6 +69,10 @@ pub struct ServiceNetwork {
     /// Auth type.
     #[serde(default)]
     pub auth_type: AuthType,
+    /// latticed extension: the ARN (the API sets it; config files get
+    /// `arn:aws:vpc-lattice:REGION:ACCOUNT:servicenetwork/NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
 }
 
 /// `CreateService` input plus its listeners.
@@ -69,6 +87,15 @@ pub struct Service {
     /// Custom domain name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_domain_name: Option<String>,
+    /// A user-supplied certificate for HTTPS listeners:
+    /// `arn:aws:acm:REGION:ACCOUNT:certificate/ID` names
+    /// `STATE_DIR/certificates/ID/{chain.pem,key.pem}`. Without it, the
+    /// local CA issues one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_arn: Option<String>,
+    /// latticed extension: the ARN (see `ServiceNetwork::arn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
     /// latticed extension: the VIP to use, in 169.254.171.1-191. Services
     /// may share one when each has a `dnsName` or `customDomainName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,6 +310,9 @@ pub struct TargetGroup {
     /// Registered targets.
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// latticed extension: the ARN (see `ServiceNetwork::arn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
 }
 
 /// `TargetGroupConfig`.
@@ -304,9 +334,56 @@ pub struct TargetGroupConfig {
     /// IPV4 or IPV6.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_address_type: Option<String>,
-    /// Health check configuration (kept; evaluated by the L7 proxy issue).
+    /// Health check configuration (Lattice's `HealthCheckConfig`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check: Option<serde_json::Value>,
+    pub health_check: Option<HealthCheck>,
+    /// LAMBDA groups: event structure `V1` (default) or `V2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_event_structure_version: Option<String>,
+}
+
+/// `HealthCheckConfig`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Whether checks run (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// HTTP or HTTPS (default: the group's protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<TargetGroupProtocol>,
+    /// HTTP1 or HTTP2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// Port (default: the target's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// Path (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Seconds between checks, 5-300 (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_interval_seconds: Option<u32>,
+    /// Seconds a check may take, 1-120 (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_timeout_seconds: Option<u32>,
+    /// Successes to become healthy, 2-10 (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold_count: Option<u32>,
+    /// Failures to become unhealthy, 2-10 (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold_count: Option<u32>,
+    /// Status codes that count as healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<Matcher>,
+}
+
+/// `Matcher`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Matcher {
+    /// `200`, `200,204` or `200-299`.
+    pub http_code: String,
 }
 
 /// `Target`.

@@ -115,7 +115,7 @@ impl Plan {
         {
             for l in &svc.listeners {
                 let at = SocketAddrV4::new(svc.vip, l.port);
-                for ns in &svc.reachable_from {
+                for ns in svc.reachable_from.keys() {
                     let per_ns = self.steered.entry(ns.clone()).or_default();
                     count(per_ns, at, add);
                     if per_ns.is_empty() {
@@ -147,10 +147,11 @@ impl Plan {
             Some(g) => self.target_groups.insert(name.into(), Arc::clone(g)),
             None => self.target_groups.remove(name),
         };
-        if let Some(g) = old.filter(|g| exists(&g.namespace)) {
+        let real = |g: &Arc<PlannedTargetGroup>| !g.namespace.is_empty() && exists(&g.namespace);
+        if let Some(g) = old.filter(real) {
             count(&mut self.targets_in, g.namespace.clone(), false);
         }
-        if let Some(g) = new.filter(|g| exists(&g.namespace)) {
+        if let Some(g) = new.filter(real) {
             count(&mut self.targets_in, g.namespace.clone(), true);
         }
     }
@@ -173,8 +174,26 @@ pub struct PlannedService {
     pub hosts: Vec<String>,
     /// Listeners.
     pub listeners: Vec<PlannedListener>,
-    /// Namespaces it is reachable from.
-    pub reachable_from: BTreeSet<String>,
+    /// Namespaces it is reachable from, each through a service network
+    /// (the first by name when several connect them).
+    pub reachable_from: BTreeMap<String, Arc<PlannedNetwork>>,
+    /// ARN, when the API assigned one.
+    pub arn: Option<String>,
+    /// Id of a user-supplied certificate (`certificate/ID`), if any.
+    pub certificate: Option<String>,
+    /// Access log destinations of the service's own subscriptions.
+    pub logs: Vec<String>,
+}
+
+/// A service network, as a service is reached through it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedNetwork {
+    /// Name.
+    pub name: String,
+    /// ARN, when the API assigned one.
+    pub arn: Option<String>,
+    /// Access log destinations of the network's subscriptions.
+    pub logs: Vec<String>,
 }
 
 /// A listener.
@@ -182,6 +201,8 @@ pub struct PlannedService {
 pub struct PlannedListener {
     /// Name.
     pub name: String,
+    /// HTTPS (else HTTP).
+    pub https: bool,
     /// Port.
     pub port: u16,
     /// Rules sorted by priority.
@@ -223,10 +244,47 @@ pub enum PlannedAction {
 pub struct PlannedTargetGroup {
     /// Name.
     pub name: String,
-    /// Namespace of its targets.
+    /// ARN, when the API assigned one.
+    pub arn: Option<String>,
+    /// Namespace of its targets (empty for LAMBDA groups).
     pub namespace: String,
-    /// Target addresses.
-    pub targets: Vec<SocketAddrV4>,
+    /// What the targets are.
+    pub kind: PlannedKind,
+    /// Targets.
+    pub targets: Vec<PlannedTarget>,
+    /// Health checks (`None` for LAMBDA groups).
+    pub health: Option<latticed_proxy::health::CheckConfig>,
+}
+
+/// How a group's targets are reached.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlannedKind {
+    /// IP addresses, instances or load balancers in `namespace`.
+    Hosts {
+        /// The target group type (instances and load balancers are resolved
+        /// through the inventory).
+        type_: TargetGroupType,
+        /// HTTPS toward targets.
+        https: bool,
+        /// Protocol version.
+        version: latticed_proxy::routing::TargetVersion,
+    },
+    /// A function.
+    Lambda {
+        /// Event structure 2.0 (else 1.0).
+        v2: bool,
+    },
+}
+
+/// A registered target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedTarget {
+    /// Id as registered: address, instance id, ALB ARN or function ARN.
+    pub id: String,
+    /// Address, for IP targets.
+    pub ip: Option<Ipv4Addr>,
+    /// Port (0 for functions).
+    pub port: u16,
 }
 
 #[derive(Default)]
@@ -323,71 +381,7 @@ pub fn plan_with(
                 format!("target group {:?} is defined twice", tg.name),
             );
         }
-        if tg.type_ != TargetGroupType::Ip {
-            errs.add(
-                format!("{base}.type"),
-                format!("{:?} target groups are not supported yet; use IP", tg.type_),
-            );
-        }
-        let Some(cfg) = &tg.config else {
-            errs.add(format!("{base}.config"), "required for IP target groups");
-            target_groups.push(PlannedTargetGroup {
-                name: tg.name.clone(),
-                namespace: String::new(),
-                targets: vec![],
-            });
-            continue;
-        };
-        if let Some(p) = cfg.protocol {
-            if p != TargetGroupProtocol::Http {
-                errs.add(
-                    format!("{base}.config.protocol"),
-                    format!("{p:?} targets are not supported yet; use HTTP"),
-                );
-            }
-        }
-        let port = check_port(&mut errs, &format!("{base}.config.port"), cfg.port, None);
-        let namespace = match &cfg.vpc_identifier {
-            None => {
-                errs.add(
-                    format!("{base}.config.vpcIdentifier"),
-                    "required for IP target groups",
-                );
-                String::new()
-            }
-            Some(ns) => {
-                check_namespace(&mut errs, &format!("{base}.config.vpcIdentifier"), ns);
-                ns.clone()
-            }
-        };
-        let mut targets = Vec::new();
-        for (j, t) in tg.targets.iter().enumerate() {
-            let tf = format!("{base}.targets[{j}]");
-            let ip = match t.id.parse::<Ipv4Addr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    errs.add(
-                        format!("{tf}.id"),
-                        format!("{:?} is not an IPv4 address", t.id),
-                    );
-                    None
-                }
-            };
-            let tport = check_port(&mut errs, &format!("{tf}.port"), t.port, port);
-            if let (Some(ip), Some(p)) = (ip, tport) {
-                let addr = SocketAddrV4::new(ip, p);
-                if targets.contains(&addr) {
-                    errs.add(tf, format!("target {addr} is registered twice"));
-                } else {
-                    targets.push(addr);
-                }
-            }
-        }
-        target_groups.push(PlannedTargetGroup {
-            name: tg.name.clone(),
-            namespace,
-            targets,
-        });
+        target_groups.push(plan_group(&mut errs, &base, tg, &check_namespace));
     }
 
     // Services, VIPs and listeners.
@@ -441,10 +435,10 @@ pub fn plan_with(
                     format!("listener {:?} is defined twice in this service", l.name),
                 );
             }
-            if l.protocol != ListenerProtocol::Http {
+            if l.protocol == ListenerProtocol::TlsPassthrough {
                 errs.add(
                     format!("{lb}.protocol"),
-                    format!("{:?} listeners are not supported yet; use HTTP", l.protocol),
+                    "TLS_PASSTHROUGH listeners are not supported yet; use HTTP or HTTPS",
                 );
             }
             let default_port = if l.protocol == ListenerProtocol::Http {
@@ -592,6 +586,7 @@ pub fn plan_with(
             rules.sort_by_key(|r| r.priority);
             listeners.push(PlannedListener {
                 name: l.name.clone(),
+                https: l.protocol == ListenerProtocol::Https,
                 port,
                 rules,
                 default_action,
@@ -603,15 +598,80 @@ pub fn plan_with(
             .chain(svc.custom_domain_name.iter())
             .map(|h| h.to_ascii_lowercase())
             .collect();
+        let certificate = svc.certificate_arn.as_ref().and_then(|arn| {
+            let id = arn
+                .strip_prefix("arn:")
+                .filter(|_| arn.contains(":acm:"))
+                .and_then(|_| arn.rsplit_once(":certificate/"))
+                .map(|(_, id)| id)
+                .filter(|id| {
+                    !id.is_empty()
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                });
+            if id.is_none() {
+                errs.add(
+                    format!("{base}.certificateArn"),
+                    format!("{arn:?} is not arn:aws:acm:REGION:ACCOUNT:certificate/ID with ID of a-z, 0-9 and -"),
+                );
+            }
+            id.map(str::to_owned)
+        });
         services.push(PlannedService {
             name: svc.name.clone(),
             vip,
             hosts,
             listeners,
-            reachable_from: BTreeSet::new(),
+            reachable_from: BTreeMap::new(),
+            arn: svc.arn.clone(),
+            certificate,
+            logs: Vec::new(),
         });
     }
-    // Services sharing a VIP:port must each have a name to be found by.
+    // Access log subscriptions.
+    let mut network_logs: HashMap<&str, Vec<String>> = HashMap::new();
+    for (i, a) in config.access_log_subscriptions.iter().enumerate() {
+        let f = format!("accessLogSubscriptions[{i}]");
+        if let Err(e) =
+            latticed_proxy::access_log::destination_path(Path::new("/"), &a.destination_arn)
+        {
+            errs.add(format!("{f}.destinationArn"), e.to_string());
+        }
+        let r = a.resource_identifier.as_str();
+        if let Some(&si) = service_index.get(r) {
+            if let Some(svc) = services.get_mut(si) {
+                svc.logs.push(a.destination_arn.clone());
+            }
+        } else if networks.contains_key(r) {
+            network_logs
+                .entry(r)
+                .or_default()
+                .push(a.destination_arn.clone());
+        } else {
+            errs.add(
+                format!("{f}.resourceIdentifier"),
+                format!("no service or service network {r:?}"),
+            );
+        }
+    }
+    let planned_networks: HashMap<&str, Arc<PlannedNetwork>> = config
+        .service_networks
+        .iter()
+        .map(|sn| {
+            (
+                sn.name.as_str(),
+                Arc::new(PlannedNetwork {
+                    name: sn.name.clone(),
+                    arn: sn.arn.clone(),
+                    logs: network_logs.remove(sn.name.as_str()).unwrap_or_default(),
+                }),
+            )
+        })
+        .collect();
+
+    // Services sharing a VIP:port must each have a name to be found by, and
+    // the same protocol.
     let mut sharing: HashMap<(Ipv4Addr, u16), Vec<usize>> = HashMap::new();
     for (i, svc) in services.iter().enumerate() {
         for l in &svc.listeners {
@@ -621,6 +681,18 @@ pub fn plan_with(
     let mut shared: Vec<_> = sharing.into_iter().filter(|(_, v)| v.len() > 1).collect();
     shared.sort();
     for ((vip, port), users) in shared {
+        let https = |i: usize| {
+            services[i]
+                .listeners
+                .iter()
+                .any(|l| l.port == port && l.https)
+        };
+        if users.iter().any(|&i| https(i) != https(users[0])) {
+            errs.add(
+                format!("services[{}].vip", users[users.len() - 1]),
+                format!("{vip}:{port} would mix HTTP and HTTPS listeners of different services"),
+            );
+        }
         for &i in &users {
             if services[i].hosts.is_empty() {
                 let others: Vec<&str> = users
@@ -697,8 +769,13 @@ pub fn plan_with(
             .into_iter()
             .flatten()
         {
-            if let Some(svc) = services.get_mut(s) {
-                svc.reachable_from.insert(a.vpc_identifier.clone());
+            if let (Some(svc), Some(net)) = (
+                services.get_mut(s),
+                planned_networks.get(a.service_network_identifier.as_str()),
+            ) {
+                svc.reachable_from
+                    .entry(a.vpc_identifier.clone())
+                    .or_insert_with(|| Arc::clone(net));
             }
         }
     }
@@ -722,6 +799,250 @@ pub fn plan_with(
         plan.set_group(&name, Some(Arc::new(tg)), exists);
     }
     Ok(plan)
+}
+
+/// Validates one target group and compiles it.
+fn plan_group(
+    errs: &mut Errors,
+    base: &str,
+    tg: &super::model::TargetGroup,
+    check_namespace: &dyn Fn(&mut Errors, &str, &str),
+) -> PlannedTargetGroup {
+    use latticed_proxy::{health, routing::TargetVersion};
+    let mut planned = PlannedTargetGroup {
+        name: tg.name.clone(),
+        arn: tg.arn.clone(),
+        namespace: String::new(),
+        kind: PlannedKind::Lambda { v2: false },
+        targets: Vec::new(),
+        health: None,
+    };
+    if tg.type_ == TargetGroupType::Lambda {
+        let v2 = match tg
+            .config
+            .as_ref()
+            .and_then(|c| c.lambda_event_structure_version.as_deref())
+        {
+            None | Some("V1") => false,
+            Some("V2") => true,
+            Some(other) => {
+                errs.add(
+                    format!("{base}.config.lambdaEventStructureVersion"),
+                    format!("{other:?} is not V1 or V2"),
+                );
+                false
+            }
+        };
+        planned.kind = PlannedKind::Lambda { v2 };
+        if tg.targets.len() > 1 {
+            errs.add(
+                format!("{base}.targets"),
+                "a LAMBDA target group holds one function",
+            );
+        }
+        for (j, t) in tg.targets.iter().enumerate() {
+            if !t.id.starts_with("arn:") || !t.id.contains(":function:") {
+                errs.add(
+                    format!("{base}.targets[{j}].id"),
+                    format!(
+                        "{:?} is not a function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)",
+                        t.id
+                    ),
+                );
+            }
+            planned.targets.push(PlannedTarget {
+                id: t.id.clone(),
+                ip: None,
+                port: 0,
+            });
+        }
+        return planned;
+    }
+    let what = format!("{:?}", tg.type_).to_uppercase();
+    let Some(cfg) = &tg.config else {
+        errs.add(
+            format!("{base}.config"),
+            format!("required for {what} target groups"),
+        );
+        return planned;
+    };
+    let protocol = cfg.protocol.unwrap_or(TargetGroupProtocol::Http);
+    if protocol == TargetGroupProtocol::Tcp {
+        errs.add(
+            format!("{base}.config.protocol"),
+            "TCP target groups (for TLS_PASSTHROUGH listeners) are not supported yet; use HTTP or HTTPS",
+        );
+    }
+    let https = protocol == TargetGroupProtocol::Https;
+    let version = match cfg.protocol_version.as_deref() {
+        None | Some("HTTP1") => TargetVersion::Http1,
+        Some("HTTP2") => TargetVersion::Http2,
+        Some("GRPC") => TargetVersion::Grpc,
+        Some(other) => {
+            errs.add(
+                format!("{base}.config.protocolVersion"),
+                format!("{other:?} is not HTTP1, HTTP2 or GRPC"),
+            );
+            TargetVersion::Http1
+        }
+    };
+    planned.kind = PlannedKind::Hosts {
+        type_: tg.type_,
+        https,
+        version,
+    };
+    let port = check_port(
+        errs,
+        &format!("{base}.config.port"),
+        cfg.port,
+        Some(if https { 443 } else { 80 }),
+    );
+    match &cfg.vpc_identifier {
+        None => errs.add(
+            format!("{base}.config.vpcIdentifier"),
+            format!("required for {what} target groups"),
+        ),
+        Some(ns) => {
+            check_namespace(errs, &format!("{base}.config.vpcIdentifier"), ns);
+            planned.namespace = ns.clone();
+        }
+    }
+    for (j, t) in tg.targets.iter().enumerate() {
+        let tf = format!("{base}.targets[{j}]");
+        let ip = match tg.type_ {
+            TargetGroupType::Ip => match t.id.parse::<Ipv4Addr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    errs.add(
+                        format!("{tf}.id"),
+                        format!("{:?} is not an IPv4 address", t.id),
+                    );
+                    None
+                }
+            },
+            TargetGroupType::Instance => {
+                if !t.id.starts_with("i-") {
+                    errs.add(
+                        format!("{tf}.id"),
+                        format!("{:?} is not an instance id (i-...)", t.id),
+                    );
+                }
+                None
+            }
+            _ => {
+                if !t.id.starts_with("arn:") || !t.id.contains(":loadbalancer/") {
+                    errs.add(
+                        format!("{tf}.id"),
+                        format!("{:?} is not a load balancer ARN", t.id),
+                    );
+                }
+                None
+            }
+        };
+        let Some(p) = check_port(errs, &format!("{tf}.port"), t.port, port) else {
+            continue;
+        };
+        if planned.targets.iter().any(|x| x.id == t.id && x.port == p) {
+            errs.add(tf, format!("target {}:{p} is registered twice", t.id));
+            continue;
+        }
+        planned.targets.push(PlannedTarget {
+            id: t.id.clone(),
+            ip,
+            port: p,
+        });
+    }
+    // Health checks, with Lattice's defaults.
+    let hc = cfg.health_check.clone().unwrap_or_default();
+    let hf = format!("{base}.config.healthCheck");
+    let mut check = health::CheckConfig {
+        https: hc
+            .protocol
+            .map_or(https, |p| p == TargetGroupProtocol::Https),
+        version: match hc.protocol_version.as_deref() {
+            None => {
+                if version == TargetVersion::Http1 {
+                    TargetVersion::Http1
+                } else {
+                    TargetVersion::Http2
+                }
+            }
+            Some("HTTP1") => TargetVersion::Http1,
+            Some("HTTP2") => TargetVersion::Http2,
+            Some(other) => {
+                errs.add(
+                    format!("{hf}.protocolVersion"),
+                    format!("{other:?} is not HTTP1 or HTTP2"),
+                );
+                TargetVersion::Http1
+            }
+        },
+        enabled: hc.enabled.unwrap_or(true),
+        ..Default::default()
+    };
+    if hc.protocol == Some(TargetGroupProtocol::Tcp) {
+        errs.add(format!("{hf}.protocol"), "must be HTTP or HTTPS");
+    }
+    if let Some(p) = hc.port {
+        check.port = check_port(errs, &format!("{hf}.port"), Some(p), None);
+    }
+    if let Some(path) = &hc.path {
+        if !path.starts_with('/') || path.len() > 2048 {
+            errs.add(
+                format!("{hf}.path"),
+                format!("{path:?} must start with / and be at most 2048 characters"),
+            );
+        }
+        check.path.clone_from(path);
+    }
+    let mut range = |field: &str, v: Option<u32>, lo: u32, hi: u32, default: u32| -> u32 {
+        match v {
+            None => default,
+            Some(v) if (lo..=hi).contains(&v) => v,
+            Some(v) => {
+                errs.add(format!("{hf}.{field}"), format!("{v} is outside {lo}-{hi}"));
+                default
+            }
+        }
+    };
+    let interval = range(
+        "healthCheckIntervalSeconds",
+        hc.health_check_interval_seconds,
+        5,
+        300,
+        30,
+    );
+    let timeout = range(
+        "healthCheckTimeoutSeconds",
+        hc.health_check_timeout_seconds,
+        1,
+        120,
+        5,
+    );
+    check.healthy_threshold = range(
+        "healthyThresholdCount",
+        hc.healthy_threshold_count,
+        2,
+        10,
+        5,
+    );
+    check.unhealthy_threshold = range(
+        "unhealthyThresholdCount",
+        hc.unhealthy_threshold_count,
+        2,
+        10,
+        2,
+    );
+    check.interval = std::time::Duration::from_secs(interval.into());
+    check.timeout = std::time::Duration::from_secs(timeout.into());
+    if let Some(m) = &hc.matcher {
+        match health::parse_matcher(&m.http_code) {
+            Ok(m) => check.matcher = m,
+            Err(e) => errs.add(format!("{hf}.matcher.httpCode"), e),
+        }
+    }
+    planned.health = Some(check);
+    planned
 }
 
 fn header_kind(m: &HeaderMatchType) -> Option<(MatchKind, &str)> {
@@ -923,7 +1244,10 @@ mod tests {
             ["vpc-a", "vpc-b"]
         );
         assert_eq!(
-            p.target_groups["app-b"].targets[0].to_string(),
+            format!(
+                "{}:{}",
+                p.target_groups["app-b"].targets[0].id, p.target_groups["app-b"].targets[0].port
+            ),
             "10.0.16.10:9090"
         );
         let rule = &p.services["service-a"].listeners[0].rules[0];

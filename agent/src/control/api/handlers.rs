@@ -420,6 +420,7 @@ impl State {
         cfg::ServiceNetwork {
             name: s(sn, "name").to_owned(),
             auth_type: auth_type(sn),
+            arn: sn["arn"].as_str().map(str::to_owned),
         }
     }
 
@@ -428,6 +429,8 @@ impl State {
             name: s(svc, "name").to_owned(),
             auth_type: auth_type(svc),
             custom_domain_name: svc["customDomainName"].as_str().map(str::to_owned),
+            certificate_arn: svc["certificateArn"].as_str().map(str::to_owned),
+            arn: svc["arn"].as_str().map(str::to_owned),
             vip: s(svc, "_vip").parse().ok(),
             dns_name: svc["dnsEntry"]["domainName"].as_str().map(str::to_owned),
             listeners: sorted(self.children(s(svc, "id"), Kind::Listener))
@@ -467,8 +470,16 @@ impl State {
                 protocol_version: c["protocolVersion"].as_str().map(str::to_owned),
                 vpc_identifier: c["vpcIdentifier"].as_str().map(str::to_owned),
                 ip_address_type: c["ipAddressType"].as_str().map(str::to_owned),
-                health_check: c.get("healthCheck").cloned(),
+                // Stored as the API accepted it, which the model validated.
+                health_check: c
+                    .get("healthCheck")
+                    .filter(|h| h.is_object())
+                    .and_then(|h| serde_json::from_value(h.clone()).ok()),
+                lambda_event_structure_version: c["lambdaEventStructureVersion"]
+                    .as_str()
+                    .map(str::to_owned),
             }),
+            arn: tg["arn"].as_str().map(str::to_owned),
             targets: tg["_targets"]
                 .as_array()
                 .into_iter()
@@ -520,7 +531,19 @@ impl State {
                 .into_iter()
                 .map(Self::snva_cfg)
                 .collect(),
+            access_log_subscriptions: sorted(self.of_kind(Kind::AccessLog))
+                .into_iter()
+                .filter_map(|a| self.als_cfg(a))
+                .collect(),
         }
+    }
+
+    fn als_cfg(&self, a: &Value) -> Option<cfg::AccessLogSubscription> {
+        let owner = self.records.get(s(a, "resourceId"))?;
+        Some(cfg::AccessLogSubscription {
+            resource_identifier: s(owner, "name").to_owned(),
+            destination_arn: s(a, "destinationArn").to_owned(),
+        })
     }
 
     /// The part of the configuration one service depends on: the service,
@@ -557,6 +580,11 @@ impl State {
                 .iter()
                 .flat_map(|sn| sorted(self.children(s(sn, "id"), Kind::SnVpc)))
                 .map(Self::snva_cfg)
+                .collect(),
+            access_log_subscriptions: std::iter::once(id)
+                .chain(networks.iter().map(|sn| s(sn, "id")))
+                .flat_map(|owner| sorted(self.children(owner, Kind::AccessLog)))
+                .filter_map(|a| self.als_cfg(a))
                 .collect(),
         })
     }
@@ -624,7 +652,16 @@ impl State {
                             }
                         }
                     }
-                    Kind::AccessLog => {}
+                    Kind::AccessLog => {
+                        let owner = s(r, "resourceId");
+                        if owner.starts_with("svc-") {
+                            add_service(&mut a, owner);
+                        } else {
+                            for assoc in self.children(owner, Kind::SnService) {
+                                add_service(&mut a, s(assoc, "serviceId"));
+                            }
+                        }
+                    }
                 }
             }
             if kind == Kind::SnVpc {
@@ -1005,38 +1042,61 @@ pub fn handle(
             )?;
             let name = c.get("name");
             let ty = c.get("type");
-            if ty != "IP" {
-                return Err(ApiError::field(
-                    "type",
-                    format!("{ty} target groups are not supported by latticed yet; use IP"),
-                ));
-            }
             let mut config = input["config"].clone();
-            if !config.is_object() {
-                return Err(ApiError::field(
-                    "config",
-                    "is required for IP target groups",
-                ));
-            }
-            for (k, why) in [
-                ("port", "is required for IP target groups"),
-                ("protocol", "is required for IP target groups"),
-                ("vpcIdentifier", "is required for IP target groups"),
-            ] {
-                if config.get(k).is_none() {
-                    return Err(ApiError::field(&format!("config.{k}"), why));
+            if ty == "LAMBDA" {
+                if !config.is_object() {
+                    config = json!({});
                 }
-            }
-            check_vpc(
-                settings,
-                "config.vpcIdentifier",
-                s(&config, "vpcIdentifier"),
-            )?;
-            if config.get("ipAddressType").is_none() {
-                config["ipAddressType"] = "IPV4".into();
-            }
-            if config.get("protocolVersion").is_none() {
-                config["protocolVersion"] = "HTTP1".into();
+                for k in [
+                    "port",
+                    "protocol",
+                    "protocolVersion",
+                    "vpcIdentifier",
+                    "ipAddressType",
+                    "healthCheck",
+                ] {
+                    if config.get(k).is_some() {
+                        return Err(ApiError::field(
+                            &format!("config.{k}"),
+                            "does not apply to LAMBDA target groups",
+                        ));
+                    }
+                }
+                if config.get("lambdaEventStructureVersion").is_none() {
+                    config["lambdaEventStructureVersion"] = "V1".into();
+                }
+            } else {
+                if !config.is_object() {
+                    return Err(ApiError::field(
+                        "config",
+                        format!("is required for {ty} target groups"),
+                    ));
+                }
+                for k in ["port", "protocol", "vpcIdentifier"] {
+                    if config.get(k).is_none() {
+                        return Err(ApiError::field(
+                            &format!("config.{k}"),
+                            format!("is required for {ty} target groups"),
+                        ));
+                    }
+                }
+                if s(&config, "protocol") == "TCP" {
+                    return Err(ApiError::field(
+                        "config.protocol",
+                        "TCP target groups (TLS_PASSTHROUGH) are not supported by latticed yet; use HTTP or HTTPS",
+                    ));
+                }
+                check_vpc(
+                    settings,
+                    "config.vpcIdentifier",
+                    s(&config, "vpcIdentifier"),
+                )?;
+                if config.get("ipAddressType").is_none() && ty == "IP" {
+                    config["ipAddressType"] = "IPV4".into();
+                }
+                if config.get("protocolVersion").is_none() {
+                    config["protocolVersion"] = "HTTP1".into();
+                }
             }
             let (id, rec) = c.record(
                 Kind::TargetGroup,
@@ -1107,9 +1167,30 @@ pub fn handle(
         }
         "RegisterTargets" => {
             let limit = q.targets_per_target_group;
+            let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
+            let ty = s(tg, "type").to_owned();
             edit_targets(&c, |targets, tid, port| {
-                if tid.parse::<std::net::Ipv4Addr>().is_err() {
-                    return Err(("InvalidTarget", format!("{tid} is not an IPv4 address")));
+                let bad = match ty.as_str() {
+                    "IP" => tid
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_err()
+                        .then(|| format!("{tid} is not an IPv4 address")),
+                    "INSTANCE" => (!tid.starts_with("i-"))
+                        .then(|| format!("{tid} is not an instance id (i-...)")),
+                    "LAMBDA" => {
+                        if !tid.starts_with("arn:") || !tid.contains(":function:") {
+                            Some(format!("{tid} is not a function ARN"))
+                        } else if targets.iter().any(|x| s(x, "id") != tid) {
+                            Some("a LAMBDA target group holds one function".into())
+                        } else {
+                            None
+                        }
+                    }
+                    _ => (!tid.starts_with("arn:") || !tid.contains(":loadbalancer/"))
+                        .then(|| format!("{tid} is not a load balancer ARN")),
+                };
+                if let Some(why) = bad {
+                    return Err(("InvalidTarget", why));
                 }
                 if !targets
                     .iter()
@@ -1155,10 +1236,12 @@ pub fn handle(
                 })
                 .map(|t| {
                     let mut v = t.clone();
-                    // Health checks arrive with the L7 proxy: until then a
-                    // target in use is UNAVAILABLE (not checked), not HEALTHY.
+                    // A target in use gets its health from the data path
+                    // (the daemon fills `_group` targets in); until a
+                    // snapshot holds it, it is INITIAL.
                     let (status, reason) = if used {
-                        ("UNAVAILABLE", "HealthCheckDisabled")
+                        v["_group"] = tg["name"].clone();
+                        ("INITIAL", "Elb.InitialHealthChecking")
                     } else {
                         ("UNUSED", "TargetGroupNotInUse")
                     };
@@ -1185,13 +1268,15 @@ pub fn handle(
                 ));
             }
             let protocol = c.get("protocol");
-            if protocol != "HTTP" {
+            if protocol == "TLS_PASSTHROUGH" {
                 return Err(ApiError::field(
                     "protocol",
-                    format!("{protocol} listeners are not supported by latticed yet; use HTTP"),
+                    "TLS_PASSTHROUGH listeners are not supported by latticed yet; use HTTP or HTTPS",
                 ));
             }
-            let port = input["port"].as_u64().unwrap_or(80);
+            let port = input["port"]
+                .as_u64()
+                .unwrap_or(if protocol == "HTTP" { 80 } else { 443 });
             if let Some(l) = mine.iter().find(|l| l["port"].as_u64() == Some(port)) {
                 return Err(ApiError::conflict(
                     "LISTENER",
@@ -1408,10 +1493,15 @@ pub fn handle(
             write(changes, out)
         }
 
-        // ===== access log subscriptions (stored; logs are written by the L7 proxy issue) =====
+        // ===== access log subscriptions =====
         "CreateAccessLogSubscription" => {
             let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
             let dest = c.get("destinationArn");
+            if let Err(e) =
+                latticed_proxy::access_log::destination_path(std::path::Path::new("/"), dest)
+            {
+                return Err(ApiError::field("destinationArn", e.to_string()));
+            }
             if let Some(a) = state
                 .children(s(target, "id"), Kind::AccessLog)
                 .find(|a| s(a, "destinationArn") == dest)

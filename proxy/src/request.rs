@@ -1,0 +1,663 @@
+//! The request path: route by listener rules and weights, rewrite headers,
+//! forward to a target (or invoke a function), then count and log.
+
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{
+    header, uri::Scheme, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri,
+    Version,
+};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt as _, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::{
+    access_log::Record,
+    metrics::RequestMetrics,
+    routing::{Action, GroupKind, ListenerKey, NsId, Served, TargetGroupRoute, TargetVersion},
+    Dataplane,
+};
+
+/// Body of responses the proxy sends.
+pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// TLS facts of a client connection.
+#[derive(Debug, Default)]
+pub struct TlsInfo {
+    /// Server name the client sent.
+    pub sni: String,
+    /// Negotiated version.
+    pub version: &'static str,
+    /// Negotiated cipher suite.
+    pub cipher: &'static str,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// Client namespace.
+    pub ns: NsId,
+    /// VIP:port the client dialed.
+    pub local: SocketAddrV4,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// TLS facts, for HTTPS listeners.
+    pub tls: Option<TlsInfo>,
+    peer_ip: HeaderValue,
+}
+
+impl Conn {
+    /// A connection from `peer` to `local` in namespace `ns`.
+    pub fn new(ns: NsId, local: SocketAddrV4, peer: SocketAddr, tls: Option<TlsInfo>) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("-"));
+        Self {
+            ns,
+            local,
+            peer,
+            tls,
+            peer_ip,
+        }
+    }
+}
+
+static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+static XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static XFPROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static LATTICE_NETWORK: HeaderName = HeaderName::from_static("x-amzn-lattice-network");
+static LATTICE_TARGET: HeaderName = HeaderName::from_static("x-amzn-lattice-target");
+static LATTICE_IDENTITY: HeaderName = HeaderName::from_static("x-amzn-lattice-identity");
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+
+/// What a finished request reports (metrics, access log).
+struct Outcome<'a> {
+    status: StatusCode,
+    group: Option<&'a Arc<TargetGroupRoute>>,
+    target: Option<SocketAddrV4>,
+    failure: &'static str,
+    to_target: Duration,
+    from_target: Duration,
+}
+
+/// Handles one request.
+pub async fn handle(
+    dp: &Arc<Dataplane>,
+    conn: &Conn,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let started_at = SystemTime::now();
+    let key = ListenerKey {
+        ns: conn.ns,
+        vip: *conn.local.ip(),
+        port: conn.local.port(),
+    };
+    let host: Option<String> = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
+        .map(str::to_owned);
+    let served: Option<Arc<Served>> = {
+        let table = dp.routes.load();
+        table
+            .listeners
+            .get(&key)
+            .and_then(|v| v.route(host.as_deref()).cloned())
+    };
+    let Some(served) = served else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no service of that name on this address\n",
+        );
+    };
+    let request_id = new_request_id();
+    // Facts for the access log are copied only when a subscription wants them.
+    let logging = !served.listener.logs.is_empty() || !served.network.logs.is_empty();
+    let mut facts = logging.then(|| RequestFacts::new(&req, host.as_deref(), conn, &request_id));
+
+    let (resp, outcome) = route_and_forward(
+        dp,
+        conn,
+        &served,
+        req,
+        &request_id,
+        host.as_deref(),
+        &mut facts,
+    )
+    .await;
+    let (resp, bytes_sent) = if logging {
+        let (r, c) = count_response(resp);
+        (r, Some(c))
+    } else {
+        (resp, None)
+    };
+    let finish = Finish {
+        dp: Arc::clone(dp),
+        served: Arc::clone(&served),
+        group_metrics: outcome.group.map(|g| Arc::clone(&g.metrics)),
+        group_arn: outcome.group.map(|g| Arc::clone(&g.arn)),
+        status: outcome.status,
+        start,
+        started_at,
+        target: outcome.target,
+        failure: outcome.failure,
+        to_target: outcome.to_target,
+        from_target: outcome.from_target,
+        facts,
+        bytes_sent,
+    };
+    attach_finish(resp, finish)
+}
+
+async fn route_and_forward<'a>(
+    dp: &Arc<Dataplane>,
+    conn: &Conn,
+    served: &'a Served,
+    mut req: Request<Incoming>,
+    request_id: &str,
+    host: Option<&str>,
+    facts: &mut Option<RequestFacts>,
+) -> (Response<ProxyBody>, Outcome<'a>) {
+    let listener = &served.listener;
+    let mut outcome = Outcome {
+        status: StatusCode::OK,
+        group: None,
+        target: None,
+        failure: "-",
+        to_target: Duration::ZERO,
+        from_target: Duration::ZERO,
+    };
+    let forward = match listener.action_for(req.method(), req.uri().path(), req.headers()) {
+        Action::FixedResponse(status) => {
+            outcome.status = *status;
+            return (text(*status, ""), outcome);
+        }
+        Action::Forward(f) => f,
+    };
+    let Some(group) = forward.pick() else {
+        outcome.status = StatusCode::SERVICE_UNAVAILABLE;
+        outcome.failure = "NoTargetGroup";
+        return (unavailable(), outcome);
+    };
+    outcome.group = Some(group);
+
+    rewrite_request_headers(req.headers_mut(), conn, served, group, request_id);
+    let body_counter = facts.as_mut().map(RequestFacts::count_request_body);
+    let t0 = Instant::now();
+    let result = match &group.kind {
+        GroupKind::Lambda(function) => {
+            let r = crate::lambda::invoke(dp, served, group, function, req, body_counter).await;
+            outcome.to_target = t0.elapsed();
+            r
+        }
+        GroupKind::Hosts { https, version, .. } => {
+            let Some(target) = group.next_target() else {
+                outcome.status = StatusCode::SERVICE_UNAVAILABLE;
+                outcome.failure = "NoHealthyTarget";
+                return (unavailable(), outcome);
+            };
+            outcome.target = Some(target.addr);
+            let h2 = *version != TargetVersion::Http1;
+            if let Err(e) = to_upstream(&mut req, target, *https, h2, host) {
+                tracing::debug!(error = %e, "cannot build upstream request");
+                outcome.status = StatusCode::BAD_REQUEST;
+                return (text(StatusCode::BAD_REQUEST, "Bad Request\n"), outcome);
+            }
+            let req = req.map(|b| CountingBody::wrap(b, body_counter).boxed_unsync());
+            let client = if h2 { &dp.clients.h2 } else { &dp.clients.h1 };
+            let result = tokio::time::timeout(dp.config.request_timeout, client.request(req)).await;
+            outcome.to_target = t0.elapsed();
+            match result {
+                Ok(Ok(mut resp)) => {
+                    strip_hop_by_hop(resp.headers_mut());
+                    Ok(resp.map(|b| b.boxed_unsync()))
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target connection failed");
+                    Err((StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed"))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target request failed");
+                    Err((StatusCode::BAD_GATEWAY, "TargetRequestFailed"))
+                }
+                Err(_) => {
+                    tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, "target timed out");
+                    Err((StatusCode::GATEWAY_TIMEOUT, "TargetTimeout"))
+                }
+            }
+        }
+    };
+    match result {
+        Ok(resp) => {
+            outcome.status = resp.status();
+            (resp, outcome)
+        }
+        Err((status, why)) => {
+            outcome.status = status;
+            outcome.failure = why;
+            let body = match status {
+                StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable\n",
+                StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout\n",
+                StatusCode::PAYLOAD_TOO_LARGE => "Payload Too Large\n",
+                _ => "Bad Gateway\n",
+            };
+            (text(status, body), outcome)
+        }
+    }
+}
+
+/// Points the request at `target`: scheme and synthetic authority (the
+/// pool key, see `upstream`), protocol version, and a Host header the target
+/// sees (HTTP/2 clients send `:authority` instead).
+fn to_upstream(
+    req: &mut Request<Incoming>,
+    target: &crate::routing::Target,
+    https: bool,
+    h2: bool,
+    host: Option<&str>,
+) -> Result<(), http::Error> {
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(if https { Scheme::HTTPS } else { Scheme::HTTP })
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()?;
+    *req.uri_mut() = uri;
+    if h2 {
+        *req.version_mut() = Version::HTTP_2;
+    } else {
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST) {
+            if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The headers targets get, as Lattice sends them. Client-sent copies are
+/// removed first: only the proxy knows who connected and where to.
+fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    conn: &Conn,
+    served: &Served,
+    group: &TargetGroupRoute,
+    request_id: &str,
+) {
+    strip_hop_by_hop(headers);
+    for name in [
+        &LATTICE_NETWORK,
+        &LATTICE_TARGET,
+        &LATTICE_IDENTITY,
+        &REQUEST_ID,
+    ] {
+        headers.remove(name);
+    }
+    headers.insert(&XFF, conn.peer_ip.clone());
+    headers.insert(&XFPORT, HeaderValue::from(conn.local.port()));
+    headers.insert(
+        &XFPROTO,
+        HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" }),
+    );
+    let network = &served.network;
+    if let Ok(v) = HeaderValue::from_str(&format!("SourceVpcArn={}", network.vpc_arn)) {
+        headers.insert(&LATTICE_NETWORK, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "ServiceArn={}; ServiceNetworkArn={}; TargetGroupArn={}",
+        served.listener.service_arn, network.arn, group.arn
+    )) {
+        headers.insert(&LATTICE_TARGET, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(&REQUEST_ID, v);
+    }
+}
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1),
+/// plus any the `Connection` header names. `TE: trailers` stays: gRPC needs
+/// it and it is the one value HTTP/2 allows.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            if name != header::TE {
+                headers.remove(name);
+            }
+        }
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// A response the proxy makes itself.
+pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    if !body.is_empty() {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    resp
+}
+
+fn unavailable() -> Response<ProxyBody> {
+    text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+}
+
+/// A request id in the shape Lattice uses (a UUID).
+fn new_request_id() -> String {
+    let v = fastrand::u128(..);
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// What the access log needs from the request, owned: the request itself
+/// moves on to the target.
+struct RequestFacts {
+    method: String,
+    path: String,
+    protocol: &'static str,
+    user_agent: String,
+    host: Option<String>,
+    source: String,
+    request_id: String,
+    body_bytes: Option<Arc<AtomicU64>>,
+    tls_sni: Option<String>,
+    tls_cipher: &'static str,
+    tls_version: &'static str,
+}
+
+impl RequestFacts {
+    fn new(req: &Request<Incoming>, host: Option<&str>, conn: &Conn, request_id: &str) -> Self {
+        Self {
+            method: req.method().as_str().to_owned(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            protocol: match req.version() {
+                Version::HTTP_2 => "HTTP/2.0",
+                Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned(),
+            host: host.map(str::to_owned),
+            source: conn.peer.to_string(),
+            request_id: request_id.to_owned(),
+            body_bytes: None,
+            tls_sni: conn.tls.as_ref().map(|t| t.sni.clone()),
+            tls_cipher: conn.tls.as_ref().map_or("-", |t| t.cipher),
+            tls_version: conn.tls.as_ref().map_or("-", |t| t.version),
+        }
+    }
+
+    fn count_request_body(&mut self) -> Arc<AtomicU64> {
+        Arc::clone(self.body_bytes.get_or_insert_with(Arc::default))
+    }
+}
+
+/// Everything logged and counted when the response body ends (or the client
+/// goes away).
+struct Finish {
+    dp: Arc<Dataplane>,
+    served: Arc<Served>,
+    group_metrics: Option<Arc<RequestMetrics>>,
+    group_arn: Option<Arc<str>>,
+    status: StatusCode,
+    start: Instant,
+    started_at: SystemTime,
+    target: Option<SocketAddrV4>,
+    failure: &'static str,
+    to_target: Duration,
+    from_target: Duration,
+    facts: Option<RequestFacts>,
+    bytes_sent: Option<Arc<AtomicU64>>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let took = self.start.elapsed();
+        let code = self.status.as_u16();
+        self.served.listener.metrics.record(code, took);
+        if let Some(m) = &self.group_metrics {
+            m.record(code, took);
+        }
+        let listener = &self.served.listener;
+        let network = &self.served.network;
+        let Some(facts) = &self.facts else {
+            return;
+        };
+        let record = Record {
+            start_time: crate::time::iso8601(self.started_at),
+            request_method: &facts.method,
+            request_path: &facts.path,
+            protocol: facts.protocol,
+            response_code: code,
+            bytes_received: facts
+                .body_bytes
+                .as_ref()
+                .map_or(0, |b| b.load(Ordering::Relaxed)),
+            bytes_sent: self
+                .bytes_sent
+                .as_ref()
+                .map_or(0, |b| b.load(Ordering::Relaxed)),
+            duration: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            request_to_target_duration: u64::try_from(self.to_target.as_millis()).unwrap_or(0),
+            response_from_target_duration: u64::try_from(
+                took.saturating_sub(self.to_target).as_millis(),
+            )
+            .unwrap_or(0)
+            .max(u64::try_from(self.from_target.as_millis()).unwrap_or(0)),
+            user_agent: &facts.user_agent,
+            host_header: facts.host.as_deref().unwrap_or("-"),
+            server_name_indication: facts.tls_sni.as_deref().unwrap_or("-"),
+            ssl_cipher: facts.tls_cipher,
+            tls_version: facts.tls_version,
+            source_ip_port: facts.source.clone(),
+            target_ip_port: self
+                .target
+                .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+            target_group_arn: self.group_arn.as_deref().unwrap_or("-"),
+            service_arn: &listener.service_arn,
+            service_network_arn: &network.arn,
+            source_vpc_arn: &network.vpc_arn,
+            source_vpc_id: &network.vpc_id,
+            destination_vpc_id: "-",
+            caller_principal: "-",
+            resolved_user: "-",
+            auth_denied_reason: "-",
+            request_id: &facts.request_id,
+            grpc_response_code: "-",
+            failure_reason: self.failure,
+        };
+        self.dp
+            .access_log
+            .log(&[&listener.logs, &network.logs], &record);
+    }
+}
+
+fn count_response(resp: Response<ProxyBody>) -> (Response<ProxyBody>, Arc<AtomicU64>) {
+    let counter = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&counter);
+    (
+        resp.map(|b| CountingBody::wrap(b, c).boxed_unsync()),
+        counter,
+    )
+}
+
+fn attach_finish(resp: Response<ProxyBody>, finish: Finish) -> Response<ProxyBody> {
+    resp.map(|b| {
+        FinishBody {
+            inner: b,
+            finish: Some(finish),
+        }
+        .boxed_unsync()
+    })
+}
+
+/// Counts the bytes of a body as they pass (when someone wants the count).
+pub(crate) struct CountingBody<B> {
+    inner: B,
+    counter: Option<Arc<AtomicU64>>,
+}
+
+impl<B> CountingBody<B> {
+    pub(crate) fn wrap(inner: B, counter: impl Into<Option<Arc<AtomicU64>>>) -> Self {
+        Self {
+            inner,
+            counter: counter.into(),
+        }
+    }
+}
+
+impl<B> Body for CountingBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(c)) = (&r, &self.counter) {
+            if let Some(d) = f.data_ref() {
+                c.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Runs [`Finish`] when the response body is done or dropped.
+struct FinishBody {
+    inner: ProxyBody,
+    finish: Option<Finish>,
+}
+
+impl Body for FinishBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.finish.take();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_with_the_ones_connection_lists() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, "trailers".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h[header::TE], "trailers");
+        h.insert(header::TE, "gzip".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key(header::TE));
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let id = new_request_id();
+        let parts: Vec<_> = id.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert_ne!(id, new_request_id());
+    }
+}
