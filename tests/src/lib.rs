@@ -337,6 +337,13 @@ pub struct Latticed {
     pub api: Option<Api>,
     /// Extra `latticed run` arguments.
     pub extra_args: Vec<String>,
+    /// Access log directory (`--log-dir`).
+    pub log_dir: PathBuf,
+    /// State directory in config mode (CA, inventory); API mode uses
+    /// `api.state_dir`.
+    pub state_dir: PathBuf,
+    /// Port of the metrics endpoint on 127.0.0.1.
+    pub metrics_port: u16,
 }
 
 /// The API side of an API-mode latticed.
@@ -374,6 +381,9 @@ impl Latticed {
             notify: dir.join("notify.sock"),
             api: None,
             extra_args: Vec::new(),
+            log_dir: dir.join("logs"),
+            state_dir: dir.join("state"),
+            metrics_port: free_port(),
         };
         l.write_config(config);
         l
@@ -398,6 +408,21 @@ impl Latticed {
         l.spawn_and_wait_ready()
             .expect("latticed did not become ready");
         l
+    }
+
+    /// Where the CA and inventory live.
+    pub fn state(&self) -> &std::path::Path {
+        self.api.as_ref().map_or(&self.state_dir, |a| &a.state_dir)
+    }
+
+    /// A Prometheus scrape.
+    pub fn metrics(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The API side (panics if not in API mode).
@@ -450,10 +475,17 @@ impl Latticed {
                     .arg(&api.state_dir);
             }
             None => {
-                cmd.arg("--config").arg(&self.config);
+                cmd.arg("--config")
+                    .arg(&self.config)
+                    .arg("--state-dir")
+                    .arg(&self.state_dir);
             }
         }
         let child = cmd
+            .arg("--log-dir")
+            .arg(&self.log_dir)
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
             .args(&self.extra_args)
             .arg("--bpffs-root")
             .arg(&self.bpffs_root)
@@ -769,4 +801,65 @@ pub fn api_request(
         })
         .unwrap_or_default();
     Ok((status, error_type, body.to_owned()))
+}
+
+/// The tests' Lambda Invoke API (Node.js, `tests/lambda/runner.js`), serving
+/// the functions in `tests/lambda/functions` on 127.0.0.1. Killed by PID on
+/// drop.
+#[derive(Debug)]
+pub struct LambdaRunner {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, for `--lambda-endpoint`.
+    pub endpoint: String,
+}
+
+impl LambdaRunner {
+    /// Starts the runner and waits until it listens.
+    pub fn start() -> Self {
+        use std::io::BufRead as _;
+        let root = workspace_root().join("tests/lambda");
+        let mut child = Command::new("node")
+            .arg(root.join("runner.js"))
+            .arg(root.join("functions"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting node (the set-up installs nodejs)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("runner output");
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .expect("runner prints its port");
+        Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Drop for LambdaRunner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `getent hosts NAME` inside `ns`: `Some(address)` if it resolves.
+pub fn getent(ns: &NetNsGuard, name: &str) -> Option<String> {
+    let out = ns
+        .command("getent")
+        .args(["hosts", name])
+        .output()
+        .expect("getent");
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    })
 }

@@ -23,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "nghttp2-client", // h2load, the benchmark client
     "nginx",          // benchmark comparison
     "haproxy",        // benchmark comparison
+    "nodejs",         // the tests' Lambda Invoke API and function
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -40,6 +40,12 @@ fn answer(name: &str, listen: SocketAddr, peer: SocketAddr, req: &Request<Incomi
         "path": req.uri().path(),
         "host": header("host"),
         "xForwardedFor": header("x-forwarded-for"),
+        "xForwardedProto": header("x-forwarded-proto"),
+        "xForwardedPort": header("x-forwarded-port"),
+        "latticeNetwork": header("x-amzn-lattice-network"),
+        "latticeTarget": header("x-amzn-lattice-target"),
+        "requestId": header("x-amzn-requestid"),
+        "userAgent": header("user-agent"),
     });
     format!("{body}\n")
 }
