@@ -203,6 +203,7 @@ impl Compiler {
             PlannedKind::Hosts {
                 type_,
                 https,
+                tcp,
                 version,
             } => {
                 let id = ids.get(tg.namespace.as_str()).copied();
@@ -226,6 +227,7 @@ impl Compiler {
                 GroupKind::Hosts {
                     ns: id.unwrap_or(0),
                     https: *https,
+                    tcp: *tcp,
                     version: *version,
                     targets,
                 }
@@ -372,6 +374,7 @@ impl Compiler {
                     // An HTTPS listener without a certificate has a config
                     // of `None` and so refuses handshakes (logged above).
                     https: l.https,
+                    passthrough: l.passthrough,
                     tls: if l.https { tls.clone() } else { None },
                     logs: logs.clone(),
                     metrics: Arc::clone(&metrics),

@@ -170,6 +170,8 @@ pub struct CheckConfig {
     pub enabled: bool,
     /// HTTPS instead of HTTP.
     pub https: bool,
+    /// Only connect (TCP groups without an HTTP check).
+    pub tcp: bool,
     /// HTTP/1.1 or HTTP/2.
     pub version: TargetVersion,
     /// Port to check; the target's own when `None`.
@@ -194,6 +196,7 @@ impl Default for CheckConfig {
         Self {
             enabled: true,
             https: false,
+            tcp: false,
             version: TargetVersion::Http1,
             port: None,
             path: "/".into(),
@@ -398,6 +401,10 @@ impl Checker {
         );
         let h2 = self.config.version != TargetVersion::Http1;
         let stream = self.connector.connect(self.ns, addr).await?;
+        if self.config.tcp {
+            // Connected: all a TCP check asks.
+            return Ok(StatusCode::OK);
+        }
         let stream = if self.config.https {
             self.connector.tls(stream, addr, h2).await?
         } else {

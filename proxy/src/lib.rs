@@ -23,6 +23,7 @@ pub mod lambda;
 pub mod listener;
 pub mod metrics;
 pub mod netns;
+pub mod passthrough;
 pub mod request;
 pub mod routing;
 pub mod sigv4;
@@ -115,8 +116,6 @@ pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper:
 pub(crate) struct Clients {
     /// HTTP/1.1 targets (HTTP or HTTPS).
     pub(crate) h1: Client<upstream::NsConnector, UpstreamBody>,
-    /// HTTP/2 and gRPC targets.
-    pub(crate) h2: Client<upstream::NsConnector, UpstreamBody>,
     /// The Lambda Invoke API.
     pub(crate) lambda: Client<HttpConnector, Full<Bytes>>,
 }
@@ -129,6 +128,7 @@ pub struct Dataplane {
     namespaces: Arc<ArcSwap<NsMap>>,
     pub(crate) clients: Clients,
     pub(crate) servers: listener::Servers,
+    pub(crate) connector: upstream::NsConnector,
     pub(crate) config: ProxyConfig,
     /// Health checkers of the targets in the snapshot.
     pub health: health::HealthChecks,
@@ -154,10 +154,6 @@ impl Dataplane {
             .pool_idle_timeout(config.upstream_idle_timeout)
             .pool_max_idle_per_host(1024)
             .build(connector.clone());
-        let h2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.upstream_idle_timeout)
-            .http2_only(true)
-            .build(connector.for_h2());
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
@@ -167,9 +163,10 @@ impl Dataplane {
         Ok(Arc::new(Self {
             routes: ArcSwap::default(),
             namespaces,
-            clients: Clients { h1, h2, lambda },
+            clients: Clients { h1, lambda },
             servers: listener::Servers::new(&config),
-            health: health::HealthChecks::new(connector),
+            health: health::HealthChecks::new(connector.clone()),
+            connector,
             metrics: metrics::Registry::default(),
             access_log: access_log::AccessLog::start().map_err(Error::AccessLog)?,
             active: AtomicI64::new(0),

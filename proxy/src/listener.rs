@@ -139,12 +139,16 @@ async fn serve_connection(
         vip: *local.ip(),
         port: local.port(),
     };
-    let tls = match dp.routes.load().listeners.get(&key) {
-        Some(v) => v.tls,
+    let (tls, passthrough) = match dp.routes.load().listeners.get(&key) {
+        Some(v) => (v.tls, v.passthrough),
         // Steered but no longer configured: the snapshot changed between the
         // kernel's steering and this accept.
         None => return,
     };
+    if passthrough {
+        crate::passthrough::serve(dp, key, stream, peer).await;
+        return;
+    }
     let activity = Arc::new(Activity::default());
     let io = IdleIo {
         inner: stream,

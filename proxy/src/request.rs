@@ -200,7 +200,9 @@ async fn route_and_forward<'a>(
             outcome.to_target = t0.elapsed();
             r
         }
-        GroupKind::Hosts { https, version, .. } => {
+        GroupKind::Hosts {
+            ns, https, version, ..
+        } => {
             let Some(target) = group.next_target() else {
                 outcome.status = StatusCode::SERVICE_UNAVAILABLE;
                 outcome.failure = "NoHealthyTarget";
@@ -214,19 +216,35 @@ async fn route_and_forward<'a>(
                 return (text(StatusCode::BAD_REQUEST, "Bad Request\n"), outcome);
             }
             let req = req.map(|b| CountingBody::wrap(b, body_counter).boxed_unsync());
-            let client = if h2 { &dp.clients.h2 } else { &dp.clients.h1 };
-            let result = tokio::time::timeout(dp.config.request_timeout, client.request(req)).await;
+            let result = if h2 {
+                tokio::time::timeout(
+                    dp.config.request_timeout,
+                    crate::upstream::send_h2(&dp.connector, *ns, target, *https, req),
+                )
+                .await
+            } else {
+                tokio::time::timeout(dp.config.request_timeout, async {
+                    dp.clients.h1.request(req).await.map_err(|e| {
+                        if e.is_connect() {
+                            crate::upstream::SendError::Connect(e.to_string())
+                        } else {
+                            crate::upstream::SendError::Request(e.to_string())
+                        }
+                    })
+                })
+                .await
+            };
             outcome.to_target = t0.elapsed();
             match result {
                 Ok(Ok(mut resp)) => {
                     strip_hop_by_hop(resp.headers_mut());
                     Ok(resp.map(|b| b.boxed_unsync()))
                 }
-                Ok(Err(e)) if e.is_connect() => {
+                Ok(Err(crate::upstream::SendError::Connect(e))) => {
                     tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target connection failed");
                     Err((StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed"))
                 }
-                Ok(Err(e)) => {
+                Ok(Err(crate::upstream::SendError::Request(e))) => {
                     tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target request failed");
                     Err((StatusCode::BAD_GATEWAY, "TargetRequestFailed"))
                 }
@@ -256,9 +274,11 @@ async fn route_and_forward<'a>(
     }
 }
 
-/// Points the request at `target`: scheme and synthetic authority (the
-/// pool key, see `upstream`), protocol version, and a Host header the target
-/// sees (HTTP/2 clients send `:authority` instead).
+/// Points the request at `target`. HTTP/1.1 goes through the pooled client:
+/// the URI carries the synthetic authority that keys its pool (see
+/// `upstream`) and the client's Host header stays. HTTP/2 goes over the
+/// target's own connection, so the URI carries the name the client asked
+/// for (`:authority`).
 fn to_upstream(
     req: &mut Request<Incoming>,
     target: &crate::routing::Target,
@@ -271,15 +291,26 @@ fn to_upstream(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let uri = Uri::builder()
-        .scheme(if https { Scheme::HTTPS } else { Scheme::HTTP })
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()?;
-    *req.uri_mut() = uri;
+    let scheme = if https { Scheme::HTTPS } else { Scheme::HTTP };
     if h2 {
+        let authority = match host {
+            Some(h) => h.parse::<http::uri::Authority>()?,
+            None => target.authority.clone(),
+        };
+        *req.uri_mut() = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()?;
         *req.version_mut() = Version::HTTP_2;
+        // :authority replaces it in HTTP/2.
+        req.headers_mut().remove(header::HOST);
     } else {
+        *req.uri_mut() = Uri::builder()
+            .scheme(scheme)
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query)
+            .build()?;
         *req.version_mut() = Version::HTTP_11;
         if !req.headers().contains_key(header::HOST) {
             if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {

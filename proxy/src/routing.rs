@@ -48,9 +48,11 @@ pub struct VipRoutes {
     /// The listener when only one service uses this VIP:port: it answers
     /// whatever the Host header says (clients may dial the VIP directly).
     pub only: Option<Arc<Served>>,
-    /// Whether the listeners here are HTTPS (the plan never mixes HTTP and
-    /// HTTPS on one VIP:port).
+    /// Whether the listeners here are HTTPS (the plan never mixes
+    /// protocols on one VIP:port).
     pub tls: bool,
+    /// Whether the listeners here are TLS_PASSTHROUGH.
+    pub passthrough: bool,
     services: usize,
 }
 
@@ -85,6 +87,7 @@ impl VipRoutes {
                 .insert(h.to_ascii_lowercase().into(), Arc::clone(served));
         }
         self.tls |= served.listener.https;
+        self.passthrough |= served.listener.passthrough;
         self.services += 1;
         self.only = (self.services == 1).then(|| Arc::clone(served));
     }
@@ -126,6 +129,8 @@ pub struct ListenerRoute {
     pub listener: Arc<str>,
     /// Whether the listener is HTTPS.
     pub https: bool,
+    /// Whether the listener passes TLS through to TCP targets.
+    pub passthrough: bool,
     /// TLS server configuration of an HTTPS listener (its service's
     /// certificate); `None` for HTTP, and for HTTPS when no certificate
     /// could be made (handshakes are then refused).
@@ -331,6 +336,8 @@ pub enum GroupKind {
         ns: NsId,
         /// HTTPS toward targets.
         https: bool,
+        /// Plain TCP (TLS_PASSTHROUGH listeners).
+        tcp: bool,
         /// HTTP/1.1, HTTP/2 or gRPC (HTTP/2).
         version: TargetVersion,
         /// Targets, rotated round robin among the healthy.
@@ -413,6 +420,8 @@ pub struct Target {
     pub authority: Authority,
     /// Health as the checker last saw it.
     pub health: Arc<crate::health::TargetHealth>,
+    /// Its HTTP/2 connection, for HTTP2 and GRPC groups.
+    pub h2: Arc<crate::upstream::H2Conn>,
 }
 
 impl Target {
@@ -423,6 +432,7 @@ impl Target {
             addr,
             authority: crate::upstream::authority_for(ns, addr),
             health: Arc::default(),
+            h2: Arc::default(),
         }
     }
 }
@@ -435,6 +445,7 @@ mod tests {
         GroupKind::Hosts {
             ns: 1,
             https: false,
+            tcp: false,
             version: TargetVersion::Http1,
             targets,
         }
@@ -506,6 +517,7 @@ mod tests {
                 service_arn: name.into(),
                 listener: "l".into(),
                 https: false,
+                passthrough: false,
                 tls: None,
                 logs: vec![],
                 metrics: Arc::default(),
@@ -557,6 +569,7 @@ mod tests {
             service_arn: "s".into(),
             listener: "l".into(),
             https: false,
+            passthrough: false,
             tls: None,
             logs: vec![],
             metrics: Arc::default(),

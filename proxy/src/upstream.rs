@@ -37,6 +37,68 @@ use tokio_rustls::{client::TlsStream, TlsConnector};
 
 use crate::{netns::NetNs, routing::NsId};
 
+/// Why a request to a target failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection (503).
+    Connect(String),
+    /// The exchange failed (502).
+    Request(String),
+}
+
+/// The target's HTTP/2 connection, shared by every request to it (HTTP/2
+/// multiplexes), made on first use and again when it closes. No lock: a
+/// race makes two connections and the last one stays.
+#[derive(Debug, Default)]
+pub struct H2Conn(arc_swap::ArcSwapOption<hyper::client::conn::http2::SendRequest<crate::UpstreamBody>>);
+
+/// Sends `req` to `target` over its HTTP/2 connection.
+pub async fn send_h2(
+    connector: &NsConnector,
+    ns: NsId,
+    target: &crate::routing::Target,
+    https: bool,
+    req: http::Request<crate::UpstreamBody>,
+) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+    let cached = target.h2.0.load_full().filter(|s| !s.is_closed());
+    let mut send = match cached {
+        Some(s) => (*s).clone(),
+        None => {
+            let stream = connector
+                .connect(ns, target.addr)
+                .await
+                .map_err(|e| SendError::Connect(e.to_string()))?;
+            let stream = if https {
+                connector
+                    .tls(stream, target.addr, true)
+                    .await
+                    .map_err(|e| SendError::Connect(e.to_string()))?
+            } else {
+                Stream::Plain(stream)
+            };
+            let (send, conn) =
+                hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| SendError::Connect(e.to_string()))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "HTTP/2 target connection ended");
+                }
+            });
+            target.h2.0.store(Some(Arc::new(send.clone())));
+            send
+        }
+    };
+    send.ready()
+        .await
+        .map_err(|e| SendError::Connect(e.to_string()))?;
+    send.send_request(req)
+        .await
+        .map_err(|e| SendError::Request(e.to_string()))
+}
+
 /// Namespaces the connector can create sockets in, by id.
 pub type NsMap = std::collections::HashMap<NsId, Arc<NetNs>>;
 
@@ -208,8 +270,8 @@ pub fn parse_authority(uri: &Uri) -> Option<(NsId, SocketAddrV4)> {
     Some((ns, SocketAddrV4::new(octets.into(), port)))
 }
 
-/// hyper-util connector creating sockets in target namespaces. `https`
-/// URIs get TLS, offering h2 or http/1.1 as the connector was made for.
+/// hyper-util connector creating sockets in target namespaces; `https`
+/// URIs get TLS offering http/1.1 (HTTP/2 targets use [`send_h2`]).
 #[derive(Clone)]
 pub struct NsConnector {
     namespaces: Arc<ArcSwap<NsMap>>,
@@ -217,14 +279,11 @@ pub struct NsConnector {
     connect_timeout: Duration,
     tls_h1: TlsConnector,
     tls_h2: TlsConnector,
-    h2: bool,
 }
 
 impl std::fmt::Debug for NsConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NsConnector")
-            .field("h2", &self.h2)
-            .finish_non_exhaustive()
+        f.debug_struct("NsConnector").finish_non_exhaustive()
     }
 }
 
@@ -241,16 +300,7 @@ impl NsConnector {
             connect_timeout,
             tls_h1: TlsConnector::from(crate::tls::target_client_config(&[b"http/1.1"])?),
             tls_h2: TlsConnector::from(crate::tls::target_client_config(&[b"h2"])?),
-            h2: false,
         })
-    }
-
-    /// The same connector offering h2 to HTTPS targets.
-    pub fn for_h2(&self) -> Self {
-        Self {
-            h2: true,
-            ..self.clone()
-        }
     }
 
     /// TLS over `stream` toward an HTTPS target, offering h2 or http/1.1.
@@ -339,7 +389,7 @@ impl tower_service::Service<Uri> for NsConnector {
                 parse_authority(&uri).ok_or_else(|| Error::BadAuthority(uri.to_string()))?;
             let stream = this.connect(ns, target).await?;
             let stream = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
-                this.tls(stream, target, this.h2).await?
+                this.tls(stream, target, false).await?
             } else {
                 Stream::Plain(stream)
             };

@@ -73,11 +73,13 @@ fn has_bpf_linker() -> bool {
 }
 
 /// The CLI runs and its botocore knows VPC Lattice.
-fn has_aws_cli() -> bool {
+/// The AWS CLI and botocore with VPC Lattice, and grpcio (the gRPC tests'
+/// client and server).
+fn has_python_tools() -> bool {
     quiet(Command::new("aws").arg("--version"))
         && quiet(Command::new("python3").args([
             "-c",
-            "import boto3, botocore.session; botocore.session.get_session().get_service_model('vpc-lattice')",
+            "import grpc, boto3, botocore.session; botocore.session.get_session().get_service_model('vpc-lattice')",
         ]))
 }
 
@@ -165,11 +167,11 @@ pub fn setup() -> anyhow::Result<Tools> {
         }
     }
 
-    if has_aws_cli() {
-        eprintln!("aws CLI with VPC Lattice: present");
+    if has_python_tools() {
+        eprintln!("aws CLI with VPC Lattice, grpcio: present");
     } else {
         // Debian's own botocore predates VPC Lattice: use PyPI's.
-        eprintln!("aws CLI with VPC Lattice: installing awscli and boto3 from PyPI");
+        eprintln!("aws CLI with VPC Lattice, grpcio: installing awscli, boto3 and grpcio from PyPI");
         let pip = |extra: &[&str]| {
             run(Command::new("python3")
                 .args([
@@ -180,7 +182,7 @@ pub fn setup() -> anyhow::Result<Tools> {
                     "--disable-pip-version-check",
                 ])
                 .args(extra)
-                .args(["awscli", "boto3"]))
+                .args(["awscli", "boto3", "grpcio"]))
         };
         if pip(&[]).is_err() {
             // Debian 12's system Python refuses pip installs (PEP 668)
@@ -196,7 +198,7 @@ pub fn setup() -> anyhow::Result<Tools> {
                     ])
                     .env("DEBIAN_FRONTEND", "noninteractive"))?;
             }
-            pip(&["--break-system-packages"]).context("installing awscli and boto3")?;
+            pip(&["--break-system-packages"]).context("installing awscli, boto3 and grpcio")?;
         }
     }
 

@@ -201,6 +201,8 @@ pub struct PlannedNetwork {
 pub struct PlannedListener {
     /// Name.
     pub name: String,
+    /// TLS_PASSTHROUGH: TCP to TCP target groups, chosen by SNI.
+    pub passthrough: bool,
     /// HTTPS (else HTTP).
     pub https: bool,
     /// Port.
@@ -266,6 +268,8 @@ pub enum PlannedKind {
         type_: TargetGroupType,
         /// HTTPS toward targets.
         https: bool,
+        /// TCP (TLS passed through) toward targets.
+        tcp: bool,
         /// Protocol version.
         version: latticed_proxy::routing::TargetVersion,
     },
@@ -384,6 +388,18 @@ pub fn plan_with(
         target_groups.push(plan_group(&mut errs, &base, tg, &check_namespace));
     }
 
+    let tcp_groups: BTreeSet<&str> = config
+        .target_groups
+        .iter()
+        .filter(|tg| {
+            tg.config
+                .as_ref()
+                .and_then(|c| c.protocol)
+                .is_some_and(|p| p == TargetGroupProtocol::Tcp)
+        })
+        .map(|tg| tg.name.as_str())
+        .collect();
+
     // Services, VIPs and listeners.
     let mut services = Vec::new();
     let mut service_index = HashMap::new();
@@ -435,10 +451,11 @@ pub fn plan_with(
                     format!("listener {:?} is defined twice in this service", l.name),
                 );
             }
-            if l.protocol == ListenerProtocol::TlsPassthrough {
+            let passthrough = l.protocol == ListenerProtocol::TlsPassthrough;
+            if passthrough && !l.rules.is_empty() {
                 errs.add(
-                    format!("{lb}.protocol"),
-                    "TLS_PASSTHROUGH listeners are not supported yet; use HTTP or HTTPS",
+                    format!("{lb}.rules"),
+                    "TLS_PASSTHROUGH listeners route by their default action only",
                 );
             }
             let default_port = if l.protocol == ListenerProtocol::Http {
@@ -584,7 +601,40 @@ pub fn plan_with(
                 });
             }
             rules.sort_by_key(|r| r.priority);
+            // TCP groups serve TLS_PASSTHROUGH listeners, and only those.
+            for (field, a) in std::iter::once((format!("{lb}.defaultAction"), &default_action))
+                .chain(
+                    rules
+                        .iter()
+                        .enumerate()
+                        .map(|(k, r)| (format!("{lb}.rules[{k}].action"), &r.action)),
+                )
+            {
+                match a {
+                    PlannedAction::Fixed(_) if passthrough => errs.add(
+                        field,
+                        "a TLS_PASSTHROUGH listener can only forward (it never sees HTTP)",
+                    ),
+                    PlannedAction::Fixed(_) => {}
+                    PlannedAction::Forward(groups) => {
+                        for (_, g) in groups {
+                            let tcp = tcp_groups.contains(g.as_str());
+                            if tcp != passthrough {
+                                errs.add(
+                                    format!("{field}.forward"),
+                                    if passthrough {
+                                        format!("target group {g:?} must have protocol TCP to serve a TLS_PASSTHROUGH listener")
+                                    } else {
+                                        format!("target group {g:?} has protocol TCP, which only TLS_PASSTHROUGH listeners use")
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+            }
             listeners.push(PlannedListener {
+                passthrough,
                 name: l.name.clone(),
                 https: l.protocol == ListenerProtocol::Https,
                 port,
@@ -867,12 +917,7 @@ fn plan_group(
         return planned;
     };
     let protocol = cfg.protocol.unwrap_or(TargetGroupProtocol::Http);
-    if protocol == TargetGroupProtocol::Tcp {
-        errs.add(
-            format!("{base}.config.protocol"),
-            "TCP target groups (for TLS_PASSTHROUGH listeners) are not supported yet; use HTTP or HTTPS",
-        );
-    }
+    let tcp = protocol == TargetGroupProtocol::Tcp;
     let https = protocol == TargetGroupProtocol::Https;
     let version = match cfg.protocol_version.as_deref() {
         None | Some("HTTP1") => TargetVersion::Http1,
@@ -889,6 +934,7 @@ fn plan_group(
     planned.kind = PlannedKind::Hosts {
         type_: tg.type_,
         https,
+        tcp,
         version,
     };
     let port = check_port(
@@ -959,6 +1005,9 @@ fn plan_group(
         https: hc
             .protocol
             .map_or(https, |p| p == TargetGroupProtocol::Https),
+        // A TCP group without a health check protocol is checked by
+        // connecting: its targets speak TLS to clients, not HTTP to us.
+        tcp: tcp && hc.protocol.is_none(),
         version: match hc.protocol_version.as_deref() {
             None => {
                 if version == TargetVersion::Http1 {
@@ -981,7 +1030,10 @@ fn plan_group(
         ..Default::default()
     };
     if hc.protocol == Some(TargetGroupProtocol::Tcp) {
-        errs.add(format!("{hf}.protocol"), "must be HTTP or HTTPS");
+        errs.add(
+            format!("{hf}.protocol"),
+            "must be HTTP or HTTPS (leave it out on TCP groups to check by connecting)",
+        );
     }
     if let Some(p) = hc.port {
         check.port = check_port(errs, &format!("{hf}.port"), Some(p), None);

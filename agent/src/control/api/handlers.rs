@@ -1080,12 +1080,6 @@ pub fn handle(
                         ));
                     }
                 }
-                if s(&config, "protocol") == "TCP" {
-                    return Err(ApiError::field(
-                        "config.protocol",
-                        "TCP target groups (TLS_PASSTHROUGH) are not supported by latticed yet; use HTTP or HTTPS",
-                    ));
-                }
                 check_vpc(
                     settings,
                     "config.vpcIdentifier",
@@ -1268,12 +1262,6 @@ pub fn handle(
                 ));
             }
             let protocol = c.get("protocol");
-            if protocol == "TLS_PASSTHROUGH" {
-                return Err(ApiError::field(
-                    "protocol",
-                    "TLS_PASSTHROUGH listeners are not supported by latticed yet; use HTTP or HTTPS",
-                ));
-            }
             let port = input["port"]
                 .as_u64()
                 .unwrap_or(if protocol == "HTTP" { 80 } else { 443 });

@@ -1,0 +1,144 @@
+//! TLS_PASSTHROUGH listeners: TLS is not terminated. The proxy peeks at the
+//! ClientHello for the server name (services sharing a VIP:port are told
+//! apart by it), picks a target of the listener's TCP target group, and
+//! splices bytes both ways. The target holds the certificate.
+
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use tokio::net::TcpStream;
+
+use crate::{
+    access_log::Record,
+    routing::{Action, ListenerKey, Served},
+    Dataplane,
+};
+
+/// Largest ClientHello read while looking for the server name.
+const MAX_HELLO: usize = 16 * 1024;
+
+/// Reads the SNI of the ClientHello waiting on `stream`, without consuming
+/// it. `Ok(None)`: a complete ClientHello without SNI.
+async fn peek_sni(stream: &TcpStream) -> std::io::Result<Option<String>> {
+    let mut buf = vec![0u8; MAX_HELLO];
+    let mut last = 0;
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if n > last {
+            let mut acceptor = rustls::server::Acceptor::default();
+            let mut rd = &buf[..n];
+            acceptor.read_tls(&mut rd)?;
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    return Ok(accepted.client_hello().server_name().map(str::to_owned))
+                }
+                Ok(None) => {}
+                Err((e, _)) => return Err(std::io::Error::other(e)),
+            }
+            if n == MAX_HELLO {
+                return Err(std::io::Error::other("ClientHello larger than 16 KiB"));
+            }
+            last = n;
+        }
+        // More of the ClientHello is on its way: wait for it to arrive.
+        stream.readable().await?;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// Serves one passthrough connection.
+pub(crate) async fn serve(
+    dp: &Arc<Dataplane>,
+    key: ListenerKey,
+    mut client: TcpStream,
+    peer: SocketAddr,
+) {
+    let start = Instant::now();
+    let started_at = SystemTime::now();
+    let sni = match tokio::time::timeout(dp.config.header_read_timeout, peek_sni(&client)).await {
+        Ok(Ok(sni)) => sni,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "not a TLS ClientHello; closing");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no ClientHello in time; closing");
+            return;
+        }
+    };
+    let served: Option<Arc<Served>> = dp
+        .routes
+        .load()
+        .listeners
+        .get(&key)
+        .and_then(|v| v.route(sni.as_deref()).cloned());
+    let Some(served) = served else {
+        tracing::debug!(%peer, ?sni, "no TLS_PASSTHROUGH service for this server name");
+        return;
+    };
+    let Action::Forward(forward) = &served.listener.default_action else {
+        return;
+    };
+    let Some(group) = forward.pick() else { return };
+    let crate::routing::GroupKind::Hosts { ns, .. } = &group.kind else {
+        return;
+    };
+    let Some(target) = group.next_target() else {
+        tracing::warn!(service = %served.listener.service, target_group = %group.name, "no target for a TLS_PASSTHROUGH connection");
+        return;
+    };
+    let mut upstream = match dp.connector.connect(*ns, target.addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(service = %served.listener.service, target = %target.addr, error = %e, "target connection failed");
+            return;
+        }
+    };
+    let to_target = start.elapsed();
+    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream)
+        .await
+        .unwrap_or_default();
+    let took = start.elapsed();
+    served.listener.metrics.record(0, took);
+    group.metrics.record(0, took);
+    let network = &served.network;
+    let record = Record {
+        start_time: crate::time::iso8601(started_at),
+        request_method: "-",
+        request_path: "-",
+        protocol: "TCP",
+        response_code: 0,
+        bytes_received: up,
+        bytes_sent: down,
+        duration: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        request_to_target_duration: u64::try_from(to_target.as_millis()).unwrap_or(0),
+        response_from_target_duration: 0,
+        user_agent: "-",
+        host_header: "-",
+        server_name_indication: sni.as_deref().unwrap_or("-"),
+        ssl_cipher: "-",
+        tls_version: "-",
+        source_ip_port: peer.to_string(),
+        target_ip_port: SocketAddrV4::to_string(&target.addr),
+        target_group_arn: &group.arn,
+        service_arn: &served.listener.service_arn,
+        service_network_arn: &network.arn,
+        source_vpc_arn: &network.vpc_arn,
+        source_vpc_id: &network.vpc_id,
+        destination_vpc_id: "-",
+        caller_principal: "-",
+        resolved_user: "-",
+        auth_denied_reason: "-",
+        request_id: "-",
+        grpc_response_code: "-",
+        failure_reason: "-",
+    };
+    dp.access_log
+        .log(&[&served.listener.logs, &network.logs], &record);
+}
