@@ -1,0 +1,176 @@
+//! Protocols through the proxy with real clients and servers: gRPC (Python
+//! grpcio) over cleartext HTTP/2 and over TLS, HTTPS targets, TLS_PASSTHROUGH
+//! to TCP targets, HTTP/2 with prior knowledge, and a user-supplied
+//! certificate named by `certificateArn`.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "integration tests: a panic is the failure report"
+)]
+
+use std::{path::Path, process::Command, time::Duration};
+
+use latticed_tests::*;
+use serde_json::{json, Value};
+
+/// A self-signed certificate for `name` (and 10.0.16.10) made by openssl.
+fn self_signed(dir: &Path, stem: &str, name: &str) -> (String, String) {
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{name},IP:10.0.16.10")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (
+        cert.to_str().unwrap().to_owned(),
+        key.to_str().unwrap().to_owned(),
+    )
+}
+
+fn forward(tg: &str) -> Value {
+    json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg, "weight": 1}]}})
+}
+
+fn apps_dir() -> std::path::PathBuf {
+    workspace_root().join("tests/apps")
+}
+
+#[test]
+fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
+    let mut a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let dir = std::env::temp_dir().join(format!("latticed-proto-{}", unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Apps in vpc-a: an HTTPS app (its own self-signed certificate) and a
+    // gRPC server.
+    let (app_cert, app_key) = self_signed(&dir, "app", "pass.example.internal");
+    let mut tls = a.ns.command("python3");
+    tls.arg(apps_dir().join("tls_app.py"))
+        .args(["tls-a", "10.0.16.10", "8443", &app_cert, &app_key]);
+    a.ns.spawn(tls);
+    let mut grpc = a.ns.command("python3");
+    grpc.arg(apps_dir().join("grpc_app.py"))
+        .args(["serve", "10.0.16.10:50051"]);
+    a.ns.spawn(grpc);
+    wait_until(Duration::from_secs(10), || {
+        curl_in(&a.ns, "https://10.0.16.10:8443/", &["-k"]).is_ok()
+    });
+
+    let members: Vec<Value> = ["grpc-svc", "secure-svc", "pass-svc", "own-cert"]
+        .iter()
+        .map(|s| json!({"serviceNetworkIdentifier": "net", "serviceIdentifier": s}))
+        .collect();
+    let config = json!({
+        "serviceNetworks": [{"name": "net"}],
+        "services": [
+            {"name": "grpc-svc", "customDomainName": "grpc.example.internal", "listeners": [
+                {"name": "h2c", "protocol": "HTTP", "port": 80, "defaultAction": forward("grpc")},
+                {"name": "tls", "protocol": "HTTPS", "port": 443, "defaultAction": forward("grpc")}]},
+            {"name": "secure-svc", "customDomainName": "secure.example.internal", "listeners": [
+                {"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": forward("https-app")}]},
+            {"name": "pass-svc", "customDomainName": "pass.example.internal", "listeners": [
+                {"name": "pass", "protocol": "TLS_PASSTHROUGH", "port": 8443, "defaultAction": forward("tcp-app")}]},
+            {"name": "own-cert", "customDomainName": "own.example.internal",
+             "certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/own-cert",
+             "listeners": [{"name": "https", "protocol": "HTTPS", "defaultAction": forward("app")}]}
+        ],
+        "targetGroups": [
+            {"name": "grpc", "type": "IP", "config": {"port": 50051, "protocol": "HTTP", "protocolVersion": "GRPC",
+                "vpcIdentifier": a.name(), "healthCheck": {"enabled": false}}, "targets": [{"id": "10.0.16.10"}]},
+            {"name": "https-app", "type": "IP", "config": {"port": 8443, "protocol": "HTTPS", "vpcIdentifier": a.name()},
+                "targets": [{"id": "10.0.16.10"}]},
+            {"name": "tcp-app", "type": "IP", "config": {"port": 8443, "protocol": "TCP", "vpcIdentifier": a.name()},
+                "targets": [{"id": "10.0.16.10"}]},
+            {"name": "app", "type": "IP", "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": a.name()},
+                "targets": [{"id": "10.0.16.10"}]}
+        ],
+        "serviceNetworkServiceAssociations": members,
+        "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}]
+    });
+    let mut latticed = Latticed::prepare(&config);
+    // The user-supplied certificate of own-cert, where certificateArn says.
+    let own = latticed.state_dir.join("certificates/own-cert");
+    std::fs::create_dir_all(&own).unwrap();
+    let (own_cert, own_key) = self_signed(&dir, "own", "own.example.internal");
+    std::fs::copy(&own_cert, own.join("chain.pem")).unwrap();
+    std::fs::copy(&own_key, own.join("key.pem")).unwrap();
+    latticed.spawn_and_wait_ready().expect("latticed starts");
+    let ca = latticed.state_dir.join("ca.pem");
+
+    // gRPC over cleartext HTTP/2 (prior knowledge) and over TLS (ALPN h2):
+    // unary, server streaming, trailers and error statuses pass through.
+    for (target, ca) in [
+        ("grpc.example.internal:80", None),
+        ("grpc.example.internal:443", Some(ca.to_str().unwrap())),
+    ] {
+        let mut cmd = b.ns.command("python3");
+        cmd.arg(apps_dir().join("grpc_app.py"))
+            .args(["call", target])
+            .args(ca);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["echo"], "echo:hi", "{target}: {v}");
+        assert_eq!(v["echoTrailers"]["x-trailer"], "unary", "{v}");
+        let peer = v["echoTrailers"]["x-peer"].as_str().unwrap();
+        assert!(peer.starts_with("ipv4:169.254.171."), "server saw {peer}");
+        assert_eq!(v["count"], json!(["0", "1", "2", "3", "4"]), "{v}");
+        assert_eq!(v["countTrailers"]["x-count"], "5", "{v}");
+        assert_eq!(v["fail"], "NOT_FOUND", "{v}");
+        assert_eq!(v["failDetails"], "no such thing", "{v}");
+    }
+
+    // An HTTPS target group: TLS from the proxy to the app.
+    let body = b.curl("http://secure.example.internal/x").unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["app"], "tls-a");
+    assert!(in_source_pool(v["client"].as_str().unwrap()), "{v}");
+    assert_eq!(v["host"], "secure.example.internal", "{v}");
+
+    // HTTP/2 with prior knowledge on an HTTP listener.
+    let out = curl_in(
+        &b.ns,
+        "http://secure.example.internal/",
+        &["--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version}"],
+    )
+    .unwrap();
+    assert_eq!(out, "2");
+
+    // TLS_PASSTHROUGH: the app's own certificate reaches the client, with
+    // the client's SNI.
+    let body = curl_in(
+        &b.ns,
+        "https://pass.example.internal:8443/through",
+        &["--cacert", &app_cert],
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["app"], "tls-a");
+    assert_eq!(v["sni"], "pass.example.internal", "{v}");
+    assert!(in_source_pool(v["client"].as_str().unwrap()), "{v}");
+
+    // A user-supplied certificate instead of the local CA's.
+    let body = curl_in(
+        &b.ns,
+        "https://own.example.internal/",
+        &["--cacert", &own_cert],
+    )
+    .unwrap();
+    assert!(body.contains(&format!("\"app\":\"{}\"", a.name())), "{body}");
+    let err = curl_in(&b.ns, "https://own.example.internal/", &["--cacert", ca.to_str().unwrap()])
+        .unwrap_err();
+    assert_eq!(err.0, 60, "the local CA did not issue own-cert's certificate: {err:?}");
+}
