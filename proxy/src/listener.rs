@@ -254,8 +254,21 @@ async fn serve_http<I>(
     let serving = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(serving);
     let idle = dp.config.idle_timeout;
+    let header = dp.config.header_read_timeout;
+    // HTTP/2 clients send frames between requests (PING, WINDOW_UPDATE);
+    // only HTTP/1 reads between requests are a request head arriving.
+    activity
+        .track_heads
+        .store(version != Version::H2, Ordering::Relaxed);
     let mut closing = false;
     loop {
+        // Wake when the connection would reach a limit if nothing moves
+        // meanwhile.
+        let wait = match activity.head_for() {
+            Some(t) => header.saturating_sub(t),
+            None => idle.saturating_sub(activity.idle_for()),
+        }
+        .max(Duration::from_millis(50));
         tokio::select! {
             r = serving.as_mut() => {
                 if let Err(e) = r {
@@ -263,8 +276,14 @@ async fn serve_http<I>(
                 }
                 return;
             }
-            () = tokio::time::sleep(idle), if !closing => {
-                if activity.idle_for() >= idle {
+            () = tokio::time::sleep(wait), if !closing => {
+                if activity.head_for().is_some_and(|t| t >= header) {
+                    // A request head that does not finish in time: drop the
+                    // connection (a slow client holds nothing else).
+                    tracing::debug!(%peer, "request headers not received in time; closing");
+                    return;
+                }
+                if activity.head_for().is_none() && activity.idle_for() >= idle {
                     tracing::debug!(%peer, "closing idle client connection");
                     serving.as_mut().graceful_shutdown();
                     closing = true;
@@ -274,12 +293,20 @@ async fn serve_http<I>(
     }
 }
 
-/// When a connection last moved bytes, and how many requests are open on it.
+/// When a connection last moved bytes, how many requests are open on it,
+/// and since when a request head has been arriving. hyper's own header
+/// timeout also runs while a keep-alive connection waits for its next
+/// request, which would cut idle connections at the header timeout; these
+/// timers tell the two apart.
 #[derive(Debug)]
 struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
     open: AtomicUsize,
+    /// Milliseconds since `epoch`, plus one, when the first byte of the
+    /// request head now arriving was read; 0 when none is.
+    head_since: AtomicU64,
+    track_heads: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Activity {
@@ -288,14 +315,41 @@ impl Default for Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
             open: AtomicUsize::new(0),
+            head_since: AtomicU64::new(0),
+            track_heads: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
 
 impl Activity {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: between requests, that starts a request head.
+    fn read(&self) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.open.load(Ordering::Relaxed) == 0
+            && self.head_since.load(Ordering::Relaxed) == 0
+            && self.track_heads.load(Ordering::Relaxed)
+        {
+            self.head_since.store(now + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// How long the request head now arriving has taken, if one is.
+    fn head_for(&self) -> Option<Duration> {
+        match self.head_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                self.now_ms().saturating_sub(since - 1),
+            )),
+        }
     }
 
     /// Time since the last byte moved; zero while a request is open (a
@@ -310,6 +364,7 @@ impl Activity {
 
     fn request(self: &Arc<Self>) -> OpenRequest {
         self.open.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
         OpenRequest(Arc::clone(self))
     }
 }
@@ -335,9 +390,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if r.is_ready() {
-            self.activity.touch();
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.read();
         }
         r
     }
@@ -401,7 +457,8 @@ impl Servers {
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             b.http1()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(config.header_read_timeout)
+                // Our own timers enforce it (see `Activity`).
+                .header_read_timeout(None)
                 // hyper answers 431 when a request head outgrows this.
                 .max_buf_size(config.max_header_bytes.max(8192))
                 .max_headers(config.max_headers);

@@ -50,7 +50,9 @@ pub enum SendError {
 /// multiplexes), made on first use and again when it closes. No lock: a
 /// race makes two connections and the last one stays.
 #[derive(Debug, Default)]
-pub struct H2Conn(arc_swap::ArcSwapOption<hyper::client::conn::http2::SendRequest<crate::UpstreamBody>>);
+pub struct H2Conn(
+    arc_swap::ArcSwapOption<hyper::client::conn::http2::SendRequest<crate::UpstreamBody>>,
+);
 
 /// Sends `req` to `target` over its HTTP/2 connection.
 pub async fn send_h2(

@@ -202,6 +202,8 @@ impl Drop for NetNsGuard {
 pub struct Vpc {
     /// The namespace.
     pub ns: NetNsGuard,
+    /// PID of the echo app.
+    pub app_pid: u32,
 }
 
 /// The app address in every walkthrough VPC (they all overlap).
@@ -214,8 +216,8 @@ impl Vpc {
         ns.ip(&["addr", "add", "10.0.16.10/20", "dev", "lo"]);
         let mut cmd = ns.command(bin("latticed-echo"));
         cmd.args(["--name", ns.name(), "--listen", APP_ADDR]);
-        ns.spawn(cmd);
-        let vpc = Self { ns };
+        let app_pid = ns.spawn(cmd);
+        let vpc = Self { ns, app_pid };
         wait_until(Duration::from_secs(5), || {
             vpc.curl(&format!("http://{APP_ADDR}/")).ok().is_some()
         });
@@ -862,4 +864,23 @@ pub fn getent(ns: &NetNsGuard, name: &str) -> Option<String> {
             .unwrap_or("")
             .to_owned()
     })
+}
+
+/// Starts another echo app named `name` at `addr` (an address the caller
+/// added to the namespace); returns its PID.
+pub fn spawn_echo(ns: &mut NetNsGuard, name: &str, addr: &str) -> u32 {
+    let mut cmd = ns.command(bin("latticed-echo"));
+    cmd.args(["--name", name, "--listen", addr]);
+    let pid = ns.spawn(cmd);
+    let url = format!("http://{addr}/");
+    wait_until(Duration::from_secs(5), || curl_in(ns, &url, &[]).is_ok());
+    pid
+}
+
+/// SIGKILLs a process this test started.
+pub fn kill(pid: u32) {
+    // SAFETY: plain syscall on a PID the test spawned.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
 }

@@ -19,16 +19,30 @@ fn self_signed(dir: &Path, stem: &str, name: &str) -> (String, String) {
     let cert = dir.join(format!("{stem}.pem"));
     let key = dir.join(format!("{stem}.key"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
         .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{name},IP:10.0.16.10")])
+        .args([
+            "-addext",
+            &format!("subjectAltName=DNS:{name},IP:10.0.16.10"),
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (
         cert.to_str().unwrap().to_owned(),
         key.to_str().unwrap().to_owned(),
@@ -54,8 +68,13 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
     // gRPC server.
     let (app_cert, app_key) = self_signed(&dir, "app", "pass.example.internal");
     let mut tls = a.ns.command("python3");
-    tls.arg(apps_dir().join("tls_app.py"))
-        .args(["tls-a", "10.0.16.10", "8443", &app_cert, &app_key]);
+    tls.arg(apps_dir().join("tls_app.py")).args([
+        "tls-a",
+        "10.0.16.10",
+        "8443",
+        &app_cert,
+        &app_key,
+    ]);
     a.ns.spawn(tls);
     let mut grpc = a.ns.command("python3");
     grpc.arg(apps_dir().join("grpc_app.py"))
@@ -144,7 +163,13 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
     let out = curl_in(
         &b.ns,
         "http://secure.example.internal/",
-        &["--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version}"],
+        &[
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+        ],
     )
     .unwrap();
     assert_eq!(out, "2");
@@ -169,8 +194,18 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
         &["--cacert", &own_cert],
     )
     .unwrap();
-    assert!(body.contains(&format!("\"app\":\"{}\"", a.name())), "{body}");
-    let err = curl_in(&b.ns, "https://own.example.internal/", &["--cacert", ca.to_str().unwrap()])
-        .unwrap_err();
-    assert_eq!(err.0, 60, "the local CA did not issue own-cert's certificate: {err:?}");
+    assert!(
+        body.contains(&format!("\"app\":\"{}\"", a.name())),
+        "{body}"
+    );
+    let err = curl_in(
+        &b.ns,
+        "https://own.example.internal/",
+        &["--cacert", ca.to_str().unwrap()],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.0, 60,
+        "the local CA did not issue own-cert's certificate: {err:?}"
+    );
 }

@@ -171,7 +171,9 @@ pub fn setup() -> anyhow::Result<Tools> {
         eprintln!("aws CLI with VPC Lattice, grpcio: present");
     } else {
         // Debian's own botocore predates VPC Lattice: use PyPI's.
-        eprintln!("aws CLI with VPC Lattice, grpcio: installing awscli, boto3 and grpcio from PyPI");
+        eprintln!(
+            "aws CLI with VPC Lattice, grpcio: installing awscli, boto3 and grpcio from PyPI"
+        );
         let pip = |extra: &[&str]| {
             run(Command::new("python3")
                 .args([

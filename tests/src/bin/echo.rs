@@ -64,7 +64,17 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let text = answer(&name, listen, peer, &req);
+                // `?delay_ms=N` answers after N ms: slow targets and
+                // requests in flight for the tests.
+                let delay = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("delay_ms=")))
+                    .and_then(|v| v.parse::<u64>().ok());
                 async move {
+                    if let Some(ms) = delay {
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    }
                     let mut resp = Response::new(Full::new(Bytes::from(text)));
                     resp.headers_mut().insert(
                         hyper::header::CONTENT_TYPE,

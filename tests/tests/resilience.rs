@@ -1,0 +1,500 @@
+//! What happens when targets fail, leave, or misbehave, and when clients
+//! do: health checks, draining, dead and slow targets, function limits,
+//! request limits, and DNS following associations.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "integration tests: a panic is the failure report"
+)]
+
+use std::{
+    collections::BTreeMap,
+    thread,
+    time::{Duration, Instant},
+};
+
+use latticed_tests::*;
+use serde_json::{json, Value};
+
+fn forward(tg: &str) -> Value {
+    json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg, "weight": 1}]}})
+}
+
+/// One service `web.example.internal` forwarding to `tg` in `a`, reachable
+/// from `b`.
+fn one_service(a: &Vpc, b: &Vpc, tg: Value, listener_extra: Value) -> Value {
+    let mut listener =
+        json!({"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": forward("group")});
+    if let (Some(l), Some(extra)) = (listener.as_object_mut(), listener_extra.as_object()) {
+        l.extend(extra.clone());
+    }
+    let _ = a;
+    json!({
+        "serviceNetworks": [{"name": "net"}],
+        "services": [{"name": "web", "customDomainName": "web.example.internal", "listeners": [listener]}],
+        "targetGroups": [tg],
+        "serviceNetworkServiceAssociations": [{"serviceNetworkIdentifier": "net", "serviceIdentifier": "web"}],
+        "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}]
+    })
+}
+
+/// Which app answered each of `n` requests (by the echo's `app`), keyed by
+/// status for failures.
+fn tally(b: &Vpc, url: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for _ in 0..n {
+        let key = match curl_in(&b.ns, url, &["-w", "\n%{http_code}"]) {
+            Ok(body) => {
+                let (json, code) = body.rsplit_once('\n').unwrap();
+                if code == "200" {
+                    serde_json::from_str::<Value>(json).unwrap()["app"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                } else {
+                    code.to_owned()
+                }
+            }
+            Err((code, e)) => format!("curl exit {code}: {e}"),
+        };
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+#[test]
+fn health_checks_flap_and_list_targets_follows() {
+    let mut a = Vpc::new("a");
+    let b = Vpc::new("b");
+    a.ns.ip(&["addr", "add", "10.0.16.11/20", "dev", "lo"]);
+    let second = spawn_echo(&mut a.ns, "second", "10.0.16.11:8080");
+    let latticed = Latticed::start_api();
+    let aws = latticed.aws();
+    let id = |v: Value| v["id"].as_str().unwrap().to_owned();
+    let tg = id(aws.ok(&[
+        "create-target-group", "--name", "pair", "--type", "IP", "--config",
+        &format!(r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{}","healthCheck":{{"path":"/health","healthCheckIntervalSeconds":5,"healthCheckTimeoutSeconds":1,"healthyThresholdCount":2,"unhealthyThresholdCount":2,"matcher":{{"httpCode":"200-299"}}}}}}"#, a.name()),
+    ]));
+    aws.ok(&[
+        "register-targets",
+        "--target-group-identifier",
+        &tg,
+        "--targets",
+        "id=10.0.16.10",
+        "id=10.0.16.11",
+    ]);
+    let svc = aws.ok(&["create-service", "--name", "web"]);
+    let name = svc["dnsEntry"]["domainName"].as_str().unwrap().to_owned();
+    let svc = id(svc);
+    aws.ok(&[
+        "create-listener",
+        "--service-identifier",
+        &svc,
+        "--name",
+        "http",
+        "--protocol",
+        "HTTP",
+        "--default-action",
+        &format!(r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg}"}}]}}}}"#),
+    ]);
+    let sn = id(aws.ok(&["create-service-network", "--name", "net"]));
+    aws.ok(&[
+        "create-service-network-service-association",
+        "--service-network-identifier",
+        &sn,
+        "--service-identifier",
+        &svc,
+    ]);
+    aws.ok(&[
+        "create-service-network-vpc-association",
+        "--service-network-identifier",
+        &sn,
+        "--vpc-identifier",
+        b.name(),
+    ]);
+
+    let status = |ip: &str| -> (String, String) {
+        let t = aws.ok(&["list-targets", "--target-group-identifier", &tg]);
+        let item = t["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == ip)
+            .cloned()
+            .unwrap();
+        (
+            item["status"].as_str().unwrap_or("").to_owned(),
+            item["reasonCode"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    wait_until(Duration::from_secs(10), || {
+        status("10.0.16.10").0 == "HEALTHY" && status("10.0.16.11").0 == "HEALTHY"
+    });
+    let url = format!("http://{name}/");
+    let both = tally(&b, &url, 20);
+    assert_eq!(both.get("second"), Some(&10), "{both:?}");
+
+    // The second target dies: marked UNHEALTHY after two failed checks, and
+    // from then on gets no requests.
+    kill(second);
+    let t0 = Instant::now();
+    wait_until(Duration::from_secs(20), || {
+        status("10.0.16.11").0 == "UNHEALTHY"
+    });
+    assert!(
+        t0.elapsed() < Duration::from_secs(16),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(status("10.0.16.11").1, "Target.FailedHealthChecks");
+    let only = tally(&b, &url, 20);
+    assert_eq!(only.get(a.name()), Some(&20), "{only:?}");
+    let metrics = latticed.metrics();
+    assert!(
+        metrics.contains("latticed_targets{target_group=\"pair\",health=\"unhealthy\"} 1"),
+        "{metrics}"
+    );
+
+    // It comes back: healthy again after two good checks, and traffic
+    // returns to it.
+    let _again = spawn_echo(&mut a.ns, "second", "10.0.16.11:8080");
+    wait_until(Duration::from_secs(20), || {
+        status("10.0.16.11").0 == "HEALTHY"
+    });
+    let back = tally(&b, &url, 20);
+    assert_eq!(back.get("second"), Some(&10), "{back:?}");
+}
+
+#[test]
+fn draining_dead_and_slow_targets() {
+    let mut a = Vpc::new("a");
+    let b = Vpc::new("b");
+    a.ns.ip(&["addr", "add", "10.0.16.11/20", "dev", "lo"]);
+    let second = spawn_echo(&mut a.ns, "second", "10.0.16.11:8080");
+    let group = |targets: &[&str]| {
+        json!({"name": "group", "type": "IP", "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": a.name(),
+            "healthCheck": {"enabled": false}},
+            "targets": targets.iter().map(|t| json!({"id": t})).collect::<Vec<_>>()})
+    };
+    let latticed = Latticed::start(&one_service(
+        &a,
+        &b,
+        group(&["10.0.16.10", "10.0.16.11"]),
+        json!({}),
+    ));
+    wait_until(Duration::from_secs(5), || {
+        b.curl("http://web.example.internal/").is_ok()
+    });
+
+    // Requests in flight when a target is deregistered finish; new ones go
+    // to the remaining target; a steady load sees no error throughout.
+    let load = {
+        let ns = b.ns.name().to_owned();
+        thread::spawn(move || {
+            let cfg = std::env::temp_dir().join(format!("latticed-drain-{}", unique()));
+            let urls: String = (0..400)
+                .map(|_| "url = \"http://web.example.internal/\"\noutput = \"/dev/null\"\n")
+                .collect();
+            std::fs::write(&cfg, urls).unwrap();
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "curl",
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}\n",
+                    "-K",
+                ])
+                .arg(&cfg)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+    };
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let ns = b.ns.name().to_owned();
+            thread::spawn(move || {
+                let out = std::process::Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &ns,
+                        "curl",
+                        "-sS",
+                        "--max-time",
+                        "10",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                    ])
+                    .arg("http://web.example.internal/?delay_ms=1500")
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    latticed.write_config(&one_service(&a, &b, group(&["10.0.16.10"]), json!({})));
+    latticed.reload();
+    for s in slow {
+        assert_eq!(
+            s.join().unwrap(),
+            "200",
+            "a request in flight on a deregistered target finishes"
+        );
+    }
+    let codes = load.join().unwrap();
+    assert_eq!(codes.len(), 400);
+    assert!(
+        codes.iter().all(|c| c == "200"),
+        "{:?}",
+        codes.iter().filter(|c| *c != "200").collect::<Vec<_>>()
+    );
+    let after = tally(&b, "http://web.example.internal/", 10);
+    assert_eq!(after.get(a.name()), Some(&10), "{after:?}");
+
+    // A target that dies mid-request: the client gets 502 at once.
+    latticed.write_config(&one_service(&a, &b, group(&["10.0.16.11"]), json!({})));
+    latticed.reload();
+    let pending = {
+        let ns = b.ns.name().to_owned();
+        thread::spawn(move || {
+            let t0 = Instant::now();
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "20",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .arg("http://web.example.internal/?delay_ms=10000")
+                .output()
+                .unwrap();
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                t0.elapsed(),
+            )
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    kill(second);
+    let (code, took) = pending.join().unwrap();
+    assert_eq!(code, "502");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // And with no target listening at all: 503 at once.
+    let t0 = Instant::now();
+    let dead = tally(&b, "http://web.example.internal/", 3);
+    assert_eq!(dead.get("503"), Some(&3), "{dead:?}");
+    assert!(t0.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn slow_targets_time_out_with_504() {
+    let a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let tg = json!({"name": "group", "type": "IP", "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": a.name()},
+        "targets": [{"id": "10.0.16.10"}]});
+    let mut latticed = Latticed::prepare(&one_service(&a, &b, tg, json!({})));
+    latticed.extra_args = vec!["--request-timeout".into(), "1".into()];
+    latticed.spawn_and_wait_ready().unwrap();
+    wait_until(Duration::from_secs(5), || {
+        b.curl("http://web.example.internal/").is_ok()
+    });
+    let t0 = Instant::now();
+    let code = curl_in(
+        &b.ns,
+        "http://web.example.internal/?delay_ms=5000",
+        &["-o", "/dev/null", "-w", "%{http_code}"],
+    )
+    .unwrap();
+    assert_eq!(code, "504");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn function_errors_and_size_limits() {
+    let a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let runner = LambdaRunner::start();
+    let fns = |name: &str| {
+        json!({"name": name, "type": "LAMBDA",
+            "targets": [{"id": format!("arn:aws:lambda:us-east-1:111122223333:function:{name}")}]})
+    };
+    let rule = |prio: u32, path: &str, tg: &str| {
+        json!({"name": format!("path-{prio}"), "priority": prio,
+            "match": {"httpMatch": {"pathMatch": {"match": {"exact": path}}}}, "action": forward(tg)})
+    };
+    let mut config = one_service(
+        &a,
+        &b,
+        fns("hello"),
+        json!({
+            "defaultAction": forward("hello"),
+            "rules": [rule(1, "/broken", "broken"), rule(2, "/big", "big")]
+        }),
+    );
+    config["targetGroups"] = json!([fns("hello"), fns("broken"), fns("big")]);
+    let mut latticed = Latticed::prepare(&config);
+    latticed.extra_args = vec!["--lambda-endpoint".into(), runner.endpoint.clone()];
+    latticed.spawn_and_wait_ready().unwrap();
+    let url = "http://web.example.internal";
+    wait_until(Duration::from_secs(5), || {
+        b.curl(&format!("{url}/")).is_ok()
+    });
+
+    let code = |path: &str, extra: &[&str]| {
+        curl_in(
+            &b.ns,
+            &format!("{url}{path}"),
+            &[extra, &["-o", "/dev/null", "-w", "%{http_code}"]].concat(),
+        )
+        .unwrap()
+    };
+    // A body is passed in the event (version 1.0 here).
+    let body = curl_in(
+        &b.ns,
+        &format!("{url}/post?x=1"),
+        &["--data-binary", &"y".repeat(1024)],
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["bodyLength"], 1024);
+    assert_eq!(v["version"], "1.0");
+    assert_eq!(v["path"], "/post?x=1");
+    assert_eq!(v["method"], "POST");
+    // A function that throws, and one that answers over 6 MB: 502.
+    assert_eq!(code("/broken", &[]), "502");
+    assert_eq!(code("/big", &[]), "502");
+    // A request over 6 MB: 413.
+    let big = std::env::temp_dir().join(format!("latticed-big-{}", unique()));
+    std::fs::write(&big, vec![b'z'; 7 * 1024 * 1024]).unwrap();
+    assert_eq!(
+        code("/", &["--data-binary", &format!("@{}", big.display())]),
+        "413"
+    );
+    let _ = std::fs::remove_file(&big);
+    // Nothing above hurt the next request.
+    assert_eq!(code("/", &[]), "200");
+}
+
+#[test]
+fn oversized_slow_idle_and_malformed_clients_affect_only_themselves() {
+    let a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let tg = json!({"name": "group", "type": "IP", "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": a.name()},
+        "targets": [{"id": "10.0.16.10"}]});
+    let mut latticed = Latticed::prepare(&one_service(&a, &b, tg, json!({})));
+    latticed.extra_args = ["--header-timeout", "1", "--idle-timeout", "2"]
+        .map(String::from)
+        .to_vec();
+    latticed.spawn_and_wait_ready().unwrap();
+    let url = "http://web.example.internal/";
+    wait_until(Duration::from_secs(5), || b.curl(url).is_ok());
+
+    // Request headers over the limit: 431.
+    let big = format!("x-big: {}", "a".repeat(70 * 1024));
+    let code = curl_in(
+        &b.ns,
+        url,
+        &["-H", &big, "-o", "/dev/null", "-w", "%{http_code}"],
+    )
+    .unwrap();
+    assert_eq!(code, "431");
+
+    let out =
+        b.ns.command("python3")
+            .arg(workspace_root().join("tests/apps/limits_probe.py"))
+            .args(["web.example.internal", "80", "1", "2"])
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["malformed"], "HTTP/1.1 400 Bad Request", "{v}");
+    assert_eq!(v["otherWhileSlow"], "HTTP/1.1 200 OK", "{v}");
+    assert_eq!(v["slowClosed"], true, "{v}");
+    assert!(v["slowClosedAfter"].as_f64().unwrap() <= 3.0, "{v}");
+    assert_eq!(v["keepAliveFirst"], "HTTP/1.1 200 OK", "{v}");
+    assert_eq!(v["idleClosed"], true, "{v}");
+    let idle = v["idleClosedAfter"].as_f64().unwrap();
+    assert!((1.5..=3.5).contains(&idle), "{v}");
+    assert_eq!(b.curl(url).map(|_| ()), Ok(()));
+}
+
+#[test]
+fn names_resolve_only_while_associated() {
+    let a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let resolv = std::path::Path::new("/etc/netns")
+        .join(b.name())
+        .join("resolv.conf");
+    assert!(!resolv.exists());
+    let tg = json!({"name": "group", "type": "IP", "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": a.name()},
+        "targets": [{"id": "10.0.16.10"}]});
+    let config = one_service(&a, &b, tg, json!({}));
+    let mut latticed = Latticed::start(&config);
+    assert_eq!(
+        getent(&b.ns, "web.example.internal").as_deref(),
+        Some("169.254.171.1")
+    );
+    assert_eq!(
+        getent(&b.ns, "WEB.Example.Internal").as_deref(),
+        Some("169.254.171.1"),
+        "names are case-insensitive"
+    );
+    // Python's resolver takes the same path.
+    let out =
+        b.ns.command("python3")
+            .args([
+                "-c",
+                "import socket; print(socket.gethostbyname('web.example.internal'))",
+            ])
+            .output()
+            .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "169.254.171.1");
+
+    let mut unassociated = config.clone();
+    unassociated["serviceNetworkVpcAssociations"] = json!([]);
+    latticed.write_config(&unassociated);
+    latticed.reload();
+    wait_until(Duration::from_secs(5), || {
+        getent(&b.ns, "web.example.internal").is_none()
+    });
+    assert!(!resolv.exists(), "the namespace's resolver is put back");
+
+    latticed.write_config(&config);
+    latticed.reload();
+    wait_until(Duration::from_secs(5), || {
+        getent(&b.ns, "web.example.internal").is_some()
+    });
+    latticed.stop_with(libc::SIGTERM);
+    assert!(
+        !resolv.exists(),
+        "stopping puts the namespace's resolver back"
+    );
+}
