@@ -805,8 +805,8 @@ pub fn api_request(
     Ok((status, error_type, body.to_owned()))
 }
 
-/// The tests' Lambda Invoke API (Node.js, `tests/lambda/runner.js`), serving
-/// the functions in `tests/lambda/functions` on 127.0.0.1. Killed by PID on
+/// The tests' Lambda Invoke API (Node.js, `scripts/lambda/runner.js`), serving
+/// the functions in `scripts/lambda/functions` on 127.0.0.1. Killed by PID on
 /// drop.
 #[derive(Debug)]
 pub struct LambdaRunner {
@@ -819,7 +819,7 @@ impl LambdaRunner {
     /// Starts the runner and waits until it listens.
     pub fn start() -> Self {
         use std::io::BufRead as _;
-        let root = workspace_root().join("tests/lambda");
+        let root = workspace_root().join("scripts/lambda");
         let mut child = Command::new("node")
             .arg(root.join("runner.js"))
             .arg(root.join("functions"))

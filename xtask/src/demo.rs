@@ -1,12 +1,16 @@
-//! `cargo xtask demo`: the walkthrough on the embedded default.
+//! `cargo xtask demo`: the walkthrough of DESIGN.md on the embedded default.
 //!
 //! Two namespaces, `vpc-a` and `vpc-b`, both 10.0.16.0/20, each with an app
-//! on 10.0.16.10:8080 that says which VPC it is in and which client it saw.
+//! on 10.0.16.10:8080 that says which VPC it is in and which client it saw,
+//! and a function (Node.js, behind a small Lambda Invoke API on the host).
 //! latticed starts empty and the demo configures it through the VPC Lattice
 //! API with the AWS CLI, printing each command as a person would type it:
-//! one service per app, in one service network associated with both
-//! namespaces. It then tries the services once, stays up until Ctrl-C, and
-//! removes everything it created.
+//! svc1 over HTTPS splits 2:1 between the instance in vpc-a and the
+//! function, with `/to-instance` and `/to-function` rules; svc2 forwards to
+//! the app in vpc-b; one service network holds both and is associated with
+//! both namespaces, and logs every request. It then tries the services by
+//! their DNS names, stays up until Ctrl-C, and removes everything it
+//! created.
 
 use std::{
     os::unix::{net::UnixDatagram, process::CommandExt},
@@ -21,10 +25,11 @@ use anyhow::{bail, Context as _};
 use crate::{cargo, root, run, step};
 
 const VPCS: [&str; 2] = ["vpc-a", "vpc-b"];
-/// svc1 is created first, so it gets the first VIP; svc2 the second.
-const SVC_A: &str = "169.254.171.1";
-const SVC_B: &str = "169.254.171.2";
 const ENDPOINT: &str = "http://127.0.0.1:7390";
+/// The instance the inventory places at 10.0.16.10 in vpc-a.
+const INSTANCE: &str = "i-0a1b2c3d4e5f60718";
+const FUNCTION: &str = "arn:aws:lambda:us-east-1:111122223333:function:hello";
+const LOG_GROUP: &str = "arn:aws:logs:us-east-1:111122223333:log-group:demo";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -66,12 +71,12 @@ impl Drop for Demo {
 }
 
 /// Runs `aws vpc-lattice ARGS` as the demo's user, printing the command;
-/// returns the answer's `id`.
+/// returns the answer.
 #[expect(
     clippy::print_stdout,
     reason = "the commands are shown to the person running the demo"
 )]
-fn aws(credentials: &Path, args: &[&str]) -> anyhow::Result<String> {
+fn aws(credentials: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let shown: Vec<String> = args
         .iter()
         .map(|a| {
@@ -101,78 +106,169 @@ fn aws(credentials: &Path, args: &[&str]) -> anyhow::Result<String> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    Ok(answer["id"].as_str().unwrap_or_default().to_owned())
+    Ok(serde_json::from_slice(&out.stdout).unwrap_or_default())
+}
+
+fn id(v: &serde_json::Value) -> String {
+    v["id"].as_str().unwrap_or_default().to_owned()
+}
+
+/// DNS names of svc1 and svc2.
+struct Names {
+    svc1: String,
+    svc2: String,
+}
+
+fn forward(groups: &[(&str, u32)]) -> String {
+    let list: Vec<String> = groups
+        .iter()
+        .map(|(tg, w)| format!(r#"{{"targetGroupIdentifier":"{tg}","weight":{w}}}"#))
+        .collect();
+    format!(r#"{{"forward":{{"targetGroups":[{}]}}}}"#, list.join(","))
 }
 
 /// Builds the walkthrough through the API.
-fn configure(credentials: &Path) -> anyhow::Result<()> {
-    let sn = aws(
-        credentials,
-        &["create-service-network", "--name", "demo-net"],
+fn configure(c: &Path) -> anyhow::Result<Names> {
+    let instances = id(&aws(
+        c,
+        &[
+            "create-target-group",
+            "--name",
+            "instances",
+            "--type",
+            "INSTANCE",
+            "--config",
+            r#"{"port":8080,"protocol":"HTTP","vpcIdentifier":"vpc-a"}"#,
+        ],
+    )?);
+    aws(
+        c,
+        &[
+            "register-targets",
+            "--target-group-identifier",
+            &instances,
+            "--targets",
+            &format!("id={INSTANCE}"),
+        ],
     )?;
-    let mut groups = Vec::new();
-    for vpc in VPCS {
-        let name = format!("app-in-{vpc}");
-        let config = format!(r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{vpc}"}}"#);
-        let tg = aws(
-            credentials,
-            &[
-                "create-target-group",
-                "--name",
-                &name,
-                "--type",
-                "IP",
-                "--config",
-                &config,
-            ],
-        )?;
+    let function = id(&aws(
+        c,
+        &[
+            "create-target-group",
+            "--name",
+            "function",
+            "--type",
+            "LAMBDA",
+            "--config",
+            r#"{"lambdaEventStructureVersion":"V2"}"#,
+        ],
+    )?);
+    aws(
+        c,
+        &[
+            "register-targets",
+            "--target-group-identifier",
+            &function,
+            "--targets",
+            &format!("id={FUNCTION}"),
+        ],
+    )?;
+    let app_b = id(&aws(
+        c,
+        &[
+            "create-target-group",
+            "--name",
+            "app-in-vpc-b",
+            "--type",
+            "IP",
+            "--config",
+            r#"{"port":8080,"protocol":"HTTP","vpcIdentifier":"vpc-b"}"#,
+        ],
+    )?);
+    aws(
+        c,
+        &[
+            "register-targets",
+            "--target-group-identifier",
+            &app_b,
+            "--targets",
+            "id=10.0.16.10",
+        ],
+    )?;
+
+    let svc1 = aws(c, &["create-service", "--name", "svc1"])?;
+    let listener = id(&aws(
+        c,
+        &[
+            "create-listener",
+            "--service-identifier",
+            &id(&svc1),
+            "--name",
+            "https",
+            "--protocol",
+            "HTTPS",
+            "--port",
+            "443",
+            "--default-action",
+            &forward(&[(&instances, 2), (&function, 1)]),
+        ],
+    )?);
+    for (priority, path, tg) in [
+        ("1", "/to-instance", &instances),
+        ("2", "/to-function", &function),
+    ] {
         aws(
-            credentials,
+            c,
             &[
-                "register-targets",
-                "--target-group-identifier",
-                &tg,
-                "--targets",
-                "id=10.0.16.10,port=8080",
-            ],
-        )?;
-        groups.push(tg);
-    }
-    for (svc, tg) in ["svc1", "svc2"].iter().zip(&groups) {
-        let id = aws(credentials, &["create-service", "--name", svc])?;
-        let action =
-            format!(r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg}"}}]}}}}"#);
-        aws(
-            credentials,
-            &[
-                "create-listener",
+                "create-rule",
                 "--service-identifier",
-                &id,
+                &id(&svc1),
+                "--listener-identifier",
+                &listener,
                 "--name",
-                "http",
-                "--protocol",
-                "HTTP",
-                "--port",
-                "80",
-                "--default-action",
-                &action,
+                &path[1..],
+                "--priority",
+                priority,
+                "--match",
+                &format!(r#"{{"httpMatch":{{"pathMatch":{{"match":{{"exact":"{path}"}}}}}}}}"#),
+                "--action",
+                &forward(&[(tg, 1)]),
             ],
         )?;
+    }
+    let svc2 = aws(c, &["create-service", "--name", "svc2"])?;
+    aws(
+        c,
+        &[
+            "create-listener",
+            "--service-identifier",
+            &id(&svc2),
+            "--name",
+            "http",
+            "--protocol",
+            "HTTP",
+            "--port",
+            "80",
+            "--default-action",
+            &forward(&[(&app_b, 1)]),
+        ],
+    )?;
+    let sn = id(&aws(c, &["create-service-network", "--name", "demo-net"])?);
+    for svc in [&svc1, &svc2] {
         aws(
-            credentials,
+            c,
             &[
                 "create-service-network-service-association",
                 "--service-network-identifier",
                 &sn,
                 "--service-identifier",
-                &id,
+                &id(svc),
             ],
         )?;
     }
     for vpc in VPCS {
         aws(
-            credentials,
+            c,
             &[
                 "create-service-network-vpc-association",
                 "--service-network-identifier",
@@ -182,12 +278,57 @@ fn configure(credentials: &Path) -> anyhow::Result<()> {
             ],
         )?;
     }
-    Ok(())
+    aws(
+        c,
+        &[
+            "create-access-log-subscription",
+            "--resource-identifier",
+            &sn,
+            "--destination-arn",
+            LOG_GROUP,
+        ],
+    )?;
+    let name = |v: &serde_json::Value| {
+        v["dnsEntry"]["domainName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(Names {
+        svc1: name(&svc1),
+        svc2: name(&svc2),
+    })
 }
 
-fn curl(ns: &str, url: &str) -> String {
+/// Who answered: the app's VPC or the function.
+fn who(answer: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
+    if let Some(app) = v["app"].as_str() {
+        format!(
+            "the app in {app} (it saw client {})",
+            v["client"].as_str().unwrap_or("?")
+        )
+    } else if let Some(m) = v["message"].as_str() {
+        format!("the function: {m:?}")
+    } else {
+        answer.to_owned()
+    }
+}
+
+fn curl(ns: &str, url: &str, ca: &Path) -> String {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "5", url])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "--cacert",
+        ])
+        .arg(ca)
+        .arg(url)
         .output();
     match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
@@ -261,6 +402,34 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
         demo.apps.push(app);
     }
 
+    step("starting the function runtime (a Lambda Invoke API on 127.0.0.1, Node.js)");
+    let mut runner = Command::new("node")
+        .arg(root().join("scripts/lambda/runner.js"))
+        .arg(root().join("scripts/lambda/functions"))
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .context("starting node (the set-up installs nodejs)")?;
+    let mut line = String::new();
+    if let Some(out) = runner.stdout.take() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
+    }
+    demo.apps.push(runner);
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .context("the function runtime did not start")?;
+    let lambda_endpoint = format!("http://127.0.0.1:{port}");
+    let inventory = dir.join("inventory.json");
+    std::fs::write(
+        &inventory,
+        format!(
+            r#"{{"instances": {{"{INSTANCE}": {{"vpc": "vpc-a", "address": "10.0.16.10"}}}}}}"#
+        ),
+    )?;
+    let log_dir = dir.join("logs");
+    let _ = std::fs::remove_dir_all(&log_dir);
+
     step("starting latticed, empty, with its VPC Lattice API on 127.0.0.1:7390");
     let state_dir = dir.join("state");
     // A fresh store each time, so the demo always starts from nothing.
@@ -280,6 +449,12 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
         .arg(&state_dir)
         .arg("--run-dir")
         .arg(dir.join("run"))
+        .arg("--lambda-endpoint")
+        .arg(&lambda_endpoint)
+        .arg("--inventory")
+        .arg(&inventory)
+        .arg("--log-dir")
+        .arg(&log_dir)
         .env("NOTIFY_SOCKET", &notify)
         .stderr(std::fs::File::create(&log_path)?)
         .process_group(0)
@@ -289,43 +464,65 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
     wait_ready(&sock, latticed, &log_path)?;
 
     step("configuring it through the API with the AWS CLI");
-    configure(&credentials)?;
+    let names = configure(&credentials)?;
+    let ca = state_dir.join("ca.pem");
+    let (svc1, svc2) = (&names.svc1, &names.svc2);
+    let tries: Vec<String> = (0..6)
+        .map(|_| who(&curl("vpc-b", &format!("https://{svc1}/"), &ca)))
+        .collect();
 
     println!(
         r#"
-latticed is up. Two VPCs with the same addresses, one service for each app:
+latticed is up. Two VPCs with the same addresses, two services:
 
-  vpc-a   10.0.16.0/20   app on 10.0.16.10:8080
-  vpc-b   10.0.16.0/20   app on 10.0.16.10:8080   (the same addresses)
-  svc1    http://{SVC_A}/    -> the app in vpc-a
-  svc2    http://{SVC_B}/    -> the app in vpc-b
-  service network demo-net has both services and is associated with both VPCs
+  vpc-a   10.0.16.0/20   app on 10.0.16.10:8080 (instance {INSTANCE})
+  vpc-b   10.0.16.0/20   app on 10.0.16.10:8080 (the same addresses)
+  svc1    https://{svc1}/
+            default: 2 parts the instance in vpc-a, 1 part the function
+            /to-instance -> the instance, /to-function -> the function
+  svc2    http://{svc2}/ -> the app in vpc-b
+  service network demo-net holds both, is associated with both VPCs, and
+  logs every request to {log}
 
-Try it, as root, in another terminal:
+Try it, as root, in another terminal (names resolve inside the VPCs):
 
-  ip netns exec vpc-b curl http://{SVC_A}/           # vpc-b reaches vpc-a's app
-  ip netns exec vpc-a curl http://{SVC_B}/           # vpc-a reaches vpc-b's app, at the same time
-  ip netns exec vpc-a curl http://{SVC_A}:81/        # unconfigured port: refused
-  export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION=us-east-1
+  ip netns exec vpc-b curl --cacert {ca} https://{svc1}/
+  ip netns exec vpc-b curl --cacert {ca} https://{svc1}/to-function
+  ip netns exec vpc-b curl --cacert {ca} --http2 https://{svc1}/to-instance
+  ip netns exec vpc-a curl http://{svc2}/        # vpc-a reaches vpc-b's app, same CIDR
+  ip netns exec vpc-b getent hosts {svc1}
+  tail -f {log}
+  curl -s http://127.0.0.1:9390/metrics | grep latticed_service
+  export AWS_SHARED_CREDENTIALS_FILE={creds} AWS_DEFAULT_REGION=us-east-1
   aws --endpoint-url {ENDPOINT} vpc-lattice list-services
   bpftool prog show name steer_to_proxy
-  bpftool link show
   bpftool map dump pinned /sys/fs/bpf/latticed/vpc-b/steer_vips
-  ip -n vpc-b route show table local proto 171
 
-Each app answers with the client address it saw: 169.254.171.192-254, latticed's
-source pool, never the other VPC's 10.0.16.x.
+The apps see their clients as 169.254.171.192-254 (latticed's source pool),
+never as the other VPC's 10.0.16.x.
 
-Tried just now:
-  vpc-b -> svc1: {}
-  vpc-a -> svc2: {}
+Tried just now, from vpc-b:
+  https://{svc1}/ six times:
+{tries}
+  https://{svc1}/to-instance: {inst}
+  https://{svc1}/to-function: {func}
+and from vpc-a:
+  http://{svc2}/: {other}
 
-Log: {}
+Log: {latticed_log}
 Press Ctrl-C to stop; the demo then removes everything it created."#,
-        credentials.display(),
-        curl("vpc-b", &format!("http://{SVC_A}/")),
-        curl("vpc-a", &format!("http://{SVC_B}/")),
-        log_path.display(),
+        log = log_dir.join("demo.log").display(),
+        ca = ca.display(),
+        creds = credentials.display(),
+        tries = tries
+            .iter()
+            .map(|t| format!("    {t}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        inst = who(&curl("vpc-b", &format!("https://{svc1}/to-instance"), &ca)),
+        func = who(&curl("vpc-b", &format!("https://{svc1}/to-function"), &ca)),
+        other = who(&curl("vpc-a", &format!("http://{svc2}/"), &ca)),
+        latticed_log = log_path.display(),
     );
 
     while !STOP.load(Ordering::SeqCst) {
