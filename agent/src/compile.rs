@@ -42,6 +42,22 @@ pub enum Error {
     },
 }
 
+/// An AWS_IAM level: its parsed policy (validated when planned; a policy
+/// that no longer parses allows nothing, and is logged).
+fn compile_auth(
+    auth: Option<&Option<String>>,
+    owner: &str,
+) -> Option<Option<Arc<latticed_proxy::authz::Policy>>> {
+    auth.map(|policy| {
+        policy.as_deref().and_then(|text| {
+            latticed_proxy::authz::Policy::parse(text)
+                .map_err(|e| tracing::error!(resource = owner, error = %e, "auth policy unusable; nothing is allowed"))
+                .ok()
+                .map(Arc::new)
+        })
+    })
+}
+
 /// Where instances and load balancers are: the operator's inventory file
 /// (`latticed run --inventory`), reread on SIGHUP.
 ///
@@ -180,6 +196,7 @@ impl Compiler {
             vpc_id: ns.into(),
             vpc_arn: self.vpc_arn(ns).into(),
             logs: self.destinations(&net.logs),
+            auth: compile_auth(net.auth.as_ref(), &net.name),
         })
     }
 
@@ -337,6 +354,7 @@ impl Compiler {
         let service_arn = self.arn("service", &svc.name, svc.arn.as_ref());
         let logs = self.destinations(&svc.logs);
         let metrics = self.dp.metrics.service(&svc.name);
+        let auth = compile_auth(svc.auth.as_ref(), &svc.name);
         svc.listeners
             .iter()
             .map(|l| {
@@ -377,6 +395,7 @@ impl Compiler {
                     passthrough: l.passthrough,
                     tls: if l.https { tls.clone() } else { None },
                     logs: logs.clone(),
+                    auth: auth.clone(),
                     metrics: Arc::clone(&metrics),
                     rules,
                     default_action: action(&l.default_action),

@@ -188,6 +188,8 @@ pub struct Daemon {
     plan: Plan,
     compiled: Compiled,
     compiler: Compiler,
+    /// When `principals.json` was last read.
+    principals_seen: Option<std::time::SystemTime>,
     api: Option<ApiRuntime>,
     _metrics: Option<tokio::task::JoinHandle<()>>,
 }
@@ -308,6 +310,7 @@ impl Daemon {
             paths,
             dp,
             compiler,
+            principals_seen: None,
             _metrics: metrics,
             managed: BTreeMap::new(),
             next_id: 1,
@@ -316,6 +319,7 @@ impl Daemon {
             compiled: Compiled::default(),
             api: runtime,
         };
+        daemon.reload_principals(true);
         let result = match daemon.current_plan() {
             Ok(plan) => daemon.apply(plan).await,
             Err(e) => Err(e.into()),
@@ -618,6 +622,25 @@ impl Daemon {
         self.forget_unused(plan);
     }
 
+    /// Rereads `STATE_DIR/principals.json` when it changed (or when
+    /// `force`); an invalid file is logged and the current store kept.
+    fn reload_principals(&mut self, force: bool) {
+        let path = crate::principals::path(&self.paths.state_dir);
+        let seen = crate::principals::modified(&path);
+        if !force && seen == self.principals_seen {
+            return;
+        }
+        self.principals_seen = seen;
+        match crate::principals::load(&path) {
+            Ok(file) => {
+                let store = latticed_proxy::authz::Principals::from_file(&file);
+                tracing::info!(path = %path.display(), credentials = store.len(), "data-path credentials loaded");
+                self.dp.principals.store(Arc::new(store));
+            }
+            Err(e) => tracing::error!("{e}; keeping the current data-path credentials"),
+        }
+    }
+
     /// Puts each listed target's health, as the data path sees it, into a
     /// ListTargets answer.
     fn fill_health(&self, answer: &mut serde_json::Value) {
@@ -776,6 +799,7 @@ impl Daemon {
     /// Rereads the configuration file; keeps the current one if the new one
     /// is invalid or cannot be applied.
     pub async fn reload(&mut self) {
+        self.reload_principals(true);
         match Inventory::load(&self.paths.inventory) {
             Ok(inv) if inv != self.compiler.inventory => {
                 self.compiler.inventory = inv;
@@ -812,6 +836,7 @@ impl Daemon {
     /// names another namespace, and namespaces the configuration names that
     /// appeared; re-applies the configuration over what exists.
     pub async fn check_namespaces(&mut self) {
+        self.reload_principals(false);
         let gone: Vec<String> = self
             .managed
             .iter()

@@ -5,12 +5,14 @@
 //! - `daemon.rs`: applies plans, reloads, watches namespaces, cleans up.
 //! - the data path itself is the `latticed-proxy` crate.
 
+mod cli;
 mod compile;
 mod control;
 mod daemon;
 mod dns;
 mod kernel;
 mod metrics;
+mod principals;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -134,6 +136,20 @@ enum Command {
         #[command(flatten)]
         paths: PathArgs,
     },
+    /// Manage the credentials data-path callers sign with (SigV4,
+    /// vpc-lattice-svcs).
+    #[command(subcommand)]
+    Principal(cli::PrincipalCommand),
+    /// Auth policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Decide a described request against policies, naming the statement
+    /// that decided. Exit status: 0 allowed, 3 denied, 1 bad input.
+    Simulate(cli::Simulate),
 }
 
 fn parse_http_url(s: &str) -> Result<String, String> {
@@ -287,6 +303,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!(service = %svc.name, vip = %svc.vip, ?ports, reachable_from = ?svc.reachable_from, "ok");
             }
             tracing::info!(path = %config.display(), "configuration is valid");
+        }
+        Command::Principal(cmd) => cli::principal(cmd)?,
+        Command::Policy(PolicyCommand::Simulate(s)) => {
+            if !cli::simulate(s)? {
+                std::process::exit(3);
+            }
         }
         Command::Cleanup { paths } => {
             let paths = Paths {

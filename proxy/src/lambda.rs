@@ -14,7 +14,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -35,7 +34,8 @@ pub(crate) async fn invoke(
     served: &Served,
     group: &TargetGroupRoute,
     function: &LambdaTarget,
-    req: Request<Incoming>,
+    req: Request<crate::RequestBody>,
+    principal: Option<&crate::authz::Principal>,
     body_counter: Option<Arc<AtomicU64>>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let Some(endpoint) = &dp.config.lambda_endpoint else {
@@ -52,7 +52,7 @@ pub(crate) async fn invoke(
         Ok(Err(_)) => return Err((StatusCode::BAD_REQUEST, "ClientBodyError")),
         Err(_) => return Err((StatusCode::GATEWAY_TIMEOUT, "ClientBodyTimeout")),
     };
-    let event = event(&parts, &body, served, group, function, dp);
+    let event = event(&parts, &body, served, group, function, principal, dp);
     let payload = match serde_json::to_vec(&event) {
         Ok(p) => p,
         Err(_) => return Err((StatusCode::INTERNAL_SERVER_ERROR, "EventEncoding")),
@@ -146,6 +146,7 @@ fn event(
     served: &Served,
     group: &TargetGroupRoute,
     function: &LambdaTarget,
+    principal: Option<&crate::authz::Principal>,
     dp: &Dataplane,
 ) -> Value {
     let (body, is_base64) = match std::str::from_utf8(body) {
@@ -194,10 +195,7 @@ fn event(
                 "serviceNetworkArn": &*served.network.arn,
                 "serviceArn": &*served.listener.service_arn,
                 "targetGroupArn": &*group.arn,
-                "identity": {
-                    "sourceVpcArn": &*served.network.vpc_arn,
-                    "type": "NONE",
-                },
+                "identity": identity(served, principal),
                 "region": dp.config.region,
                 "timeEpoch": micros.to_string(),
             },
@@ -219,7 +217,24 @@ fn event(
     }
 }
 
-fn unescape(s: &str) -> String {
+/// The event's identity block: the caller as the auth layer identified it.
+fn identity(served: &Served, principal: Option<&crate::authz::Principal>) -> Value {
+    let mut id = json!({ "sourceVpcArn": &*served.network.vpc_arn });
+    let iam = served.network.auth.is_some() || served.listener.auth.is_some();
+    id["type"] = if iam { "AWS_IAM" } else { "NONE" }.into();
+    if let Some(p) = principal {
+        id["principal"] = p.arn.clone().into();
+        if let Some(o) = &p.org_id {
+            id["principalOrgID"] = o.clone().into();
+        }
+        if let Some(s) = &p.session_name {
+            id["sessionName"] = s.clone().into();
+        }
+    }
+    id
+}
+
+pub(crate) fn unescape(s: &str) -> String {
     let s = s.replace('+', " ");
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -18,6 +18,7 @@
 //! [`Dataplane::publish`].
 
 pub mod access_log;
+pub mod authz;
 pub mod health;
 pub mod lambda;
 pub mod listener;
@@ -108,8 +109,15 @@ impl Default for ProxyConfig {
     }
 }
 
+/// Errors of request bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Body type of requests toward targets.
-pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A client request's body: streamed as received, or buffered (signed
+/// payloads are read whole to check their hash).
+pub type RequestBody = http_body_util::Either<hyper::body::Incoming, Full<Bytes>>;
 
 /// The upstream clients.
 #[derive(Debug)]
@@ -138,6 +146,8 @@ pub struct Dataplane {
     pub access_log: access_log::AccessLog,
     /// Open client connections.
     pub active: AtomicI64,
+    /// Callers' credentials for SigV4 on the data path.
+    pub principals: ArcSwap<authz::Principals>,
 }
 
 impl Dataplane {
@@ -170,6 +180,7 @@ impl Dataplane {
             metrics: metrics::Registry::default(),
             access_log: access_log::AccessLog::start().map_err(Error::AccessLog)?,
             active: AtomicI64::new(0),
+            principals: ArcSwap::default(),
             config,
         }))
     }

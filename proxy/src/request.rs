@@ -24,7 +24,7 @@ use crate::{
     access_log::Record,
     metrics::RequestMetrics,
     routing::{Action, GroupKind, ListenerKey, NsId, Served, TargetGroupRoute, TargetVersion},
-    Dataplane,
+    Dataplane, RequestBody,
 };
 
 /// Body of responses the proxy sends.
@@ -78,6 +78,14 @@ static LATTICE_TARGET: HeaderName = HeaderName::from_static("x-amzn-lattice-targ
 static LATTICE_IDENTITY: HeaderName = HeaderName::from_static("x-amzn-lattice-identity");
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
 
+/// Who and what a request is, past routing and auth.
+#[derive(Clone, Copy)]
+struct Call<'r> {
+    request_id: &'r str,
+    host: Option<&'r str>,
+    principal: Option<&'r crate::authz::Principal>,
+}
+
 /// What a finished request reports (metrics, access log).
 struct Outcome<'a> {
     status: StatusCode,
@@ -125,16 +133,39 @@ pub async fn handle(
     let logging = !served.listener.logs.is_empty() || !served.network.logs.is_empty();
     let mut facts = logging.then(|| RequestFacts::new(&req, host.as_deref(), conn, &request_id));
 
-    let (resp, outcome) = route_and_forward(
-        dp,
-        conn,
-        &served,
-        req,
-        &request_id,
-        host.as_deref(),
-        &mut facts,
-    )
-    .await;
+    let req = req.map(http_body_util::Either::Left);
+    let (resp, outcome) = match crate::authz::check::check(dp, conn, &served, req).await {
+        crate::authz::check::Checked::Allowed(req, principal) => {
+            if let (Some(f), Some(p)) = (facts.as_mut(), &principal) {
+                f.caller = Some(p.arn.clone());
+            }
+            let call = Call {
+                request_id: &request_id,
+                host: host.as_deref(),
+                principal: principal.as_ref(),
+            };
+            route_and_forward(dp, conn, &served, req, &call, &mut facts).await
+        }
+        crate::authz::check::Checked::Denied {
+            response,
+            reason,
+            principal,
+        } => {
+            if let Some(f) = facts.as_mut() {
+                f.caller = principal.map(|p| p.arn);
+                f.auth_denied = Some(reason);
+            }
+            let outcome = Outcome {
+                status: StatusCode::FORBIDDEN,
+                group: None,
+                target: None,
+                failure: "AuthDenied",
+                to_target: Duration::ZERO,
+                from_target: Duration::ZERO,
+            };
+            (response, outcome)
+        }
+    };
     let (resp, bytes_sent) = if logging {
         let (r, c) = count_response(resp);
         (r, Some(c))
@@ -163,11 +194,15 @@ async fn route_and_forward<'a>(
     dp: &Arc<Dataplane>,
     conn: &Conn,
     served: &'a Served,
-    mut req: Request<Incoming>,
-    request_id: &str,
-    host: Option<&str>,
+    mut req: Request<RequestBody>,
+    call: &Call<'_>,
     facts: &mut Option<RequestFacts>,
 ) -> (Response<ProxyBody>, Outcome<'a>) {
+    let Call {
+        request_id,
+        host,
+        principal,
+    } = *call;
     let listener = &served.listener;
     let mut outcome = Outcome {
         status: StatusCode::OK,
@@ -191,12 +226,21 @@ async fn route_and_forward<'a>(
     };
     outcome.group = Some(group);
 
-    rewrite_request_headers(req.headers_mut(), conn, served, group, request_id);
+    rewrite_request_headers(
+        req.headers_mut(),
+        conn,
+        served,
+        group,
+        request_id,
+        principal,
+    );
     let body_counter = facts.as_mut().map(RequestFacts::count_request_body);
     let t0 = Instant::now();
     let result = match &group.kind {
         GroupKind::Lambda(function) => {
-            let r = crate::lambda::invoke(dp, served, group, function, req, body_counter).await;
+            let r =
+                crate::lambda::invoke(dp, served, group, function, req, principal, body_counter)
+                    .await;
             outcome.to_target = t0.elapsed();
             r
         }
@@ -280,7 +324,7 @@ async fn route_and_forward<'a>(
 /// target's own connection, so the URI carries the name the client asked
 /// for (`:authority`).
 fn to_upstream(
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     target: &crate::routing::Target,
     https: bool,
     h2: bool,
@@ -329,6 +373,7 @@ fn rewrite_request_headers(
     served: &Served,
     group: &TargetGroupRoute,
     request_id: &str,
+    principal: Option<&crate::authz::Principal>,
 ) {
     strip_hop_by_hop(headers);
     for name in [
@@ -357,6 +402,11 @@ fn rewrite_request_headers(
     }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(&REQUEST_ID, v);
+    }
+    // Values come from the credential store, which refuses separators and
+    // control characters; HeaderValue refuses CR and LF again.
+    if let Some(v) = principal.and_then(|p| HeaderValue::from_str(&p.identity_header()).ok()) {
+        headers.insert(&LATTICE_IDENTITY, v);
     }
 }
 
@@ -447,6 +497,8 @@ struct RequestFacts {
     tls_sni: Option<String>,
     tls_cipher: &'static str,
     tls_version: &'static str,
+    caller: Option<String>,
+    auth_denied: Option<String>,
 }
 
 impl RequestFacts {
@@ -475,6 +527,8 @@ impl RequestFacts {
             tls_sni: conn.tls.as_ref().map(|t| t.sni.clone()),
             tls_cipher: conn.tls.as_ref().map_or("-", |t| t.cipher),
             tls_version: conn.tls.as_ref().map_or("-", |t| t.version),
+            caller: None,
+            auth_denied: None,
         }
     }
 
@@ -550,9 +604,9 @@ impl Drop for Finish {
             source_vpc_arn: &network.vpc_arn,
             source_vpc_id: &network.vpc_id,
             destination_vpc_id: "-",
-            caller_principal: "-",
-            resolved_user: "-",
-            auth_denied_reason: "-",
+            caller_principal: facts.caller.as_deref().unwrap_or("-"),
+            resolved_user: facts.caller.as_deref().unwrap_or("-"),
+            auth_denied_reason: facts.auth_denied.as_deref().unwrap_or("-"),
             request_id: &facts.request_id,
             grpc_response_code: "-",
             failure_reason: self.failure,

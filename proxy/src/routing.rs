@@ -77,6 +77,8 @@ pub struct NetworkRoute {
     pub vpc_arn: Arc<str>,
     /// The network's access log destinations.
     pub logs: Vec<Arc<crate::access_log::Destination>>,
+    /// Auth type AWS_IAM: `Some`, holding the policy if one is set.
+    pub auth: Option<Option<Arc<crate::authz::Policy>>>,
 }
 
 impl VipRoutes {
@@ -137,6 +139,8 @@ pub struct ListenerRoute {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The service's access log destinations.
     pub logs: Vec<Arc<crate::access_log::Destination>>,
+    /// Auth type AWS_IAM: `Some`, holding the policy if one is set.
+    pub auth: Option<Option<Arc<crate::authz::Policy>>>,
     /// Request counters of the service.
     pub metrics: Arc<crate::metrics::RequestMetrics>,
     /// Rules, sorted by ascending priority.
@@ -520,6 +524,7 @@ mod tests {
                 passthrough: false,
                 tls: None,
                 logs: vec![],
+                auth: None,
                 metrics: Arc::default(),
                 rules: vec![],
                 default_action: Action::FixedResponse(StatusCode::OK),
@@ -572,6 +577,7 @@ mod tests {
             passthrough: false,
             tls: None,
             logs: vec![],
+            auth: None,
             metrics: Arc::default(),
             rules: vec![
                 Rule {

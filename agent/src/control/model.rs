@@ -36,6 +36,31 @@ pub struct Config {
     /// Access log subscriptions of services and service networks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_log_subscriptions: Vec<AccessLogSubscription>,
+    /// Auth policies of services and service networks (applied where the
+    /// resource's auth type is AWS_IAM).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_policies: Vec<AuthPolicy>,
+}
+
+/// `PutAuthPolicy` input.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthPolicy {
+    /// Name of the service or service network.
+    pub resource_identifier: String,
+    /// The policy: a JSON string, as the API takes it, or the document
+    /// itself in a configuration file.
+    pub policy: serde_json::Value,
+}
+
+impl AuthPolicy {
+    /// The policy text.
+    pub fn text(&self) -> String {
+        match &self.policy {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// `CreateAccessLogSubscription` input.

@@ -183,6 +183,8 @@ pub struct PlannedService {
     pub certificate: Option<String>,
     /// Access log destinations of the service's own subscriptions.
     pub logs: Vec<String>,
+    /// Auth type AWS_IAM: `Some`, with the policy text if one is set.
+    pub auth: Option<Option<String>>,
 }
 
 /// A service network, as a service is reached through it.
@@ -194,6 +196,8 @@ pub struct PlannedNetwork {
     pub arn: Option<String>,
     /// Access log destinations of the network's subscriptions.
     pub logs: Vec<String>,
+    /// Auth type AWS_IAM: `Some`, with the policy text if one is set.
+    pub auth: Option<Option<String>>,
 }
 
 /// A listener.
@@ -677,6 +681,7 @@ pub fn plan_with(
             arn: svc.arn.clone(),
             certificate,
             logs: Vec::new(),
+            auth: (svc.auth_type == super::model::AuthType::AwsIam).then_some(None),
         });
     }
     // Access log subscriptions.
@@ -705,6 +710,38 @@ pub fn plan_with(
             );
         }
     }
+    // Auth policies, validated whatever the resource's auth type (they
+    // apply once it is AWS_IAM).
+    let mut network_policies: HashMap<&str, String> = HashMap::new();
+    let mut seen_policy = BTreeSet::new();
+    for (i, p) in config.auth_policies.iter().enumerate() {
+        let f = format!("authPolicies[{i}]");
+        let text = p.text();
+        if let Err(e) = latticed_proxy::authz::Policy::parse(&text) {
+            errs.add(format!("{f}.policy"), e.to_string());
+        }
+        let r = p.resource_identifier.as_str();
+        if !seen_policy.insert(r) {
+            errs.add(
+                format!("{f}.resourceIdentifier"),
+                format!("{r:?} has two policies"),
+            );
+        }
+        if let Some(&si) = service_index.get(r) {
+            if let Some(svc) = services.get_mut(si) {
+                if let Some(auth) = svc.auth.as_mut() {
+                    *auth = Some(text);
+                }
+            }
+        } else if networks.contains_key(r) {
+            network_policies.insert(r, text);
+        } else {
+            errs.add(
+                format!("{f}.resourceIdentifier"),
+                format!("no service or service network {r:?}"),
+            );
+        }
+    }
     let planned_networks: HashMap<&str, Arc<PlannedNetwork>> = config
         .service_networks
         .iter()
@@ -715,6 +752,8 @@ pub fn plan_with(
                     name: sn.name.clone(),
                     arn: sn.arn.clone(),
                     logs: network_logs.remove(sn.name.as_str()).unwrap_or_default(),
+                    auth: (sn.auth_type == super::model::AuthType::AwsIam)
+                        .then(|| network_policies.get(sn.name.as_str()).cloned()),
                 }),
             )
         })

@@ -535,7 +535,21 @@ impl State {
                 .into_iter()
                 .filter_map(|a| self.als_cfg(a))
                 .collect(),
+            auth_policies: self
+                .records
+                .iter()
+                .filter(|(k, _)| k.starts_with("authpolicy/"))
+                .filter_map(|(_, p)| self.policy_cfg(p))
+                .collect(),
         }
+    }
+
+    fn policy_cfg(&self, p: &Value) -> Option<cfg::AuthPolicy> {
+        let owner = self.records.get(s(p, "resourceId"))?;
+        Some(cfg::AuthPolicy {
+            resource_identifier: s(owner, "name").to_owned(),
+            policy: Value::String(s(p, "policy").to_owned()),
+        })
     }
 
     fn als_cfg(&self, a: &Value) -> Option<cfg::AccessLogSubscription> {
@@ -586,6 +600,11 @@ impl State {
                 .flat_map(|owner| sorted(self.children(owner, Kind::AccessLog)))
                 .filter_map(|a| self.als_cfg(a))
                 .collect(),
+            auth_policies: std::iter::once(id)
+                .chain(networks.iter().map(|sn| s(sn, "id")))
+                .filter_map(|owner| self.records.get(&format!("authpolicy/{owner}")))
+                .filter_map(|p| self.policy_cfg(p))
+                .collect(),
         })
     }
 
@@ -625,6 +644,16 @@ impl State {
             let (Change::Put(key, _) | Change::Delete(key)) = c;
             let old = before.get(key.as_str()).copied();
             let new = self.records.get(key);
+            if let Some(owner) = key.strip_prefix("authpolicy/") {
+                if owner.starts_with("svc-") {
+                    add_service(&mut a, owner);
+                } else {
+                    for assoc in self.children(owner, Kind::SnService) {
+                        add_service(&mut a, s(assoc, "serviceId"));
+                    }
+                }
+                continue;
+            }
             let Some(kind) = KINDS.iter().copied().find(|k| key.starts_with(k.prefix())) else {
                 continue;
             };
@@ -1528,11 +1557,8 @@ pub fn handle(
         "PutAuthPolicy" => {
             let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
             let policy = c.get("policy");
-            if serde_json::from_str::<Value>(policy)
-                .map(|v| !v.is_object())
-                .unwrap_or(true)
-            {
-                return Err(ApiError::field("policy", "is not a JSON policy document"));
+            if let Err(e) = latticed_proxy::authz::Policy::parse(policy) {
+                return Err(ApiError::field("policy", e.to_string()));
             }
             let key = format!("authpolicy/{}", s(target, "id"));
             let created = state

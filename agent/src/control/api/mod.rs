@@ -34,7 +34,7 @@ pub enum Error {
     },
 }
 
-fn random_string(len: usize, alphabet: &[u8]) -> String {
+pub(crate) fn random_string(len: usize, alphabet: &[u8]) -> String {
     let mut b = vec![0u8; len];
     let _ = getrandom::fill(&mut b);
     b.iter()

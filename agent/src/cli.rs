@@ -1,0 +1,253 @@
+//! The operator's commands besides `run`: `latticed principal ...` (the
+//! data-path credential store) and `latticed policy simulate`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use latticed_proxy::authz::{self, Context, Decision, Level, Policy, Principal, Verdict};
+
+/// `latticed principal ...`.
+#[derive(Subcommand, Debug)]
+pub enum PrincipalCommand {
+    /// Create an access key that signs requests (SigV4, service
+    /// vpc-lattice-svcs) as PRINCIPAL; prints it in the AWS shared
+    /// credentials format. A running latticed picks it up within a second.
+    Add {
+        /// IAM or STS ARN the key signs as.
+        #[arg(long)]
+        principal: String,
+        /// AWS Organizations id (`aws:PrincipalOrgID`).
+        #[arg(long)]
+        org_id: Option<String>,
+        /// Session name (sent to targets in x-amzn-lattice-identity).
+        #[arg(long)]
+        session_name: Option<String>,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Delete an access key.
+    Remove {
+        /// The access key id.
+        #[arg(long)]
+        access_key_id: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// List access keys and their principals (no secrets).
+    List {
+        #[command(flatten)]
+        state: StateDir,
+    },
+}
+
+/// Where the store lives.
+#[derive(Args, Debug)]
+pub struct StateDir {
+    /// State directory of latticed.
+    #[arg(long, default_value = "/var/lib/latticed", env = "LATTICED_STATE_DIR")]
+    state_dir: PathBuf,
+}
+
+#[expect(clippy::print_stdout, reason = "the command's answer")]
+pub fn principal(cmd: PrincipalCommand) -> anyhow::Result<()> {
+    match cmd {
+        PrincipalCommand::Add {
+            principal,
+            org_id,
+            session_name,
+            state,
+        } => {
+            let path = crate::principals::path(&state.state_dir);
+            let cred = crate::principals::add(
+                &path,
+                Principal {
+                    arn: principal,
+                    org_id,
+                    session_name,
+                },
+            )?;
+            println!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}",
+                cred.access_key_id, cred.secret_access_key
+            );
+            eprintln!(
+                "added to {}; it signs as {}",
+                path.display(),
+                cred.principal.arn
+            );
+        }
+        PrincipalCommand::Remove {
+            access_key_id,
+            state,
+        } => {
+            crate::principals::remove(&crate::principals::path(&state.state_dir), &access_key_id)?;
+            eprintln!("removed {access_key_id}");
+        }
+        PrincipalCommand::List { state } => {
+            let file = crate::principals::load(&crate::principals::path(&state.state_dir))?;
+            for c in &file.credentials {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    c.access_key_id,
+                    c.principal.arn,
+                    c.principal.org_id.as_deref().unwrap_or("-"),
+                    c.principal.session_name.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `latticed policy simulate`: a described request against policies.
+#[derive(Args, Debug)]
+pub struct Simulate {
+    /// The service's auth policy (JSON file). Give at least one of
+    /// --policy and --network-policy.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// The service network's auth policy (JSON file).
+    #[arg(long)]
+    network_policy: Option<PathBuf>,
+    /// Caller ARN; anonymous when left out.
+    #[arg(long)]
+    principal: Option<String>,
+    /// Caller's organization id.
+    #[arg(long)]
+    org_id: Option<String>,
+    /// Caller's session name.
+    #[arg(long)]
+    session_name: Option<String>,
+    /// HTTP method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Request path, with an optional ?query.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// A request header, NAME:VALUE. Repeatable.
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    headers: Vec<String>,
+    /// Client VPC (namespace name).
+    #[arg(long, default_value = "vpc-client")]
+    source_vpc: String,
+    /// Account owning the client VPC.
+    #[arg(long, default_value = "111122223333")]
+    source_vpc_owner: String,
+    /// Listener port.
+    #[arg(long, default_value_t = 443)]
+    port: u16,
+    /// Client address.
+    #[arg(long, default_value = "10.0.0.10")]
+    source_ip: std::net::IpAddr,
+    /// The request came over plain HTTP.
+    #[arg(long)]
+    insecure: bool,
+    /// Service ARN.
+    #[arg(
+        long,
+        default_value = "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-0123456789abcdef0"
+    )]
+    service_arn: String,
+    /// Service network ARN.
+    #[arg(
+        long,
+        default_value = "arn:aws:vpc-lattice:us-east-1:111122223333:servicenetwork/sn-0123456789abcdef0"
+    )]
+    service_network_arn: String,
+}
+
+fn read_policy(path: &PathBuf, flag: &str) -> anyhow::Result<Policy> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))?;
+    Policy::parse(&text).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+}
+
+/// Prints the decision; returns whether the request is allowed.
+#[expect(clippy::print_stdout, reason = "the command's answer")]
+pub fn simulate(s: Simulate) -> anyhow::Result<bool> {
+    if s.policy.is_none() && s.network_policy.is_none() {
+        anyhow::bail!("give --policy (the service's) and/or --network-policy");
+    }
+    let network = s
+        .network_policy
+        .as_ref()
+        .map(|p| read_policy(p, "--network-policy"))
+        .transpose()?;
+    let service = s
+        .policy
+        .as_ref()
+        .map(|p| read_policy(p, "--policy"))
+        .transpose()?;
+    let principal = s.principal.map(|arn| Principal {
+        arn,
+        org_id: s.org_id,
+        session_name: s.session_name,
+    });
+    if let Some(p) = &principal {
+        p.validate()
+            .map_err(|e| anyhow::anyhow!("--principal: {e}"))?;
+    }
+    let mut headers = http::HeaderMap::new();
+    for h in &s.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected NAME:VALUE"))?;
+        let name = http::HeaderName::from_bytes(k.trim().as_bytes())
+            .map_err(|_| anyhow::anyhow!("--header {h:?}: {k:?} is not a header name"))?;
+        let value = http::HeaderValue::from_str(v.trim())
+            .map_err(|_| anyhow::anyhow!("--header {h:?}: the value is not a header value"))?;
+        headers.append(name, value);
+    }
+    let (path, query) = s.path.split_once('?').unwrap_or((&s.path, ""));
+    if !path.starts_with('/') {
+        anyhow::bail!("--path {:?}: must start with /", s.path);
+    }
+    let resource = format!("{}{path}", s.service_arn);
+    let ctx = Context {
+        principal: principal.as_ref(),
+        resource: &resource,
+        method: &s.method,
+        path,
+        headers: &headers,
+        query,
+        source_vpc: &s.source_vpc,
+        source_vpc_owner: &s.source_vpc_owner,
+        service_network_arn: &s.service_network_arn,
+        service_arn: &s.service_arn,
+        port: s.port,
+        source_ip: s.source_ip,
+        secure: !s.insecure,
+    };
+    println!(
+        "request: {} {} as {} from {} (resource {resource})",
+        s.method,
+        s.path,
+        principal.as_ref().map_or("anonymous", |p| p.arn.as_str()),
+        s.source_vpc
+    );
+    let mut levels = Vec::new();
+    for (name, policy) in [("service network", &network), ("service", &service)] {
+        let Some(p) = policy else { continue };
+        let d = match p.evaluate(&ctx) {
+            Decision::Allow(sid) => format!("allows (statement {sid})"),
+            Decision::Deny(sid) => format!("denies explicitly (statement {sid})"),
+            Decision::NoMatch => "has no statement that matches: does not allow".into(),
+        };
+        println!("{name} policy: {d}");
+        levels.push(Level {
+            name,
+            policy: Some(p),
+        });
+    }
+    match authz::evaluate(&levels, &ctx) {
+        Verdict::Allow => {
+            println!("decision: ALLOW");
+            Ok(true)
+        }
+        Verdict::Deny(reason) => {
+            println!("decision: DENY ({})", reason.log_reason());
+            Ok(false)
+        }
+    }
+}

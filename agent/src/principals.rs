@@ -1,0 +1,110 @@
+//! The data path's credential store on disk: `STATE_DIR/principals.json`
+//! (mode 0600), edited by `latticed principal add|remove|list` and reread by
+//! the daemon when it changes. See `latticed_proxy::authz::principals` for
+//! the format.
+
+use std::{
+    io::Write as _,
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use latticed_proxy::authz::principals::{Credential, File, Principal};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file or an argument is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where the store lives.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("principals.json")
+}
+
+/// Reads the store; a missing file is empty.
+pub fn load(path: &Path) -> Result<File, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            File::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(File::default()),
+        Err(source) => Err(Error::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The file's modification time, to notice edits.
+pub fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn save(path: &Path, file: &File) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(file).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Adds a credential for `principal`; returns it.
+pub fn add(path: &Path, principal: Principal) -> Result<Credential, Error> {
+    principal.validate().map_err(Error::Invalid)?;
+    let mut file = load(path)?;
+    let cred = Credential {
+        access_key_id: format!(
+            "AKIA{}",
+            crate::control::api::random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+        ),
+        secret_access_key: crate::control::api::random_string(
+            40,
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        ),
+        principal,
+    };
+    file.credentials.push(cred.clone());
+    save(path, &file)?;
+    Ok(cred)
+}
+
+/// Removes the credential `access_key_id`.
+pub fn remove(path: &Path, access_key_id: &str) -> Result<(), Error> {
+    let mut file = load(path)?;
+    let before = file.credentials.len();
+    file.credentials
+        .retain(|c| c.access_key_id != access_key_id);
+    if file.credentials.len() == before {
+        return Err(Error::Invalid(format!(
+            "no credential with access key {access_key_id}"
+        )));
+    }
+    save(path, &file)
+}

@@ -1,0 +1,176 @@
+//! The auth layer of the request path: identify the caller (SigV4, service
+//! `vpc-lattice-svcs`), evaluate the policies that apply, and answer 403
+//! as Lattice does when they do not allow.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Either, Full, Limited};
+
+use super::{evaluate, Context, DenyReason, Level, Principal, Verdict, ACTION};
+use crate::{
+    request::{Conn, ProxyBody},
+    routing::Served,
+    sigv4, Dataplane, RequestBody,
+};
+
+/// Largest signed payload read to check its hash.
+pub const MAX_SIGNED_BODY: usize = 10 * 1024 * 1024;
+
+/// What the auth layer decided.
+#[derive(Debug)]
+pub enum Checked {
+    /// Go on, as this caller (`None`: anonymous, or auth type NONE).
+    Allowed(Request<RequestBody>, Option<Principal>),
+    /// Answer this 403; log the reason and caller.
+    Denied {
+        /// The answer.
+        response: Response<ProxyBody>,
+        /// For `authDeniedReason`.
+        reason: String,
+        /// The caller, if it was identified.
+        principal: Option<Principal>,
+    },
+}
+
+/// Runs the auth layer for `req` to `served`. Auth type NONE at both levels
+/// passes at once, without looking at the request.
+pub async fn check(
+    dp: &Dataplane,
+    conn: &Conn,
+    served: &Served,
+    req: Request<RequestBody>,
+) -> Checked {
+    let network = served.network.auth.as_ref().map(|p| Level {
+        name: "service network",
+        policy: p.as_deref(),
+    });
+    let service = served.listener.auth.as_ref().map(|p| Level {
+        name: "service",
+        policy: p.as_deref(),
+    });
+    if network.is_none() && service.is_none() {
+        return Checked::Allowed(req, None);
+    }
+    let resource = format!("{}{}", served.listener.service_arn, req.uri().path());
+    let (req, principal) = match authenticate(dp, req).await {
+        Ok(x) => x,
+        Err((why, code)) => {
+            tracing::info!(peer = %conn.peer, service = %served.listener.service, reason = %why, "request refused: authentication failed");
+            let reason = DenyReason::Authentication(why.clone());
+            return Checked::Denied {
+                response: forbidden(code, &why),
+                reason: reason.log_reason(),
+                principal: None,
+            };
+        }
+    };
+    let levels: Vec<Level<'_>> = network.into_iter().chain(service).collect();
+    let ctx = Context {
+        principal: principal.as_ref(),
+        resource: &resource,
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        headers: req.headers(),
+        query: req.uri().query().unwrap_or(""),
+        source_vpc: &served.network.vpc_id,
+        source_vpc_owner: served.network.vpc_arn.split(':').nth(4).unwrap_or_default(),
+        service_network_arn: &served.network.arn,
+        service_arn: &served.listener.service_arn,
+        port: conn.local.port(),
+        source_ip: conn.peer.ip(),
+        secure: conn.tls.is_some(),
+    };
+    match evaluate(&levels, &ctx) {
+        Verdict::Allow => Checked::Allowed(req, principal),
+        Verdict::Deny(reason) => {
+            let who = principal.as_ref().map_or("anonymous", |p| p.arn.as_str());
+            let because = match &reason {
+                DenyReason::Explicit { .. } => {
+                    "with an explicit deny in a service-based policy".to_owned()
+                }
+                _ => format!("because no service-based policy allows the {ACTION} action"),
+            };
+            let message = format!(
+                "AccessDeniedException: User: {who} is not authorized to perform: {ACTION} on resource: {resource} {because}"
+            );
+            Checked::Denied {
+                response: forbidden("AccessDeniedException", &message),
+                reason: reason.log_reason(),
+                principal,
+            }
+        }
+    }
+}
+
+/// The caller of `req`: `Ok(None)` if unsigned (anonymous). A signature that
+/// does not verify is an error, never anonymous.
+async fn authenticate(
+    dp: &Dataplane,
+    req: Request<RequestBody>,
+) -> Result<(Request<RequestBody>, Option<Principal>), (String, &'static str)> {
+    if !req.headers().contains_key(header::AUTHORIZATION) {
+        return Ok((req, None));
+    }
+    let unsigned = req
+        .headers()
+        .get("x-amz-content-sha256")
+        .is_some_and(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");
+    // A signed payload is read whole: its hash is part of the signature.
+    let (parts, body) = req.into_parts();
+    let body = if unsigned {
+        body
+    } else {
+        match Limited::new(body, MAX_SIGNED_BODY).collect().await {
+            Ok(b) => Either::Right(Full::new(b.to_bytes())),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err((
+                    format!("signed payloads are limited to {MAX_SIGNED_BODY} bytes; sign with UNSIGNED-PAYLOAD"),
+                    "AccessDeniedException",
+                ))
+            }
+            Err(e) => return Err((format!("reading the body: {e}"), "AccessDeniedException")),
+        }
+    };
+    let bytes: Bytes = match &body {
+        Either::Right(full) => full
+            .clone()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default(),
+        Either::Left(_) => Bytes::new(),
+    };
+    let principals = dp.principals.load();
+    let signed = sigv4::Request {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body: &bytes,
+    };
+    let verified = sigv4::verify(&signed, "vpc-lattice-svcs", SystemTime::now(), |key| {
+        principals.get(key).map(|(secret, _)| secret.clone())
+    })
+    .map_err(|e| (e.to_string(), e.code()))?;
+    let principal = principals.get(&verified.access_key).map(|(_, p)| p.clone());
+    Ok((Request::from_parts(parts, body), principal))
+}
+
+fn forbidden(code: &'static str, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "Message": message }).to_string();
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = StatusCode::FORBIDDEN;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(code));
+    resp
+}
