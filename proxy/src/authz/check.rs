@@ -143,11 +143,27 @@ async fn authenticate(
         Either::Left(_) => Bytes::new(),
     };
     let principals = dp.principals.load();
+    // HTTP/2 carries the host as :authority; clients sign it as `host`.
+    let with_host;
+    let headers = match (
+        parts.headers.contains_key(header::HOST),
+        parts.uri.authority(),
+    ) {
+        (false, Some(a)) => {
+            let mut h = parts.headers.clone();
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                h.insert(header::HOST, v);
+            }
+            with_host = h;
+            &with_host
+        }
+        _ => &parts.headers,
+    };
     let signed = sigv4::Request {
         method: parts.method.as_str(),
         raw_path: parts.uri.path(),
         raw_query: parts.uri.query().unwrap_or(""),
-        headers: &parts.headers,
+        headers,
         body: &bytes,
     };
     let verified = sigv4::verify(&signed, "vpc-lattice-svcs", SystemTime::now(), |key| {

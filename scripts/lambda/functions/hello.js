@@ -9,6 +9,7 @@ exports.handler = async (event) => ({
     method: event.method,
     sourceVpcArn: event.requestContext ? event.requestContext.identity.sourceVpcArn : null,
     targetGroupArn: event.requestContext ? event.requestContext.targetGroupArn : null,
+    identity: event.requestContext ? event.requestContext.identity : null,
     bodyLength: (event.body || '').length,
   }),
 });

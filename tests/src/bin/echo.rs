@@ -44,6 +44,7 @@ fn answer(name: &str, listen: SocketAddr, peer: SocketAddr, req: &Request<Incomi
         "xForwardedPort": header("x-forwarded-port"),
         "latticeNetwork": header("x-amzn-lattice-network"),
         "latticeTarget": header("x-amzn-lattice-target"),
+        "latticeIdentity": header("x-amzn-lattice-identity"),
         "requestId": header("x-amzn-requestid"),
         "userAgent": header("user-agent"),
     });
