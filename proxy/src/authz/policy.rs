@@ -217,9 +217,15 @@ impl Policy {
 
     /// Evaluates the policy for one request.
     pub fn evaluate(&self, ctx: &Context<'_>) -> Decision {
+        // The caller's account and role, split out once for every statement.
+        let who = ctx.principal.map(|p| Caller {
+            arn: &p.arn,
+            account: p.account(),
+            role: p.role_name(),
+        });
         let mut allow = None;
         for s in &self.statements {
-            if !s.applies(ctx) {
+            if !s.applies(ctx, who.as_ref()) {
                 continue;
             }
             match s.effect {
@@ -407,9 +413,9 @@ impl Statement {
         })
     }
 
-    fn applies(&self, ctx: &Context<'_>) -> bool {
+    fn applies(&self, ctx: &Context<'_>, who: Option<&Caller<'_>>) -> bool {
         if let Some((list, negated)) = &self.principals {
-            let hit = list.iter().any(|p| p.matches(ctx.principal));
+            let hit = list.iter().any(|p| p.matches(who));
             if hit == *negated {
                 return false;
             }
@@ -502,15 +508,23 @@ fn principals(path: &str, v: &Value) -> Result<Vec<PrincipalPattern>, PolicyErro
         .collect()
 }
 
+/// The caller as statements look at it.
+#[derive(Debug)]
+struct Caller<'a> {
+    arn: &'a str,
+    account: Option<&'a str>,
+    role: Option<&'a str>,
+}
+
 impl PrincipalPattern {
-    fn matches(&self, who: Option<&super::Principal>) -> bool {
+    fn matches(&self, who: Option<&Caller<'_>>) -> bool {
         match (self, who) {
             (Self::Anyone, _) => true,
             (_, None) => false,
-            (Self::Account(a), Some(p)) => p.account() == Some(a.as_str()),
-            (Self::Arn(arn), Some(p)) => p.arn == *arn,
+            (Self::Account(a), Some(p)) => p.account == Some(a.as_str()),
+            (Self::Arn(arn), Some(p)) => p.arn == arn,
             (Self::Role { account, name }, Some(p)) => {
-                p.account() == Some(account.as_str()) && p.role_name().is_some_and(|n| n == name)
+                p.role == Some(name.as_str()) && p.account == Some(account.as_str())
             }
         }
     }
@@ -639,6 +653,16 @@ fn in_cidr(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
 
 /// Glob with `*` (any run) and `?` (one character).
 pub fn glob(pattern: &str, text: &str, ignore_case: bool) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        // The common case (ARNs, paths, actions), without allocating.
+        return glob_units(pattern.as_bytes(), text.as_bytes(), |a, b| {
+            if ignore_case {
+                a.eq_ignore_ascii_case(&b)
+            } else {
+                a == b
+            }
+        }, b'*', b'?');
+    }
     let (p, t): (Vec<char>, Vec<char>) = if ignore_case {
         (
             pattern.chars().flat_map(char::to_lowercase).collect(),
@@ -647,13 +671,24 @@ pub fn glob(pattern: &str, text: &str, ignore_case: bool) -> bool {
     } else {
         (pattern.chars().collect(), text.chars().collect())
     };
+    glob_units(&p, &t, |a, b| a == b, '*', '?')
+}
+
+/// Iterative glob over any units, backtracking to the last `*`.
+fn glob_units<T: Copy + PartialEq>(
+    p: &[T],
+    t: &[T],
+    eq: impl Fn(T, T) -> bool,
+    star_unit: T,
+    one_unit: T,
+) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && p[pi] != star_unit && (p[pi] == one_unit || eq(p[pi], t[ti])) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == star_unit {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -664,7 +699,7 @@ pub fn glob(pattern: &str, text: &str, ignore_case: bool) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == star_unit {
         pi += 1;
     }
     pi == p.len()
