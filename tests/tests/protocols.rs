@@ -49,6 +49,9 @@ fn self_signed(dir: &Path, stem: &str, name: &str) -> (String, String) {
     )
 }
 
+const ALB: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:111122223333:loadbalancer/app/web/50dc6c495c0c9188";
+
 fn forward(tg: &str) -> Value {
     json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg, "weight": 1}]}})
 }
@@ -84,7 +87,7 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
         curl_in(&a.ns, "https://10.0.16.10:8443/", &["-k"]).is_ok()
     });
 
-    let members: Vec<Value> = ["grpc-svc", "secure-svc", "pass-svc", "own-cert"]
+    let members: Vec<Value> = ["grpc-svc", "secure-svc", "pass-svc", "alb-svc", "own-cert"]
         .iter()
         .map(|s| json!({"serviceNetworkIdentifier": "net", "serviceIdentifier": s}))
         .collect();
@@ -98,6 +101,8 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
                 {"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": forward("https-app")}]},
             {"name": "pass-svc", "customDomainName": "pass.example.internal", "listeners": [
                 {"name": "pass", "protocol": "TLS_PASSTHROUGH", "port": 8443, "defaultAction": forward("tcp-app")}]},
+            {"name": "alb-svc", "customDomainName": "alb.example.internal", "listeners": [
+                {"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": forward("alb")}]},
             {"name": "own-cert", "customDomainName": "own.example.internal",
              "certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/own-cert",
              "listeners": [{"name": "https", "protocol": "HTTPS", "defaultAction": forward("app")}]}
@@ -110,7 +115,9 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
             {"name": "tcp-app", "type": "IP", "config": {"port": 8443, "protocol": "TCP", "vpcIdentifier": a.name()},
                 "targets": [{"id": "10.0.16.10"}]},
             {"name": "app", "type": "IP", "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": a.name()},
-                "targets": [{"id": "10.0.16.10"}]}
+                "targets": [{"id": "10.0.16.10"}]},
+            {"name": "alb", "type": "ALB", "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": a.name()},
+                "targets": [{"id": ALB}]}
         ],
         "serviceNetworkServiceAssociations": members,
         "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}]
@@ -122,6 +129,12 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
     let (own_cert, own_key) = self_signed(&dir, "own", "own.example.internal");
     std::fs::copy(&own_cert, own.join("chain.pem")).unwrap();
     std::fs::copy(&own_key, own.join("key.pem")).unwrap();
+    // The inventory places the load balancer.
+    std::fs::write(
+        latticed.state_dir.join("inventory.json"),
+        json!({"loadBalancers": {ALB: {"vpc": a.name(), "address": "10.0.16.10"}}}).to_string(),
+    )
+    .unwrap();
     latticed.spawn_and_wait_ready().expect("latticed starts");
     let ca = latticed.state_dir.join("ca.pem");
 
@@ -186,6 +199,18 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
     assert_eq!(v["app"], "tls-a");
     assert_eq!(v["sni"], "pass.example.internal", "{v}");
     assert!(in_source_pool(v["client"].as_str().unwrap()), "{v}");
+
+    // An ALB target, placed by the inventory.
+    let body = b.curl("http://alb.example.internal/lb").unwrap();
+    assert!(body.contains(&format!("\"app\":\"{}\"", a.name())), "{body}");
+
+    // TLS 1.2 as well as 1.3.
+    let out = curl_in(
+        &b.ns,
+        "https://grpc.example.internal/",
+        &["--cacert", ca.to_str().unwrap(), "--tls-max", "1.2", "-o", "/dev/null", "-w", "%{ssl_verify_result}"],
+    );
+    assert!(out.is_ok(), "a TLS 1.2 handshake: {out:?}");
 
     // A user-supplied certificate instead of the local CA's.
     let body = curl_in(
