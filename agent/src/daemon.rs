@@ -461,20 +461,15 @@ impl Daemon {
                 continue;
             };
             if m.client.is_none() {
-                let listener = latticed_proxy::bind_in(&m.netns)?;
+                let listeners =
+                    latticed_proxy::listener::bind_all(&m.netns, self.dp.worker_count())?;
                 let steering =
-                    Steering::attach(&m.netns, self.paths.bpffs_root.join(name), &listener)
+                    Steering::attach(&m.netns, self.paths.bpffs_root.join(name), &listeners)
                         .map_err(|source| Error::Steering {
                             namespace: name.clone(),
                             source: Box::new(source),
                         })?;
-                let handle = self
-                    .dp
-                    .serve(m.id, name, listener)
-                    .map_err(|source| Error::Io {
-                        what: format!("serving the proxy listener of namespace {name:?}"),
-                        source,
-                    })?;
+                let handle = self.dp.serve(m.id, name, listeners);
                 let resolver = match NsResolver::start(
                     &m.netns,
                     &self.paths.run_dir,

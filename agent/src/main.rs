@@ -116,10 +116,11 @@ enum Command {
         /// Seconds to wait for a target's response headers (then 504).
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
         request_timeout: u64,
-        /// Threads serving the data path and API; default one per core. On
-        /// small hosts shared with busy workloads, fewer can use less CPU per
-        /// request (see docs/performance.md).
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        /// Data-path worker threads, each pinned to a CPU with its own
+        /// listener per namespace and its own upstream pool; default one per
+        /// CPU. The control plane (API, health checks, DNS) runs on one more
+        /// thread.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
         worker_threads: Option<u16>,
     },
     /// Validate a configuration file and print the plan, without applying it.
@@ -214,14 +215,10 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
+    // The control plane's runtime: the data path runs on its own pinned
+    // worker threads (latticed_proxy::workers).
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Run {
-        worker_threads: Some(n),
-        ..
-    } = &cli.command
-    {
-        builder.worker_threads(usize::from(*n));
-    }
+    builder.worker_threads(1);
     let runtime = builder
         .enable_all()
         .build()
@@ -238,7 +235,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             paths,
             connect_timeout,
             request_timeout,
-            worker_threads: _,
+            worker_threads,
             log_dir,
             inventory,
             lambda_endpoint,
@@ -290,6 +287,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 lambda_endpoint,
                 region,
                 ..Default::default()
+            };
+            let proxy = match worker_threads {
+                Some(n) => latticed_proxy::ProxyConfig {
+                    workers: usize::from(n),
+                    ..proxy
+                },
+                None => proxy,
             };
             runtime.block_on(async {
                 let daemon = Daemon::start(paths, proxy, api).await?;

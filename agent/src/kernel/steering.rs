@@ -27,7 +27,7 @@ use aya::{
     },
     Ebpf,
 };
-use latticed_common::{names, stats, VipPort, LISTENER_SLOT};
+use latticed_common::{names, stats, VipPort, MAX_LISTENERS};
 use latticed_proxy::NetNs;
 
 /// The eBPF object, built from `ebpf/` by `cargo xtask build-ebpf` and
@@ -43,6 +43,9 @@ pub enum Error {
     /// The object lacks a map or program this code expects.
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
+    /// More listeners than sockmap slots (or none).
+    #[error("{0} listeners: the sockmap holds 1 to 64 (one per data-path worker)")]
+    Listeners(usize),
     /// A map operation failed.
     #[error("{what}: {source}")]
     Map {
@@ -100,6 +103,8 @@ pub struct Steering {
     /// pairs that differ, not a walk over the whole map.
     steered: HashSet<VipPort>,
     stats: PerCpuArray<MapData, u64>,
+    /// Listening sockets in the sockmap (the value of every VIP entry).
+    listeners: u32,
     link: Option<PinnedLink>,
     // Keeps the program and the listener sockmap loaded for our lifetime.
     _ebpf: Ebpf,
@@ -114,15 +119,15 @@ impl std::fmt::Debug for Steering {
 }
 
 impl Steering {
-    /// Loads a fresh instance, puts `listener` in its sockmap, pins
-    /// everything under `dir` and attaches it to `ns`. On error, whatever
-    /// was pinned is removed again.
-    pub fn attach(ns: &NetNs, dir: PathBuf, listener: &impl AsRawFd) -> Result<Self, Error> {
+    /// Loads a fresh instance, puts `listeners` (one per data-path worker)
+    /// in its sockmap, pins everything under `dir` and attaches it to `ns`.
+    /// On error, whatever was pinned is removed again.
+    pub fn attach(ns: &NetNs, dir: PathBuf, listeners: &[impl AsRawFd]) -> Result<Self, Error> {
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
             path: dir.clone(),
             source,
         })?;
-        match Self::attach_inner(ns, &dir, listener) {
+        match Self::attach_inner(ns, &dir, listeners) {
             Ok(s) => Ok(s),
             Err(e) => {
                 remove_dir(&dir);
@@ -131,7 +136,11 @@ impl Steering {
         }
     }
 
-    fn attach_inner(ns: &NetNs, dir: &Path, listener: &impl AsRawFd) -> Result<Self, Error> {
+    fn attach_inner(ns: &NetNs, dir: &Path, listeners: &[impl AsRawFd]) -> Result<Self, Error> {
+        let count = u32::try_from(listeners.len())
+            .ok()
+            .filter(|n| (1..=MAX_LISTENERS).contains(n))
+            .ok_or(Error::Listeners(listeners.len()))?;
         let mut ebpf = Ebpf::load(OBJECT)?;
         let map_err = |what: &str| {
             let what = what.to_owned();
@@ -148,9 +157,11 @@ impl Steering {
         pin(listener_map, "steer_listener")?;
         let mut sockmap: SockMap<&mut MapData> =
             SockMap::try_from(listener_map).map_err(map_err("opening STEER_LISTENER"))?;
-        sockmap
-            .set(LISTENER_SLOT, listener, 0)
-            .map_err(map_err("putting the proxy listener in STEER_LISTENER"))?;
+        for (slot, listener) in (0..).zip(listeners) {
+            sockmap
+                .set(slot, listener, 0)
+                .map_err(map_err("putting the proxy listener in STEER_LISTENER"))?;
+        }
 
         let vips_map = ebpf
             .take_map(names::VIPS)
@@ -197,6 +208,7 @@ impl Steering {
             vips,
             steered: HashSet::new(),
             stats,
+            listeners: count,
             link: Some(link),
             _ebpf: ebpf,
         })
@@ -213,7 +225,7 @@ impl Steering {
         let remove: Vec<VipPort> = self.steered.difference(&want).copied().collect();
         for k in add {
             self.vips
-                .insert(k, LISTENER_SLOT, 0)
+                .insert(k, self.listeners, 0)
                 .map_err(|source| Error::Map {
                     what: format!("steering {}", show(&k)),
                     source,

@@ -35,9 +35,11 @@ impl VipPort {
     }
 }
 
-/// Index in the `STEER_LISTENER` sockmap of the proxy's listening socket. There
-/// is one program/map set per namespace, so one slot is enough.
-pub const LISTENER_SLOT: u32 = 0;
+/// Slots of the `STEER_LISTENER` sockmap: one listening socket per data-path
+/// worker thread, at most this many. `STEER_VIPS` values hold how many are
+/// in use; the program picks `cpu % count`, so a connection is accepted by
+/// the worker pinned to the CPU that handled its SYN.
+pub const MAX_LISTENERS: u32 = 64;
 
 /// Indices of the per-CPU `STEER_STATS` counters (one set per namespace).
 pub mod stats {
@@ -56,9 +58,9 @@ pub mod stats {
 pub mod names {
     /// The sk_lookup program.
     pub const PROGRAM: &str = "steer_to_proxy";
-    /// Hash map VipPort -> listener slot.
+    /// Hash map VipPort -> number of listener slots in use.
     pub const VIPS: &str = "STEER_VIPS";
-    /// Sockmap holding the proxy's listening socket.
+    /// Sockmap holding the proxy's listening sockets, one per worker.
     pub const LISTENER: &str = "STEER_LISTENER";
     /// Per-CPU counters.
     pub const STATS: &str = "STEER_STATS";

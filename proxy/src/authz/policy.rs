@@ -655,13 +655,19 @@ fn in_cidr(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
 pub fn glob(pattern: &str, text: &str, ignore_case: bool) -> bool {
     if pattern.is_ascii() && text.is_ascii() {
         // The common case (ARNs, paths, actions), without allocating.
-        return glob_units(pattern.as_bytes(), text.as_bytes(), |a, b| {
-            if ignore_case {
-                a.eq_ignore_ascii_case(&b)
-            } else {
-                a == b
-            }
-        }, b'*', b'?');
+        return glob_units(
+            pattern.as_bytes(),
+            text.as_bytes(),
+            |a, b| {
+                if ignore_case {
+                    a.eq_ignore_ascii_case(&b)
+                } else {
+                    a == b
+                }
+            },
+            b'*',
+            b'?',
+        );
     }
     let (p, t): (Vec<char>, Vec<char>) = if ignore_case {
         (
