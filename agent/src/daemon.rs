@@ -600,10 +600,7 @@ impl Daemon {
                         let network = networks
                             .entry((net.name.clone(), ns.clone()))
                             .or_insert_with(|| self.compiler.network_route(net, ns));
-                        let served = Arc::new(Served {
-                            listener: Arc::clone(route),
-                            network: Arc::clone(network),
-                        });
+                        let served = Arc::new(Served::new(Arc::clone(route), Arc::clone(network)));
                         vips.entry(key).or_default().add(&svc.hosts, &served);
                     }
                 }
@@ -770,10 +767,7 @@ impl Daemon {
                 let network = self.compiler.network_route(net, &ns);
                 for (port, route) in self.compiled.listeners.get(&svc.name).into_iter().flatten() {
                     if *port == at.port() {
-                        let served = Arc::new(Served {
-                            listener: Arc::clone(route),
-                            network: Arc::clone(&network),
-                        });
+                        let served = Arc::new(Served::new(Arc::clone(route), Arc::clone(&network)));
                         routes.add(&svc.hosts, &served);
                     }
                 }

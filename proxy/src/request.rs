@@ -53,6 +53,7 @@ pub struct Conn {
     /// TLS facts, for HTTPS listeners.
     pub tls: Option<TlsInfo>,
     peer_ip: HeaderValue,
+    port_value: HeaderValue,
 }
 
 impl Conn {
@@ -66,6 +67,7 @@ impl Conn {
             peer,
             tls,
             peer_ip,
+            port_value: HeaderValue::from(local.port()),
         }
     }
 }
@@ -399,20 +401,16 @@ fn rewrite_request_headers(
         headers.remove(name);
     }
     headers.insert(&XFF, conn.peer_ip.clone());
-    headers.insert(&XFPORT, HeaderValue::from(conn.local.port()));
+    headers.insert(&XFPORT, conn.port_value.clone());
     headers.insert(
         &XFPROTO,
         HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" }),
     );
-    let network = &served.network;
-    if let Ok(v) = HeaderValue::from_str(&format!("SourceVpcArn={}", network.vpc_arn)) {
-        headers.insert(&LATTICE_NETWORK, v);
+    if let Some(v) = &served.network_header {
+        headers.insert(&LATTICE_NETWORK, v.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "ServiceArn={}; ServiceNetworkArn={}; TargetGroupArn={}",
-        served.listener.service_arn, network.arn, group.arn
-    )) {
-        headers.insert(&LATTICE_TARGET, v);
+    if let Some(v) = served.target_header(group) {
+        headers.insert(&LATTICE_TARGET, v.clone());
     }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(&REQUEST_ID, v);
@@ -485,16 +483,23 @@ fn unavailable() -> Response<ProxyBody> {
 
 /// A request id in the shape Lattice uses (a UUID).
 fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let v = fastrand::u128(..);
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
+    let mut out = [0u8; 36];
+    let mut bits = 128;
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = match i {
+            8 | 13 | 18 | 23 => b'-',
+            14 => b'4',
+            19 => b'a',
+            _ => {
+                bits -= 4;
+                HEX[((v >> bits) & 0xf) as usize]
+            }
+        };
+    }
+    // Only ASCII hex digits and dashes were written.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What the access log needs from the request, owned: the request itself

@@ -64,6 +64,58 @@ pub struct Served {
     pub listener: Arc<ListenerRoute>,
     /// The service network and client VPC.
     pub network: Arc<NetworkRoute>,
+    /// `x-amzn-lattice-network`, made once.
+    pub network_header: Option<http::HeaderValue>,
+    /// `x-amzn-lattice-target` for each group the listener forwards to, made
+    /// once (looked up by the group's address).
+    /// (The address identifies the group: the `Arc`s in `listener` keep
+    /// it alive, so it is not reused while this exists.)
+    target_headers: Vec<(usize, http::HeaderValue)>,
+}
+
+impl Served {
+    /// The listener as reached through `network`, with its header values.
+    pub fn new(listener: Arc<ListenerRoute>, network: Arc<NetworkRoute>) -> Self {
+        let network_header =
+            http::HeaderValue::from_str(&format!("SourceVpcArn={}", network.vpc_arn)).ok();
+        let mut target_headers = Vec::new();
+        for action in listener
+            .rules
+            .iter()
+            .map(|r| &r.action)
+            .chain([&listener.default_action])
+        {
+            if let Action::Forward(f) = action {
+                for g in f.groups() {
+                    let ptr = Arc::as_ptr(g) as usize;
+                    if target_headers.iter().any(|(p, _)| *p == ptr) {
+                        continue;
+                    }
+                    if let Ok(v) = http::HeaderValue::from_str(&format!(
+                        "ServiceArn={}; ServiceNetworkArn={}; TargetGroupArn={}",
+                        listener.service_arn, network.arn, g.arn
+                    )) {
+                        target_headers.push((ptr, v));
+                    }
+                }
+            }
+        }
+        Self {
+            listener,
+            network,
+            network_header,
+            target_headers,
+        }
+    }
+
+    /// `x-amzn-lattice-target` for `group`.
+    pub fn target_header(&self, group: &TargetGroupRoute) -> Option<&http::HeaderValue> {
+        let ptr = std::ptr::from_ref(group) as usize;
+        self.target_headers
+            .iter()
+            .find(|(p, _)| *p == ptr)
+            .map(|(_, v)| v)
+    }
 }
 
 /// A service network as seen from one associated namespace.
@@ -515,8 +567,8 @@ mod tests {
     }
 
     fn listener(name: &str) -> Arc<Served> {
-        Arc::new(Served {
-            listener: Arc::new(ListenerRoute {
+        Arc::new(Served::new(
+            Arc::new(ListenerRoute {
                 service: name.into(),
                 service_arn: name.into(),
                 listener: "l".into(),
@@ -529,8 +581,8 @@ mod tests {
                 rules: vec![],
                 default_action: Action::FixedResponse(StatusCode::OK),
             }),
-            network: Arc::default(),
-        })
+            Arc::default(),
+        ))
     }
 
     #[test]

@@ -69,8 +69,14 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs the benchmarks.
-#[expect(clippy::print_stdout, reason = "the bench prints its report")]
 pub fn bench(smoke: bool) -> anyhow::Result<()> {
+    bench_with(smoke, false)
+}
+
+/// [`bench`], optionally measuring only the data path (for quick
+/// iterations on the proxy).
+#[expect(clippy::print_stdout, reason = "the bench prints its report")]
+pub fn bench_with(smoke: bool, data_path_only: bool) -> anyhow::Result<()> {
     step("building in release");
     run(cargo().args(["build", "--release", "--bins"]))?;
     let bin_dir = root().join("target/release");
@@ -79,6 +85,13 @@ pub fn bench(smoke: bool) -> anyhow::Result<()> {
     latticed_tests::configure(bin_dir, "warn");
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
+    if data_path_only {
+        step("data path only: direct, latticed, nginx, HAProxy with h2load");
+        let cases = data_path(smoke, &out_dir)?;
+        let (md, _) = data_path_report(&cases);
+        println!("{md}");
+        return Ok(());
+    }
 
     let services: usize = if smoke { 30 } else { 1000 };
     step(&format!(

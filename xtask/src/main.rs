@@ -47,6 +47,9 @@ enum Cmd {
         /// Skip installing missing tools.
         #[arg(long)]
         no_setup: bool,
+        /// Only the data path (skips the control plane and auth parts).
+        #[arg(long)]
+        data_path_only: bool,
     },
     /// Derive the embedded VPC Lattice model from the installed botocore.
     GenModel {
@@ -274,11 +277,15 @@ fn main() -> anyhow::Result<()> {
         Cmd::Setup => setup::setup().map(|_| ()),
         Cmd::BuildEbpf { check } => build_ebpf(check),
         Cmd::GenModel { check } => model::gen_model(check),
-        Cmd::Bench { smoke, no_setup } => {
+        Cmd::Bench {
+            smoke,
+            no_setup,
+            data_path_only,
+        } => {
             if !no_setup {
                 setup::setup()?;
             }
-            bench::bench(smoke)
+            bench::bench_with(smoke, data_path_only)
         }
         Cmd::Test {
             runner,
