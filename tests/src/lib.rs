@@ -15,6 +15,8 @@
     reason = "test harness: a panic is how a failed set-up is reported"
 )]
 
+pub mod walkthrough;
+
 use std::{
     net::Ipv4Addr,
     os::unix::net::UnixDatagram,

@@ -63,6 +63,24 @@ fn tally(b: &Vpc, url: &str, n: usize) -> BTreeMap<String, usize> {
     out
 }
 
+/// Requests `url` from `vpc` on a thread: (status, time it took).
+fn status_in_background(vpc: &Vpc, url: &str) -> thread::JoinHandle<(String, Duration)> {
+    let ns = vpc.ns.name().to_owned();
+    let url = url.to_owned();
+    thread::spawn(move || {
+        let t0 = Instant::now();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "curl", "-sS", "--max-time", "20"])
+            .args(["-o", "/dev/null", "-w", "%{http_code}", &url])
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            t0.elapsed(),
+        )
+    })
+}
+
 #[test]
 fn health_checks_flap_and_list_targets_follows() {
     let mut a = Vpc::new("a");
@@ -220,36 +238,14 @@ fn draining_dead_and_slow_targets() {
         })
     };
     let slow: Vec<_> = (0..4)
-        .map(|_| {
-            let ns = b.ns.name().to_owned();
-            thread::spawn(move || {
-                let out = std::process::Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &ns,
-                        "curl",
-                        "-sS",
-                        "--max-time",
-                        "10",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{http_code}",
-                    ])
-                    .arg("http://web.example.internal/?delay_ms=1500")
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout).into_owned()
-            })
-        })
+        .map(|_| status_in_background(&b, "http://web.example.internal/?delay_ms=1500"))
         .collect();
     thread::sleep(Duration::from_millis(300));
     latticed.write_config(&one_service(&a, &b, group(&["10.0.16.10"]), json!({})));
     latticed.reload();
     for s in slow {
         assert_eq!(
-            s.join().unwrap(),
+            s.join().unwrap().0,
             "200",
             "a request in flight on a deregistered target finishes"
         );
@@ -267,33 +263,7 @@ fn draining_dead_and_slow_targets() {
     // A target that dies mid-request: the client gets 502 at once.
     latticed.write_config(&one_service(&a, &b, group(&["10.0.16.11"]), json!({})));
     latticed.reload();
-    let pending = {
-        let ns = b.ns.name().to_owned();
-        thread::spawn(move || {
-            let t0 = Instant::now();
-            let out = std::process::Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &ns,
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "20",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                ])
-                .arg("http://web.example.internal/?delay_ms=10000")
-                .output()
-                .unwrap();
-            (
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                t0.elapsed(),
-            )
-        })
-    };
+    let pending = status_in_background(&b, "http://web.example.internal/?delay_ms=10000");
     thread::sleep(Duration::from_millis(500));
     kill(second);
     let (code, took) = pending.join().unwrap();

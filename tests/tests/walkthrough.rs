@@ -14,13 +14,6 @@ use std::{collections::BTreeMap, time::Duration};
 use latticed_tests::*;
 use serde_json::Value;
 
-const INSTANCE: &str = "i-0a1b2c3d4e5f60718";
-const FUNCTION: &str = "arn:aws:lambda:us-east-1:111122223333:function:hello";
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().expect("id in answer").to_owned()
-}
-
 struct World {
     a: Vpc,
     b: Vpc,
@@ -39,14 +32,7 @@ fn build() -> World {
     let dir = std::env::temp_dir().join(format!("latticed-walk-{}", unique()));
     std::fs::create_dir_all(&dir).unwrap();
     let inventory = dir.join("inventory.json");
-    std::fs::write(
-        &inventory,
-        serde_json::json!({
-            "instances": { INSTANCE: { "vpc": a.name(), "address": "10.0.16.10" } }
-        })
-        .to_string(),
-    )
-    .unwrap();
+    std::fs::write(&inventory, walkthrough::inventory(a.name())).unwrap();
     let latticed = Latticed::start_api_with(&[
         "--lambda-endpoint",
         &runner.endpoint,
@@ -54,153 +40,22 @@ fn build() -> World {
         inventory.to_str().unwrap(),
     ]);
     let aws = latticed.aws();
-
-    let sn = id(&aws.ok(&["create-service-network", "--name", "walk-net"]));
-    let tg_instance = id(&aws.ok(&[
-        "create-target-group",
-        "--name",
-        "instances",
-        "--type",
-        "INSTANCE",
-        "--config",
-        &format!(
-            r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{}","healthCheck":{{"path":"/health","healthCheckIntervalSeconds":5}}}}"#,
-            a.name()
-        ),
-    ]));
-    aws.ok(&[
-        "register-targets",
-        "--target-group-identifier",
-        &tg_instance,
-        "--targets",
-        &format!("id={INSTANCE}"),
-    ]);
-    let tg_fn = id(&aws.ok(&[
-        "create-target-group",
-        "--name",
-        "function",
-        "--type",
-        "LAMBDA",
-        "--config",
-        r#"{"lambdaEventStructureVersion":"V2"}"#,
-    ]));
-    aws.ok(&[
-        "register-targets",
-        "--target-group-identifier",
-        &tg_fn,
-        "--targets",
-        &format!("id={FUNCTION}"),
-    ]);
-    let tg_b = id(&aws.ok(&[
-        "create-target-group",
-        "--name",
-        "app-b",
-        "--type",
-        "IP",
-        "--config",
-        &format!(
-            r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{}"}}"#,
-            b.name()
-        ),
-    ]));
-    aws.ok(&[
-        "register-targets",
-        "--target-group-identifier",
-        &tg_b,
-        "--targets",
-        "id=10.0.16.10",
-    ]);
-
-    let svc1 = aws.ok(&["create-service", "--name", "svc1"]);
-    let svc2 = aws.ok(&["create-service", "--name", "svc2"]);
-    let dns = |v: &Value| v["dnsEntry"]["domainName"].as_str().unwrap().to_owned();
-    let (svc1_dns, svc2_dns) = (dns(&svc1), dns(&svc2));
-    let listener = id(&aws.ok(&[
-        "create-listener",
-        "--service-identifier",
-        &id(&svc1),
-        "--name",
-        "https",
-        "--protocol",
-        "HTTPS",
-        "--port",
-        "443",
-        "--default-action",
-        &format!(
-            r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg_instance}","weight":2}},{{"targetGroupIdentifier":"{tg_fn}","weight":1}}]}}}}"#
-        ),
-    ]));
-    for (prio, path, tg) in [
-        (1, "/to-instance", &tg_instance),
-        (2, "/to-function", &tg_fn),
-    ] {
-        aws.ok(&[
-            "create-rule",
-            "--service-identifier",
-            &id(&svc1),
-            "--listener-identifier",
-            &listener,
-            "--name",
-            &format!("rule{prio}"),
-            "--priority",
-            &prio.to_string(),
-            "--match",
-            &format!(r#"{{"httpMatch":{{"pathMatch":{{"match":{{"exact":"{path}"}}}}}}}}"#),
-            "--action",
-            &format!(
-                r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg}","weight":1}}]}}}}"#
-            ),
-        ]);
-    }
-    aws.ok(&[
-        "create-listener",
-        "--service-identifier",
-        &id(&svc2),
-        "--name",
-        "http",
-        "--protocol",
-        "HTTP",
-        "--port",
-        "80",
-        "--default-action",
-        &format!(
-            r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg_b}","weight":1}}]}}}}"#
-        ),
-    ]);
-    for svc in [&svc1, &svc2] {
-        aws.ok(&[
-            "create-service-network-service-association",
-            "--service-network-identifier",
-            &sn,
-            "--service-identifier",
-            &id(svc),
-        ]);
-    }
-    for vpc in [&a, &b] {
-        aws.ok(&[
-            "create-service-network-vpc-association",
-            "--service-network-identifier",
-            &sn,
-            "--vpc-identifier",
-            vpc.name(),
-        ]);
-    }
-    aws.ok(&[
-        "create-access-log-subscription",
-        "--resource-identifier",
-        &sn,
-        "--destination-arn",
+    let built = walkthrough::build(
+        &mut |args| aws.run(args).map_err(anyhow::Error::msg),
+        a.name(),
+        b.name(),
         "arn:aws:logs:us-east-1:111122223333:log-group:/latticed/walkthrough",
-    ]);
+    )
+    .unwrap();
     let log_file = latticed.log_dir.join("latticed/walkthrough.log");
     World {
         a,
         b,
         _runner: runner,
         latticed,
-        svc1_dns,
-        svc2_dns,
-        tg_instance,
+        svc1_dns: built.svc1_dns,
+        svc2_dns: built.svc2_dns,
+        tg_instance: built.instances,
         log_file,
     }
 }

@@ -22,13 +22,12 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
+use latticed_tests::walkthrough::INSTANCE;
+
 use crate::{cargo, root, run, step};
 
 const VPCS: [&str; 2] = ["vpc-a", "vpc-b"];
 const ENDPOINT: &str = "http://127.0.0.1:7390";
-/// The instance the inventory places at 10.0.16.10 in vpc-a.
-const INSTANCE: &str = "i-0a1b2c3d4e5f60718";
-const FUNCTION: &str = "arn:aws:lambda:us-east-1:111122223333:function:hello";
 const LOG_GROUP: &str = "arn:aws:logs:us-east-1:111122223333:log-group:demo";
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -109,195 +108,10 @@ fn aws(credentials: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout).unwrap_or_default())
 }
 
-fn id(v: &serde_json::Value) -> String {
-    v["id"].as_str().unwrap_or_default().to_owned()
-}
-
-/// DNS names of svc1 and svc2.
-struct Names {
-    svc1: String,
-    svc2: String,
-}
-
-fn forward(groups: &[(&str, u32)]) -> String {
-    let list: Vec<String> = groups
-        .iter()
-        .map(|(tg, w)| format!(r#"{{"targetGroupIdentifier":"{tg}","weight":{w}}}"#))
-        .collect();
-    format!(r#"{{"forward":{{"targetGroups":[{}]}}}}"#, list.join(","))
-}
-
-/// Builds the walkthrough through the API.
-fn configure(c: &Path) -> anyhow::Result<Names> {
-    let instances = id(&aws(
-        c,
-        &[
-            "create-target-group",
-            "--name",
-            "instances",
-            "--type",
-            "INSTANCE",
-            "--config",
-            r#"{"port":8080,"protocol":"HTTP","vpcIdentifier":"vpc-a"}"#,
-        ],
-    )?);
-    aws(
-        c,
-        &[
-            "register-targets",
-            "--target-group-identifier",
-            &instances,
-            "--targets",
-            &format!("id={INSTANCE}"),
-        ],
-    )?;
-    let function = id(&aws(
-        c,
-        &[
-            "create-target-group",
-            "--name",
-            "function",
-            "--type",
-            "LAMBDA",
-            "--config",
-            r#"{"lambdaEventStructureVersion":"V2"}"#,
-        ],
-    )?);
-    aws(
-        c,
-        &[
-            "register-targets",
-            "--target-group-identifier",
-            &function,
-            "--targets",
-            &format!("id={FUNCTION}"),
-        ],
-    )?;
-    let app_b = id(&aws(
-        c,
-        &[
-            "create-target-group",
-            "--name",
-            "app-in-vpc-b",
-            "--type",
-            "IP",
-            "--config",
-            r#"{"port":8080,"protocol":"HTTP","vpcIdentifier":"vpc-b"}"#,
-        ],
-    )?);
-    aws(
-        c,
-        &[
-            "register-targets",
-            "--target-group-identifier",
-            &app_b,
-            "--targets",
-            "id=10.0.16.10",
-        ],
-    )?;
-
-    let svc1 = aws(c, &["create-service", "--name", "svc1"])?;
-    let listener = id(&aws(
-        c,
-        &[
-            "create-listener",
-            "--service-identifier",
-            &id(&svc1),
-            "--name",
-            "https",
-            "--protocol",
-            "HTTPS",
-            "--port",
-            "443",
-            "--default-action",
-            &forward(&[(&instances, 2), (&function, 1)]),
-        ],
-    )?);
-    for (priority, path, tg) in [
-        ("1", "/to-instance", &instances),
-        ("2", "/to-function", &function),
-    ] {
-        aws(
-            c,
-            &[
-                "create-rule",
-                "--service-identifier",
-                &id(&svc1),
-                "--listener-identifier",
-                &listener,
-                "--name",
-                &path[1..],
-                "--priority",
-                priority,
-                "--match",
-                &format!(r#"{{"httpMatch":{{"pathMatch":{{"match":{{"exact":"{path}"}}}}}}}}"#),
-                "--action",
-                &forward(&[(tg, 1)]),
-            ],
-        )?;
-    }
-    let svc2 = aws(c, &["create-service", "--name", "svc2"])?;
-    aws(
-        c,
-        &[
-            "create-listener",
-            "--service-identifier",
-            &id(&svc2),
-            "--name",
-            "http",
-            "--protocol",
-            "HTTP",
-            "--port",
-            "80",
-            "--default-action",
-            &forward(&[(&app_b, 1)]),
-        ],
-    )?;
-    let sn = id(&aws(c, &["create-service-network", "--name", "demo-net"])?);
-    for svc in [&svc1, &svc2] {
-        aws(
-            c,
-            &[
-                "create-service-network-service-association",
-                "--service-network-identifier",
-                &sn,
-                "--service-identifier",
-                &id(svc),
-            ],
-        )?;
-    }
-    for vpc in VPCS {
-        aws(
-            c,
-            &[
-                "create-service-network-vpc-association",
-                "--service-network-identifier",
-                &sn,
-                "--vpc-identifier",
-                vpc,
-            ],
-        )?;
-    }
-    aws(
-        c,
-        &[
-            "create-access-log-subscription",
-            "--resource-identifier",
-            &sn,
-            "--destination-arn",
-            LOG_GROUP,
-        ],
-    )?;
-    let name = |v: &serde_json::Value| {
-        v["dnsEntry"]["domainName"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    Ok(Names {
-        svc1: name(&svc1),
-        svc2: name(&svc2),
-    })
+/// Builds the walkthrough through the API (the same calls the walkthrough
+/// test makes), printing each.
+fn configure(c: &Path) -> anyhow::Result<latticed_tests::walkthrough::Built> {
+    latticed_tests::walkthrough::build(&mut |args| aws(c, args), "vpc-a", "vpc-b", LOG_GROUP)
 }
 
 /// Who answered: the app's VPC or the function.
@@ -466,7 +280,7 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
     step("configuring it through the API with the AWS CLI");
     let names = configure(&credentials)?;
     let ca = state_dir.join("ca.pem");
-    let (svc1, svc2) = (&names.svc1, &names.svc2);
+    let (svc1, svc2) = (&names.svc1_dns, &names.svc2_dns);
     let tries: Vec<String> = (0..6)
         .map(|_| who(&curl("vpc-b", &format!("https://{svc1}/"), &ca)))
         .collect();
