@@ -214,7 +214,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// A proxy holds two descriptors per proxied connection: raise the soft
+/// limit on open files to the hard one (systemd's default soft limit is
+/// 1024).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("could not raise the open-file limit");
+            }
+        }
+    }
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<()> {
+    raise_fd_limit();
     // The control plane's runtime: the data path runs on its own pinned
     // worker threads (latticed_proxy::workers).
     let mut builder = tokio::runtime::Builder::new_multi_thread();

