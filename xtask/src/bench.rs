@@ -491,7 +491,7 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
     measure(&mut cases, "direct", "http://10.99.0.2:8080/", None)?;
 
     // latticed: a service with a 2:1 split over two target groups.
-    let api = ApiSession::start(&[]);
+    let api = ApiSession::start(&["--quota", "services=1100", "--quota", "target-groups=1100"]);
     let sn = id(&api.call("POST", "/servicenetworks", &json!({"name": "bench-net"}))?);
     let mut groups = Vec::new();
     for (i, p) in [(1, 8080), (2, 8081)] {
@@ -560,6 +560,49 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
         "https://169.254.171.2/",
         secs,
         pid,
+    )?);
+    // The same one-connection case with 1,000 services and 10,000 targets
+    // configured: the routing snapshot must not slow a request down.
+    let fillers = if smoke { 20 } else { 999 };
+    for i in 0..fillers {
+        let tg = id(&api.call(
+            "POST",
+            "/targetgroups",
+            &json!({"name": format!("filler{i}"), "type": "IP",
+            "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": target.name(),
+                "healthCheck": {"enabled": false}}}),
+        )?);
+        let targets: Vec<Value> = (0..10)
+            .map(
+                |t| json!({"id": format!("10.99.{}.{}", 1 + i / 250, 1 + (i % 250) / 25 * 10 + t)}),
+            )
+            .collect();
+        api.call(
+            "POST",
+            &format!("/targetgroups/{tg}/registertargets"),
+            &json!({"targets": targets}),
+        )?;
+        let svc = id(&api.call("POST", "/services", &json!({"name": format!("filler{i}")}))?);
+        api.call(
+            "POST",
+            &format!("/services/{svc}/listeners"),
+            &json!({"name": "http", "protocol": "HTTP", "port": 80,
+            "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}}}),
+        )?;
+        api.call(
+            "POST",
+            "/servicenetworkserviceassociations",
+            &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": svc}),
+        )?;
+    }
+    cases.push(h2load(
+        &client,
+        "latticed-1000-services",
+        "http://169.254.171.1/",
+        1,
+        secs,
+        pid,
+        out_dir,
     )?);
     idle.push(idle_connections(
         &client,
@@ -862,6 +905,12 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
             json!(l64.rps / d64.rps.max(1.0)),
         );
         ratios.insert("addedP50UsAt1".into(), json!(l1.p50_us - d1.p50_us));
+        if let Some(many) = find("latticed-1000-services", 1) {
+            ratios.insert(
+                "p50ManyServicesVsOne".into(),
+                json!(many.p50_us / l1.p50_us.max(1.0)),
+            );
+        }
         ratios.insert("addedP99UsAt1".into(), json!(l1.p99_us - d1.p99_us));
         ratios.insert(
             "rssMiBAt64".into(),
