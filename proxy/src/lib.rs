@@ -19,6 +19,7 @@
 
 pub mod access_log;
 pub mod authz;
+pub(crate) mod fastpath;
 pub mod health;
 pub mod lambda;
 pub mod listener;

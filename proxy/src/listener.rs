@@ -29,6 +29,7 @@ use tokio::{
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::{
+    fastpath::{self, End, Prefixed},
     netns::NetNs,
     request::{self, Conn},
     routing::{ListenerKey, NsId},
@@ -175,15 +176,25 @@ async fn serve_connection(
         return;
     }
     let activity = Arc::new(Activity::default());
+    if !tls {
+        let conn = Arc::new(Conn::new(ns, local, peer, None));
+        // Plain HTTP/1.1 forwarding first; hyper takes the connection over
+        // at the first request that needs it (HTTP/2 prior knowledge too).
+        let (stream, buffered) = match fastpath::serve(dp, &conn, stream).await {
+            End::Closed => return,
+            End::Fallback { io, buffered } => (io, buffered),
+        };
+        let io = IdleIo {
+            inner: Prefixed::new(buffered, stream),
+            activity: Arc::clone(&activity),
+        };
+        serve_http(dp, worker, io, conn, Version::Auto, activity).await;
+        return;
+    }
     let io = IdleIo {
         inner: stream,
         activity: Arc::clone(&activity),
     };
-    if !tls {
-        let conn = Conn::new(ns, local, peer, None);
-        serve_http(dp, worker, io, conn, Version::Auto, activity).await;
-        return;
-    }
     // HTTPS: read the ClientHello, pick the service by SNI, then handshake,
     // all within the header timeout so a silent client cannot hold a slot.
     let handshake = async {
@@ -234,8 +245,24 @@ async fn serve_connection(
             .and_then(|c| c.suite().as_str())
             .unwrap_or("-"),
     };
-    let conn = Conn::new(ns, local, peer, Some(tls_info));
-    serve_http(dp, worker, stream, conn, version, activity).await;
+    let conn = Arc::new(Conn::new(ns, local, peer, Some(tls_info)));
+    if version == Version::H2 {
+        serve_http(dp, worker, stream, conn, version, activity).await;
+        return;
+    }
+    let (stream, buffered) = match fastpath::serve(dp, &conn, stream).await {
+        End::Closed => return,
+        End::Fallback { io, buffered } => (io, buffered),
+    };
+    serve_http(
+        dp,
+        worker,
+        Prefixed::new(buffered, stream),
+        conn,
+        version,
+        activity,
+    )
+    .await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -250,13 +277,12 @@ async fn serve_http<I>(
     dp: &Arc<Dataplane>,
     worker: &Arc<Worker>,
     io: I,
-    conn: Conn,
+    conn: Arc<Conn>,
     version: Version,
     activity: Arc<Activity>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Arc::new(conn);
     let peer = conn.peer;
     let svc = {
         let dp = Arc::clone(dp);

@@ -70,6 +70,16 @@ impl Conn {
             port_value: HeaderValue::from(local.port()),
         }
     }
+
+    /// The client's address, as `X-Forwarded-For` carries it.
+    pub(crate) fn peer_ip(&self) -> &HeaderValue {
+        &self.peer_ip
+    }
+
+    /// The port the client dialed, as `X-Forwarded-Port` carries it.
+    pub(crate) fn port_value(&self) -> &HeaderValue {
+        &self.port_value
+    }
 }
 
 static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -175,21 +185,19 @@ pub async fn handle(
     } else {
         (resp, None)
     };
-    let finish = Finish {
-        dp: Arc::clone(dp),
-        served: Arc::clone(&served),
-        group_metrics: outcome.group.map(|g| Arc::clone(&g.metrics)),
-        group_arn: outcome.group.map(|g| Arc::clone(&g.arn)),
-        status: outcome.status,
-        start,
-        started_at,
-        target: outcome.target,
-        failure: outcome.failure,
-        to_target: outcome.to_target,
-        from_target: outcome.from_target,
+    let mut finish = Finish::new(
+        dp,
+        &served,
+        outcome.group,
+        outcome.status,
+        (start, started_at),
+        outcome.target,
+        outcome.failure,
+        outcome.to_target,
         facts,
-        bytes_sent,
-    };
+    );
+    finish.from_target = outcome.from_target;
+    finish.bytes_sent = bytes_sent;
     attach_finish(resp, finish)
 }
 
@@ -483,6 +491,12 @@ fn unavailable() -> Response<ProxyBody> {
 
 /// A request id in the shape Lattice uses (a UUID).
 fn new_request_id() -> String {
+    // Only ASCII hex digits and dashes are written.
+    String::from_utf8_lossy(&request_id()).into_owned()
+}
+
+/// A request id (see [`new_request_id`]), without allocating.
+pub(crate) fn request_id() -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let v = fastrand::u128(..);
     let mut out = [0u8; 36];
@@ -498,13 +512,12 @@ fn new_request_id() -> String {
             }
         };
     }
-    // Only ASCII hex digits and dashes were written.
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// What the access log needs from the request, owned: the request itself
 /// moves on to the target.
-struct RequestFacts {
+pub(crate) struct RequestFacts {
     method: String,
     path: String,
     protocol: &'static str,
@@ -522,23 +535,39 @@ struct RequestFacts {
 
 impl RequestFacts {
     fn new(req: &Request<Incoming>, host: Option<&str>, conn: &Conn, request_id: &str) -> Self {
-        Self {
-            method: req.method().as_str().to_owned(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-            protocol: match req.version() {
+        Self::from_parts(
+            req.method().as_str(),
+            req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            match req.version() {
                 Version::HTTP_2 => "HTTP/2.0",
                 Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             },
-            user_agent: req
-                .headers()
+            req.headers()
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned(),
+                .unwrap_or("-"),
+            host,
+            conn,
+            request_id,
+        )
+    }
+
+    /// Facts from the parts of a request head.
+    pub(crate) fn from_parts(
+        method: &str,
+        path: &str,
+        protocol: &'static str,
+        user_agent: &str,
+        host: Option<&str>,
+        conn: &Conn,
+        request_id: &str,
+    ) -> Self {
+        Self {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            protocol,
+            user_agent: user_agent.to_owned(),
             host: host.map(str::to_owned),
             source: conn.peer.to_string(),
             request_id: request_id.to_owned(),
@@ -554,11 +583,16 @@ impl RequestFacts {
     fn count_request_body(&mut self) -> Arc<AtomicU64> {
         Arc::clone(self.body_bytes.get_or_insert_with(Arc::default))
     }
+
+    /// The request body's size, when it is known up front.
+    pub(crate) fn set_body_bytes(&mut self, n: u64) {
+        self.body_bytes = Some(Arc::new(AtomicU64::new(n)));
+    }
 }
 
 /// Everything logged and counted when the response body ends (or the client
 /// goes away).
-struct Finish {
+pub(crate) struct Finish {
     dp: Arc<Dataplane>,
     served: Arc<Served>,
     group_metrics: Option<Arc<RequestMetrics>>,
@@ -572,6 +606,49 @@ struct Finish {
     from_target: Duration,
     facts: Option<RequestFacts>,
     bytes_sent: Option<Arc<AtomicU64>>,
+}
+
+impl Finish {
+    /// The record of a request to `served`, forwarded to `group` (if it got
+    /// that far), answered with `status`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the request's context, each distinct"
+    )]
+    pub(crate) fn new(
+        dp: &Arc<Dataplane>,
+        served: &Arc<Served>,
+        group: Option<&Arc<TargetGroupRoute>>,
+        status: StatusCode,
+        (start, started_at): (Instant, SystemTime),
+        target: Option<SocketAddrV4>,
+        failure: &'static str,
+        to_target: Duration,
+        facts: Option<RequestFacts>,
+    ) -> Self {
+        Self {
+            dp: Arc::clone(dp),
+            served: Arc::clone(served),
+            group_metrics: group.map(|g| Arc::clone(&g.metrics)),
+            group_arn: group.map(|g| Arc::clone(&g.arn)),
+            status,
+            start,
+            started_at,
+            target,
+            failure,
+            to_target,
+            from_target: Duration::ZERO,
+            facts,
+            bytes_sent: None,
+        }
+    }
+
+    /// The response body's size, for the access log.
+    pub(crate) fn set_bytes_sent(&mut self, n: u64) {
+        if self.facts.is_some() {
+            self.bytes_sent = Some(Arc::new(AtomicU64::new(n)));
+        }
+    }
 }
 
 impl Drop for Finish {

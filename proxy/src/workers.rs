@@ -88,6 +88,7 @@ pub fn start(
         .map(|index| {
             let (tx, rx) = std::sync::mpsc::channel();
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
+            let idle_timeout = config.upstream_idle_timeout;
             std::thread::Builder::new()
                 .name(format!("latticed-dp-{index}"))
                 .spawn(move || {
@@ -112,6 +113,18 @@ pub fn start(
                         }
                     };
                     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                    // Idle upstream connections of the fast path live in
+                    // this thread's pool; close the expired ones now and then.
+                    rt.spawn(async move {
+                        let every = (idle_timeout / 4).clamp(
+                            std::time::Duration::from_millis(100),
+                            std::time::Duration::from_secs(5),
+                        );
+                        loop {
+                            tokio::time::sleep(every).await;
+                            crate::fastpath::expire_idle(idle_timeout);
+                        }
+                    });
                     let _ = tx.send(Ok((rt.handle().clone(), stop_tx)));
                     rt.block_on(async {
                         let _ = stop_rx.await;

@@ -246,3 +246,109 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
         "the local CA did not issue own-cert's certificate: {err:?}"
     );
 }
+
+/// HTTP/1.1 as it arrives on the wire, both ways: every way a body is
+/// framed, HEAD, 1xx, pipelining, request bodies, hop-by-hop fields, and
+/// a chunked request body (which hyper serves) on the same connection.
+#[test]
+fn http1_framing_pipelining_and_hop_by_hop_fields() {
+    let mut a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let mut app = a.ns.command("python3");
+    app.arg(apps_dir().join("h1_framing.py"))
+        .args(["serve", "10.0.16.10", "9000"]);
+    a.ns.spawn(app);
+    wait_until(Duration::from_secs(5), || {
+        curl_in(&a.ns, "http://10.0.16.10:9000/length", &[]).is_ok()
+    });
+    let config = json!({
+        "serviceNetworks": [{"name": "net"}],
+        "services": [{"name": "frames", "customDomainName": "frames.example.internal",
+            "listeners": [{"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": forward("frames")}]}],
+        "targetGroups": [{"name": "frames", "type": "IP",
+            "config": {"port": 9000, "protocol": "HTTP", "vpcIdentifier": a.name()},
+            "targets": [{"id": "10.0.16.10"}]}],
+        "serviceNetworkServiceAssociations": [{"serviceNetworkIdentifier": "net", "serviceIdentifier": "frames"}],
+        "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}]
+    });
+    let mut latticed = Latticed::prepare(&config);
+    latticed.spawn_and_wait_ready().unwrap();
+    wait_until(Duration::from_secs(5), || {
+        b.curl("http://frames.example.internal/length").is_ok()
+    });
+
+    let out =
+        b.ns.command("python3")
+            .arg(apps_dir().join("h1_framing.py"))
+            .args(["probe", "frames.example.internal", "80"])
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let header = |v: &Value, name: &str| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // What the target received: the proxy's forwarding fields only (the
+    // client's X-Forwarded-For is replaced), no hop-by-hop fields or the
+    // ones `Connection` names, `TE: trailers` kept.
+    let seen = &r["length"]["info"]["headers"];
+    assert_eq!(header(seen, "host"), ["frames.example.internal"]);
+    let xff = header(seen, "x-forwarded-for");
+    assert_eq!(xff.len(), 1, "{seen}");
+    assert_ne!(xff[0], "6.6.6.6");
+    assert_eq!(header(seen, "x-forwarded-proto"), ["http"]);
+    assert_eq!(header(seen, "x-forwarded-port"), ["80"]);
+    assert_eq!(header(seen, "x-amzn-requestid").len(), 1);
+    assert_eq!(header(seen, "te"), ["trailers"]);
+    assert!(header(seen, "x-secret").is_empty(), "{seen}");
+    assert!(header(seen, "connection").is_empty(), "{seen}");
+    // What the client received: the target's hop-by-hop fields removed.
+    let got = &r["length"]["headers"];
+    assert_eq!(r["length"]["status"], 200);
+    assert_eq!(r["length"]["framing"], "length");
+    for hop in ["x-hop", "keep-alive", "connection"] {
+        assert!(header(got, hop).is_empty(), "{hop} in {got}");
+    }
+
+    // Each framing arrives intact, and the connection goes on after it.
+    assert_eq!(r["chunked"]["framing"], "chunked");
+    assert_eq!(r["chunked"]["info"]["path"], "/chunked");
+    assert!(r["chunked"]["len"].as_u64().unwrap() > 5000);
+    assert_eq!(r["head"]["status"], 200);
+    assert!(!header(&r["head"]["headers"], "content-length").is_empty());
+    assert_eq!(r["nocontent"]["status"], 204);
+    assert_eq!(r["notmodified"]["status"], 304);
+    assert_eq!(
+        r["continue"]["status"], 200,
+        "100 Continue is not passed on"
+    );
+    assert_eq!(r["continue"]["info"]["path"], "/continue");
+    assert_eq!(r["upload"]["info"]["bodyLen"], 102_400);
+    assert_eq!(r["upload"]["info"]["bodySha"], r["uploadSha"]);
+    assert_eq!(r["pipelined"], json!(["/p1", "/p2"]));
+    assert_eq!(r["chunkedUpload"]["info"]["bodyLen"], 102_400);
+    assert_eq!(r["chunkedUpload"]["info"]["bodySha"], r["uploadSha"]);
+    assert_eq!(r["before"]["status"], 200);
+    assert_eq!(r["after"]["info"]["path"], "/after");
+    assert_eq!(r["close"]["framing"], "close");
+    assert_eq!(r["close"]["status"], 200);
+    assert_eq!(r["closedAfter"], true);
+
+    // One client connection used one pooled target connection throughout
+    // the plain requests.
+    let port = &r["length"]["info"]["port"];
+    for case in ["chunked", "continue", "upload"] {
+        assert_eq!(&r[case]["info"]["port"], port, "{case}");
+    }
+    drop(latticed);
+}

@@ -1,0 +1,1258 @@
+//! The HTTP/1.1 fast path: plain forwarding without hyper.
+//!
+//! Most requests through a service network are HTTP/1.1 forwarded to an
+//! HTTP/1.1 target with no auth policy. Through hyper, each cost a server
+//! dispatch, a pool checkout, a channel hop to the upstream connection's
+//! task, a `HeaderMap` and boxed bodies; the profile showed that machinery
+//! as the largest part of latticed's own time. Here the request head is
+//! parsed with `httparse`, rewritten into one buffer and written to an
+//! upstream connection from the worker's own pool, and the response is
+//! relayed byte for byte (its framing kept), all on the client connection's
+//! task.
+//!
+//! Anything else goes to hyper, which then serves the rest of the
+//! connection: auth policies, functions, HTTP/2, gRPC and HTTPS targets,
+//! fixed responses, unknown hosts, chunked request bodies, `Upgrade`,
+//! `Expect`, HTTP/1.0, and malformed or oversized heads (hyper answers 400
+//! and 431). [`serve`] hands back the bytes it has read so hyper sees the
+//! connection from the request that did not qualify.
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    net::SocketAddrV4,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use http::StatusCode;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    net::TcpStream,
+    time::timeout_at,
+};
+
+use crate::{
+    request::{self, Conn, Finish, RequestFacts},
+    routing::{Action, GroupKind, ListenerKey, NsId, Served, TargetGroupRoute, TargetVersion},
+    Dataplane,
+};
+
+/// Header fields parsed per head; more go to hyper (which enforces the
+/// configured limit and answers 431).
+const MAX_HEADERS: usize = 64;
+/// Read size, and the capacity buffers are kept at.
+const CHUNK: usize = 16 * 1024;
+/// Largest target response head relayed.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Idle connections kept per target and worker.
+const MAX_IDLE_PER_TARGET: usize = 1024;
+
+/// How a connection left the fast path.
+pub(crate) enum End<I> {
+    /// It is finished (closed by either side, timed out, or failed).
+    Closed,
+    /// A request needs hyper: serve `io` with hyper, replaying `buffered`
+    /// first.
+    Fallback {
+        /// The client connection.
+        io: I,
+        /// Bytes read from it and not yet handled.
+        buffered: Vec<u8>,
+    },
+}
+
+/// A client transport.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Waits until the client sends something, where the transport can tell
+    /// without reading, so an idle connection holds no buffer.
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+}
+
+impl ClientIo for TcpStream {
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        self.readable()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for tokio_rustls::server::TlsStream<S> {
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        // rustls may hold decrypted bytes already; read to find out.
+        std::future::ready(Ok(()))
+    }
+}
+
+/// Serves HTTP/1.1 requests on `io` until the client leaves or a request
+/// needs hyper.
+pub(crate) async fn serve<I: ClientIo>(dp: &Arc<Dataplane>, conn: &Conn, mut io: I) -> End<I> {
+    let key = ListenerKey {
+        ns: conn.ns,
+        vip: *conn.local.ip(),
+        port: conn.local.port(),
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        if buf.is_empty() {
+            // Between requests: hold no buffer while waiting.
+            give_back(std::mem::take(&mut buf));
+            match tokio::time::timeout(dp.config.idle_timeout, io.wait_readable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return End::Closed,
+            }
+            buf = take();
+        }
+        let head_len = match read_head(dp, &mut io, &mut buf).await {
+            Head::Complete(n) => n,
+            Head::Closed => {
+                give_back(buf);
+                return End::Closed;
+            }
+            Head::Other => return End::Fallback { io, buffered: buf },
+        };
+        let mut out = take();
+        let Some(prepared) = prepare(dp, conn, key, &buf[..head_len], &mut out) else {
+            give_back(out);
+            return End::Fallback { io, buffered: buf };
+        };
+        buf.drain(..head_len);
+        let keep = forward(dp, &mut io, &mut buf, out, prepared).await;
+        if !keep {
+            let _ = io.shutdown().await;
+            give_back(buf);
+            return End::Closed;
+        }
+    }
+}
+
+enum Head {
+    Complete(usize),
+    Closed,
+    /// Malformed, too large, or the client stopped mid-head: hyper
+    /// decides (400, 431, or nothing to do).
+    Other,
+}
+
+/// Reads until `buf` holds a whole request head; returns its length.
+async fn read_head<I: ClientIo>(dp: &Dataplane, io: &mut I, buf: &mut Vec<u8>) -> Head {
+    let limit = dp.config.max_header_bytes;
+    // Until the head's first byte the idle timer runs, then the header timer.
+    let mut started = !buf.is_empty();
+    let mut until = tokio::time::Instant::now()
+        + if started {
+            dp.config.header_read_timeout
+        } else {
+            dp.config.idle_timeout
+        };
+    let mut scanned = 0;
+    loop {
+        if let Some(end) = head_end(buf, scanned) {
+            return if end > limit {
+                Head::Other
+            } else {
+                Head::Complete(end)
+            };
+        }
+        scanned = buf.len().saturating_sub(3);
+        if buf.len() > limit {
+            return Head::Other;
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(CHUNK);
+        }
+        match timeout_at(until, io.read_buf(buf)).await {
+            Ok(Ok(0) | Err(_)) if buf.is_empty() => return Head::Closed,
+            Ok(Ok(0) | Err(_)) => return Head::Other,
+            Ok(Ok(_)) => {
+                if !started {
+                    started = true;
+                    until = tokio::time::Instant::now() + dp.config.header_read_timeout;
+                }
+            }
+            Err(_) => {
+                tracing::debug!("request headers not received in time; closing");
+                return Head::Closed;
+            }
+        }
+    }
+}
+
+/// Where the head in `buf` ends (after the empty line), searching from
+/// `from`. Bare LF line ends count, as httparse accepts them.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
+        let lf = i + p;
+        match buf.get(lf + 1) {
+            Some(b'\n') => return Some(lf + 2),
+            Some(b'\r') if buf.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
+            _ => i = lf + 1,
+        }
+    }
+    None
+}
+
+/// A request the fast path takes: routed, its head rewritten into `out`.
+struct Prepared {
+    served: Arc<Served>,
+    group: Arc<TargetGroupRoute>,
+    ns: NsId,
+    target: SocketAddrV4,
+    /// Request body bytes still to copy from the client after `out`.
+    body_left: u64,
+    head: bool,
+    close: bool,
+    facts: Option<RequestFacts>,
+    start: Instant,
+    started_at: SystemTime,
+}
+
+/// Parses and routes the head in `head` and writes the request for the
+/// target into `out`; `None` when hyper must take it.
+fn prepare(
+    dp: &Dataplane,
+    conn: &Conn,
+    key: ListenerKey,
+    head: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<Prepared> {
+    let start = Instant::now();
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) || req.version != Some(1) {
+        return None;
+    }
+    let method = req.method?;
+    let target_path = req.path?;
+    if !target_path.starts_with('/') || method == "CONNECT" {
+        return None;
+    }
+    let mut host = None;
+    let mut content_length: Option<u64> = None;
+    let mut close = false;
+    let mut user_agent = None;
+    let mut listed: [&[u8]; 8] = [b""; 8];
+    let mut n_listed = 0;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            if host.is_some() {
+                return None;
+            }
+            host = Some(std::str::from_utf8(h.value).ok()?);
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(h.value)?;
+            if content_length.is_some_and(|c| c != n) {
+                return None;
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            return None;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.is_empty() {
+                    *listed.get_mut(n_listed)? = token;
+                    n_listed += 1;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"user-agent") {
+            user_agent = std::str::from_utf8(h.value).ok();
+        }
+    }
+    let host = host?;
+    let served = {
+        let table = dp.routes.load();
+        Arc::clone(table.listeners.get(&key)?.route(Some(host))?)
+    };
+    if served.listener.auth.is_some() || served.network.auth.is_some() {
+        return None;
+    }
+    let method_h = http::Method::from_bytes(method.as_bytes()).ok()?;
+    let path = target_path.split('?').next().unwrap_or(target_path);
+    let action = if served
+        .listener
+        .rules
+        .iter()
+        .all(|r| r.matcher.headers.is_empty())
+    {
+        served
+            .listener
+            .action_for(&method_h, path, &http::HeaderMap::new())
+    } else {
+        let mut map = http::HeaderMap::with_capacity(req.headers.len());
+        for h in req.headers.iter() {
+            let name = http::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+            map.append(name, http::HeaderValue::from_bytes(h.value).ok()?);
+        }
+        served.listener.action_for(&method_h, path, &map)
+    };
+    let Action::Forward(forward) = action else {
+        return None;
+    };
+    let group = Arc::clone(forward.pick()?);
+    let GroupKind::Hosts {
+        ns,
+        https: false,
+        tcp: false,
+        version: TargetVersion::Http1,
+        ..
+    } = &group.kind
+    else {
+        return None;
+    };
+    let target = group.next_target()?.addr;
+
+    // The request for the target: the client's head minus hop-by-hop
+    // fields and the ones only the proxy may set, plus Lattice's.
+    let request_id = request::request_id();
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target_path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if dropped_request_field(name, h.value)
+            || listed[..n_listed]
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        field(out, name, h.value);
+    }
+    field(out, b"x-forwarded-for", conn.peer_ip().as_bytes());
+    field(out, b"x-forwarded-port", conn.port_value().as_bytes());
+    field(
+        out,
+        b"x-forwarded-proto",
+        if conn.tls.is_some() {
+            b"https"
+        } else {
+            b"http"
+        },
+    );
+    if let Some(v) = &served.network_header {
+        field(out, b"x-amzn-lattice-network", v.as_bytes());
+    }
+    if let Some(v) = served.target_header(&group) {
+        field(out, b"x-amzn-lattice-target", v.as_bytes());
+    }
+    field(out, b"x-amzn-requestid", &request_id);
+    out.extend_from_slice(b"\r\n");
+
+    let logging = !served.listener.logs.is_empty() || !served.network.logs.is_empty();
+    let facts = logging.then(|| {
+        RequestFacts::from_parts(
+            method,
+            target_path,
+            "HTTP/1.1",
+            user_agent.unwrap_or("-"),
+            Some(host),
+            conn,
+            std::str::from_utf8(&request_id).unwrap_or("-"),
+        )
+    });
+    Some(Prepared {
+        served,
+        ns: *ns,
+        target,
+        group,
+        body_left: content_length.unwrap_or(0),
+        head: method == "HEAD",
+        close,
+        facts,
+        start,
+        started_at: SystemTime::now(),
+    })
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    s.trim_ascii()
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// Request fields not passed to targets: hop-by-hop ones (RFC 9110 7.6.1;
+/// `TE: trailers` stays, as on the hyper path) and the ones the proxy sets.
+fn dropped_request_field(name: &[u8], value: &[u8]) -> bool {
+    const DROPPED: [&[u8]; 12] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"trailer",
+        b"proxy-authorization",
+        b"x-forwarded-for",
+        b"x-forwarded-port",
+        b"x-forwarded-proto",
+        b"x-amzn-lattice-network",
+        b"x-amzn-lattice-target",
+        b"x-amzn-lattice-identity",
+        b"x-amzn-requestid",
+    ];
+    if name.eq_ignore_ascii_case(b"te") {
+        return !trim(value).eq_ignore_ascii_case(b"trailers");
+    }
+    DROPPED
+        .iter()
+        .any(|d| d.len() == name.len() && d.eq_ignore_ascii_case(name))
+}
+
+/// Response fields not passed to clients (hop-by-hop; the framing fields
+/// stay, because the body is relayed with its framing).
+fn dropped_response_field(name: &[u8]) -> bool {
+    const DROPPED: [&[u8]; 6] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+    ];
+    DROPPED
+        .iter()
+        .any(|d| d.len() == name.len() && d.eq_ignore_ascii_case(name))
+}
+
+/// Sends the prepared request, relays the answer, and records it. Returns
+/// whether the client connection can carry another request.
+async fn forward<I: ClientIo>(
+    dp: &Arc<Dataplane>,
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    mut out: Vec<u8>,
+    mut p: Prepared,
+) -> bool {
+    // Whatever of the body has arrived travels in the same write as the
+    // head.
+    let have = usize::try_from(p.body_left).map_or(buf.len(), |n| n.min(buf.len()));
+    out.extend_from_slice(&buf[..have]);
+    buf.drain(..have);
+    p.body_left -= have as u64;
+    if let Some(f) = p.facts.as_mut() {
+        f.set_body_bytes(have as u64 + p.body_left);
+    }
+    let t0 = Instant::now();
+    let deadline = tokio::time::Instant::now() + dp.config.request_timeout;
+    let mut ubuf = take();
+    let exchange = timeout_at(deadline, exchange(dp, io, buf, &out, &mut ubuf, &mut p)).await;
+    let to_target = t0.elapsed();
+    let (upstream, resp) = match exchange {
+        Ok(Ok(x)) => x,
+        Ok(Err(failure)) => {
+            let (status, why) = match failure {
+                Failure::Connect(e) => {
+                    tracing::warn!(service = %p.served.listener.service, target_group = %p.group.name, target = %p.target, error = %e, "target connection failed");
+                    (StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed")
+                }
+                Failure::Request(e) | Failure::Unsent(e) => {
+                    tracing::warn!(service = %p.served.listener.service, target_group = %p.group.name, target = %p.target, error = %e, "target request failed");
+                    (StatusCode::BAD_GATEWAY, "TargetRequestFailed")
+                }
+                Failure::Client => {
+                    give_back(out);
+                    give_back(ubuf);
+                    return false;
+                }
+            };
+            return answer_error(dp, io, out, ubuf, p, status, why, to_target).await;
+        }
+        Err(_) => {
+            tracing::warn!(service = %p.served.listener.service, target_group = %p.group.name, target = %p.target, "target timed out");
+            return answer_error(
+                dp,
+                io,
+                out,
+                ubuf,
+                p,
+                StatusCode::GATEWAY_TIMEOUT,
+                "TargetTimeout",
+                to_target,
+            )
+            .await;
+        }
+    };
+    let keep_client = !p.close && !matches!(resp.framing, Framing::Close);
+    let mut finish = finish(dp, &mut p, resp.status, "-", to_target);
+
+    // The response head for the client, then the body as it comes.
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&ubuf[resp.status_at.0..resp.status_at.1]);
+    out.extend_from_slice(b"\r\n");
+    {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut fields);
+        // Parsed once already in `exchange`; cannot fail now.
+        let _ = r.parse(&ubuf[..resp.head_len]);
+        let listed = |name: &[u8]| {
+            r.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|h| h.value.split(|&b| b == b','))
+                .any(|token| trim(token).eq_ignore_ascii_case(name))
+        };
+        for h in r.headers.iter() {
+            let name = h.name.as_bytes();
+            if !dropped_response_field(name) && !listed(name) {
+                field(&mut out, name, h.value);
+            }
+        }
+    }
+    if !keep_client {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut framing = resp.framing;
+    let mut sent = 0u64;
+    let mut upstream_ok = true;
+    let rest = &ubuf[resp.head_len..];
+    let (body, done) = match framing.take(rest) {
+        Ok(x) => x,
+        Err(()) => {
+            upstream_ok = false;
+            (rest.len(), true)
+        }
+    };
+    let leftover = body < rest.len();
+    out.extend_from_slice(&rest[..body]);
+    sent += body as u64;
+    let mut client_ok = io.write_all(&out).await.is_ok();
+    let mut upstream = Some(upstream);
+    if !done && client_ok {
+        let up = upstream.as_mut().map(|u| &mut u.stream);
+        if let Some(up) = up {
+            loop {
+                ubuf.clear();
+                match up.read_buf(&mut ubuf).await {
+                    Ok(0) | Err(_) => {
+                        // Close-delimited bodies end here; others were cut.
+                        upstream_ok = false;
+                        if !matches!(framing, Framing::Close) {
+                            client_ok = false;
+                        }
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+                let (n, done) = match framing.take(&ubuf) {
+                    Ok(x) => x,
+                    Err(()) => {
+                        upstream_ok = false;
+                        client_ok = false;
+                        break;
+                    }
+                };
+                sent += n as u64;
+                if io.write_all(&ubuf[..n]).await.is_err() {
+                    client_ok = false;
+                    upstream_ok = false;
+                    break;
+                }
+                if done {
+                    if n < ubuf.len() {
+                        upstream_ok = false;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    finish.set_bytes_sent(sent);
+    drop(finish);
+    if let Some(up) = upstream.take() {
+        if upstream_ok && !leftover && resp.reusable && p.body_left == 0 {
+            put(p.ns, p.target, up.stream);
+        }
+    }
+    give_back(out);
+    give_back(ubuf);
+    client_ok && keep_client
+}
+
+fn finish(
+    dp: &Arc<Dataplane>,
+    p: &mut Prepared,
+    status: StatusCode,
+    failure: &'static str,
+    to_target: Duration,
+) -> Finish {
+    Finish::new(
+        dp,
+        &p.served,
+        Some(&p.group),
+        status,
+        (p.start, p.started_at),
+        Some(p.target),
+        failure,
+        to_target,
+        p.facts.take(),
+    )
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the request's context, each distinct"
+)]
+async fn answer_error<I: ClientIo>(
+    dp: &Arc<Dataplane>,
+    io: &mut I,
+    mut out: Vec<u8>,
+    ubuf: Vec<u8>,
+    mut p: Prepared,
+    status: StatusCode,
+    why: &'static str,
+    to_target: Duration,
+) -> bool {
+    let body: &[u8] = match status {
+        StatusCode::SERVICE_UNAVAILABLE => b"Service Unavailable\n",
+        StatusCode::GATEWAY_TIMEOUT => b"Gateway Timeout\n",
+        _ => b"Bad Gateway\n",
+    };
+    // The client's body was not read whole: the connection cannot go on.
+    let keep = !p.close && p.body_left == 0;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !keep {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !p.head {
+        out.extend_from_slice(body);
+    }
+    let mut finish = finish(dp, &mut p, status, why, to_target);
+    let ok = io.write_all(&out).await.is_ok();
+    finish.set_bytes_sent(if p.head { 0 } else { body.len() as u64 });
+    drop(finish);
+    give_back(out);
+    give_back(ubuf);
+    ok && keep
+}
+
+enum Failure {
+    /// No connection to the target (503).
+    Connect(String),
+    /// The exchange with the target failed (502).
+    Request(String),
+    /// Writing the request head failed (502, or a retry on a new
+    /// connection if this one came from the pool).
+    Unsent(String),
+    /// The client went away while its body was being copied.
+    Client,
+}
+
+/// An upstream connection in use.
+struct Upstream {
+    stream: TcpStream,
+}
+
+/// The target's response head, in `ubuf[..head_len]`.
+struct ResponseHead {
+    head_len: usize,
+    /// `ubuf[a..b]`: status code and reason, as the target sent them.
+    status_at: (usize, usize),
+    status: StatusCode,
+    framing: Framing,
+    /// The target keeps the connection open for another request.
+    reusable: bool,
+}
+
+/// Sends the request (from `out`, then the rest of the body from the
+/// client) and reads the response head into `ubuf`.
+async fn exchange<I: ClientIo>(
+    dp: &Dataplane,
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    out: &[u8],
+    ubuf: &mut Vec<u8>,
+    p: &mut Prepared,
+) -> Result<(Upstream, ResponseHead), Failure> {
+    let mut pooled = take_pooled(p.ns, p.target);
+    loop {
+        let reused = pooled.is_some();
+        let mut stream = match pooled.take() {
+            Some(s) => s,
+            None => dp
+                .connector
+                .connect(p.ns, p.target)
+                .await
+                .map_err(|e| Failure::Connect(e.to_string()))?,
+        };
+        ubuf.clear();
+        match send_and_read(io, buf, out, &mut stream, ubuf, p).await {
+            Ok(head) => return Ok((Upstream { stream }, head)),
+            // A pooled connection the target had closed: send again on a
+            // new one. Once the request is out, a closed connection is the
+            // target failing (502), as with hyper's client: the request
+            // may have had effects.
+            Err(Failure::Unsent(_)) if reused => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn send_and_read<I: ClientIo>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    out: &[u8],
+    stream: &mut TcpStream,
+    ubuf: &mut Vec<u8>,
+    p: &mut Prepared,
+) -> Result<ResponseHead, Failure> {
+    stream
+        .write_all(out)
+        .await
+        .map_err(|e| Failure::Unsent(e.to_string()))?;
+    // The rest of the body, as the client sends it.
+    while p.body_left > 0 {
+        if buf.is_empty() {
+            if buf.capacity() < CHUNK {
+                buf.reserve(CHUNK);
+            }
+            match io.read_buf(buf).await {
+                Ok(0) | Err(_) => return Err(Failure::Client),
+                Ok(_) => {}
+            }
+        }
+        let n = usize::try_from(p.body_left).map_or(buf.len(), |n| n.min(buf.len()));
+        stream
+            .write_all(&buf[..n])
+            .await
+            .map_err(|e| Failure::Request(e.to_string()))?;
+        buf.drain(..n);
+        p.body_left -= n as u64;
+    }
+    loop {
+        let mut scanned = 0;
+        let end = loop {
+            if let Some(end) = head_end(ubuf, scanned) {
+                break end;
+            }
+            scanned = ubuf.len().saturating_sub(3);
+            if ubuf.len() > MAX_RESPONSE_HEAD {
+                return Err(Failure::Request("response head too large".into()));
+            }
+            if ubuf.capacity() - ubuf.len() < 1024 {
+                ubuf.reserve(CHUNK);
+            }
+            match stream.read_buf(ubuf).await {
+                Ok(0) => {
+                    return Err(Failure::Request(
+                        "connection closed before a response".into(),
+                    ))
+                }
+                Err(e) => return Err(Failure::Request(e.to_string())),
+                Ok(_) => {}
+            }
+        };
+        let head = parse_response(&ubuf[..end], p.head)?;
+        if head.status.is_informational() {
+            // 100 Continue and friends: the final response follows.
+            if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(Failure::Request("unexpected 101 response".into()));
+            }
+            ubuf.drain(..end);
+            continue;
+        }
+        return Ok(head);
+    }
+}
+
+fn parse_response(head: &[u8], head_request: bool) -> Result<ResponseHead, Failure> {
+    let bad = |why: &str| Failure::Request(format!("invalid response head: {why}"));
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut fields);
+    match r.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(bad("incomplete")),
+        Err(e) => return Err(bad(&e.to_string())),
+    }
+    let code = r.code.ok_or_else(|| bad("no status"))?;
+    let status = StatusCode::from_u16(code).map_err(|_| bad("status code"))?;
+    // The status line is "HTTP/1.x NNN reason": code and reason start at 9.
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line_end = if line_end > 0 && head.get(line_end - 1) == Some(&b'\r') {
+        line_end - 1
+    } else {
+        line_end
+    };
+    let status_at = (9.min(line_end), line_end);
+    let mut reusable = r.version == Some(1);
+    let mut length = None;
+    let mut chunked = None;
+    for h in r.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(h.value).ok_or_else(|| bad("content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad("conflicting content-length"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only the last coding says how the body is framed.
+            let last = h.value.split(|&b| b == b',').next_back().map(trim);
+            chunked = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && r.version == Some(0) {
+                    reusable = true;
+                }
+            }
+        }
+    }
+    let framing = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked(Chunked::default()),
+            (Some(false), _) | (None, None) => Framing::Close,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    };
+    if matches!(framing, Framing::Close) {
+        reusable = false;
+    }
+    Ok(ResponseHead {
+        head_len: head.len(),
+        status_at,
+        status,
+        framing,
+        reusable,
+    })
+}
+
+/// How a response body ends.
+#[derive(Debug)]
+enum Framing {
+    /// After this many more bytes.
+    Length(u64),
+    /// After the last chunk and trailers.
+    Chunked(Chunked),
+    /// When the target closes the connection.
+    Close,
+}
+
+impl Framing {
+    /// Of `data`, how many bytes belong to the body, and whether the body
+    /// ends within them.
+    fn take(&mut self, data: &[u8]) -> Result<(usize, bool), ()> {
+        match self {
+            Self::Length(left) => {
+                let n = usize::try_from(*left).map_or(data.len(), |l| l.min(data.len()));
+                *left -= n as u64;
+                Ok((n, *left == 0))
+            }
+            Self::Chunked(c) => match c.feed(data)? {
+                Some(end) => Ok((end, true)),
+                None => Ok((data.len(), false)),
+            },
+            Self::Close => Ok((data.len(), false)),
+        }
+    }
+}
+
+/// Finds the end of a chunked body as it passes (RFC 9112 7.1), without
+/// changing it.
+#[derive(Debug, Default)]
+struct Chunked {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    /// Chunk extensions, up to the line end.
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    TrailerLine,
+    EndLf,
+    Done,
+}
+
+impl Chunked {
+    /// Consumes `data`; `Some(n)` when the body ends after `data[..n]`.
+    fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
+        use ChunkState as S;
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            match self.state {
+                S::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        // Hex digit value; at most 15 digits keep it in u64.
+                        let d = (b as char).to_digit(16).ok_or(())?;
+                        self.digits += 1;
+                        if self.digits > 15 {
+                            return Err(());
+                        }
+                        self.size = self.size * 16 + u64::from(d);
+                    }
+                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = S::Ext,
+                    b'\r' if self.digits > 0 => self.state = S::SizeLf,
+                    b'\n' if self.digits > 0 => self.end_size(),
+                    _ => return Err(()),
+                },
+                S::Ext => {
+                    if b == b'\n' {
+                        self.end_size();
+                    }
+                }
+                S::SizeLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.end_size();
+                }
+                S::Data => {
+                    let n = usize::try_from(self.size)
+                        .map_or(data.len() - i, |s| s.min(data.len() - i));
+                    self.size -= n as u64;
+                    i += n;
+                    if self.size == 0 {
+                        self.state = S::DataCr;
+                    }
+                    continue;
+                }
+                S::DataCr => match b {
+                    b'\r' => self.state = S::DataLf,
+                    b'\n' => self.state = S::Size,
+                    _ => return Err(()),
+                },
+                S::DataLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = S::Size;
+                }
+                S::TrailerStart => match b {
+                    b'\r' => self.state = S::EndLf,
+                    b'\n' => {
+                        self.state = S::Done;
+                        return Ok(Some(i + 1));
+                    }
+                    _ => self.state = S::TrailerLine,
+                },
+                S::TrailerLine => {
+                    if b == b'\n' {
+                        self.state = S::TrailerStart;
+                    }
+                }
+                S::EndLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = S::Done;
+                    return Ok(Some(i + 1));
+                }
+                S::Done => return Ok(Some(i)),
+            }
+            i += 1;
+        }
+        Ok((self.state == S::Done).then_some(i))
+    }
+
+    fn end_size(&mut self) {
+        self.state = if self.size == 0 {
+            ChunkState::TrailerStart
+        } else {
+            ChunkState::Data
+        };
+        self.digits = 0;
+    }
+}
+
+/// Idle upstream connections by (namespace, target), with when they went
+/// idle.
+type IdlePool = HashMap<(NsId, SocketAddrV4), Vec<(TcpStream, Instant)>>;
+
+// Per-worker state. Each worker thread runs one current-thread runtime and
+// every connection it accepts stays on it, so these need no lock.
+thread_local! {
+    /// Idle upstream connections by target, with when they went idle.
+    static POOL: RefCell<IdlePool> = RefCell::default();
+    /// Spare buffers, so requests do not allocate them.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take() -> Vec<u8> {
+    SPARE
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+}
+
+fn give_back(mut b: Vec<u8>) {
+    if b.capacity() == 0 || b.capacity() > 4 * CHUNK {
+        return;
+    }
+    b.clear();
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < 256 {
+            s.push(b);
+        }
+    });
+}
+
+/// A pooled connection to `target` that is still open, if any.
+fn take_pooled(ns: NsId, target: SocketAddrV4) -> Option<TcpStream> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let idle = p.get_mut(&(ns, target))?;
+        while let Some((stream, _)) = idle.pop() {
+            // No readiness event since it went idle means no FIN and no
+            // stray bytes; tokio answers that without a system call.
+            let mut probe = [0u8; 1];
+            if matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                return Some(stream);
+            }
+        }
+        None
+    })
+}
+
+fn put(ns: NsId, target: SocketAddrV4, stream: TcpStream) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let idle = p.entry((ns, target)).or_default();
+        if idle.len() < MAX_IDLE_PER_TARGET {
+            idle.push((stream, Instant::now()));
+        }
+    });
+}
+
+/// Closes this worker's upstream connections idle for `max` or longer.
+pub(crate) fn expire_idle(max: Duration) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        p.retain(|_, idle| {
+            idle.retain(|(_, since)| since.elapsed() < max);
+            !idle.is_empty()
+        });
+    });
+}
+
+/// Replays bytes already read from a connection before reading more.
+pub(crate) struct Prefixed<I> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: I,
+}
+
+impl<I> Prefixed<I> {
+    pub(crate) fn new(prefix: Vec<u8>, inner: I) -> Self {
+        Self {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            if self.at == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked_end(parts: &[&[u8]]) -> Result<Option<usize>, ()> {
+        let mut c = Chunked::default();
+        let mut total = 0;
+        for p in parts {
+            if let Some(end) = c.feed(p)? {
+                return Ok(Some(total + end));
+            }
+            total += p.len();
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_the_last_chunk_and_trailers_end() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\nGET / HTTP/1.1";
+        let end = body.len() - b"GET / HTTP/1.1".len();
+        assert_eq!(chunked_end(&[body]), Ok(Some(end)));
+        // Byte by byte, as a slow target sends it.
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(chunked_end(&bytes), Ok(Some(end)));
+        // Trailers.
+        let t = b"0\r\nx-checksum: 1\r\nx-more: 2\r\n\r\n";
+        assert_eq!(chunked_end(&[t]), Ok(Some(t.len())));
+        // Bare LF line ends.
+        let lf = b"3\nabc\n0\n\n";
+        assert_eq!(chunked_end(&[lf]), Ok(Some(lf.len())));
+        // Not finished yet.
+        assert_eq!(chunked_end(&[b"a\r\n0123"]), Ok(None));
+        assert_eq!(chunked_end(&[b"0\r\n"]), Ok(None));
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        assert!(chunked_end(&[b"zz\r\n"]).is_err());
+        assert!(chunked_end(&[b"3\r\nabcX"]).is_err());
+        assert!(chunked_end(&[b"1234567890abcdef0\r\n"]).is_err());
+        assert!(chunked_end(&[b"\r\n"]).is_err());
+    }
+
+    #[test]
+    fn head_ends_after_the_empty_line() {
+        assert_eq!(
+            head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nxyz", 0),
+            Some(27)
+        );
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nxyz", 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
+    }
+
+    #[test]
+    fn framing_follows_the_response_head() {
+        let framing = |head: &[u8], head_req| match parse_response(head, head_req) {
+            Ok(h) => format!("{:?} reusable={}", h.framing, h.reusable),
+            Err(_) => "error".into(),
+        };
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+            "Length(5) reusable=true"
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            "Length(0) reusable=true"
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\n\r\n", false),
+            "Length(0) reusable=true"
+        );
+        assert!(framing(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false
+        )
+        .starts_with("Chunked"));
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\n\r\n", false),
+            "Close reusable=false"
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n",
+                false
+            ),
+            "Length(1) reusable=false"
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false),
+            "Length(1) reusable=false"
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            ),
+            "error"
+        );
+    }
+
+    #[test]
+    fn request_fields_only_the_proxy_sets_are_dropped() {
+        assert!(dropped_request_field(b"X-Forwarded-For", b"1.2.3.4"));
+        assert!(dropped_request_field(b"connection", b"keep-alive"));
+        assert!(dropped_request_field(b"TE", b"gzip"));
+        assert!(!dropped_request_field(b"TE", b"trailers"));
+        assert!(!dropped_request_field(b"x-forwarded-host", b"a"));
+        assert!(!dropped_request_field(b"accept", b"*/*"));
+    }
+}
