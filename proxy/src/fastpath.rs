@@ -45,6 +45,8 @@ const MAX_HEADERS: usize = 64;
 const CHUNK: usize = 16 * 1024;
 /// Largest target response head relayed.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Spare buffers kept per worker (at most 2 MiB).
+const MAX_SPARE: usize = 64;
 /// Idle connections kept per target and worker.
 const MAX_IDLE_PER_TARGET: usize = 1024;
 
@@ -115,7 +117,9 @@ pub(crate) async fn serve<I: ClientIo>(dp: &Arc<Dataplane>, conn: &Conn, mut io:
             return End::Fallback { io, buffered: buf };
         };
         buf.drain(..head_len);
-        let keep = forward(dp, &mut io, &mut buf, out, prepared).await;
+        // Boxed: the exchange's state is large and only needed while a
+        // request is open, so an idle connection's task stays small.
+        let keep = Box::pin(forward(dp, &mut io, &mut buf, out, prepared)).await;
         if !keep {
             let _ = io.shutdown().await;
             give_back(buf);
@@ -1020,13 +1024,13 @@ fn take() -> Vec<u8> {
 }
 
 fn give_back(mut b: Vec<u8>) {
-    if b.capacity() == 0 || b.capacity() > 4 * CHUNK {
+    if b.capacity() == 0 || b.capacity() > 2 * CHUNK {
         return;
     }
     b.clear();
     SPARE.with(|s| {
         let mut s = s.borrow_mut();
-        if s.len() < 256 {
+        if s.len() < MAX_SPARE {
             s.push(b);
         }
     });

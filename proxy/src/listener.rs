@@ -188,9 +188,25 @@ async fn serve_connection(
             inner: Prefixed::new(buffered, stream),
             activity: Arc::clone(&activity),
         };
-        serve_http(dp, worker, io, conn, Version::Auto, activity).await;
+        // Boxed, as below: hyper's state is allocated only for the
+        // connections that need it.
+        Box::pin(serve_http(dp, worker, io, conn, Version::Auto, activity)).await;
         return;
     }
+    Box::pin(serve_tls(dp, worker, key, stream, peer, local, activity)).await;
+}
+
+/// An HTTPS connection: ClientHello, certificate by SNI, handshake, then
+/// HTTP/1.1 (fast path first) or HTTP/2.
+async fn serve_tls(
+    dp: &Arc<Dataplane>,
+    worker: &Arc<Worker>,
+    key: ListenerKey,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: std::net::SocketAddrV4,
+    activity: Arc<Activity>,
+) {
     let io = IdleIo {
         inner: stream,
         activity: Arc::clone(&activity),
@@ -245,7 +261,7 @@ async fn serve_connection(
             .and_then(|c| c.suite().as_str())
             .unwrap_or("-"),
     };
-    let conn = Arc::new(Conn::new(ns, local, peer, Some(tls_info)));
+    let conn = Arc::new(Conn::new(key.ns, local, peer, Some(tls_info)));
     if version == Version::H2 {
         serve_http(dp, worker, stream, conn, version, activity).await;
         return;
@@ -254,14 +270,14 @@ async fn serve_connection(
         End::Closed => return,
         End::Fallback { io, buffered } => (io, buffered),
     };
-    serve_http(
+    Box::pin(serve_http(
         dp,
         worker,
         Prefixed::new(buffered, stream),
         conn,
         version,
         activity,
-    )
+    ))
     .await;
 }
 

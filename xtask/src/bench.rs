@@ -341,6 +341,13 @@ fn h2load(
     out_dir: &std::path::Path,
 ) -> anyhow::Result<Case> {
     let log = out_dir.join(format!("h2load-{name}-{connections}.tsv"));
+    // h2load appends to its log: latencies of earlier runs must not count.
+    match std::fs::remove_file(&log) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", log.display()));
+        }
+        _ => {}
+    }
     let pids = proxy.map(tree).unwrap_or_default();
     let cpu_before = cpu_us(&pids);
     let out = client
@@ -371,6 +378,20 @@ fn h2load(
             "h2load against {name} ({url}) did no request:\n{text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+    // Fast errors would pass for fast answers: every answer must be 2xx.
+    let not_2xx: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("status codes:"))
+        .map(|l| {
+            l.split(',')
+                .filter(|p| !p.trim().ends_with("2xx"))
+                .filter_map(|p| p.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    if not_2xx > 0 {
+        bail!("h2load against {name} ({url}): {not_2xx} answers were not 2xx:\n{text}");
     }
     let mut lat: Vec<u64> = std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -614,10 +635,14 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
         pid,
         out_dir,
     )?);
+    let bench_host = bench_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     idle.push(idle_connections(
         &client,
         "latticed",
-        "169.254.171.1",
+        &bench_host,
         80,
         if smoke { 200 } else { 10_000 },
         pid,
@@ -813,7 +838,10 @@ socks = []
 for i in range({n}):
     s = socket.create_connection(("{host}", {port}), timeout=10)
     s.sendall(b"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")
-    s.recv(65536)
+    answer = s.recv(65536)
+    if not answer.startswith(b"HTTP/1.1 200"):
+        print("answer", answer[:200], flush=True)
+        sys.exit(1)
     socks.append(s)
 print("open", len(socks), flush=True)
 sys.stdin.readline()

@@ -141,7 +141,10 @@ impl Steering {
             .ok()
             .filter(|n| (1..=MAX_LISTENERS).contains(n))
             .ok_or(Error::Listeners(listeners.len()))?;
-        let mut ebpf = Ebpf::load(OBJECT)?;
+        // The program has no CO-RE relocations, so the kernel's BTF is not
+        // needed; parsing /sys/kernel/btf/vmlinux would cost ~19 MB of heap
+        // for every namespace attached.
+        let mut ebpf = aya::EbpfLoader::new().btf(None).load(OBJECT)?;
         let map_err = |what: &str| {
             let what = what.to_owned();
             move |source| Error::Map { what, source }
