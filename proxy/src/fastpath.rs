@@ -40,11 +40,11 @@ use crate::{
 
 /// Header fields parsed per head; more go to hyper (which enforces the
 /// configured limit and answers 431).
-const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 /// Read size, and the capacity buffers are kept at.
-const CHUNK: usize = 16 * 1024;
+pub(crate) const CHUNK: usize = 16 * 1024;
 /// Largest target response head relayed.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Spare buffers kept per worker (at most 2 MiB).
 const MAX_SPARE: usize = 64;
 /// Idle connections kept per target and worker.
@@ -182,7 +182,7 @@ async fn read_head<I: ClientIo>(dp: &Dataplane, io: &mut I, buf: &mut Vec<u8>) -
 
 /// Where the head in `buf` ends (after the empty line), searching from
 /// `from`. Bare LF line ends count, as httparse accepts them.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
         let lf = i + p;
@@ -676,14 +676,14 @@ struct Upstream {
 }
 
 /// The target's response head, in `ubuf[..head_len]`.
-struct ResponseHead {
+pub(crate) struct ResponseHead {
     head_len: usize,
     /// `ubuf[a..b]`: status code and reason, as the target sent them.
     status_at: (usize, usize),
-    status: StatusCode,
-    framing: Framing,
+    pub(crate) status: StatusCode,
+    pub(crate) framing: Framing,
     /// The target keeps the connection open for another request.
-    reusable: bool,
+    pub(crate) reusable: bool,
 }
 
 /// Sends the request (from `out`, then the rest of the body from the
@@ -774,7 +774,7 @@ async fn send_and_read<I: ClientIo>(
                 Ok(_) => {}
             }
         };
-        let head = parse_response(&ubuf[..end], p.head)?;
+        let head = parse_response(&ubuf[..end], p.head).map_err(Failure::Request)?;
         if head.status.is_informational() {
             // 100 Continue and friends: the final response follows.
             if head.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -787,8 +787,8 @@ async fn send_and_read<I: ClientIo>(
     }
 }
 
-fn parse_response(head: &[u8], head_request: bool) -> Result<ResponseHead, Failure> {
-    let bad = |why: &str| Failure::Request(format!("invalid response head: {why}"));
+pub(crate) fn parse_response(head: &[u8], head_request: bool) -> Result<ResponseHead, String> {
+    let bad = |why: &str| format!("invalid response head: {why}");
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut r = httparse::Response::new(&mut fields);
     match r.parse(head) {
@@ -858,7 +858,7 @@ fn parse_response(head: &[u8], head_request: bool) -> Result<ResponseHead, Failu
 
 /// How a response body ends.
 #[derive(Debug)]
-enum Framing {
+pub(crate) enum Framing {
     /// After this many more bytes.
     Length(u64),
     /// After the last chunk and trailers.
@@ -868,6 +868,25 @@ enum Framing {
 }
 
 impl Framing {
+    /// Takes the body's next bytes out of `buf`, without chunked framing;
+    /// says whether the body ended (bytes past its end stay in `buf`).
+    pub(crate) fn decode(&mut self, buf: &mut bytes::BytesMut) -> Result<(bytes::Bytes, bool), ()> {
+        match self {
+            Self::Length(left) => {
+                let n = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+                *left -= n as u64;
+                Ok((buf.split_to(n).freeze(), *left == 0))
+            }
+            Self::Close => Ok((buf.split().freeze(), false)),
+            Self::Chunked(c) => {
+                let mut out = bytes::BytesMut::new();
+                let end = c.feed_with(buf, |r| out.extend_from_slice(&buf[r]))?;
+                let _ = buf.split_to(end.unwrap_or(buf.len()));
+                Ok((out.freeze(), end.is_some()))
+            }
+        }
+    }
+
     /// Of `data`, how many bytes belong to the body, and whether the body
     /// ends within them.
     fn take(&mut self, data: &[u8]) -> Result<(usize, bool), ()> {
@@ -889,7 +908,7 @@ impl Framing {
 /// Finds the end of a chunked body as it passes (RFC 9112 7.1), without
 /// changing it.
 #[derive(Debug, Default)]
-struct Chunked {
+pub(crate) struct Chunked {
     state: ChunkState,
     size: u64,
     digits: u8,
@@ -915,6 +934,15 @@ enum ChunkState {
 impl Chunked {
     /// Consumes `data`; `Some(n)` when the body ends after `data[..n]`.
     fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
+        self.feed_with(data, |_| {})
+    }
+
+    /// [`Chunked::feed`], also reporting where the chunks' data is.
+    fn feed_with(
+        &mut self,
+        data: &[u8],
+        mut on_data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<Option<usize>, ()> {
         use ChunkState as S;
         let mut i = 0;
         while i < data.len() {
@@ -950,6 +978,7 @@ impl Chunked {
                     let n = usize::try_from(self.size)
                         .map_or(data.len() - i, |s| s.min(data.len() - i));
                     self.size -= n as u64;
+                    on_data(i..i + n);
                     i += n;
                     if self.size == 0 {
                         self.state = S::DataCr;
@@ -1037,7 +1066,7 @@ fn give_back(mut b: Vec<u8>) {
 }
 
 /// A pooled connection to `target` that is still open, if any.
-fn take_pooled(ns: NsId, target: SocketAddrV4) -> Option<TcpStream> {
+pub(crate) fn take_pooled(ns: NsId, target: SocketAddrV4) -> Option<TcpStream> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let idle = p.get_mut(&(ns, target))?;
@@ -1054,7 +1083,7 @@ fn take_pooled(ns: NsId, target: SocketAddrV4) -> Option<TcpStream> {
     })
 }
 
-fn put(ns: NsId, target: SocketAddrV4, stream: TcpStream) {
+pub(crate) fn put(ns: NsId, target: SocketAddrV4, stream: TcpStream) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let idle = p.entry((ns, target)).or_default();

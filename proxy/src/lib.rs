@@ -32,6 +32,7 @@ pub mod sigv4;
 pub mod time;
 pub mod tls;
 pub mod upstream;
+pub(crate) mod upstream_h1;
 pub mod workers;
 
 use std::{

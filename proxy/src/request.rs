@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// Body of responses the proxy sends.
-pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = UnsyncBoxBody<Bytes, crate::BoxError>;
 
 /// TLS facts of a client connection.
 #[derive(Debug, Default)]
@@ -290,15 +290,23 @@ async fn route_and_forward<'a>(
                     crate::upstream::send_h2(&dp.connector, *ns, target, *https, req),
                 )
                 .await
+                .map(|r| r.map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync())))
+            } else if !*https {
+                tokio::time::timeout(
+                    dp.config.request_timeout,
+                    crate::upstream_h1::send(dp, *ns, target.addr, host, req),
+                )
+                .await
+                .map(|r| r.map(|resp| resp.map(http_body_util::BodyExt::boxed_unsync)))
             } else {
                 tokio::time::timeout(dp.config.request_timeout, async {
-                    worker.h1.request(req).await.map_err(|e| {
-                        if e.is_connect() {
-                            crate::upstream::SendError::Connect(e.to_string())
-                        } else {
-                            crate::upstream::SendError::Request(e.to_string())
+                    match worker.h1.request(req).await {
+                        Ok(resp) => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
+                        Err(e) if e.is_connect() => {
+                            Err(crate::upstream::SendError::Connect(e.to_string()))
                         }
-                    })
+                        Err(e) => Err(crate::upstream::SendError::Request(e.to_string())),
+                    }
                 })
                 .await
             };
@@ -306,7 +314,7 @@ async fn route_and_forward<'a>(
             match result {
                 Ok(Ok(mut resp)) => {
                     strip_hop_by_hop(resp.headers_mut());
-                    Ok(resp.map(|b| b.boxed_unsync()))
+                    Ok(resp)
                 }
                 Ok(Err(crate::upstream::SendError::Connect(e))) => {
                     tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target connection failed");
@@ -784,12 +792,12 @@ struct FinishBody {
 
 impl Body for FinishBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             self.finish.take();

@@ -186,6 +186,19 @@ def probe(host, port):
     out["chunkedUpload"] = c.read()
     c.send("GET", "/after")
     out["after"] = c.read()
+    # The same framings on the hyper side (its answers are re-framed).
+    c.send("GET", "/chunked")
+    out["hyperChunked"] = c.read()
+    c.send("HEAD", "/length")
+    out["hyperHead"] = c.read("HEAD")
+    c.send("GET", "/continue")
+    out["hyperContinue"] = c.read()
+    c.send("GET", "/nocontent")
+    out["hyperNoContent"] = c.read()
+    c.send("GET", "/close")
+    out["hyperClose"] = c.read()
+    c.send("GET", "/after-close")
+    out["hyperAfterClose"] = c.read()
     print(json.dumps(out))
 
 

@@ -340,6 +340,23 @@ fn http1_framing_pipelining_and_hop_by_hop_fields() {
     assert_eq!(r["chunkedUpload"]["info"]["bodySha"], r["uploadSha"]);
     assert_eq!(r["before"]["status"], 200);
     assert_eq!(r["after"]["info"]["path"], "/after");
+    // hyper's side of the same connection: bodies arrive whole whatever
+    // the target's framing, on the worker's pooled target connection.
+    assert_eq!(r["hyperChunked"]["info"]["path"], "/chunked");
+    assert_eq!(
+        r["hyperChunked"]["len"], r["chunked"]["len"],
+        "the chunked body decoded"
+    );
+    assert_eq!(
+        r["hyperChunked"]["info"]["port"],
+        r["after"]["info"]["port"]
+    );
+    assert_eq!(r["hyperHead"]["status"], 200);
+    assert_eq!(r["hyperContinue"]["info"]["path"], "/continue");
+    assert_eq!(r["hyperNoContent"]["status"], 204);
+    assert_eq!(r["hyperClose"]["info"]["path"], "/close");
+    assert!(r["hyperClose"]["len"].as_u64().unwrap() > 3000);
+    assert_eq!(r["hyperAfterClose"]["info"]["path"], "/after-close");
     assert_eq!(r["close"]["framing"], "close");
     assert_eq!(r["close"]["status"], 200);
     assert_eq!(r["closedAfter"], true);

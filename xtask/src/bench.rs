@@ -100,7 +100,10 @@ pub fn bench_with(smoke: bool, data_path_only: bool) -> anyhow::Result<()> {
         )?;
         std::fs::write(out_dir.join("data-path.md"), &md)?;
         println!("{md}");
-        println!("written to {}", out_dir.join("data-path.{md,json}").display());
+        println!(
+            "written to {}",
+            out_dir.join("data-path.{md,json}").display()
+        );
         return Ok(());
     }
 

@@ -1,0 +1,298 @@
+//! HTTP/1.1 toward targets for the requests hyper serves (HTTP/2 clients,
+//! auth policies, chunked uploads...), on the worker's own pool of target
+//! connections (the one the fast path uses).
+//!
+//! hyper-util's pooled client cost, per request, a pool checkout (a SipHash
+//! of the key, a lock), a channel hop to the connection's own task and a
+//! wake-up back. Here the request's task writes the head and body to the
+//! connection itself, and the response body reads it directly; when the
+//! body ends, the connection goes back to the pool.
+
+use std::{
+    net::SocketAddrV4,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+
+use crate::{
+    fastpath::{self, Framing},
+    routing::NsId,
+    upstream::SendError,
+    BoxError, Dataplane, UpstreamBody,
+};
+
+/// Sends `req` to `target` (namespace `ns`) over HTTP/1.1 and returns the
+/// response head; its body streams from the connection.
+pub(crate) async fn send(
+    dp: &Dataplane,
+    ns: NsId,
+    target: SocketAddrV4,
+    host: Option<&str>,
+    req: Request<UpstreamBody>,
+) -> Result<Response<TargetBody>, SendError> {
+    let (parts, mut body) = req.into_parts();
+    let head_request = parts.method == http::Method::HEAD;
+    let mut head = Vec::with_capacity(1024);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .as_bytes(),
+    );
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    if !parts.headers.contains_key(http::header::HOST) {
+        // HTTP/2 clients name the host in :authority.
+        let host = host.map_or_else(|| target.to_string(), str::to_owned);
+        field(&mut head, b"host", host.as_bytes());
+    }
+    for (name, value) in &parts.headers {
+        if name != http::header::CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
+            field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    // The body's framing is ours to choose: a length when it is known,
+    // chunked when it is not.
+    let chunked = if body.is_end_stream() {
+        if matches!(
+            parts.method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH
+        ) {
+            field(&mut head, b"content-length", b"0");
+        }
+        false
+    } else if let Some(n) = body.size_hint().exact() {
+        field(&mut head, b"content-length", n.to_string().as_bytes());
+        false
+    } else {
+        field(&mut head, b"transfer-encoding", b"chunked");
+        true
+    };
+    head.extend_from_slice(b"\r\n");
+
+    let mut pooled = fastpath::take_pooled(ns, target);
+    let mut stream = loop {
+        let reused = pooled.is_some();
+        let mut stream = match pooled.take() {
+            Some(s) => s,
+            None => dp
+                .connector
+                .connect(ns, target)
+                .await
+                .map_err(|e| SendError::Connect(e.to_string()))?,
+        };
+        match stream.write_all(&head).await {
+            Ok(()) => break stream,
+            // The target had closed the pooled connection; nothing of the
+            // request was taken, so it goes on a new one.
+            Err(_) if reused => {}
+            Err(e) => return Err(SendError::Request(e.to_string())),
+        }
+    };
+    let request = |e: &dyn std::fmt::Display| SendError::Request(e.to_string());
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| request(&e))?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers: HTTP/1.1 targets get none.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            stream
+                .write_all(format!("{:x}\r\n", data.len()).as_bytes())
+                .await
+                .map_err(|e| request(&e))?;
+            stream.write_all(&data).await.map_err(|e| request(&e))?;
+            stream.write_all(b"\r\n").await.map_err(|e| request(&e))?;
+        } else {
+            stream.write_all(&data).await.map_err(|e| request(&e))?;
+        }
+    }
+    if chunked {
+        stream
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|e| request(&e))?;
+    }
+
+    let mut buf = BytesMut::with_capacity(8192);
+    let (status, headers, framing, reusable) = loop {
+        let end = loop {
+            if let Some(end) = fastpath::head_end(&buf, 0) {
+                break end;
+            }
+            if buf.len() > fastpath::MAX_RESPONSE_HEAD {
+                return Err(SendError::Request("response head too large".into()));
+            }
+            buf.reserve(8192);
+            stream.readable().await.map_err(|e| request(&e))?;
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    return Err(SendError::Request(
+                        "connection closed before a response".into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(request(&e)),
+            }
+        };
+        let parsed =
+            fastpath::parse_response(&buf[..end], head_request).map_err(SendError::Request)?;
+        if parsed.status.is_informational() {
+            if parsed.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                return Err(SendError::Request("unexpected 101 response".into()));
+            }
+            let _ = buf.split_to(end);
+            continue;
+        }
+        let headers = response_headers(&buf[..end]).map_err(|e| request(&e))?;
+        let _ = buf.split_to(end);
+        break (parsed.status, headers, parsed.framing, parsed.reusable);
+    };
+    let mut resp = Response::new(TargetBody {
+        stream: Some(stream),
+        buf,
+        framing,
+        reusable,
+        ns,
+        target,
+        done: false,
+    });
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The fields of a response head, as a `HeaderMap`.
+fn response_headers(head: &[u8]) -> Result<HeaderMap, String> {
+    let mut fields = [httparse::EMPTY_HEADER; fastpath::MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut fields);
+    r.parse(head).map_err(|e| e.to_string())?;
+    let mut map = HeaderMap::with_capacity(r.headers.len());
+    for h in r.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| e.to_string())?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|e| e.to_string())?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// A response body read from the target connection; the connection goes
+/// back to the worker's pool when the body ends where its framing says.
+#[derive(Debug)]
+pub(crate) struct TargetBody {
+    stream: Option<TcpStream>,
+    buf: BytesMut,
+    framing: Framing,
+    reusable: bool,
+    ns: NsId,
+    target: SocketAddrV4,
+    done: bool,
+}
+
+impl TargetBody {
+    fn end(&mut self, clean: bool) {
+        self.done = true;
+        if let Some(stream) = self.stream.take() {
+            if clean && self.reusable && self.buf.is_empty() {
+                fastpath::put(self.ns, self.target, stream);
+            }
+        }
+    }
+}
+
+impl Body for TargetBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if matches!(this.framing, Framing::Length(0)) {
+                this.end(true);
+                return Poll::Ready(None);
+            }
+            if !this.buf.is_empty() {
+                let (data, ended) = match this.framing.decode(&mut this.buf) {
+                    Ok(x) => x,
+                    Err(()) => {
+                        this.end(false);
+                        return Poll::Ready(Some(Err("malformed chunked body".into())));
+                    }
+                };
+                if ended {
+                    this.end(true);
+                }
+                if !data.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                continue;
+            }
+            let Some(stream) = this.stream.as_mut() else {
+                return Poll::Ready(None);
+            };
+            this.buf.reserve(fastpath::CHUNK);
+            match stream.try_read_buf(&mut this.buf) {
+                Ok(0) => {
+                    // The end of a close-delimited body; any other was cut.
+                    let whole = matches!(this.framing, Framing::Close);
+                    this.end(false);
+                    if whole {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err("target closed the connection mid-body".into())));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    match stream.poll_read_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => {
+                            this.end(false);
+                            return Poll::Ready(Some(Err(e.into())));
+                        }
+                    }
+                }
+                Err(e) => {
+                    this.end(false);
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || matches!(self.framing, Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
