@@ -3,9 +3,14 @@
 //! - [`netns`]: enter a network namespace on the current thread to create a socket there.
 //! - [`routing`]: the immutable routing snapshot requests read (rules, weights, targets).
 //! - [`listener`]: per-namespace listening sockets; TLS, HTTP/1.1 and HTTP/2, limits.
-//! - [`request`]: the request path: route, rewrite headers, forward, count, log.
+//! - `fastpath`: plain HTTP/1.1 forwarding without hyper (httparse, one
+//!   buffer per direction, the worker's own pool of target connections);
+//!   anything else is handed to hyper.
+//! - [`request`]: the request path hyper serves: route, auth, rewrite headers,
+//!   forward, count, log.
 //! - [`upstream`]: connections to targets from the 169.254.171.x SNAT pool, in the
-//!   target's namespace, pooled.
+//!   target's namespace; HTTP/2 targets and HTTPS targets.
+//! - `upstream_h1`: HTTP/1.1 targets for hyper's requests, on the worker's pool.
 //! - [`lambda`]: function targets over the Lambda Invoke API.
 //! - [`health`]: active health checks.
 //! - [`access_log`]: one JSON line per request, never blocking.

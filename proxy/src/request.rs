@@ -147,7 +147,15 @@ pub async fn handle(
     let mut facts = logging.then(|| RequestFacts::new(&req, host.as_deref(), conn, &request_id));
 
     let req = req.map(http_body_util::Either::Left);
-    let (resp, outcome) = match crate::authz::check::check(dp, conn, &served, req).await {
+    // The auth layer's state (a signed body being read) is large: boxed,
+    // so every request's task (hyper spawns one per HTTP/2 stream and
+    // moves it) stays small. Without policies there is nothing to check.
+    let checked = if served.listener.auth.is_none() && served.network.auth.is_none() {
+        crate::authz::check::Checked::Allowed(req, None)
+    } else {
+        Box::pin(crate::authz::check::check(dp, conn, &served, req)).await
+    };
+    let (resp, outcome) = match checked {
         crate::authz::check::Checked::Allowed(req, principal) => {
             if let (Some(f), Some(p)) = (facts.as_mut(), &principal) {
                 f.caller = Some(p.arn.clone());
@@ -254,7 +262,7 @@ async fn route_and_forward<'a>(
     let t0 = Instant::now();
     let result = match &group.kind {
         GroupKind::Lambda(function) => {
-            let r = crate::lambda::invoke(
+            let r = Box::pin(crate::lambda::invoke(
                 dp,
                 worker,
                 served,
@@ -263,7 +271,7 @@ async fn route_and_forward<'a>(
                 req,
                 principal,
                 body_counter,
-            )
+            ))
             .await;
             outcome.to_target = t0.elapsed();
             r
@@ -287,20 +295,26 @@ async fn route_and_forward<'a>(
             let result = if h2 {
                 tokio::time::timeout(
                     dp.config.request_timeout,
-                    crate::upstream::send_h2(&dp.connector, *ns, target, *https, req),
+                    Box::pin(crate::upstream::send_h2(
+                        &dp.connector,
+                        *ns,
+                        target,
+                        *https,
+                        req,
+                    )),
                 )
                 .await
                 .map(|r| r.map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync())))
             } else if !*https {
                 tokio::time::timeout(
                     dp.config.request_timeout,
-                    crate::upstream_h1::send(dp, *ns, target.addr, host, req),
+                    Box::pin(crate::upstream_h1::send(dp, *ns, target.addr, host, req)),
                 )
                 .await
                 .map(|r| r.map(|resp| resp.map(http_body_util::BodyExt::boxed_unsync)))
             } else {
                 tokio::time::timeout(dp.config.request_timeout, async {
-                    match worker.h1.request(req).await {
+                    match Box::pin(worker.h1.request(req)).await {
                         Ok(resp) => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
                         Err(e) if e.is_connect() => {
                             Err(crate::upstream::SendError::Connect(e.to_string()))

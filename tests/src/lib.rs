@@ -96,6 +96,97 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// What this process has running or created through the harness, so a
+/// signal can clean it up: a killed run (the bench under `timeout`, Ctrl-C)
+/// would otherwise leak namespaces and processes, since destructors do not
+/// run.
+static LIVE: std::sync::Mutex<Vec<Live>> = std::sync::Mutex::new(Vec::new());
+
+#[derive(Debug, PartialEq, Eq)]
+enum Live {
+    Pid(u32),
+    Namespace(String),
+}
+
+fn live() -> std::sync::MutexGuard<'static, Vec<Live>> {
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn track(item: Live) {
+    live().push(item);
+}
+
+fn untrack(item: &Live) {
+    live().retain(|l| l != item);
+}
+
+/// On SIGINT or SIGTERM, stops every process started through the harness
+/// (SIGTERM, SIGKILL after 5 s; latticed removes its routes and pins on
+/// SIGTERM), deletes the namespaces, and exits with 128 + the signal. For
+/// long runs outside the test runner, such as the bench.
+pub fn clean_up_on_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    // Registered here, before returning, so no signal is missed.
+    let (mut int, mut term) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("clean-up".into())
+        .spawn(move || {
+            let sig = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => libc::SIGINT,
+                    _ = term.recv() => libc::SIGTERM,
+                }
+            });
+            eprintln!("signal {sig}: stopping what this run started and deleting its namespaces");
+            clean_up_now();
+            std::process::exit(128 + sig);
+        })?;
+    Ok(())
+}
+
+fn clean_up_now() {
+    let items = std::mem::take(&mut *live());
+    let pids: Vec<libc::pid_t> = items
+        .iter()
+        .filter_map(|i| match i {
+            Live::Pid(p) => libc::pid_t::try_from(*p).ok(),
+            Live::Namespace(_) => None,
+        })
+        .collect();
+    for &pid in &pids {
+        // SAFETY: kill(2) on a PID this process started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let start = Instant::now();
+    let mut left = pids;
+    while !left.is_empty() && start.elapsed() < Duration::from_secs(5) {
+        // SAFETY: waitpid(2) on our own children, no status wanted.
+        left.retain(|&pid| unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == 0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in left {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    for item in &items {
+        if let Live::Namespace(name) = item {
+            let _ = Command::new("ip")
+                .args(["netns", "del", name])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// A network namespace made for one test, deleted on drop together with the
 /// processes started in it through [`NetNsGuard::spawn`].
 #[derive(Debug)]
@@ -109,6 +200,7 @@ impl NetNsGuard {
     pub fn new(suffix: &str) -> Self {
         let name = format!("lt{}{suffix}", unique());
         run(Command::new("ip").args(["netns", "add", &name]));
+        track(Live::Namespace(name.clone()));
         let ns = Self {
             name,
             children: Vec::new(),
@@ -143,6 +235,7 @@ impl NetNsGuard {
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let pid = child.id();
+        track(Live::Pid(pid));
         self.children.push(child);
         pid
     }
@@ -190,11 +283,13 @@ impl Drop for NetNsGuard {
             }
             let _ = c.kill();
             let _ = c.wait();
+            untrack(&Live::Pid(c.id()));
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
             .status();
+        untrack(&Live::Namespace(self.name.clone()));
     }
 }
 
@@ -506,6 +601,7 @@ impl Latticed {
             .stderr(log)
             .spawn()
             .expect("spawning latticed");
+        track(Live::Pid(child.id()));
         let child = self.child.insert(child);
         match wait_ready(&sock, child, Duration::from_secs(20)) {
             Ok(()) => Ok(()),
@@ -606,6 +702,7 @@ impl Drop for Latticed {
             }
         }
         if let Some(mut c) = self.child.take() {
+            untrack(&Live::Pid(c.id()));
             // SAFETY: kill(2) on our own child's PID.
             unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
             let start = Instant::now();

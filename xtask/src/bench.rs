@@ -80,6 +80,9 @@ pub fn bench(smoke: bool) -> anyhow::Result<()> {
 /// iterations on the proxy).
 #[expect(clippy::print_stdout, reason = "the bench prints its report")]
 pub fn bench_with(smoke: bool, data_path_only: bool) -> anyhow::Result<()> {
+    // A killed bench (timeout, Ctrl-C) must not leave namespaces, latticed
+    // or the comparison proxies behind.
+    latticed_tests::clean_up_on_signal().context("installing the signal handler")?;
     step("building in release");
     run(cargo().args(["build", "--release", "--bins"]))?;
     let bin_dir = root().join("target/release");
