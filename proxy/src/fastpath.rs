@@ -42,11 +42,12 @@ use crate::{
 /// configured limit and answers 431).
 pub(crate) const MAX_HEADERS: usize = 64;
 /// Read size, and the capacity buffers are kept at.
-pub(crate) const CHUNK: usize = 16 * 1024;
+pub(crate) const CHUNK: usize = 8 * 1024;
 /// Largest target response head relayed.
 pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Spare buffers kept per worker (at most 2 MiB).
-const MAX_SPARE: usize = 64;
+/// Spare buffers kept per worker (at most 512 KiB: buffers grown past
+/// twice `CHUNK` are freed).
+const MAX_SPARE: usize = 32;
 /// Idle connections kept per target and worker.
 const MAX_IDLE_PER_TARGET: usize = 1024;
 

@@ -332,6 +332,25 @@ impl Vpc {
     }
 }
 
+/// Runs `cmd` (a probe that prints one JSON object), asserting it succeeds;
+/// its stderr is the failure message.
+pub fn run_json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{cmd:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// curl from inside `ns`, following no redirects, 5 s limit. `Ok(body)` when
 /// curl succeeds (any HTTP status with `-w` extras), else `Err((exit code, stderr))`.
 pub fn curl_in(ns: &NetNsGuard, url: &str, extra: &[&str]) -> Result<String, (i32, String)> {

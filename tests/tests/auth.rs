@@ -235,7 +235,7 @@ fn sigv4_principals_and_policies_through_the_data_path() {
 
     // botocore's signer, with a signed payload and with UNSIGNED-PAYLOAD.
     for mode in ["signed", "unsigned"] {
-        let out =
+        let v = run_json(
             b.ns.command("python3")
                 .arg(workspace_root().join("tests/apps/sigv4_client.py"))
                 .args([
@@ -245,15 +245,8 @@ fn sigv4_principals_and_policies_through_the_data_path() {
                     mode,
                     &ca,
                     "payload",
-                ])
-                .output()
-                .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+                ]),
         );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["status"], 200, "{mode}: {v}");
     }
 

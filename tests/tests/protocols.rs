@@ -277,18 +277,11 @@ fn http1_framing_pipelining_and_hop_by_hop_fields() {
         b.curl("http://frames.example.internal/length").is_ok()
     });
 
-    let out =
+    let r = run_json(
         b.ns.command("python3")
             .arg(apps_dir().join("h1_framing.py"))
-            .args(["probe", "frames.example.internal", "80"])
-            .output()
-            .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            .args(["probe", "frames.example.internal", "80"]),
     );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let header = |v: &Value, name: &str| -> Vec<String> {
         v.as_array()
             .unwrap()

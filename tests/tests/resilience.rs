@@ -393,18 +393,11 @@ fn oversized_slow_idle_and_malformed_clients_affect_only_themselves() {
     .unwrap();
     assert_eq!(code, "431");
 
-    let out =
+    let v = run_json(
         b.ns.command("python3")
             .arg(workspace_root().join("tests/apps/limits_probe.py"))
-            .args(["web.example.internal", "80", "1", "2"])
-            .output()
-            .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            .args(["web.example.internal", "80", "1", "2"]),
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["malformed"], "HTTP/1.1 400 Bad Request", "{v}");
     assert_eq!(v["otherWhileSlow"], "HTTP/1.1 200 OK", "{v}");
     assert_eq!(v["slowClosed"], true, "{v}");
