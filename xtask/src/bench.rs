@@ -542,8 +542,25 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
         )?;
         groups.push(tg);
     }
-    let bench_svc = api.call("POST", "/services", &json!({"name": "bench"}))?;
-    let svc = id(&bench_svc);
+    // A service splitting 2:1 over the two groups behind one listener,
+    // in the service network.
+    let split_service = |name: &str, protocol: &str, port: u16| -> anyhow::Result<Value> {
+        let service = api.call("POST", "/services", &json!({"name": name}))?;
+        let svc = id(&service);
+        api.call("POST",
+            &format!("/services/{svc}/listeners"),
+            &json!({"name": protocol.to_ascii_lowercase(), "protocol": protocol, "port": port,
+            "defaultAction": {"forward": {"targetGroups": [
+                {"targetGroupIdentifier": groups[0], "weight": 2}, {"targetGroupIdentifier": groups[1], "weight": 1}]}}}),
+        )?;
+        api.call(
+            "POST",
+            "/servicenetworkserviceassociations",
+            &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": svc}),
+        )?;
+        Ok(service)
+    };
+    let bench_svc = split_service("bench", "HTTP", 80)?;
     // Past 191 services VIPs are shared and told apart by name: the
     // many-services case calls the service by its DNS name (latticed's
     // resolver answers it in the client namespace).
@@ -553,35 +570,13 @@ fn data_path(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<DataPath>
             .as_str()
             .unwrap_or("169.254.171.1")
     );
-    api.call("POST",
-        &format!("/services/{svc}/listeners"),
-        &json!({"name": "http", "protocol": "HTTP", "port": 80,
-        "defaultAction": {"forward": {"targetGroups": [
-            {"targetGroupIdentifier": groups[0], "weight": 2}, {"targetGroupIdentifier": groups[1], "weight": 1}]}}}),
-    )?;
-    api.call(
-        "POST",
-        "/servicenetworkserviceassociations",
-        &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": svc}),
-    )?;
     api.call(
         "POST",
         "/servicenetworkvpcassociations",
         &json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": client.name()}),
     )?;
     // The same split behind an HTTPS listener (the local CA's certificate).
-    let tls_svc = id(&api.call("POST", "/services", &json!({"name": "bench-tls"}))?);
-    api.call("POST",
-        &format!("/services/{tls_svc}/listeners"),
-        &json!({"name": "https", "protocol": "HTTPS", "port": 443,
-        "defaultAction": {"forward": {"targetGroups": [
-            {"targetGroupIdentifier": groups[0], "weight": 2}, {"targetGroupIdentifier": groups[1], "weight": 1}]}}}),
-    )?;
-    api.call(
-        "POST",
-        "/servicenetworkserviceassociations",
-        &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": tls_svc}),
-    )?;
+    split_service("bench-tls", "HTTPS", 443)?;
     wait_http(&client, &bench_url)?;
     let pid = Some(api.latticed.pid());
     // By name, as the many-services case below must call it.
