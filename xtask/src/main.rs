@@ -172,6 +172,11 @@ fn nightly_ebpf_cargo(subcommand: &str) -> Command {
             "-Z",
             "build-std=core",
             "--release",
+            // The workspace builds its dependencies for size (Cargo.toml);
+            // the eBPF object (core included) keeps opt-level 3, so it stays
+            // what the verifier accepted and byte-identical to the committed one.
+            "--config",
+            "profile.release.package.\"*\".opt-level=3",
         ]);
     c
 }
