@@ -21,7 +21,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
 use crate::{
-    fastpath::{self, Framing},
+    fastpath::{self, field, Framing},
     routing::NsId,
     upstream::SendError,
     BoxError, Dataplane, UpstreamBody,
@@ -172,13 +172,6 @@ pub(crate) async fn send(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The fields of a response head, as a `HeaderMap`.
