@@ -17,6 +17,7 @@ use std::{
     net::SocketAddrV4,
     os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
+    sync::{Mutex, OnceLock, PoisonError},
 };
 
 use aya::{
@@ -25,7 +26,7 @@ use aya::{
         links::{FdLink, PinnedLink},
         SkLookup,
     },
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
 use latticed_common::{names, stats, VipPort, MAX_LISTENERS};
 use latticed_proxy::NetNs;
@@ -33,6 +34,35 @@ use latticed_proxy::NetNs;
 /// The eBPF object, built from `ebpf/` by `cargo xtask build-ebpf` and
 /// committed so the daemon builds without the eBPF toolchain.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../ebpf/prebuilt/latticed-ebpf.o");
+
+/// The loader every attach uses, made once per process.
+///
+/// `EbpfLoader::new` always parses the kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`: a 5 MB read and 10 MB of parsed types, and
+/// tens of milliseconds), even though the program has no CO-RE relocations
+/// and `btf(None)` then drops it. Parsed at every attach, that churn left
+/// about 8 MB of freed heap resident in the daemon. One loader parses once;
+/// the heap it freed is handed back to the kernel right away.
+fn loader() -> &'static Mutex<EbpfLoader<'static>> {
+    static LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+    LOADER.get_or_init(|| {
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        release_free_heap();
+        Mutex::new(loader)
+    })
+}
+
+/// Returns the allocator's free pages to the kernel (glibc keeps them
+/// otherwise, and they count in the daemon's RSS).
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only takes the arenas'
+    // own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -141,10 +171,12 @@ impl Steering {
             .ok()
             .filter(|n| (1..=MAX_LISTENERS).contains(n))
             .ok_or(Error::Listeners(listeners.len()))?;
-        // The program has no CO-RE relocations, so the kernel's BTF is not
-        // needed; parsing /sys/kernel/btf/vmlinux would cost ~19 MB of heap
-        // for every namespace attached.
-        let mut ebpf = aya::EbpfLoader::new().btf(None).load(OBJECT)?;
+        // Loads are short and rare (one per associated namespace), so a
+        // shared loader behind a lock costs nothing that matters.
+        let mut ebpf = loader()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .load(OBJECT)?;
         let map_err = |what: &str| {
             let what = what.to_owned();
             move |source| Error::Map { what, source }
