@@ -19,7 +19,6 @@
 
 use std::{
     cell::RefCell,
-    collections::HashMap,
     net::SocketAddrV4,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -1037,7 +1036,7 @@ impl Chunked {
 
 /// Idle upstream connections by (namespace, target), with when they went
 /// idle.
-type IdlePool = HashMap<(NsId, SocketAddrV4), Vec<(TcpStream, Instant)>>;
+type IdlePool = foldhash::HashMap<(NsId, SocketAddrV4), Vec<(TcpStream, Instant)>>;
 
 // Per-worker state. Each worker thread runs one current-thread runtime and
 // every connection it accepts stays on it, so these need no lock.

@@ -310,7 +310,10 @@ async fn serve_http<I>(
             let conn = Arc::clone(&conn);
             let guard = activity.request();
             async move {
-                let resp = request::handle(&dp, &worker, &conn, req).await;
+                // Boxed: hyper spawns a task per HTTP/2 stream and moves
+                // this future into it several times; the handler's state
+                // is kilobytes, a box is a pointer.
+                let resp = Box::pin(request::handle(&dp, &worker, &conn, req)).await;
                 drop(guard);
                 Ok::<_, std::convert::Infallible>(resp)
             }

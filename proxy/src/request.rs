@@ -422,40 +422,46 @@ fn rewrite_request_headers(
     principal: Option<&crate::authz::Principal>,
 ) {
     strip_hop_by_hop(headers);
-    for name in [
-        &LATTICE_NETWORK,
-        &LATTICE_TARGET,
-        &LATTICE_IDENTITY,
-        &REQUEST_ID,
-    ] {
-        headers.remove(name);
-    }
-    headers.insert(&XFF, conn.peer_ip.clone());
-    headers.insert(&XFPORT, conn.port_value.clone());
-    headers.insert(
+    // `insert` replaces every client-sent value of a name; a name with
+    // nothing to send is removed instead.
+    let mut set = |name: &HeaderName, value: Option<HeaderValue>| match value {
+        Some(v) => {
+            headers.insert(name, v);
+        }
+        None => {
+            headers.remove(name);
+        }
+    };
+    set(&XFF, Some(conn.peer_ip.clone()));
+    set(&XFPORT, Some(conn.port_value.clone()));
+    set(
         &XFPROTO,
-        HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" }),
+        Some(HeaderValue::from_static(if conn.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        })),
     );
-    if let Some(v) = &served.network_header {
-        headers.insert(&LATTICE_NETWORK, v.clone());
-    }
-    if let Some(v) = served.target_header(group) {
-        headers.insert(&LATTICE_TARGET, v.clone());
-    }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(&REQUEST_ID, v);
-    }
+    set(&LATTICE_NETWORK, served.network_header.clone());
+    set(&LATTICE_TARGET, served.target_header(group).cloned());
+    set(&REQUEST_ID, HeaderValue::from_str(request_id).ok());
     // Values come from the credential store, which refuses separators and
     // control characters; HeaderValue refuses CR and LF again.
-    if let Some(v) = principal.and_then(|p| HeaderValue::from_str(&p.identity_header()).ok()) {
-        headers.insert(&LATTICE_IDENTITY, v);
-    }
+    set(
+        &LATTICE_IDENTITY,
+        principal.and_then(|p| HeaderValue::from_str(&p.identity_header()).ok()),
+    );
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1),
 /// plus any the `Connection` header names. `TE: trailers` stays: gRPC needs
 /// it and it is the one value HTTP/2 allows.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none of them: one pass over the names is cheaper
+    // than hashing every name below for a removal that finds nothing.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -473,21 +479,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let te_trailers = headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// The names [`strip_hop_by_hop`] always removes (`TE` included: it is
+/// put back when it says `trailers`).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
 }
 
 /// A response the proxy makes itself.
@@ -520,19 +534,21 @@ fn new_request_id() -> String {
 /// A request id (see [`new_request_id`]), without allocating.
 pub(crate) fn request_id() -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let v = fastrand::u128(..);
-    let mut out = [0u8; 36];
-    let mut bits = 128;
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = match i {
-            8 | 13 | 18 | 23 => b'-',
-            14 => b'4',
-            19 => b'a',
-            _ => {
-                bits -= 4;
-                HEX[((v >> bits) & 0xf) as usize]
-            }
-        };
+    // A version 4 UUID's shape (version nibble 4, variant nibble a), 120
+    // random bits; written byte-wise, as u128 shifts cost more than the
+    // rest of the request's bookkeeping.
+    let mut v = fastrand::u128(..).to_be_bytes();
+    v[6] = 0x40 | (v[6] & 0x0f);
+    v[8] = 0xa0 | (v[8] & 0x0f);
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in v.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
     }
     out
 }
@@ -862,5 +878,20 @@ mod tests {
         let parts: Vec<_> = id.split('-').map(str::len).collect();
         assert_eq!(parts, [8, 4, 4, 4, 12]);
         assert_ne!(id, new_request_id());
+        // Version 4, variant "a", lowercase hex elsewhere.
+        assert_eq!(&id[14..15], "4", "{id}");
+        assert_eq!(&id[19..20], "a", "{id}");
+        assert!(id
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        // Every other digit varies across ids.
+        let ids: Vec<String> = (0..64).map(|_| new_request_id()).collect();
+        for at in (0..36).filter(|&i| ![8, 13, 14, 18, 19, 23].contains(&i)) {
+            let first = &ids[0][at..=at];
+            assert!(
+                ids.iter().any(|i| &i[at..=at] != first),
+                "digit {at} never changes"
+            );
+        }
     }
 }

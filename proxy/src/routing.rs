@@ -6,7 +6,6 @@
 //! atomic per target group, weighted choice a thread-local RNG.
 
 use std::{
-    collections::HashMap,
     net::{Ipv4Addr, SocketAddrV4},
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -34,7 +33,7 @@ pub struct ListenerKey {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     /// Listeners reachable per client namespace.
-    pub listeners: HashMap<ListenerKey, Arc<VipRoutes>>,
+    pub listeners: foldhash::HashMap<ListenerKey, Arc<VipRoutes>>,
 }
 
 /// The listeners behind one VIP:port. Services share VIPs once there are
@@ -44,7 +43,7 @@ pub struct RouteTable {
 pub struct VipRoutes {
     /// Listeners by lowercase host name (the service's DNS name and custom
     /// domain name).
-    pub by_host: HashMap<Box<str>, Arc<Served>>,
+    pub by_host: foldhash::HashMap<Box<str>, Arc<Served>>,
     /// The listener when only one service uses this VIP:port: it answers
     /// whatever the Host header says (clients may dial the VIP directly).
     pub only: Option<Arc<Served>>,
