@@ -156,8 +156,8 @@ pub(crate) async fn send(
             let _ = buf.split_to(end);
             continue;
         }
-        let headers = response_headers(&buf[..end]).map_err(|e| request(&e))?;
-        let _ = buf.split_to(end);
+        let head = buf.split_to(end).freeze();
+        let headers = response_headers(&head).map_err(|e| request(&e))?;
         break (parsed.status, headers, parsed.framing, parsed.reusable);
     };
     let mut resp = Response::new(TargetBody {
@@ -174,15 +174,18 @@ pub(crate) async fn send(
     Ok(resp)
 }
 
-/// The fields of a response head, as a `HeaderMap`.
-fn response_headers(head: &[u8]) -> Result<HeaderMap, String> {
+/// The fields of a response head, as a `HeaderMap`. The values share the
+/// head's buffer rather than each taking an allocation of its own.
+fn response_headers(head: &Bytes) -> Result<HeaderMap, String> {
     let mut fields = [httparse::EMPTY_HEADER; fastpath::MAX_HEADERS];
     let mut r = httparse::Response::new(&mut fields);
     r.parse(head).map_err(|e| e.to_string())?;
-    let mut map = HeaderMap::with_capacity(r.headers.len());
+    // One more for the `date` hyper adds when the target sent none.
+    let mut map = HeaderMap::with_capacity(r.headers.len() + 1);
     for h in r.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| e.to_string())?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|e| e.to_string())?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|e| e.to_string())?;
         map.append(name, value);
     }
     Ok(map)
