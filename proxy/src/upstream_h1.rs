@@ -18,7 +18,10 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
 
 use crate::{
     fastpath::{self, field, Framing},
@@ -135,16 +138,14 @@ pub(crate) async fn send(
                 return Err(SendError::Request("response head too large".into()));
             }
             buf.reserve(8192);
-            stream.readable().await.map_err(|e| request(&e))?;
-            match stream.try_read_buf(&mut buf) {
-                Ok(0) => {
-                    return Err(SendError::Request(
-                        "connection closed before a response".into(),
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(request(&e)),
+            // Through `poll_read`, not `try_read`: tokio forgets the
+            // readiness after a short read, so the pool's liveness probe
+            // when this connection is next taken costs no system call
+            // (with `try_read` it was one more `recvfrom` per request).
+            if stream.read_buf(&mut buf).await.map_err(|e| request(&e))? == 0 {
+                return Err(SendError::Request(
+                    "connection closed before a response".into(),
+                ));
             }
         };
         let parsed =
@@ -252,8 +253,10 @@ impl Body for TargetBody {
                 return Poll::Ready(None);
             };
             this.buf.reserve(fastpath::CHUNK);
-            match stream.try_read_buf(&mut this.buf) {
-                Ok(0) => {
+            // `poll_read` for the same reason as the head's reads above.
+            match tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut this.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
                     // The end of a close-delimited body; any other was cut.
                     let whole = matches!(this.framing, Framing::Close);
                     this.end(false);
@@ -262,18 +265,8 @@ impl Body for TargetBody {
                     }
                     return Poll::Ready(Some(Err("target closed the connection mid-body".into())));
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    match stream.poll_read_ready(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(e)) => {
-                            this.end(false);
-                            return Poll::Ready(Some(Err(e.into())));
-                        }
-                    }
-                }
-                Err(e) => {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
                     this.end(false);
                     return Poll::Ready(Some(Err(e.into())));
                 }
