@@ -329,24 +329,15 @@ fn prepare(
         }
         field(out, name, h.value);
     }
-    field(out, b"x-forwarded-for", conn.peer_ip().as_bytes());
-    field(out, b"x-forwarded-port", conn.port_value().as_bytes());
-    field(
-        out,
-        b"x-forwarded-proto",
-        if conn.tls.is_some() {
-            b"https"
-        } else {
-            b"http"
-        },
-    );
-    if let Some(v) = &served.network_header {
-        field(out, b"x-amzn-lattice-network", v.as_bytes());
+    // No auth policy on this path, so no caller identity.
+    request::ProxyFields {
+        conn,
+        served: &served,
+        group: &group,
+        request_id: &request_id,
+        identity: None,
     }
-    if let Some(v) = served.target_header(&group) {
-        field(out, b"x-amzn-lattice-target", v.as_bytes());
-    }
-    field(out, b"x-amzn-requestid", &request_id);
+    .write(out);
     out.extend_from_slice(b"\r\n");
 
     let logging = !served.listener.logs.is_empty() || !served.network.logs.is_empty();
@@ -400,25 +391,20 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 /// Request fields not passed to targets: hop-by-hop ones (RFC 9110 7.6.1;
 /// `TE: trailers` stays, as on the hyper path) and the ones the proxy sets.
 fn dropped_request_field(name: &[u8], value: &[u8]) -> bool {
-    const DROPPED: [&[u8]; 12] = [
+    const DROPPED: [&[u8]; 5] = [
         b"connection",
         b"keep-alive",
         b"proxy-connection",
         b"trailer",
         b"proxy-authorization",
-        b"x-forwarded-for",
-        b"x-forwarded-port",
-        b"x-forwarded-proto",
-        b"x-amzn-lattice-network",
-        b"x-amzn-lattice-target",
-        b"x-amzn-lattice-identity",
-        b"x-amzn-requestid",
     ];
     if name.eq_ignore_ascii_case(b"te") {
         return !trim(value).eq_ignore_ascii_case(b"trailers");
     }
     DROPPED
         .iter()
+        .copied()
+        .chain(request::PROXY_FIELD_NAMES.iter().map(|f| f.as_bytes()))
         .any(|d| d.len() == name.len() && d.eq_ignore_ascii_case(name))
 }
 

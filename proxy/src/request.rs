@@ -22,6 +22,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::{
     access_log::Record,
+    fastpath::field,
     metrics::RequestMetrics,
     routing::{Action, GroupKind, ListenerKey, NsId, Served, TargetGroupRoute, TargetVersion},
     Dataplane, RequestBody,
@@ -52,7 +53,9 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// TLS facts, for HTTPS listeners.
     pub tls: Option<TlsInfo>,
+    /// The client's address, as `X-Forwarded-For` carries it.
     peer_ip: HeaderValue,
+    /// The port the client dialed, as `X-Forwarded-Port` carries it.
     port_value: HeaderValue,
 }
 
@@ -70,25 +73,26 @@ impl Conn {
             port_value: HeaderValue::from(local.port()),
         }
     }
-
-    /// The client's address, as `X-Forwarded-For` carries it.
-    pub(crate) fn peer_ip(&self) -> &HeaderValue {
-        &self.peer_ip
-    }
-
-    /// The port the client dialed, as `X-Forwarded-Port` carries it.
-    pub(crate) fn port_value(&self) -> &HeaderValue {
-        &self.port_value
-    }
 }
 
-static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-static XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-static XFPROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static LATTICE_NETWORK: HeaderName = HeaderName::from_static("x-amzn-lattice-network");
-static LATTICE_TARGET: HeaderName = HeaderName::from_static("x-amzn-lattice-target");
-static LATTICE_IDENTITY: HeaderName = HeaderName::from_static("x-amzn-lattice-identity");
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+/// The names of the fields [`ProxyFields`] sets, as the fast path compares
+/// them; the `HeaderName`s below are made from the same strings.
+pub(crate) const PROXY_FIELD_NAMES: [&str; 7] = [
+    "x-forwarded-for",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+    "x-amzn-lattice-network",
+    "x-amzn-lattice-target",
+    "x-amzn-lattice-identity",
+    "x-amzn-requestid",
+];
+const XFF: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[0]);
+const XFPORT: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[1]);
+const XFPROTO: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[2]);
+const LATTICE_NETWORK: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[3]);
+const LATTICE_TARGET: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[4]);
+const LATTICE_IDENTITY: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[5]);
+const REQUEST_ID: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[6]);
 
 /// Who and what a request is, past routing and auth.
 #[derive(Clone, Copy)]
@@ -251,18 +255,20 @@ async fn route_and_forward<'a>(
     };
     outcome.group = Some(group);
 
-    rewrite_request_headers(
-        req.headers_mut(),
+    let fields = ProxyFields {
         conn,
         served,
         group,
-        request_id,
-        principal,
-    );
+        request_id: request_id.as_bytes(),
+        // Values come from the credential store, which refuses separators
+        // and control characters; HeaderValue refuses CR and LF again.
+        identity: principal.and_then(|p| HeaderValue::from_str(&p.identity_header()).ok()),
+    };
     let body_counter = facts.as_mut().map(RequestFacts::count_request_body);
     let t0 = Instant::now();
     let result = match &group.kind {
         GroupKind::Lambda(function) => {
+            fields.apply(req.headers_mut());
             let r = Box::pin(crate::lambda::invoke(
                 dp,
                 worker,
@@ -287,10 +293,15 @@ async fn route_and_forward<'a>(
             };
             outcome.target = Some(target.addr);
             let h2 = *version != TargetVersion::Http1;
-            if let Err(e) = to_upstream(&mut req, target, *https, h2, host) {
-                tracing::debug!(error = %e, "cannot build upstream request");
-                outcome.status = StatusCode::BAD_REQUEST;
-                return (text(StatusCode::BAD_REQUEST, "Bad Request\n"), outcome);
+            // `upstream_h1` writes the head itself, Lattice's fields
+            // included; hyper's clients take a request.
+            if h2 || *https {
+                fields.apply(req.headers_mut());
+                if let Err(e) = to_upstream(&mut req, target, *https, h2, host) {
+                    tracing::debug!(error = %e, "cannot build upstream request");
+                    outcome.status = StatusCode::BAD_REQUEST;
+                    return (text(StatusCode::BAD_REQUEST, "Bad Request\n"), outcome);
+                }
             }
             let req = req.map(|b| CountingBody::wrap(b, body_counter).boxed_unsync());
             let result = if h2 {
@@ -309,7 +320,14 @@ async fn route_and_forward<'a>(
             } else if !*https {
                 tokio::time::timeout(
                     dp.config.request_timeout,
-                    Box::pin(crate::upstream_h1::send(dp, *ns, target.addr, host, req)),
+                    Box::pin(crate::upstream_h1::send(
+                        dp,
+                        *ns,
+                        target.addr,
+                        host,
+                        req,
+                        &fields,
+                    )),
                 )
                 .await
                 .map(|r| r.map(|resp| resp.map(http_body_util::BodyExt::boxed_unsync)))
@@ -412,49 +430,94 @@ fn to_upstream(
     Ok(())
 }
 
-/// The headers targets get, as Lattice sends them. Client-sent copies are
-/// removed first: only the proxy knows who connected and where to.
-fn rewrite_request_headers(
-    headers: &mut HeaderMap,
-    conn: &Conn,
-    served: &Served,
-    group: &TargetGroupRoute,
-    request_id: &str,
-    principal: Option<&crate::authz::Principal>,
-) {
-    strip_hop_by_hop(headers);
-    // Room for the names below at once: growing as they come cost two
-    // reallocations per request (callgrind).
-    headers.reserve(7);
-    // `insert` replaces every client-sent value of a name; a name with
-    // nothing to send is removed instead.
-    let mut set = |name: &HeaderName, value: Option<HeaderValue>| match value {
-        Some(v) => {
-            headers.insert(name, v);
-        }
-        None => {
-            headers.remove(name);
-        }
-    };
-    set(&XFF, Some(conn.peer_ip.clone()));
-    set(&XFPORT, Some(conn.port_value.clone()));
-    set(
-        &XFPROTO,
-        Some(HeaderValue::from_static(if conn.tls.is_some() {
+/// The fields latticed sets on every request it forwards, as Lattice sends
+/// them: who connected, over what, through which network, to which target.
+/// Client-sent copies never reach a target: only the proxy knows these.
+pub(crate) struct ProxyFields<'a> {
+    pub(crate) conn: &'a Conn,
+    pub(crate) served: &'a Served,
+    pub(crate) group: &'a TargetGroupRoute,
+    pub(crate) request_id: &'a [u8],
+    /// `X-Amzn-Lattice-Identity`, for a caller an auth policy identified.
+    pub(crate) identity: Option<HeaderValue>,
+}
+
+impl ProxyFields<'_> {
+    fn proto(&self) -> &'static str {
+        if self.conn.tls.is_some() {
             "https"
         } else {
             "http"
-        })),
-    );
-    set(&LATTICE_NETWORK, served.network_header.clone());
-    set(&LATTICE_TARGET, served.target_header(group).cloned());
-    set(&REQUEST_ID, HeaderValue::from_str(request_id).ok());
-    // Values come from the credential store, which refuses separators and
-    // control characters; HeaderValue refuses CR and LF again.
-    set(
-        &LATTICE_IDENTITY,
-        principal.and_then(|p| HeaderValue::from_str(&p.identity_header()).ok()),
-    );
+        }
+    }
+
+    /// Into a request's header map (for hyper's clients and Lambda), hop-by-hop
+    /// fields and client copies removed.
+    fn apply(&self, headers: &mut HeaderMap) {
+        strip_hop_by_hop(headers);
+        // Room for the names below at once: growing as they come cost two
+        // reallocations per request (callgrind).
+        headers.reserve(PROXY_FIELDS.len());
+        // `insert` replaces every client-sent value of a name; a name with
+        // nothing to send is removed instead.
+        let mut set = |name: &HeaderName, value: Option<HeaderValue>| match value {
+            Some(v) => {
+                headers.insert(name, v);
+            }
+            None => {
+                headers.remove(name);
+            }
+        };
+        set(&XFF, Some(self.conn.peer_ip.clone()));
+        set(&XFPORT, Some(self.conn.port_value.clone()));
+        set(&XFPROTO, Some(HeaderValue::from_static(self.proto())));
+        set(&LATTICE_NETWORK, self.served.network_header.clone());
+        set(
+            &LATTICE_TARGET,
+            self.served.target_header(self.group).cloned(),
+        );
+        set(&REQUEST_ID, HeaderValue::from_bytes(self.request_id).ok());
+        set(&LATTICE_IDENTITY, self.identity.clone());
+    }
+
+    /// As the header lines of an HTTP/1.1 head (the fast path and
+    /// `upstream_h1`), whose writers leave out the client's copies (see
+    /// [`is_proxy_field`]).
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        field(out, XFF.as_str().as_bytes(), self.conn.peer_ip.as_bytes());
+        field(
+            out,
+            XFPORT.as_str().as_bytes(),
+            self.conn.port_value.as_bytes(),
+        );
+        field(out, XFPROTO.as_str().as_bytes(), self.proto().as_bytes());
+        if let Some(v) = &self.served.network_header {
+            field(out, LATTICE_NETWORK.as_str().as_bytes(), v.as_bytes());
+        }
+        if let Some(v) = self.served.target_header(self.group) {
+            field(out, LATTICE_TARGET.as_str().as_bytes(), v.as_bytes());
+        }
+        field(out, REQUEST_ID.as_str().as_bytes(), self.request_id);
+        if let Some(v) = &self.identity {
+            field(out, LATTICE_IDENTITY.as_str().as_bytes(), v.as_bytes());
+        }
+    }
+}
+
+/// The names [`ProxyFields`] sets.
+const PROXY_FIELDS: [HeaderName; 7] = [
+    XFF,
+    XFPORT,
+    XFPROTO,
+    LATTICE_NETWORK,
+    LATTICE_TARGET,
+    LATTICE_IDENTITY,
+    REQUEST_ID,
+];
+
+/// Whether a client-sent field is one only the proxy may set.
+pub(crate) fn is_proxy_field(name: &HeaderName) -> bool {
+    PROXY_FIELDS.contains(name)
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1),

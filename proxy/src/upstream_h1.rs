@@ -25,6 +25,7 @@ use tokio::{
 
 use crate::{
     fastpath::{self, field, Framing},
+    request::{self, ProxyFields},
     routing::NsId,
     upstream::SendError,
     BoxError, Dataplane, UpstreamBody,
@@ -38,8 +39,10 @@ pub(crate) async fn send(
     target: SocketAddrV4,
     host: Option<&str>,
     req: Request<UpstreamBody>,
+    fields: &ProxyFields<'_>,
 ) -> Result<Response<TargetBody>, SendError> {
-    let (parts, mut body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    request::strip_hop_by_hop(&mut parts.headers);
     let head_request = parts.method == http::Method::HEAD;
     let mut head = Vec::with_capacity(1024);
     head.extend_from_slice(parts.method.as_str().as_bytes());
@@ -58,10 +61,14 @@ pub(crate) async fn send(
         field(&mut head, b"host", host.as_bytes());
     }
     for (name, value) in &parts.headers {
-        if name != http::header::CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
+        if name != http::header::CONTENT_LENGTH
+            && name != http::header::TRANSFER_ENCODING
+            && !request::is_proxy_field(name)
+        {
             field(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
     }
+    fields.write(&mut head);
     // The body's framing is ours to choose: a length when it is known,
     // chunked when it is not.
     let chunked = if body.is_end_stream() {

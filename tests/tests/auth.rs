@@ -178,6 +178,20 @@ fn sigv4_principals_and_policies_through_the_data_path() {
         &[
             "-H",
             "x-amzn-lattice-identity: Principal=arn:aws:iam::111122223333:root",
+            // Every field only the proxy may set, forged: the target must
+            // get the proxy's values alone (first values are what echo shows).
+            "-H",
+            "x-forwarded-for: 6.6.6.6",
+            "-H",
+            "x-forwarded-proto: gopher",
+            "-H",
+            "x-forwarded-port: 1",
+            "-H",
+            "x-amzn-requestid: forged",
+            "-H",
+            "x-amzn-lattice-network: forged",
+            "-H",
+            "x-amzn-lattice-target: forged",
         ],
     );
     assert_eq!(code, 200, "{body}");
@@ -185,6 +199,24 @@ fn sigv4_principals_and_policies_through_the_data_path() {
     assert_eq!(
         v["latticeIdentity"], "",
         "a client's identity header never reaches the target"
+    );
+    assert_eq!(v["xForwardedFor"], "10.0.16.10", "{v}");
+    assert_eq!(v["xForwardedProto"], "https", "{v}");
+    assert_eq!(v["xForwardedPort"], "443", "{v}");
+    assert_eq!(v["requestId"].as_str().unwrap().len(), 36, "{v}");
+    assert!(
+        v["latticeNetwork"]
+            .as_str()
+            .unwrap()
+            .starts_with("SourceVpcArn=arn:aws:ec2:"),
+        "{v}"
+    );
+    assert!(
+        v["latticeTarget"]
+            .as_str()
+            .unwrap()
+            .contains("ServiceArn=arn:aws:vpc-lattice:"),
+        "{v}"
     );
     let (code, body) = curl(&b, &ca, "/private", &[]);
     assert_eq!(code, 403);
