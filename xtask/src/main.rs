@@ -50,6 +50,10 @@ enum Cmd {
         /// Only the data path (skips the control plane and auth parts).
         #[arg(long)]
         data_path_only: bool,
+        /// How many times each data-path case runs, taking turns with the
+        /// others; the report gives the median (default 3, 1 with --smoke).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: Option<u32>,
     },
     /// Derive the embedded VPC Lattice model from the installed botocore.
     GenModel {
@@ -286,11 +290,12 @@ fn main() -> anyhow::Result<()> {
             smoke,
             no_setup,
             data_path_only,
+            rounds,
         } => {
             if !no_setup {
                 setup::setup()?;
             }
-            bench::bench_with(smoke, data_path_only)
+            bench::bench_with(smoke, data_path_only, rounds)
         }
         Cmd::Test {
             runner,
