@@ -294,8 +294,9 @@ struct Case {
     p99_us: f64,
     /// Proxy CPU (user + system) per request; none for the direct path.
     cpu_us_per_request: Option<f64>,
-    /// The lowest and highest of the rounds' CPU per request.
-    cpu_range: Option<(f64, f64)>,
+    /// CPU per request of each round, in the order they ran: an effect of
+    /// what ran before (a round after the TLS cases) shows here.
+    cpu_runs: Vec<f64>,
     /// Proxy resident memory after the run.
     rss_kib: Option<u64>,
     /// How many runs the figures are the median of.
@@ -450,7 +451,9 @@ fn h2load(
         p50_us: percentile(&lat, 0.50),
         p99_us: percentile(&lat, 0.99),
         cpu_us_per_request: proxy.map(|_| cpu as f64 / done as f64),
-        cpu_range: proxy.map(|_| (cpu as f64 / done as f64, cpu as f64 / done as f64)),
+        cpu_runs: proxy
+            .map(|_| vec![cpu as f64 / done as f64])
+            .unwrap_or_default(),
         rss_kib: proxy.map(|_| rss_kib(&pids)),
         runs: 1,
     })
@@ -846,12 +849,7 @@ impl Sample for Case {
             p50_us: each(|c| c.p50_us),
             p99_us: each(|c| c.p99_us),
             cpu_us_per_request: (!cpu.is_empty()).then(|| median(&cpu)),
-            cpu_range: (!cpu.is_empty()).then(|| {
-                (
-                    cpu.iter().copied().fold(f64::INFINITY, f64::min),
-                    cpu.iter().copied().fold(0.0, f64::max),
-                )
-            }),
+            cpu_runs: cpu,
             rss_kib: (!rss.is_empty()).then(|| median(&rss) as u64),
             runs: samples.len(),
         })
@@ -1047,7 +1045,7 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
     let find = |name: &str, c: u32| cases.iter().find(|x| x.name == name && x.connections == c);
     let runs = cases.iter().map(|c| c.runs).max().unwrap_or(0);
     let mut md = format!(
-        "\n## Data path\n\nEach figure is the median of {runs} run(s), the cases taking turns; the CPU range is the lowest and highest run.\n\n| case | conns | req/s | p50 us | p99 us | proxy CPU us/req | CPU range | proxy RSS MiB |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "\n## Data path\n\nEach figure is the median of {runs} run(s), the cases taking turns; the last column gives each round's CPU per request in the order they ran.\n\n| case | conns | req/s | p50 us | p99 us | proxy CPU us/req | proxy RSS MiB | CPU us/req per round |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for c in cases {
         md.push_str(&format!(
@@ -1059,10 +1057,17 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
             c.p99_us,
             c.cpu_us_per_request
                 .map_or("-".into(), |v| format!("{v:.1}")),
-            c.cpu_range
-                .map_or("-".into(), |(lo, hi)| format!("{lo:.1}-{hi:.1}")),
             c.rss_kib
                 .map_or("-".into(), |v| format!("{:.1}", v as f64 / 1024.0)),
+            if c.cpu_runs.is_empty() {
+                "-".to_owned()
+            } else {
+                c.cpu_runs
+                    .iter()
+                    .map(|v| format!("{v:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            },
         ));
     }
     let mut ratios = serde_json::Map::new();
@@ -1153,7 +1158,7 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
         .iter()
         .map(|c| json!({"case": c.name, "connections": c.connections, "requests": c.requests, "rps": c.rps,
             "p50Us": c.p50_us, "p99Us": c.p99_us, "cpuUsPerRequest": c.cpu_us_per_request,
-            "cpuUsPerRequestRange": c.cpu_range.map(|(lo, hi)| [lo, hi]), "rssKiB": c.rss_kib, "runs": c.runs}))
+            "cpuUsPerRequestRuns": c.cpu_runs, "rssKiB": c.rss_kib, "runs": c.runs}))
         .collect();
     let hs: Vec<Value> = dp
         .handshakes
@@ -1232,7 +1237,7 @@ mod tests {
             p50_us: rps / 100.0,
             p99_us: rps / 10.0,
             cpu_us_per_request: Some(cpu),
-            cpu_range: Some((cpu, cpu)),
+            cpu_runs: vec![cpu],
             rss_kib: Some(rss),
             runs: 1,
         }
@@ -1250,7 +1255,7 @@ mod tests {
         assert_eq!(c.rps, 30_000.0);
         assert_eq!(c.p50_us, 300.0);
         assert_eq!(c.cpu_us_per_request, Some(17.0));
-        assert_eq!(c.cpu_range, Some((16.0, 41.0)));
+        assert_eq!(c.cpu_runs, [41.0, 17.0, 16.0]);
         assert_eq!(c.rss_kib, Some(18_200));
         assert_eq!((c.requests, c.runs), (300, 3));
         assert!(Case::combine(&[]).is_none());
