@@ -76,6 +76,11 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The median of one figure over `items`.
+fn median_of<T>(items: &[T], figure: impl Fn(&T) -> f64) -> f64 {
+    median(&items.iter().map(figure).collect::<Vec<_>>())
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -193,27 +198,17 @@ pub fn bench_with(smoke: bool, data_path_only: bool, rounds: Option<u32>) -> any
     let tenth = costs.get(9).copied().unwrap_or_default();
     let last = costs.last().copied().unwrap_or_default();
     let window = 20.min(services / 2);
-    let early = Duration::from_secs_f64(median(
-        &costs[..window]
-            .iter()
-            .map(Duration::as_secs_f64)
-            .collect::<Vec<_>>(),
-    ));
-    let late = Duration::from_secs_f64(median(
-        &costs[services - window..]
-            .iter()
-            .map(Duration::as_secs_f64)
-            .collect::<Vec<_>>(),
-    ));
+    let early = median_of(&costs[..window], |d| ms(*d));
+    let late = median_of(&costs[services - window..], |d| ms(*d));
     let report = json!({
         "controlPlane": {
             "services": services,
             "unit": "ms per service (CreateService + CreateListener + CreateServiceNetworkServiceAssociation)",
             "tenth": ms(tenth),
             "last": ms(last),
-            "medianFirst20": ms(early),
-            "medianLast20": ms(late),
-            "ratioLastToFirst": ms(late) / ms(early).max(f64::EPSILON),
+            "medianFirst20": early,
+            "medianLast20": late,
+            "ratioLastToFirst": late / early.max(f64::EPSILON),
         }
     });
     let md = format!(
@@ -221,9 +216,9 @@ pub fn bench_with(smoke: bool, data_path_only: bool, rounds: Option<u32>) -> any
         if smoke { " (smoke run: numbers not meaningful)" } else { "" },
         ms(tenth),
         ms(last),
-        ms(early),
-        ms(late),
-        ms(late) / ms(early).max(f64::EPSILON),
+        early,
+        late,
+        late / early.max(f64::EPSILON),
     );
     drop(api);
     drop(target);
@@ -292,15 +287,21 @@ struct Case {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
-    /// Proxy CPU (user + system) per request; none for the direct path.
-    cpu_us_per_request: Option<f64>,
-    /// CPU per request of each round, in the order they ran: an effect of
-    /// what ran before (a round after the TLS cases) shows here.
+    /// Proxy CPU (user + system) per request of each round, in the order
+    /// they ran (an effect of what ran before shows here); empty for the
+    /// direct path.
     cpu_runs: Vec<f64>,
     /// Proxy resident memory after the run.
     rss_kib: Option<u64>,
     /// How many runs the figures are the median of.
     runs: usize,
+}
+
+impl Case {
+    /// The median of the rounds' CPU per request; none for the direct path.
+    fn cpu_us_per_request(&self) -> Option<f64> {
+        (!self.cpu_runs.is_empty()).then(|| median(&self.cpu_runs))
+    }
 }
 
 /// A process tree whose CPU and memory are measured: the root and its children.
@@ -450,7 +451,6 @@ fn h2load(
         rps: done as f64 / f64::from(secs),
         p50_us: percentile(&lat, 0.50),
         p99_us: percentile(&lat, 0.99),
-        cpu_us_per_request: proxy.map(|_| cpu as f64 / done as f64),
         cpu_runs: proxy
             .map(|_| vec![cpu as f64 / done as f64])
             .unwrap_or_default(),
@@ -832,11 +832,7 @@ fn measure_rounds<T: Sample>(
 impl Sample for Case {
     fn combine(samples: &[Self]) -> Option<Self> {
         let first = samples.first()?;
-        let each = |f: fn(&Case) -> f64| median(&samples.iter().map(f).collect::<Vec<_>>());
-        let cpu: Vec<f64> = samples
-            .iter()
-            .filter_map(|c| c.cpu_us_per_request)
-            .collect();
+        let cpu: Vec<f64> = samples.iter().flat_map(|c| c.cpu_runs.clone()).collect();
         let rss: Vec<f64> = samples
             .iter()
             .filter_map(|c| c.rss_kib.map(|r| r as f64))
@@ -845,10 +841,9 @@ impl Sample for Case {
             name: first.name.clone(),
             connections: first.connections,
             requests: samples.iter().map(|c| c.requests).sum(),
-            rps: each(|c| c.rps),
-            p50_us: each(|c| c.p50_us),
-            p99_us: each(|c| c.p99_us),
-            cpu_us_per_request: (!cpu.is_empty()).then(|| median(&cpu)),
+            rps: median_of(samples, |c| c.rps),
+            p50_us: median_of(samples, |c| c.p50_us),
+            p99_us: median_of(samples, |c| c.p99_us),
             cpu_runs: cpu,
             rss_kib: (!rss.is_empty()).then(|| median(&rss) as u64),
             runs: samples.len(),
@@ -861,13 +856,8 @@ impl Sample for Handshakes {
         let first = samples.first()?;
         Some(Handshakes {
             name: first.name.clone(),
-            per_sec: median(&samples.iter().map(|h| h.per_sec).collect::<Vec<_>>()),
-            cpu_us_per_conn: median(
-                &samples
-                    .iter()
-                    .map(|h| h.cpu_us_per_conn)
-                    .collect::<Vec<_>>(),
-            ),
+            per_sec: median_of(samples, |h| h.per_sec),
+            cpu_us_per_conn: median_of(samples, |h| h.cpu_us_per_conn),
         })
     }
 }
@@ -1055,7 +1045,7 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
             c.rps,
             c.p50_us,
             c.p99_us,
-            c.cpu_us_per_request
+            c.cpu_us_per_request()
                 .map_or("-".into(), |v| format!("{v:.1}")),
             c.rss_kib
                 .map_or("-".into(), |v| format!("{:.1}", v as f64 / 1024.0)),
@@ -1103,8 +1093,8 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
             ratios.insert(
                 format!("cpuPerRequestVs_{other}"),
                 json!(
-                    l.cpu_us_per_request.unwrap_or(0.0)
-                        / o.cpu_us_per_request.unwrap_or(1.0).max(f64::EPSILON)
+                    l.cpu_us_per_request().unwrap_or(0.0)
+                        / o.cpu_us_per_request().unwrap_or(1.0).max(f64::EPSILON)
                 ),
             );
         }
@@ -1143,8 +1133,8 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
             ratios.insert(
                 format!("cpuPerRequestVs_{}", o.name),
                 json!(
-                    l.cpu_us_per_request.unwrap_or(0.0)
-                        / o.cpu_us_per_request.unwrap_or(1.0).max(f64::EPSILON)
+                    l.cpu_us_per_request().unwrap_or(0.0)
+                        / o.cpu_us_per_request().unwrap_or(1.0).max(f64::EPSILON)
                 ),
             );
         }
@@ -1157,7 +1147,7 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
     let json_cases: Vec<Value> = cases
         .iter()
         .map(|c| json!({"case": c.name, "connections": c.connections, "requests": c.requests, "rps": c.rps,
-            "p50Us": c.p50_us, "p99Us": c.p99_us, "cpuUsPerRequest": c.cpu_us_per_request,
+            "p50Us": c.p50_us, "p99Us": c.p99_us, "cpuUsPerRequest": c.cpu_us_per_request(),
             "cpuUsPerRequestRuns": c.cpu_runs, "rssKiB": c.rss_kib, "runs": c.runs}))
         .collect();
     let hs: Vec<Value> = dp
@@ -1181,11 +1171,11 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
 fn write_plot(cases: &[Case], out_dir: &std::path::Path) -> anyhow::Result<()> {
     let rows: Vec<&Case> = cases
         .iter()
-        .filter(|c| c.connections == 64 && c.cpu_us_per_request.is_some())
+        .filter(|c| c.connections == 64 && c.cpu_us_per_request().is_some())
         .collect();
     let max_cpu = rows
         .iter()
-        .filter_map(|c| c.cpu_us_per_request)
+        .filter_map(|c| c.cpu_us_per_request())
         .fold(1.0_f64, f64::max);
     let max_rps = rows.iter().map(|c| c.rps).fold(1.0_f64, f64::max);
     let (w, row_h, left) = (900.0, 28.0, 170.0);
@@ -1199,7 +1189,7 @@ fn write_plot(cases: &[Case], out_dir: &std::path::Path) -> anyhow::Result<()> {
     let half = (w - left - 80.0) / 2.0;
     for (i, c) in rows.iter().enumerate() {
         let y = 40.0 + row_h * i as f64;
-        let cpu = c.cpu_us_per_request.unwrap_or(0.0);
+        let cpu = c.cpu_us_per_request().unwrap_or(0.0);
         let bw = half * cpu / max_cpu;
         let rw = half * c.rps / max_rps;
         svg.push_str(&format!(
@@ -1236,7 +1226,6 @@ mod tests {
             rps,
             p50_us: rps / 100.0,
             p99_us: rps / 10.0,
-            cpu_us_per_request: Some(cpu),
             cpu_runs: vec![cpu],
             rss_kib: Some(rss),
             runs: 1,
@@ -1254,7 +1243,7 @@ mod tests {
         let c = Case::combine(&rounds).expect("three samples");
         assert_eq!(c.rps, 30_000.0);
         assert_eq!(c.p50_us, 300.0);
-        assert_eq!(c.cpu_us_per_request, Some(17.0));
+        assert_eq!(c.cpu_us_per_request(), Some(17.0));
         assert_eq!(c.cpu_runs, [41.0, 17.0, 16.0]);
         assert_eq!(c.rss_kib, Some(18_200));
         assert_eq!((c.requests, c.runs), (300, 3));
