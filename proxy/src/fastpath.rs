@@ -775,6 +775,16 @@ async fn send_and_read<I: ClientIo>(
 }
 
 pub(crate) fn parse_response(head: &[u8], head_request: bool) -> Result<ResponseHead, String> {
+    parse_response_with(head, head_request, |_| Ok(()))
+}
+
+/// `parse_response`, also handing each field to `each` (in order) from the
+/// same parse: the hyper path builds its `HeaderMap` there.
+pub(crate) fn parse_response_with(
+    head: &[u8],
+    head_request: bool,
+    mut each: impl FnMut(&httparse::Header<'_>) -> Result<(), String>,
+) -> Result<ResponseHead, String> {
     let bad = |why: &str| format!("invalid response head: {why}");
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut r = httparse::Response::new(&mut fields);
@@ -797,6 +807,7 @@ pub(crate) fn parse_response(head: &[u8], head_request: bool) -> Result<Response
     let mut length = None;
     let mut chunked = None;
     for h in r.headers.iter() {
+        each(h)?;
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_length(h.value).ok_or_else(|| bad("content-length"))?;

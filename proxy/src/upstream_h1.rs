@@ -155,8 +155,9 @@ pub(crate) async fn send(
                 ));
             }
         };
-        let parsed =
-            fastpath::parse_response(&buf[..end], head_request).map_err(SendError::Request)?;
+        let mut headers = ResponseHeaders::new(&buf[..end]);
+        let parsed = fastpath::parse_response_with(&buf[..end], head_request, |h| headers.add(h))
+            .map_err(SendError::Request)?;
         if parsed.status.is_informational() {
             if parsed.status == http::StatusCode::SWITCHING_PROTOCOLS {
                 return Err(SendError::Request("unexpected 101 response".into()));
@@ -164,7 +165,7 @@ pub(crate) async fn send(
             let _ = buf.split_to(end);
             continue;
         }
-        let headers = response_headers(&buf[..end]).map_err(|e| request(&e))?;
+        let headers = headers.map;
         let _ = buf.split_to(end);
         break (parsed.status, headers, parsed.framing, parsed.reusable);
     };
@@ -182,22 +183,48 @@ pub(crate) async fn send(
     Ok(resp)
 }
 
-/// The fields of a response head, as a `HeaderMap`. Each value is copied:
-/// sharing the head's buffer instead (`Bytes::slice_ref`) saved about 900
-/// instructions per request but kept the buffer shared, so the body's reads
-/// needed a second one, and RSS at 64 HTTP/2 connections rose by 1.5-2 MiB.
-fn response_headers(head: &[u8]) -> Result<HeaderMap, String> {
-    let mut fields = [httparse::EMPTY_HEADER; fastpath::MAX_HEADERS];
-    let mut r = httparse::Response::new(&mut fields);
-    r.parse(head).map_err(|e| e.to_string())?;
-    // One more for the `date` hyper adds when the target sent none.
-    let mut map = HeaderMap::with_capacity(r.headers.len() + 1);
-    for h in r.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| e.to_string())?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|e| e.to_string())?;
-        map.append(name, value);
+/// The fields of a response head, gathered into a `HeaderMap` while the
+/// head is parsed (one parse for framing and fields).
+///
+/// The values share one copy of the head: one allocation per response
+/// instead of one per value. The copy is the head's own bytes, not the read
+/// buffer: sharing that buffer (`Bytes::slice_ref` on it, tried in the
+/// fourth session) kept it alive, so the body's reads needed a second one
+/// and RSS at 64 HTTP/2 connections rose by 1.5-2 MiB.
+struct ResponseHeaders<'h> {
+    head: &'h [u8],
+    copy: Option<Bytes>,
+    map: HeaderMap,
+}
+
+impl<'h> ResponseHeaders<'h> {
+    fn new(head: &'h [u8]) -> Self {
+        Self {
+            head,
+            copy: None,
+            // A few fields, and the `date` hyper adds when the target sent
+            // none.
+            map: HeaderMap::with_capacity(8),
+        }
     }
-    Ok(map)
+
+    fn add(&mut self, h: &httparse::Header<'_>) -> Result<(), String> {
+        let invalid = |e: &dyn std::fmt::Display| format!("invalid response head: {e}");
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| invalid(&e))?;
+        // httparse hands out slices of `head`.
+        let at = (h.value.as_ptr() as usize).wrapping_sub(self.head.as_ptr() as usize);
+        let value = if at <= self.head.len() && h.value.len() <= self.head.len() - at {
+            let copy = self
+                .copy
+                .get_or_insert_with(|| Bytes::copy_from_slice(self.head));
+            HeaderValue::from_maybe_shared(copy.slice(at..at + h.value.len()))
+        } else {
+            HeaderValue::from_bytes(h.value)
+        }
+        .map_err(|e| invalid(&e))?;
+        self.map.append(name, value);
+        Ok(())
+    }
 }
 
 /// A response body read from the target connection; the connection goes
@@ -291,5 +318,43 @@ impl Body for TargetBody {
             Framing::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers_of(head: &[u8]) -> Result<(fastpath::ResponseHead, HeaderMap), String> {
+        let mut headers = ResponseHeaders::new(head);
+        let parsed = fastpath::parse_response_with(head, false, |h| headers.add(h))?;
+        Ok((parsed, headers.map))
+    }
+
+    #[test]
+    fn one_parse_gives_framing_and_every_field_in_order() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nSet-Cookie: a=1\r\n\
+                     X-Custom: caf\xc3\xa9\r\nSet-Cookie: b=2\r\nContent-Length: 5\r\n\r\n";
+        let (parsed, map) = headers_of(head).expect("valid head");
+        assert_eq!(parsed.status, http::StatusCode::OK);
+        assert!(matches!(parsed.framing, Framing::Length(5)));
+        assert!(parsed.reusable);
+        assert_eq!(map["content-type"], "application/json");
+        let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(map["x-custom"].as_bytes(), "café".as_bytes());
+        assert_eq!(map["content-length"], "5");
+        assert_eq!(map.len(), 5);
+    }
+
+    #[test]
+    fn a_field_hyper_cannot_carry_fails_the_response() {
+        // httparse takes a DEL in a value; an HTTP header value cannot hold
+        // one.
+        let Err(err) = headers_of(b"HTTP/1.1 200 OK\r\nX-Bad: a\x7fb\r\nContent-Length: 0\r\n\r\n")
+        else {
+            panic!("a DEL in a value was taken");
+        };
+        assert!(err.contains("invalid response head"), "{err}");
     }
 }
