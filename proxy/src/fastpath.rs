@@ -93,13 +93,27 @@ pub(crate) async fn serve<I: ClientIo>(dp: &Arc<Dataplane>, conn: &Conn, mut io:
         port: conn.local.port(),
     };
     let mut buf: Vec<u8> = Vec::new();
+    // One timer for the connection's life, for the idle wait and then the
+    // exchange with the target, moved later at each use. A fresh timeout
+    // per wait took the timer wheel's lock twice (insert, then remove) per
+    // request; moving a pending timer later is one atomic store, and the
+    // wheel sees it only if the old deadline comes first. (With a
+    // request timeout shorter than the idle timeout a move is earlier,
+    // and re-registers as before.)
+    let mut timer = std::pin::pin!(tokio::time::sleep(dp.config.idle_timeout));
     loop {
         if buf.is_empty() {
             // Between requests: hold no buffer while waiting.
             give_back(std::mem::take(&mut buf));
-            match tokio::time::timeout(dp.config.idle_timeout, io.wait_readable()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return End::Closed,
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + dp.config.idle_timeout);
+            tokio::select! {
+                biased;
+                ready = io.wait_readable() => if ready.is_err() {
+                    return End::Closed;
+                },
+                () = timer.as_mut() => return End::Closed,
             }
             buf = take();
         }
@@ -119,7 +133,15 @@ pub(crate) async fn serve<I: ClientIo>(dp: &Arc<Dataplane>, conn: &Conn, mut io:
         buf.drain(..head_len);
         // Boxed: the exchange's state is large and only needed while a
         // request is open, so an idle connection's task stays small.
-        let keep = Box::pin(forward(dp, &mut io, &mut buf, out, prepared)).await;
+        let keep = Box::pin(forward(
+            dp,
+            &mut io,
+            &mut buf,
+            out,
+            prepared,
+            timer.as_mut(),
+        ))
+        .await;
         if !keep {
             let _ = io.shutdown().await;
             give_back(buf);
@@ -432,6 +454,7 @@ async fn forward<I: ClientIo>(
     buf: &mut Vec<u8>,
     mut out: Vec<u8>,
     mut p: Prepared,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> bool {
     // Whatever of the body has arrived travels in the same write as the
     // head.
@@ -443,9 +466,15 @@ async fn forward<I: ClientIo>(
         f.set_body_bytes(have as u64 + p.body_left);
     }
     let t0 = Instant::now();
-    let deadline = tokio::time::Instant::now() + dp.config.request_timeout;
+    timer
+        .as_mut()
+        .reset(tokio::time::Instant::from_std(t0) + dp.config.request_timeout);
     let mut ubuf = take();
-    let exchange = timeout_at(deadline, exchange(dp, io, buf, &out, &mut ubuf, &mut p)).await;
+    let exchange = tokio::select! {
+        biased;
+        done = exchange(dp, io, buf, &out, &mut ubuf, &mut p) => Ok(done),
+        () = timer.as_mut() => Err(()),
+    };
     let to_target = t0.elapsed();
     let (upstream, resp) = match exchange {
         Ok(Ok(x)) => x,
