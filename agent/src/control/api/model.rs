@@ -50,7 +50,44 @@ pub struct Model {
     /// Operations by name.
     pub operations: BTreeMap<String, Operation>,
     shapes: Map<String, Value>,
-    patterns: std::sync::Mutex<HashMap<String, Option<fancy_regex::Regex>>>,
+    patterns: std::sync::Mutex<HashMap<String, Option<Pattern>>>,
+}
+
+/// A compiled field pattern.
+///
+/// Most of the model's patterns are regular: those go to regex-automata
+/// with its one-pass DFA off. fancy-regex (needed only for the few with
+/// look-arounds, such as `(?!rule-)...`) builds that DFA for every anchored
+/// pattern, and for the model's ARN patterns (`\d`, `.{0,1023}` in Unicode)
+/// it was 1.1 MiB held for the daemon's life; the lazy DFA answers these
+/// short values as fast.
+#[derive(Debug)]
+enum Pattern {
+    Regular(regex_automata::meta::Regex),
+    LookAround(Box<fancy_regex::Regex>),
+}
+
+impl Pattern {
+    /// None when neither engine takes the pattern.
+    fn new(pattern: &str) -> Option<Self> {
+        let anchored = format!("^(?:{pattern})$");
+        let regular = regex_automata::meta::Regex::builder()
+            .configure(regex_automata::meta::Regex::config().onepass(false))
+            .build(&anchored);
+        match regular {
+            Ok(re) => Some(Self::Regular(re)),
+            Err(_) => fancy_regex::Regex::new(&anchored)
+                .ok()
+                .map(|re| Self::LookAround(Box::new(re))),
+        }
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        match self {
+            Self::Regular(re) => re.is_match(s),
+            Self::LookAround(re) => re.is_match(s).unwrap_or(false),
+        }
+    }
 }
 
 /// One invalid field, as the model's `ValidationExceptionField`.
@@ -446,9 +483,9 @@ impl Model {
         };
         let re = cache
             .entry(pattern.to_owned())
-            .or_insert_with(|| fancy_regex::Regex::new(&format!("^(?:{pattern})$")).ok());
+            .or_insert_with(|| Pattern::new(pattern));
         match re {
-            Some(re) => re.is_match(s).unwrap_or(false),
+            Some(re) => re.is_match(s),
             // A pattern our engine cannot compile is not enforced rather than
             // refusing every value.
             None => true,
@@ -573,6 +610,56 @@ mod tests {
                 message: "is required".into()
             }]
         );
+    }
+
+    #[test]
+    fn every_model_pattern_compiles_and_look_arounds_are_enforced() {
+        fn patterns(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(o) => {
+                    for (k, v) in o {
+                        match (k.as_str(), v) {
+                            ("pattern", Value::String(p)) => out.push(p.clone()),
+                            _ => patterns(v, out),
+                        }
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|v| patterns(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        patterns(&serde_json::from_str(MODEL_JSON).unwrap(), &mut all);
+        assert!(all.len() > 50, "{}", all.len());
+        let mut look_arounds = 0;
+        for p in &all {
+            match Pattern::new(p) {
+                Some(Pattern::LookAround(_)) => look_arounds += 1,
+                Some(Pattern::Regular(_)) => {}
+                None => panic!("pattern {p:?} compiles with neither engine"),
+            }
+        }
+        // Only the name patterns with (?!...) need the backtracking engine.
+        assert!((1..10).contains(&look_arounds), "{look_arounds}");
+
+        let m = model();
+        let name = "(?!listener-)(?![-])(?!.*[-]$)(?!.*[-]{2})[a-z0-9-]+";
+        assert!(m.matches(name, "my-listener"));
+        for bad in ["listener-1", "-a", "a-", "a--b", "A"] {
+            assert!(!m.matches(name, bad), "{bad}");
+        }
+        let arn = r"arn:[a-z0-9\-]+:vpc-lattice:[a-zA-Z0-9\-]+:\d{12}:service/svc-[0-9a-z]{17}/listener/listener-[0-9a-z]{17}";
+        let ok = "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-0123456789abcdef0/listener/listener-0123456789abcdef0";
+        assert!(m.matches(arn, ok));
+        assert!(!m.matches(arn, &ok[..ok.len() - 1]), "one character short");
+        assert!(!m.matches(arn, &format!("{ok}/x")), "anchored at the end");
+        // The pattern with a Unicode `.{0,1023}` that made the one-pass DFA big.
+        let policy_arn = r"arn:[a-z0-9][-.a-z0-9]{0,62}:vpc-lattice:([a-z0-9][-.a-z0-9]{0,62})?:\d{12}?:[^/].{0,1023}";
+        assert!(m.matches(
+            policy_arn,
+            "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-é"
+        ));
+        assert!(!m.matches(policy_arn, "arn:aws:s3:::bucket"));
     }
 
     #[test]
