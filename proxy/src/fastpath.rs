@@ -469,10 +469,11 @@ async fn forward<I: ClientIo>(
     timer
         .as_mut()
         .reset(tokio::time::Instant::from_std(t0) + dp.config.request_timeout);
-    let mut ubuf = take();
+    // Taken when the target's answer is there (`send_and_read`).
+    let mut ubuf = Vec::new();
     let exchange = tokio::select! {
         biased;
-        done = exchange(dp, io, buf, &out, &mut ubuf, &mut p) => Ok(done),
+        done = exchange(dp, io, buf, &mut out, &mut ubuf, &mut p) => Ok(done),
         () = timer.as_mut() => Err(()),
     };
     let to_target = t0.elapsed();
@@ -515,6 +516,9 @@ async fn forward<I: ClientIo>(
     let mut finish = finish(dp, &mut p, resp.status, "-", to_target);
 
     // The response head for the client, then the body as it comes.
+    if out.capacity() == 0 {
+        out = take();
+    }
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&ubuf[resp.status_at.0..resp.status_at.1]);
@@ -650,6 +654,9 @@ async fn answer_error<I: ClientIo>(
     };
     // The client's body was not read whole: the connection cannot go on.
     let keep = !p.close && p.body_left == 0;
+    if out.capacity() == 0 {
+        out = take();
+    }
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -708,7 +715,7 @@ async fn exchange<I: ClientIo>(
     dp: &Dataplane,
     io: &mut I,
     buf: &mut Vec<u8>,
-    out: &[u8],
+    out: &mut Vec<u8>,
     ubuf: &mut Vec<u8>,
     p: &mut Prepared,
 ) -> Result<(Upstream, ResponseHead), Failure> {
@@ -736,10 +743,16 @@ async fn exchange<I: ClientIo>(
     }
 }
 
+/// While the target works on the request, the exchange holds no buffer:
+/// `out` and an empty `buf` go back to the worker's spares once the request
+/// is sent, and `ubuf` is taken when the answer is readable. A busy worker
+/// has every connection's request out at once (64 connections, 64
+/// requests waiting on targets), and three 8 KiB buffers held across each
+/// wait were most of the memory per connection.
 async fn send_and_read<I: ClientIo>(
     io: &mut I,
     buf: &mut Vec<u8>,
-    out: &[u8],
+    out: &mut Vec<u8>,
     stream: &mut TcpStream,
     ubuf: &mut Vec<u8>,
     p: &mut Prepared,
@@ -766,6 +779,20 @@ async fn send_and_read<I: ClientIo>(
             .map_err(|e| Failure::Request(e.to_string()))?;
         buf.drain(..n);
         p.body_left -= n as u64;
+    }
+    // A request that was sent is not sent again (see `exchange`), so `out`
+    // is done with.
+    give_back(std::mem::take(out));
+    if buf.is_empty() {
+        give_back(std::mem::take(buf));
+    }
+    if ubuf.capacity() == 0 {
+        // `poll_read_ready` waits in the socket's one reader slot;
+        // `readable()` would queue a waiter under the socket's lock.
+        std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+            .await
+            .map_err(|e| Failure::Request(e.to_string()))?;
+        *ubuf = take();
     }
     loop {
         let mut scanned = 0;

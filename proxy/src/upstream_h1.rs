@@ -135,6 +135,12 @@ pub(crate) async fn send(
             .map_err(|e| request(&e))?;
     }
 
+    // Nothing held while the target works: a busy worker has a request of
+    // every connection out at once (see `fastpath::send_and_read`).
+    drop(head);
+    std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+        .await
+        .map_err(|e| request(&e))?;
     let mut buf = BytesMut::with_capacity(8192);
     let (status, headers, framing, reusable) = loop {
         let end = loop {
