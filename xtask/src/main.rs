@@ -176,11 +176,17 @@ fn nightly_ebpf_cargo(subcommand: &str) -> Command {
             "-Z",
             "build-std=core",
             "--release",
-            // The workspace builds its dependencies for size (Cargo.toml);
-            // the eBPF object (core included) keeps opt-level 3, so it stays
-            // what the verifier accepted and byte-identical to the committed one.
+            // The workspace builds its dependencies for size and links
+            // with fat LTO in one unit (Cargo.toml); the eBPF object (core
+            // included) keeps opt-level 3, thin LTO and four units, so it
+            // stays what the verifier accepted and byte-identical to the
+            // committed one.
             "--config",
             "profile.release.package.\"*\".opt-level=3",
+            "--config",
+            "profile.release.lto=\"thin\"",
+            "--config",
+            "profile.release.codegen-units=4",
         ]);
     c
 }
