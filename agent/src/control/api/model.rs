@@ -70,7 +70,7 @@ enum Pattern {
 impl Pattern {
     /// None when neither engine takes the pattern.
     fn new(pattern: &str) -> Option<Self> {
-        let anchored = format!("^(?:{pattern})$");
+        let anchored = format!("^(?:{})$", ecma_digits(pattern));
         let regular = regex_automata::meta::Regex::builder()
             .configure(regex_automata::meta::Regex::config().onepass(false))
             .build(&anchored);
@@ -88,6 +88,42 @@ impl Pattern {
             Self::LookAround(re) => re.is_match(s).unwrap_or(false),
         }
     }
+}
+
+/// Smithy patterns are ECMA-262 regular expressions, where `\d` is
+/// `[0-9]`; in the Rust engines it is every Unicode digit, which let an
+/// account id of Arabic-Indic digits through and made each ARN pattern's
+/// automaton several times larger.
+fn ecma_digits(pattern: &str) -> std::borrow::Cow<'_, str> {
+    if !pattern.contains("\\d") {
+        return pattern.into();
+    }
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut in_class = false;
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('d') if in_class => out.push_str("0-9"),
+                Some('d') => out.push_str("[0-9]"),
+                Some(e) => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// One invalid field, as the model's `ValidationExceptionField`.
@@ -660,6 +696,11 @@ mod tests {
             "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-é"
         ));
         assert!(!m.matches(policy_arn, "arn:aws:s3:::bucket"));
+        // ECMA-262's \d: ASCII digits only.
+        let account = "arn:aws:vpc-lattice:us-east-1:\u{661}\u{662}\u{663}\u{664}\u{665}\u{666}\u{667}\u{668}\u{669}\u{660}\u{661}\u{662}:service/svc-0123456789abcdef0/listener/listener-0123456789abcdef0";
+        assert!(!m.matches(arn, account), "Arabic-Indic digits are not \\d");
+        assert_eq!(ecma_digits(r"a\d[\d-]\\d"), r"a[0-9][0-9-]\\d");
+        assert_eq!(ecma_digits(r"\-x"), r"\-x");
     }
 
     #[test]
