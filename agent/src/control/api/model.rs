@@ -59,8 +59,7 @@ pub struct Model {
 /// with its one-pass DFA off. fancy-regex (needed only for the few with
 /// look-arounds, such as `(?!rule-)...`) builds that DFA for every anchored
 /// pattern, and for the model's ARN patterns (`\d`, `.{0,1023}` in Unicode)
-/// it was 1.1 MiB held for the daemon's life; the lazy DFA answers these
-/// short values as fast.
+/// it was 1.1 MiB held for the daemon's life.
 #[derive(Debug)]
 enum Pattern {
     Regular(regex_automata::meta::Regex),
