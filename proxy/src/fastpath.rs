@@ -516,9 +516,7 @@ async fn forward<I: ClientIo>(
     let mut finish = finish(dp, &mut p, resp.status, "-", to_target);
 
     // The response head for the client, then the body as it comes.
-    if out.capacity() == 0 {
-        out = take();
-    }
+    refill(&mut out);
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&ubuf[resp.status_at.0..resp.status_at.1]);
@@ -654,9 +652,7 @@ async fn answer_error<I: ClientIo>(
     };
     // The client's body was not read whole: the connection cannot go on.
     let keep = !p.close && p.body_left == 0;
-    if out.capacity() == 0 {
-        out = take();
-    }
+    refill(&mut out);
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -787,9 +783,7 @@ async fn send_and_read<I: ClientIo>(
         give_back(std::mem::take(buf));
     }
     if ubuf.capacity() == 0 {
-        // `poll_read_ready` waits in the socket's one reader slot;
-        // `readable()` would queue a waiter under the socket's lock.
-        std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+        answer_ready(stream)
             .await
             .map_err(|e| Failure::Request(e.to_string()))?;
         *ubuf = take();
@@ -1098,6 +1092,20 @@ thread_local! {
     static POOL: RefCell<IdlePool> = RefCell::default();
     /// Spare buffers, so requests do not allocate them.
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Waits until the target's answer can be read, holding nothing.
+/// `poll_read_ready` waits in the socket's one reader slot; `readable()`
+/// would queue a waiter under the socket's lock.
+pub(crate) async fn answer_ready(stream: &TcpStream) -> std::io::Result<()> {
+    std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await
+}
+
+/// A spare buffer in `b`, if it was handed back while the target worked.
+fn refill(b: &mut Vec<u8>) {
+    if b.capacity() == 0 {
+        *b = take();
+    }
 }
 
 fn take() -> Vec<u8> {

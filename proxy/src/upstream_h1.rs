@@ -138,7 +138,7 @@ pub(crate) async fn send(
     // Nothing held while the target works: a busy worker has a request of
     // every connection out at once (see `fastpath::send_and_read`).
     drop(head);
-    std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+    fastpath::answer_ready(&stream)
         .await
         .map_err(|e| request(&e))?;
     let mut buf = BytesMut::with_capacity(8192);
