@@ -9,6 +9,7 @@ use std::{
     sync::OnceLock,
 };
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 static MODEL_JSON: &str = include_str!("vpc-lattice-2022-11-30.json");
@@ -49,8 +50,127 @@ enum Segment {
 pub struct Model {
     /// Operations by name.
     pub operations: BTreeMap<String, Operation>,
-    shapes: Map<String, Value>,
-    patterns: std::sync::Mutex<HashMap<String, Option<Pattern>>>,
+    shapes: HashMap<&'static str, Shape<'static>>,
+}
+
+/// One shape of the model, typed: only what routing, validation and
+/// projection read. Deserialized straight from the embedded JSON (names
+/// borrowed from it), so no `serde_json::Value` tree is built even at
+/// start: that tree was 1 MiB of the daemon's heap for its whole life.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Shape<'a> {
+    #[serde(rename = "type")]
+    kind: Kind,
+    /// Sorted by name: the order fields are assembled, checked and listed.
+    #[serde(default, borrow)]
+    members: BTreeMap<&'a str, Member<'a>>,
+    #[serde(default, borrow)]
+    required: Vec<&'a str>,
+    #[serde(default)]
+    union: bool,
+    min: Option<f64>,
+    max: Option<f64>,
+    #[serde(rename = "enum", borrow)]
+    allowed: Option<Vec<&'a str>>,
+    pattern: Option<String>,
+    /// The list's item shape.
+    #[serde(borrow)]
+    member: Option<ShapeRef<'a>>,
+    #[serde(borrow)]
+    key: Option<ShapeRef<'a>>,
+    #[serde(borrow)]
+    value: Option<ShapeRef<'a>>,
+    /// `pattern`, compiled on first use.
+    #[serde(skip)]
+    compiled: OnceLock<Option<Pattern>>,
+}
+
+/// What an unknown shape name reads as: nothing to check, nothing kept.
+static NO_SHAPE: Shape<'static> = Shape {
+    kind: Kind::Other,
+    members: BTreeMap::new(),
+    required: Vec::new(),
+    union: false,
+    min: None,
+    max: None,
+    allowed: None,
+    pattern: None,
+    member: None,
+    key: None,
+    value: None,
+    compiled: OnceLock::new(),
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    Structure,
+    List,
+    Map,
+    String,
+    Integer,
+    Long,
+    Boolean,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Member<'a> {
+    #[serde(borrow)]
+    shape: &'a str,
+    location: Option<Location>,
+    #[serde(borrow)]
+    location_name: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Location {
+    Uri,
+    Querystring,
+    Header,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct ShapeRef<'a> {
+    #[serde(borrow)]
+    shape: &'a str,
+}
+
+/// The model file as read: only the parts used; the rest is skipped
+/// without being built.
+#[derive(Deserialize)]
+struct RawModel<'a> {
+    #[serde(borrow)]
+    operations: BTreeMap<&'a str, RawOperation<'a>>,
+    #[serde(borrow)]
+    shapes: HashMap<&'a str, Shape<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOperation<'a> {
+    #[serde(borrow)]
+    http: RawHttp<'a>,
+    #[serde(borrow)]
+    input: Option<ShapeRef<'a>>,
+    #[serde(borrow)]
+    output: Option<ShapeRef<'a>>,
+    #[serde(default, borrow)]
+    errors: Vec<ShapeRef<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawHttp<'a> {
+    method: &'a str,
+    request_uri: &'a str,
+    response_code: Option<u16>,
 }
 
 /// A compiled field pattern.
@@ -141,70 +261,57 @@ pub fn model() -> &'static Model {
 }
 
 impl Model {
-    fn parse(text: &str) -> Self {
+    fn parse(text: &'static str) -> Self {
         // The file is generated and embedded at build time; a parse failure
         // is a build defect that every API test would show at once.
-        let root: Value = serde_json::from_str(text).unwrap_or_default();
-        let shapes = root
-            .get("shapes")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let mut operations = BTreeMap::new();
-        for (name, op) in root
-            .get("operations")
-            .and_then(Value::as_object)
+        let raw: RawModel = match serde_json::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::error!(error = %e, "the embedded service model does not parse");
+                RawModel {
+                    operations: BTreeMap::new(),
+                    shapes: HashMap::new(),
+                }
+            }
+        };
+        let operations = raw
+            .operations
             .into_iter()
-            .flatten()
-        {
-            let http = &op["http"];
-            let uri = http["requestUri"].as_str().unwrap_or("/");
-            let path = uri.split('?').next().unwrap_or("/");
-            let segments = path
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(
-                    |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                        Some(v) => match v.strip_suffix('+') {
-                            Some(g) => Segment::Greedy(g.to_owned()),
-                            None => Segment::Var(v.to_owned()),
+            .map(|(name, op)| {
+                let path = op.http.request_uri.split('?').next().unwrap_or("/");
+                let segments = path
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(
+                        |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                            Some(v) => match v.strip_suffix('+') {
+                                Some(g) => Segment::Greedy(g.to_owned()),
+                                None => Segment::Var(v.to_owned()),
+                            },
+                            None => Segment::Literal(s.to_owned()),
                         },
-                        None => Segment::Literal(s.to_owned()),
-                    },
-                )
-                .collect();
-            operations.insert(
-                name.clone(),
-                Operation {
-                    name: name.clone(),
-                    method: http["method"].as_str().unwrap_or("GET").to_owned(),
+                    )
+                    .collect();
+                let op = Operation {
+                    name: name.to_owned(),
+                    method: op.http.method.to_owned(),
                     segments,
-                    input: op["input"]["shape"].as_str().map(str::to_owned),
-                    output: op["output"]["shape"].as_str().map(str::to_owned),
-                    status: http["responseCode"]
-                        .as_u64()
-                        .and_then(|c| u16::try_from(c).ok())
-                        .unwrap_or(200),
-                    errors: op["errors"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|e| e["shape"].as_str().map(str::to_owned))
-                        .collect(),
-                },
-            );
-        }
+                    input: op.input.map(|r| r.shape.to_owned()),
+                    output: op.output.map(|r| r.shape.to_owned()),
+                    status: op.http.response_code.unwrap_or(200),
+                    errors: op.errors.into_iter().map(|r| r.shape.to_owned()).collect(),
+                };
+                (name.to_owned(), op)
+            })
+            .collect();
         Self {
             operations,
-            shapes,
-            patterns: std::sync::Mutex::default(),
+            shapes: raw.shapes,
         }
     }
 
-    /// A shape by name.
-    pub fn shape(&self, name: &str) -> &Value {
-        static NULL: Value = Value::Null;
-        self.shapes.get(name).unwrap_or(&NULL)
+    fn shape(&self, name: &str) -> &Shape<'static> {
+        self.shapes.get(name).unwrap_or(&NO_SHAPE)
     }
 
     /// Finds the operation for `method` and a raw (percent-encoded) path,
@@ -268,16 +375,15 @@ impl Model {
         let mut out = Map::new();
         let mut problems = Vec::new();
         let body = body.unwrap_or_default();
-        for (member, spec) in shape["members"].as_object().into_iter().flatten() {
-            let target = spec["shape"].as_str().unwrap_or_default();
-            let loc_name = spec["locationName"].as_str().unwrap_or(member);
-            match spec["location"].as_str() {
-                Some("uri") => {
+        for (&member, spec) in &shape.members {
+            let loc_name = spec.location_name.unwrap_or(member);
+            match spec.location {
+                Some(Location::Uri) => {
                     if let Some(v) = path.get(loc_name) {
-                        out.insert(member.clone(), Value::String(v.clone()));
+                        out.insert(member.to_owned(), Value::String(v.clone()));
                     }
                 }
-                Some("querystring") => {
+                Some(Location::Querystring) => {
                     let values: Vec<&String> = query
                         .iter()
                         .filter(|(k, _)| k == loc_name)
@@ -286,28 +392,26 @@ impl Model {
                     if values.is_empty() {
                         continue;
                     }
-                    let t = self.shape(target);
-                    let value = if t["type"] == "list" {
-                        let item = t["member"]["shape"].as_str().unwrap_or_default();
-                        values
+                    let t = self.shape(spec.shape);
+                    let value = match (t.kind, &t.member) {
+                        (Kind::List, Some(item)) => values
                             .iter()
-                            .map(|v| self.scalar(item, v, member, &mut problems))
+                            .map(|v| self.scalar(item.shape, v, member, &mut problems))
                             .collect::<Vec<_>>()
-                            .into()
-                    } else {
-                        self.scalar(target, values[0], member, &mut problems)
+                            .into(),
+                        _ => self.scalar(spec.shape, values[0], member, &mut problems),
                     };
-                    out.insert(member.clone(), value);
+                    out.insert(member.to_owned(), value);
                 }
-                Some("header") => {
+                Some(Location::Header) => {
                     if let Some(v) = headers.get(loc_name).and_then(|v| v.to_str().ok()) {
-                        let value = self.scalar(target, v, member, &mut problems);
-                        out.insert(member.clone(), value);
+                        let value = self.scalar(spec.shape, v, member, &mut problems);
+                        out.insert(member.to_owned(), value);
                     }
                 }
-                _ => {
+                Some(Location::Other) | None => {
                     if let Some(v) = body.get(member) {
-                        out.insert(member.clone(), v.clone());
+                        out.insert(member.to_owned(), v.clone());
                     }
                 }
             }
@@ -326,8 +430,8 @@ impl Model {
         field: &str,
         problems: &mut Vec<FieldProblem>,
     ) -> Value {
-        match self.shape(shape)["type"].as_str() {
-            Some("integer" | "long") => match raw.parse::<i64>() {
+        match self.shape(shape).kind {
+            Kind::Integer | Kind::Long => match raw.parse::<i64>() {
                 Ok(n) => n.into(),
                 Err(_) => {
                     problems.push(FieldProblem {
@@ -337,7 +441,7 @@ impl Model {
                     Value::Null
                 }
             },
-            Some("boolean") => match raw {
+            Kind::Boolean => match raw {
                 "true" => true.into(),
                 "false" => false.into(),
                 _ => {
@@ -362,29 +466,26 @@ impl Model {
 
     fn check(&self, name: &str, value: &Value, path: &str, out: &mut Vec<FieldProblem>) {
         let shape = self.shape(name);
+        let here = || {
+            if path.is_empty() {
+                "body".to_owned()
+            } else {
+                path.to_owned()
+            }
+        };
         let mut fail = |message: String| {
             out.push(FieldProblem {
-                name: if path.is_empty() {
-                    "body".to_owned()
-                } else {
-                    path.to_owned()
-                },
+                name: here(),
                 message,
             });
         };
-        let min = shape["min"].as_f64();
-        let max = shape["max"].as_f64();
-        match shape["type"].as_str().unwrap_or_default() {
-            "structure" => {
+        let (min, max) = (shape.min, shape.max);
+        match shape.kind {
+            Kind::Structure => {
                 let Some(obj) = value.as_object() else {
                     return fail("must be an object".into());
                 };
-                for req in shape["required"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                {
+                for &req in &shape.required {
                     if obj.get(req).is_none_or(Value::is_null) {
                         out.push(FieldProblem {
                             name: join(path, req),
@@ -392,22 +493,13 @@ impl Model {
                         });
                     }
                 }
-                let members = shape["members"].as_object();
-                if shape["union"] == true {
+                if shape.union {
                     let set = obj.values().filter(|v| !v.is_null()).count();
                     if set != 1 {
+                        let names: Vec<&str> = shape.members.keys().copied().collect();
                         out.push(FieldProblem {
-                            name: if path.is_empty() {
-                                "body".into()
-                            } else {
-                                path.to_owned()
-                            },
-                            message: format!(
-                                "set exactly one of: {}",
-                                members
-                                    .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
-                                    .unwrap_or_default()
-                            ),
+                            name: here(),
+                            message: format!("set exactly one of: {}", names.join(", ")),
                         });
                     }
                 }
@@ -415,13 +507,12 @@ impl Model {
                     if v.is_null() {
                         continue;
                     }
-                    if let Some(member) = members.and_then(|m| m.get(k)) {
-                        let target = member["shape"].as_str().unwrap_or_default();
-                        self.check(target, v, &join(path, k), out);
+                    if let Some(member) = shape.members.get(k.as_str()) {
+                        self.check(member.shape, v, &join(path, k), out);
                     }
                 }
             }
-            "list" => {
+            Kind::List => {
                 let Some(items) = value.as_array() else {
                     return fail("must be a list".into());
                 };
@@ -434,12 +525,12 @@ impl Model {
                         items.len()
                     ));
                 }
-                let member = shape["member"]["shape"].as_str().unwrap_or_default();
+                let member = shape.member.as_ref().map_or("", |r| r.shape);
                 for (i, v) in items.iter().enumerate() {
                     self.check(member, v, &format!("{path}[{i}]"), out);
                 }
             }
-            "map" => {
+            Kind::Map => {
                 let Some(obj) = value.as_object() else {
                     return fail("must be a map".into());
                 };
@@ -452,8 +543,8 @@ impl Model {
                         obj.len()
                     ));
                 }
-                let key = shape["key"]["shape"].as_str().unwrap_or_default();
-                let val = shape["value"]["shape"].as_str().unwrap_or_default();
+                let key = shape.key.as_ref().map_or("", |r| r.shape);
+                let val = shape.value.as_ref().map_or("", |r| r.shape);
                 for (k, v) in obj {
                     self.check(
                         key,
@@ -464,7 +555,7 @@ impl Model {
                     self.check(val, v, &format!("{path}.{k}"), out);
                 }
             }
-            "string" => {
+            Kind::String => {
                 let Some(s) = value.as_str() else {
                     return fail("must be a string".into());
                 };
@@ -477,22 +568,25 @@ impl Model {
                         n
                     ));
                 }
-                if let Some(allowed) = shape["enum"].as_array() {
-                    if !allowed.iter().any(|a| a.as_str() == Some(s)) {
-                        let list: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
-                        fail(format!("{s:?} is not one of {}", list.join(", ")));
+                if let Some(allowed) = &shape.allowed {
+                    if !allowed.contains(&s) {
+                        fail(format!("{s:?} is not one of {}", allowed.join(", ")));
                     }
                 }
-                if let Some(p) = shape["pattern"]
-                    .as_str()
+                if let Some(p) = shape
+                    .pattern
+                    .as_deref()
                     .filter(|_| !RELAXED_PATTERNS.contains(&name))
                 {
-                    if !self.matches(p, s) {
+                    let compiled = shape.compiled.get_or_init(|| Pattern::new(p));
+                    // A pattern our engines cannot compile is not enforced
+                    // rather than refusing every value.
+                    if compiled.as_ref().is_some_and(|re| !re.is_match(s)) {
                         fail(format!("{s:?} does not match the pattern {p}"));
                     }
                 }
             }
-            "integer" | "long" => {
+            Kind::Integer | Kind::Long => {
                 let Some(n) = value.as_i64() else {
                     return fail("must be an integer".into());
                 };
@@ -505,25 +599,8 @@ impl Model {
                     ));
                 }
             }
-            "boolean" if !value.is_boolean() => fail("must be true or false".into()),
+            Kind::Boolean if !value.is_boolean() => fail("must be true or false".into()),
             _ => {}
-        }
-    }
-
-    /// Patterns are matched against the whole value.
-    fn matches(&self, pattern: &str, s: &str) -> bool {
-        let mut cache = match self.patterns.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let re = cache
-            .entry(pattern.to_owned())
-            .or_insert_with(|| Pattern::new(pattern));
-        match re {
-            Some(re) => re.is_match(s),
-            // A pattern our engine cannot compile is not enforced rather than
-            // refusing every value.
-            None => true,
         }
     }
 
@@ -531,28 +608,25 @@ impl Model {
     /// records carry more than each response shows).
     pub fn project(&self, name: &str, value: &Value) -> Value {
         let shape = self.shape(name);
-        match (shape["type"].as_str().unwrap_or_default(), value) {
-            ("structure", Value::Object(obj)) => {
+        match (shape.kind, value) {
+            (Kind::Structure, Value::Object(obj)) => {
                 let mut out = Map::new();
-                for (k, member) in shape["members"].as_object().into_iter().flatten() {
-                    if member["location"].is_string() {
+                for (&k, member) in &shape.members {
+                    if member.location.is_some() {
                         continue;
                     }
                     if let Some(v) = obj.get(k).filter(|v| !v.is_null()) {
-                        out.insert(
-                            k.clone(),
-                            self.project(member["shape"].as_str().unwrap_or_default(), v),
-                        );
+                        out.insert(k.to_owned(), self.project(member.shape, v));
                     }
                 }
                 Value::Object(out)
             }
-            ("list", Value::Array(items)) => {
-                let m = shape["member"]["shape"].as_str().unwrap_or_default();
+            (Kind::List, Value::Array(items)) => {
+                let m = shape.member.as_ref().map_or("", |r| r.shape);
                 Value::Array(items.iter().map(|v| self.project(m, v)).collect())
             }
-            ("map", Value::Object(obj)) => {
-                let m = shape["value"]["shape"].as_str().unwrap_or_default();
+            (Kind::Map, Value::Object(obj)) => {
+                let m = shape.value.as_ref().map_or("", |r| r.shape);
                 Value::Object(
                     obj.iter()
                         .map(|(k, v)| (k.clone(), self.project(m, v)))
@@ -605,6 +679,47 @@ mod tests {
                 .unwrap_or_else(|| panic!("{} {path}", op.name));
             assert_eq!(found.name, op.name, "{} {path}", op.method);
         }
+    }
+
+    #[test]
+    fn the_typed_shapes_hold_all_the_model_reads() {
+        let m = model();
+        let raw: Value = serde_json::from_str(MODEL_JSON).unwrap();
+        let raw_shapes = raw["shapes"].as_object().unwrap();
+        assert_eq!(m.shapes.len(), raw_shapes.len());
+        for (name, raw) in raw_shapes {
+            let shape = m.shape(name);
+            let kind = raw["type"].as_str().unwrap();
+            assert_eq!(
+                shape.kind == Kind::Other,
+                kind == "timestamp",
+                "{name}: {kind} read as {:?}",
+                shape.kind
+            );
+            let members = raw["members"].as_object().map_or(0, |m| m.len());
+            assert_eq!(shape.members.len(), members, "{name}");
+            assert_eq!(shape.pattern.as_deref(), raw["pattern"].as_str(), "{name}");
+            assert_eq!(shape.min, raw["min"].as_f64(), "{name}");
+            assert_eq!(shape.max, raw["max"].as_f64(), "{name}");
+            assert_eq!(shape.union, raw["union"] == true, "{name}");
+            // Every reference names a shape the model has.
+            let refs = shape.members.values().map(|m| m.shape).chain(
+                [&shape.member, &shape.key, &shape.value]
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r.shape),
+            );
+            for target in refs {
+                assert!(m.shapes.contains_key(target), "{name} -> {target}");
+            }
+        }
+        let located = m
+            .shapes
+            .values()
+            .flat_map(|s| s.members.values())
+            .filter(|m| m.location.is_some_and(|l| l != Location::Other))
+            .count();
+        assert_eq!(located, 63 + 49 + 2, "uri, querystring and header members");
     }
 
     #[test]
@@ -677,27 +792,34 @@ mod tests {
         // Only the name patterns with (?!...) need the backtracking engine.
         assert!((1..10).contains(&look_arounds), "{look_arounds}");
 
-        let m = model();
+        let compiled = |p: &str| Pattern::new(p).unwrap();
         let name = "(?!listener-)(?![-])(?!.*[-]$)(?!.*[-]{2})[a-z0-9-]+";
-        assert!(m.matches(name, "my-listener"));
+        assert!(compiled(name).is_match("my-listener"));
         for bad in ["listener-1", "-a", "a-", "a--b", "A"] {
-            assert!(!m.matches(name, bad), "{bad}");
+            assert!(!compiled(name).is_match(bad), "{bad}");
         }
         let arn = r"arn:[a-z0-9\-]+:vpc-lattice:[a-zA-Z0-9\-]+:\d{12}:service/svc-[0-9a-z]{17}/listener/listener-[0-9a-z]{17}";
         let ok = "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-0123456789abcdef0/listener/listener-0123456789abcdef0";
-        assert!(m.matches(arn, ok));
-        assert!(!m.matches(arn, &ok[..ok.len() - 1]), "one character short");
-        assert!(!m.matches(arn, &format!("{ok}/x")), "anchored at the end");
+        assert!(compiled(arn).is_match(ok));
+        assert!(
+            !compiled(arn).is_match(&ok[..ok.len() - 1]),
+            "one character short"
+        );
+        assert!(
+            !compiled(arn).is_match(&format!("{ok}/x")),
+            "anchored at the end"
+        );
         // The pattern with a Unicode `.{0,1023}` that made the one-pass DFA big.
         let policy_arn = r"arn:[a-z0-9][-.a-z0-9]{0,62}:vpc-lattice:([a-z0-9][-.a-z0-9]{0,62})?:\d{12}?:[^/].{0,1023}";
-        assert!(m.matches(
-            policy_arn,
-            "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-é"
-        ));
-        assert!(!m.matches(policy_arn, "arn:aws:s3:::bucket"));
+        assert!(compiled(policy_arn)
+            .is_match("arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-é"));
+        assert!(!compiled(policy_arn).is_match("arn:aws:s3:::bucket"));
         // ECMA-262's \d: ASCII digits only.
         let account = "arn:aws:vpc-lattice:us-east-1:\u{661}\u{662}\u{663}\u{664}\u{665}\u{666}\u{667}\u{668}\u{669}\u{660}\u{661}\u{662}:service/svc-0123456789abcdef0/listener/listener-0123456789abcdef0";
-        assert!(!m.matches(arn, account), "Arabic-Indic digits are not \\d");
+        assert!(
+            !compiled(arn).is_match(account),
+            "Arabic-Indic digits are not \\d"
+        );
         assert_eq!(ecma_digits(r"a\d[\d-]\\d"), r"a[0-9][0-9-]\\d");
         assert_eq!(ecma_digits(r"\-x"), r"\-x");
     }
