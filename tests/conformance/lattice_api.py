@@ -208,8 +208,11 @@ def conformance(endpoint, creds, vpc_a, vpc_b):
     call("PutAuthPolicy", resourceIdentifier=svc["id"], policy=policy)
     got = call("GetAuthPolicy", resourceIdentifier=svc["arn"])
     check(got["state"] == "Active", "auth policy Active on an AWS_IAM service")
-    call("PutResourcePolicy", resourceArn=sn["arn"], policy=policy)
-    call("GetResourcePolicy", resourceArn=sn["arn"])
+    # As a policy file holds it (`--policy file://policy.json`): on lines.
+    pretty = json.dumps(json.loads(policy), indent=2) + "\n"
+    call("PutResourcePolicy", resourceArn=sn["arn"], policy=pretty)
+    got = call("GetResourcePolicy", resourceArn=sn["arn"])
+    check(got.get("policy") == pretty, "a multi-line resource policy is kept as sent")
 
     call("TagResource", resourceArn=svc["arn"], tags={"team": "a", "env": "test"})
     call("UntagResource", resourceArn=svc["arn"], tagKeys=["env"])
@@ -371,6 +374,14 @@ def bad_input(endpoint, creds, vpc_a):
     expect_error(c, "CreateTargetGroup missing namespace", "ValidationException",
                  lambda: c.create_target_group(name="bad-tg-4", type="IP", config={"port": 80, "protocol": "HTTP", "vpcIdentifier": "no-such-vpc"}),
                  "config.vpcIdentifier")
+
+    # Model patterns: a resource policy of spaces only, an ARN with a
+    # non-ASCII account.
+    expect_error(c, "PutResourcePolicy of spaces only", "ValidationException",
+                 lambda: c.put_resource_policy(resourceArn=sn["arn"], policy=" \n\u00a0"), "policy")
+    expect_error(c, "TagResource on an ARN with Arabic-Indic digits", "ValidationException",
+                 lambda: c.tag_resource(resourceArn=svc["arn"].replace("111122223333", "\u0661" * 12), tags={"a": "b"}),
+                 "resourceArn")
 
     # Unknown identifiers, well formed.
     for op, key, value in (("GetService", "serviceIdentifier", "svc-0123456789abcdef0"),

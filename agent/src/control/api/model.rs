@@ -50,7 +50,7 @@ enum Segment {
 pub struct Model {
     /// Operations by name.
     pub operations: BTreeMap<String, Operation>,
-    shapes: HashMap<&'static str, Shape<'static>>,
+    shapes: Table<'static, Shape<'static>>,
 }
 
 /// One shape of the model, typed: only what routing, validation and
@@ -62,9 +62,9 @@ pub struct Model {
 struct Shape<'a> {
     #[serde(rename = "type")]
     kind: Kind,
-    /// Sorted by name: the order fields are assembled, checked and listed.
+    /// The order fields are assembled, checked and listed in.
     #[serde(default, borrow)]
-    members: BTreeMap<&'a str, Member<'a>>,
+    members: Table<'a, Member<'a>>,
     #[serde(default, borrow)]
     required: Vec<&'a str>,
     #[serde(default)]
@@ -81,15 +81,12 @@ struct Shape<'a> {
     key: Option<ShapeRef<'a>>,
     #[serde(borrow)]
     value: Option<ShapeRef<'a>>,
-    /// `pattern`, compiled on first use.
-    #[serde(skip)]
-    compiled: OnceLock<Option<Pattern>>,
 }
 
 /// What an unknown shape name reads as: nothing to check, nothing kept.
 static NO_SHAPE: Shape<'static> = Shape {
     kind: Kind::Other,
-    members: BTreeMap::new(),
+    members: Table(Vec::new()),
     required: Vec::new(),
     union: false,
     min: None,
@@ -99,7 +96,6 @@ static NO_SHAPE: Shape<'static> = Shape {
     member: None,
     key: None,
     value: None,
-    compiled: OnceLock::new(),
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -142,6 +138,61 @@ struct ShapeRef<'a> {
     shape: &'a str,
 }
 
+/// A JSON object read into one sorted allocation: the model's maps are
+/// small and never change, and a `BTreeMap` leaf per structure (or a hash
+/// table's empty buckets) cost more than the entries.
+#[derive(Debug)]
+struct Table<'a, V>(Vec<(&'a str, V)>);
+
+impl<'a, V> Default for Table<'a, V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'a, V> Table<'a, V> {
+    fn get(&self, key: &str) -> Option<&V> {
+        self.0
+            .binary_search_by(|(k, _)| (*k).cmp(key))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, (&'a str, V)> {
+        self.0.iter()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Table<'a, V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a, V>(std::marker::PhantomData<(&'a (), V)>);
+        impl<'de: 'a, 'a, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<'a, V> {
+            type Value = Table<'a, V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry::<&'a str, V>()? {
+                    entries.push(entry);
+                }
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                entries.shrink_to_fit();
+                Ok(Table(entries))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
 /// The model file as read: only the parts used; the rest is skipped
 /// without being built.
 #[derive(Deserialize)]
@@ -149,7 +200,7 @@ struct RawModel<'a> {
     #[serde(borrow)]
     operations: BTreeMap<&'a str, RawOperation<'a>>,
     #[serde(borrow)]
-    shapes: HashMap<&'a str, Shape<'a>>,
+    shapes: Table<'a, Shape<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -175,25 +226,31 @@ struct RawHttp<'a> {
 
 /// A compiled field pattern.
 ///
-/// Most of the model's patterns are regular: those go to regex-automata
-/// with its one-pass DFA off. fancy-regex (needed only for the few with
-/// look-arounds, such as `(?!rule-)...`) builds that DFA for every anchored
-/// pattern, and for the model's ARN patterns (`\d`, `.{0,1023}` in Unicode)
-/// it was 1.1 MiB held for the daemon's life.
+/// Compiled when a value is checked and dropped after: the API is the
+/// control plane, a compile costs microseconds to a fraction of a
+/// millisecond, and a kept automaton costs memory for the daemon's life.
+/// The ARN patterns end in a Unicode `.{0,1023}`: regex-automata's NFA for
+/// one of them was 1.1 MiB (one UTF-8 automaton per repetition), kept once
+/// any tagging call had been checked. regex-lite matches by character, so
+/// the same pattern is a third of that, and only while it is in use.
+/// fancy-regex is needed only for the few patterns with look-arounds
+/// (`(?!rule-)...`), which regex-lite refuses.
 #[derive(Debug)]
 enum Pattern {
-    Regular(regex_automata::meta::Regex),
+    Regular(regex_lite::Regex),
     LookAround(Box<fancy_regex::Regex>),
 }
 
 impl Pattern {
     /// None when neither engine takes the pattern.
     fn new(pattern: &str) -> Option<Self> {
-        let anchored = format!("^(?:{})$", ecma_digits(pattern));
-        let regular = regex_automata::meta::Regex::builder()
-            .configure(regex_automata::meta::Regex::config().onepass(false))
-            .build(&anchored);
-        match regular {
+        // Anchored: AWS refuses a name that merely contains a valid one
+        // (Smithy's own reading is a search). `.` also matches line ends
+        // (`s`), so that a pattern written for a search, such as a resource
+        // policy's `.*\S.*` ("not only spaces"), still takes the
+        // multi-line JSON a policy file holds.
+        let anchored = format!("(?s)^(?:{})$", ecma_classes(pattern));
+        match regex_lite::Regex::new(&anchored) {
             Ok(re) => Some(Self::Regular(re)),
             Err(_) => fancy_regex::Regex::new(&anchored)
                 .ok()
@@ -209,15 +266,21 @@ impl Pattern {
     }
 }
 
-/// Smithy patterns are ECMA-262 regular expressions, where `\d` is
-/// `[0-9]`; in the Rust engines it is every Unicode digit, which let an
-/// account id of Arabic-Indic digits through and made each ARN pattern's
-/// automaton several times larger.
-fn ecma_digits(pattern: &str) -> std::borrow::Cow<'_, str> {
-    if !pattern.contains("\\d") {
+/// ECMA-262's white space and line terminators: what `\s` means in a
+/// Smithy pattern (regex-lite's `\s` is ASCII only).
+const ECMA_SPACE: &str = r"\t\n\x0B\x0C\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF}";
+
+/// Smithy patterns are ECMA-262 regular expressions, where `\d` is `[0-9]`
+/// and `\s` is a fixed set of Unicode spaces; in fancy-regex `\d` is every
+/// Unicode digit (an account id of Arabic-Indic digits got through), in
+/// regex-lite `\s` is ASCII only. Both are rewritten to ECMA's sets so a
+/// pattern means one thing whichever engine takes it. (`\S` inside a
+/// bracket has no such rewrite; the model has none.)
+fn ecma_classes(pattern: &str) -> std::borrow::Cow<'_, str> {
+    if !["\\d", "\\s", "\\S"].iter().any(|e| pattern.contains(e)) {
         return pattern.into();
     }
-    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut out = String::with_capacity(pattern.len() + 64);
     let mut in_class = false;
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
@@ -225,6 +288,17 @@ fn ecma_digits(pattern: &str) -> std::borrow::Cow<'_, str> {
             '\\' => match chars.next() {
                 Some('d') if in_class => out.push_str("0-9"),
                 Some('d') => out.push_str("[0-9]"),
+                Some('s') if in_class => out.push_str(ECMA_SPACE),
+                Some('s') => {
+                    out.push('[');
+                    out.push_str(ECMA_SPACE);
+                    out.push(']');
+                }
+                Some('S') if !in_class => {
+                    out.push_str("[^");
+                    out.push_str(ECMA_SPACE);
+                    out.push(']');
+                }
                 Some(e) => {
                     out.push('\\');
                     out.push(e);
@@ -270,7 +344,7 @@ impl Model {
                 tracing::error!(error = %e, "the embedded service model does not parse");
                 RawModel {
                     operations: BTreeMap::new(),
-                    shapes: HashMap::new(),
+                    shapes: Table(Vec::new()),
                 }
             }
         };
@@ -375,7 +449,7 @@ impl Model {
         let mut out = Map::new();
         let mut problems = Vec::new();
         let body = body.unwrap_or_default();
-        for (&member, spec) in &shape.members {
+        for &(member, ref spec) in shape.members.iter() {
             let loc_name = spec.location_name.unwrap_or(member);
             match spec.location {
                 Some(Location::Uri) => {
@@ -496,7 +570,7 @@ impl Model {
                 if shape.union {
                     let set = obj.values().filter(|v| !v.is_null()).count();
                     if set != 1 {
-                        let names: Vec<&str> = shape.members.keys().copied().collect();
+                        let names: Vec<&str> = shape.members.iter().map(|&(n, _)| n).collect();
                         out.push(FieldProblem {
                             name: here(),
                             message: format!("set exactly one of: {}", names.join(", ")),
@@ -507,7 +581,7 @@ impl Model {
                     if v.is_null() {
                         continue;
                     }
-                    if let Some(member) = shape.members.get(k.as_str()) {
+                    if let Some(member) = shape.members.get(k) {
                         self.check(member.shape, v, &join(path, k), out);
                     }
                 }
@@ -578,10 +652,9 @@ impl Model {
                     .as_deref()
                     .filter(|_| !RELAXED_PATTERNS.contains(&name))
                 {
-                    let compiled = shape.compiled.get_or_init(|| Pattern::new(p));
                     // A pattern our engines cannot compile is not enforced
                     // rather than refusing every value.
-                    if compiled.as_ref().is_some_and(|re| !re.is_match(s)) {
+                    if Pattern::new(p).is_some_and(|re| !re.is_match(s)) {
                         fail(format!("{s:?} does not match the pattern {p}"));
                     }
                 }
@@ -611,7 +684,7 @@ impl Model {
         match (shape.kind, value) {
             (Kind::Structure, Value::Object(obj)) => {
                 let mut out = Map::new();
-                for (&k, member) in &shape.members {
+                for &(k, ref member) in shape.members.iter() {
                     if member.location.is_some() {
                         continue;
                     }
@@ -703,20 +776,20 @@ mod tests {
             assert_eq!(shape.max, raw["max"].as_f64(), "{name}");
             assert_eq!(shape.union, raw["union"] == true, "{name}");
             // Every reference names a shape the model has.
-            let refs = shape.members.values().map(|m| m.shape).chain(
+            let refs = shape.members.iter().map(|(_, m)| m.shape).chain(
                 [&shape.member, &shape.key, &shape.value]
                     .into_iter()
                     .flatten()
                     .map(|r| r.shape),
             );
             for target in refs {
-                assert!(m.shapes.contains_key(target), "{name} -> {target}");
+                assert!(m.shapes.get(target).is_some(), "{name} -> {target}");
             }
         }
         let located = m
             .shapes
-            .values()
-            .flat_map(|s| s.members.values())
+            .iter()
+            .flat_map(|(_, s)| s.members.iter().map(|(_, m)| m))
             .filter(|m| m.location.is_some_and(|l| l != Location::Other))
             .count();
         assert_eq!(located, 63 + 49 + 2, "uri, querystring and header members");
@@ -820,8 +893,15 @@ mod tests {
             !compiled(arn).is_match(account),
             "Arabic-Indic digits are not \\d"
         );
-        assert_eq!(ecma_digits(r"a\d[\d-]\\d"), r"a[0-9][0-9-]\\d");
-        assert_eq!(ecma_digits(r"\-x"), r"\-x");
+        assert_eq!(ecma_classes(r"a\d[\d-]\\d"), r"a[0-9][0-9-]\\d");
+        assert_eq!(ecma_classes(r"\-x"), r"\-x");
+        // ECMA's \s: Unicode spaces, and U+FEFF, which Unicode does not count.
+        let policy = compiled(r".*\S.*");
+        assert!(policy.is_match("{\n  \"Statement\": []\n}\n"), "multi-line");
+        for blank in ["", " \n\t", "\u{a0}\u{3000}", "\u{feff}"] {
+            assert!(!policy.is_match(blank), "{blank:?} is only spaces");
+        }
+        assert!(policy.is_match("\u{85}"), "U+0085 is not an ECMA space");
     }
 
     #[test]
