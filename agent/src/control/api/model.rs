@@ -236,9 +236,9 @@ struct RawHttp<'a> {
 /// pattern says so. (fancy-regex took these before: 0.5-0.7 ms a compile,
 /// 44 KB an automaton.)
 ///
-/// Compiled when a value is checked and dropped after: the API is the
-/// control plane, a compile costs microseconds, and a kept automaton costs
-/// memory for the daemon's life. The ARN patterns end in a Unicode
+/// Compiled for one validation and dropped after it (see [`Patterns`]): the
+/// API is the control plane, a compile costs microseconds, and a kept
+/// automaton costs memory for the daemon's life. The ARN patterns end in a Unicode
 /// `.{0,1023}`: regex-automata's NFA for one of them was 1.1 MiB (one
 /// UTF-8 automaton per repetition); regex-lite matches by character, and
 /// builds it in 0.1 ms as 0.35 MB, held only while it is in use.
@@ -269,6 +269,23 @@ impl Pattern {
 
     fn is_match(&self, s: &str) -> bool {
         self.whole.is_match(s) && !self.refused.iter().any(|r| r.is_match(s))
+    }
+}
+
+/// The patterns one validation has compiled, by pattern text (a handful).
+#[derive(Default)]
+struct Patterns<'m>(Vec<(&'m str, Option<Pattern>)>);
+
+impl<'m> Patterns<'m> {
+    fn get(&mut self, pattern: &'m str) -> Option<&Pattern> {
+        let i = match self.0.iter().position(|(p, _)| *p == pattern) {
+            Some(i) => i,
+            None => {
+                self.0.push((pattern, Pattern::new(pattern)));
+                self.0.len() - 1
+            }
+        };
+        self.0[i].1.as_ref()
     }
 }
 
@@ -577,11 +594,22 @@ impl Model {
     /// ranges, enums, patterns and unions. Returns every problem found.
     pub fn validate(&self, name: &str, value: &Value) -> Vec<FieldProblem> {
         let mut problems = Vec::new();
-        self.check(name, value, "", &mut problems);
+        // Each pattern is compiled once per validation, however many values
+        // it checks (a 1 MiB body holds tens of thousands of identifiers),
+        // and dropped with it.
+        let mut patterns = Patterns::default();
+        self.check(name, value, "", &mut patterns, &mut problems);
         problems
     }
 
-    fn check(&self, name: &str, value: &Value, path: &str, out: &mut Vec<FieldProblem>) {
+    fn check<'m>(
+        &'m self,
+        name: &str,
+        value: &Value,
+        path: &str,
+        patterns: &mut Patterns<'m>,
+        out: &mut Vec<FieldProblem>,
+    ) {
         let shape = self.shape(name);
         let here = || {
             if path.is_empty() {
@@ -625,7 +653,7 @@ impl Model {
                         continue;
                     }
                     if let Some(member) = shape.members.get(k) {
-                        self.check(member.shape, v, &join(path, k), out);
+                        self.check(member.shape, v, &join(path, k), patterns, out);
                     }
                 }
             }
@@ -644,7 +672,7 @@ impl Model {
                 }
                 let member = shape.member.as_ref().map_or("", |r| r.shape);
                 for (i, v) in items.iter().enumerate() {
-                    self.check(member, v, &format!("{path}[{i}]"), out);
+                    self.check(member, v, &format!("{path}[{i}]"), patterns, out);
                 }
             }
             Kind::Map => {
@@ -667,9 +695,10 @@ impl Model {
                         key,
                         &Value::String(k.clone()),
                         &format!("{path}.{k}(key)"),
+                        patterns,
                         out,
                     );
-                    self.check(val, v, &format!("{path}.{k}"), out);
+                    self.check(val, v, &format!("{path}.{k}"), patterns, out);
                 }
             }
             Kind::String => {
@@ -697,7 +726,7 @@ impl Model {
                 {
                     // A pattern our engines cannot compile is not enforced
                     // rather than refusing every value.
-                    if Pattern::new(p).is_some_and(|re| !re.is_match(s)) {
+                    if patterns.get(p).is_some_and(|re| !re.is_match(s)) {
                         fail(format!("{s:?} does not match the pattern {p}"));
                     }
                 }
@@ -952,6 +981,20 @@ mod tests {
             assert!(!policy.is_match(blank), "{blank:?} is only spaces");
         }
         assert!(policy.is_match("\u{85}"), "U+0085 is not an ECMA space");
+    }
+
+    #[test]
+    fn a_pattern_checks_every_item_of_a_list() {
+        let tg = |id: &str| serde_json::json!({"targetGroupIdentifier": id});
+        let action = serde_json::json!({"forward": {"targetGroups": [
+            tg("tg-0123456789abcdef0"),
+            tg("tg-0123456789abcdef0-and-more"),
+            tg("arn:aws:vpc-lattice:us-east-1:111122223333:targetgroup/tg-0123456789abcdef1"),
+        ]}});
+        let p = model().validate("RuleAction", &action);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].name, "forward.targetGroups[1].targetGroupIdentifier");
+        assert!(p[0].message.contains("does not match the pattern"), "{p:?}");
     }
 
     #[test]
