@@ -9,7 +9,8 @@
 //!   namespace, directly (the floor), through latticed, nginx, HAProxy and
 //!   Envoy, each splitting 2:1 with upstream keep-alive, over HTTP/1.1, HTTPS
 //!   with HTTP/1.1 and HTTPS with HTTP/2; requests/s, p50 and p99 latency,
-//!   the proxy's CPU per request (from /proc) and its RSS. The cases take
+//!   the proxy's CPU per request (from /proc) and its peak RSS (sampled every
+//!   100 ms while the connections are open). The cases take
 //!   turns over several rounds (`--rounds`) and each figure is the median.
 //!
 //! Results go to `target/bench/` as Markdown and JSON. `--smoke` runs a few
@@ -390,7 +391,7 @@ fn h2load(
     }
     let pids = proxy.map(tree).unwrap_or_default();
     let cpu_before = cpu_us(&pids);
-    let out = h2load_command(client, secs)
+    let run = h2load_command(client, secs)
         // Cases named "...-h2" negotiate HTTP/2 (ALPN); the rest are HTTP/1.1.
         .args(if name.ends_with("-h2") {
             &[][..]
@@ -401,8 +402,13 @@ fn h2load(
         .args(["-D", &secs.to_string(), "--warm-up-time", "1"])
         .arg(format!("--log-file={}", log.display()))
         .arg(url)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .context("running h2load (Debian's nghttp2-client)")?;
+    // The proxy's RSS is the peak sampled while the connections are open,
+    // not what is left once they close.
+    let (out, peak_rss) = wait_sampling_rss(run, &pids)?;
     let cpu = cpu_us(&pids).saturating_sub(cpu_before);
     let text = String::from_utf8_lossy(&out.stdout);
     let done: u64 = text
@@ -454,9 +460,49 @@ fn h2load(
         cpu_runs: proxy
             .map(|_| vec![cpu as f64 / done as f64])
             .unwrap_or_default(),
-        rss_kib: proxy.map(|_| rss_kib(&pids)),
+        rss_kib: proxy.map(|_| peak_rss.max(rss_kib(&pids))),
         runs: 1,
     })
+}
+
+/// Waits for `child`, reading the RSS of `pids` every 100 ms meanwhile;
+/// returns its output and the highest RSS seen (KiB).
+fn wait_sampling_rss(
+    mut child: std::process::Child,
+    pids: &[u32],
+) -> anyhow::Result<(std::process::Output, u64)> {
+    // Read the pipes on threads so that a chatty child never blocks on a
+    // full pipe while we sample.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let mut peak = 0;
+    let status = loop {
+        if !pids.is_empty() {
+            peak = peak.max(rss_kib(pids));
+        }
+        if let Some(status) = child.try_wait().context("waiting for h2load")? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let join = |t: std::thread::JoinHandle<Vec<u8>>| t.join().unwrap_or_default();
+    Ok((
+        std::process::Output {
+            status,
+            stdout: join(stdout),
+            stderr: join(stderr),
+        },
+        peak,
+    ))
 }
 
 /// h2load under a hard deadline: h2load waits without end for a server that
@@ -1035,7 +1081,7 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
     let find = |name: &str, c: u32| cases.iter().find(|x| x.name == name && x.connections == c);
     let runs = cases.iter().map(|c| c.runs).max().unwrap_or(0);
     let mut md = format!(
-        "\n## Data path\n\nEach figure is the median of {runs} run(s), the cases taking turns; the last column gives each round's CPU per request in the order they ran.\n\n| case | conns | req/s | p50 us | p99 us | proxy CPU us/req | proxy RSS MiB | CPU us/req per round |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "\n## Data path\n\nEach figure is the median of {runs} run(s), the cases taking turns; the last column gives each round's CPU per request in the order they ran.\n\n| case | conns | req/s | p50 us | p99 us | proxy CPU us/req | proxy peak RSS MiB | CPU us/req per round |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for c in cases {
         md.push_str(&format!(
