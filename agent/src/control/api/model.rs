@@ -138,6 +138,12 @@ struct ShapeRef<'a> {
     shape: &'a str,
 }
 
+/// The shape a list item, map key or map value refers to; none reads as an
+/// unknown name (nothing checked, kept as is).
+fn target<'a>(r: &Option<ShapeRef<'a>>) -> &'a str {
+    r.as_ref().map_or("", |r| r.shape)
+}
+
 /// A JSON object read into one sorted allocation: the model's maps are
 /// small and never change, and a `BTreeMap` leaf per structure (or a hash
 /// table's empty buckets) cost more than the entries.
@@ -195,7 +201,7 @@ impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Table<'a, V> {
 
 /// The model file as read: only the parts used; the rest is skipped
 /// without being built.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct RawModel<'a> {
     #[serde(borrow)]
     operations: BTreeMap<&'a str, RawOperation<'a>>,
@@ -238,10 +244,10 @@ struct RawHttp<'a> {
 ///
 /// Compiled for one validation and dropped after it (see [`Patterns`]): the
 /// API is the control plane, a compile costs microseconds, and a kept
-/// automaton costs memory for the daemon's life. The ARN patterns end in a Unicode
-/// `.{0,1023}`: regex-automata's NFA for one of them was 1.1 MiB (one
-/// UTF-8 automaton per repetition); regex-lite matches by character, and
-/// builds it in 0.1 ms as 0.35 MB, held only while it is in use.
+/// automaton costs memory for the daemon's life. The ARN patterns end in a
+/// Unicode `.{0,1023}`: regex-automata's NFA for one of them was 1.1 MiB
+/// (one UTF-8 automaton per repetition); regex-lite matches by character,
+/// and builds it in 0.1 ms as 0.35 MB, held only while it is in use.
 #[derive(Debug)]
 struct Pattern {
     whole: regex_lite::Regex,
@@ -402,10 +408,7 @@ impl Model {
             Ok(raw) => raw,
             Err(e) => {
                 tracing::error!(error = %e, "the embedded service model does not parse");
-                RawModel {
-                    operations: BTreeMap::new(),
-                    shapes: Table(Vec::new()),
-                }
+                RawModel::default()
             }
         };
         let operations = raw
@@ -670,7 +673,7 @@ impl Model {
                         items.len()
                     ));
                 }
-                let member = shape.member.as_ref().map_or("", |r| r.shape);
+                let member = target(&shape.member);
                 for (i, v) in items.iter().enumerate() {
                     self.check(member, v, &format!("{path}[{i}]"), patterns, out);
                 }
@@ -688,8 +691,8 @@ impl Model {
                         obj.len()
                     ));
                 }
-                let key = shape.key.as_ref().map_or("", |r| r.shape);
-                let val = shape.value.as_ref().map_or("", |r| r.shape);
+                let key = target(&shape.key);
+                let val = target(&shape.value);
                 for (k, v) in obj {
                     self.check(
                         key,
@@ -767,11 +770,11 @@ impl Model {
                 Value::Object(out)
             }
             (Kind::List, Value::Array(items)) => {
-                let m = shape.member.as_ref().map_or("", |r| r.shape);
+                let m = target(&shape.member);
                 Value::Array(items.iter().map(|v| self.project(m, v)).collect())
             }
             (Kind::Map, Value::Object(obj)) => {
-                let m = shape.value.as_ref().map_or("", |r| r.shape);
+                let m = target(&shape.value);
                 Value::Object(
                     obj.iter()
                         .map(|(k, v)| (k.clone(), self.project(m, v)))
