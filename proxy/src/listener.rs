@@ -16,7 +16,7 @@ use std::{
         Arc,
     },
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hyper::service::service_fn;
@@ -313,6 +313,7 @@ async fn serve_http<I>(
                 // Boxed: hyper spawns a task per HTTP/2 stream and moves
                 // this future into it several times; the handler's state
                 // is kilobytes, a box is a pointer.
+                let req = req.map(http_body_util::Either::Left);
                 let resp = Box::pin(request::handle(&dp, &worker, &conn, req)).await;
                 drop(guard);
                 Ok::<_, std::convert::Infallible>(resp)
@@ -371,13 +372,15 @@ async fn serve_http<I>(
 /// timeout also runs while a keep-alive connection waits for its next
 /// request, which would cut idle connections at the header timeout; these
 /// timers tell the two apart.
+///
+/// Times are [`crate::time::coarse_ms`] readings: this runs at every read
+/// and write, and milliseconds are all the timeouts need.
 #[derive(Debug)]
 struct Activity {
-    epoch: Instant,
     last_ms: AtomicU64,
     open: AtomicUsize,
-    /// Milliseconds since `epoch`, plus one, when the first byte of the
-    /// request head now arriving was read; 0 when none is.
+    /// The clock reading, plus one, when the first byte of the request
+    /// head now arriving was read; 0 when none is.
     head_since: AtomicU64,
     track_heads: std::sync::atomic::AtomicBool,
 }
@@ -385,8 +388,7 @@ struct Activity {
 impl Default for Activity {
     fn default() -> Self {
         Self {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last_ms: AtomicU64::new(crate::time::coarse_ms()),
             open: AtomicUsize::new(0),
             head_since: AtomicU64::new(0),
             track_heads: std::sync::atomic::AtomicBool::new(true),
@@ -395,17 +397,14 @@ impl Default for Activity {
 }
 
 impl Activity {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     fn touch(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.last_ms
+            .store(crate::time::coarse_ms(), Ordering::Relaxed);
     }
 
     /// Bytes arrived: between requests, that starts a request head.
     fn read(&self) {
-        let now = self.now_ms();
+        let now = crate::time::coarse_ms();
         self.last_ms.store(now, Ordering::Relaxed);
         if self.open.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == 0
@@ -420,7 +419,7 @@ impl Activity {
         match self.head_since.load(Ordering::Relaxed) {
             0 => None,
             since => Some(Duration::from_millis(
-                self.now_ms().saturating_sub(since - 1),
+                crate::time::coarse_ms().saturating_sub(since - 1),
             )),
         }
     }
@@ -431,8 +430,8 @@ impl Activity {
         if self.open.load(Ordering::Relaxed) > 0 {
             return Duration::ZERO;
         }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.epoch.elapsed().saturating_sub(last)
+        let last = self.last_ms.load(Ordering::Relaxed);
+        Duration::from_millis(crate::time::coarse_ms().saturating_sub(last))
     }
 
     fn request(self: &Arc<Self>) -> OpenRequest {

@@ -13,12 +13,13 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{
     header, uri::Scheme, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri,
     Version,
 };
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt as _, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use crate::{
     access_log::Record,
@@ -57,6 +58,9 @@ pub struct Conn {
     peer_ip: HeaderValue,
     /// The port the client dialed, as `X-Forwarded-Port` carries it.
     port_value: HeaderValue,
+    /// The `X-Forwarded-*` lines as an HTTP/1.1 head carries them: the
+    /// same on every request of the connection, so written once.
+    forwarded_lines: Box<[u8]>,
 }
 
 impl Conn {
@@ -64,13 +68,31 @@ impl Conn {
     pub fn new(ns: NsId, local: SocketAddrV4, peer: SocketAddr, tls: Option<TlsInfo>) -> Self {
         let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("-"));
+        let port_value = HeaderValue::from(local.port());
+        let mut forwarded_lines = Vec::new();
+        field(
+            &mut forwarded_lines,
+            XFF.as_str().as_bytes(),
+            peer_ip.as_bytes(),
+        );
+        field(
+            &mut forwarded_lines,
+            XFPORT.as_str().as_bytes(),
+            port_value.as_bytes(),
+        );
+        field(
+            &mut forwarded_lines,
+            XFPROTO.as_str().as_bytes(),
+            proto(tls.is_some()).as_bytes(),
+        );
         Self {
             ns,
             local,
             peer,
             tls,
             peer_ip,
-            port_value: HeaderValue::from(local.port()),
+            port_value,
+            forwarded_lines: forwarded_lines.into_boxed_slice(),
         }
     }
 }
@@ -113,64 +135,137 @@ struct Outcome<'a> {
 }
 
 /// Handles one request.
-pub async fn handle(
+///
+/// The request moves through here by value. A future keeps room for every
+/// value that lives across an await, an async fn's arguments twice (as
+/// argument and as local), so the request is moved into the send's own
+/// state before anything is awaited (see [`forward`]). This future is
+/// boxed per request; under about 1 KiB the allocator serves it from its
+/// per-thread cache, where a larger one cost several times as much
+/// (callgrind).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async block, not an async fn: see above"
+)]
+pub fn handle<'a>(
+    dp: &'a Arc<Dataplane>,
+    worker: &'a crate::workers::Worker,
+    conn: &'a Conn,
+    req: Request<RequestBody>,
+) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'a {
+    async move {
+        let start = Instant::now();
+        let key = ListenerKey {
+            ns: conn.ns,
+            vip: *conn.local.ip(),
+            port: conn.local.port(),
+        };
+        let host: Option<String> = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
+            .map(str::to_owned);
+        let served: Option<Arc<Served>> = {
+            let table = dp.routes.load();
+            table
+                .listeners
+                .get(&key)
+                .and_then(|v| v.route(host.as_deref()).cloned())
+        };
+        let Some(served) = served else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "no service of that name on this address\n",
+            );
+        };
+        let request_id = RequestId::new();
+        let request_id = request_id.as_str();
+        // Facts for the access log are copied only when a subscription
+        // wants them.
+        let logging = !served.listener.logs.is_empty() || !served.network.logs.is_empty();
+        let mut facts = logging.then(|| RequestFacts::new(&req, host.as_deref(), conn, request_id));
+
+        let (resp, outcome) = if served.listener.auth.is_none() && served.network.auth.is_none() {
+            // Without policies there is nothing to check.
+            let call = Call {
+                request_id,
+                host: host.as_deref(),
+                principal: None,
+            };
+            let answered = match forward(dp, worker, conn, &served, req, &call, &mut facts) {
+                Forwarded::Sending(sending) => sending.finish().await,
+                Forwarded::Answered(resp, outcome) => (resp, outcome),
+            };
+            answered
+        } else {
+            // The auth layer's state (a signed body being read) is large,
+            // and so is the request this branch holds: boxed.
+            Box::pin(checked_and_forwarded(
+                dp,
+                worker,
+                conn,
+                &served,
+                req,
+                request_id,
+                host.as_deref(),
+                &mut facts,
+            ))
+            .await
+        };
+        let (resp, bytes_sent) = if logging {
+            let (r, c) = count_response(resp);
+            (r, Some(c))
+        } else {
+            (resp, None)
+        };
+        let mut finish = Finish::new(
+            dp,
+            &served,
+            outcome.group,
+            outcome.status,
+            start,
+            outcome.target,
+            outcome.failure,
+            outcome.to_target,
+            facts,
+        );
+        finish.from_target = outcome.from_target;
+        finish.bytes_sent = bytes_sent;
+        attach_finish(resp, finish)
+    }
+}
+
+/// The auth layer, then [`forward`] as the caller it identified.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the request's context, each distinct"
+)]
+async fn checked_and_forwarded<'s>(
     dp: &Arc<Dataplane>,
     worker: &crate::workers::Worker,
     conn: &Conn,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let start = Instant::now();
-    let started_at = SystemTime::now();
-    let key = ListenerKey {
-        ns: conn.ns,
-        vip: *conn.local.ip(),
-        port: conn.local.port(),
-    };
-    let host: Option<String> = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
-        .map(str::to_owned);
-    let served: Option<Arc<Served>> = {
-        let table = dp.routes.load();
-        table
-            .listeners
-            .get(&key)
-            .and_then(|v| v.route(host.as_deref()).cloned())
-    };
-    let Some(served) = served else {
-        return text(
-            StatusCode::NOT_FOUND,
-            "no service of that name on this address\n",
-        );
-    };
-    let request_id = RequestId::new();
-    let request_id = request_id.as_str();
-    // Facts for the access log are copied only when a subscription wants them.
-    let logging = !served.listener.logs.is_empty() || !served.network.logs.is_empty();
-    let mut facts = logging.then(|| RequestFacts::new(&req, host.as_deref(), conn, request_id));
-
-    let req = req.map(http_body_util::Either::Left);
-    // The auth layer's state (a signed body being read) is large: boxed,
-    // so every request's task (hyper spawns one per HTTP/2 stream and
-    // moves it) stays small. Without policies there is nothing to check.
-    let checked = if served.listener.auth.is_none() && served.network.auth.is_none() {
-        crate::authz::check::Checked::Allowed(req, None)
-    } else {
-        Box::pin(crate::authz::check::check(dp, conn, &served, req)).await
-    };
-    let (resp, outcome) = match checked {
+    served: &'s Served,
+    req: Request<RequestBody>,
+    request_id: &str,
+    host: Option<&str>,
+    facts: &mut Option<Box<RequestFacts>>,
+) -> (Response<ProxyBody>, Outcome<'s>) {
+    match Box::pin(crate::authz::check::check(dp, conn, served, req)).await {
         crate::authz::check::Checked::Allowed(req, principal) => {
             if let (Some(f), Some(p)) = (facts.as_mut(), &principal) {
                 f.caller = Some(p.arn.clone());
             }
             let call = Call {
                 request_id,
-                host: host.as_deref(),
+                host,
                 principal: principal.as_ref(),
             };
-            route_and_forward(dp, worker, conn, &served, req, &call, &mut facts).await
+            let answered = match forward(dp, worker, conn, served, req, &call, facts) {
+                Forwarded::Sending(sending) => sending.finish().await,
+                Forwarded::Answered(resp, outcome) => (resp, outcome),
+            };
+            answered
         }
         crate::authz::check::Checked::Denied {
             response,
@@ -191,42 +286,77 @@ pub async fn handle(
             };
             (response, outcome)
         }
-    };
-    let (resp, bytes_sent) = if logging {
-        let (r, c) = count_response(resp);
-        (r, Some(c))
-    } else {
-        (resp, None)
-    };
-    let mut finish = Finish::new(
-        dp,
-        &served,
-        outcome.group,
-        outcome.status,
-        (start, started_at),
-        outcome.target,
-        outcome.failure,
-        outcome.to_target,
-        facts,
-    );
-    finish.from_target = outcome.from_target;
-    finish.bytes_sent = bytes_sent;
-    attach_finish(resp, finish)
+    }
 }
 
+/// Where [`forward`] got a request.
+enum Forwarded<'s, 'b> {
+    /// On its way to a target.
+    Sending(Sending<'s, 'b>),
+    /// Answered without one (a fixed response, no group or target, a
+    /// request that cannot be forwarded).
+    Answered(Response<ProxyBody>, Outcome<'s>),
+}
+
+/// What a send gives back: the target's answer, or the status and the
+/// failure reason to log.
+type Sent = Result<Response<ProxyBody>, (StatusCode, &'static str)>;
+
+/// A request sent on its way: the send under way (boxed: each kind of
+/// target has its own) and the outcome so far.
+struct Sending<'s, 'b> {
+    send: Pin<Box<dyn std::future::Future<Output = Sent> + Send + 'b>>,
+    outcome: Outcome<'s>,
+    /// When it left, if the access log wants the time to the target.
+    t0: Option<Instant>,
+}
+
+impl<'s> Sending<'s, '_> {
+    /// Waits for the answer; a failure becomes the proxy's own answer.
+    async fn finish(self) -> (Response<ProxyBody>, Outcome<'s>) {
+        let Self {
+            send,
+            mut outcome,
+            t0,
+        } = self;
+        let result = send.await;
+        outcome.to_target = t0.map_or(Duration::ZERO, |t| t.elapsed());
+        match result {
+            Ok(resp) => {
+                outcome.status = resp.status();
+                (resp, outcome)
+            }
+            Err((status, why)) => {
+                outcome.status = status;
+                outcome.failure = why;
+                let body = match status {
+                    StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable\n",
+                    StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout\n",
+                    StatusCode::PAYLOAD_TOO_LARGE => "Payload Too Large\n",
+                    _ => "Bad Gateway\n",
+                };
+                (text(status, body), outcome)
+            }
+        }
+    }
+}
+
+/// Routes the request by the listener's rules and weights, sets the
+/// proxy's fields, and starts the send to the target (or function). No
+/// await here: the request moves into the send's state and nowhere else.
 #[allow(
     clippy::too_many_arguments,
     reason = "the request's context, each distinct"
 )]
-async fn route_and_forward<'a>(
-    dp: &Arc<Dataplane>,
-    worker: &crate::workers::Worker,
-    conn: &Conn,
-    served: &'a Served,
+fn forward<'s: 'b, 'b>(
+    dp: &'b Arc<Dataplane>,
+    worker: &'b crate::workers::Worker,
+    conn: &'b Conn,
+    served: &'s Served,
     mut req: Request<RequestBody>,
-    call: &Call<'_>,
-    facts: &mut Option<RequestFacts>,
-) -> (Response<ProxyBody>, Outcome<'a>) {
+    call: &'b Call<'b>,
+    facts: &mut Option<Box<RequestFacts>>,
+) -> Forwarded<'s, 'b> {
     let Call {
         request_id,
         host,
@@ -244,14 +374,14 @@ async fn route_and_forward<'a>(
     let forward = match listener.action_for(req.method(), req.uri().path(), req.headers()) {
         Action::FixedResponse(status) => {
             outcome.status = *status;
-            return (text(*status, ""), outcome);
+            return Forwarded::Answered(text(*status, ""), outcome);
         }
         Action::Forward(f) => f,
     };
     let Some(group) = forward.pick() else {
         outcome.status = StatusCode::SERVICE_UNAVAILABLE;
         outcome.failure = "NoTargetGroup";
-        return (unavailable(), outcome);
+        return Forwarded::Answered(unavailable(), outcome);
     };
     outcome.group = Some(group);
 
@@ -264,12 +394,13 @@ async fn route_and_forward<'a>(
         // and control characters; HeaderValue refuses CR and LF again.
         identity: principal.and_then(|p| HeaderValue::from_str(&p.identity_header()).ok()),
     };
-    let body_counter = facts.as_mut().map(RequestFacts::count_request_body);
-    let t0 = Instant::now();
-    let result = match &group.kind {
+    let body_counter = facts.as_mut().map(|f| f.count_request_body());
+    // Only the access log reports the time to the target.
+    let t0 = facts.is_some().then(Instant::now);
+    let send: Pin<Box<dyn std::future::Future<Output = Sent> + Send + 'b>> = match &group.kind {
         GroupKind::Lambda(function) => {
             fields.apply(req.headers_mut());
-            let r = Box::pin(crate::lambda::invoke(
+            Box::pin(crate::lambda::invoke(
                 dp,
                 worker,
                 served,
@@ -279,9 +410,6 @@ async fn route_and_forward<'a>(
                 principal,
                 body_counter,
             ))
-            .await;
-            outcome.to_target = t0.elapsed();
-            r
         }
         GroupKind::Hosts {
             ns, https, version, ..
@@ -289,7 +417,7 @@ async fn route_and_forward<'a>(
             let Some(target) = group.next_target() else {
                 outcome.status = StatusCode::SERVICE_UNAVAILABLE;
                 outcome.failure = "NoHealthyTarget";
-                return (unavailable(), outcome);
+                return Forwarded::Answered(unavailable(), outcome);
             };
             outcome.target = Some(target.addr);
             let h2 = *version != TargetVersion::Http1;
@@ -300,87 +428,74 @@ async fn route_and_forward<'a>(
                 if let Err(e) = to_upstream(&mut req, target, *https, h2, host) {
                     tracing::debug!(error = %e, "cannot build upstream request");
                     outcome.status = StatusCode::BAD_REQUEST;
-                    return (text(StatusCode::BAD_REQUEST, "Bad Request\n"), outcome);
+                    return Forwarded::Answered(
+                        text(StatusCode::BAD_REQUEST, "Bad Request\n"),
+                        outcome,
+                    );
                 }
             }
             let req = req.map(|b| CountingBody::wrap(b, body_counter).boxed_unsync());
-            let result = if h2 {
-                tokio::time::timeout(
-                    dp.config.request_timeout,
-                    Box::pin(crate::upstream::send_h2(
-                        &dp.connector,
-                        *ns,
-                        target,
-                        *https,
-                        req,
-                    )),
-                )
-                .await
-                .map(|r| r.map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync())))
-            } else if !*https {
-                tokio::time::timeout(
-                    dp.config.request_timeout,
-                    Box::pin(crate::upstream_h1::send(
-                        dp,
-                        *ns,
-                        target.addr,
-                        host,
-                        req,
-                        &fields,
-                    )),
-                )
-                .await
-                .map(|r| r.map(|resp| resp.map(http_body_util::BodyExt::boxed_unsync)))
-            } else {
-                tokio::time::timeout(dp.config.request_timeout, async {
-                    match Box::pin(worker.h1.request(req)).await {
-                        Ok(resp) => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
-                        Err(e) if e.is_connect() => {
-                            Err(crate::upstream::SendError::Connect(e.to_string()))
-                        }
-                        Err(e) => Err(crate::upstream::SendError::Request(e.to_string())),
+            let timeout = dp.config.request_timeout;
+            let (ns, https) = (*ns, *https);
+            let failed = move |e: crate::upstream::SendError| {
+                let (status, why, e) = match e {
+                    crate::upstream::SendError::Connect(e) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed", e)
                     }
-                })
-                .await
+                    crate::upstream::SendError::Request(e) => {
+                        (StatusCode::BAD_GATEWAY, "TargetRequestFailed", e)
+                    }
+                };
+                tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "{}", match why {
+                    "TargetConnectionFailed" => "target connection failed",
+                    _ => "target request failed",
+                });
+                (status, why)
             };
-            outcome.to_target = t0.elapsed();
-            match result {
-                Ok(Ok(mut resp)) => {
-                    strip_hop_by_hop(resp.headers_mut());
-                    Ok(resp)
-                }
-                Ok(Err(crate::upstream::SendError::Connect(e))) => {
-                    tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target connection failed");
-                    Err((StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed"))
-                }
-                Ok(Err(crate::upstream::SendError::Request(e))) => {
-                    tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target request failed");
-                    Err((StatusCode::BAD_GATEWAY, "TargetRequestFailed"))
-                }
-                Err(_) => {
-                    tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, "target timed out");
-                    Err((StatusCode::GATEWAY_TIMEOUT, "TargetTimeout"))
-                }
+            let timed_out = move || {
+                tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, "target timed out");
+                (StatusCode::GATEWAY_TIMEOUT, "TargetTimeout")
+            };
+            let answered = |mut resp: Response<ProxyBody>| {
+                strip_hop_by_hop(resp.headers_mut());
+                resp
+            };
+            // Mapped futures, not async blocks: an async block keeps
+            // room for a future it awaits twice, as captured and as
+            // awaited.
+            if h2 {
+                let sent = crate::upstream::send_h2(&dp.connector, ns, target, https, req);
+                Box::pin(tokio::time::timeout(timeout, sent).map(move |r| match r {
+                    Ok(Ok(resp)) => {
+                        Ok(answered(resp.map(|b| b.map_err(Into::into).boxed_unsync())))
+                    }
+                    Ok(Err(e)) => Err(failed(e)),
+                    Err(_) => Err(timed_out()),
+                }))
+            } else if !https {
+                // The head is written here; the future holds its bytes.
+                let sent = crate::upstream_h1::send(dp, ns, target.addr, host, req, &fields);
+                Box::pin(tokio::time::timeout(timeout, sent).map(move |r| match r {
+                    Ok(Ok(resp)) => Ok(answered(resp.map(http_body_util::BodyExt::boxed_unsync))),
+                    Ok(Err(e)) => Err(failed(e)),
+                    Err(_) => Err(timed_out()),
+                }))
+            } else {
+                let sent = worker.h1.request(req);
+                Box::pin(tokio::time::timeout(timeout, sent).map(move |r| match r {
+                    Ok(Ok(resp)) => {
+                        Ok(answered(resp.map(|b| b.map_err(Into::into).boxed_unsync())))
+                    }
+                    Ok(Err(e)) if e.is_connect() => {
+                        Err(failed(crate::upstream::SendError::Connect(e.to_string())))
+                    }
+                    Ok(Err(e)) => Err(failed(crate::upstream::SendError::Request(e.to_string()))),
+                    Err(_) => Err(timed_out()),
+                }))
             }
         }
     };
-    match result {
-        Ok(resp) => {
-            outcome.status = resp.status();
-            (resp, outcome)
-        }
-        Err((status, why)) => {
-            outcome.status = status;
-            outcome.failure = why;
-            let body = match status {
-                StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable\n",
-                StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout\n",
-                StatusCode::PAYLOAD_TOO_LARGE => "Payload Too Large\n",
-                _ => "Bad Gateway\n",
-            };
-            (text(status, body), outcome)
-        }
-    }
+    Forwarded::Sending(Sending { send, outcome, t0 })
 }
 
 /// Points the request at `target`. HTTP/1.1 goes through the pooled client:
@@ -442,15 +557,16 @@ pub(crate) struct ProxyFields<'a> {
     pub(crate) identity: Option<HeaderValue>,
 }
 
-impl ProxyFields<'_> {
-    fn proto(&self) -> &'static str {
-        if self.conn.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        }
+/// `X-Forwarded-Proto` of a connection with or without TLS.
+fn proto(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
     }
+}
 
+impl ProxyFields<'_> {
     /// Into a request's header map (for hyper's clients and Lambda), hop-by-hop
     /// fields and client copies removed.
     fn apply(&self, headers: &mut HeaderMap) {
@@ -470,7 +586,10 @@ impl ProxyFields<'_> {
         };
         set(&XFF, Some(self.conn.peer_ip.clone()));
         set(&XFPORT, Some(self.conn.port_value.clone()));
-        set(&XFPROTO, Some(HeaderValue::from_static(self.proto())));
+        set(
+            &XFPROTO,
+            Some(HeaderValue::from_static(proto(self.conn.tls.is_some()))),
+        );
         set(&LATTICE_NETWORK, self.served.network_header.clone());
         set(
             &LATTICE_TARGET,
@@ -484,19 +603,10 @@ impl ProxyFields<'_> {
     /// `upstream_h1`), whose writers leave out the client's copies (see
     /// [`is_proxy_field`]).
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
-        field(out, XFF.as_str().as_bytes(), self.conn.peer_ip.as_bytes());
-        field(
-            out,
-            XFPORT.as_str().as_bytes(),
-            self.conn.port_value.as_bytes(),
-        );
-        field(out, XFPROTO.as_str().as_bytes(), self.proto().as_bytes());
-        if let Some(v) = &self.served.network_header {
-            field(out, LATTICE_NETWORK.as_str().as_bytes(), v.as_bytes());
-        }
-        if let Some(v) = self.served.target_header(self.group) {
-            field(out, LATTICE_TARGET.as_str().as_bytes(), v.as_bytes());
-        }
+        // Made once per connection and per routing snapshot: two copies
+        // instead of five fields' worth of small ones.
+        out.extend_from_slice(&self.conn.forwarded_lines);
+        out.extend_from_slice(self.served.lattice_lines(self.group));
         field(out, REQUEST_ID.as_str().as_bytes(), self.request_id);
         if let Some(v) = &self.identity {
             field(out, LATTICE_IDENTITY.as_str().as_bytes(), v.as_bytes());
@@ -644,10 +754,13 @@ pub(crate) struct RequestFacts {
     tls_version: &'static str,
     caller: Option<String>,
     auth_denied: Option<String>,
+    /// The wall-clock start, read only for the log: a clock read per
+    /// request counts on the request path.
+    started_at: SystemTime,
 }
 
 impl RequestFacts {
-    fn new(req: &Request<Incoming>, host: Option<&str>, conn: &Conn, request_id: &str) -> Self {
+    fn new<B>(req: &Request<B>, host: Option<&str>, conn: &Conn, request_id: &str) -> Box<Self> {
         Self::from_parts(
             req.method().as_str(),
             req.uri().path_and_query().map_or("/", |p| p.as_str()),
@@ -675,8 +788,10 @@ impl RequestFacts {
         host: Option<&str>,
         conn: &Conn,
         request_id: &str,
-    ) -> Self {
-        Self {
+    ) -> Box<Self> {
+        // Boxed: the facts ride in every request's state and its `Finish`,
+        // and only logged requests have any.
+        Box::new(Self {
             method: method.to_owned(),
             path: path.to_owned(),
             protocol,
@@ -690,7 +805,8 @@ impl RequestFacts {
             tls_version: conn.tls.as_ref().map_or("-", |t| t.version),
             caller: None,
             auth_denied: None,
-        }
+            started_at: SystemTime::now(),
+        })
     }
 
     fn count_request_body(&mut self) -> Arc<AtomicU64> {
@@ -712,12 +828,11 @@ pub(crate) struct Finish {
     group_arn: Option<Arc<str>>,
     status: StatusCode,
     start: Instant,
-    started_at: SystemTime,
     target: Option<SocketAddrV4>,
     failure: &'static str,
     to_target: Duration,
     from_target: Duration,
-    facts: Option<RequestFacts>,
+    facts: Option<Box<RequestFacts>>,
     bytes_sent: Option<Arc<AtomicU64>>,
 }
 
@@ -733,11 +848,11 @@ impl Finish {
         served: &Arc<Served>,
         group: Option<&Arc<TargetGroupRoute>>,
         status: StatusCode,
-        (start, started_at): (Instant, SystemTime),
+        start: Instant,
         target: Option<SocketAddrV4>,
         failure: &'static str,
         to_target: Duration,
-        facts: Option<RequestFacts>,
+        facts: Option<Box<RequestFacts>>,
     ) -> Self {
         Self {
             dp: Arc::clone(dp),
@@ -746,7 +861,6 @@ impl Finish {
             group_arn: group.map(|g| Arc::clone(&g.arn)),
             status,
             start,
-            started_at,
             target,
             failure,
             to_target,
@@ -778,7 +892,7 @@ impl Drop for Finish {
             return;
         };
         let record = Record {
-            start_time: crate::time::iso8601(self.started_at),
+            start_time: crate::time::iso8601(facts.started_at),
             request_method: &facts.method,
             request_path: &facts.path,
             protocol: facts.protocol,

@@ -66,10 +66,13 @@ pub struct Served {
     /// `x-amzn-lattice-network`, made once.
     pub network_header: Option<http::HeaderValue>,
     /// `x-amzn-lattice-target` for each group the listener forwards to, made
-    /// once (looked up by the group's address).
+    /// once (looked up by the group's address), with the header lines of
+    /// both fields as an HTTP/1.1 head carries them.
     /// (The address identifies the group: the `Arc`s in `listener` keep
     /// it alive, so it is not reused while this exists.)
-    target_headers: Vec<(usize, http::HeaderValue)>,
+    target_headers: Vec<(usize, http::HeaderValue, Box<[u8]>)>,
+    /// The `x-amzn-lattice-network` line alone, for a group not above.
+    network_line: Box<[u8]>,
 }
 
 impl Served {
@@ -77,7 +80,14 @@ impl Served {
     pub fn new(listener: Arc<ListenerRoute>, network: Arc<NetworkRoute>) -> Self {
         let network_header =
             http::HeaderValue::from_str(&format!("SourceVpcArn={}", network.vpc_arn)).ok();
-        let mut target_headers = Vec::new();
+        let line = |out: &mut Vec<u8>, name: &str, value: &http::HeaderValue| {
+            crate::fastpath::field(out, name.as_bytes(), value.as_bytes());
+        };
+        let mut network_line = Vec::new();
+        if let Some(v) = &network_header {
+            line(&mut network_line, crate::request::PROXY_FIELD_NAMES[3], v);
+        }
+        let mut target_headers: Vec<(usize, http::HeaderValue, Box<[u8]>)> = Vec::new();
         for action in listener
             .rules
             .iter()
@@ -87,14 +97,16 @@ impl Served {
             if let Action::Forward(f) = action {
                 for g in f.groups() {
                     let ptr = Arc::as_ptr(g) as usize;
-                    if target_headers.iter().any(|(p, _)| *p == ptr) {
+                    if target_headers.iter().any(|(p, ..)| *p == ptr) {
                         continue;
                     }
                     if let Ok(v) = http::HeaderValue::from_str(&format!(
                         "ServiceArn={}; ServiceNetworkArn={}; TargetGroupArn={}",
                         listener.service_arn, network.arn, g.arn
                     )) {
-                        target_headers.push((ptr, v));
+                        let mut lines = network_line.clone();
+                        line(&mut lines, crate::request::PROXY_FIELD_NAMES[4], &v);
+                        target_headers.push((ptr, v, lines.into_boxed_slice()));
                     }
                 }
             }
@@ -104,6 +116,7 @@ impl Served {
             network,
             network_header,
             target_headers,
+            network_line: network_line.into_boxed_slice(),
         }
     }
 
@@ -112,8 +125,18 @@ impl Served {
         let ptr = std::ptr::from_ref(group) as usize;
         self.target_headers
             .iter()
-            .find(|(p, _)| *p == ptr)
-            .map(|(_, v)| v)
+            .find(|(p, ..)| *p == ptr)
+            .map(|(_, v, _)| v)
+    }
+
+    /// The `x-amzn-lattice-network` and `x-amzn-lattice-target` lines for
+    /// `group`, as an HTTP/1.1 head carries them.
+    pub fn lattice_lines(&self, group: &TargetGroupRoute) -> &[u8] {
+        let ptr = std::ptr::from_ref(group) as usize;
+        self.target_headers
+            .iter()
+            .find(|(p, ..)| *p == ptr)
+            .map_or(&self.network_line, |(.., lines)| lines)
     }
 }
 

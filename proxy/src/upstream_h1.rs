@@ -9,6 +9,7 @@
 //! body ends, the connection goes back to the pool.
 
 use std::{
+    cell::RefCell,
     net::SocketAddrV4,
     pin::Pin,
     task::{Context, Poll},
@@ -33,15 +34,38 @@ use crate::{
 
 /// Sends `req` to `target` (namespace `ns`) over HTTP/1.1 and returns the
 /// response head; its body streams from the connection.
-pub(crate) async fn send(
-    dp: &Dataplane,
+///
+/// The head is written before the future is made: the future then holds
+/// only the head's bytes and the body, not the request (a request's parts
+/// kept in it, twice over as argument and local, made it too large for
+/// the allocator's per-thread cache, and every move copied them).
+pub(crate) fn send<'a>(
+    dp: &'a Dataplane,
     ns: NsId,
     target: SocketAddrV4,
     host: Option<&str>,
     req: Request<UpstreamBody>,
     fields: &ProxyFields<'_>,
-) -> Result<Response<TargetBody>, SendError> {
-    let (mut parts, mut body) = req.into_parts();
+) -> impl std::future::Future<Output = Result<Response<TargetBody>, SendError>> + Send + 'a {
+    let (parts, body) = req.into_parts();
+    let head = request_head(parts, &body, host, target, fields);
+    exchange(dp, ns, target, head, body)
+}
+
+/// The head for the target, and how the body goes after it.
+struct RequestHead {
+    head: Vec<u8>,
+    head_request: bool,
+    chunked: bool,
+}
+
+fn request_head(
+    mut parts: http::request::Parts,
+    body: &UpstreamBody,
+    host: Option<&str>,
+    target: SocketAddrV4,
+    fields: &ProxyFields<'_>,
+) -> RequestHead {
     request::strip_hop_by_hop(&mut parts.headers);
     let head_request = parts.method == http::Method::HEAD;
     let mut head = Vec::with_capacity(1024);
@@ -87,15 +111,32 @@ pub(crate) async fn send(
         true
     };
     head.extend_from_slice(b"\r\n");
+    RequestHead {
+        head,
+        head_request,
+        chunked,
+    }
+}
 
+async fn exchange(
+    dp: &Dataplane,
+    ns: NsId,
+    target: SocketAddrV4,
+    head: RequestHead,
+    mut body: UpstreamBody,
+) -> Result<Response<TargetBody>, SendError> {
+    let RequestHead {
+        head,
+        head_request,
+        chunked,
+    } = head;
     let mut pooled = fastpath::take_pooled(ns, target);
     let mut stream = loop {
         let reused = pooled.is_some();
         let mut stream = match pooled.take() {
             Some(s) => s,
-            None => dp
-                .connector
-                .connect(ns, target)
+            // Boxed: rare (pooled connections are the rule) and large.
+            None => Box::pin(dp.connector.connect(ns, target))
                 .await
                 .map_err(|e| SendError::Connect(e.to_string()))?,
         };
@@ -141,7 +182,7 @@ pub(crate) async fn send(
     fastpath::answer_ready(&stream)
         .await
         .map_err(|e| request(&e))?;
-    let mut buf = BytesMut::with_capacity(8192);
+    let mut buf = response_buf();
     let (status, headers, framing, reusable) = loop {
         let end = loop {
             if let Some(end) = fastpath::head_end(&buf, 0) {
@@ -254,7 +295,50 @@ impl TargetBody {
                 fastpath::put(self.ns, self.target, stream);
             }
         }
+        if self.buf.is_empty() {
+            give_back(std::mem::take(&mut self.buf));
+        }
     }
+}
+
+thread_local! {
+    /// Read buffers of finished responses, for this worker's next ones.
+    /// A fresh 8 KiB buffer per response was beyond the allocator's
+    /// per-thread cache: a slow allocation and free per request.
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per worker (8 KiB each).
+const MAX_SPARE: usize = 16;
+
+/// A buffer for a response: a spare one whose earlier contents have all
+/// been sent on (so its memory is free again), or a new one.
+fn response_buf() -> BytesMut {
+    SPARE
+        .with(|s| {
+            let mut s = s.borrow_mut();
+            // One still shared with data in flight is let go; its memory
+            // is freed when that data is.
+            while let Some(mut b) = s.pop() {
+                if b.try_reclaim(fastpath::CHUNK) {
+                    return Some(b);
+                }
+            }
+            None
+        })
+        .unwrap_or_else(|| BytesMut::with_capacity(fastpath::CHUNK))
+}
+
+fn give_back(b: BytesMut) {
+    if b.capacity() == 0 {
+        return;
+    }
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < MAX_SPARE {
+            s.push(b);
+        }
+    });
 }
 
 impl Body for TargetBody {
