@@ -86,6 +86,15 @@ fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
     wait_until(Duration::from_secs(10), || {
         curl_in(&a.ns, "https://10.0.16.10:8443/", &["-k"]).is_ok()
     });
+    // The gRPC server starts later than the TLS app (grpcio's import, slow
+    // on a cold machine: CI once called it before it listened).
+    wait_until(Duration::from_secs(30), || {
+        a.ns.command("bash")
+            .args(["-c", "exec 3<>/dev/tcp/10.0.16.10/50051"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
 
     let members: Vec<Value> = ["grpc-svc", "secure-svc", "pass-svc", "alb-svc", "own-cert"]
         .iter()
