@@ -312,7 +312,8 @@ async fn serve_http<I>(
             async move {
                 // Boxed: hyper spawns a task per HTTP/2 stream and moves
                 // this future into it several times; the handler's state
-                // is kilobytes, a box is a pointer.
+                // is most of a KiB (see `request::handle`), a box is a
+                // pointer.
                 let req = req.map(http_body_util::Either::Left);
                 let resp = Box::pin(request::handle(&dp, &worker, &conn, req)).await;
                 drop(guard);

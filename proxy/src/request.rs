@@ -437,20 +437,15 @@ fn forward<'s: 'b, 'b>(
             let req = req.map(|b| CountingBody::wrap(b, body_counter).boxed_unsync());
             let timeout = dp.config.request_timeout;
             let (ns, https) = (*ns, *https);
-            let failed = move |e: crate::upstream::SendError| {
-                let (status, why, e) = match e {
-                    crate::upstream::SendError::Connect(e) => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed", e)
-                    }
-                    crate::upstream::SendError::Request(e) => {
-                        (StatusCode::BAD_GATEWAY, "TargetRequestFailed", e)
-                    }
-                };
-                tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "{}", match why {
-                    "TargetConnectionFailed" => "target connection failed",
-                    _ => "target request failed",
-                });
-                (status, why)
+            let failed = move |e: crate::upstream::SendError| match e {
+                crate::upstream::SendError::Connect(e) => {
+                    tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target connection failed");
+                    (StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed")
+                }
+                crate::upstream::SendError::Request(e) => {
+                    tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target request failed");
+                    (StatusCode::BAD_GATEWAY, "TargetRequestFailed")
+                }
             };
             let timed_out = move || {
                 tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, "target timed out");

@@ -118,6 +118,9 @@ fn request_head(
     }
 }
 
+/// Writes the head and the body on a pooled connection (a new one if none
+/// is left, or if the pooled one turns out closed before taking anything)
+/// and reads the response head.
 async fn exchange(
     dp: &Dataplane,
     ns: NsId,
