@@ -437,56 +437,53 @@ fn forward<'s: 'b, 'b>(
             let req = req.map(|b| CountingBody::wrap(b, body_counter).boxed_unsync());
             let timeout = dp.config.request_timeout;
             let (ns, https) = (*ns, *https);
-            let failed = move |e: crate::upstream::SendError| match e {
-                crate::upstream::SendError::Connect(e) => {
-                    tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target connection failed");
-                    (StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed")
+            // The target's answer, or the reason the proxy has none (and
+            // a log line for it); one for the three kinds of send below.
+            let settle = move |r: Result<
+                Result<Response<ProxyBody>, crate::upstream::SendError>,
+                tokio::time::error::Elapsed,
+            >|
+                  -> Sent {
+                match r {
+                    Ok(Ok(mut resp)) => {
+                        strip_hop_by_hop(resp.headers_mut());
+                        Ok(resp)
+                    }
+                    Ok(Err(crate::upstream::SendError::Connect(e))) => {
+                        tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target connection failed");
+                        Err((StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed"))
+                    }
+                    Ok(Err(crate::upstream::SendError::Request(e))) => {
+                        tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target request failed");
+                        Err((StatusCode::BAD_GATEWAY, "TargetRequestFailed"))
+                    }
+                    Err(_) => {
+                        tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, "target timed out");
+                        Err((StatusCode::GATEWAY_TIMEOUT, "TargetTimeout"))
+                    }
                 }
-                crate::upstream::SendError::Request(e) => {
-                    tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target request failed");
-                    (StatusCode::BAD_GATEWAY, "TargetRequestFailed")
-                }
-            };
-            let timed_out = move || {
-                tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, "target timed out");
-                (StatusCode::GATEWAY_TIMEOUT, "TargetTimeout")
-            };
-            let answered = |mut resp: Response<ProxyBody>| {
-                strip_hop_by_hop(resp.headers_mut());
-                resp
             };
             // Mapped futures, not async blocks: an async block keeps
             // room for a future it awaits twice, as captured and as
             // awaited.
             if h2 {
-                let sent = crate::upstream::send_h2(&dp.connector, ns, target, https, req);
-                Box::pin(tokio::time::timeout(timeout, sent).map(move |r| match r {
-                    Ok(Ok(resp)) => {
-                        Ok(answered(resp.map(|b| b.map_err(Into::into).boxed_unsync())))
-                    }
-                    Ok(Err(e)) => Err(failed(e)),
-                    Err(_) => Err(timed_out()),
-                }))
+                let sent = crate::upstream::send_h2(&dp.connector, ns, target, https, req)
+                    .map(|r| r.map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync())));
+                Box::pin(tokio::time::timeout(timeout, sent).map(settle))
             } else if !https {
                 // The head is written here; the future holds its bytes.
-                let sent = crate::upstream_h1::send(dp, ns, target.addr, host, req, &fields);
-                Box::pin(tokio::time::timeout(timeout, sent).map(move |r| match r {
-                    Ok(Ok(resp)) => Ok(answered(resp.map(http_body_util::BodyExt::boxed_unsync))),
-                    Ok(Err(e)) => Err(failed(e)),
-                    Err(_) => Err(timed_out()),
-                }))
+                let sent = crate::upstream_h1::send(dp, ns, target.addr, host, req, &fields)
+                    .map(|r| r.map(|resp| resp.map(http_body_util::BodyExt::boxed_unsync)));
+                Box::pin(tokio::time::timeout(timeout, sent).map(settle))
             } else {
-                let sent = worker.h1.request(req);
-                Box::pin(tokio::time::timeout(timeout, sent).map(move |r| match r {
-                    Ok(Ok(resp)) => {
-                        Ok(answered(resp.map(|b| b.map_err(Into::into).boxed_unsync())))
+                let sent = worker.h1.request(req).map(|r| match r {
+                    Ok(resp) => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
+                    Err(e) if e.is_connect() => {
+                        Err(crate::upstream::SendError::Connect(e.to_string()))
                     }
-                    Ok(Err(e)) if e.is_connect() => {
-                        Err(failed(crate::upstream::SendError::Connect(e.to_string())))
-                    }
-                    Ok(Err(e)) => Err(failed(crate::upstream::SendError::Request(e.to_string()))),
-                    Err(_) => Err(timed_out()),
-                }))
+                    Err(e) => Err(crate::upstream::SendError::Request(e.to_string())),
+                });
+                Box::pin(tokio::time::timeout(timeout, sent).map(settle))
             }
         }
     };
