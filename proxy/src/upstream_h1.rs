@@ -206,8 +206,10 @@ async fn exchange(
             }
         };
         let mut headers = ResponseHeaders::new(&buf[..end]);
-        let parsed = fastpath::parse_response_with(&buf[..end], head_request, |h| headers.add(h))
-            .map_err(SendError::Request)?;
+        let parsed = fastpath::parse_response_with(&buf[..end], head_request, |_, fields| {
+            fields.iter().try_for_each(|h| headers.add(h))
+        })
+        .map_err(SendError::Request)?;
         if parsed.status.is_informational() {
             if parsed.status == http::StatusCode::SWITCHING_PROTOCOLS {
                 return Err(SendError::Request("unexpected 101 response".into()));
@@ -420,7 +422,9 @@ mod tests {
 
     fn headers_of(head: &[u8]) -> Result<(fastpath::ResponseHead, HeaderMap), String> {
         let mut headers = ResponseHeaders::new(head);
-        let parsed = fastpath::parse_response_with(head, false, |h| headers.add(h))?;
+        let parsed = fastpath::parse_response_with(head, false, |_, fields| {
+            fields.iter().try_for_each(|h| headers.add(h))
+        })?;
         Ok((parsed, headers.map))
     }
 
