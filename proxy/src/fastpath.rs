@@ -28,7 +28,6 @@ use http::StatusCode;
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::TcpStream,
-    time::timeout_at,
 };
 
 use crate::{
@@ -117,7 +116,7 @@ pub(crate) async fn serve<I: ClientIo>(dp: &Arc<Dataplane>, conn: &Conn, mut io:
             }
             buf = take();
         }
-        let head_len = match read_head(dp, &mut io, &mut buf).await {
+        let head_len = match read_head(dp, &mut io, &mut buf, timer.as_mut()).await {
             Head::Complete(n) => n,
             Head::Closed => {
                 give_back(buf);
@@ -159,16 +158,18 @@ enum Head {
 }
 
 /// Reads until `buf` holds a whole request head; returns its length.
-async fn read_head<I: ClientIo>(dp: &Dataplane, io: &mut I, buf: &mut Vec<u8>) -> Head {
+/// Until the head's first byte the connection's `timer` keeps the idle
+/// deadline the caller set; from then on it holds the header deadline. That
+/// is set only when a read after the first byte is needed: a head that
+/// arrives in one read, as nearly all do, costs no timer work here.
+async fn read_head<I: ClientIo>(
+    dp: &Dataplane,
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Head {
     let limit = dp.config.max_header_bytes;
-    // Until the head's first byte the idle timer runs, then the header timer.
-    let mut started = !buf.is_empty();
-    let mut until = tokio::time::Instant::now()
-        + if started {
-            dp.config.header_read_timeout
-        } else {
-            dp.config.idle_timeout
-        };
+    let mut header_deadline = false;
     let mut scanned = 0;
     loop {
         if let Some(end) = head_end(buf, scanned) {
@@ -185,16 +186,22 @@ async fn read_head<I: ClientIo>(dp: &Dataplane, io: &mut I, buf: &mut Vec<u8>) -
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(CHUNK);
         }
-        match timeout_at(until, io.read_buf(buf)).await {
-            Ok(Ok(0) | Err(_)) if buf.is_empty() => return Head::Closed,
-            Ok(Ok(0) | Err(_)) => return Head::Other,
-            Ok(Ok(_)) => {
-                if !started {
-                    started = true;
-                    until = tokio::time::Instant::now() + dp.config.header_read_timeout;
-                }
-            }
-            Err(_) => {
+        if !buf.is_empty() && !header_deadline {
+            header_deadline = true;
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + dp.config.header_read_timeout);
+        }
+        let read = tokio::select! {
+            biased;
+            read = io.read_buf(buf) => Some(read),
+            () = timer.as_mut() => None,
+        };
+        match read {
+            Some(Ok(0) | Err(_)) if buf.is_empty() => return Head::Closed,
+            Some(Ok(0) | Err(_)) => return Head::Other,
+            Some(Ok(_)) => {}
+            None => {
                 tracing::debug!("request headers not received in time; closing");
                 return Head::Closed;
             }
@@ -291,7 +298,8 @@ fn prepare(
                 }
             }
         } else if name.eq_ignore_ascii_case(b"user-agent") {
-            user_agent = std::str::from_utf8(h.value).ok();
+            // Checked as UTF-8 only if a log line wants it.
+            user_agent = Some(h.value);
         }
     }
     let host = host?;
@@ -373,7 +381,9 @@ fn prepare(
             method,
             target_path,
             "HTTP/1.1",
-            user_agent.unwrap_or("-"),
+            user_agent
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or("-"),
             Some(host),
             conn,
             std::str::from_utf8(&request_id).unwrap_or("-"),
