@@ -282,25 +282,48 @@ fn slow_targets_time_out_with_504() {
     let b = Vpc::new("b");
     let tg = json!({"name": "group", "type": "IP", "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": a.name()},
         "targets": [{"id": "10.0.16.10"}]});
-    let mut latticed = Latticed::prepare(&one_service(&a, &b, tg, json!({})));
+    let mut config = one_service(&a, &b, tg, json!({}));
+    // HTTP/1.1 in cleartext takes the fast path; HTTPS with HTTP/2 the
+    // hyper path, which keeps its own timer per request.
+    config["services"][0]["listeners"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "https", "protocol": "HTTPS", "port": 443, "defaultAction": forward("group")}));
+    let mut latticed = Latticed::prepare(&config);
     latticed.extra_args = vec!["--request-timeout".into(), "1".into()];
     latticed.spawn_and_wait_ready().unwrap();
+    let ca = latticed.state_dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
     wait_until(Duration::from_secs(5), || {
         b.curl("http://web.example.internal/").is_ok()
+            && curl_in(&b.ns, "https://web.example.internal/", &["--cacert", ca]).is_ok()
     });
-    let t0 = Instant::now();
-    let code = curl_in(
-        &b.ns,
-        "http://web.example.internal/?delay_ms=5000",
-        &["-o", "/dev/null", "-w", "%{http_code}"],
-    )
-    .unwrap();
-    assert_eq!(code, "504");
-    assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        t0.elapsed()
-    );
+    for (url, extra) in [
+        ("http://web.example.internal/?delay_ms=5000", None),
+        (
+            "https://web.example.internal/?delay_ms=5000",
+            Some(["--cacert", ca, "--http2"]),
+        ),
+    ] {
+        let t0 = Instant::now();
+        let code = curl_in(
+            &b.ns,
+            url,
+            &[
+                &["-o", "/dev/null", "-w", "%{http_code} %{http_version}"][..],
+                extra.as_ref().map_or(&[][..], |e| &e[..]),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let want = if extra.is_some() { "504 2" } else { "504 1.1" };
+        assert_eq!(code, want, "{url}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "{url} took {:?}",
+            t0.elapsed()
+        );
+    }
 }
 
 #[test]
