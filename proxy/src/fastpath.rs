@@ -810,6 +810,10 @@ async fn send_and_read<I: ClientIo>(
         };
         // The client's status line and fields come from the same parse.
         let head = parse_response_with(&ubuf[..end], p.head, |head, fields| {
+            if head.status.is_informational() {
+                // Not passed on; the final response follows (below).
+                return Ok(());
+            }
             refill(out);
             out.clear();
             out.extend_from_slice(b"HTTP/1.1 ");
