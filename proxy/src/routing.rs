@@ -122,21 +122,20 @@ impl Served {
 
     /// `x-amzn-lattice-target` for `group`.
     pub fn target_header(&self, group: &TargetGroupRoute) -> Option<&http::HeaderValue> {
-        let ptr = std::ptr::from_ref(group) as usize;
-        self.target_headers
-            .iter()
-            .find(|(p, ..)| *p == ptr)
-            .map(|(_, v, _)| v)
+        self.made_for(group).map(|(_, v, _)| v)
     }
 
     /// The `x-amzn-lattice-network` and `x-amzn-lattice-target` lines for
     /// `group`, as an HTTP/1.1 head carries them.
     pub fn lattice_lines(&self, group: &TargetGroupRoute) -> &[u8] {
-        let ptr = std::ptr::from_ref(group) as usize;
-        self.target_headers
-            .iter()
-            .find(|(p, ..)| *p == ptr)
+        self.made_for(group)
             .map_or(&self.network_line, |(.., lines)| lines)
+    }
+
+    /// What was made for `group`, found by its address.
+    fn made_for(&self, group: &TargetGroupRoute) -> Option<&(usize, http::HeaderValue, Box<[u8]>)> {
+        let ptr = std::ptr::from_ref(group) as usize;
+        self.target_headers.iter().find(|(p, ..)| *p == ptr)
     }
 }
 
