@@ -672,6 +672,11 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
     let mut nginx = target.command("nginx");
     nginx.arg("-c").arg(&nginx_conf);
     let nginx_pid = Some(target.spawn(nginx));
+    // The `relay` frontend is HAProxy in TCP mode: it copies bytes and
+    // parses nothing, so what it adds over the direct path is the least any
+    // proxy in user space adds here (an extra hop through the kernel and two
+    // more wake-ups per request). The bars on throughput and added latency
+    // are read against it.
     let haproxy_cfg = out_dir.join("haproxy.cfg");
     std::fs::write(&haproxy_cfg, format!("global\n  nbthread 2\n  maxconn 4096\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n\
@@ -680,11 +685,6 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
          backend apps\n  balance roundrobin\n  http-reuse always\n  server app1 127.0.0.1:8080 weight 2\n  server app2 127.0.0.1:8081 weight 1\n\
          frontend relay\n  mode tcp\n  bind 10.99.0.2:9091\n  default_backend relayed\n\
          backend relayed\n  mode tcp\n  balance roundrobin\n  server app1 127.0.0.1:8080 weight 2\n  server app2 127.0.0.1:8081 weight 1\n", combined = combined.display()))?;
-    // The `relay` frontend is HAProxy in TCP mode: it copies bytes and
-    // parses nothing, so what it adds over the direct path is the least any
-    // proxy in user space adds here (an extra hop through the kernel and two
-    // more wake-ups per request). The bars on throughput and added latency
-    // are read against it.
     let mut haproxy = target.command("haproxy");
     haproxy.arg("-db").arg("-f").arg(&haproxy_cfg);
     let haproxy_pid = Some(target.spawn(haproxy));
