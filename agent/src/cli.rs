@@ -199,10 +199,12 @@ pub fn simulate(s: Simulate) -> anyhow::Result<bool> {
             .map_err(|_| anyhow::anyhow!("--header {h:?}: the value is not a header value"))?;
         headers.append(name, value);
     }
-    let (path, query) = s.path.split_once('?').unwrap_or((&s.path, ""));
-    if !path.starts_with('/') {
-        anyhow::bail!("--path {:?}: must start with /", s.path);
-    }
+    let (raw_path, query) = s.path.split_once('?').unwrap_or((&s.path, ""));
+    // The data path matches policies against the normalised path, and
+    // refuses (400) what cannot be normalised: the simulation does the same.
+    let path = latticed_proxy::head::normalize_path(raw_path)
+        .map_err(|e| anyhow::anyhow!("--path {:?}: {e} (the data path answers 400)", s.path))?;
+    let path: &str = &path;
     let resource = format!("{}{path}", s.service_arn);
     let ctx = Context {
         principal: principal.as_ref(),
@@ -220,9 +222,14 @@ pub fn simulate(s: Simulate) -> anyhow::Result<bool> {
         secure: !s.insecure,
     };
     println!(
-        "request: {} {} as {} from {} (resource {resource})",
+        "request: {} {}{} as {} from {} (resource {resource})",
         s.method,
-        s.path,
+        path,
+        if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        },
         principal.as_ref().map_or("anonymous", |p| p.arn.as_str()),
         s.source_vpc
     );

@@ -31,6 +31,7 @@ use tokio::{
 };
 
 use crate::{
+    head,
     request::{self, Conn, Finish, RequestFacts},
     routing::{Action, GroupKind, ListenerKey, NsId, Served, TargetGroupRoute, TargetVersion},
     Dataplane,
@@ -289,6 +290,10 @@ fn prepare(
         {
             return None;
         } else if name.eq_ignore_ascii_case(b"connection") {
+            // Refused (400) by the hyper path, as is a second Host.
+            if head::connection_names_framing(h.value).is_some() {
+                return None;
+            }
             for token in h.value.split(|&b| b == b',').map(trim) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -311,7 +316,13 @@ fn prepare(
         return None;
     }
     let method_h = http::Method::from_bytes(method.as_bytes()).ok()?;
-    let path = target_path.split('?').next().unwrap_or(target_path);
+    let (raw_path, query) = match target_path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target_path, None),
+    };
+    // What cannot be normalised is the hyper path's to refuse (400).
+    let path = head::normalize_path(raw_path).ok()?;
+    let path: &str = &path;
     let action = if served
         .listener
         .rules
@@ -332,6 +343,12 @@ fn prepare(
     let Action::Forward(forward) = action else {
         return None;
     };
+    // A request is routed once: if any group it may be weighted to needs
+    // hyper, hyper picks. Picking here and handing a function's share to
+    // hyper, which picked again, skewed a 2:1 split to 8:1.
+    if !forward.groups().all(|g| fast_group(g)) {
+        return None;
+    }
     let group = Arc::clone(forward.pick()?);
     let GroupKind::Hosts {
         ns,
@@ -351,19 +368,15 @@ fn prepare(
     out.clear();
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(target_path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if dropped_request_field(name, h.value)
-            || listed[..n_listed]
-                .iter()
-                .any(|l| l.eq_ignore_ascii_case(name))
-        {
-            continue;
-        }
-        field(out, name, h.value);
+    out.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
     }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_request_fields(out, req.headers, &listed[..n_listed]);
+    // The body's length as the proxy read it, once.
+    head::write_length(out, &method_h, content_length.unwrap_or(0));
     // No auth policy on this path, so no caller identity.
     request::ProxyFields {
         conn,
@@ -410,6 +423,40 @@ pub(crate) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The client's fields the target gets (see
+/// [`head::forwards_request_field`]); `listed` holds the names the
+/// `Connection` fields list. Content-Length is written by the caller.
+pub(crate) fn write_request_fields(
+    out: &mut Vec<u8>,
+    fields: &[httparse::Header<'_>],
+    listed: &[&[u8]],
+) {
+    let listed = |name: &[u8]| listed.iter().any(|l| l.eq_ignore_ascii_case(name));
+    for h in fields {
+        let name = h.name.as_bytes();
+        if !name.eq_ignore_ascii_case(b"content-length")
+            && head::forwards_request_field(name, h.value, listed)
+        {
+            field(out, name, h.value);
+        }
+    }
+}
+
+/// Whether the fast path can send to `group`: plain HTTP/1.1 targets, at
+/// least one of them.
+fn fast_group(group: &TargetGroupRoute) -> bool {
+    matches!(
+        &group.kind,
+        GroupKind::Hosts {
+            https: false,
+            tcp: false,
+            version: TargetVersion::Http1,
+            targets,
+            ..
+        } if !targets.is_empty()
+    )
+}
+
 fn trim(s: &[u8]) -> &[u8] {
     s.trim_ascii()
 }
@@ -422,26 +469,6 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     v.iter().try_fold(0u64, |n, d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
-}
-
-/// Request fields not passed to targets: hop-by-hop ones (RFC 9110 7.6.1;
-/// `TE: trailers` stays, as on the hyper path) and the ones the proxy sets.
-fn dropped_request_field(name: &[u8], value: &[u8]) -> bool {
-    const DROPPED: [&[u8]; 5] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"trailer",
-        b"proxy-authorization",
-    ];
-    if name.eq_ignore_ascii_case(b"te") {
-        return !trim(value).eq_ignore_ascii_case(b"trailers");
-    }
-    DROPPED
-        .iter()
-        .copied()
-        .chain(request::PROXY_FIELD_NAMES.iter().map(|f| f.as_bytes()))
-        .any(|d| d.len() == name.len() && d.eq_ignore_ascii_case(name))
 }
 
 /// Response fields not passed to clients (hop-by-hop; the framing fields
@@ -1373,13 +1400,62 @@ mod tests {
         );
     }
 
+    /// The fields each HTTP/1.1 path forwards for `head`: the fast path's
+    /// writer over httparse's fields, and the hyper path's (`upstream_h1`)
+    /// over the `HeaderMap` hyper makes of the same head. Names lowercased
+    /// and sorted: hyper's map keeps neither case nor order across names.
+    pub(crate) fn forwarded_by_both(head: &[u8]) -> (Vec<String>, Vec<String>) {
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut fields);
+        assert!(req.parse(head).unwrap().is_complete());
+        let listed: Vec<&[u8]> = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(trim)
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close"))
+            .collect();
+        let mut fast = Vec::new();
+        write_request_fields(&mut fast, req.headers, &listed);
+        let mut map = http::HeaderMap::new();
+        for h in req.headers.iter() {
+            map.append(
+                http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(h.value).unwrap(),
+            );
+        }
+        let slow = crate::upstream_h1::client_fields(map);
+        let lines = |b: &[u8]| {
+            let mut v: Vec<String> = String::from_utf8_lossy(b)
+                .lines()
+                .map(|l| {
+                    let (n, v) = l.split_once(": ").unwrap();
+                    format!("{}: {v}", n.to_ascii_lowercase())
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        (lines(&fast), lines(&slow))
+    }
+
     #[test]
-    fn request_fields_only_the_proxy_sets_are_dropped() {
-        assert!(dropped_request_field(b"X-Forwarded-For", b"1.2.3.4"));
-        assert!(dropped_request_field(b"connection", b"keep-alive"));
-        assert!(dropped_request_field(b"TE", b"gzip"));
-        assert!(!dropped_request_field(b"TE", b"trailers"));
-        assert!(!dropped_request_field(b"x-forwarded-host", b"a"));
-        assert!(!dropped_request_field(b"accept", b"*/*"));
+    fn both_http1_paths_forward_the_same_client_fields() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: TE\r\nTE: trailers\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-secret\r\nx-secret: 1\r\nKeep-Alive: 5\r\nx-kept: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nTE: gzip\r\nProxy-Authorization: x\r\nTrailer: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nx_amzn_lattice_identity: Principal=root\r\nX_Forwarded_For: 5.6.7.8\r\nx-amzn-requestid: 1\r\nx-forwarded-host: kept\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nCookie: a\r\nCookie: b\r\n\r\n",
+        ] {
+            let (fast, slow) = forwarded_by_both(head);
+            assert_eq!(fast, slow, "{}", String::from_utf8_lossy(head));
+        }
+        let (fast, _) = forwarded_by_both(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: TE\r\nTE: trailers\r\nX_Forwarded_For: 5\r\n\r\n",
+        );
+        assert_eq!(fast, ["host: a", "te: trailers"]);
     }
 }

@@ -1,6 +1,7 @@
 //! latticed's L7 data plane.
 //!
 //! - [`netns`]: enter a network namespace on the current thread to create a socket there.
+//! - [`head`]: what a request head may carry, one definition for every path.
 //! - [`routing`]: the immutable routing snapshot requests read (rules, weights, targets).
 //! - [`listener`]: per-namespace listening sockets; TLS, HTTP/1.1 and HTTP/2, limits.
 //! - `fastpath`: plain HTTP/1.1 forwarding without hyper (httparse, one
@@ -25,6 +26,7 @@
 pub mod access_log;
 pub mod authz;
 pub(crate) mod fastpath;
+pub mod head;
 pub mod health;
 pub mod lambda;
 pub mod listener;

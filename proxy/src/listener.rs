@@ -125,9 +125,11 @@ pub fn serve(
                             let dp = Arc::clone(&dp);
                             let worker = Arc::clone(&worker);
                             tokio::spawn(async move {
-                                dp.active.fetch_add(1, Ordering::Relaxed);
+                                // Lowered on drop: a connection task that
+                                // ends any way, a panic included, leaves
+                                // the gauge as it found it.
+                                let _open = Gauged::raise(&dp.active);
                                 serve_connection(&dp, &worker, ns, stream, peer).await;
-                                dp.active.fetch_sub(1, Ordering::Relaxed);
                             });
                         }
                         Err(e) => {
@@ -141,6 +143,22 @@ pub fn serve(
         })
         .collect();
     ListenerHandle { tasks }
+}
+
+/// One unit of a gauge, held while something is open.
+pub(crate) struct Gauged<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl<'a> Gauged<'a> {
+    pub(crate) fn raise(gauge: &'a std::sync::atomic::AtomicI64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Gauged<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn serve_connection(

@@ -24,6 +24,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use crate::{
     access_log::Record,
     fastpath::field,
+    head::{HeadError, PathError},
     metrics::RequestMetrics,
     routing::{Action, GroupKind, ListenerKey, NsId, Served, TargetGroupRoute, TargetVersion},
     Dataplane, RequestBody,
@@ -97,17 +98,8 @@ impl Conn {
     }
 }
 
-/// The names of the fields [`ProxyFields`] sets, as the fast path compares
-/// them; the `HeaderName`s below are made from the same strings.
-pub(crate) const PROXY_FIELD_NAMES: [&str; 7] = [
-    "x-forwarded-for",
-    "x-forwarded-port",
-    "x-forwarded-proto",
-    "x-amzn-lattice-network",
-    "x-amzn-lattice-target",
-    "x-amzn-lattice-identity",
-    "x-amzn-requestid",
-];
+// The fields [`ProxyFields`] sets, made from the names `head` compares.
+use crate::head::PROXY_FIELD_NAMES;
 const XFF: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[0]);
 const XFPORT: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[1]);
 const XFPROTO: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[2]);
@@ -186,7 +178,19 @@ pub fn handle<'a>(
         let logging = !served.listener.logs.is_empty() || !served.network.logs.is_empty();
         let mut facts = logging.then(|| RequestFacts::new(&req, host.as_deref(), conn, request_id));
 
-        let (resp, outcome) = if served.listener.auth.is_none() && served.network.auth.is_none() {
+        let mut req = req;
+        let (resp, outcome) = if let Err(e) = checked_head(&mut req) {
+            tracing::debug!(peer = %conn.peer, service = %served.listener.service, error = %e, "request refused");
+            let outcome = Outcome {
+                status: StatusCode::BAD_REQUEST,
+                group: None,
+                target: None,
+                failure: "BadRequest",
+                to_target: Duration::ZERO,
+                from_target: Duration::ZERO,
+            };
+            (bad_request(req.version()), outcome)
+        } else if served.listener.auth.is_none() && served.network.auth.is_none() {
             // Without policies there is nothing to check.
             let call = Call {
                 request_id,
@@ -234,6 +238,53 @@ pub fn handle<'a>(
         finish.bytes_sent = bytes_sent;
         attach_finish(resp, finish)
     }
+}
+
+/// The client's path as it arrived, when normalising changed it: a SigV4
+/// signature covers the path the client sent.
+#[derive(Clone, Debug)]
+pub(crate) struct RawPath(pub(crate) String);
+
+/// The checks of [`crate::head`] on a request hyper parsed: an error for
+/// what they refuse; else the normalised path goes into the URI, the one
+/// sent into [`RawPath`]. Rules, policies, functions and targets then see
+/// only the normalised path.
+fn checked_head<B>(req: &mut Request<B>) -> Result<(), HeadError> {
+    let headers = req.headers();
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(HeadError::DuplicateHost);
+    }
+    for v in headers.get_all(header::CONNECTION) {
+        if let Some(f) = crate::head::connection_names_framing(v.as_bytes()) {
+            return Err(HeadError::ConnectionNamesFraming(f));
+        }
+    }
+    let normal = match crate::head::normalize_path(req.uri().path())? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(p) => p,
+    };
+    let raw = req.uri().path().to_owned();
+    let target = match req.uri().query() {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(target.parse().map_err(|_| PathError::Invalid)?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| PathError::Invalid)?;
+    req.extensions_mut().insert(RawPath(raw));
+    Ok(())
+}
+
+/// The 400 for a head [`checked_head`] refuses. An HTTP/1 connection
+/// closes after it: what follows the refused head is not trusted to be a
+/// request boundary.
+fn bad_request(version: Version) -> Response<ProxyBody> {
+    let mut resp = text(StatusCode::BAD_REQUEST, "Bad Request\n");
+    if version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// The auth layer, then [`forward`] as the caller it identified.
@@ -563,6 +614,18 @@ impl ProxyFields<'_> {
     /// fields and client copies removed.
     fn apply(&self, headers: &mut HeaderMap) {
         strip_hop_by_hop(headers);
+        // Client copies under any spelling (`x_amzn_lattice_identity`);
+        // `insert` below replaces only the exact names.
+        if headers.keys().any(is_proxy_field) {
+            let copies: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| is_proxy_field(k))
+                .cloned()
+                .collect();
+            for name in copies {
+                headers.remove(name);
+            }
+        }
         // Room for the names below at once: growing as they come cost two
         // reallocations per request (callgrind).
         headers.reserve(PROXY_FIELDS.len());
@@ -617,9 +680,10 @@ const PROXY_FIELDS: [HeaderName; 7] = [
     REQUEST_ID,
 ];
 
-/// Whether a client-sent field is one only the proxy may set.
+/// Whether a client-sent field is one only the proxy may set, under any
+/// spelling (see [`crate::head::is_proxy_field`]).
 pub(crate) fn is_proxy_field(name: &HeaderName) -> bool {
-    PROXY_FIELDS.contains(name)
+    crate::head::is_proxy_field(name.as_str().as_bytes())
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1),
@@ -647,8 +711,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     let te_trailers = headers
         .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in HOP_BY_HOP {
+        .is_some_and(|v| crate::head::keeps_te(v.as_bytes()));
+    for name in crate::head::HOP_BY_HOP {
         headers.remove(name);
     }
     if te_trailers {
@@ -656,21 +720,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The names [`strip_hop_by_hop`] always removes (`TE` included: it is
-/// put back when it says `trailers`).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
-
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
+    crate::head::is_hop_by_hop(name.as_str().as_bytes())
 }
 
 /// A response the proxy makes itself.

@@ -85,7 +85,7 @@ impl Served {
         };
         let mut network_line = Vec::new();
         if let Some(v) = &network_header {
-            line(&mut network_line, crate::request::PROXY_FIELD_NAMES[3], v);
+            line(&mut network_line, crate::head::PROXY_FIELD_NAMES[3], v);
         }
         let mut target_headers: Vec<(usize, http::HeaderValue, Box<[u8]>)> = Vec::new();
         for action in listener
@@ -105,7 +105,7 @@ impl Served {
                         listener.service_arn, network.arn, g.arn
                     )) {
                         let mut lines = network_line.clone();
-                        line(&mut lines, crate::request::PROXY_FIELD_NAMES[4], &v);
+                        line(&mut lines, crate::head::PROXY_FIELD_NAMES[4], &v);
                         target_headers.push((ptr, v, lines.into_boxed_slice()));
                     }
                 }

@@ -84,27 +84,15 @@ fn request_head(
         let host = host.map_or_else(|| target.to_string(), str::to_owned);
         field(&mut head, b"host", host.as_bytes());
     }
-    for (name, value) in &parts.headers {
-        if name != http::header::CONTENT_LENGTH
-            && name != http::header::TRANSFER_ENCODING
-            && !request::is_proxy_field(name)
-        {
-            field(&mut head, name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
+    write_client_fields(&mut head, &parts.headers);
     fields.write(&mut head);
     // The body's framing is ours to choose: a length when it is known,
     // chunked when it is not.
     let chunked = if body.is_end_stream() {
-        if matches!(
-            parts.method,
-            http::Method::POST | http::Method::PUT | http::Method::PATCH
-        ) {
-            field(&mut head, b"content-length", b"0");
-        }
+        crate::head::write_length(&mut head, &parts.method, 0);
         false
     } else if let Some(n) = body.size_hint().exact() {
-        field(&mut head, b"content-length", n.to_string().as_bytes());
+        crate::head::write_length(&mut head, &parts.method, n);
         false
     } else {
         field(&mut head, b"transfer-encoding", b"chunked");
@@ -116,6 +104,35 @@ fn request_head(
         head_request,
         chunked,
     }
+}
+
+/// The client's fields the target gets, from a map [`request::strip_hop_by_hop`]
+/// has been over (so `Connection` and what it listed are gone); see
+/// [`crate::head::forwards_request_field`]. Content-Length is written by
+/// the caller.
+fn write_client_fields(head: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        if name != http::header::CONTENT_LENGTH
+            && crate::head::forwards_request_field(
+                name.as_str().as_bytes(),
+                value.as_bytes(),
+                |_| false,
+            )
+        {
+            field(head, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+}
+
+/// [`write_client_fields`] of a client's map, hop-by-hop fields stripped
+/// first as [`request_head`] does: the fast path's tests compare the two
+/// paths with it.
+#[cfg(test)]
+pub(crate) fn client_fields(mut headers: HeaderMap) -> Vec<u8> {
+    request::strip_hop_by_hop(&mut headers);
+    let mut out = Vec::new();
+    write_client_fields(&mut out, &headers);
+    out
 }
 
 /// Writes the head and the body on a pooled connection (a new one if none

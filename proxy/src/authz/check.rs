@@ -161,7 +161,11 @@ async fn authenticate(
     };
     let signed = sigv4::Request {
         method: parts.method.as_str(),
-        raw_path: parts.uri.path(),
+        // Signed as the client sent it, before normalisation.
+        raw_path: parts
+            .extensions
+            .get::<crate::request::RawPath>()
+            .map_or(parts.uri.path(), |r| r.0.as_str()),
         raw_query: parts.uri.query().unwrap_or(""),
         headers,
         body: &bytes,

@@ -740,13 +740,10 @@ impl Condition {
                 .filter_map(|v| v.to_str().ok())
                 .map(Cow::Borrowed)
                 .collect(),
-            Key::RequestQueryString(name) => ctx
-                .query
-                .split('&')
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k == name).then(|| Cow::Owned(crate::lambda::unescape(v)))
-                })
+            // Keys and values decoded: `?%61ction=` is `action`.
+            Key::RequestQueryString(name) => crate::head::query_pairs(ctx.query)
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v)
                 .collect(),
             Key::PrincipalArn => ctx.principal.map(|p| one(&p.arn)).unwrap_or_default(),
             Key::PrincipalOrgId => ctx

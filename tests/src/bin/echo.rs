@@ -47,6 +47,13 @@ fn answer(name: &str, listen: SocketAddr, peer: SocketAddr, req: &Request<Incomi
         "latticeIdentity": header("x-amzn-lattice-identity"),
         "requestId": header("x-amzn-requestid"),
         "userAgent": header("user-agent"),
+        "query": req.uri().query().unwrap_or(""),
+        // Every field as it arrived, so tests see what else got through.
+        "headers": req
+            .headers()
+            .iter()
+            .map(|(n, v)| [n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()])
+            .collect::<Vec<_>>(),
     });
     format!("{body}\n")
 }
