@@ -92,6 +92,14 @@ enum Command {
         /// Seconds a client has to send request headers (and finish TLS).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         header_timeout: u64,
+        /// Seconds a client has to send a body the proxy holds whole
+        /// (signed payloads of AWS_IAM services, function events).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        body_timeout: u64,
+        /// MiB all bodies held whole may take at once, across every
+        /// connection; a request that would exceed it gets 503.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=65536))]
+        body_memory_mib: u64,
         /// Largest request head in bytes (431 beyond it).
         #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(8192..=1048576))]
         max_header_bytes: u64,
@@ -262,6 +270,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             metrics_listen,
             idle_timeout,
             header_timeout,
+            body_timeout,
+            body_memory_mib,
             max_header_bytes,
         } => {
             let mut quota = control::api::handlers::Quotas::default();
@@ -303,6 +313,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 request_timeout: std::time::Duration::from_secs(request_timeout),
                 idle_timeout: std::time::Duration::from_secs(idle_timeout),
                 header_read_timeout: std::time::Duration::from_secs(header_timeout),
+                body_read_timeout: std::time::Duration::from_secs(body_timeout),
+                body_memory: usize::try_from(body_memory_mib << 20).unwrap_or(64 << 20),
                 max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(65536),
                 lambda_endpoint,
                 region,

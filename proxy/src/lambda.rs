@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::{
+    body::WholeBodyError,
     request::{CountingBody, ProxyBody},
     routing::{LambdaTarget, Served, TargetGroupRoute},
     Dataplane,
@@ -48,14 +49,25 @@ pub(crate) async fn invoke(
         return Err((StatusCode::SERVICE_UNAVAILABLE, "NoLambdaEndpoint"));
     };
     let (parts, body) = req.into_parts();
-    let body = Limited::new(CountingBody::wrap(body, body_counter), MAX_PAYLOAD);
-    let body = match tokio::time::timeout(dp.config.request_timeout, body.collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+    let body = crate::body::read_whole(
+        CountingBody::wrap(body, body_counter),
+        MAX_PAYLOAD,
+        &dp.bodies,
+        dp.config.body_read_timeout,
+    )
+    .await;
+    let body = match body {
+        Ok(b) => b,
+        Err(WholeBodyError::TooLarge(_)) => {
             return Err((StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLarge"))
         }
-        Ok(Err(_)) => return Err((StatusCode::BAD_REQUEST, "ClientBodyError")),
-        Err(_) => return Err((StatusCode::GATEWAY_TIMEOUT, "ClientBodyTimeout")),
+        Err(WholeBodyError::Busy) => {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "BodyBudgetSpent"))
+        }
+        Err(WholeBodyError::Read(_)) => return Err((StatusCode::BAD_REQUEST, "ClientBodyError")),
+        Err(WholeBodyError::Timeout(_)) => {
+            return Err((StatusCode::REQUEST_TIMEOUT, "ClientBodyTimeout"))
+        }
     };
     let event = event(&parts, &body, served, group, function, principal, dp);
     let payload = match serde_json::to_vec(&event) {

@@ -1,6 +1,7 @@
 //! latticed's L7 data plane.
 //!
 //! - [`netns`]: enter a network namespace on the current thread to create a socket there.
+//! - [`body`]: bodies held whole (signed payloads, function events), bounded.
 //! - [`head`]: what a request head may carry, one definition for every path.
 //! - [`routing`]: the immutable routing snapshot requests read (rules, weights, targets).
 //! - [`listener`]: per-namespace listening sockets; TLS, HTTP/1.1 and HTTP/2, limits.
@@ -25,6 +26,7 @@
 
 pub mod access_log;
 pub mod authz;
+pub mod body;
 pub(crate) mod fastpath;
 pub mod head;
 pub mod health;
@@ -100,6 +102,11 @@ pub struct ProxyConfig {
     pub region: String,
     /// Data-path worker threads (one per CPU by default).
     pub workers: usize,
+    /// Limit for a client to send a body the proxy holds whole (signed
+    /// payloads, function events).
+    pub body_read_timeout: Duration,
+    /// Memory all bodies held whole may take at once, in bytes.
+    pub body_memory: usize,
 }
 
 impl Default for ProxyConfig {
@@ -117,6 +124,8 @@ impl Default for ProxyConfig {
             lambda_endpoint: None,
             region: "us-east-1".into(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
+            body_read_timeout: Duration::from_secs(30),
+            body_memory: 64 * 1024 * 1024,
         }
     }
 }
@@ -151,6 +160,8 @@ pub struct Dataplane {
     pub active: AtomicI64,
     /// Callers' credentials for SigV4 on the data path.
     pub principals: ArcSwap<authz::Principals>,
+    /// Memory for bodies held whole, across all connections.
+    pub bodies: body::Budget,
 }
 
 impl Dataplane {
@@ -175,6 +186,7 @@ impl Dataplane {
             access_log: access_log::AccessLog::start().map_err(Error::AccessLog)?,
             active: AtomicI64::new(0),
             principals: ArcSwap::default(),
+            bodies: body::Budget::new(config.body_memory),
             config,
         }))
     }

@@ -328,7 +328,8 @@ async fn checked_and_forwarded<'s>(
                 f.auth_denied = Some(reason);
             }
             let outcome = Outcome {
-                status: StatusCode::FORBIDDEN,
+                // 403, or 503 when the body budget is spent.
+                status: response.status(),
                 group: None,
                 target: None,
                 failure: "AuthDenied",
@@ -384,6 +385,8 @@ impl<'s> Sending<'s, '_> {
                     StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable\n",
                     StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout\n",
                     StatusCode::PAYLOAD_TOO_LARGE => "Payload Too Large\n",
+                    StatusCode::BAD_REQUEST => "Bad Request\n",
+                    StatusCode::REQUEST_TIMEOUT => "Request Timeout\n",
                     _ => "Bad Gateway\n",
                 };
                 (text(status, body), outcome)

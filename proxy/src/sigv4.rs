@@ -153,10 +153,47 @@ pub fn verify(
     now: SystemTime,
     lookup: impl FnOnce(&str) -> Option<String>,
 ) -> Result<Verified, AuthError> {
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    precheck(req.headers, service, now, lookup)?.verify(req)
+}
+
+/// A request whose signature header checks out as far as it can without
+/// the body: its key is known, its time is current, its scope is this
+/// service's, and it signs `host`. [`Signer::verify`] finishes the check.
+pub struct Signer<'h> {
+    auth: Authorization<'h>,
+    amz_date: &'h str,
+    secret: String,
+}
+
+impl std::fmt::Debug for Signer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("Signer")
+            .field("access_key", &self.auth.access_key)
+            .field("amz_date", &self.amz_date)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks what a request's headers alone can tell, so that a request with
+/// an unknown key, a stale date or a malformed header is refused before
+/// anything of its body is read.
+pub fn precheck<'h>(
+    headers: &'h HeaderMap,
+    service: &str,
+    now: SystemTime,
+    lookup: impl FnOnce(&str) -> Option<String>,
+) -> Result<Signer<'h>, AuthError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let auth = parse_authorization(header("authorization").ok_or(AuthError::Missing)?)?;
     if auth.service != service {
         return Err(AuthError::WrongService(service.to_owned()));
+    }
+    // AWS requires the host among the signed headers: without it, a
+    // signature made for one service would be accepted by another on the
+    // same address.
+    if !auth.signed_headers.split(';').any(|h| h == "host") {
+        return Err(AuthError::Malformed("SignedHeaders must include host"));
     }
     let amz_date = header("x-amz-date").ok_or(AuthError::Malformed("no X-Amz-Date header"))?;
     let request_time = parse_amz_date(amz_date)
@@ -187,38 +224,55 @@ pub fn verify(
     }
     let secret =
         lookup(auth.access_key).ok_or_else(|| AuthError::UnknownKey(auth.access_key.to_owned()))?;
-
-    let payload_hash = match header("x-amz-content-sha256") {
-        Some("UNSIGNED-PAYLOAD") => "UNSIGNED-PAYLOAD".to_owned(),
-        Some(claimed) => {
-            let actual = hex::encode(Sha256::digest(req.body));
-            if !claimed.eq_ignore_ascii_case(&actual) {
-                return Err(AuthError::BadSignature);
-            }
-            actual
-        }
-        None => hex::encode(Sha256::digest(req.body)),
-    };
-    let canonical = canonical_request(req, auth.signed_headers, &payload_hash)?;
-    let scope = format!(
-        "{}/{}/{}/aws4_request",
-        auth.date, auth.region, auth.service
-    );
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
-    let key = signing_key(&secret, auth.date, auth.region, auth.service);
-    let mut mac = HmacSha256::new_from_slice(&key).map_err(|_| AuthError::BadSignature)?;
-    mac.update(string_to_sign.as_bytes());
-    let provided = hex::decode(auth.signature).map_err(|_| AuthError::BadSignature)?;
-    // Constant-time comparison.
-    mac.verify_slice(&provided)
-        .map_err(|_| AuthError::BadSignature)?;
-    Ok(Verified {
-        access_key: auth.access_key.to_owned(),
-        region: auth.region.to_owned(),
+    Ok(Signer {
+        auth,
+        amz_date,
+        secret,
     })
+}
+
+impl Signer<'_> {
+    /// Recomputes the signature over `req` (the request whose headers were
+    /// prechecked) and compares it with the one sent.
+    pub fn verify(&self, req: &Request<'_>) -> Result<Verified, AuthError> {
+        let Self {
+            auth,
+            amz_date,
+            secret,
+        } = self;
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let payload_hash = match header("x-amz-content-sha256") {
+            Some("UNSIGNED-PAYLOAD") => "UNSIGNED-PAYLOAD".to_owned(),
+            Some(claimed) => {
+                let actual = hex::encode(Sha256::digest(req.body));
+                if !claimed.eq_ignore_ascii_case(&actual) {
+                    return Err(AuthError::BadSignature);
+                }
+                actual
+            }
+            None => hex::encode(Sha256::digest(req.body)),
+        };
+        let canonical = canonical_request(req, auth.signed_headers, &payload_hash)?;
+        let scope = format!(
+            "{}/{}/{}/aws4_request",
+            auth.date, auth.region, auth.service
+        );
+        let string_to_sign = format!(
+            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let key = signing_key(secret, auth.date, auth.region, auth.service);
+        let mut mac = HmacSha256::new_from_slice(&key).map_err(|_| AuthError::BadSignature)?;
+        mac.update(string_to_sign.as_bytes());
+        let provided = hex::decode(auth.signature).map_err(|_| AuthError::BadSignature)?;
+        // Constant-time comparison.
+        mac.verify_slice(&provided)
+            .map_err(|_| AuthError::BadSignature)?;
+        Ok(Verified {
+            access_key: auth.access_key.to_owned(),
+            region: auth.region.to_owned(),
+        })
+    }
 }
 
 fn hmac(key: &[u8], data: &str) -> Vec<u8> {
@@ -496,6 +550,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ours, format!("{BOTO_AUTH}{BOTO_SIG}"));
+    }
+
+    #[test]
+    fn a_signature_without_host_is_refused_before_any_key_lookup() {
+        let h0 = headers(&[
+            ("host", "one.example"),
+            ("x-amz-date", "20261122T000000Z"),
+        ]);
+        let auth = sign(
+            &boto_request(&h0),
+            "AKIDEXAMPLE",
+            "secret",
+            "us-west-2",
+            "vpc-lattice",
+            "20261122T000000Z",
+            "x-amz-date",
+        )
+        .unwrap();
+        let mut h = h0.clone();
+        h.insert("authorization", auth.parse().unwrap());
+        // Replayed to another host: the signature would still match.
+        h.insert("host", "other.example".parse().unwrap());
+        let now = UNIX_EPOCH + Duration::from_secs(NOW + 60);
+        let looked_up = std::cell::Cell::new(false);
+        let got = verify(&boto_request(&h), "vpc-lattice", now, |_| {
+            looked_up.set(true);
+            Some("secret".into())
+        });
+        assert_eq!(
+            got,
+            Err(AuthError::Malformed("SignedHeaders must include host"))
+        );
+        assert!(!looked_up.get());
     }
 
     #[test]

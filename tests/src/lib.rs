@@ -1002,3 +1002,26 @@ pub fn kill(pid: u32) {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
     }
 }
+
+/// `latticed principal add`; returns (key, secret).
+pub fn add_principal(state: &std::path::Path, arn: &str, extra: &[&str]) -> (String, String) {
+    let out = Command::new(bin("latticed"))
+        .args(["principal", "add", "--principal", arn, "--state-dir"])
+        .arg(state)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .unwrap()
+            .to_owned()
+    };
+    (field("aws_access_key_id"), field("aws_secret_access_key"))
+}

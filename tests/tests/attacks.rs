@@ -392,3 +392,74 @@ fn weights_hold_for_a_new_connection_per_request() {
     }
     drop(latticed);
 }
+
+/// An AWS_IAM service reads a signed body whole to check its hash. A
+/// client must not make it hold that memory: an unknown key is refused
+/// before any body is read, a body that stalls is cut at the body deadline,
+/// and bodies held at once stay within one memory budget (503 past it).
+#[test]
+fn bodies_held_for_signatures_are_bounded_in_time_and_memory() {
+    let a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let policy = json!({"Statement": [{"Effect": "Allow", "Principal": "*",
+        "Action": "vpc-lattice-svcs:Invoke", "Resource": "*"}]});
+    let host = "iam.example.internal";
+    let config = json!({
+        "serviceNetworks": [{"name": "net"}],
+        "services": [{"name": "iam", "customDomainName": host, "authType": "AWS_IAM",
+            "listeners": [{"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": forward("app")}]}],
+        "targetGroups": [{"name": "app", "type": "IP",
+            "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": a.name()},
+            "targets": [{"id": "10.0.16.10"}]}],
+        "serviceNetworkServiceAssociations": [{"serviceNetworkIdentifier": "net", "serviceIdentifier": "iam"}],
+        "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}],
+        "authPolicies": [{"resourceIdentifier": "iam", "policy": policy.to_string()}]
+    });
+    let mut latticed = Latticed::prepare(&config);
+    latticed.extra_args = ["--body-timeout", "2", "--body-memory-mib", "8"]
+        .map(String::from)
+        .to_vec();
+    let (key, _) = add_principal(
+        &latticed.state_dir,
+        "arn:aws:iam::111122223333:role/app",
+        &[],
+    );
+    latticed.spawn_and_wait_ready().unwrap();
+    wait_until(Duration::from_secs(10), || {
+        b.curl(&format!("http://{host}/")).is_ok()
+    });
+    let r = run_json(
+        b.ns.command("python3")
+            .arg(apps_dir().join("held_bodies.py"))
+            .args([host, "80", &key]),
+    );
+    // Refused on its head alone: no body was ever sent.
+    assert_eq!(r["unknown"]["status"], 403, "{r}");
+    assert!(r["unknown"]["after"].as_f64().unwrap() < 5.0, "{r}");
+    // Two 3 MiB bodies fit in 8 MiB; a third does not and is told at once.
+    assert_eq!(r["over"]["status"], 503, "{r}");
+    assert!(r["over"]["after"].as_f64().unwrap() < 5.0, "{r}");
+    // The stalled bodies are cut at the 2 s deadline, not held.
+    for held in ["held0", "held1"] {
+        assert_eq!(r[held]["status"], 403, "{r}");
+        let after = r[held]["after"].as_f64().unwrap();
+        assert!((1.5..15.0).contains(&after), "{held}: {r}");
+    }
+    // Once they are gone, the budget is whole again: the same run takes two
+    // bodies again (each cut at the deadline) and refuses only the third.
+    let r = run_json(
+        b.ns.command("python3")
+            .arg(apps_dir().join("held_bodies.py"))
+            .args([host, "80", &key]),
+    );
+    assert_eq!(r["over"]["status"], 503, "{r}");
+    assert_eq!(r["held0"]["status"], 403, "{r}");
+    assert_eq!(r["held1"]["status"], 403, "{r}");
+    assert!(
+        latticed
+            .log_text()
+            .contains("too many request bodies are being held"),
+        "the refusal is logged with its reason"
+    );
+    drop(latticed);
+}

@@ -19,29 +19,6 @@ const HOST: &str = "secure.example.internal";
 const APP: &str = "arn:aws:sts::111122223333:assumed-role/app/s1";
 const BOB: &str = "arn:aws:iam::111122223333:user/bob";
 
-/// `latticed principal add`; returns (key, secret).
-fn add_principal(state: &std::path::Path, arn: &str, extra: &[&str]) -> (String, String) {
-    let out = Command::new(bin("latticed"))
-        .args(["principal", "add", "--principal", arn, "--state-dir"])
-        .arg(state)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
-            .unwrap()
-            .to_owned()
-    };
-    (field("aws_access_key_id"), field("aws_secret_access_key"))
-}
-
 /// curl in `ns` to `https://HOST{path}`; returns (status, body).
 fn curl(vpc: &Vpc, ca: &str, path: &str, extra: &[&str]) -> (u16, String) {
     let out = curl_in(

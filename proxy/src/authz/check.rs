@@ -6,10 +6,11 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Either, Full, Limited};
+use http_body_util::{BodyExt as _, Either, Full};
 
 use super::{evaluate, Context, DenyReason, Level, Principal, Verdict, ACTION};
 use crate::{
+    body::WholeBodyError,
     request::{Conn, ProxyBody},
     routing::Served,
     sigv4, Dataplane, RequestBody,
@@ -56,11 +57,13 @@ pub async fn check(
     let resource = format!("{}{}", served.listener.service_arn, req.uri().path());
     let (req, principal) = match authenticate(dp, req).await {
         Ok(x) => x,
-        Err((why, code)) => {
+        Err(Refusal { why, status, code }) => {
             tracing::info!(peer = %conn.peer, service = %served.listener.service, reason = %why, "request refused: authentication failed");
             let reason = DenyReason::Authentication(why.clone());
+            let mut response = forbidden(code, &why);
+            *response.status_mut() = status;
             return Checked::Denied {
-                response: forbidden(code, &why),
+                response,
                 reason: reason.log_reason(),
                 principal: None,
             };
@@ -104,60 +107,85 @@ pub async fn check(
     }
 }
 
+/// Why [`authenticate`] refused: the log reason, and the answer's status
+/// and error code.
+struct Refusal {
+    why: String,
+    status: StatusCode,
+    code: &'static str,
+}
+
+impl Refusal {
+    fn denied(why: String, code: &'static str) -> Self {
+        Self {
+            why,
+            status: StatusCode::FORBIDDEN,
+            code,
+        }
+    }
+}
+
 /// The caller of `req`: `Ok(None)` if unsigned (anonymous). A signature that
 /// does not verify is an error, never anonymous.
+///
+/// Everything the headers can tell is checked before the body is read: an
+/// unknown key, a stale date or a malformed header costs no body. A signed
+/// body is then read whole within the data plane's body deadline and
+/// memory budget (see [`crate::body`]).
 async fn authenticate(
     dp: &Dataplane,
     req: Request<RequestBody>,
-) -> Result<(Request<RequestBody>, Option<Principal>), (String, &'static str)> {
+) -> Result<(Request<RequestBody>, Option<Principal>), Refusal> {
     if !req.headers().contains_key(header::AUTHORIZATION) {
         return Ok((req, None));
     }
-    let unsigned = req
-        .headers()
+    let (mut parts, body) = req.into_parts();
+    // HTTP/2 carries the host as :authority; clients sign it as `host`.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let principals = dp.principals.load();
+    let signer = sigv4::precheck(
+        &parts.headers,
+        "vpc-lattice-svcs",
+        SystemTime::now(),
+        |key| principals.get(key).map(|(secret, _)| secret.clone()),
+    )
+    .map_err(|e| Refusal::denied(e.to_string(), e.code()))?;
+    let unsigned = parts
+        .headers
         .get("x-amz-content-sha256")
         .is_some_and(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");
     // A signed payload is read whole: its hash is part of the signature.
-    let (parts, body) = req.into_parts();
-    let body = if unsigned {
-        body
+    let (body, bytes) = if unsigned {
+        (body, Bytes::new())
     } else {
-        match Limited::new(body, MAX_SIGNED_BODY).collect().await {
-            Ok(b) => Either::Right(Full::new(b.to_bytes())),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err((
-                    format!("signed payloads are limited to {MAX_SIGNED_BODY} bytes; sign with UNSIGNED-PAYLOAD"),
-                    "AccessDeniedException",
-                ))
-            }
-            Err(e) => return Err((format!("reading the body: {e}"), "AccessDeniedException")),
-        }
-    };
-    let bytes: Bytes = match &body {
-        Either::Right(full) => full
-            .clone()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default(),
-        Either::Left(_) => Bytes::new(),
-    };
-    let principals = dp.principals.load();
-    // HTTP/2 carries the host as :authority; clients sign it as `host`.
-    let with_host;
-    let headers = match (
-        parts.headers.contains_key(header::HOST),
-        parts.uri.authority(),
-    ) {
-        (false, Some(a)) => {
-            let mut h = parts.headers.clone();
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                h.insert(header::HOST, v);
-            }
-            with_host = h;
-            &with_host
-        }
-        _ => &parts.headers,
+        let bytes = crate::body::read_whole(
+            body,
+            MAX_SIGNED_BODY,
+            &dp.bodies,
+            dp.config.body_read_timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            WholeBodyError::TooLarge(_) => Refusal::denied(
+                format!("signed payloads are limited to {MAX_SIGNED_BODY} bytes; sign with UNSIGNED-PAYLOAD"),
+                "AccessDeniedException",
+            ),
+            WholeBodyError::Busy => Refusal {
+                why: e.to_string(),
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "ServiceUnavailableException",
+            },
+            e => Refusal::denied(e.to_string(), "AccessDeniedException"),
+        })?;
+        (Either::Right(Full::new(bytes.clone())), bytes)
     };
     let signed = sigv4::Request {
         method: parts.method.as_str(),
@@ -167,13 +195,13 @@ async fn authenticate(
             .get::<crate::request::RawPath>()
             .map_or(parts.uri.path(), |r| r.0.as_str()),
         raw_query: parts.uri.query().unwrap_or(""),
-        headers,
+        headers: &parts.headers,
         body: &bytes,
     };
-    let verified = sigv4::verify(&signed, "vpc-lattice-svcs", SystemTime::now(), |key| {
-        principals.get(key).map(|(secret, _)| secret.clone())
-    })
-    .map_err(|e| (e.to_string(), e.code()))?;
+    let verified = signer
+        .verify(&signed)
+        .map_err(|e| Refusal::denied(e.to_string(), e.code()))?;
+    drop(signer);
     let principal = principals.get(&verified.access_key).map(|(_, p)| p.clone());
     Ok((Request::from_parts(parts, body), principal))
 }

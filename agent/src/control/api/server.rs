@@ -28,6 +28,9 @@ use super::{error::ApiError, model::model};
 /// (an auth policy of 10 KB, 100 targets) is far below it.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// How long a signed-in client has to send its body.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How much of an oversized body is read and thrown away so the client,
 /// which usually sends everything before reading, gets the error instead of
 /// a broken pipe. Beyond it the connection is simply closed.
@@ -158,19 +161,42 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let rid = request_id();
     let (parts, body) = req.into_parts();
+    // Authenticate before anything else is looked at: what the headers
+    // tell (key, date, scope) before a byte of the body is read, so an
+    // unauthenticated client cannot make the API hold a body.
+    let signer =
+        latticed_proxy::sigv4::precheck(&parts.headers, "vpc-lattice", SystemTime::now(), |key| {
+            creds.read().ok().and_then(|c| c.get(key).cloned())
+        });
+    let signer = match signer {
+        Ok(s) => s,
+        Err(e) => return error(&ApiError::denied(e.code(), e.to_string()), &rid, "-", peer),
+    };
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let Some(body) = read_body(body, declared).await else {
-        let e = ApiError::cannot_parse(format!("the request body is larger than {MAX_BODY} bytes"));
-        return error(&e, &rid, "-", peer);
+    let body = match tokio::time::timeout(BODY_DEADLINE, read_body(body, declared)).await {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            let e =
+                ApiError::cannot_parse(format!("the request body is larger than {MAX_BODY} bytes"));
+            return error(&e, &rid, "-", peer);
+        }
+        Err(_) => {
+            let e = ApiError {
+                status: 408,
+                code: "RequestTimeoutException",
+                message: format!("the request body did not arrive within {BODY_DEADLINE:?}"),
+                fields: Default::default(),
+            };
+            return error(&e, &rid, "-", peer);
+        }
     };
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
 
-    // Authenticate before anything else is looked at.
     let signed = latticed_proxy::sigv4::Request {
         method: parts.method.as_str(),
         raw_path,
@@ -178,11 +204,7 @@ async fn handle(
         headers: &parts.headers,
         body: &body,
     };
-    let verified =
-        latticed_proxy::sigv4::verify(&signed, "vpc-lattice", SystemTime::now(), |key| {
-            creds.read().ok().and_then(|c| c.get(key).cloned())
-        });
-    if let Err(e) = verified {
+    if let Err(e) = signer.verify(&signed) {
         return error(&ApiError::denied(e.code(), e.to_string()), &rid, "-", peer);
     }
 

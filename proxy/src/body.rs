@@ -1,0 +1,233 @@
+//! Request bodies the proxy must hold whole: signed payloads (their hash is
+//! part of the signature) and function events.
+//!
+//! A client chooses how large a body is and how slowly it arrives, so each
+//! read has three bounds: a size limit per body, a deadline, and one memory
+//! budget for all bodies held at once across every connection. A request
+//! that would go over the budget is answered 503 at once instead of
+//! waiting: under a flood, well-behaved requests of other kinds go on,
+//! and the memory held is the budget, not the number of connections times
+//! the limit.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::Body;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why a body was not read whole.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WholeBodyError {
+    /// Larger than the limit for its kind.
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The budget for bodies held at once is spent.
+    #[error("too many request bodies are being held; try again")]
+    Busy,
+    /// Not received within the deadline.
+    #[error("the body did not arrive within {0:?}")]
+    Timeout(Duration),
+    /// The client's body broke off or was malformed.
+    #[error("reading the body: {0}")]
+    Read(String),
+}
+
+/// The memory all whole bodies may hold at once, in bytes.
+#[derive(Debug, Clone)]
+pub struct Budget(Arc<Semaphore>);
+
+impl Budget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+    }
+
+    /// Bytes not held now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+
+    /// Takes `n` more bytes into `held`, or fails at once.
+    fn take(
+        &self,
+        held: &mut Option<OwnedSemaphorePermit>,
+        n: usize,
+    ) -> Result<(), WholeBodyError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let n = u32::try_from(n).map_err(|_| WholeBodyError::Busy)?;
+        let more = Arc::clone(&self.0)
+            .try_acquire_many_owned(n)
+            .map_err(|_| WholeBodyError::Busy)?;
+        match held {
+            Some(p) => p.merge(more),
+            None => *held = Some(more),
+        }
+        Ok(())
+    }
+}
+
+/// A body's bytes with their share of the budget, given back when the last
+/// `Bytes` made from it is dropped (after the target or function has it).
+struct Held {
+    data: Vec<u8>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Reads `body` whole: at most `limit` bytes, within `deadline`, within
+/// `budget`. The buffer is sized from the declared length when there is
+/// one, and grows (counted against the budget as it grows) otherwise.
+pub async fn read_whole<B>(
+    mut body: B,
+    limit: usize,
+    budget: &Budget,
+    deadline: Duration,
+) -> Result<Bytes, WholeBodyError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let hint = body.size_hint();
+    if usize::try_from(hint.lower()).map_or(true, |n| n > limit) {
+        return Err(WholeBodyError::TooLarge(limit));
+    }
+    let mut held = None;
+    let mut data: Vec<u8> = Vec::new();
+    if let Some(n) = hint.exact() {
+        // Checked against `limit` above.
+        let n = usize::try_from(n).unwrap_or(limit);
+        budget.take(&mut held, n)?;
+        data.reserve_exact(n);
+    }
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| WholeBodyError::Read(e.to_string()))?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            if data.len() + chunk.len() > limit {
+                return Err(WholeBodyError::TooLarge(limit));
+            }
+            let before = data.capacity();
+            data.reserve(chunk.len());
+            budget.take(&mut held, data.capacity() - before)?;
+            data.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(())) => Ok(Bytes::from_owner(Held {
+            data,
+            _permit: held,
+        })),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(WholeBodyError::Timeout(deadline)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Full, StreamBody};
+
+    fn chunks(
+        n: usize,
+        size: usize,
+    ) -> impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin {
+        let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..n)
+            .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![7u8; size]))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn bodies_hold_their_share_until_dropped() {
+        let budget = Budget::new(1000);
+        let b = read_whole(
+            Full::new(Bytes::from(vec![1u8; 600])),
+            1000,
+            &budget,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(b.len(), 600);
+        assert_eq!(budget.available(), 400);
+        // A second one does not fit: refused at once, nothing kept.
+        let second = read_whole(
+            Full::new(Bytes::from(vec![1u8; 600])),
+            1000,
+            &budget,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(second, Err(WholeBodyError::Busy));
+        assert_eq!(budget.available(), 400);
+        let clone = b.clone();
+        drop(b);
+        assert_eq!(budget.available(), 400, "a clone still holds it");
+        drop(clone);
+        assert_eq!(budget.available(), 1000);
+    }
+
+    #[tokio::test]
+    async fn streamed_bodies_count_their_growth_and_their_limit() {
+        let budget = Budget::new(1 << 20);
+        let b = read_whole(chunks(10, 1000), 20_000, &budget, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(b.len(), 10_000);
+        assert!(budget.available() <= (1 << 20) - 10_000);
+        drop(b);
+        assert_eq!(budget.available(), 1 << 20);
+        let big = read_whole(chunks(30, 1000), 20_000, &budget, Duration::from_secs(1)).await;
+        assert_eq!(big, Err(WholeBodyError::TooLarge(20_000)));
+        assert_eq!(
+            budget.available(),
+            1 << 20,
+            "a refused body gives its share back"
+        );
+        let small_budget = Budget::new(5_000);
+        let busy = read_whole(
+            chunks(10, 1000),
+            20_000,
+            &small_budget,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(busy, Err(WholeBodyError::Busy));
+        assert_eq!(small_budget.available(), 5_000);
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_before_reading() {
+        let budget = Budget::new(1 << 20);
+        let r = read_whole(
+            Full::new(Bytes::from(vec![0u8; 2000])),
+            1000,
+            &budget,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(r, Err(WholeBodyError::TooLarge(1000)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_ends_times_out() {
+        let budget = Budget::new(1 << 20);
+        let pending = StreamBody::new(futures_util::stream::pending::<
+            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+        >());
+        let r = read_whole(pending, 1000, &budget, Duration::from_secs(5)).await;
+        assert_eq!(r, Err(WholeBodyError::Timeout(Duration::from_secs(5))));
+        assert_eq!(budget.available(), 1 << 20);
+    }
+}
