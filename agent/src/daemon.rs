@@ -241,6 +241,8 @@ impl Daemon {
         api: Option<ApiOptions>,
     ) -> Result<Self, Error> {
         bpffs::prepare(&paths.bpffs_root)?;
+        // In config mode as in API mode: the CA key and credentials live here.
+        control::store::private_dir(&paths.state_dir)?;
         cleanup_leftovers(&paths).await?;
         let mut runtime = None;
         let desired = match (&paths.config, api) {

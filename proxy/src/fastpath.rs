@@ -582,14 +582,23 @@ async fn forward<I: ClientIo>(
     let leftover = body < rest.len();
     out.extend_from_slice(&rest[..body]);
     sent += body as u64;
-    let mut client_ok = io.write_all(&out).await.is_ok();
+    // From here each write to the client and each read from the target
+    // must move within the idle timeout: a client that stops reading (or
+    // a target that stops sending) would otherwise hold both connections.
+    let idle = dp.config.idle_timeout;
+    let mut client_ok = moving(timer.as_mut(), idle, io.write_all(&out))
+        .await
+        .is_some_and(|r| r.is_ok());
     let mut upstream = Some(upstream);
     if !done && client_ok {
         let up = upstream.as_mut().map(|u| &mut u.stream);
         if let Some(up) = up {
             loop {
                 ubuf.clear();
-                match up.read_buf(&mut ubuf).await {
+                let read = moving(timer.as_mut(), idle, up.read_buf(&mut ubuf))
+                    .await
+                    .unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into()));
+                match read {
                     Ok(0) | Err(_) => {
                         // Close-delimited bodies end here; others were cut.
                         upstream_ok = false;
@@ -609,7 +618,8 @@ async fn forward<I: ClientIo>(
                     }
                 };
                 sent += n as u64;
-                if io.write_all(&ubuf[..n]).await.is_err() {
+                let wrote = moving(timer.as_mut(), idle, io.write_all(&ubuf[..n])).await;
+                if wrote.is_none_or(|r| r.is_err()) {
                     client_ok = false;
                     upstream_ok = false;
                     break;
@@ -633,6 +643,22 @@ async fn forward<I: ClientIo>(
     give_back(out);
     give_back(ubuf);
     client_ok && keep_client
+}
+
+/// `io` if it finishes before `limit` passes; `None` if it stalls that
+/// long. Uses the connection's timer: most writes finish at the first
+/// poll, and then the timer is only moved, never waited on.
+async fn moving<F: std::future::Future>(
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    limit: Duration,
+    io: F,
+) -> Option<F::Output> {
+    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+    tokio::select! {
+        biased;
+        r = io => Some(r),
+        () = timer => None,
+    }
 }
 
 fn finish(

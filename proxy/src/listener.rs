@@ -369,7 +369,7 @@ async fn serve_http<I>(
                 }
                 return;
             }
-            () = tokio::time::sleep(wait), if !closing => {
+            () = tokio::time::sleep(wait) => {
                 if activity.head_for().is_some_and(|t| t >= header) {
                     // A request head that does not finish in time: drop the
                     // connection (a slow client holds nothing else).
@@ -377,6 +377,14 @@ async fn serve_http<I>(
                     return;
                 }
                 if activity.head_for().is_none() && activity.idle_for() >= idle {
+                    if closing {
+                        // A graceful shutdown waits for the response in
+                        // flight; one whose client stopped reading never
+                        // ends. Nothing moved for the idle time: drop it,
+                        // and with it the target connection it holds.
+                        tracing::debug!(%peer, "client stopped reading; closing");
+                        return;
+                    }
                     tracing::debug!(%peer, "closing idle client connection");
                     serving.as_mut().graceful_shutdown();
                     closing = true;

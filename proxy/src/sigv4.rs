@@ -554,10 +554,7 @@ mod tests {
 
     #[test]
     fn a_signature_without_host_is_refused_before_any_key_lookup() {
-        let h0 = headers(&[
-            ("host", "one.example"),
-            ("x-amz-date", "20261122T000000Z"),
-        ]);
+        let h0 = headers(&[("host", "one.example"), ("x-amz-date", "20261122T000000Z")]);
         let auth = sign(
             &boto_request(&h0),
             "AKIDEXAMPLE",

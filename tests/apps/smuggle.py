@@ -2,6 +2,7 @@
 
 usage: smuggle.py serve ADDR PORT LOG
        smuggle.py probe HOST PORT
+       smuggle.py stall HOST PORT SECONDS
 
 `serve` is a deliberately lenient HTTP/1.1 target, as many real ones are:
 it takes the first Content-Length, treats any Transfer-Encoding mentioning
@@ -25,6 +26,7 @@ import threading
 import time
 
 lock = threading.Lock()
+BIG = 256 << 20
 
 
 def read_line(f):
@@ -93,6 +95,14 @@ def serve_conn(conn, log):
                         "method": method, "path": path, "bodyLen": len(body),
                         "headers": headers,
                     }) + "\n")
+            if path.endswith("/big"):
+                # For clients that stop reading: far more than socket
+                # buffers hold.
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % BIG)
+                block = b"z" * (1 << 20)
+                for _ in range(BIG >> 20):
+                    conn.sendall(block)
+                continue
             answer = path.encode("latin-1")
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nx-seen-path: %s\r\n\r\n%s"
                          % (len(answer), answer, answer))
@@ -280,8 +290,49 @@ def probe(host, port):
     print(json.dumps(results))
 
 
+def stall(host, port, wait_s):
+    """Asks for a large answer on each path and stops reading; after
+    `wait_s` reads what is left. Prints the bytes received per path: all
+    of the answer means the proxy held the connection open, waiting."""
+    requests = {
+        # Plain HTTP/1.1: the fast path.
+        "fast": b"GET /stall/big HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode(),
+        # A chunked request body: hyper's path.
+        "hyper": (b"POST /stall/big HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"0\r\n\r\n" % host.encode()),
+    }
+    socks = {}
+    t0 = time.monotonic()
+    times = {}
+    for name, req in requests.items():
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(req)
+        socks[name] = s
+    time.sleep(float(wait_s))
+    out = {}
+    for name, s in socks.items():
+        s.settimeout(10)
+        got = 0
+        try:
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+        except OSError:
+            pass
+        out[name] = got
+        times[name] = round(time.monotonic() - t0, 2)
+        s.close()
+    out["full"] = BIG
+    out["seconds"] = times
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "stall":
+        stall(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         probe(sys.argv[2], sys.argv[3])

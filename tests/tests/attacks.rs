@@ -463,3 +463,51 @@ fn bodies_held_for_signatures_are_bounded_in_time_and_memory() {
     );
     drop(latticed);
 }
+
+/// A client that asks for a large answer and stops reading must not hold
+/// its connection and the target's forever: once nothing moves for the
+/// idle timeout, both close, on the fast path and on hyper's.
+#[test]
+fn a_client_that_stops_reading_is_cut_at_the_idle_timeout() {
+    let mut a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let log = std::env::temp_dir().join(format!("latticed-stall-{}.jsonl", unique()));
+    let mut app = a.ns.command("python3");
+    app.arg(apps_dir().join("smuggle.py"))
+        .args(["serve", "10.0.16.10", "9000"])
+        .arg(&log);
+    a.ns.spawn(app);
+    let host = "stall.example.internal";
+    let config = json!({
+        "serviceNetworks": [{"name": "net"}],
+        "services": [{"name": "stall", "customDomainName": host,
+            "listeners": [{"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": forward("raw")}]}],
+        "targetGroups": [{"name": "raw", "type": "IP",
+            "config": {"port": 9000, "protocol": "HTTP", "vpcIdentifier": a.name()},
+            "targets": [{"id": "10.0.16.10"}]}],
+        "serviceNetworkServiceAssociations": [{"serviceNetworkIdentifier": "net", "serviceIdentifier": "stall"}],
+        "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}]
+    });
+    let mut latticed = Latticed::prepare(&config);
+    latticed.extra_args = ["--idle-timeout", "2"].map(String::from).to_vec();
+    latticed.spawn_and_wait_ready().unwrap();
+    wait_until(Duration::from_secs(10), || {
+        b.curl(&format!("http://{host}/warm-up")).is_ok()
+    });
+    let r = run_json(
+        b.ns.command("python3")
+            .arg(apps_dir().join("smuggle.py"))
+            .args(["stall", host, "80", "6"]),
+    );
+    let _ = std::fs::remove_file(&log);
+    let full = r["full"].as_u64().unwrap();
+    for path in ["fast", "hyper"] {
+        let got = r[path].as_u64().unwrap();
+        assert!(got > 0, "{path}: the answer started: {r}");
+        assert!(
+            got < full / 2,
+            "{path}: the connection stayed open for a client that stopped reading: {r}"
+        );
+    }
+    drop(latticed);
+}

@@ -217,6 +217,17 @@ pub struct PlannedListener {
     pub default_action: PlannedAction,
 }
 
+impl PlannedListener {
+    /// The listener's protocol, as the API names it.
+    pub fn protocol(&self) -> &'static str {
+        match (self.passthrough, self.https) {
+            (true, _) => "TLS_PASSTHROUGH",
+            (false, true) => "HTTPS",
+            (false, false) => "HTTP",
+        }
+    }
+}
+
 /// A rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlannedRule {
@@ -770,16 +781,23 @@ pub fn plan_with(
     let mut shared: Vec<_> = sharing.into_iter().filter(|(_, v)| v.len() > 1).collect();
     shared.sort();
     for ((vip, port), users) in shared {
-        let https = |i: usize| {
+        // One VIP:port speaks one protocol: an HTTP service there would be
+        // unreachable over TLS, and a TLS client of a passthrough service
+        // would be spliced past an HTTPS service's auth policy.
+        let protocol = |i: usize| {
             services[i]
                 .listeners
                 .iter()
-                .any(|l| l.port == port && l.https)
+                .find(|l| l.port == port)
+                .map_or("HTTP", PlannedListener::protocol)
         };
-        if users.iter().any(|&i| https(i) != https(users[0])) {
+        let first = protocol(users[0]);
+        if let Some(other) = users.iter().map(|&i| protocol(i)).find(|p| *p != first) {
             errs.add(
                 format!("services[{}].vip", users[users.len() - 1]),
-                format!("{vip}:{port} would mix HTTP and HTTPS listeners of different services"),
+                format!(
+                    "{vip}:{port} would mix {first} and {other} listeners of different services"
+                ),
             );
         }
         for &i in &users {
@@ -1399,6 +1417,27 @@ mod tests {
             errs.iter()
                 .any(|(f, r)| f == "services[0].listeners[1].port"
                     && r.contains("already taken by listener \"http\"")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_passthrough_listener_shares_its_vip_port_with_no_other_protocol() {
+        let dir = netns_dir(&["vpc-a", "vpc-b"]);
+        let mut c = walkthrough();
+        c.services[0].vip = Some(Ipv4Addr::new(169, 254, 171, 1));
+        c.services[0].custom_domain_name = Some("a.example.internal".into());
+        c.services[1].custom_domain_name = Some("b.example.internal".into());
+        c.services[0].listeners[0].port = Some(443);
+        c.services[1].listeners[0].port = Some(443);
+        c.services[1].listeners[0].protocol = ListenerProtocol::TlsPassthrough;
+        let errs = errors(&c, &dir);
+        assert!(
+            errs.contains(&(
+                "services[1].vip".into(),
+                "169.254.171.1:443 would mix HTTP and TLS_PASSTHROUGH listeners of different services"
+                    .into()
+            )),
             "{errs:?}"
         );
     }

@@ -68,21 +68,39 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Creates `dir` if needed and makes it 0700: the state directory holds
+/// the CA key, the admin credentials and the store.
+pub fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let err = |source| Error::Dir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
 impl Store {
-    /// Opens (or creates) `DIR/latticed.redb`; the directory is made 0700.
+    /// Opens (or creates) `DIR/latticed.redb`, which holds the admin
+    /// secret: the file is made 0600 and the directory 0700.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
-            |source| Error::Dir {
-                path: dir.to_owned(),
-                source,
-            },
-        )?;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        private_dir(dir)?;
         let path = dir.join("latticed.redb");
+        let file_err = |source| Error::Dir {
+            path: path.clone(),
+            source,
+        };
+        // Created 0600 before redb opens it, so it is never readable by
+        // others, even for a moment; an older file is narrowed too.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(file_err)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(file_err)?;
         let db = Database::create(&path).map_err(|e| Error::Db {
             path: path.clone(),
             source: Box::new(e.into()),
@@ -252,6 +270,14 @@ mod tests {
         assert_eq!(
             std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
+        );
+        assert_eq!(
+            std::fs::metadata(dir.join("latticed.redb"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

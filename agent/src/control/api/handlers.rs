@@ -1209,8 +1209,12 @@ pub fn handle(
                             None
                         }
                     }
-                    _ => (!tid.starts_with("arn:") || !tid.contains(":loadbalancer/"))
+                    "ALB" => (!tid.starts_with("arn:") || !tid.contains(":loadbalancer/"))
                         .then(|| format!("{tid} is not a load balancer ARN")),
+                    // Stored groups were validated against the model's
+                    // enum; a type added there later gets no silent
+                    // default here.
+                    other => Some(format!("target group type {other:?} takes no targets here")),
                 };
                 if let Some(why) = bad {
                     return Err(("InvalidTarget", why));
@@ -1301,6 +1305,27 @@ pub fn handle(
                     format!(
                         "port {port} of service {sid} is already taken by listener {}",
                         s(l, "name")
+                    ),
+                ));
+            }
+            // Services share VIPs once each has had its own. One VIP:port
+            // speaks one protocol: a TLS_PASSTHROUGH listener beside an
+            // HTTPS one would splice TLS clients past the HTTPS service's
+            // auth policy.
+            let vip = s(svc, "_vip");
+            let clash = state
+                .of_kind(Kind::Service)
+                .filter(|o| s(o, "_vip") == vip && s(o, "id") != sid)
+                .flat_map(|o| state.children(s(o, "id"), Kind::Listener))
+                .find(|l| l["port"].as_u64() == Some(port) && s(l, "protocol") != protocol);
+            if let Some(l) = clash {
+                return Err(ApiError::conflict(
+                    "LISTENER",
+                    s(l, "id"),
+                    format!(
+                        "port {port} of this service's address {vip} is used by a {} listener of service {}; one address and port serve one protocol",
+                        s(l, "protocol"),
+                        s(l, "serviceId")
                     ),
                 ));
             }
@@ -1880,6 +1905,57 @@ mod tests {
 
     fn rebuilt(state: &State) -> Index {
         State::from_records(state.records.clone().into_iter().collect()).idx
+    }
+
+    #[test]
+    fn listeners_of_services_sharing_a_vip_keep_one_protocol_per_port() {
+        let mut st = State::default();
+        // Every VIP taken once, so the next service shares one.
+        let mut first = Value::Null;
+        for i in 0..191 {
+            let svc = run(
+                &mut st,
+                "CreateService",
+                json!({"name": format!("svc-n{i}")}),
+            )
+            .0;
+            if i == 0 {
+                first = svc;
+            }
+        }
+        let shared = run(&mut st, "CreateService", json!({"name": "shared"})).0;
+        let vip_of =
+            |st: &State, id: &str| s(st.resolve(Kind::Service, id).unwrap(), "_vip").to_owned();
+        assert_eq!(vip_of(&st, s(&shared, "id")), vip_of(&st, s(&first, "id")));
+        let listener = |protocol: &str| {
+            json!({"name": "l", "protocol": protocol, "port": 443,
+                "defaultAction": {"fixedResponse": {"statusCode": 404}}})
+        };
+        let mut input = listener("HTTPS");
+        input["serviceIdentifier"] = first["id"].clone();
+        run(&mut st, "CreateListener", input);
+        let mut input = listener("TLS_PASSTHROUGH");
+        input["serviceIdentifier"] = shared["id"].clone();
+        let Err(err) = handle(
+            "CreateListener",
+            &input,
+            &st,
+            &settings(),
+            "2026-11-22T00:00:00.000Z".into(),
+        ) else {
+            panic!("mixing protocols on one VIP:port is refused");
+        };
+        assert_eq!(err.code, "ConflictException");
+        assert!(
+            err.message
+                .contains("one address and port serve one protocol"),
+            "{}",
+            err.message
+        );
+        // The same protocol may share it (told apart by name).
+        let mut input = listener("HTTPS");
+        input["serviceIdentifier"] = shared["id"].clone();
+        run(&mut st, "CreateListener", input);
     }
 
     #[test]
