@@ -98,12 +98,12 @@ impl NsResolver {
         let resolv = ResolvConf::install(&name, run_dir).map_err(io("writing resolv.conf"))?;
         let upstream = resolv.upstream.clone();
         let names: Arc<ArcSwap<Names>> = Arc::default();
-        let server = Server {
-            ns: Arc::clone(ns),
-            names: Arc::clone(&names),
-            suffix: format!(".{}", suffix.trim_matches('.').to_ascii_lowercase()),
+        let server = Server::new(
+            Arc::clone(ns),
+            Arc::clone(&names),
+            format!(".{}", suffix.trim_matches('.').to_ascii_lowercase()),
             upstream,
-        };
+        );
         let task = tokio::spawn(server.run(socket));
         tracing::info!(namespace = %name, address = %DNS_ADDR, "resolver answering");
         Ok(Self {
@@ -130,9 +130,41 @@ struct Server {
     names: Arc<ArcSwap<Names>>,
     suffix: String,
     upstream: Vec<SocketAddr>,
+    /// Forwarded queries in flight: each holds a socket and a task until
+    /// its answer or its time-out, so a client flooding queries for names
+    /// a silent upstream never answers could take every descriptor. Past
+    /// this, forwarded queries get SERVFAIL at once; latticed's own names
+    /// are answered inline whatever the load.
+    forwards: Arc<tokio::sync::Semaphore>,
+}
+
+/// Forwarded queries in flight at once, per namespace.
+const MAX_FORWARDS: usize = 64;
+
+/// What the resolver does with a query.
+enum Handled {
+    /// Answer (or ignore, `None`) without asking anyone.
+    Local(Option<Vec<u8>>),
+    /// Ask the upstream nameservers.
+    Forward(Message),
 }
 
 impl Server {
+    fn new(
+        ns: Arc<NetNs>,
+        names: Arc<ArcSwap<Names>>,
+        suffix: String,
+        upstream: Vec<SocketAddr>,
+    ) -> Self {
+        Self {
+            ns,
+            names,
+            suffix,
+            upstream,
+            forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
+        }
+    }
+
     async fn run(self, socket: UdpSocket) {
         let socket = Arc::new(socket);
         let this = Arc::new(self);
@@ -145,23 +177,58 @@ impl Server {
                     continue;
                 }
             };
+            let msg = match this.handle(&buf[..n]) {
+                Handled::Local(Some(answer)) => {
+                    let _ = socket.send_to(&answer, peer).await;
+                    continue;
+                }
+                Handled::Local(None) => continue,
+                Handled::Forward(msg) => msg,
+            };
+            let Ok(permit) = Arc::clone(&this.forwards).try_acquire_owned() else {
+                if let Some(busy) = reply(&msg, ResponseCode::ServFail, None) {
+                    let _ = socket.send_to(&busy, peer).await;
+                }
+                continue;
+            };
             let query = buf[..n].to_vec();
             let (this, socket) = (Arc::clone(&this), Arc::clone(&socket));
             tokio::spawn(async move {
-                if let Some(answer) = this.answer(&query).await {
+                let answer = match this.forward(&query).await {
+                    Some(a) => Some(a),
+                    None => reply(&msg, ResponseCode::ServFail, None),
+                };
+                drop(permit);
+                if let Some(answer) = answer {
                     let _ = socket.send_to(&answer, peer).await;
                 }
             });
         }
     }
 
+    /// The answer to `query`, asking upstream if it is not ours.
+    #[cfg(test)]
     async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
-        let msg = Message::from_vec(query).ok()?;
+        match self.handle(query) {
+            Handled::Local(a) => a,
+            Handled::Forward(msg) => match self.forward(query).await {
+                Some(a) => Some(a),
+                None => reply(&msg, ResponseCode::ServFail, None),
+            },
+        }
+    }
+
+    /// Answers what latticed knows (its names, NXDOMAIN in its suffix);
+    /// the rest is to be forwarded.
+    fn handle(&self, query: &[u8]) -> Handled {
+        let Ok(msg) = Message::from_vec(query) else {
+            return Handled::Local(None);
+        };
         if msg.metadata.message_type != MessageType::Query {
-            return None;
+            return Handled::Local(None);
         }
         let Some(q) = msg.queries.first() else {
-            return reply(&msg, ResponseCode::FormErr, None);
+            return Handled::Local(reply(&msg, ResponseCode::FormErr, None));
         };
         let name = q
             .name()
@@ -169,7 +236,7 @@ impl Server {
             .trim_end_matches('.')
             .to_ascii_lowercase();
         let known = self.names.load().get(&name).copied();
-        match known {
+        Handled::Local(match known {
             Some(vip) if q.query_type() == RecordType::A => {
                 let record = Record::from_rdata(q.name().clone(), TTL, RData::A(A(vip)));
                 reply(&msg, ResponseCode::NoError, Some(record))
@@ -178,11 +245,8 @@ impl Server {
             None if format!(".{name}").ends_with(&self.suffix) || self.upstream.is_empty() => {
                 reply(&msg, ResponseCode::NXDomain, None)
             }
-            None => match self.forward(query).await {
-                Some(a) => Some(a),
-                None => reply(&msg, ResponseCode::ServFail, None),
-            },
-        }
+            None => return Handled::Forward(msg),
+        })
     }
 
     /// Asks the namespace's previous nameservers, from inside the namespace.
@@ -346,23 +410,100 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn known_names_answer_and_unknown_ones_in_the_suffix_do_not() {
-        let server = Server {
-            ns: Arc::new(NetNs::open(Path::new("/proc/self/ns"), "net").unwrap()),
-            names: Arc::new(ArcSwap::from_pointee(Names::from([(
+    fn test_server(upstream: Vec<SocketAddr>) -> Server {
+        Server::new(
+            Arc::new(NetNs::open(Path::new("/proc/self/ns"), "net").unwrap()),
+            Arc::new(ArcSwap::from_pointee(Names::from([(
                 "svc1-0abc.vpc-lattice-svcs.us-east-1.on.aws".to_owned(),
                 Ipv4Addr::new(169, 254, 171, 1),
             )]))),
-            suffix: ".vpc-lattice-svcs.us-east-1.on.aws".into(),
-            upstream: vec![],
+            ".vpc-lattice-svcs.us-east-1.on.aws".into(),
+            upstream,
+        )
+    }
+
+    fn ask(name: &str, ty: RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 7;
+        m.add_query(hickory_proto::op::Query::query(name.parse().unwrap(), ty));
+        m.to_vec().unwrap()
+    }
+
+    /// A flood of queries toward a nameserver that never answers holds at
+    /// most MAX_FORWARDS sockets; the rest get SERVFAIL at once, and
+    /// latticed's own names are answered all along.
+    #[tokio::test]
+    async fn a_flood_toward_a_silent_upstream_is_bounded() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server = test_server(vec![silent.local_addr().unwrap()]);
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let listener = UdpSocket::from_std({
+            sock.set_nonblocking(true).unwrap();
+            sock
+        })
+        .unwrap();
+        tokio::spawn(server.run(listener));
+        let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = fds();
+        // Answers are read as they come: 500 would overflow the client's
+        // receive buffer.
+        let reader = {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move {
+                let mut servfail = 0;
+                let mut buf = [0u8; 512];
+                while let Ok(Ok((n, _))) =
+                    tokio::time::timeout(Duration::from_millis(500), client.recv_from(&mut buf))
+                        .await
+                {
+                    let m = Message::from_vec(&buf[..n]).unwrap();
+                    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+                    servfail += 1;
+                }
+                servfail
+            })
         };
-        let ask = |name: &str, ty: RecordType| {
-            let mut m = Message::query();
-            m.metadata.id = 7;
-            m.add_query(hickory_proto::op::Query::query(name.parse().unwrap(), ty));
-            m.to_vec().unwrap()
-        };
+        for i in 0..500 {
+            let q = ask(&format!("host{i}.example.com."), RecordType::A);
+            client.send_to(&q, addr).await.unwrap();
+            if i % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let in_flight = fds();
+        let servfail = reader.await.unwrap();
+        assert_eq!(
+            servfail,
+            500 - MAX_FORWARDS,
+            "all but the ones waiting for the silent upstream"
+        );
+        assert!(
+            in_flight <= before + MAX_FORWARDS + 2,
+            "{before} -> {in_flight}"
+        );
+        let mut buf = [0u8; 512];
+        client
+            .send_to(
+                &ask(
+                    "svc1-0abc.vpc-lattice-svcs.us-east-1.on.aws.",
+                    RecordType::A,
+                ),
+                addr,
+            )
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(1), client.recv_from(&mut buf))
+            .await
+            .expect("our names are answered during the flood")
+            .unwrap();
+        assert_eq!(Message::from_vec(&buf[..n]).unwrap().answers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn known_names_answer_and_unknown_ones_in_the_suffix_do_not() {
+        let server = test_server(vec![]);
         let a = server
             .answer(&ask(
                 "SVC1-0abc.vpc-lattice-svcs.us-east-1.on.aws.",

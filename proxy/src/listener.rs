@@ -403,7 +403,7 @@ async fn serve_http<I>(
 /// Times are [`crate::time::coarse_ms`] readings: this runs at every read
 /// and write, and milliseconds are all the timeouts need.
 #[derive(Debug)]
-struct Activity {
+pub(crate) struct Activity {
     last_ms: AtomicU64,
     open: AtomicUsize,
     /// The clock reading, plus one, when the first byte of the request
@@ -424,6 +424,13 @@ impl Default for Activity {
 }
 
 impl Activity {
+    /// Activity of a connection that carries no request heads (a splice).
+    pub(crate) fn without_heads() -> Self {
+        let a = Self::default();
+        a.track_heads.store(false, Ordering::Relaxed);
+        a
+    }
+
     fn touch(&self) {
         self.last_ms
             .store(crate::time::coarse_ms(), Ordering::Relaxed);
@@ -453,7 +460,7 @@ impl Activity {
 
     /// Time since the last byte moved; zero while a request is open (a
     /// target may take long to answer; the request timeout covers that).
-    fn idle_for(&self) -> Duration {
+    pub(crate) fn idle_for(&self) -> Duration {
         if self.open.load(Ordering::Relaxed) > 0 {
             return Duration::ZERO;
         }
@@ -478,9 +485,9 @@ impl Drop for OpenRequest {
 }
 
 /// A client stream that records activity for the idle timeout.
-struct IdleIo<S> {
-    inner: S,
-    activity: Arc<Activity>,
+pub(crate) struct IdleIo<S> {
+    pub(crate) inner: S,
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {

@@ -9,7 +9,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use tokio::net::TcpStream;
+use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
 use crate::{
     access_log::Record,
@@ -20,35 +20,69 @@ use crate::{
 /// Largest ClientHello read while looking for the server name.
 const MAX_HELLO: usize = 16 * 1024;
 
-/// Reads the SNI of the ClientHello waiting on `stream`, without consuming
-/// it. `Ok(None)`: a complete ClientHello without SNI.
-async fn peek_sni(stream: &TcpStream) -> std::io::Result<Option<String>> {
-    let mut buf = vec![0u8; MAX_HELLO];
-    let mut last = 0;
+/// Reads the ClientHello from `stream` for its SNI (`None`: a complete
+/// ClientHello without one). The bytes read are returned too: they go to
+/// the target before the splice starts.
+///
+/// Read, not peeked: a peek returns at once while any byte is waiting, so
+/// waiting for the rest of a partial ClientHello by peeking spun the
+/// worker (3,000 partial ClientHellos held a core). A read waits.
+async fn read_hello(stream: &mut TcpStream) -> std::io::Result<(Option<String>, Vec<u8>)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut hello = Vec::new();
+    let mut chunk = [0u8; 2048];
     loop {
-        let n = stream.peek(&mut buf).await?;
+        let room = (MAX_HELLO - hello.len()).min(chunk.len());
+        if room == 0 {
+            return Err(std::io::Error::other("ClientHello larger than 16 KiB"));
+        }
+        let n = stream.read(&mut chunk[..room]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        if n > last {
-            let mut acceptor = rustls::server::Acceptor::default();
-            let mut rd = &buf[..n];
-            acceptor.read_tls(&mut rd)?;
-            match acceptor.accept() {
-                Ok(Some(accepted)) => {
-                    return Ok(accepted.client_hello().server_name().map(str::to_owned))
-                }
-                Ok(None) => {}
-                Err((e, _)) => return Err(std::io::Error::other(e)),
+        hello.extend_from_slice(&chunk[..n]);
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut rd = &hello[..];
+        while !rd.is_empty() {
+            if acceptor.read_tls(&mut rd)? == 0 {
+                break;
             }
-            if n == MAX_HELLO {
-                return Err(std::io::Error::other("ClientHello larger than 16 KiB"));
-            }
-            last = n;
         }
-        // More of the ClientHello is on its way: wait for it to arrive.
-        stream.readable().await?;
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let sni = accepted.client_hello().server_name().map(str::to_owned);
+                return Ok((sni, hello));
+            }
+            Ok(None) => {}
+            Err((e, _)) => return Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Copies both ways until either side ends, or until nothing has moved
+/// either way for `idle`.
+async fn splice(
+    client: TcpStream,
+    upstream: &mut TcpStream,
+    idle: std::time::Duration,
+) -> (u64, u64) {
+    let activity = Arc::new(crate::listener::Activity::without_heads());
+    let mut client = crate::listener::IdleIo {
+        inner: client,
+        activity: Arc::clone(&activity),
+    };
+    let copy = tokio::io::copy_bidirectional(&mut client, upstream);
+    tokio::pin!(copy);
+    loop {
+        let wait = idle
+            .saturating_sub(activity.idle_for())
+            .max(std::time::Duration::from_millis(50));
+        tokio::select! {
+            r = copy.as_mut() => return r.unwrap_or_default(),
+            () = tokio::time::sleep(wait) => if activity.idle_for() >= idle {
+                return (0, 0);
+            },
+        }
     }
 }
 
@@ -61,17 +95,18 @@ pub(crate) async fn serve(
 ) {
     let start = Instant::now();
     let started_at = SystemTime::now();
-    let sni = match tokio::time::timeout(dp.config.header_read_timeout, peek_sni(&client)).await {
-        Ok(Ok(sni)) => sni,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "not a TLS ClientHello; closing");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "no ClientHello in time; closing");
-            return;
-        }
-    };
+    let (sni, hello) =
+        match tokio::time::timeout(dp.config.header_read_timeout, read_hello(&mut client)).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "not a TLS ClientHello; closing");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no ClientHello in time; closing");
+                return;
+            }
+        };
     let served: Option<Arc<Served>> = dp
         .routes
         .load()
@@ -101,9 +136,12 @@ pub(crate) async fn serve(
         }
     };
     let to_target = start.elapsed();
-    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream)
-        .await
-        .unwrap_or_default();
+    if let Err(e) = upstream.write_all(&hello).await {
+        tracing::warn!(service = %served.listener.service, target = %target.addr, error = %e, "target connection failed");
+        return;
+    }
+    let (up, down) = splice(client, &mut upstream, dp.config.idle_timeout).await;
+    let up = up + hello.len() as u64;
     let took = start.elapsed();
     served.listener.metrics.record(0, took);
     group.metrics.record(0, took);
