@@ -138,6 +138,35 @@ struct Server {
     forwards: Arc<tokio::sync::Semaphore>,
 }
 
+/// For the fuzz target (`fuzz/`): one query, as received from a client,
+/// through the resolver's own answering. The answer must be a message a
+/// client can parse, with the query's id.
+#[cfg(fuzzing)]
+pub fn fuzz_query(query: &[u8]) {
+    let Ok(ns) = NetNs::open(Path::new("/proc/self/ns"), "net") else {
+        return;
+    };
+    let server = Server::new(
+        Arc::new(ns),
+        Arc::new(ArcSwap::from_pointee(Names::from([(
+            "svc1-0abc.vpc-lattice-svcs.us-east-1.on.aws".to_owned(),
+            Ipv4Addr::new(169, 254, 171, 1),
+        )]))),
+        ".vpc-lattice-svcs.us-east-1.on.aws".into(),
+        vec![SocketAddr::from(([127, 0, 0, 1], 9))],
+    );
+    match server.handle(query) {
+        Handled::Local(Some(answer)) => {
+            let parsed = Message::from_vec(&answer);
+            assert!(parsed.is_ok(), "unparsable answer to {query:?}");
+            if let (Ok(a), Ok(q)) = (parsed, Message::from_vec(query)) {
+                assert_eq!(a.metadata.id, q.metadata.id);
+            }
+        }
+        Handled::Local(None) | Handled::Forward(_) => {}
+    }
+}
+
 /// Forwarded queries in flight at once, per namespace.
 const MAX_FORWARDS: usize = 64;
 

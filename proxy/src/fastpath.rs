@@ -294,10 +294,10 @@ fn prepare(
             if head::connection_names_framing(h.value).is_some() {
                 return None;
             }
-            for token in h.value.split(|&b| b == b',').map(trim) {
+            for token in head::connection_tokens(h.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if !token.is_empty() {
+                } else {
                     *listed.get_mut(n_listed)? = token;
                     n_listed += 1;
                 }
@@ -437,9 +437,66 @@ pub(crate) fn write_request_fields(
         if !name.eq_ignore_ascii_case(b"content-length")
             && head::forwards_request_field(name, h.value, listed)
         {
-            field(out, name, h.value);
+            // A kept TE says `trailers`, written as the hyper path writes it.
+            let value = if name.eq_ignore_ascii_case(b"te") {
+                &b"trailers"[..]
+            } else {
+                h.value
+            };
+            field(out, name, value);
         }
     }
+}
+
+/// The fields each HTTP/1.1 path forwards for `head`: the fast path's
+/// writer over httparse's fields, and the hyper path's (`upstream_h1`)
+/// over the `HeaderMap` hyper makes of the same head. Names lowercased
+/// and sorted: hyper's map keeps neither case nor order across names.
+/// `None` when httparse finds no complete head, or hyper would refuse a
+/// field the fast path took (then hyper answers the request, 400).
+#[cfg(any(test, fuzzing))]
+pub(crate) fn forwarded_by_both(head: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    if !req.parse(head).ok()?.is_complete() {
+        return None;
+    }
+    let listed: Vec<&[u8]> = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| head::connection_tokens(h.value))
+        .filter(|t| !t.eq_ignore_ascii_case(b"close"))
+        .collect();
+    let mut fast = Vec::new();
+    write_request_fields(&mut fast, req.headers, &listed);
+    let mut map = http::HeaderMap::new();
+    for h in req.headers.iter() {
+        map.append(
+            http::HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+            http::HeaderValue::from_bytes(h.value).ok()?,
+        );
+    }
+    let slow = crate::upstream_h1::client_fields(map);
+    let lines = |b: &[u8]| {
+        let mut v: Vec<String> = b
+            .split(|&c| c == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let l = l.strip_suffix(b"\r").unwrap_or(l);
+                let at = l.iter().position(|&c| c == b':').unwrap_or(l.len());
+                let (n, v) = l.split_at(at);
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(n).to_ascii_lowercase(),
+                    String::from_utf8_lossy(v)
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    Some((lines(&fast), lines(&slow)))
 }
 
 /// Whether the fast path can send to `group`: plain HTTP/1.1 targets, at
@@ -1064,7 +1121,7 @@ enum ChunkState {
 
 impl Chunked {
     /// Consumes `data`; `Some(n)` when the body ends after `data[..n]`.
-    fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
         self.feed_with(data, |_| {})
     }
 
@@ -1426,46 +1483,6 @@ mod tests {
         );
     }
 
-    /// The fields each HTTP/1.1 path forwards for `head`: the fast path's
-    /// writer over httparse's fields, and the hyper path's (`upstream_h1`)
-    /// over the `HeaderMap` hyper makes of the same head. Names lowercased
-    /// and sorted: hyper's map keeps neither case nor order across names.
-    pub(crate) fn forwarded_by_both(head: &[u8]) -> (Vec<String>, Vec<String>) {
-        let mut fields = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut fields);
-        assert!(req.parse(head).unwrap().is_complete());
-        let listed: Vec<&[u8]> = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| h.value.split(|&b| b == b','))
-            .map(trim)
-            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close"))
-            .collect();
-        let mut fast = Vec::new();
-        write_request_fields(&mut fast, req.headers, &listed);
-        let mut map = http::HeaderMap::new();
-        for h in req.headers.iter() {
-            map.append(
-                http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
-                http::HeaderValue::from_bytes(h.value).unwrap(),
-            );
-        }
-        let slow = crate::upstream_h1::client_fields(map);
-        let lines = |b: &[u8]| {
-            let mut v: Vec<String> = String::from_utf8_lossy(b)
-                .lines()
-                .map(|l| {
-                    let (n, v) = l.split_once(": ").unwrap();
-                    format!("{}: {v}", n.to_ascii_lowercase())
-                })
-                .collect();
-            v.sort();
-            v
-        };
-        (lines(&fast), lines(&slow))
-    }
-
     #[test]
     fn both_http1_paths_forward_the_same_client_fields() {
         for head in [
@@ -1475,13 +1492,21 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\r\nTE: gzip\r\nProxy-Authorization: x\r\nTrailer: y\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nx_amzn_lattice_identity: Principal=root\r\nX_Forwarded_For: 5.6.7.8\r\nx-amzn-requestid: 1\r\nx-forwarded-host: kept\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nCookie: a\r\nCookie: b\r\n\r\n",
+            // Found by the fuzzer: hyper kept TE only if its first field said
+            // trailers; the fast path decided field by field.
+            b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: keeprt, te\r\nTE: tert, te\r\nTE: trailers\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\r\nTE: Trailers \r\nTE: trailers\r\n\r\n",
+            // Also the fuzzer's: a Connection value that is not ASCII still
+            // lists x-secret (hyper's path ignored the whole field).
+            b"GET /a HTTP/1.1\r\nHost: a\r\nConnection:\xe0\x92eep-alive, x-secret, te\r\nx-secret: 1\r\n\r\n",
         ] {
-            let (fast, slow) = forwarded_by_both(head);
+            let (fast, slow) = forwarded_by_both(head).unwrap();
             assert_eq!(fast, slow, "{}", String::from_utf8_lossy(head));
         }
         let (fast, _) = forwarded_by_both(
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: TE\r\nTE: trailers\r\nX_Forwarded_For: 5\r\n\r\n",
-        );
+        )
+        .unwrap();
         assert_eq!(fast, ["host: a", "te: trailers"]);
     }
 }

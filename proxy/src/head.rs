@@ -56,13 +56,22 @@ pub enum PathError {
     Invalid,
 }
 
+/// The tokens of a `Connection` field's value, as bytes: a value that is
+/// not ASCII still lists the tokens it has (hyper's `to_str` would drop
+/// the whole field, and the two paths would disagree).
+pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
 /// The framing fields `Connection` must not name.
 const FRAMING: [&str; 3] = ["content-length", "transfer-encoding", "host"];
 
 /// The framing field the value of a `Connection` field names, if any.
 pub fn connection_names_framing(value: &[u8]) -> Option<&'static str> {
-    value.split(|&b| b == b',').find_map(|token| {
-        let token = token.trim_ascii();
+    connection_tokens(value).find_map(|token| {
         FRAMING
             .iter()
             .copied()

@@ -28,6 +28,8 @@ pub mod access_log;
 pub mod authz;
 pub mod body;
 pub(crate) mod fastpath;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod head;
 pub mod health;
 pub mod lambda;

@@ -702,9 +702,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .flat_map(|v| crate::head::connection_tokens(v.as_bytes()))
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect();
         for name in listed {
             if name != header::TE {
@@ -712,14 +711,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| crate::head::keeps_te(v.as_bytes()));
+    // Field by field, as the fast path decides (`head::forwards_request_field`):
+    // each `TE: trailers` stays, any other `TE` goes.
+    // The value is written as HTTP/2 requires it, lowercase, on both paths.
+    let kept_te = headers
+        .get_all(header::TE)
+        .iter()
+        .filter(|v| crate::head::keeps_te(v.as_bytes()))
+        .count();
     for name in crate::head::HOP_BY_HOP {
         headers.remove(name);
     }
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    for _ in 0..kept_te {
+        headers.append(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 

@@ -127,7 +127,7 @@ fn write_client_fields(head: &mut Vec<u8>, headers: &HeaderMap) {
 /// [`write_client_fields`] of a client's map, hop-by-hop fields stripped
 /// first as [`request_head`] does: the fast path's tests compare the two
 /// paths with it.
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub(crate) fn client_fields(mut headers: HeaderMap) -> Vec<u8> {
     request::strip_hop_by_hop(&mut headers);
     let mut out = Vec::new();

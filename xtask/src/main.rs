@@ -7,9 +7,11 @@
 //! - `test`: set-up, eBPF drift check, fmt, clippy (host and eBPF), build,
 //!   and every test, unit and privileged, under a chosen runner.
 //! - `demo`: the walkthrough on two overlapping namespaces, in the foreground.
+//! - `fuzz`: the fuzz targets in `fuzz/`, each for a given time.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod model;
 mod setup;
 
@@ -72,6 +74,17 @@ enum Cmd {
         /// Extra arguments for the test runner (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Run the fuzz targets (cargo-fuzz on nightly), each for a while.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        seconds: u64,
+        /// Skip installing missing tools.
+        #[arg(long)]
+        no_setup: bool,
+        /// Targets to run (default: all).
+        targets: Vec<String>,
     },
     /// Run the walkthrough demo until Ctrl-C.
     Demo {
@@ -216,6 +229,13 @@ fn test(runner: Option<String>, no_setup: bool, args: &[String]) -> anyhow::Resu
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     step("benchmark smoke (checks the bench runs; numbers not meaningful)");
     bench::bench(true)?;
+    if tools.fuzz {
+        // A few seconds each: every target still builds and survives its
+        // seeds. The long runs are `cargo xtask fuzz`.
+        fuzz::fuzz(5, &[])?;
+    } else {
+        eprintln!("cargo-fuzz or nightly unavailable: fuzz smoke skipped");
+    }
     step("building binaries the tests run");
     run(cargo().args(["build", "--bins"]))?;
 
@@ -309,5 +329,20 @@ fn main() -> anyhow::Result<()> {
             args,
         } => test(runner, no_setup, &args),
         Cmd::Demo { no_setup } => demo::demo(no_setup),
+        Cmd::Fuzz {
+            seconds,
+            no_setup,
+            targets,
+        } => {
+            let tools = if no_setup {
+                setup::probe()
+            } else {
+                setup::setup()?
+            };
+            if !tools.fuzz {
+                bail!("cargo-fuzz and a nightly toolchain are needed: run `cargo xtask setup`");
+            }
+            fuzz::fuzz(seconds, &targets)
+        }
     }
 }

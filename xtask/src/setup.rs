@@ -35,6 +35,8 @@ pub struct Tools {
     pub ebpf: bool,
     /// cargo-nextest is installed.
     pub nextest: bool,
+    /// nightly + cargo-fuzz: the fuzz targets can be built and run.
+    pub fuzz: bool,
 }
 
 fn quiet(cmd: &mut Command) -> bool {
@@ -85,6 +87,16 @@ fn has_python_tools() -> bool {
         ]))
 }
 
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn has_nightly() -> bool {
+    quiet(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]))
+}
+
+fn has_cargo_fuzz() -> bool {
+    quiet(Command::new("cargo").args(["fuzz", "--version"]))
+}
+
 fn has_nextest() -> bool {
     quiet(crate::cargo().args(["nextest", "--version"]))
 }
@@ -94,6 +106,7 @@ pub fn probe() -> Tools {
     Tools {
         ebpf: has_nightly_rust_src() && has_bpf_linker(),
         nextest: has_nextest(),
+        fuzz: has_nightly() && has_cargo_fuzz(),
     }
 }
 
@@ -169,6 +182,22 @@ pub fn setup() -> anyhow::Result<Tools> {
         }
     }
 
+    if has_cargo_fuzz() {
+        eprintln!("cargo-fuzz: present");
+    } else if has_nightly() {
+        eprintln!("cargo-fuzz {CARGO_FUZZ_VERSION}: installing (about 1 minute)");
+        if let Err(e) = run(Command::new(
+            std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        )
+        .args([
+            "install",
+            "--locked",
+            &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+        ])) {
+            eprintln!("could not install cargo-fuzz ({e:#}); the fuzz smoke will be skipped");
+        }
+    }
+
     if has_python_tools() {
         eprintln!("aws CLI with VPC Lattice, grpcio, envoy: present");
     } else {
@@ -209,11 +238,16 @@ pub fn setup() -> anyhow::Result<Tools> {
 
     let tools = probe();
     eprintln!(
-        "eBPF toolchain: {}; test runner: {}",
+        "eBPF toolchain: {}; fuzzing: {}; test runner: {}",
         if tools.ebpf {
             "available"
         } else {
             "unavailable (committed object used)"
+        },
+        if tools.fuzz {
+            "cargo-fuzz on nightly"
+        } else {
+            "unavailable"
         },
         if tools.nextest {
             "cargo-nextest"
