@@ -581,3 +581,20 @@ impl Servers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gauge_comes_back_down_when_a_connection_task_panics() {
+        let gauge = std::sync::atomic::AtomicI64::new(0);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _open = Gauged::raise(&gauge);
+            assert_eq!(gauge.load(Ordering::Relaxed), 1);
+            panic!("a connection task fails");
+        }));
+        assert!(r.is_err());
+        assert_eq!(gauge.load(Ordering::Relaxed), 0);
+    }
+}

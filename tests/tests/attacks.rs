@@ -70,12 +70,55 @@ fn smuggled_requests_never_reach_the_target() {
             .arg(apps_dir().join("smuggle.py"))
             .args(["probe", host, "80"]),
     );
+    // HTTP/2 to HTTP/1.1: a content-length that disagrees with the DATA
+    // sent, shorter (the rest would be a second request) or longer (the
+    // target would wait for the next caller's bytes).
+    let smuggled = format!("x=1GET /h2-down/smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    for declared in ["3", "400"] {
+        let got = curl_in(
+            &b.ns,
+            &format!("http://{host}/h2-down/first"),
+            &[
+                "--http2-prior-knowledge",
+                "-H",
+                &format!("Content-Length: {declared}"),
+                "--data-binary",
+                &smuggled,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ],
+        );
+        assert!(
+            !matches!(&got, Ok(code) if code == "200"),
+            "content-length {declared} with {} bytes of DATA was forwarded: {got:?}",
+            smuggled.len()
+        );
+    }
     let parsed: Vec<Value> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let _ = std::fs::remove_file(&log);
+    // The request itself may have been streamed in part before its body
+    // proved longer or shorter than declared (the target gets it cut
+    // off); what followed in its DATA never becomes a request, and the
+    // next caller gets its own answer.
+    let h2_paths: Vec<&str> = parsed
+        .iter()
+        .filter_map(|p| p["path"].as_str())
+        .filter(|p| p.starts_with("/h2-down/"))
+        .collect();
+    assert!(
+        h2_paths.iter().all(|p| *p == "/h2-down/first"),
+        "{h2_paths:?}"
+    );
+    assert_eq!(
+        b.curl(&format!("http://{host}/h2-down/victim")).unwrap(),
+        "/h2-down/victim"
+    );
 
     let cases = results.as_object().unwrap();
     assert!(cases.len() >= 50, "{results}");

@@ -447,5 +447,24 @@ fn put_auth_policy_refuses_bad_policies_and_simulate_explains() {
     );
     let (code, _) = sim(&["--header", "no-colon"]);
     assert_eq!(code, Some(1));
+
+    // Paths are normalised as the data path normalises them: each spelling
+    // of /admin meets a deny on /admin*, and what the data path refuses
+    // (400) the simulator refuses too.
+    let deny = r#"{"Statement":[{"Sid":"All","Effect":"Allow","Principal":"*","Action":"*","Resource":"*"},{"Sid":"NoAdmin","Effect":"Deny","Principal":"*","Action":"*","Resource":"*","Condition":{"StringLike":{"vpc-lattice-svcs:RequestPath":"/admin*"}}}]}"#;
+    std::fs::write(&file, deny).unwrap();
+    for path in [
+        "//admin/x",
+        "/./admin/x",
+        "/public/../admin/x",
+        "/%61dmin/x",
+    ] {
+        let (code, text) = sim(&["--path", path]);
+        assert_eq!(code, Some(3), "{path}: {text}");
+        assert!(text.contains("request: GET /admin/x "), "{path}: {text}");
+        assert!(text.contains("(NoAdmin)"), "{path}: {text}");
+    }
+    let (code, _) = sim(&["--path", "/public/..%2fadmin/x"]);
+    assert_eq!(code, Some(1));
     let _ = std::fs::remove_file(&file);
 }
