@@ -180,6 +180,10 @@ def cases(host):
     def smuggled(case):
         return b"GET /" + case + b"/smuggled HTTP/1.1\r\nHost: " + h + b"\r\n\r\n"
 
+    def chunked(inner):
+        # `inner` as one chunk, then the last chunk.
+        return b"%x\r\n" % len(inner) + inner + b"\r\n0\r\n\r\n"
+
     def waiting(case):
         # A smuggled request that waits for a body: it would capture the
         # next request on a shared target connection.
@@ -206,8 +210,7 @@ def cases(host):
     out["cl-te"] = req(b"POST /cl-te/first HTTP/1.1",
                        b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % len(body), body)
     c = b"te-cl"
-    inner = smuggled(c)
-    body = b"%x\r\n" % len(inner) + inner + b"\r\n0\r\n\r\n"
+    body = chunked(smuggled(c))
     out["te-cl"] = req(b"POST /te-cl/first HTTP/1.1",
                        b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n", body)
     # TE.TE obfuscations: one side sees chunked, the other may not.
@@ -224,8 +227,7 @@ def cases(host):
         ("te-listed", b"Transfer-Encoding: chunked\r\nConnection: transfer-encoding\r\n"),
     ]:
         c = name.encode()
-        inner = smuggled(c)
-        body = b"%x\r\n" % len(inner) + inner + b"\r\n0\r\n\r\n"
+        body = chunked(smuggled(c))
         out[name] = req(b"POST /" + c + b"/first HTTP/1.1",
                         te + b"Content-Length: %d\r\n" % len(body), body)
         out[name + "-nocl"] = req(b"POST /" + c + b"-nocl/first HTTP/1.1", te,

@@ -37,33 +37,64 @@ fn admin_rule() -> Value {
 /// must have parsed exactly the requests whose answers reached the client
 /// (see the one exception below): anything else is a request that skipped
 /// rules, auth and the log, or one that captured the next caller's.
+/// The raw-socket target (`tests/apps/smuggle.py serve`) in VPC a behind
+/// one HTTP service named `host`, reached from VPC b.
+struct RawTarget {
+    // Fields drop in this order: latticed stops before the namespaces go.
+    _latticed: Latticed,
+    b: Vpc,
+    _a: Vpc,
+    /// One JSON line per request the target parsed.
+    log: std::path::PathBuf,
+}
+
+impl RawTarget {
+    fn start(host: &str, rules: Value, extra_args: &[&str]) -> Self {
+        let mut a = Vpc::new("a");
+        let b = Vpc::new("b");
+        let log = std::env::temp_dir().join(format!("latticed-raw-{}.jsonl", unique()));
+        let mut app = a.ns.command("python3");
+        app.arg(apps_dir().join("smuggle.py"))
+            .args(["serve", "10.0.16.10", "9000"])
+            .arg(&log);
+        a.ns.spawn(app);
+        let config = json!({
+            "serviceNetworks": [{"name": "net"}],
+            "services": [{"name": "raw", "customDomainName": host,
+                "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
+                    "defaultAction": forward("raw"), "rules": rules}]}],
+            "targetGroups": [{"name": "raw", "type": "IP",
+                "config": {"port": 9000, "protocol": "HTTP", "vpcIdentifier": a.name()},
+                "targets": [{"id": "10.0.16.10"}]}],
+            "serviceNetworkServiceAssociations": [{"serviceNetworkIdentifier": "net", "serviceIdentifier": "raw"}],
+            "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}]
+        });
+        let mut latticed = Latticed::prepare(&config);
+        latticed.extra_args = extra_args.iter().map(|s| (*s).to_owned()).collect();
+        latticed.spawn_and_wait_ready().unwrap();
+        wait_until(Duration::from_secs(10), || {
+            b.curl(&format!("http://{host}/warm-up")).is_ok()
+        });
+        Self {
+            _latticed: latticed,
+            b,
+            _a: a,
+            log,
+        }
+    }
+}
+
+impl Drop for RawTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
 #[test]
 fn smuggled_requests_never_reach_the_target() {
-    let mut a = Vpc::new("a");
-    let b = Vpc::new("b");
-    let log = std::env::temp_dir().join(format!("latticed-smuggle-{}.jsonl", unique()));
-    let mut app = a.ns.command("python3");
-    app.arg(apps_dir().join("smuggle.py"))
-        .args(["serve", "10.0.16.10", "9000"])
-        .arg(&log);
-    a.ns.spawn(app);
     let host = "smuggle.example.internal";
-    let config = json!({
-        "serviceNetworks": [{"name": "net"}],
-        "services": [{"name": "frames", "customDomainName": host,
-            "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
-                "defaultAction": forward("raw"), "rules": [admin_rule()]}]}],
-        "targetGroups": [{"name": "raw", "type": "IP",
-            "config": {"port": 9000, "protocol": "HTTP", "vpcIdentifier": a.name()},
-            "targets": [{"id": "10.0.16.10"}]}],
-        "serviceNetworkServiceAssociations": [{"serviceNetworkIdentifier": "net", "serviceIdentifier": "frames"}],
-        "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}]
-    });
-    let mut latticed = Latticed::prepare(&config);
-    latticed.spawn_and_wait_ready().unwrap();
-    wait_until(Duration::from_secs(10), || {
-        b.curl(&format!("http://{host}/warm-up")).is_ok()
-    });
+    let raw = RawTarget::start(host, json!([admin_rule()]), &[]);
+    let (b, log) = (&raw.b, &raw.log);
 
     let results = run_json(
         b.ns.command("python3")
@@ -96,12 +127,11 @@ fn smuggled_requests_never_reach_the_target() {
             smuggled.len()
         );
     }
-    let parsed: Vec<Value> = std::fs::read_to_string(&log)
+    let parsed: Vec<Value> = std::fs::read_to_string(log)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let _ = std::fs::remove_file(&log);
     // The request itself may have been streamed in part before its body
     // proved longer or shorter than declared (the target gets it cut
     // off); what followed in its DATA never becomes a request, and the
@@ -198,7 +228,7 @@ fn smuggled_requests_never_reach_the_target() {
             "a capturing request reached the target: {p}"
         );
     }
-    drop(latticed);
+    drop(raw);
 }
 
 /// `//admin`, `/./admin`, `/public/../admin`, `/%61dmin` over HTTP/1.1 and
@@ -512,37 +542,14 @@ fn bodies_held_for_signatures_are_bounded_in_time_and_memory() {
 /// idle timeout, both close, on the fast path and on hyper's.
 #[test]
 fn a_client_that_stops_reading_is_cut_at_the_idle_timeout() {
-    let mut a = Vpc::new("a");
-    let b = Vpc::new("b");
-    let log = std::env::temp_dir().join(format!("latticed-stall-{}.jsonl", unique()));
-    let mut app = a.ns.command("python3");
-    app.arg(apps_dir().join("smuggle.py"))
-        .args(["serve", "10.0.16.10", "9000"])
-        .arg(&log);
-    a.ns.spawn(app);
     let host = "stall.example.internal";
-    let config = json!({
-        "serviceNetworks": [{"name": "net"}],
-        "services": [{"name": "stall", "customDomainName": host,
-            "listeners": [{"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": forward("raw")}]}],
-        "targetGroups": [{"name": "raw", "type": "IP",
-            "config": {"port": 9000, "protocol": "HTTP", "vpcIdentifier": a.name()},
-            "targets": [{"id": "10.0.16.10"}]}],
-        "serviceNetworkServiceAssociations": [{"serviceNetworkIdentifier": "net", "serviceIdentifier": "stall"}],
-        "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}]
-    });
-    let mut latticed = Latticed::prepare(&config);
-    latticed.extra_args = ["--idle-timeout", "2"].map(String::from).to_vec();
-    latticed.spawn_and_wait_ready().unwrap();
-    wait_until(Duration::from_secs(10), || {
-        b.curl(&format!("http://{host}/warm-up")).is_ok()
-    });
+    let raw = RawTarget::start(host, json!([]), &["--idle-timeout", "2"]);
+    let b = &raw.b;
     let r = run_json(
         b.ns.command("python3")
             .arg(apps_dir().join("smuggle.py"))
             .args(["stall", host, "80", "6"]),
     );
-    let _ = std::fs::remove_file(&log);
     let full = r["full"].as_u64().unwrap();
     for path in ["fast", "hyper"] {
         let got = r[path].as_u64().unwrap();
@@ -552,5 +559,5 @@ fn a_client_that_stops_reading_is_cut_at_the_idle_timeout() {
             "{path}: the connection stayed open for a client that stopped reading: {r}"
         );
     }
-    drop(latticed);
+    drop(raw);
 }
