@@ -507,6 +507,10 @@ fn forward<'s: 'b, 'b>(
                         tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target connection failed");
                         Err((StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed"))
                     }
+                    Ok(Err(crate::upstream::SendError::ClientBody(e))) => {
+                        tracing::debug!(service = %listener.service, error = %e, "client body broke off");
+                        Err((StatusCode::BAD_REQUEST, "ClientBodyError"))
+                    }
                     Ok(Err(crate::upstream::SendError::Request(e))) => {
                         tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target request failed");
                         Err((StatusCode::BAD_GATEWAY, "TargetRequestFailed"))

@@ -44,6 +44,8 @@ pub enum SendError {
     Connect(String),
     /// The exchange failed (502).
     Request(String),
+    /// The client's own body broke off or was malformed midway (400).
+    ClientBody(String),
 }
 
 /// The target's HTTP/2 connection, shared by every request to it (HTTP/2

@@ -170,7 +170,9 @@ async fn exchange(
     };
     let request = |e: &dyn std::fmt::Display| SendError::Request(e.to_string());
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| request(&e))?;
+        // The client's body, as hyper decoded it: a failure here is the
+        // client's (a malformed chunk, a length it did not keep).
+        let frame = frame.map_err(|e| SendError::ClientBody(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
             // Trailers: HTTP/1.1 targets get none.
             continue;
