@@ -93,10 +93,11 @@ pub fn path(data: &[u8]) {
     assert!(normal.starts_with('/'), "{normal:?}");
     let body = &normal[1..];
     if !body.is_empty() {
-        for (i, seg) in body.split('/').enumerate() {
-            let last = i == body.split('/').count() - 1;
+        let segments: Vec<&str> = body.split('/').collect();
+        let last = segments.len() - 1;
+        for (i, seg) in segments.iter().enumerate() {
             assert!(
-                seg != "." && seg != ".." && (!seg.is_empty() || last),
+                *seg != "." && *seg != ".." && (!seg.is_empty() || i == last),
                 "{raw:?} -> {normal:?}"
             );
         }

@@ -54,6 +54,11 @@ pub enum PathError {
     /// The normalised path is not a valid request target.
     #[error("not a valid request target")]
     Invalid,
+    /// A `.` or `..` segment with parameters (`..;x`): Java servlet
+    /// containers read it as `..`, so `/public/..;/admin` reaches `/admin`
+    /// there while it looks like a path under `/public` here.
+    #[error("dot segment with parameters")]
+    DotSegmentParams,
 }
 
 /// The tokens of a `Connection` field's value, as bytes: a value that is
@@ -229,6 +234,13 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let last = segments.len().saturating_sub(1);
     let mut trailing_slash = false;
     for (n, seg) in segments.iter().enumerate() {
+        let upper = seg.get(..5).unwrap_or(seg).to_ascii_uppercase();
+        if [".;", "..;", ".%3B", "..%3B"]
+            .iter()
+            .any(|p| upper.starts_with(p))
+        {
+            return Err(PathError::DotSegmentParams);
+        }
         match *seg {
             "" => {
                 // An empty segment: a doubled slash, or the trailing one.
@@ -272,7 +284,11 @@ fn is_normal(b: &[u8]) -> Result<bool, PathError> {
                 // "/." or "/.." ending a segment.
                 let rest = &b[i + 1..];
                 let seg_end = |r: &[u8]| r.is_empty() || r[0] == b'/';
-                if seg_end(rest) || (rest.first() == Some(&b'.') && seg_end(&rest[1..])) {
+                let params = |r: &[u8]| r.first() == Some(&b';');
+                if seg_end(rest)
+                    || params(rest)
+                    || (rest.first() == Some(&b'.') && (seg_end(&rest[1..]) || params(&rest[1..])))
+                {
                     normal = false;
                 }
             }
@@ -388,6 +404,23 @@ mod tests {
         assert_eq!(norm("/a%4"), Err(PathError::BadPercent));
         assert_eq!(norm("/a%"), Err(PathError::BadPercent));
         assert_eq!(norm("a/b"), Err(PathError::NotAbsolute));
+        assert_eq!(norm("/public/..;/admin"), Err(PathError::DotSegmentParams));
+        assert_eq!(
+            norm("/public/..;x=1/admin"),
+            Err(PathError::DotSegmentParams)
+        );
+        assert_eq!(norm("/public/.;/admin"), Err(PathError::DotSegmentParams));
+        assert_eq!(
+            norm("/public/..%3b/admin"),
+            Err(PathError::DotSegmentParams)
+        );
+        assert_eq!(
+            norm("/public/%2e%2e;/admin"),
+            Err(PathError::DotSegmentParams)
+        );
+        // Parameters elsewhere are the target's business.
+        assert_eq!(norm("/a;b/c"), Ok("/a;b/c".into()));
+        assert_eq!(norm("/a/..b;c"), Ok("/a/..b;c".into()));
         assert_eq!(norm(""), Err(PathError::NotAbsolute));
     }
 

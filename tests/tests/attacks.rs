@@ -317,6 +317,7 @@ fn hidden_paths_meet_rules_and_policies_and_proxy_fields_stay_the_proxys() {
             "/a%5cb",
             "/a%00b",
             "/a%zz",
+            "/public/..;/admin/x",
         ] {
             for host in ["ruled.example.internal", "guarded.example.internal"] {
                 let got = status(host, path, version);
