@@ -219,8 +219,8 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
             i += 3;
         } else {
             // Checked by `is_normal`: no control characters or backslashes
-            // here. Multi-byte UTF-8 passes through whole (str slicing by
-            // char boundary is not needed: bytes are copied as they are).
+            // here. `%` is ASCII, so the run before it ends on a character
+            // boundary.
             let start = i;
             while i < b.len() && b[i] != b'%' {
                 i += 1;
@@ -234,10 +234,10 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let last = segments.len().saturating_sub(1);
     let mut trailing_slash = false;
     for (n, seg) in segments.iter().enumerate() {
-        let upper = seg.get(..5).unwrap_or(seg).to_ascii_uppercase();
-        if [".;", "..;", ".%3B", "..%3B"]
+        let sb = seg.as_bytes();
+        if [&b".;"[..], b"..;", b".%3B", b"..%3B"]
             .iter()
-            .any(|p| upper.starts_with(p))
+            .any(|p| sb.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
         {
             return Err(PathError::DotSegmentParams);
         }
