@@ -440,6 +440,24 @@ mod tests {
 
     const NOW: u64 = 1_795_305_600; // 2026-11-22T00:00:00Z
 
+    /// `h0` with an Authorization header we signed (key AKIDEXAMPLE, secret
+    /// "secret", at NOW) over `signed_headers`.
+    fn signed_by_us(h0: &HeaderMap, signed_headers: &str) -> HeaderMap {
+        let auth = sign(
+            &boto_request(h0),
+            "AKIDEXAMPLE",
+            "secret",
+            "us-west-2",
+            "vpc-lattice",
+            "20261122T000000Z",
+            signed_headers,
+        )
+        .unwrap();
+        let mut h = h0.clone();
+        h.insert("authorization", auth.parse().unwrap());
+        h
+    }
+
     #[test]
     fn date_round_trips() {
         assert_eq!(format_amz_date(NOW), "20261122T000000Z");
@@ -449,22 +467,13 @@ mod tests {
 
     #[test]
     fn own_signature_verifies_and_tampering_fails() {
-        let h0 = headers(&[
-            ("host", "127.0.0.1:7390"),
-            ("x-amz-date", "20261122T000000Z"),
-        ]);
-        let auth = sign(
-            &boto_request(&h0),
-            "AKIDEXAMPLE",
-            "secret",
-            "us-west-2",
-            "vpc-lattice",
-            "20261122T000000Z",
+        let h = signed_by_us(
+            &headers(&[
+                ("host", "127.0.0.1:7390"),
+                ("x-amz-date", "20261122T000000Z"),
+            ]),
             "host;x-amz-date",
-        )
-        .unwrap();
-        let mut h = h0.clone();
-        h.insert("authorization", auth.parse().unwrap());
+        );
         let now = UNIX_EPOCH + Duration::from_secs(NOW + 60);
         let ok = verify(&boto_request(&h), "vpc-lattice", now, |_| {
             Some("secret".into())
@@ -554,19 +563,10 @@ mod tests {
 
     #[test]
     fn a_signature_without_host_is_refused_before_any_key_lookup() {
-        let h0 = headers(&[("host", "one.example"), ("x-amz-date", "20261122T000000Z")]);
-        let auth = sign(
-            &boto_request(&h0),
-            "AKIDEXAMPLE",
-            "secret",
-            "us-west-2",
-            "vpc-lattice",
-            "20261122T000000Z",
+        let mut h = signed_by_us(
+            &headers(&[("host", "one.example"), ("x-amz-date", "20261122T000000Z")]),
             "x-amz-date",
-        )
-        .unwrap();
-        let mut h = h0.clone();
-        h.insert("authorization", auth.parse().unwrap());
+        );
         // Replayed to another host: the signature would still match.
         h.insert("host", "other.example".parse().unwrap());
         let now = UNIX_EPOCH + Duration::from_secs(NOW + 60);
