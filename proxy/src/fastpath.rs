@@ -350,14 +350,8 @@ fn prepare(
         return None;
     }
     let group = Arc::clone(forward.pick()?);
-    let GroupKind::Hosts {
-        ns,
-        https: false,
-        tcp: false,
-        version: TargetVersion::Http1,
-        ..
-    } = &group.kind
-    else {
+    // Plain HTTP/1.1 targets, as `fast_group` checked.
+    let GroupKind::Hosts { ns, .. } = &group.kind else {
         return None;
     };
     let target = group.next_target()?.addr;
@@ -424,7 +418,7 @@ pub(crate) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// The client's fields the target gets (see
-/// [`head::forwards_request_field`]); `listed` holds the names the
+/// [`head::forwarded_request_field`]); `listed` holds the names the
 /// `Connection` fields list. Content-Length is written by the caller.
 pub(crate) fn write_request_fields(
     out: &mut Vec<u8>,
@@ -434,15 +428,10 @@ pub(crate) fn write_request_fields(
     let listed = |name: &[u8]| listed.iter().any(|l| l.eq_ignore_ascii_case(name));
     for h in fields {
         let name = h.name.as_bytes();
-        if !name.eq_ignore_ascii_case(b"content-length")
-            && head::forwards_request_field(name, h.value, listed)
-        {
-            // A kept TE says `trailers`, written as the hyper path writes it.
-            let value = if name.eq_ignore_ascii_case(b"te") {
-                &b"trailers"[..]
-            } else {
-                h.value
-            };
+        if name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        if let Some(value) = head::forwarded_request_field(name, h.value, listed) {
             field(out, name, value);
         }
     }

@@ -141,15 +141,24 @@ pub fn keeps_te(value: &[u8]) -> bool {
     value.trim_ascii().eq_ignore_ascii_case(b"trailers")
 }
 
-/// Whether a client's request field reaches the target: not hop-by-hop (a
-/// `TE: trailers` aside), not listed in `Connection`, not the proxy's own.
-/// The framing fields are the writers' to set (each path frames the body
-/// it forwards), and a `Connection` naming one was refused before this.
-pub fn forwards_request_field(name: &[u8], value: &[u8], listed: impl Fn(&[u8]) -> bool) -> bool {
+/// The value a kept `TE` is forwarded with, on every path: lowercase, as
+/// HTTP/2 requires it.
+pub const TE_TRAILERS: &str = "trailers";
+
+/// The value a client's request field reaches the target with, `None` if
+/// it does not: not hop-by-hop (a `TE: trailers` aside, written as
+/// [`TE_TRAILERS`]), not listed in `Connection`, not the proxy's own. The
+/// framing fields are the writers' to set (each path frames the body it
+/// forwards), and a `Connection` naming one was refused before this.
+pub fn forwarded_request_field<'v>(
+    name: &[u8],
+    value: &'v [u8],
+    listed: impl Fn(&[u8]) -> bool,
+) -> Option<&'v [u8]> {
     if name.eq_ignore_ascii_case(b"te") {
-        return keeps_te(value);
+        return keeps_te(value).then_some(TE_TRAILERS.as_bytes());
     }
-    !is_hop_by_hop(name) && !is_proxy_field(name) && !listed(name)
+    (!is_hop_by_hop(name) && !is_proxy_field(name) && !listed(name)).then_some(value)
 }
 
 /// Writes the `Content-Length` of a forwarded HTTP/1.1 request whose body
@@ -489,16 +498,31 @@ mod tests {
     #[test]
     fn te_trailers_is_forwarded_even_when_connection_lists_te() {
         let listed = |n: &[u8]| n.eq_ignore_ascii_case(b"te");
-        assert!(forwards_request_field(b"TE", b"trailers", listed));
-        assert!(!forwards_request_field(b"te", b"gzip", listed));
-        assert!(!forwards_request_field(b"keep-alive", b"5", |_| false));
-        assert!(!forwards_request_field(b"x-secret", b"1", |n| n == b"x-secret"));
-        assert!(!forwards_request_field(
-            b"X_Amzn_Lattice_Identity",
-            b"1",
-            |_| false
-        ));
-        assert!(forwards_request_field(b"x-kept", b"1", |_| false));
+        assert_eq!(
+            forwarded_request_field(b"TE", b"trailers", listed),
+            Some(&b"trailers"[..])
+        );
+        assert_eq!(
+            forwarded_request_field(b"TE", b" Trailers ", listed),
+            Some(&b"trailers"[..])
+        );
+        assert_eq!(forwarded_request_field(b"te", b"gzip", listed), None);
+        assert_eq!(
+            forwarded_request_field(b"keep-alive", b"5", |_| false),
+            None
+        );
+        assert_eq!(
+            forwarded_request_field(b"x-secret", b"1", |n| n == b"x-secret"),
+            None
+        );
+        assert_eq!(
+            forwarded_request_field(b"X_Amzn_Lattice_Identity", b"1", |_| false),
+            None
+        );
+        assert_eq!(
+            forwarded_request_field(b"x-kept", b"1", |_| false),
+            Some(&b"1"[..])
+        );
     }
 
     #[test]

@@ -715,9 +715,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    // Field by field, as the fast path decides (`head::forwards_request_field`):
-    // each `TE: trailers` stays, any other `TE` goes.
-    // The value is written as HTTP/2 requires it, lowercase, on both paths.
+    // Field by field, as `head::forwarded_request_field` decides for the
+    // fast path: each `TE: trailers` stays, as `head::TE_TRAILERS`; any
+    // other `TE` goes.
     let kept_te = headers
         .get_all(header::TE)
         .iter()
@@ -727,7 +727,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     for _ in 0..kept_te {
-        headers.append(header::TE, HeaderValue::from_static("trailers"));
+        headers.append(
+            header::TE,
+            HeaderValue::from_static(crate::head::TE_TRAILERS),
+        );
     }
 }
 

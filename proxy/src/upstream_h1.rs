@@ -108,18 +108,17 @@ fn request_head(
 
 /// The client's fields the target gets, from a map [`request::strip_hop_by_hop`]
 /// has been over (so `Connection` and what it listed are gone); see
-/// [`crate::head::forwards_request_field`]. Content-Length is written by
+/// [`crate::head::forwarded_request_field`]. Content-Length is written by
 /// the caller.
 fn write_client_fields(head: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
-        if name != http::header::CONTENT_LENGTH
-            && crate::head::forwards_request_field(
-                name.as_str().as_bytes(),
-                value.as_bytes(),
-                |_| false,
-            )
+        if name == http::header::CONTENT_LENGTH {
+            continue;
+        }
+        let name = name.as_str().as_bytes();
+        if let Some(value) = crate::head::forwarded_request_field(name, value.as_bytes(), |_| false)
         {
-            field(head, name.as_str().as_bytes(), value.as_bytes());
+            field(head, name, value);
         }
     }
 }
