@@ -223,10 +223,7 @@ impl Server {
             let query = buf[..n].to_vec();
             let (this, socket) = (Arc::clone(&this), Arc::clone(&socket));
             tokio::spawn(async move {
-                let answer = match this.forward(&query).await {
-                    Some(a) => Some(a),
-                    None => reply(&msg, ResponseCode::ServFail, None),
-                };
+                let answer = this.forwarded(&query, &msg).await;
                 drop(permit);
                 if let Some(answer) = answer {
                     let _ = socket.send_to(&answer, peer).await;
@@ -240,10 +237,7 @@ impl Server {
     async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
         match self.handle(query) {
             Handled::Local(a) => a,
-            Handled::Forward(msg) => match self.forward(query).await {
-                Some(a) => Some(a),
-                None => reply(&msg, ResponseCode::ServFail, None),
-            },
+            Handled::Forward(msg) => self.forwarded(query, &msg).await,
         }
     }
 
@@ -276,6 +270,14 @@ impl Server {
             }
             None => return Handled::Forward(msg),
         })
+    }
+
+    /// The upstream's answer to `query` (parsed as `msg`), or SERVFAIL.
+    async fn forwarded(&self, query: &[u8], msg: &Message) -> Option<Vec<u8>> {
+        match self.forward(query).await {
+            Some(a) => Some(a),
+            None => reply(msg, ResponseCode::ServFail, None),
+        }
     }
 
     /// Asks the namespace's previous nameservers, from inside the namespace.

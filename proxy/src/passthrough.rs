@@ -31,6 +31,8 @@ async fn read_hello(stream: &mut TcpStream) -> std::io::Result<(Option<String>, 
     use tokio::io::AsyncReadExt as _;
     let mut hello = Vec::new();
     let mut chunk = [0u8; 2048];
+    // Fed each read's bytes as they come: it keeps what it has parsed.
+    let mut acceptor = rustls::server::Acceptor::default();
     loop {
         let room = (MAX_HELLO - hello.len()).min(chunk.len());
         if room == 0 {
@@ -41,8 +43,7 @@ async fn read_hello(stream: &mut TcpStream) -> std::io::Result<(Option<String>, 
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         hello.extend_from_slice(&chunk[..n]);
-        let mut acceptor = rustls::server::Acceptor::default();
-        let mut rd = &hello[..];
+        let mut rd = &chunk[..n];
         while !rd.is_empty() {
             if acceptor.read_tls(&mut rd)? == 0 {
                 break;
