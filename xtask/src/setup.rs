@@ -97,6 +97,13 @@ fn has_cargo_fuzz() -> bool {
     quiet(Command::new("cargo").args(["fuzz", "--version"]))
 }
 
+/// `cargo install --locked NAME@VERSION` with the cargo that runs us.
+fn cargo_install(name: &str, version: &str) -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.args(["install", "--locked", &format!("{name}@{version}")]);
+    c
+}
+
 fn has_nextest() -> bool {
     quiet(crate::cargo().args(["nextest", "--version"]))
 }
@@ -167,16 +174,9 @@ pub fn setup() -> anyhow::Result<Tools> {
         eprintln!("bpf-linker {BPF_LINKER_VERSION}: building against LLVM 22 (about 2 minutes)");
         // Without LLVM_PREFIX the build finds Debian's default LLVM 14 and
         // fails late with `unable to find library -lLLVM`.
-        if let Err(e) = run(Command::new(
-            std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
-        )
-        .args([
-            "install",
-            "--locked",
-            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-        ])
-        .args(["--no-default-features", "--features", "llvm-22"])
-        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+        if let Err(e) = run(cargo_install("bpf-linker", BPF_LINKER_VERSION)
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
         {
             eprintln!("could not build bpf-linker ({e:#}); the eBPF object will come from the committed copy");
         }
@@ -186,14 +186,7 @@ pub fn setup() -> anyhow::Result<Tools> {
         eprintln!("cargo-fuzz: present");
     } else if has_nightly() {
         eprintln!("cargo-fuzz {CARGO_FUZZ_VERSION}: installing (about 1 minute)");
-        if let Err(e) = run(Command::new(
-            std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
-        )
-        .args([
-            "install",
-            "--locked",
-            &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
-        ])) {
+        if let Err(e) = run(&mut cargo_install("cargo-fuzz", CARGO_FUZZ_VERSION)) {
             eprintln!("could not install cargo-fuzz ({e:#}); the fuzz smoke will be skipped");
         }
     }
