@@ -288,6 +288,9 @@ impl Daemon {
             }
         };
         let dp = Dataplane::new(proxy)?;
+        tokio::spawn(latticed_proxy::memory::trim_after_bursts(Arc::downgrade(
+            &dp,
+        )));
         let compiler = Compiler::new(
             Arc::clone(&dp),
             &paths.state_dir,

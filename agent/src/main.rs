@@ -100,6 +100,12 @@ enum Command {
         /// connection; a request that would exceed it gets 503.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=65536))]
         body_memory_mib: u64,
+        /// MiB of that the clients of one VPC (namespace) may hold at once,
+        /// so that one tenant's bodies cannot take every other tenant's
+        /// share; default a quarter of --body-memory-mib, at least 10 (the
+        /// largest signed body).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65536))]
+        body_memory_per_vpc_mib: Option<u64>,
         /// Largest request head in bytes (431 beyond it).
         #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(8192..=1048576))]
         max_header_bytes: u64,
@@ -222,27 +228,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// A proxy holds two descriptors per proxied connection: raise the soft
-/// limit on open files to the hard one (systemd's default soft limit is
-/// 1024).
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::debug!("could not raise the open-file limit");
-            }
-        }
-    }
-}
-
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    raise_fd_limit();
+    latticed_proxy::memory::return_large_blocks_to_the_kernel();
+    if let Err(e) = latticed_proxy::workers::raise_fd_limit() {
+        tracing::debug!("could not raise the open-file limit: {e}");
+    }
     // The control plane's runtime: the data path runs on its own pinned
     // worker threads (latticed_proxy::workers).
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -272,8 +262,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             header_timeout,
             body_timeout,
             body_memory_mib,
+            body_memory_per_vpc_mib,
             max_header_bytes,
         } => {
+            // A share must take the largest body held whole (10 MiB) or
+            // such bodies would never be read.
+            let per_vpc_mib = body_memory_per_vpc_mib
+                .unwrap_or((body_memory_mib / 4).max(10).min(body_memory_mib));
+            if per_vpc_mib > body_memory_mib {
+                anyhow::bail!(
+                    "--body-memory-per-vpc-mib: {per_vpc_mib} is more than --body-memory-mib ({body_memory_mib})"
+                );
+            }
             let mut quota = control::api::handlers::Quotas::default();
             for q in &quotas {
                 quota.set(q).map_err(|e| anyhow::anyhow!("--quota {e}"))?;
@@ -315,6 +315,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 header_read_timeout: std::time::Duration::from_secs(header_timeout),
                 body_read_timeout: std::time::Duration::from_secs(body_timeout),
                 body_memory: usize::try_from(body_memory_mib << 20).unwrap_or(64 << 20),
+                body_memory_per_vpc: usize::try_from(per_vpc_mib << 20).unwrap_or(16 << 20),
                 max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(65536),
                 lambda_endpoint,
                 region,

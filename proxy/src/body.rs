@@ -9,12 +9,18 @@
 //! and the memory held is the budget, not the number of connections times
 //! the limit.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::Body;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::routing::NsId;
 
 /// Why a body was not read whole.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,6 +31,9 @@ pub enum WholeBodyError {
     /// The budget for bodies held at once is spent.
     #[error("too many request bodies are being held; try again")]
     Busy,
+    /// The clients of this namespace hold their whole share of the budget.
+    #[error("too many request bodies from this VPC are being held; try again")]
+    TenantBusy,
     /// Not received within the deadline.
     #[error("the body did not arrive within {0:?}")]
     Timeout(Duration),
@@ -33,37 +42,88 @@ pub enum WholeBodyError {
     Read(String),
 }
 
-/// The memory all whole bodies may hold at once, in bytes.
+/// The memory all whole bodies may hold at once, and how much of it the
+/// clients of one namespace (one tenant's VPC) may hold. The share keeps a
+/// tenant that floods an AWS_IAM service with bodies from starving every
+/// other tenant's signed requests of the whole budget.
 #[derive(Debug, Clone)]
-pub struct Budget(Arc<Semaphore>);
+pub struct Budget {
+    total: Arc<Semaphore>,
+    share: usize,
+    /// Each client namespace's share, made on its first held body. The lock
+    /// is taken once per body held whole (never on other requests) for one
+    /// lookup; the bytes are then counted on the semaphores without it.
+    tenants: Arc<Mutex<HashMap<NsId, Arc<Semaphore>>>>,
+}
+
+/// Shares kept for namespaces that hold nothing are dropped past this many.
+const TENANTS_KEPT: usize = 1024;
 
 impl Budget {
-    /// A budget of `bytes`.
-    pub fn new(bytes: usize) -> Self {
-        Self(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+    /// A budget of `bytes`, of which one namespace's clients may hold at
+    /// most `share`.
+    pub fn new(bytes: usize, share: usize) -> Self {
+        let bytes = bytes.min(Semaphore::MAX_PERMITS);
+        Self {
+            total: Arc::new(Semaphore::new(bytes)),
+            share: share.min(bytes),
+            tenants: Arc::default(),
+        }
     }
 
     /// Bytes not held now.
     pub fn available(&self) -> usize {
-        self.0.available_permits()
+        self.total.available_permits()
     }
 
-    /// Takes `n` more bytes into `held`, or fails at once.
-    fn take(
-        &self,
-        held: &mut Option<OwnedSemaphorePermit>,
-        n: usize,
-    ) -> Result<(), WholeBodyError> {
+    /// The share of namespace `tenant`.
+    fn tenant(&self, tenant: NsId) -> Arc<Semaphore> {
+        // A poisoned lock only means another body's bookkeeping panicked;
+        // the map itself is still whole.
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = tenants.get(&tenant) {
+            return Arc::clone(s);
+        }
+        if tenants.len() >= TENANTS_KEPT {
+            // A share still referenced belongs to a body being read or held.
+            tenants.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        Arc::clone(
+            tenants
+                .entry(tenant)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.share))),
+        )
+    }
+}
+
+/// Bytes taken from the budget and from one tenant's share.
+struct Taken {
+    tenant: Arc<Semaphore>,
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+}
+
+impl Taken {
+    /// Takes `n` more bytes from the tenant's share and the budget, or
+    /// fails at once and takes nothing.
+    fn more(&mut self, budget: &Budget, n: usize) -> Result<(), WholeBodyError> {
         if n == 0 {
             return Ok(());
         }
         let n = u32::try_from(n).map_err(|_| WholeBodyError::Busy)?;
-        let more = Arc::clone(&self.0)
+        // The whole budget first: a refusal names the tenant's share only
+        // when that is what ran out.
+        let all = Arc::clone(&budget.total)
             .try_acquire_many_owned(n)
             .map_err(|_| WholeBodyError::Busy)?;
-        match held {
-            Some(p) => p.merge(more),
-            None => *held = Some(more),
+        let mine = Arc::clone(&self.tenant)
+            .try_acquire_many_owned(n)
+            .map_err(|_| WholeBodyError::TenantBusy)?;
+        match &mut self.permits {
+            Some((m, a)) => {
+                m.merge(mine);
+                a.merge(all);
+            }
+            None => self.permits = Some((mine, all)),
         }
         Ok(())
     }
@@ -73,7 +133,7 @@ impl Budget {
 /// `Bytes` made from it is dropped (after the target or function has it).
 struct Held {
     data: Vec<u8>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _taken: Taken,
 }
 
 impl AsRef<[u8]> for Held {
@@ -83,12 +143,13 @@ impl AsRef<[u8]> for Held {
 }
 
 /// Reads `body` whole: at most `limit` bytes, within `deadline`, within
-/// `budget`. The buffer is sized from the declared length when there is
+/// `budget` and the share of it of namespace `tenant`. The buffer is sized from the declared length when there is
 /// one, and grows (counted against the budget as it grows) otherwise.
 pub async fn read_whole<B>(
     mut body: B,
     limit: usize,
     budget: &Budget,
+    tenant: NsId,
     deadline: Duration,
 ) -> Result<Bytes, WholeBodyError>
 where
@@ -99,12 +160,15 @@ where
     if usize::try_from(hint.lower()).map_or(true, |n| n > limit) {
         return Err(WholeBodyError::TooLarge(limit));
     }
-    let mut held = None;
+    let mut taken = Taken {
+        tenant: budget.tenant(tenant),
+        permits: None,
+    };
     let mut data: Vec<u8> = Vec::new();
     if let Some(n) = hint.exact() {
         // Checked against `limit` above.
         let n = usize::try_from(n).unwrap_or(limit);
-        budget.take(&mut held, n)?;
+        taken.more(budget, n)?;
         data.reserve_exact(n);
     }
     let read = async {
@@ -118,7 +182,7 @@ where
             }
             let before = data.capacity();
             data.reserve(chunk.len());
-            budget.take(&mut held, data.capacity() - before)?;
+            taken.more(budget, data.capacity() - before)?;
             data.extend_from_slice(&chunk);
         }
         Ok(())
@@ -126,7 +190,7 @@ where
     match tokio::time::timeout(deadline, read).await {
         Ok(Ok(())) => Ok(Bytes::from_owner(Held {
             data,
-            _permit: held,
+            _taken: taken,
         })),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(WholeBodyError::Timeout(deadline)),
@@ -150,11 +214,12 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_hold_their_share_until_dropped() {
-        let budget = Budget::new(1000);
+        let budget = Budget::new(1000, 1000);
         let b = read_whole(
             Full::new(Bytes::from(vec![1u8; 600])),
             1000,
             &budget,
+            0,
             Duration::from_secs(1),
         )
         .await
@@ -166,6 +231,7 @@ mod tests {
             Full::new(Bytes::from(vec![1u8; 600])),
             1000,
             &budget,
+            0,
             Duration::from_secs(1),
         )
         .await;
@@ -180,26 +246,27 @@ mod tests {
 
     #[tokio::test]
     async fn streamed_bodies_count_their_growth_and_their_limit() {
-        let budget = Budget::new(1 << 20);
-        let b = read_whole(chunks(10, 1000), 20_000, &budget, Duration::from_secs(1))
+        let budget = Budget::new(1 << 20, 1 << 20);
+        let b = read_whole(chunks(10, 1000), 20_000, &budget, 0, Duration::from_secs(1))
             .await
             .unwrap();
         assert_eq!(b.len(), 10_000);
         assert!(budget.available() <= (1 << 20) - 10_000);
         drop(b);
         assert_eq!(budget.available(), 1 << 20);
-        let big = read_whole(chunks(30, 1000), 20_000, &budget, Duration::from_secs(1)).await;
+        let big = read_whole(chunks(30, 1000), 20_000, &budget, 0, Duration::from_secs(1)).await;
         assert_eq!(big, Err(WholeBodyError::TooLarge(20_000)));
         assert_eq!(
             budget.available(),
             1 << 20,
             "a refused body gives its share back"
         );
-        let small_budget = Budget::new(5_000);
+        let small_budget = Budget::new(5_000, 5_000);
         let busy = read_whole(
             chunks(10, 1000),
             20_000,
             &small_budget,
+            0,
             Duration::from_secs(1),
         )
         .await;
@@ -208,12 +275,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_namespace_holds_at_most_its_share_and_others_still_fit() {
+        let budget = Budget::new(1000, 500);
+        let read = |tenant| {
+            read_whole(
+                Full::new(Bytes::from(vec![1u8; 300])),
+                1000,
+                &budget,
+                tenant,
+                Duration::from_secs(1),
+            )
+        };
+        let first = read(7).await.unwrap();
+        // A second body from namespace 7 would pass its share of 500.
+        assert_eq!(read(7).await, Err(WholeBodyError::TenantBusy));
+        assert_eq!(budget.available(), 700, "the refusal took nothing");
+        // Another namespace still has its share.
+        let other = read(8).await.unwrap();
+        assert_eq!(budget.available(), 400);
+        // Past the budget itself: refused, whoever asks.
+        let third = read(9).await.unwrap();
+        assert_eq!(read(10).await, Err(WholeBodyError::Busy));
+        drop((first, other, third));
+        assert_eq!(budget.available(), 1000);
+        assert!(
+            read(7).await.is_ok(),
+            "a share comes back once its bodies are gone"
+        );
+    }
+
+    #[tokio::test]
     async fn a_declared_length_over_the_limit_is_refused_before_reading() {
-        let budget = Budget::new(1 << 20);
+        let budget = Budget::new(1 << 20, 1 << 20);
         let r = read_whole(
             Full::new(Bytes::from(vec![0u8; 2000])),
             1000,
             &budget,
+            0,
             Duration::from_secs(1),
         )
         .await;
@@ -222,11 +320,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_never_ends_times_out() {
-        let budget = Budget::new(1 << 20);
+        let budget = Budget::new(1 << 20, 1 << 20);
         let pending = StreamBody::new(futures_util::stream::pending::<
             Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
         >());
-        let r = read_whole(pending, 1000, &budget, Duration::from_secs(5)).await;
+        let r = read_whole(pending, 1000, &budget, 0, Duration::from_secs(5)).await;
         assert_eq!(r, Err(WholeBodyError::Timeout(Duration::from_secs(5))));
         assert_eq!(budget.available(), 1 << 20);
     }

@@ -43,6 +43,7 @@ pub(crate) async fn invoke(
     req: Request<crate::RequestBody>,
     principal: Option<&crate::authz::Principal>,
     body_counter: Option<Arc<AtomicU64>>,
+    tenant: crate::routing::NsId,
 ) -> Result<Response<ProxyBody>, Failure> {
     let Some(endpoint) = &dp.config.lambda_endpoint else {
         tracing::warn!(function = %function.function, "a LAMBDA target group is used but latticed runs without --lambda-endpoint");
@@ -53,6 +54,7 @@ pub(crate) async fn invoke(
         CountingBody::wrap(body, body_counter),
         MAX_PAYLOAD,
         &dp.bodies,
+        tenant,
         dp.config.body_read_timeout,
     )
     .await;
@@ -61,7 +63,7 @@ pub(crate) async fn invoke(
         Err(WholeBodyError::TooLarge(_)) => {
             return Err((StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLarge"))
         }
-        Err(WholeBodyError::Busy) => {
+        Err(WholeBodyError::Busy | WholeBodyError::TenantBusy) => {
             return Err((StatusCode::SERVICE_UNAVAILABLE, "BodyBudgetSpent"))
         }
         Err(WholeBodyError::Read(_)) => return Err((StatusCode::BAD_REQUEST, "ClientBodyError")),

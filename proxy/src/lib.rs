@@ -34,6 +34,7 @@ pub mod head;
 pub mod health;
 pub mod lambda;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod netns;
 pub mod passthrough;
@@ -109,6 +110,8 @@ pub struct ProxyConfig {
     pub body_read_timeout: Duration,
     /// Memory all bodies held whole may take at once, in bytes.
     pub body_memory: usize,
+    /// How much of `body_memory` the clients of one namespace may hold.
+    pub body_memory_per_vpc: usize,
 }
 
 impl Default for ProxyConfig {
@@ -128,6 +131,7 @@ impl Default for ProxyConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             body_read_timeout: Duration::from_secs(30),
             body_memory: 64 * 1024 * 1024,
+            body_memory_per_vpc: 16 * 1024 * 1024,
         }
     }
 }
@@ -188,7 +192,7 @@ impl Dataplane {
             access_log: access_log::AccessLog::start().map_err(Error::AccessLog)?,
             active: AtomicI64::new(0),
             principals: ArcSwap::default(),
-            bodies: body::Budget::new(config.body_memory),
+            bodies: body::Budget::new(config.body_memory, config.body_memory_per_vpc),
             config,
         }))
     }

@@ -463,6 +463,7 @@ fn forward<'s: 'b, 'b>(
                 req,
                 principal,
                 body_counter,
+                conn.ns,
             ))
         }
         GroupKind::Hosts {

@@ -19,6 +19,29 @@ use hyper_util::{
 
 use crate::{upstream::NsConnector, ProxyConfig, UpstreamBody};
 
+/// A proxy holds two descriptors per proxied connection: raises the soft
+/// limit on open files to the hard one (systemd's default soft limit is
+/// 1024). Processes started afterwards inherit it.
+pub fn raise_fd_limit() -> std::io::Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

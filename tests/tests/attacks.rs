@@ -471,65 +471,153 @@ fn weights_hold_for_a_new_connection_per_request() {
     drop(latticed);
 }
 
-/// An AWS_IAM service reads a signed body whole to check its hash. A
-/// client must not make it hold that memory: an unknown key is refused
-/// before any body is read, a body that stalls is cut at the body deadline,
-/// and bodies held at once stay within one memory budget (503 past it).
-#[test]
-fn bodies_held_for_signatures_are_bounded_in_time_and_memory() {
-    let a = Vpc::new("a");
-    let b = Vpc::new("b");
+const IAM_HOST: &str = "iam.example.internal";
+
+/// latticed with an AWS_IAM service (allowing every signed caller) on
+/// `target`'s app, reachable from `clients`, run with `args`; a known
+/// principal's key and secret.
+fn iam_service(target: &Vpc, clients: &[&Vpc], args: &[&str]) -> (Latticed, String, String) {
     let policy = json!({"Statement": [{"Effect": "Allow", "Principal": "*",
         "Action": "vpc-lattice-svcs:Invoke", "Resource": "*"}]});
-    let host = "iam.example.internal";
+    let vpcs: Vec<Value> = clients
+        .iter()
+        .map(|c| json!({"serviceNetworkIdentifier": "net", "vpcIdentifier": c.name()}))
+        .collect();
     let config = json!({
         "serviceNetworks": [{"name": "net"}],
-        "services": [{"name": "iam", "customDomainName": host, "authType": "AWS_IAM",
+        "services": [{"name": "iam", "customDomainName": IAM_HOST, "authType": "AWS_IAM",
             "listeners": [{"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": forward("app")}]}],
         "targetGroups": [{"name": "app", "type": "IP",
-            "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": a.name()},
+            "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": target.name()},
             "targets": [{"id": "10.0.16.10"}]}],
         "serviceNetworkServiceAssociations": [{"serviceNetworkIdentifier": "net", "serviceIdentifier": "iam"}],
-        "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}],
+        "serviceNetworkVpcAssociations": vpcs,
         "authPolicies": [{"resourceIdentifier": "iam", "policy": policy.to_string()}]
     });
     let mut latticed = Latticed::prepare(&config);
-    latticed.extra_args = ["--body-timeout", "2", "--body-memory-mib", "8"]
-        .map(String::from)
-        .to_vec();
-    let (key, _) = add_principal(
+    latticed.extra_args = args.iter().map(|a| (*a).to_owned()).collect();
+    let (key, secret) = add_principal(
         &latticed.state_dir,
         "arn:aws:iam::111122223333:role/app",
         &[],
     );
     latticed.spawn_and_wait_ready().unwrap();
-    wait_until(Duration::from_secs(10), || {
-        b.curl(&format!("http://{host}/")).is_ok()
-    });
-    let r = run_json(
-        b.ns.command("python3")
-            .arg(apps_dir().join("held_bodies.py"))
-            .args([host, "80", &key]),
+    for c in clients {
+        wait_until(Duration::from_secs(10), || {
+            c.curl(&format!("http://{IAM_HOST}/")).is_ok()
+        });
+    }
+    (latticed, key, secret)
+}
+
+/// `held_bodies.py` from `client` against the AWS_IAM service, started.
+fn held_bodies(client: &Vpc, key: &str) -> std::process::Child {
+    client
+        .ns
+        .command("python3")
+        .arg(apps_dir().join("held_bodies.py"))
+        .args([IAM_HOST, "80", key])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Its report.
+fn report(run: std::process::Child) -> Value {
+    serde_json::from_slice(&run.wait_with_output().unwrap().stdout).unwrap()
+}
+
+/// An AWS_IAM service reads a signed body whole to check its hash. A
+/// client must not make it hold that memory: an unknown key is refused
+/// before any body is read, a body that stalls is cut at the body deadline,
+/// and bodies held at once stay within one memory budget (503 past it), of
+/// which one VPC's clients hold at most their share: another tenant's
+/// signed requests still go through while one VPC holds all of its own.
+#[test]
+fn bodies_held_for_signatures_are_bounded_in_time_and_memory() {
+    let a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let c = Vpc::new("c");
+    // Two 3 MiB bodies fill one VPC's 6 MiB share; 10 MiB stay for others.
+    // They are held 4 s: vpc-c asks meanwhile.
+    let (latticed, key, secret) = iam_service(
+        &a,
+        &[&b, &c],
+        &[
+            "--body-timeout",
+            "4",
+            "--body-memory-mib",
+            "16",
+            "--body-memory-per-vpc-mib",
+            "6",
+        ],
     );
+    let run = held_bodies(&b, &key);
+    // While vpc-b holds its whole share, vpc-c's signed body is read and
+    // checked as usual.
+    std::thread::sleep(Duration::from_millis(1200));
+    let v = run_json(
+        c.ns.command("python3")
+            .arg(apps_dir().join("sigv4_client.py"))
+            .args([
+                &format!("http://{IAM_HOST}/upload"),
+                &key,
+                &secret,
+                "signed",
+                // Unused over plain HTTP, but must be a certificate file.
+                &latticed.state_dir.join("ca.pem").display().to_string(),
+                &"c".repeat(100_000),
+            ]),
+    );
+    assert_eq!(v["status"], 200, "vpc-c is not starved by vpc-b: {v}");
+    let r = report(run);
     // Refused on its head alone: no body was ever sent.
     assert_eq!(r["unknown"]["status"], 403, "{r}");
     assert!(r["unknown"]["after"].as_f64().unwrap() < 5.0, "{r}");
-    // Two 3 MiB bodies fit in 8 MiB; a third does not and is told at once.
+    // Two 3 MiB bodies fit in vpc-b's share; a third does not and is told
+    // at once, though the budget as a whole has room.
     assert_eq!(r["over"]["status"], 503, "{r}");
     assert!(r["over"]["after"].as_f64().unwrap() < 5.0, "{r}");
-    // The stalled bodies are cut at the 2 s deadline, not held.
+    // The stalled bodies are cut at the 4 s deadline, not held.
     for held in ["held0", "held1"] {
         assert_eq!(r[held]["status"], 403, "{r}");
         let after = r[held]["after"].as_f64().unwrap();
-        assert!((1.5..15.0).contains(&after), "{held}: {r}");
+        assert!((3.5..15.0).contains(&after), "{held}: {r}");
     }
-    // Once they are gone, the budget is whole again: the same run takes two
-    // bodies again (each cut at the deadline) and refuses only the third.
-    let r = run_json(
-        b.ns.command("python3")
-            .arg(apps_dir().join("held_bodies.py"))
-            .args([host, "80", &key]),
+    assert!(
+        latticed
+            .log_text()
+            .contains("too many request bodies from this VPC are being held"),
+        "the refusal is logged with its reason"
     );
+    // Once they are gone, the share is whole again: the same run takes two
+    // bodies again (each cut at the deadline) and refuses only the third.
+    let r = report(held_bodies(&b, &key));
+    assert_eq!(r["over"]["status"], 503, "{r}");
+    assert_eq!(r["held0"]["status"], 403, "{r}");
+    assert_eq!(r["held1"]["status"], 403, "{r}");
+    drop(latticed);
+}
+
+/// The whole budget binds too: once it is spent, a VPC with share to spare
+/// is refused with 503, and the reason is logged.
+#[test]
+fn bodies_past_the_whole_budget_are_refused_whoever_sends_them() {
+    let a = Vpc::new("a");
+    let b = Vpc::new("b");
+    let (latticed, key, _) = iam_service(
+        &a,
+        &[&b],
+        &[
+            "--body-timeout",
+            "2",
+            "--body-memory-mib",
+            "8",
+            "--body-memory-per-vpc-mib",
+            "8",
+        ],
+    );
+    let r = report(held_bodies(&b, &key));
     assert_eq!(r["over"]["status"], 503, "{r}");
     assert_eq!(r["held0"]["status"], 403, "{r}");
     assert_eq!(r["held1"]["status"], 403, "{r}");

@@ -20,6 +20,22 @@ fn status_of(vpc: &Vpc, url: &str) -> Result<String, (i32, String)> {
     curl_in(&vpc.ns, url, &["-o", "/dev/null", "-w", "%{http_code}"])
 }
 
+/// Flags that contradict each other stop latticed at start, naming both.
+#[test]
+fn a_per_vpc_body_share_larger_than_the_budget_is_refused() {
+    let mut latticed = Latticed::prepare(&serde_json::json!({}));
+    latticed.extra_args = ["--body-memory-mib", "8", "--body-memory-per-vpc-mib", "9"]
+        .map(String::from)
+        .to_vec();
+    let log = latticed
+        .spawn_and_wait_ready()
+        .expect_err("a share over the budget must refuse to start");
+    assert!(
+        log.contains("--body-memory-per-vpc-mib: 9 is more than --body-memory-mib (8)"),
+        "{log}"
+    );
+}
+
 #[test]
 fn nonexistent_namespace_at_start_is_named_and_nothing_is_created() {
     let a = Vpc::new("a");

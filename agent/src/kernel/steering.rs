@@ -48,20 +48,9 @@ fn loader() -> &'static Mutex<EbpfLoader<'static>> {
     LOADER.get_or_init(|| {
         let mut loader = EbpfLoader::new();
         loader.btf(None);
-        release_free_heap();
+        latticed_proxy::memory::release_free_heap();
         Mutex::new(loader)
     })
-}
-
-/// Returns the allocator's free pages to the kernel (glibc keeps them
-/// otherwise, and they count in the daemon's RSS).
-fn release_free_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim has no preconditions; it only takes the arenas'
-    // own locks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Errors of this module.

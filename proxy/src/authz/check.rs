@@ -12,7 +12,7 @@ use super::{evaluate, Context, DenyReason, Level, Principal, Verdict, ACTION};
 use crate::{
     body::WholeBodyError,
     request::{Conn, ProxyBody},
-    routing::Served,
+    routing::{NsId, Served},
     sigv4, Dataplane, RequestBody,
 };
 
@@ -55,7 +55,7 @@ pub async fn check(
         return Checked::Allowed(req, None);
     }
     let resource = format!("{}{}", served.listener.service_arn, req.uri().path());
-    let (req, principal) = match authenticate(dp, req).await {
+    let (req, principal) = match authenticate(dp, conn.ns, req).await {
         Ok(x) => x,
         Err(Refusal { why, status, code }) => {
             tracing::info!(peer = %conn.peer, service = %served.listener.service, reason = %why, "request refused: authentication failed");
@@ -134,6 +134,7 @@ impl Refusal {
 /// memory budget (see [`crate::body`]).
 async fn authenticate(
     dp: &Dataplane,
+    tenant: NsId,
     req: Request<RequestBody>,
 ) -> Result<(Request<RequestBody>, Option<Principal>), Refusal> {
     if !req.headers().contains_key(header::AUTHORIZATION) {
@@ -170,6 +171,7 @@ async fn authenticate(
             body,
             MAX_SIGNED_BODY,
             &dp.bodies,
+            tenant,
             dp.config.body_read_timeout,
         )
         .await
@@ -178,7 +180,7 @@ async fn authenticate(
                 format!("signed payloads are limited to {MAX_SIGNED_BODY} bytes; sign with UNSIGNED-PAYLOAD"),
                 "AccessDeniedException",
             ),
-            WholeBodyError::Busy => Refusal {
+            WholeBodyError::Busy | WholeBodyError::TenantBusy => Refusal {
                 why: e.to_string(),
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "ServiceUnavailableException",
