@@ -28,6 +28,18 @@ use serde_json::{json, Value};
 
 use crate::{cargo, root, run, step};
 
+mod abuse;
+
+/// Which parts of the bench run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parts {
+    All,
+    /// The data path only (quick iterations on the proxy).
+    DataPath,
+    /// The abuse scenarios only.
+    Abuse,
+}
+
 /// A latticed managed through its API, and a signed client for it.
 struct ApiSession {
     latticed: Latticed,
@@ -88,13 +100,12 @@ fn ms(d: Duration) -> f64 {
 
 /// Runs the benchmarks.
 pub fn bench(smoke: bool) -> anyhow::Result<()> {
-    bench_with(smoke, false, None)
+    bench_with(smoke, Parts::All, None)
 }
 
-/// [`bench`], optionally measuring only the data path (for quick
-/// iterations on the proxy).
+/// [`bench`], optionally measuring only one part.
 #[expect(clippy::print_stdout, reason = "the bench prints its report")]
-pub fn bench_with(smoke: bool, data_path_only: bool, rounds: Option<u32>) -> anyhow::Result<()> {
+pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Result<()> {
     // A smoke checks the bench runs: one round is enough.
     let rounds = rounds.unwrap_or(if smoke { 1 } else { 3 });
     // A killed bench (timeout, Ctrl-C) must not leave namespaces, latticed
@@ -108,7 +119,18 @@ pub fn bench_with(smoke: bool, data_path_only: bool, rounds: Option<u32>) -> any
     latticed_tests::configure(bin_dir, "warn");
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
-    if data_path_only {
+    if parts == Parts::Abuse {
+        let (md, json) = abuse::report(&abuse::abuse(smoke, &out_dir)?);
+        std::fs::write(
+            out_dir.join("abuse.json"),
+            serde_json::to_vec_pretty(&json)?,
+        )?;
+        std::fs::write(out_dir.join("abuse.md"), &md)?;
+        println!("{md}");
+        println!("written to {}", out_dir.join("abuse.{md,json}").display());
+        return Ok(());
+    }
+    if parts == Parts::DataPath {
         step("data path only: direct, latticed, nginx, HAProxy with h2load");
         let dp = data_path(smoke, rounds, &out_dir)?;
         let (md, json) = data_path_report(&dp);
@@ -265,10 +287,13 @@ Per request, on one core (`proxy/examples/authz_bench.rs`):
     let dp = data_path(smoke, rounds, &out_dir)?;
     let (dp_md, dp_json) = data_path_report(&dp);
     write_plot(&dp.cases, &out_dir)?;
+    step("abuse: slow clients, HTTP/2 floods and large bodies against one latticed");
+    let (abuse_md, abuse_json) = abuse::report(&abuse::abuse(smoke, &out_dir)?);
     let mut report = report;
     report["dataPath"] = dp_json;
     report["auth"] = authz;
-    let md = md + &dp_md;
+    report["abuse"] = abuse_json;
+    let md = md + &dp_md + &abuse_md;
     std::fs::write(
         out_dir.join("results.json"),
         serde_json::to_vec_pretty(&report)?,

@@ -50,8 +50,12 @@ enum Cmd {
         #[arg(long)]
         no_setup: bool,
         /// Only the data path (skips the control plane and auth parts).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "abuse_only")]
         data_path_only: bool,
+        /// Only the abuse scenarios (slow clients, HTTP/2 floods, large
+        /// bodies; latticed's memory and others' latency under them).
+        #[arg(long)]
+        abuse_only: bool,
         /// How many times each data-path case runs, taking turns with the
         /// others; the report gives the median (default 3, 1 with --smoke).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
@@ -316,12 +320,20 @@ fn main() -> anyhow::Result<()> {
             smoke,
             no_setup,
             data_path_only,
+            abuse_only,
             rounds,
         } => {
             if !no_setup {
                 setup::setup()?;
             }
-            bench::bench_with(smoke, data_path_only, rounds)
+            let parts = if data_path_only {
+                bench::Parts::DataPath
+            } else if abuse_only {
+                bench::Parts::Abuse
+            } else {
+                bench::Parts::All
+            };
+            bench::bench_with(smoke, parts, rounds)
         }
         Cmd::Test {
             runner,

@@ -24,6 +24,9 @@ struct Args {
     listen: SocketAddr,
 }
 
+/// What `?size=N` answers with.
+static FILLER: [u8; 1 << 20] = [b'x'; 1 << 20];
+
 fn answer(name: &str, listen: SocketAddr, peer: SocketAddr, req: &Request<Incoming>) -> String {
     let header = |h: &str| {
         req.headers()
@@ -79,11 +82,24 @@ async fn main() -> anyhow::Result<()> {
                     .query()
                     .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("delay_ms=")))
                     .and_then(|v| v.parse::<u64>().ok());
+                // `?size=N` answers N bytes (at most 1 MiB) instead: large
+                // answers for clients that stop reading, shared rather than
+                // allocated per request so that 10,000 of them cost nothing.
+                let size = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("size=")))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .map(|n| n.min(FILLER.len()));
                 async move {
                     if let Some(ms) = delay {
                         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                     }
-                    let mut resp = Response::new(Full::new(Bytes::from(text)));
+                    let body = match size {
+                        Some(n) => Bytes::from_static(&FILLER[..n]),
+                        None => Bytes::from(text),
+                    };
+                    let mut resp = Response::new(Full::new(body));
                     resp.headers_mut().insert(
                         hyper::header::CONTENT_TYPE,
                         hyper::header::HeaderValue::from_static("application/json"),
