@@ -37,7 +37,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 /// Where the resolver answers inside each namespace.
-pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 171, 253);
+pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::from_bits(latticed_common::addresses::RESOLVER);
 /// TTL of answers, seconds.
 const TTL: u32 = 60;
 /// Where `ip netns exec` finds per-namespace files.
@@ -93,7 +93,7 @@ impl NsResolver {
         socket.set_nonblocking(true).map_err(io("DNS socket"))?;
         socket
             .bind(&SocketAddr::V4(SocketAddrV4::new(DNS_ADDR, 53)).into())
-            .map_err(io("binding 169.254.171.253:53"))?;
+            .map_err(io(&format!("binding {DNS_ADDR}:53")))?;
         let socket = UdpSocket::from_std(socket.into()).map_err(io("DNS socket"))?;
         let resolv = ResolvConf::install(&name, run_dir).map_err(io("writing resolv.conf"))?;
         let upstream = resolv.upstream.clone();

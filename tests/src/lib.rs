@@ -415,14 +415,14 @@ pub fn echo(body: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not an echo answer: {body:?}: {e}"))
 }
 
-/// Whether an address is in the SNAT source pool 169.254.171.192-254.
+/// Whether `ip:port` is from the proxy's source pool
+/// (`latticed_common::addresses`, 169.254.171.192-252).
 pub fn in_source_pool(client: &str) -> bool {
-    let ip: Ipv4Addr = client
+    use latticed_common::addresses::{SOURCE_FIRST, SOURCE_LAST};
+    client
         .rsplit_once(':')
-        .and_then(|(ip, _)| ip.parse().ok())
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let o = ip.octets();
-    o[..3] == [169, 254, 171] && (192..=254).contains(&o[3])
+        .and_then(|(ip, _)| ip.parse::<Ipv4Addr>().ok())
+        .is_some_and(|ip| (SOURCE_FIRST..=SOURCE_LAST).contains(&ip.to_bits()))
 }
 
 /// Polls `f` until it is true or `limit` passes (then panics).

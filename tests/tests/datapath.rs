@@ -31,7 +31,7 @@ fn steers_vip_to_proxy_and_target_sees_snat_source() {
     let client = answer["client"].as_str().unwrap();
     assert!(
         in_source_pool(client),
-        "target saw {client}, not a 169.254.171.192-254 source"
+        "target saw {client}, not a 169.254.171.192-252 source"
     );
     assert_eq!(
         answer["xForwardedFor"], "10.0.16.10",

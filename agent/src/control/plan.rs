@@ -11,14 +11,16 @@ use std::{
     sync::Arc,
 };
 
+use latticed_common::addresses;
+
 use super::model::{
     Config, HeaderMatchType, ListenerProtocol, RuleAction, TargetGroupProtocol, TargetGroupType,
 };
 
-/// First VIP handed out to services.
-pub const VIP_FIRST: Ipv4Addr = Ipv4Addr::new(169, 254, 171, 1);
-/// Last VIP; 169.254.171.192-254 are the SNAT source pool.
-pub const VIP_LAST: Ipv4Addr = Ipv4Addr::new(169, 254, 171, 191);
+/// First VIP handed out to services (see `latticed_common::addresses`).
+pub const VIP_FIRST: Ipv4Addr = Ipv4Addr::from_bits(addresses::VIP_FIRST);
+/// Last VIP; past it come the source pool and the resolver.
+pub const VIP_LAST: Ipv4Addr = Ipv4Addr::from_bits(addresses::VIP_LAST);
 
 /// One problem with one field.
 #[derive(Clone, Debug, PartialEq, Eq)]

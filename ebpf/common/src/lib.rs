@@ -12,6 +12,44 @@ pub const LATTICE_PREFIX_LEN: u8 = 24;
 /// Mask matching [`LATTICE_PREFIX_LEN`].
 pub const LATTICE_MASK: u32 = 0xFFFF_FF00;
 
+/// What each address of [`LATTICE_NET`] is for, as host-order `u32`s
+/// (`Ipv4Addr::from_bits` makes them addresses). Defined here once for the
+/// eBPF program, the agent (VIP allocation, the resolver) and the proxy
+/// (the source pool); the checks below fail the build if the ranges
+/// overlap or leave the /24.
+pub mod addresses {
+    use super::{LATTICE_MASK, LATTICE_NET, LATTICE_PREFIX_LEN};
+
+    /// First service VIP, 169.254.171.1.
+    pub const VIP_FIRST: u32 = LATTICE_NET | 1;
+    /// Last service VIP, 169.254.171.191; past 191 services VIPs are shared.
+    pub const VIP_LAST: u32 = LATTICE_NET | 191;
+    /// First source address the proxy connects to targets from.
+    pub const SOURCE_FIRST: u32 = LATTICE_NET | 192;
+    /// Last source address, 169.254.171.252.
+    pub const SOURCE_LAST: u32 = LATTICE_NET | 252;
+    /// Where each namespace's resolver answers, 169.254.171.253.
+    pub const RESOLVER: u32 = LATTICE_NET | 253;
+    // 169.254.171.254 is unused, .0 and .255 are the network and broadcast
+    // addresses.
+
+    /// Inside the /24 and neither its network nor its broadcast address.
+    const fn usable(a: u32) -> bool {
+        a & LATTICE_MASK == LATTICE_NET && a != LATTICE_NET && a != LATTICE_NET | !LATTICE_MASK
+    }
+
+    const _: () = {
+        assert!(LATTICE_PREFIX_LEN > 0 && LATTICE_PREFIX_LEN < 32);
+        assert!(LATTICE_MASK == u32::MAX << (32 - LATTICE_PREFIX_LEN as u32));
+        assert!(LATTICE_NET & !LATTICE_MASK == 0);
+        assert!(usable(VIP_FIRST) && usable(VIP_LAST));
+        assert!(usable(SOURCE_FIRST) && usable(SOURCE_LAST) && usable(RESOLVER));
+        assert!(VIP_FIRST <= VIP_LAST && VIP_LAST < SOURCE_FIRST && SOURCE_FIRST <= SOURCE_LAST);
+        assert!(RESOLVER > SOURCE_LAST || RESOLVER < SOURCE_FIRST);
+        assert!(RESOLVER > VIP_LAST || RESOLVER < VIP_FIRST);
+    };
+}
+
 /// Key of the `STEER_VIPS` map: a service VIP and a listener port, in the byte
 /// orders the kernel's `struct bpf_sk_lookup` uses so the program compares
 /// without conversions.
