@@ -1,5 +1,6 @@
-//! Request bodies the proxy must hold whole: signed payloads (their hash is
-//! part of the signature) and function events.
+//! Body types of the data path, and request bodies the proxy must hold
+//! whole: signed payloads (their hash is part of the signature) and
+//! function events.
 //!
 //! A client chooses how large a body is and how slowly it arrives, so each
 //! read has three bounds: a size limit per body, a deadline, and one memory
@@ -11,16 +12,68 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
-use hyper::body::Body;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt as _};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::routing::NsId;
+use crate::netns::NsId;
+
+/// Body of responses the proxy sends.
+pub type ProxyBody = UnsyncBoxBody<Bytes, crate::BoxError>;
+
+/// Counts the bytes of a body as they pass (when someone wants the count).
+pub(crate) struct CountingBody<B> {
+    inner: B,
+    counter: Option<Arc<AtomicU64>>,
+}
+
+impl<B> CountingBody<B> {
+    pub(crate) fn wrap(inner: B, counter: impl Into<Option<Arc<AtomicU64>>>) -> Self {
+        Self {
+            inner,
+            counter: counter.into(),
+        }
+    }
+}
+
+impl<B> Body for CountingBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(c)) = (&r, &self.counter) {
+            if let Some(d) = f.data_ref() {
+                c.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Why a body was not read whole.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

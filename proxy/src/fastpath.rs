@@ -32,23 +32,19 @@ use tokio::{
 
 use crate::{
     head,
+    http1::{
+        head_end, parse_length, parse_response_with, Framing, ResponseHead, CHUNK, MAX_HEADERS,
+        MAX_RESPONSE_HEAD,
+    },
+    pool::{answer_ready, put, take_pooled},
     request::{self, Conn, Finish, RequestFacts},
     routing::{Action, GroupKind, ListenerKey, NsId, Served, TargetGroupRoute, TargetVersion},
     Dataplane,
 };
 
-/// Header fields parsed per head; more go to hyper (which enforces the
-/// configured limit and answers 431).
-pub(crate) const MAX_HEADERS: usize = 64;
-/// Read size, and the capacity buffers are kept at.
-pub(crate) const CHUNK: usize = 8 * 1024;
-/// Largest target response head relayed.
-pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Spare buffers kept per worker (at most 512 KiB: buffers grown past
 /// twice `CHUNK` are freed).
 const MAX_SPARE: usize = 32;
-/// Idle connections kept per target and worker.
-const MAX_IDLE_PER_TARGET: usize = 1024;
 
 /// How a connection left the fast path.
 pub(crate) enum End<I> {
@@ -208,21 +204,6 @@ async fn read_head<I: ClientIo>(
             }
         }
     }
-}
-
-/// Where the head in `buf` ends (after the empty line), searching from
-/// `from`. Bare LF line ends count, as httparse accepts them.
-pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
-        let lf = i + p;
-        match buf.get(lf + 1) {
-            Some(b'\n') => return Some(lf + 2),
-            Some(b'\r') if buf.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
-            _ => i = lf + 1,
-        }
-    }
-    None
 }
 
 /// A request the fast path takes: routed, its head rewritten into `out`.
@@ -409,14 +390,6 @@ fn prepare(
     })
 }
 
-/// Appends the header line `name: value`.
-pub(crate) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// The client's fields the target gets (see
 /// [`head::forwarded_request_field`]); `listed` holds the names the
 /// `Connection` fields list. Content-Length is written by the caller.
@@ -432,7 +405,7 @@ pub(crate) fn write_request_fields(
             continue;
         }
         if let Some(value) = head::forwarded_request_field(name, h.value, listed) {
-            field(out, name, value);
+            head::field(out, name, value);
         }
     }
 }
@@ -505,16 +478,6 @@ fn fast_group(group: &TargetGroupRoute) -> bool {
 
 fn trim(s: &[u8]) -> &[u8] {
     s.trim_ascii()
-}
-
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = trim(v);
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
 }
 
 /// Response fields not passed to clients (hop-by-hop; the framing fields
@@ -790,17 +753,6 @@ struct Upstream {
     stream: TcpStream,
 }
 
-/// The target's response head, in `ubuf[..head_len]`.
-pub(crate) struct ResponseHead {
-    head_len: usize,
-    /// `ubuf[a..b]`: status code and reason, as the target sent them.
-    status_at: (usize, usize),
-    pub(crate) status: StatusCode,
-    pub(crate) framing: Framing,
-    /// The target keeps the connection open for another request.
-    pub(crate) reusable: bool,
-}
-
 /// Sends the request (from `out`, then the rest of the body from the
 /// client) and reads the response head into `ubuf`.
 async fn exchange<I: ClientIo>(
@@ -928,7 +880,7 @@ async fn send_and_read<I: ClientIo>(
             for h in fields {
                 let name = h.name.as_bytes();
                 if !dropped_response_field(name) && !listed(name) {
-                    field(out, name, h.value);
+                    head::field(out, name, h.value);
                 }
             }
             Ok(())
@@ -946,288 +898,11 @@ async fn send_and_read<I: ClientIo>(
     }
 }
 
-#[cfg(test)]
-pub(crate) fn parse_response(head: &[u8], head_request: bool) -> Result<ResponseHead, String> {
-    parse_response_with(head, head_request, |_, _| Ok(()))
-}
-
-/// Parses a target's response head, and hands it with its fields (in
-/// order) to `then` from the same parse: the fast path writes the client's
-/// head there, the hyper path builds its `HeaderMap`.
-pub(crate) fn parse_response_with(
-    head: &[u8],
-    head_request: bool,
-    then: impl FnOnce(&ResponseHead, &[httparse::Header<'_>]) -> Result<(), String>,
-) -> Result<ResponseHead, String> {
-    let bad = |why: &str| format!("invalid response head: {why}");
-    let mut fields = [std::mem::MaybeUninit::uninit(); MAX_HEADERS];
-    let mut r = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut r,
-        head,
-        &mut fields,
-    ) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(bad("incomplete")),
-        Err(e) => return Err(bad(&e.to_string())),
-    }
-    let code = r.code.ok_or_else(|| bad("no status"))?;
-    let status = StatusCode::from_u16(code).map_err(|_| bad("status code"))?;
-    // The status line is "HTTP/1.x NNN reason": code and reason start at 9.
-    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let line_end = if line_end > 0 && head.get(line_end - 1) == Some(&b'\r') {
-        line_end - 1
-    } else {
-        line_end
-    };
-    let status_at = (9.min(line_end), line_end);
-    let mut reusable = r.version == Some(1);
-    let mut length = None;
-    let mut chunked = None;
-    for h in r.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value).ok_or_else(|| bad("content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(bad("conflicting content-length"));
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only the last coding says how the body is framed.
-            let last = h.value.split(|&b| b == b',').next_back().map(trim);
-            chunked = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|&b| b == b',').map(trim) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    reusable = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && r.version == Some(0) {
-                    reusable = true;
-                }
-            }
-        }
-    }
-    let framing = if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        Framing::Length(0)
-    } else {
-        match (chunked, length) {
-            (Some(true), _) => Framing::Chunked(Chunked::default()),
-            (Some(false), _) | (None, None) => Framing::Close,
-            (None, Some(n)) => Framing::Length(n),
-        }
-    };
-    if matches!(framing, Framing::Close) {
-        reusable = false;
-    }
-    let parsed = ResponseHead {
-        head_len: head.len(),
-        status_at,
-        status,
-        framing,
-        reusable,
-    };
-    then(&parsed, r.headers)?;
-    Ok(parsed)
-}
-
-/// How a response body ends.
-#[derive(Debug)]
-pub(crate) enum Framing {
-    /// After this many more bytes.
-    Length(u64),
-    /// After the last chunk and trailers.
-    Chunked(Chunked),
-    /// When the target closes the connection.
-    Close,
-}
-
-impl Framing {
-    /// Takes the body's next bytes out of `buf`, without chunked framing;
-    /// says whether the body ended (bytes past its end stay in `buf`).
-    pub(crate) fn decode(&mut self, buf: &mut bytes::BytesMut) -> Result<(bytes::Bytes, bool), ()> {
-        match self {
-            Self::Length(left) => {
-                let n = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
-                *left -= n as u64;
-                Ok((buf.split_to(n).freeze(), *left == 0))
-            }
-            Self::Close => Ok((buf.split().freeze(), false)),
-            Self::Chunked(c) => {
-                let mut out = bytes::BytesMut::new();
-                let end = c.feed_with(buf, |r| out.extend_from_slice(&buf[r]))?;
-                let _ = buf.split_to(end.unwrap_or(buf.len()));
-                Ok((out.freeze(), end.is_some()))
-            }
-        }
-    }
-
-    /// Of `data`, how many bytes belong to the body, and whether the body
-    /// ends within them.
-    fn take(&mut self, data: &[u8]) -> Result<(usize, bool), ()> {
-        match self {
-            Self::Length(left) => {
-                let n = usize::try_from(*left).map_or(data.len(), |l| l.min(data.len()));
-                *left -= n as u64;
-                Ok((n, *left == 0))
-            }
-            Self::Chunked(c) => match c.feed(data)? {
-                Some(end) => Ok((end, true)),
-                None => Ok((data.len(), false)),
-            },
-            Self::Close => Ok((data.len(), false)),
-        }
-    }
-}
-
-/// Finds the end of a chunked body as it passes (RFC 9112 7.1), without
-/// changing it.
-#[derive(Debug, Default)]
-pub(crate) struct Chunked {
-    state: ChunkState,
-    size: u64,
-    digits: u8,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    #[default]
-    Size,
-    /// Chunk extensions, up to the line end.
-    Ext,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    /// At the start of a trailer line (or the final empty line).
-    TrailerStart,
-    TrailerLine,
-    EndLf,
-    Done,
-}
-
-impl Chunked {
-    /// Consumes `data`; `Some(n)` when the body ends after `data[..n]`.
-    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
-        self.feed_with(data, |_| {})
-    }
-
-    /// [`Chunked::feed`], also reporting where the chunks' data is.
-    fn feed_with(
-        &mut self,
-        data: &[u8],
-        mut on_data: impl FnMut(std::ops::Range<usize>),
-    ) -> Result<Option<usize>, ()> {
-        use ChunkState as S;
-        let mut i = 0;
-        while i < data.len() {
-            let b = data[i];
-            match self.state {
-                S::Size => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        // Hex digit value; at most 15 digits keep it in u64.
-                        let d = (b as char).to_digit(16).ok_or(())?;
-                        self.digits += 1;
-                        if self.digits > 15 {
-                            return Err(());
-                        }
-                        self.size = self.size * 16 + u64::from(d);
-                    }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = S::Ext,
-                    b'\r' if self.digits > 0 => self.state = S::SizeLf,
-                    b'\n' if self.digits > 0 => self.end_size(),
-                    _ => return Err(()),
-                },
-                S::Ext => {
-                    if b == b'\n' {
-                        self.end_size();
-                    }
-                }
-                S::SizeLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.end_size();
-                }
-                S::Data => {
-                    let n = usize::try_from(self.size)
-                        .map_or(data.len() - i, |s| s.min(data.len() - i));
-                    self.size -= n as u64;
-                    on_data(i..i + n);
-                    i += n;
-                    if self.size == 0 {
-                        self.state = S::DataCr;
-                    }
-                    continue;
-                }
-                S::DataCr => match b {
-                    b'\r' => self.state = S::DataLf,
-                    b'\n' => self.state = S::Size,
-                    _ => return Err(()),
-                },
-                S::DataLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = S::Size;
-                }
-                S::TrailerStart => match b {
-                    b'\r' => self.state = S::EndLf,
-                    b'\n' => {
-                        self.state = S::Done;
-                        return Ok(Some(i + 1));
-                    }
-                    _ => self.state = S::TrailerLine,
-                },
-                S::TrailerLine => {
-                    if b == b'\n' {
-                        self.state = S::TrailerStart;
-                    }
-                }
-                S::EndLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = S::Done;
-                    return Ok(Some(i + 1));
-                }
-                S::Done => return Ok(Some(i)),
-            }
-            i += 1;
-        }
-        Ok((self.state == S::Done).then_some(i))
-    }
-
-    fn end_size(&mut self) {
-        self.state = if self.size == 0 {
-            ChunkState::TrailerStart
-        } else {
-            ChunkState::Data
-        };
-        self.digits = 0;
-    }
-}
-
-/// Idle upstream connections by (namespace, target), with when they went
-/// idle ([`crate::time::coarse_ms`]).
-type IdlePool = foldhash::HashMap<(NsId, SocketAddrV4), Vec<(TcpStream, u64)>>;
-
 // Per-worker state. Each worker thread runs one current-thread runtime and
 // every connection it accepts stays on it, so these need no lock.
 thread_local! {
-    /// Idle upstream connections by target, with when they went idle.
-    static POOL: RefCell<IdlePool> = RefCell::default();
     /// Spare buffers, so requests do not allocate them.
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Waits until the target's answer can be read, holding nothing.
-/// `poll_read_ready` waits in the socket's one reader slot; `readable()`
-/// would queue a waiter under the socket's lock.
-pub(crate) async fn answer_ready(stream: &TcpStream) -> std::io::Result<()> {
-    std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await
 }
 
 /// A spare buffer in `b`, if it was handed back while the target worked.
@@ -1253,47 +928,6 @@ fn give_back(mut b: Vec<u8>) {
         if s.len() < MAX_SPARE {
             s.push(b);
         }
-    });
-}
-
-/// A pooled connection to `target` that is still open, if any.
-pub(crate) fn take_pooled(ns: NsId, target: SocketAddrV4) -> Option<TcpStream> {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let idle = p.get_mut(&(ns, target))?;
-        while let Some((stream, _)) = idle.pop() {
-            // No readiness event since it went idle means no FIN and no
-            // stray bytes; tokio answers that without a system call.
-            let mut probe = [0u8; 1];
-            if matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            {
-                return Some(stream);
-            }
-        }
-        None
-    })
-}
-
-pub(crate) fn put(ns: NsId, target: SocketAddrV4, stream: TcpStream) {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let idle = p.entry((ns, target)).or_default();
-        if idle.len() < MAX_IDLE_PER_TARGET {
-            idle.push((stream, crate::time::coarse_ms()));
-        }
-    });
-}
-
-/// Closes this worker's upstream connections idle for `max` or longer.
-pub(crate) fn expire_idle(max: Duration) {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let now = crate::time::coarse_ms();
-        let max = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-        p.retain(|_, idle| {
-            idle.retain(|(_, since)| now.saturating_sub(*since) < max);
-            !idle.is_empty()
-        });
     });
 }
 
@@ -1374,103 +1008,6 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn chunked_end(parts: &[&[u8]]) -> Result<Option<usize>, ()> {
-        let mut c = Chunked::default();
-        let mut total = 0;
-        for p in parts {
-            if let Some(end) = c.feed(p)? {
-                return Ok(Some(total + end));
-            }
-            total += p.len();
-        }
-        Ok(None)
-    }
-
-    #[test]
-    fn chunked_bodies_end_where_the_last_chunk_and_trailers_end() {
-        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\nGET / HTTP/1.1";
-        let end = body.len() - b"GET / HTTP/1.1".len();
-        assert_eq!(chunked_end(&[body]), Ok(Some(end)));
-        // Byte by byte, as a slow target sends it.
-        let bytes: Vec<&[u8]> = body.chunks(1).collect();
-        assert_eq!(chunked_end(&bytes), Ok(Some(end)));
-        // Trailers.
-        let t = b"0\r\nx-checksum: 1\r\nx-more: 2\r\n\r\n";
-        assert_eq!(chunked_end(&[t]), Ok(Some(t.len())));
-        // Bare LF line ends.
-        let lf = b"3\nabc\n0\n\n";
-        assert_eq!(chunked_end(&[lf]), Ok(Some(lf.len())));
-        // Not finished yet.
-        assert_eq!(chunked_end(&[b"a\r\n0123"]), Ok(None));
-        assert_eq!(chunked_end(&[b"0\r\n"]), Ok(None));
-    }
-
-    #[test]
-    fn malformed_chunked_bodies_are_refused() {
-        assert!(chunked_end(&[b"zz\r\n"]).is_err());
-        assert!(chunked_end(&[b"3\r\nabcX"]).is_err());
-        assert!(chunked_end(&[b"1234567890abcdef0\r\n"]).is_err());
-        assert!(chunked_end(&[b"\r\n"]).is_err());
-    }
-
-    #[test]
-    fn head_ends_after_the_empty_line() {
-        assert_eq!(
-            head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nxyz", 0),
-            Some(27)
-        );
-        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nxyz", 0), Some(24));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
-    }
-
-    #[test]
-    fn framing_follows_the_response_head() {
-        let framing = |head: &[u8], head_req| match parse_response(head, head_req) {
-            Ok(h) => format!("{:?} reusable={}", h.framing, h.reusable),
-            Err(_) => "error".into(),
-        };
-        assert_eq!(
-            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
-            "Length(5) reusable=true"
-        );
-        assert_eq!(
-            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
-            "Length(0) reusable=true"
-        );
-        assert_eq!(
-            framing(b"HTTP/1.1 204 No Content\r\n\r\n", false),
-            "Length(0) reusable=true"
-        );
-        assert!(framing(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            false
-        )
-        .starts_with("Chunked"));
-        assert_eq!(
-            framing(b"HTTP/1.1 200 OK\r\n\r\n", false),
-            "Close reusable=false"
-        );
-        assert_eq!(
-            framing(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n",
-                false
-            ),
-            "Length(1) reusable=false"
-        );
-        assert_eq!(
-            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false),
-            "Length(1) reusable=false"
-        );
-        assert_eq!(
-            framing(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                false
-            ),
-            "error"
-        );
-    }
 
     #[test]
     fn both_http1_paths_forward_the_same_client_fields() {

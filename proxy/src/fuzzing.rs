@@ -4,21 +4,21 @@
 //! a panic is a finding.
 
 use crate::{
-    fastpath::{self, Chunked, Framing},
-    head,
+    fastpath, head,
+    http1::{self, Chunked, Framing},
 };
 
 /// The two HTTP/1.1 paths forward the same client fields for any head, and
 /// no head panics the fast path's parsing, head search or response parse.
 pub fn http1_head(data: &[u8]) {
-    if let Some(end) = fastpath::head_end(data, 0) {
+    if let Some(end) = http1::head_end(data, 0) {
         assert!(end <= data.len());
     }
     if let Some((fast, slow)) = fastpath::forwarded_by_both(data) {
         assert_eq!(fast, slow, "the two paths forward different fields");
     }
-    let _ = fastpath::parse_response_with(data, false, |_, _| Ok(()));
-    let _ = fastpath::parse_response_with(data, true, |_, _| Ok(()));
+    let _ = http1::parse_response_with(data, false, |_, _| Ok(()));
+    let _ = http1::parse_response_with(data, true, |_, _| Ok(()));
     // The framing decisions both paths rely on.
     let _ = head::connection_names_framing(data);
     let _ = head::is_proxy_field(data);

@@ -17,6 +17,8 @@
 
 use std::borrow::Cow;
 
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+
 /// Why a request head is refused (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HeadError {
@@ -368,6 +370,60 @@ pub fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, s
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (decode_query_component(k), decode_query_component(v))
     })
+}
+
+/// Appends the HTTP/1.1 header line `name: value`.
+pub(crate) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1),
+/// plus any the `Connection` header names. `TE: trailers` stays: gRPC needs
+/// it and it is the one value HTTP/2 allows.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none of them: one pass over the names is cheaper
+    // than hashing every name below for a removal that finds nothing.
+    if !headers.keys().any(|n| is_hop_by_hop(n.as_str().as_bytes())) {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| connection_tokens(v.as_bytes()))
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
+            .collect();
+        for name in listed {
+            if name != header::TE {
+                headers.remove(name);
+            }
+        }
+    }
+    // Field by field, as `head::forwarded_request_field` decides for the
+    // fast path: each `TE: trailers` stays, as `head::TE_TRAILERS`; any
+    // other `TE` goes.
+    let kept_te = headers
+        .get_all(header::TE)
+        .iter()
+        .filter(|v| keeps_te(v.as_bytes()))
+        .count();
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    for _ in 0..kept_te {
+        headers.append(header::TE, HeaderValue::from_static(TE_TRAILERS));
+    }
+}
+
+/// The fields the proxy adds to a request head it writes. The request
+/// layer's `ProxyFields` is the one source; the HTTP/1.1 writers below it
+/// take them through this, without knowing what they are.
+pub(crate) trait WriteFields {
+    /// Appends them as HTTP/1.1 header lines.
+    fn write_fields(&self, out: &mut Vec<u8>);
 }
 
 #[cfg(test)]

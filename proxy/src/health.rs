@@ -31,7 +31,8 @@ use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::{
-    routing::{NsId, TargetVersion},
+    netns::NsId,
+    upstream::TargetVersion,
     upstream::{NsConnector, Stream},
 };
 

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     body::WholeBodyError,
-    request::{CountingBody, ProxyBody},
+    body::{CountingBody, ProxyBody},
     routing::{LambdaTarget, Served, TargetGroupRoute},
     Dataplane,
 };
@@ -43,7 +43,7 @@ pub(crate) async fn invoke(
     req: Request<crate::RequestBody>,
     principal: Option<&crate::authz::Principal>,
     body_counter: Option<Arc<AtomicU64>>,
-    tenant: crate::routing::NsId,
+    tenant: crate::netns::NsId,
 ) -> Result<Response<ProxyBody>, Failure> {
     let Some(endpoint) = &dp.config.lambda_endpoint else {
         tracing::warn!(function = %function.function, "a LAMBDA target group is used but latticed runs without --lambda-endpoint");
@@ -307,7 +307,7 @@ fn response(bytes: &[u8]) -> Result<Response<ProxyBody>, String> {
     for (k, v) in &a.multi_value_headers {
         put(k, v)?;
     }
-    crate::request::strip_hop_by_hop(&mut headers);
+    crate::head::strip_hop_by_hop(&mut headers);
     headers.remove(header::CONTENT_LENGTH);
     let mut resp = Response::new(
         Full::new(body)

@@ -25,6 +25,7 @@
 //! [`Dataplane::publish`].
 
 pub mod access_log;
+pub mod activity;
 pub mod authz;
 pub mod body;
 pub(crate) mod fastpath;
@@ -32,12 +33,14 @@ pub(crate) mod fastpath;
 pub mod fuzzing;
 pub mod head;
 pub mod health;
+pub mod http1;
 pub mod lambda;
 pub mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod netns;
 pub mod passthrough;
+pub mod pool;
 pub mod request;
 pub mod routing;
 pub mod sigv4;

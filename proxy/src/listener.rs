@@ -10,12 +10,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    pin::Pin,
-    sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc,
-    },
-    task::{Context, Poll},
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
@@ -23,12 +18,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite},
     net::TcpListener,
 };
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::{
+    activity::{Activity, IdleIo},
     fastpath::{self, End, Prefixed},
     netns::NetNs,
     request::{self, Conn},
@@ -350,9 +346,7 @@ async fn serve_http<I>(
     let header = dp.config.header_read_timeout;
     // HTTP/2 clients send frames between requests (PING, WINDOW_UPDATE);
     // only HTTP/1 reads between requests are a request head arriving.
-    activity
-        .track_heads
-        .store(version != Version::H2, Ordering::Relaxed);
+    activity.track_heads(version != Version::H2);
     let mut closing = false;
     loop {
         // Wake when the connection would reach a limit if nothing moves
@@ -391,155 +385,6 @@ async fn serve_http<I>(
                 }
             }
         }
-    }
-}
-
-/// When a connection last moved bytes, how many requests are open on it,
-/// and since when a request head has been arriving. hyper's own header
-/// timeout also runs while a keep-alive connection waits for its next
-/// request, which would cut idle connections at the header timeout; these
-/// timers tell the two apart.
-///
-/// Times are [`crate::time::coarse_ms`] readings: this runs at every read
-/// and write, and milliseconds are all the timeouts need.
-#[derive(Debug)]
-pub(crate) struct Activity {
-    last_ms: AtomicU64,
-    open: AtomicUsize,
-    /// The clock reading, plus one, when the first byte of the request
-    /// head now arriving was read; 0 when none is.
-    head_since: AtomicU64,
-    track_heads: std::sync::atomic::AtomicBool,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Self {
-            last_ms: AtomicU64::new(crate::time::coarse_ms()),
-            open: AtomicUsize::new(0),
-            head_since: AtomicU64::new(0),
-            track_heads: std::sync::atomic::AtomicBool::new(true),
-        }
-    }
-}
-
-impl Activity {
-    /// Activity of a connection that carries no request heads (a splice).
-    pub(crate) fn without_heads() -> Self {
-        let a = Self::default();
-        a.track_heads.store(false, Ordering::Relaxed);
-        a
-    }
-
-    fn touch(&self) {
-        self.last_ms
-            .store(crate::time::coarse_ms(), Ordering::Relaxed);
-    }
-
-    /// Bytes arrived: between requests, that starts a request head.
-    fn read(&self) {
-        let now = crate::time::coarse_ms();
-        self.last_ms.store(now, Ordering::Relaxed);
-        if self.open.load(Ordering::Relaxed) == 0
-            && self.head_since.load(Ordering::Relaxed) == 0
-            && self.track_heads.load(Ordering::Relaxed)
-        {
-            self.head_since.store(now + 1, Ordering::Relaxed);
-        }
-    }
-
-    /// How long the request head now arriving has taken, if one is.
-    fn head_for(&self) -> Option<Duration> {
-        match self.head_since.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(Duration::from_millis(
-                crate::time::coarse_ms().saturating_sub(since - 1),
-            )),
-        }
-    }
-
-    /// Time since the last byte moved; zero while a request is open (a
-    /// target may take long to answer; the request timeout covers that).
-    pub(crate) fn idle_for(&self) -> Duration {
-        if self.open.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
-        }
-        let last = self.last_ms.load(Ordering::Relaxed);
-        Duration::from_millis(crate::time::coarse_ms().saturating_sub(last))
-    }
-
-    fn request(self: &Arc<Self>) -> OpenRequest {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        self.head_since.store(0, Ordering::Relaxed);
-        OpenRequest(Arc::clone(self))
-    }
-}
-
-struct OpenRequest(Arc<Activity>);
-
-impl Drop for OpenRequest {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A client stream that records activity for the idle timeout.
-pub(crate) struct IdleIo<S> {
-    pub(crate) inner: S,
-    pub(crate) activity: Arc<Activity>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.read();
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if r.is_ready() {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if r.is_ready() {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

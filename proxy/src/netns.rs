@@ -15,6 +15,9 @@ use std::{
 
 use nix::sched::{setns, CloneFlags};
 
+/// Identifies a namespace the agent manages, for the life of the process.
+pub type NsId = u32;
+
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

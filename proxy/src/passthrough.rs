@@ -67,8 +67,8 @@ async fn splice(
     upstream: &mut TcpStream,
     idle: std::time::Duration,
 ) -> (u64, u64) {
-    let activity = Arc::new(crate::listener::Activity::without_heads());
-    let mut client = crate::listener::IdleIo {
+    let activity = Arc::new(crate::activity::Activity::without_heads());
+    let mut client = crate::activity::IdleIo {
         inner: client,
         activity: Arc::clone(&activity),
     };

@@ -18,20 +18,19 @@ use http::{
     header, uri::Scheme, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri,
     Version,
 };
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::{
     access_log::Record,
-    fastpath::field,
-    head::{HeadError, PathError},
+    head::{field, HeadError, PathError},
     metrics::RequestMetrics,
     routing::{Action, GroupKind, ListenerKey, NsId, Served, TargetGroupRoute, TargetVersion},
     Dataplane, RequestBody,
 };
 
-/// Body of responses the proxy sends.
-pub type ProxyBody = UnsyncBoxBody<Bytes, crate::BoxError>;
+pub(crate) use crate::body::CountingBody;
+pub use crate::body::ProxyBody;
 
 /// TLS facts of a client connection.
 #[derive(Debug, Default)]
@@ -99,6 +98,9 @@ impl Conn {
 }
 
 // The fields [`ProxyFields`] sets, made from the names `head` compares.
+/// The auth layer: who the caller is, and whether the policies allow it.
+pub mod auth;
+
 use crate::head::PROXY_FIELD_NAMES;
 const XFF: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[0]);
 const XFPORT: HeaderName = HeaderName::from_static(PROXY_FIELD_NAMES[1]);
@@ -302,8 +304,8 @@ async fn checked_and_forwarded<'s>(
     host: Option<&str>,
     facts: &mut Option<Box<RequestFacts>>,
 ) -> (Response<ProxyBody>, Outcome<'s>) {
-    match Box::pin(crate::authz::check::check(dp, conn, served, req)).await {
-        crate::authz::check::Checked::Allowed(req, principal) => {
+    match Box::pin(auth::check(dp, conn, served, req)).await {
+        auth::Checked::Allowed(req, principal) => {
             if let (Some(f), Some(p)) = (facts.as_mut(), &principal) {
                 f.caller = Some(p.arn.clone());
             }
@@ -318,7 +320,7 @@ async fn checked_and_forwarded<'s>(
             };
             answered
         }
-        crate::authz::check::Checked::Denied {
+        auth::Checked::Denied {
             response,
             reason,
             principal,
@@ -501,7 +503,7 @@ fn forward<'s: 'b, 'b>(
                   -> Sent {
                 match r {
                     Ok(Ok(mut resp)) => {
-                        strip_hop_by_hop(resp.headers_mut());
+                        crate::head::strip_hop_by_hop(resp.headers_mut());
                         Ok(resp)
                     }
                     Ok(Err(crate::upstream::SendError::Connect(e))) => {
@@ -526,8 +528,15 @@ fn forward<'s: 'b, 'b>(
             // room for a future it awaits twice, as captured and as
             // awaited.
             if h2 {
-                let sent = crate::upstream::send_h2(&dp.connector, ns, target, https, req)
-                    .map(|r| r.map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync())));
+                let sent = crate::upstream::send_h2(
+                    &dp.connector,
+                    ns,
+                    target.addr,
+                    &target.h2,
+                    https,
+                    req,
+                )
+                .map(|r| r.map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync())));
                 Box::pin(tokio::time::timeout(timeout, sent).map(settle))
             } else if !https {
                 // The head is written here; the future holds its bytes.
@@ -621,7 +630,7 @@ impl ProxyFields<'_> {
     /// Into a request's header map (for hyper's clients and Lambda), hop-by-hop
     /// fields and client copies removed.
     fn apply(&self, headers: &mut HeaderMap) {
-        strip_hop_by_hop(headers);
+        crate::head::strip_hop_by_hop(headers);
         // Client copies under any spelling (`x_amzn_lattice_identity`);
         // `insert` below replaces only the exact names.
         if headers.keys().any(is_proxy_field) {
@@ -694,49 +703,10 @@ pub(crate) fn is_proxy_field(name: &HeaderName) -> bool {
     crate::head::is_proxy_field(name.as_str().as_bytes())
 }
 
-/// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1),
-/// plus any the `Connection` header names. `TE: trailers` stays: gRPC needs
-/// it and it is the one value HTTP/2 allows.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests carry none of them: one pass over the names is cheaper
-    // than hashing every name below for a removal that finds nothing.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
+impl crate::head::WriteFields for ProxyFields<'_> {
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        self.write(out);
     }
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| crate::head::connection_tokens(v.as_bytes()))
-            .filter_map(|name| HeaderName::from_bytes(name).ok())
-            .collect();
-        for name in listed {
-            if name != header::TE {
-                headers.remove(name);
-            }
-        }
-    }
-    // Field by field, as `head::forwarded_request_field` decides for the
-    // fast path: each `TE: trailers` stays, as `head::TE_TRAILERS`; any
-    // other `TE` goes.
-    let kept_te = headers
-        .get_all(header::TE)
-        .iter()
-        .filter(|v| crate::head::keeps_te(v.as_bytes()))
-        .count();
-    for name in crate::head::HOP_BY_HOP {
-        headers.remove(name);
-    }
-    for _ in 0..kept_te {
-        headers.append(
-            header::TE,
-            HeaderValue::from_static(crate::head::TE_TRAILERS),
-        );
-    }
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    crate::head::is_hop_by_hop(name.as_str().as_bytes())
 }
 
 /// A response the proxy makes itself.
@@ -1017,50 +987,6 @@ fn attach_finish(resp: Response<ProxyBody>, finish: Finish) -> Response<ProxyBod
     })
 }
 
-/// Counts the bytes of a body as they pass (when someone wants the count).
-pub(crate) struct CountingBody<B> {
-    inner: B,
-    counter: Option<Arc<AtomicU64>>,
-}
-
-impl<B> CountingBody<B> {
-    pub(crate) fn wrap(inner: B, counter: impl Into<Option<Arc<AtomicU64>>>) -> Self {
-        Self {
-            inner,
-            counter: counter.into(),
-        }
-    }
-}
-
-impl<B> Body for CountingBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(f))), Some(c)) = (&r, &self.counter) {
-            if let Some(d) = f.data_ref() {
-                c.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// Runs [`Finish`] when the response body is done or dropped.
 struct FinishBody {
     inner: ProxyBody,
@@ -1103,7 +1029,7 @@ mod tests {
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h);
+        crate::head::strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
         assert_eq!(left, ["x-kept"]);
     }
@@ -1112,10 +1038,10 @@ mod tests {
     fn te_trailers_survives_for_grpc() {
         let mut h = HeaderMap::new();
         h.insert(header::TE, "trailers".parse().unwrap());
-        strip_hop_by_hop(&mut h);
+        crate::head::strip_hop_by_hop(&mut h);
         assert_eq!(h[header::TE], "trailers");
         h.insert(header::TE, "gzip".parse().unwrap());
-        strip_hop_by_hop(&mut h);
+        crate::head::strip_hop_by_hop(&mut h);
         assert!(!h.contains_key(header::TE));
     }
 

@@ -15,8 +15,7 @@ use std::{
 
 use http::{uri::Authority, HeaderMap, Method, StatusCode};
 
-/// Identifies a namespace the agent manages, for the life of the process.
-pub type NsId = u32;
+pub use crate::{netns::NsId, upstream::TargetVersion};
 
 /// Key of a listener: the namespace the client is in and the VIP:port it dialed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,7 +80,7 @@ impl Served {
         let network_header =
             http::HeaderValue::from_str(&format!("SourceVpcArn={}", network.vpc_arn)).ok();
         let line = |out: &mut Vec<u8>, name: &str, value: &http::HeaderValue| {
-            crate::fastpath::field(out, name.as_bytes(), value.as_bytes());
+            crate::head::field(out, name.as_bytes(), value.as_bytes());
         };
         let mut network_line = Vec::new();
         if let Some(v) = &network_header {
@@ -431,17 +430,6 @@ pub struct LambdaTarget {
     pub function: Arc<str>,
     /// Event structure version ("1.0" or "2.0").
     pub event_v2: bool,
-}
-
-/// Protocol version toward targets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TargetVersion {
-    /// HTTP/1.1.
-    Http1,
-    /// HTTP/2.
-    Http2,
-    /// gRPC (HTTP/2).
-    Grpc,
 }
 
 impl TargetGroupRoute {

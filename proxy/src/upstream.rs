@@ -35,7 +35,7 @@ use tokio::{
 };
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use crate::{netns::NetNs, routing::NsId};
+use crate::netns::{NetNs, NsId};
 
 /// Why a request to a target failed.
 #[derive(Debug)]
@@ -56,25 +56,38 @@ pub struct H2Conn(
     arc_swap::ArcSwapOption<hyper::client::conn::http2::SendRequest<crate::UpstreamBody>>,
 );
 
-/// Sends `req` to `target` over its HTTP/2 connection.
+/// Protocol version toward targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TargetVersion {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2.
+    Http2,
+    /// gRPC (HTTP/2).
+    Grpc,
+}
+
+/// Sends `req` to the target at `addr` over its HTTP/2 connection `h2`
+/// (made here if it is missing or closed).
 pub async fn send_h2(
     connector: &NsConnector,
     ns: NsId,
-    target: &crate::routing::Target,
+    addr: SocketAddrV4,
+    h2: &H2Conn,
     https: bool,
     req: http::Request<crate::UpstreamBody>,
 ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
-    let cached = target.h2.0.load_full().filter(|s| !s.is_closed());
+    let cached = h2.0.load_full().filter(|s| !s.is_closed());
     let mut send = match cached {
         Some(s) => (*s).clone(),
         None => {
             let stream = connector
-                .connect(ns, target.addr)
+                .connect(ns, addr)
                 .await
                 .map_err(|e| SendError::Connect(e.to_string()))?;
             let stream = if https {
                 connector
-                    .tls(stream, target.addr, true)
+                    .tls(stream, addr, true)
                     .await
                     .map_err(|e| SendError::Connect(e.to_string()))?
             } else {
@@ -91,7 +104,7 @@ pub async fn send_h2(
                     tracing::debug!(error = %e, "HTTP/2 target connection ended");
                 }
             });
-            target.h2.0.store(Some(Arc::new(send.clone())));
+            h2.0.store(Some(Arc::new(send.clone())));
             send
         }
     };

@@ -25,9 +25,11 @@ use tokio::{
 };
 
 use crate::{
-    fastpath::{self, field, Framing},
-    request::{self, ProxyFields},
-    routing::NsId,
+    head::field,
+    head::WriteFields,
+    http1::{self, Framing},
+    netns::NsId,
+    pool,
     upstream::SendError,
     BoxError, Dataplane, UpstreamBody,
 };
@@ -45,7 +47,7 @@ pub(crate) fn send<'a>(
     target: SocketAddrV4,
     host: Option<&str>,
     req: Request<UpstreamBody>,
-    fields: &ProxyFields<'_>,
+    fields: &impl WriteFields,
 ) -> impl std::future::Future<Output = Result<Response<TargetBody>, SendError>> + Send + 'a {
     let (parts, body) = req.into_parts();
     let head = request_head(parts, &body, host, target, fields);
@@ -64,9 +66,9 @@ fn request_head(
     body: &UpstreamBody,
     host: Option<&str>,
     target: SocketAddrV4,
-    fields: &ProxyFields<'_>,
+    fields: &impl WriteFields,
 ) -> RequestHead {
-    request::strip_hop_by_hop(&mut parts.headers);
+    crate::head::strip_hop_by_hop(&mut parts.headers);
     let head_request = parts.method == http::Method::HEAD;
     let mut head = Vec::with_capacity(1024);
     head.extend_from_slice(parts.method.as_str().as_bytes());
@@ -85,7 +87,7 @@ fn request_head(
         field(&mut head, b"host", host.as_bytes());
     }
     write_client_fields(&mut head, &parts.headers);
-    fields.write(&mut head);
+    fields.write_fields(&mut head);
     // The body's framing is ours to choose: a length when it is known,
     // chunked when it is not.
     let chunked = if body.is_end_stream() {
@@ -106,7 +108,7 @@ fn request_head(
     }
 }
 
-/// The client's fields the target gets, from a map [`request::strip_hop_by_hop`]
+/// The client's fields the target gets, from a map [`crate::head::strip_hop_by_hop`]
 /// has been over (so `Connection` and what it listed are gone); see
 /// [`crate::head::forwarded_request_field`]. Content-Length is written by
 /// the caller.
@@ -128,7 +130,7 @@ fn write_client_fields(head: &mut Vec<u8>, headers: &HeaderMap) {
 /// paths with it.
 #[cfg(any(test, fuzzing))]
 pub(crate) fn client_fields(mut headers: HeaderMap) -> Vec<u8> {
-    request::strip_hop_by_hop(&mut headers);
+    crate::head::strip_hop_by_hop(&mut headers);
     let mut out = Vec::new();
     write_client_fields(&mut out, &headers);
     out
@@ -149,7 +151,7 @@ async fn exchange(
         head_request,
         chunked,
     } = head;
-    let mut pooled = fastpath::take_pooled(ns, target);
+    let mut pooled = pool::take_pooled(ns, target);
     let mut stream = loop {
         let reused = pooled.is_some();
         let mut stream = match pooled.take() {
@@ -198,18 +200,16 @@ async fn exchange(
     }
 
     // Nothing held while the target works: a busy worker has a request of
-    // every connection out at once (see `fastpath::send_and_read`).
+    // every connection out at once (as the fast path does).
     drop(head);
-    fastpath::answer_ready(&stream)
-        .await
-        .map_err(|e| request(&e))?;
+    pool::answer_ready(&stream).await.map_err(|e| request(&e))?;
     let mut buf = response_buf();
     let (status, headers, framing, reusable) = loop {
         let end = loop {
-            if let Some(end) = fastpath::head_end(&buf, 0) {
+            if let Some(end) = http1::head_end(&buf, 0) {
                 break end;
             }
-            if buf.len() > fastpath::MAX_RESPONSE_HEAD {
+            if buf.len() > http1::MAX_RESPONSE_HEAD {
                 return Err(SendError::Request("response head too large".into()));
             }
             buf.reserve(8192);
@@ -224,7 +224,7 @@ async fn exchange(
             }
         };
         let mut headers = ResponseHeaders::new(&buf[..end]);
-        let parsed = fastpath::parse_response_with(&buf[..end], head_request, |_, fields| {
+        let parsed = http1::parse_response_with(&buf[..end], head_request, |_, fields| {
             fields.iter().try_for_each(|h| headers.add(h))
         })
         .map_err(SendError::Request)?;
@@ -315,7 +315,7 @@ impl TargetBody {
         self.done = true;
         if let Some(stream) = self.stream.take() {
             if clean && self.reusable && self.buf.is_empty() {
-                fastpath::put(self.ns, self.target, stream);
+                pool::put(self.ns, self.target, stream);
             }
         }
         if self.buf.is_empty() {
@@ -343,13 +343,13 @@ fn response_buf() -> BytesMut {
             // One still shared with data in flight is let go; its memory
             // is freed when that data is.
             while let Some(mut b) = s.pop() {
-                if b.try_reclaim(fastpath::CHUNK) {
+                if b.try_reclaim(http1::CHUNK) {
                     return Some(b);
                 }
             }
             None
         })
-        .unwrap_or_else(|| BytesMut::with_capacity(fastpath::CHUNK))
+        .unwrap_or_else(|| BytesMut::with_capacity(http1::CHUNK))
 }
 
 fn give_back(b: BytesMut) {
@@ -400,7 +400,7 @@ impl Body for TargetBody {
             let Some(stream) = this.stream.as_mut() else {
                 return Poll::Ready(None);
             };
-            this.buf.reserve(fastpath::CHUNK);
+            this.buf.reserve(http1::CHUNK);
             // `poll_read` for the same reason as the head's reads above.
             match tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut this.buf) {
                 Poll::Pending => return Poll::Pending,
@@ -438,9 +438,9 @@ impl Body for TargetBody {
 mod tests {
     use super::*;
 
-    fn headers_of(head: &[u8]) -> Result<(fastpath::ResponseHead, HeaderMap), String> {
+    fn headers_of(head: &[u8]) -> Result<(http1::ResponseHead, HeaderMap), String> {
         let mut headers = ResponseHeaders::new(head);
-        let parsed = fastpath::parse_response_with(head, false, |_, fields| {
+        let parsed = http1::parse_response_with(head, false, |_, fields| {
             fields.iter().try_for_each(|h| headers.add(h))
         })?;
         Ok((parsed, headers.map))

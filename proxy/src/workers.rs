@@ -145,7 +145,7 @@ pub fn start(
                         );
                         loop {
                             tokio::time::sleep(every).await;
-                            crate::fastpath::expire_idle(idle_timeout);
+                            crate::pool::expire_idle(idle_timeout);
                         }
                     });
                     let _ = tx.send(Ok((rt.handle().clone(), stop_tx)));

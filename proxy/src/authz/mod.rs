@@ -14,7 +14,6 @@
 //! the anonymous principal, and a bad signature is a denial, never
 //! anonymous.
 
-pub mod check;
 pub mod policy;
 pub mod principals;
 

@@ -8,10 +8,10 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Either, Full};
 
-use super::{evaluate, Context, DenyReason, Level, Principal, Verdict, ACTION};
+use super::{Conn, ProxyBody};
 use crate::{
+    authz::{evaluate, Context, DenyReason, Level, Principal, Verdict, ACTION},
     body::WholeBodyError,
-    request::{Conn, ProxyBody},
     routing::{NsId, Served},
     sigv4, Dataplane, RequestBody,
 };
