@@ -1025,3 +1025,77 @@ pub fn add_principal(state: &std::path::Path, arn: &str, extra: &[&str]) -> (Str
     };
     (field("aws_access_key_id"), field("aws_secret_access_key"))
 }
+
+/// The test apps (`tests/apps`).
+pub fn apps_dir() -> PathBuf {
+    workspace_root().join("tests/apps")
+}
+
+/// A raw-socket target in VPC a (`tests/apps/SCRIPT serve 10.0.16.10 9000
+/// LOG`, one JSON line per request it parsed) behind one HTTP service
+/// named `host` with listener `rules`, reached from VPC b; latticed run
+/// with `extra_args`.
+#[derive(Debug)]
+pub struct RawTarget {
+    // Fields drop in this order: latticed stops before the namespaces go.
+    /// The latticed serving it.
+    pub latticed: Latticed,
+    /// The client VPC.
+    pub b: Vpc,
+    _a: Vpc,
+    /// One JSON line per request the target parsed.
+    pub log: PathBuf,
+}
+
+impl RawTarget {
+    /// Starts the target, latticed, and waits until `host` answers from b.
+    pub fn start(script: &str, host: &str, rules: serde_json::Value, extra_args: &[&str]) -> Self {
+        let mut a = Vpc::new("a");
+        let b = Vpc::new("b");
+        let log = std::env::temp_dir().join(format!("latticed-raw-{}.jsonl", unique()));
+        let mut app = a.ns.command("python3");
+        app.arg(apps_dir().join(script))
+            .args(["serve", "10.0.16.10", "9000"])
+            .arg(&log);
+        a.ns.spawn(app);
+        let config = serde_json::json!({
+            "serviceNetworks": [{"name": "net"}],
+            "services": [{"name": "raw", "customDomainName": host,
+                "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
+                    "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": "raw"}]}},
+                    "rules": rules}]}],
+            "targetGroups": [{"name": "raw", "type": "IP",
+                "config": {"port": 9000, "protocol": "HTTP", "vpcIdentifier": a.name()},
+                "targets": [{"id": "10.0.16.10"}]}],
+            "serviceNetworkServiceAssociations": [{"serviceNetworkIdentifier": "net", "serviceIdentifier": "raw"}],
+            "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}]
+        });
+        let mut latticed = Latticed::prepare(&config);
+        latticed.extra_args = extra_args.iter().map(|s| (*s).to_owned()).collect();
+        latticed.spawn_and_wait_ready().expect("latticed starts");
+        wait_until(Duration::from_secs(10), || {
+            b.curl(&format!("http://{host}/warm-up")).is_ok()
+        });
+        Self {
+            latticed,
+            b,
+            _a: a,
+            log,
+        }
+    }
+
+    /// The requests the target parsed, in order.
+    pub fn parsed(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for RawTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
+    }
+}

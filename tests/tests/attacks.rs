@@ -16,10 +16,6 @@ use std::{collections::BTreeMap, time::Duration};
 use latticed_tests::*;
 use serde_json::{json, Value};
 
-fn apps_dir() -> std::path::PathBuf {
-    workspace_root().join("tests/apps")
-}
-
 fn forward(tg: &str) -> Value {
     json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}})
 }
@@ -37,63 +33,10 @@ fn admin_rule() -> Value {
 /// must have parsed exactly the requests whose answers reached the client
 /// (see the one exception below): anything else is a request that skipped
 /// rules, auth and the log, or one that captured the next caller's.
-/// The raw-socket target (`tests/apps/smuggle.py serve`) in VPC a behind
-/// one HTTP service named `host`, reached from VPC b.
-struct RawTarget {
-    // Fields drop in this order: latticed stops before the namespaces go.
-    _latticed: Latticed,
-    b: Vpc,
-    _a: Vpc,
-    /// One JSON line per request the target parsed.
-    log: std::path::PathBuf,
-}
-
-impl RawTarget {
-    fn start(host: &str, rules: Value, extra_args: &[&str]) -> Self {
-        let mut a = Vpc::new("a");
-        let b = Vpc::new("b");
-        let log = std::env::temp_dir().join(format!("latticed-raw-{}.jsonl", unique()));
-        let mut app = a.ns.command("python3");
-        app.arg(apps_dir().join("smuggle.py"))
-            .args(["serve", "10.0.16.10", "9000"])
-            .arg(&log);
-        a.ns.spawn(app);
-        let config = json!({
-            "serviceNetworks": [{"name": "net"}],
-            "services": [{"name": "raw", "customDomainName": host,
-                "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
-                    "defaultAction": forward("raw"), "rules": rules}]}],
-            "targetGroups": [{"name": "raw", "type": "IP",
-                "config": {"port": 9000, "protocol": "HTTP", "vpcIdentifier": a.name()},
-                "targets": [{"id": "10.0.16.10"}]}],
-            "serviceNetworkServiceAssociations": [{"serviceNetworkIdentifier": "net", "serviceIdentifier": "raw"}],
-            "serviceNetworkVpcAssociations": [{"serviceNetworkIdentifier": "net", "vpcIdentifier": b.name()}]
-        });
-        let mut latticed = Latticed::prepare(&config);
-        latticed.extra_args = extra_args.iter().map(|s| (*s).to_owned()).collect();
-        latticed.spawn_and_wait_ready().unwrap();
-        wait_until(Duration::from_secs(10), || {
-            b.curl(&format!("http://{host}/warm-up")).is_ok()
-        });
-        Self {
-            _latticed: latticed,
-            b,
-            _a: a,
-            log,
-        }
-    }
-}
-
-impl Drop for RawTarget {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
 #[test]
 fn smuggled_requests_never_reach_the_target() {
     let host = "smuggle.example.internal";
-    let raw = RawTarget::start(host, json!([admin_rule()]), &[]);
+    let raw = RawTarget::start("smuggle.py", host, json!([admin_rule()]), &[]);
     let (b, log) = (&raw.b, &raw.log);
 
     let results = run_json(
@@ -636,7 +579,7 @@ fn bodies_past_the_whole_budget_are_refused_whoever_sends_them() {
 #[test]
 fn a_client_that_stops_reading_is_cut_at_the_idle_timeout() {
     let host = "stall.example.internal";
-    let raw = RawTarget::start(host, json!([]), &["--idle-timeout", "2"]);
+    let raw = RawTarget::start("smuggle.py", host, json!([]), &["--idle-timeout", "2"]);
     let b = &raw.b;
     let r = run_json(
         b.ns.command("python3")

@@ -56,10 +56,6 @@ fn forward(tg: &str) -> Value {
     json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg, "weight": 1}]}})
 }
 
-fn apps_dir() -> std::path::PathBuf {
-    workspace_root().join("tests/apps")
-}
-
 #[test]
 fn grpc_https_targets_passthrough_h2c_and_own_certificates() {
     let mut a = Vpc::new("a");
