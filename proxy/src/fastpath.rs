@@ -476,10 +476,6 @@ fn fast_group(group: &TargetGroupRoute) -> bool {
     )
 }
 
-fn trim(s: &[u8]) -> &[u8] {
-    s.trim_ascii()
-}
-
 /// Response fields not passed to clients (hop-by-hop; the framing fields
 /// stay, because the body is relayed with its framing).
 fn dropped_response_field(name: &[u8]) -> bool {
@@ -536,14 +532,14 @@ async fn forward<I: ClientIo>(
     let (upstream, resp) = match exchange {
         Ok(Ok(x)) => x,
         Ok(Err(failure)) => {
-            let (status, why) = match failure {
+            let failure = match failure {
                 Failure::Connect(e) => {
                     tracing::warn!(service = %p.served.listener.service, target_group = %p.group.name, target = %p.target, error = %e, "target connection failed");
-                    (StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed")
+                    crate::failure::Failure::TargetConnectionFailed
                 }
                 Failure::Request(e) | Failure::Unsent(e) => {
                     tracing::warn!(service = %p.served.listener.service, target_group = %p.group.name, target = %p.target, error = %e, "target request failed");
-                    (StatusCode::BAD_GATEWAY, "TargetRequestFailed")
+                    crate::failure::Failure::TargetRequestFailed
                 }
                 Failure::Client => {
                     give_back(out);
@@ -551,7 +547,7 @@ async fn forward<I: ClientIo>(
                     return false;
                 }
             };
-            return answer_error(dp, io, out, ubuf, p, status, why, to_target).await;
+            return answer_error(dp, io, out, ubuf, p, failure, to_target).await;
         }
         Err(_) => {
             tracing::warn!(service = %p.served.listener.service, target_group = %p.group.name, target = %p.target, "target timed out");
@@ -561,8 +557,7 @@ async fn forward<I: ClientIo>(
                 out,
                 ubuf,
                 p,
-                StatusCode::GATEWAY_TIMEOUT,
-                "TargetTimeout",
+                crate::failure::Failure::TargetTimeout,
                 to_target,
             )
             .await;
@@ -581,16 +576,19 @@ async fn forward<I: ClientIo>(
     let mut sent = 0u64;
     let mut upstream_ok = true;
     let rest = &ubuf[resp.head_len..];
-    let (body, done) = match framing.take(rest) {
-        Ok(x) => x,
-        Err(()) => {
-            upstream_ok = false;
-            (rest.len(), true)
+    let take = framing.take(rest).unwrap_or_else(|()| {
+        upstream_ok = false;
+        crate::http1::Take {
+            body: rest.len(),
+            done: true,
+            trailers: None,
         }
-    };
-    let leftover = body < rest.len();
-    out.extend_from_slice(&rest[..body]);
-    sent += body as u64;
+    });
+    let done = take.done;
+    let leftover = take.body < rest.len();
+    let relayed = take.relayed(rest);
+    out.extend_from_slice(&relayed);
+    sent += relayed.len() as u64;
     // From here each write to the client and each read from the target
     // must move within the idle timeout: a client that stops reading (or
     // a target that stops sending) would otherwise hold both connections.
@@ -618,16 +616,15 @@ async fn forward<I: ClientIo>(
                     }
                     Ok(_) => {}
                 }
-                let (n, done) = match framing.take(&ubuf) {
-                    Ok(x) => x,
-                    Err(()) => {
-                        upstream_ok = false;
-                        client_ok = false;
-                        break;
-                    }
+                let Ok(take) = framing.take(&ubuf) else {
+                    upstream_ok = false;
+                    client_ok = false;
+                    break;
                 };
-                sent += n as u64;
-                let wrote = moving(timer.as_mut(), idle, io.write_all(&ubuf[..n])).await;
+                let (n, done) = (take.body, take.done);
+                let relayed = take.relayed(&ubuf);
+                sent += relayed.len() as u64;
+                let wrote = moving(timer.as_mut(), idle, io.write_all(&relayed)).await;
                 if wrote.is_none_or(|r| r.is_err()) {
                     client_ok = false;
                     upstream_ok = false;
@@ -652,6 +649,13 @@ async fn forward<I: ClientIo>(
     give_back(out);
     give_back(ubuf);
     client_ok && keep_client
+}
+
+/// Appends a `date` field with the current time.
+fn write_date(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"date: ");
+    crate::time::write_http_date(out);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `io` if it finishes before `limit` passes; `None` if it stalls that
@@ -700,15 +704,14 @@ async fn answer_error<I: ClientIo>(
     mut out: Vec<u8>,
     ubuf: Vec<u8>,
     mut p: Prepared,
-    status: StatusCode,
-    why: &'static str,
+    failure: crate::failure::Failure,
     to_target: Duration,
 ) -> bool {
-    let body: &[u8] = match status {
-        StatusCode::SERVICE_UNAVAILABLE => b"Service Unavailable\n",
-        StatusCode::GATEWAY_TIMEOUT => b"Gateway Timeout\n",
-        _ => b"Bad Gateway\n",
-    };
+    let (status, why, body) = (
+        failure.status(),
+        failure.reason(),
+        failure.body().as_bytes(),
+    );
     // The client's body was not read whole: the connection cannot go on.
     let keep = !p.close && p.body_left == 0;
     refill(&mut out);
@@ -720,6 +723,7 @@ async fn answer_error<I: ClientIo>(
     out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
+    write_date(&mut out);
     if !keep {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -874,14 +878,21 @@ async fn send_and_read<I: ClientIo>(
                 fields
                     .iter()
                     .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-                    .flat_map(|h| h.value.split(|&b| b == b','))
-                    .any(|token| trim(token).eq_ignore_ascii_case(name))
+                    .flat_map(|h| head::connection_tokens(h.value))
+                    .any(|token| token.eq_ignore_ascii_case(name))
             };
+            let mut dated = false;
             for h in fields {
                 let name = h.name.as_bytes();
                 if !dropped_response_field(name) && !listed(name) {
+                    dated |= name.eq_ignore_ascii_case(b"date");
                     head::field(out, name, h.value);
                 }
+            }
+            // A proxy adds the date a target left out (RFC 9110 6.6.1), as
+            // hyper's server does on the other path.
+            if !dated {
+                write_date(out);
             }
             Ok(())
         })

@@ -164,27 +164,77 @@ impl Framing {
             Self::Close => Ok((buf.split().freeze(), false)),
             Self::Chunked(c) => {
                 let mut out = bytes::BytesMut::new();
-                let end = c.feed_with(buf, |r| out.extend_from_slice(&buf[r]))?;
+                let end = c.feed_with(buf, |r| out.extend_from_slice(&buf[r]), |_| {})?;
                 let _ = buf.split_to(end.unwrap_or(buf.len()));
                 Ok((out.freeze(), end.is_some()))
             }
         }
     }
 
-    /// Of `data`, how many bytes belong to the body, and whether the body
-    /// ends within them.
-    pub(crate) fn take(&mut self, data: &[u8]) -> Result<(usize, bool), ()> {
+    /// Of `data`, how many bytes belong to the body, whether the body ends
+    /// within them, and which of them are trailer fields (a chunked body's
+    /// trailer lines, which are not relayed: see [`Take::trailers`]).
+    pub(crate) fn take(&mut self, data: &[u8]) -> Result<Take, ()> {
         match self {
             Self::Length(left) => {
                 let n = usize::try_from(*left).map_or(data.len(), |l| l.min(data.len()));
                 *left -= n as u64;
-                Ok((n, *left == 0))
+                Ok(Take {
+                    body: n,
+                    done: *left == 0,
+                    trailers: None,
+                })
             }
-            Self::Chunked(c) => match c.feed(data)? {
-                Some(end) => Ok((end, true)),
-                None => Ok((data.len(), false)),
-            },
-            Self::Close => Ok((data.len(), false)),
+            Self::Chunked(c) => {
+                let mut trailers: Option<std::ops::Range<usize>> = None;
+                let end = c.feed_with(
+                    data,
+                    |_| {},
+                    |r| {
+                        trailers = Some(trailers.as_ref().map_or(r.clone(), |t| t.start..r.end));
+                    },
+                )?;
+                Ok(Take {
+                    body: end.unwrap_or(data.len()),
+                    done: end.is_some(),
+                    trailers,
+                })
+            }
+            Self::Close => Ok(Take {
+                body: data.len(),
+                done: false,
+                trailers: None,
+            }),
+        }
+    }
+}
+
+/// What [`Framing::take`] found in the bytes it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Take {
+    /// How many belong to the body.
+    pub(crate) body: usize,
+    /// Whether the body ends within them.
+    pub(crate) done: bool,
+    /// Which of them are trailer fields. Neither HTTP/1.1 path relays a
+    /// target's trailers (hyper's client path decodes them away), so the
+    /// fast path leaves these bytes out and the body still ends with its
+    /// last chunk and empty line.
+    pub(crate) trailers: Option<std::ops::Range<usize>>,
+}
+
+impl Take {
+    /// The bytes of `data` to relay: the body's, without trailer fields.
+    pub(crate) fn relayed<'d>(&self, data: &'d [u8]) -> std::borrow::Cow<'d, [u8]> {
+        let body = &data[..self.body];
+        match &self.trailers {
+            None => std::borrow::Cow::Borrowed(body),
+            Some(t) => {
+                let mut v = Vec::with_capacity(body.len() - t.len());
+                v.extend_from_slice(&body[..t.start]);
+                v.extend_from_slice(&body[t.end..]);
+                std::borrow::Cow::Owned(v)
+            }
         }
     }
 }
@@ -217,15 +267,18 @@ enum ChunkState {
 
 impl Chunked {
     /// Consumes `data`; `Some(n)` when the body ends after `data[..n]`.
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
-        self.feed_with(data, |_| {})
+        self.feed_with(data, |_| {}, |_| {})
     }
 
-    /// [`Chunked::feed`], also reporting where the chunks' data is.
+    /// [`Chunked::feed`], also reporting where the chunks' data is, and
+    /// each trailer line's bytes (its line end included).
     fn feed_with(
         &mut self,
         data: &[u8],
         mut on_data: impl FnMut(std::ops::Range<usize>),
+        mut on_trailer: impl FnMut(std::ops::Range<usize>),
     ) -> Result<Option<usize>, ()> {
         use ChunkState as S;
         let mut i = 0;
@@ -286,9 +339,13 @@ impl Chunked {
                         self.state = S::Done;
                         return Ok(Some(i + 1));
                     }
-                    _ => self.state = S::TrailerLine,
+                    _ => {
+                        on_trailer(i..i + 1);
+                        self.state = S::TrailerLine;
+                    }
                 },
                 S::TrailerLine => {
+                    on_trailer(i..i + 1);
                     if b == b'\n' {
                         self.state = S::TrailerStart;
                     }
@@ -416,5 +473,27 @@ mod tests {
             ),
             "error"
         );
+    }
+
+    #[test]
+    fn trailer_fields_are_left_out_of_what_is_relayed_even_split_across_reads() {
+        let body: &[u8] = b"6\r\nfirst \r\n0\r\nx-checksum: 42\r\nx-more: 1\r\n\r\n";
+        let whole = Framing::Chunked(Chunked::default()).take(body).unwrap();
+        assert!(whole.done);
+        assert_eq!(&*whole.relayed(body), b"6\r\nfirst \r\n0\r\n\r\n");
+        for at in 1..body.len() {
+            let mut f = Framing::Chunked(Chunked::default());
+            let a = f.take(&body[..at]).unwrap();
+            assert!(!a.done);
+            let b = f.take(&body[at..]).unwrap();
+            assert!(b.done, "split at {at}");
+            let mut relayed = a.relayed(&body[..at]).into_owned();
+            relayed.extend_from_slice(&b.relayed(&body[at..]));
+            assert_eq!(relayed, b"6\r\nfirst \r\n0\r\n\r\n", "split at {at}");
+        }
+        // Without trailers, nothing is left out and nothing is copied.
+        let plain: &[u8] = b"3\r\nabc\r\n0\r\n\r\n";
+        let t = Framing::Chunked(Chunked::default()).take(plain).unwrap();
+        assert!(matches!(t.relayed(plain), std::borrow::Cow::Borrowed(b) if b == plain));
     }
 }

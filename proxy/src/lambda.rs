@@ -20,14 +20,13 @@ use serde_json::{json, Map, Value};
 use crate::{
     body::WholeBodyError,
     body::{CountingBody, ProxyBody},
+    failure::Failure,
     routing::{LambdaTarget, Served, TargetGroupRoute},
     Dataplane,
 };
 
 /// Largest request body and function answer, as Lattice allows.
 pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
-
-type Failure = (StatusCode, &'static str);
 
 /// Invokes `function` with `req` and turns its answer into a response.
 #[allow(
@@ -47,7 +46,7 @@ pub(crate) async fn invoke(
 ) -> Result<Response<ProxyBody>, Failure> {
     let Some(endpoint) = &dp.config.lambda_endpoint else {
         tracing::warn!(function = %function.function, "a LAMBDA target group is used but latticed runs without --lambda-endpoint");
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "NoLambdaEndpoint"));
+        return Err(Failure::NoLambdaEndpoint);
     };
     let (parts, body) = req.into_parts();
     let body = crate::body::read_whole(
@@ -60,24 +59,20 @@ pub(crate) async fn invoke(
     .await;
     let body = match body {
         Ok(b) => b,
-        Err(WholeBodyError::TooLarge(_)) => {
-            return Err((StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLarge"))
-        }
+        Err(WholeBodyError::TooLarge(_)) => return Err(Failure::RequestTooLarge),
         Err(WholeBodyError::Busy | WholeBodyError::TenantBusy) => {
-            return Err((StatusCode::SERVICE_UNAVAILABLE, "BodyBudgetSpent"))
+            return Err(Failure::BodyBudgetSpent)
         }
-        Err(WholeBodyError::Read(_)) => return Err((StatusCode::BAD_REQUEST, "ClientBodyError")),
-        Err(WholeBodyError::Timeout(_)) => {
-            return Err((StatusCode::REQUEST_TIMEOUT, "ClientBodyTimeout"))
-        }
+        Err(WholeBodyError::Read(_)) => return Err(Failure::ClientBodyError),
+        Err(WholeBodyError::Timeout(_)) => return Err(Failure::ClientBodyTimeout),
     };
     let event = event(&parts, &body, served, group, function, principal, dp);
     let payload = match serde_json::to_vec(&event) {
         Ok(p) => p,
-        Err(_) => return Err((StatusCode::INTERNAL_SERVER_ERROR, "EventEncoding")),
+        Err(_) => return Err(Failure::EventEncoding),
     };
     if payload.len() > MAX_PAYLOAD {
-        return Err((StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLarge"));
+        return Err(Failure::RequestTooLarge);
     }
     let (name, qualifier) = function_name(&function.function);
     let mut url = format!(
@@ -95,7 +90,7 @@ pub(crate) async fn invoke(
         .body(Full::new(Bytes::from(payload)));
     let invoke = match invoke {
         Ok(r) => r,
-        Err(_) => return Err((StatusCode::INTERNAL_SERVER_ERROR, "BadLambdaEndpoint")),
+        Err(_) => return Err(Failure::BadLambdaEndpoint),
     };
     let answer =
         tokio::time::timeout(dp.config.request_timeout, worker.lambda.request(invoke)).await;
@@ -104,12 +99,12 @@ pub(crate) async fn invoke(
         Ok(Err(e)) => {
             tracing::warn!(function = %function.function, error = %e, "invoking the function failed");
             return Err(if e.is_connect() {
-                (StatusCode::SERVICE_UNAVAILABLE, "LambdaConnectionFailed")
+                Failure::LambdaConnectionFailed
             } else {
-                (StatusCode::BAD_GATEWAY, "LambdaInvokeFailed")
+                Failure::LambdaInvokeFailed
             });
         }
-        Err(_) => return Err((StatusCode::GATEWAY_TIMEOUT, "TargetTimeout")),
+        Err(_) => return Err(Failure::TargetTimeout),
     };
     let failed =
         answer.status() != StatusCode::OK || answer.headers().contains_key("x-amz-function-error");
@@ -120,17 +115,17 @@ pub(crate) async fn invoke(
     {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err((StatusCode::BAD_GATEWAY, "ResponseTooLarge"))
+            return Err(Failure::ResponseTooLarge)
         }
-        Err(_) => return Err((StatusCode::BAD_GATEWAY, "LambdaInvokeFailed")),
+        Err(_) => return Err(Failure::LambdaInvokeFailed),
     };
     if failed {
         tracing::warn!(function = %function.function, %status, answer = %String::from_utf8_lossy(&bytes[..bytes.len().min(512)]), "the function failed");
-        return Err((StatusCode::BAD_GATEWAY, "LambdaFunctionError"));
+        return Err(Failure::LambdaFunctionError);
     }
     response(&bytes).map_err(|why| {
         tracing::warn!(function = %function.function, %why, "the function's answer is not a valid Lattice response");
-        (StatusCode::BAD_GATEWAY, "LambdaInvalidResponse")
+        Failure::LambdaInvalidResponse
     })
 }
 

@@ -28,6 +28,7 @@ pub mod access_log;
 pub mod activity;
 pub mod authz;
 pub mod body;
+pub mod failure;
 pub(crate) mod fastpath;
 #[cfg(fuzzing)]
 pub mod fuzzing;

@@ -23,6 +23,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::{
     access_log::Record,
+    failure::Failure,
     head::{field, HeadError, PathError},
     metrics::RequestMetrics,
     routing::{Action, GroupKind, ListenerKey, NsId, Served, TargetGroupRoute, TargetVersion},
@@ -128,6 +129,15 @@ struct Outcome<'a> {
     from_target: Duration,
 }
 
+impl<'a> Outcome<'a> {
+    /// The request ends in latticed's own answer for `failure`.
+    fn answered<'b>(mut self, failure: Failure) -> Forwarded<'a, 'b> {
+        self.status = failure.status();
+        self.failure = failure.reason();
+        Forwarded::Answered(failed(failure), self)
+    }
+}
+
 /// Handles one request.
 ///
 /// The request moves through here by value. A future keeps room for every
@@ -184,10 +194,10 @@ pub fn handle<'a>(
         let (resp, outcome) = if let Err(e) = checked_head(&mut req) {
             tracing::debug!(peer = %conn.peer, service = %served.listener.service, error = %e, "request refused");
             let outcome = Outcome {
-                status: StatusCode::BAD_REQUEST,
+                status: Failure::BadRequest.status(),
                 group: None,
                 target: None,
-                failure: "BadRequest",
+                failure: Failure::BadRequest.reason(),
                 to_target: Duration::ZERO,
                 from_target: Duration::ZERO,
             };
@@ -281,7 +291,7 @@ fn checked_head<B>(req: &mut Request<B>) -> Result<(), HeadError> {
 /// closes after it: what follows the refused head is not trusted to be a
 /// request boundary.
 fn bad_request(version: Version) -> Response<ProxyBody> {
-    let mut resp = text(StatusCode::BAD_REQUEST, "Bad Request\n");
+    let mut resp = failed(Failure::BadRequest);
     if version < Version::HTTP_2 {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -352,9 +362,8 @@ enum Forwarded<'s, 'b> {
     Answered(Response<ProxyBody>, Outcome<'s>),
 }
 
-/// What a send gives back: the target's answer, or the status and the
-/// failure reason to log.
-type Sent = Result<Response<ProxyBody>, (StatusCode, &'static str)>;
+/// What a send gives back: the target's answer, or why there is none.
+type Sent = Result<Response<ProxyBody>, Failure>;
 
 /// A request sent on its way: the send under way (boxed: each kind of
 /// target has its own) and the outcome so far.
@@ -380,18 +389,10 @@ impl<'s> Sending<'s, '_> {
                 outcome.status = resp.status();
                 (resp, outcome)
             }
-            Err((status, why)) => {
-                outcome.status = status;
-                outcome.failure = why;
-                let body = match status {
-                    StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable\n",
-                    StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout\n",
-                    StatusCode::PAYLOAD_TOO_LARGE => "Payload Too Large\n",
-                    StatusCode::BAD_REQUEST => "Bad Request\n",
-                    StatusCode::REQUEST_TIMEOUT => "Request Timeout\n",
-                    _ => "Bad Gateway\n",
-                };
-                (text(status, body), outcome)
+            Err(failure) => {
+                outcome.status = failure.status();
+                outcome.failure = failure.reason();
+                (failed(failure), outcome)
             }
         }
     }
@@ -435,9 +436,7 @@ fn forward<'s: 'b, 'b>(
         Action::Forward(f) => f,
     };
     let Some(group) = forward.pick() else {
-        outcome.status = StatusCode::SERVICE_UNAVAILABLE;
-        outcome.failure = "NoTargetGroup";
-        return Forwarded::Answered(unavailable(), outcome);
+        return outcome.answered(Failure::NoTargetGroup);
     };
     outcome.group = Some(group);
 
@@ -472,9 +471,7 @@ fn forward<'s: 'b, 'b>(
             ns, https, version, ..
         } => {
             let Some(target) = group.next_target() else {
-                outcome.status = StatusCode::SERVICE_UNAVAILABLE;
-                outcome.failure = "NoHealthyTarget";
-                return Forwarded::Answered(unavailable(), outcome);
+                return outcome.answered(Failure::NoHealthyTarget);
             };
             outcome.target = Some(target.addr);
             let h2 = *version != TargetVersion::Http1;
@@ -484,11 +481,7 @@ fn forward<'s: 'b, 'b>(
                 fields.apply(req.headers_mut());
                 if let Err(e) = to_upstream(&mut req, target, *https, h2, host) {
                     tracing::debug!(error = %e, "cannot build upstream request");
-                    outcome.status = StatusCode::BAD_REQUEST;
-                    return Forwarded::Answered(
-                        text(StatusCode::BAD_REQUEST, "Bad Request\n"),
-                        outcome,
-                    );
+                    return outcome.answered(Failure::BadRequest);
                 }
             }
             let req = req.map(|b| CountingBody::wrap(b, body_counter).boxed_unsync());
@@ -508,19 +501,19 @@ fn forward<'s: 'b, 'b>(
                     }
                     Ok(Err(crate::upstream::SendError::Connect(e))) => {
                         tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target connection failed");
-                        Err((StatusCode::SERVICE_UNAVAILABLE, "TargetConnectionFailed"))
+                        Err(Failure::TargetConnectionFailed)
                     }
                     Ok(Err(crate::upstream::SendError::ClientBody(e))) => {
                         tracing::debug!(service = %listener.service, error = %e, "client body broke off");
-                        Err((StatusCode::BAD_REQUEST, "ClientBodyError"))
+                        Err(Failure::ClientBodyError)
                     }
                     Ok(Err(crate::upstream::SendError::Request(e))) => {
                         tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target request failed");
-                        Err((StatusCode::BAD_GATEWAY, "TargetRequestFailed"))
+                        Err(Failure::TargetRequestFailed)
                     }
                     Err(_) => {
                         tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, "target timed out");
-                        Err((StatusCode::GATEWAY_TIMEOUT, "TargetTimeout"))
+                        Err(Failure::TargetTimeout)
                     }
                 }
             };
@@ -726,8 +719,9 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     resp
 }
 
-fn unavailable() -> Response<ProxyBody> {
-    text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+/// latticed's own answer for `failure`.
+fn failed(failure: Failure) -> Response<ProxyBody> {
+    text(failure.status(), failure.body())
 }
 
 /// A request id in the shape Lattice uses (a UUID), on the stack.

@@ -31,6 +31,31 @@ pub fn coarse_ms() -> u64 {
     }
 }
 
+/// Appends the current time as an HTTP date (`Sun, 06 Nov 1994 08:49:37
+/// GMT`, RFC 9110 5.6.7), formatted at most once a second per thread, as
+/// hyper does for its `date` field.
+pub fn write_http_date(out: &mut Vec<u8>) {
+    use std::{cell::RefCell, io::Write as _, time::SystemTime};
+    thread_local! {
+        static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let mut buf = [0u8; 29];
+            // Always 29 bytes for years 1970-9999.
+            if write!(&mut buf[..], "{}", httpdate::HttpDate::from(now)).is_ok() {
+                *c = (secs, buf);
+            }
+        }
+        out.extend_from_slice(&c.1);
+    });
+}
+
 /// Days since 1970-01-01 of a date.
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
