@@ -1,0 +1,391 @@
+//! Applying a plan: namespaces prepared and client sides attached first,
+//! undone if a step fails, then the routing snapshot published (whole, or
+//! only what a delta names) and the steered VIP sets changed.
+
+// The daemon's types and imports: these methods extend `Daemon`.
+use super::*;
+
+impl Daemon {
+    /// Makes the data path match `plan`, or leaves it as it was.
+    pub async fn apply(&mut self, plan: Plan) -> Result<(), Error> {
+        self.apply_delta(plan, None).await.map(drop)
+    }
+    /// [`Daemon::apply`], rebuilding only what `delta` names when it is
+    /// given and no namespace comes or goes. Returns the plan it replaced.
+    pub async fn apply_delta(&mut self, plan: Plan, delta: Option<&Delta>) -> Result<Plan, Error> {
+        let wanted: BTreeSet<String> = plan.namespaces().into_iter().map(str::to_owned).collect();
+        // Write ahead: a crash from here on leaves a record naming every
+        // namespace we may touch. Only when there is a new one: the record
+        // costs an fsync, and most changes touch no new namespace.
+        let before: BTreeSet<String> = self.managed.keys().cloned().collect();
+        if !wanted.is_subset(&before) {
+            self.record
+                .write(before.iter().chain(wanted.iter()).map(String::as_str))?;
+        }
+        let mut created = Vec::new();
+        let mut attached = Vec::new();
+        let result = self
+            .prepare(&plan, &wanted, &mut created, &mut attached)
+            .await;
+        if let Err(e) = result {
+            for name in attached {
+                self.detach_client(&name);
+            }
+            for name in created {
+                self.unmanage(&name).await;
+            }
+            self.record.write(self.managed.keys().map(String::as_str))?;
+            return Err(e);
+        }
+        match delta {
+            Some(d) if created.is_empty() => self.publish_delta(&plan, d),
+            _ => self.publish_full(&plan),
+        }
+        for (name, vips) in plan.client_namespaces() {
+            if let Some(client) = self.managed.get_mut(name).and_then(|m| m.client.as_mut()) {
+                client
+                    .steering
+                    .set_vips(&vips)
+                    .map_err(|source| Error::Steering {
+                        namespace: name.to_owned(),
+                        source: Box::new(source),
+                    })?;
+            }
+        }
+        let stale_clients: Vec<String> = self
+            .managed
+            .iter()
+            .filter(|(n, m)| m.client.is_some() && !plan.is_client(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale_clients {
+            self.detach_client(&name);
+        }
+        let stale: Vec<String> = self
+            .managed
+            .keys()
+            .filter(|n| !wanted.contains(*n))
+            .cloned()
+            .collect();
+        for name in &stale {
+            self.unmanage(name).await;
+        }
+        if !stale.is_empty() {
+            // Drop the released namespaces from the snapshot's namespace map.
+            self.publish_full(&plan);
+        }
+        if self.managed.keys().ne(before.iter()) {
+            self.record.write(self.managed.keys().map(String::as_str))?;
+        }
+        self.update_names(&plan);
+        log_changes(&self.plan, &plan, delta);
+        Ok(std::mem::replace(&mut self.plan, plan))
+    }
+    pub(super) async fn prepare(
+        &mut self,
+        plan: &Plan,
+        wanted: &BTreeSet<String>,
+        created: &mut Vec<String>,
+        attached: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        for name in wanted {
+            if !self.managed.contains_key(name) {
+                let managed = self.manage(name).await?;
+                self.managed.insert(name.clone(), managed);
+                created.push(name.clone());
+            }
+        }
+        for name in plan.client_namespaces().keys().map(|n| (*n).to_owned()) {
+            let name = &name;
+            let Some(m) = self.managed.get_mut(name) else {
+                continue;
+            };
+            if m.client.is_none() {
+                let listeners =
+                    latticed_proxy::listener::bind_all(&m.netns, self.dp.worker_count())?;
+                let steering =
+                    Steering::attach(&m.netns, self.paths.bpffs_root.join(name), &listeners)
+                        .map_err(|source| Error::Steering {
+                            namespace: name.clone(),
+                            source: Box::new(source),
+                        })?;
+                let handle = self.dp.serve(m.id, name, listeners);
+                let resolver = match NsResolver::start(
+                    &m.netns,
+                    &self.paths.run_dir,
+                    &self.paths.dns_suffix,
+                ) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(namespace = %name, error = %e, "no resolver: service names will not resolve in this namespace");
+                        None
+                    }
+                };
+                m.client = Some(ClientSide {
+                    resolver,
+                    steering,
+                    _listener: handle,
+                });
+                attached.push(name.clone());
+                tracing::info!(namespace = %name, "steering attached");
+            }
+        }
+        Ok(())
+    }
+    pub(super) async fn manage(&mut self, name: &str) -> Result<Managed, Error> {
+        let netns = Arc::new(NetNs::open(&self.paths.netns_dir, name)?);
+        let routes = NsRoutes::connect(&netns)?;
+        let (lo, brought_up) = routes.ensure_lo_up().await?;
+        if brought_up {
+            tracing::info!(namespace = %name, "set lo up");
+        }
+        let source = routes.primary_address().await?;
+        routes.add_local_route(lo, source).await?;
+        let id = self.next_id;
+        self.next_id += 1;
+        tracing::info!(namespace = %name, id, client_source = ?source, "namespace managed: 169.254.171.0/24 is local");
+        Ok(Managed {
+            id,
+            netns,
+            routes,
+            client: None,
+        })
+    }
+    pub(super) fn detach_client(&mut self, name: &str) {
+        if let Some(client) = self.managed.get_mut(name).and_then(|m| m.client.take()) {
+            let ClientSide {
+                resolver,
+                steering,
+                _listener,
+            } = client;
+            if let Some(r) = resolver {
+                r.stop();
+            }
+            let c = steering.counters();
+            steering.detach();
+            drop(_listener);
+            tracing::info!(
+                namespace = %name,
+                steered = c.steered,
+                refused = c.refused,
+                no_listener = c.no_listener,
+                "steering detached"
+            );
+        }
+    }
+    pub(super) async fn unmanage(&mut self, name: &str) {
+        self.detach_client(name);
+        if let Some(m) = self.managed.remove(name) {
+            match m.routes.remove_our_routes().await {
+                Ok(_) => tracing::info!(namespace = %name, "namespace released"),
+                Err(e) => tracing::warn!(namespace = %name, error = %e, "removing routes"),
+            }
+        }
+    }
+    /// Compiles the plan into a routing snapshot over the namespaces actually
+    /// managed now, and swaps it in.
+    pub(super) fn ns_ids(&self) -> HashMap<&str, NsId> {
+        self.managed
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.id))
+            .collect()
+    }
+    pub(super) fn ns_map(&self) -> NsMap {
+        self.managed
+            .values()
+            .map(|m| (m.id, Arc::clone(&m.netns)))
+            .collect()
+    }
+    /// Compiles the whole plan into a routing snapshot over the namespaces
+    /// managed now, and swaps it in.
+    pub(super) fn publish_full(&mut self, plan: &Plan) {
+        let ids: HashMap<String, NsId> = self
+            .ns_ids()
+            .into_iter()
+            .map(|(n, id)| (n.to_owned(), id))
+            .collect();
+        let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+        let groups: HashMap<String, Arc<TargetGroupRoute>> = plan
+            .target_groups
+            .iter()
+            .map(|(name, tg)| (name.to_string(), self.compiler.group_route(tg, &by_ref)))
+            .collect();
+        let listeners: HashMap<String, Vec<(u16, Arc<ListenerRoute>)>> = plan
+            .services
+            .iter()
+            .map(|(name, svc)| {
+                (
+                    name.to_string(),
+                    self.compiler.listener_routes(svc, &groups),
+                )
+            })
+            .collect();
+        let mut vips: HashMap<ListenerKey, VipRoutes> = HashMap::new();
+        let mut networks = HashMap::new();
+        for svc in plan.services.values() {
+            for (port, route) in listeners.get(&svc.name).into_iter().flatten() {
+                for (ns, net) in &svc.reachable_from {
+                    if let Some(&id) = ids.get(ns.as_str()) {
+                        let key = ListenerKey {
+                            ns: id,
+                            vip: svc.vip,
+                            port: *port,
+                        };
+                        let network = networks
+                            .entry((net.name.clone(), ns.clone()))
+                            .or_insert_with(|| self.compiler.network_route(net, ns));
+                        let served = Arc::new(Served::new(Arc::clone(route), Arc::clone(network)));
+                        vips.entry(key).or_default().add(&svc.hosts, &served);
+                    }
+                }
+            }
+        }
+        let table = RouteTable {
+            listeners: vips.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+        };
+        self.dp.publish(table, self.ns_map());
+        self.compiled = Compiled { groups, listeners };
+        self.forget_unused(plan);
+    }
+    /// Tells each namespace's resolver the names reachable from it.
+    pub(super) fn update_names(&self, plan: &Plan) {
+        let mut per_ns: HashMap<&str, crate::dns::Names> = HashMap::new();
+        for svc in plan.services.values() {
+            for ns in svc.reachable_from.keys() {
+                let names = per_ns.entry(ns.as_str()).or_default();
+                for h in &svc.hosts {
+                    names.insert(h.clone(), svc.vip);
+                }
+            }
+        }
+        for (name, m) in &self.managed {
+            if let Some(r) = m.client.as_ref().and_then(|c| c.resolver.as_ref()) {
+                r.set_names(per_ns.remove(name.as_str()).unwrap_or_default());
+            }
+        }
+    }
+    /// Drops counters and certificates of services and groups that are gone.
+    pub(super) fn forget_unused(&mut self, plan: &Plan) {
+        let services: Vec<&PlannedService> = plan.services.values().map(|s| &**s).collect();
+        self.compiler.retain_certs(&services);
+        self.dp
+            .metrics
+            .retain(&|name| plan.services.contains_key(name), &|name| {
+                plan.target_groups.contains_key(name)
+            });
+    }
+    /// Rebuilds only what `delta` touched: its target groups, its services'
+    /// listeners, and the VIP:port keys those services had or have. The new
+    /// snapshot shares everything else with the current one.
+    pub(super) fn publish_delta(&mut self, plan: &Plan, delta: &Delta) {
+        let ids: HashMap<String, NsId> = self
+            .ns_ids()
+            .into_iter()
+            .map(|(n, id)| (n.to_owned(), id))
+            .collect();
+        let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+        for g in &delta.groups {
+            match plan.target_groups.get(g.as_str()) {
+                Some(tg) => {
+                    self.compiled
+                        .groups
+                        .insert(g.clone(), self.compiler.group_route(tg, &by_ref));
+                }
+                None => {
+                    self.compiled.groups.remove(g);
+                }
+            }
+        }
+        let mut keys: BTreeSet<(String, SocketAddrV4)> = BTreeSet::new();
+        for name in &delta.services {
+            for svc in self
+                .plan
+                .services
+                .get(name.as_str())
+                .into_iter()
+                .chain(plan.services.get(name.as_str()))
+            {
+                for l in &svc.listeners {
+                    for ns in svc.reachable_from.keys() {
+                        keys.insert((ns.clone(), SocketAddrV4::new(svc.vip, l.port)));
+                    }
+                }
+            }
+            match plan.services.get(name.as_str()) {
+                Some(svc) => {
+                    let routes = self.compiler.listener_routes(svc, &self.compiled.groups);
+                    self.compiled.listeners.insert(name.clone(), routes);
+                }
+                None => {
+                    self.compiled.listeners.remove(name);
+                }
+            }
+        }
+        let mut table = self.dp.routes().listeners.clone();
+        for (ns, at) in keys {
+            let Some(&id) = ids.get(&ns) else { continue };
+            let key = ListenerKey {
+                ns: id,
+                vip: *at.ip(),
+                port: at.port(),
+            };
+            let mut routes = VipRoutes::default();
+            for svc in plan.services_at(at) {
+                let Some(net) = svc.reachable_from.get(&ns) else {
+                    continue;
+                };
+                let network = self.compiler.network_route(net, &ns);
+                for (port, route) in self.compiled.listeners.get(&svc.name).into_iter().flatten() {
+                    if *port == at.port() {
+                        let served = Arc::new(Served::new(Arc::clone(route), Arc::clone(&network)));
+                        routes.add(&svc.hosts, &served);
+                    }
+                }
+            }
+            if routes.is_empty() {
+                table.remove(&key);
+            } else {
+                table.insert(key, Arc::new(routes));
+            }
+        }
+        self.dp
+            .publish(RouteTable { listeners: table }, self.ns_map());
+        if !delta.services.is_empty() || !delta.groups.is_empty() {
+            self.forget_unused(plan);
+        }
+    }
+}
+
+/// Logs the services that appeared, changed or went away: a change to one
+/// service among a thousand logs one line, not a thousand.
+fn log_changes(old: &Plan, new: &Plan, delta: Option<&Delta>) {
+    let log = |svc: &PlannedService| {
+        let ports: Vec<u16> = svc.listeners.iter().map(|l| l.port).collect();
+        tracing::info!(
+            service = %svc.name,
+            vip = %svc.vip,
+            ports = ?ports,
+            names = ?svc.hosts,
+            reachable_from = ?svc.reachable_from,
+            "service"
+        );
+    };
+    let changed = |name: &str| match (old.services.get(name), new.services.get(name)) {
+        (Some(a), Some(b)) => a != b,
+        _ => true,
+    };
+    let names: Box<dyn Iterator<Item = &str>> = match delta {
+        Some(d) => Box::new(d.services.iter().map(String::as_str)),
+        None => Box::new(new.services.keys().chain(old.services.keys()).map(|k| &**k)),
+    };
+    let mut seen = BTreeSet::new();
+    for name in names {
+        if !seen.insert(name) || !changed(name) {
+            continue;
+        }
+        match new.services.get(name) {
+            Some(svc) => log(svc),
+            None => tracing::info!(service = %name, "service removed"),
+        }
+    }
+}

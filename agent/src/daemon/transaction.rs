@@ -1,0 +1,208 @@
+//! One API call as a transaction: idempotency by client token, the change
+//! planned incrementally and applied, then committed to the store, or
+//! undone and answered with the error.
+
+// The daemon's types and imports: these methods extend `Daemon`.
+use super::*;
+
+impl Daemon {
+    /// Puts each listed target's health, as the data path sees it, into a
+    /// ListTargets answer.
+    pub(super) fn fill_health(&self, answer: &mut serde_json::Value) {
+        let Some(items) = answer["items"].as_array_mut() else {
+            return;
+        };
+        for item in items {
+            let Some(group) = item["_group"].as_str() else {
+                continue;
+            };
+            let Some(route) = self.compiled.groups.get(group) else {
+                continue;
+            };
+            let (id, port) = (item["id"].as_str().unwrap_or(""), item["port"].as_u64());
+            let found = match &route.kind {
+                latticed_proxy::routing::GroupKind::Hosts { targets, .. } => targets
+                    .iter()
+                    .find(|t| &*t.id == id && port == Some(u64::from(t.addr.port())))
+                    .map(|t| (t.health.status(), t.health.reason())),
+                latticed_proxy::routing::GroupKind::Lambda(_) => Some((
+                    latticed_proxy::health::Status::Unavailable,
+                    latticed_proxy::health::Reason::HealthCheckDisabled,
+                )),
+            };
+            let (status, reason) = match found {
+                Some((s, r)) => (s.as_str(), r.as_str()),
+                // Registered but not placed (instance missing from the
+                // inventory, or its namespace is gone).
+                None => ("UNAVAILABLE", Some("Target.NotRegistered")),
+            };
+            item["status"] = status.into();
+            match reason {
+                Some(r) => item["reasonCode"] = r.into(),
+                None => {
+                    if let Some(o) = item.as_object_mut() {
+                        o.remove("reasonCode");
+                    }
+                }
+            }
+        }
+    }
+    /// Runs one API call: reads answer at once; a change is applied to the
+    /// data path, then made durable, then acknowledged. If either step fails,
+    /// state, data path and store are left as they were.
+    pub(super) async fn api_call(&mut self, call: ApiCall) {
+        let reply = self.api_outcome(&call.operation, &call.input).await;
+        let _ = call.reply.send(reply);
+    }
+    pub(super) async fn api_outcome(
+        &mut self,
+        operation: &str,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let Some(api) = self.api.as_mut() else {
+            return Err(ApiError::internal("the API is not enabled"));
+        };
+        // Idempotency: the same clientToken with the same request answers
+        // what the first one did; with a different request it is a conflict.
+        let token = input["clientToken"].as_str().map(|t| {
+            let mut rest = input.clone();
+            if let Some(o) = rest.as_object_mut() {
+                o.remove("clientToken");
+            }
+            (format!("{operation}/{t}"), sha256_hex(&rest.to_string()))
+        });
+        if let Some((key, hash)) = &token {
+            match api.store.token(key) {
+                Ok(Some(seen)) if seen["hash"] == hash.as_str() => {
+                    return Ok(seen["response"].clone())
+                }
+                Ok(Some(_)) => {
+                    return Err(ApiError::conflict(
+                        "CLIENT_TOKEN",
+                        key,
+                        "the clientToken was already used with different parameters",
+                    ))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ApiError::internal(e.to_string())),
+            }
+        }
+        let now = latticed_proxy::time::iso8601(std::time::SystemTime::now());
+        let t0 = std::time::Instant::now();
+        let mutation = match handlers::handle(operation, input, &api.state, &api.settings, now)? {
+            Outcome::Read(mut v) => {
+                if operation == "ListTargets" {
+                    self.fill_health(&mut v);
+                }
+                return Ok(v);
+            }
+            Outcome::Write(m) => m,
+        };
+        let t_handle = t0.elapsed();
+        let undo = api.state.apply(&mutation.changes);
+        // Re-plan only what the change touched, through the same planner
+        // (on the neighbourhood of each touched service or group), into a
+        // shallow copy of the current plan.
+        let affected = api.state.affected(&mutation.changes, &undo);
+        let t_affected = t0.elapsed();
+        let mut plan = self.plan.clone();
+        let planned = replan(&api.state, &affected, &mut plan, &self.paths.netns_dir);
+        let delta = match planned {
+            Ok(d) => d,
+            Err(e) => {
+                api.state.apply(&undo);
+                return Err(ApiError::validation(
+                    e.0.into_iter()
+                        .map(|f| control::api::model::FieldProblem {
+                            name: f.field,
+                            message: f.reason,
+                        })
+                        .collect(),
+                ));
+            }
+        };
+        let t_plan = t0.elapsed();
+        let previous = match self.apply_delta(plan, Some(&delta)).await {
+            Ok(previous) => previous,
+            Err(e) => {
+                if let Some(api) = self.api.as_mut() {
+                    api.state.apply(&undo);
+                }
+                return Err(ApiError::internal(format!(
+                    "applying the change to the data path: {e}"
+                )));
+            }
+        };
+        let Some(api) = self.api.as_mut() else {
+            return Err(ApiError::internal("the API is not enabled"));
+        };
+        let t_apply = t0.elapsed();
+        let token_record = token.as_ref().map(|(k, h)| {
+            (
+                k.as_str(),
+                serde_json::json!({"hash": h, "response": mutation.result}),
+            )
+        });
+        if let Err(e) = api.store.commit(
+            &mutation.changes,
+            token_record.as_ref().map(|(k, v)| (*k, v)),
+        ) {
+            api.state.apply(&undo);
+            let _ = self.apply(previous).await;
+            return Err(ApiError::internal(format!("storing the change: {e}")));
+        }
+        tracing::debug!(
+            operation,
+            handle_us = t_handle.as_micros() as u64,
+            affected_us = (t_affected - t_handle).as_micros() as u64,
+            plan_us = (t_plan - t_affected).as_micros() as u64,
+            apply_us = (t_apply - t_plan).as_micros() as u64,
+            commit_us = (t0.elapsed() - t_apply).as_micros() as u64,
+            "API change applied"
+        );
+        Ok(mutation.result)
+    }
+}
+
+/// Re-plans the services and target groups `affected` names into `plan`,
+/// each from its neighbourhood in `state`; returns what changed.
+pub(super) fn replan(
+    state: &handlers::State,
+    affected: &handlers::Affected,
+    plan: &mut Plan,
+    netns_dir: &std::path::Path,
+) -> Result<Delta, control::ValidationError> {
+    let exists = |ns: &str| netns_dir.join(ns).exists();
+    for (ns, add) in &affected.associations {
+        if !add || exists(ns) {
+            plan.associate(ns, *add);
+        }
+    }
+    let mut delta = Delta::default();
+    for (id, name) in &affected.groups {
+        let group = match state.group_config(id) {
+            Some(c) => plan_with(&c, netns_dir, Missing::Skip)?
+                .target_groups
+                .remove(name.as_str()),
+            None => None,
+        };
+        plan.set_group(name, group, exists);
+        delta.groups.insert(name.clone());
+    }
+    for (id, name) in &affected.services {
+        let service = match state.service_config(id) {
+            Some(c) => plan_with(&c, netns_dir, Missing::Skip)?
+                .services
+                .remove(name.as_str()),
+            None => None,
+        };
+        plan.set_service(name, service);
+        delta.services.insert(name.clone());
+    }
+    Ok(delta)
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}

@@ -1,0 +1,108 @@
+//! What changes under the daemon without an API call: the configuration
+//! file (SIGHUP), namespaces that appear or disappear, the principals file.
+
+// The daemon's types and imports: these methods extend `Daemon`.
+use super::*;
+
+impl Daemon {
+    /// Rereads `STATE_DIR/principals.json` when it changed (or when
+    /// `force`); an invalid file is logged and the current store kept.
+    pub(super) fn reload_principals(&mut self, force: bool) {
+        let path = crate::principals::path(&self.paths.state_dir);
+        let seen = crate::principals::modified(&path);
+        if !force && seen == self.principals_seen {
+            return;
+        }
+        self.principals_seen = seen;
+        match crate::principals::load(&path) {
+            Ok(file) => {
+                let store = latticed_proxy::authz::Principals::from_file(&file);
+                tracing::info!(path = %path.display(), credentials = store.len(), "data-path credentials loaded");
+                self.dp.principals.store(Arc::new(store));
+            }
+            Err(e) => tracing::error!("{e}; keeping the current data-path credentials"),
+        }
+    }
+    /// Rereads the configuration file; keeps the current one if the new one
+    /// is invalid or cannot be applied.
+    pub async fn reload(&mut self) {
+        self.reload_principals(true);
+        match Inventory::load(&self.paths.inventory) {
+            Ok(inv) if inv != self.compiler.inventory => {
+                self.compiler.inventory = inv;
+                let plan = self.plan.clone();
+                self.publish_full(&plan);
+                tracing::info!(path = %self.paths.inventory.display(), "inventory reloaded");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("{e}; keeping the current inventory"),
+        }
+        let Some(path) = self.paths.config.clone() else {
+            tracing::info!("no configuration file to reload");
+            return;
+        };
+        let (config, plan) = match control::load(&path, &self.paths.netns_dir) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!("{e}; keeping the current configuration");
+                return;
+            }
+        };
+        match self.apply(plan).await {
+            Ok(()) => {
+                self.desired = config;
+                tracing::info!(path = %path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "applying the new configuration failed; keeping the current one")
+            }
+        }
+    }
+    /// Notices namespaces whose name was removed (`ip netns del`) or now
+    /// names another namespace, and namespaces the configuration names that
+    /// appeared; re-applies the configuration over what exists.
+    pub async fn check_namespaces(&mut self) {
+        self.reload_principals(false);
+        let gone: Vec<String> = self
+            .managed
+            .iter()
+            .filter(|(_, m)| !m.netns.still_named())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &gone {
+            tracing::error!(namespace = %name, "network namespace disappeared; its services and targets are unavailable until it returns");
+            // Release it without touching its routes: nobody can name it any
+            // more and it goes away with its last process, while requests in
+            // flight on pooled connections still need the route to get their
+            // answers back.
+            self.detach_client(name);
+            self.managed.remove(name);
+        }
+        // Re-planning everything costs in proportion to the configuration:
+        // do it only when a namespace went, or one the configuration names
+        // (but that was missing) is there now.
+        let appeared = self
+            .referenced_namespaces()
+            .iter()
+            .any(|n| !self.managed.contains_key(n) && self.paths.netns_dir.join(n).exists());
+        if gone.is_empty() && !appeared {
+            return;
+        }
+        let plan = match self.current_plan() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "the configuration no longer plans");
+                return;
+            }
+        };
+        let returned = plan
+            .namespaces()
+            .into_iter()
+            .any(|n| !self.plan.namespaces().contains(n));
+        match self.apply(plan).await {
+            Ok(()) if returned => tracing::info!("namespaces returned; configuration re-applied"),
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "re-applying after namespaces changed"),
+        }
+    }
+}
