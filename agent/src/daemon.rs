@@ -124,14 +124,6 @@ pub struct Paths {
     pub log_dir: PathBuf,
     /// Instance and load balancer inventory (reread on SIGHUP).
     pub inventory: PathBuf,
-    /// Prometheus metrics address, if served.
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Region in ARNs.
-    pub region: String,
-    /// Account in ARNs.
-    pub account: String,
-    /// Suffix of generated service names (answered NXDOMAIN when unknown).
-    pub dns_suffix: String,
 }
 
 /// The control API's settings.
@@ -139,10 +131,21 @@ pub struct Paths {
 pub struct ApiOptions {
     /// Address to serve on.
     pub listen: std::net::SocketAddr,
-    /// Directory of the state store and admin credentials.
-    pub state_dir: PathBuf,
-    /// Region, account, quotas.
-    pub settings: Settings,
+    /// Quotas of the API.
+    pub quotas: handlers::Quotas,
+}
+
+/// What the daemon is started with besides its paths.
+#[derive(Debug)]
+pub struct Options {
+    /// Region, account and DNS suffix.
+    pub naming: control::Naming,
+    /// Prometheus metrics address, if served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The data path's settings.
+    pub proxy: ProxyConfig,
+    /// The API, in API mode (no configuration file).
+    pub api: Option<ApiOptions>,
 }
 
 struct ApiRuntime {
@@ -188,6 +191,7 @@ struct Managed {
 /// The running daemon.
 pub struct Daemon {
     paths: Paths,
+    naming: control::Naming,
     dp: Arc<Dataplane>,
     record: Record,
     managed: BTreeMap<String, Managed>,
@@ -245,11 +249,13 @@ pub async fn cleanup_leftovers(paths: &Paths) -> Result<(), Error> {
 impl Daemon {
     /// Cleans up after an unclean stop, loads the configuration (from the
     /// file, or from the API's store) and applies it; starts the API.
-    pub async fn start(
-        paths: Paths,
-        proxy: ProxyConfig,
-        api: Option<ApiOptions>,
-    ) -> Result<Self, Error> {
+    pub async fn start(paths: Paths, options: Options) -> Result<Self, Error> {
+        let Options {
+            naming,
+            metrics_listen,
+            proxy,
+            api,
+        } = options;
         bpffs::prepare(&paths.bpffs_root)?;
         // In config mode as in API mode: the CA key and credentials live here.
         control::store::private_dir(&paths.state_dir)?;
@@ -259,14 +265,11 @@ impl Daemon {
             (Some(path), _) => control::load(path, &paths.netns_dir)?.0,
             (None, None) => Config::default(),
             (None, Some(opts)) => {
-                let store = Store::open(&opts.state_dir)?;
+                let store = Store::open(&paths.state_dir)?;
                 let state = handlers::State::from_records(store.resources()?);
-                let creds: Credentials =
-                    Arc::new(std::sync::RwLock::new(control::api::load_credentials(
-                        &store,
-                        &opts.state_dir,
-                        &opts.settings.account,
-                    )?));
+                let creds: Credentials = Arc::new(std::sync::RwLock::new(
+                    control::api::load_credentials(&store, &paths.state_dir, &naming.account)?,
+                ));
                 let listener =
                     tokio::net::TcpListener::bind(opts.listen)
                         .await
@@ -282,15 +285,19 @@ impl Daemon {
                 let server = control::api::server::serve(listener, tx, creds);
                 tracing::info!(
                     endpoint = %format!("http://{local}"),
-                    credentials = %opts.state_dir.join("admin-credentials").display(),
-                    region = %opts.settings.region,
+                    credentials = %paths.state_dir.join("admin-credentials").display(),
+                    region = %naming.region,
                     "VPC Lattice API listening"
                 );
                 let desired = state.to_config();
                 runtime = Some(ApiRuntime {
                     state,
                     store,
-                    settings: opts.settings,
+                    settings: Settings {
+                        naming: naming.clone(),
+                        quotas: opts.quotas,
+                        netns_dir: paths.netns_dir.clone(),
+                    },
                     calls: rx,
                     _server: server,
                 });
@@ -305,11 +312,11 @@ impl Daemon {
             Arc::clone(&dp),
             &paths.state_dir,
             &paths.log_dir,
-            &paths.region,
-            &paths.account,
+            &naming.region,
+            &naming.account,
             Inventory::load(&paths.inventory)?,
         )?;
-        let metrics = match paths.metrics_listen {
+        let metrics = match metrics_listen {
             Some(addr) => Some(
                 crate::metrics::serve(addr, Arc::clone(&dp), paths.bpffs_root.clone())
                     .await
@@ -323,6 +330,7 @@ impl Daemon {
         let mut daemon = Self {
             record: Record::open(&paths.run_dir)?,
             paths,
+            naming,
             dp,
             compiler,
             principals_seen: None,
@@ -451,11 +459,9 @@ mod tests {
             std::fs::write(dir.join(ns), b"").unwrap();
         }
         let settings = Settings {
-            region: "us-east-1".into(),
-            account: "111122223333".into(),
+            naming: control::Naming::example(),
             quotas: Quotas::default(),
             netns_dir: dir.clone(),
-            dns_suffix: "example".into(),
         };
         let mut state = State::default();
         let mut plan = Plan::default();

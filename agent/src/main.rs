@@ -281,17 +281,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let api = config.is_none().then(|| daemon::ApiOptions {
                 listen: api_listen
                     .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 7390))),
-                state_dir: state_dir.clone(),
-                settings: control::api::handlers::Settings {
-                    dns_suffix: dns_suffix
-                        .clone()
-                        .unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),
-                    region: region.clone(),
-                    account: account_id.clone(),
-                    quotas: quota,
-                    netns_dir: paths.netns_dir.clone(),
-                },
+                quotas: quota,
             });
+            let naming = control::Naming {
+                dns_suffix: dns_suffix
+                    .unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),
+                region: region.clone(),
+                account: account_id,
+            };
             let paths = Paths {
                 config,
                 netns_dir: paths.netns_dir,
@@ -300,14 +297,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 inventory: inventory.unwrap_or_else(|| state_dir.join("inventory.json")),
                 state_dir,
                 log_dir,
-                metrics_listen: Some(metrics_listen),
-                dns_suffix: dns_suffix
-                    .clone()
-                    .unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),
-                region: region.clone(),
-                account: account_id,
             };
-            tracing::info!(?paths, version = env!("CARGO_PKG_VERSION"), "starting");
+            tracing::info!(?paths, ?naming, %metrics_listen, version = env!("CARGO_PKG_VERSION"), "starting");
             let proxy = latticed_proxy::ProxyConfig {
                 connect_timeout: std::time::Duration::from_secs(connect_timeout),
                 request_timeout: std::time::Duration::from_secs(request_timeout),
@@ -329,7 +320,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 None => proxy,
             };
             runtime.block_on(async {
-                let daemon = Daemon::start(paths, proxy, api).await?;
+                let options = daemon::Options {
+                    naming,
+                    metrics_listen: Some(metrics_listen),
+                    proxy,
+                    api,
+                };
+                let daemon = Daemon::start(paths, options).await?;
                 daemon.run().await
             })?;
         }

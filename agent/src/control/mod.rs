@@ -8,6 +8,33 @@ pub mod store;
 
 pub use model::Config;
 
+/// How latticed names what it makes: the region and account in ARNs, and
+/// the suffix of generated service DNS names (`{name}-{id}.{suffix}`).
+/// Given once at start and shared by the API, the compiler and the
+/// resolver.
+#[derive(Clone, Debug)]
+pub struct Naming {
+    /// Region in ARNs.
+    pub region: String,
+    /// Account id in ARNs (12 digits).
+    pub account: String,
+    /// Suffix of generated service DNS names (answered NXDOMAIN when
+    /// unknown).
+    pub dns_suffix: String,
+}
+
+#[cfg(test)]
+impl Naming {
+    /// The defaults' region and account, and a short suffix.
+    pub fn example() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            account: "111122223333".into(),
+            dns_suffix: "example".into(),
+        }
+    }
+}
+
 mod refcount;
 pub use plan::{plan, Plan, ValidationError};
 pub(crate) use refcount::count;

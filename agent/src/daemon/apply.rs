@@ -113,7 +113,7 @@ impl Daemon {
                 let resolver = match NsResolver::start(
                     &m.netns,
                     &self.paths.run_dir,
-                    &self.paths.dns_suffix,
+                    &self.naming.dns_suffix,
                 ) {
                     Ok(r) => Some(r),
                     Err(e) => {

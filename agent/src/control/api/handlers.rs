@@ -90,16 +90,12 @@ impl Quotas {
 /// Region, account and limits.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Region in ARNs.
-    pub region: String,
-    /// Account id in ARNs (12 digits).
-    pub account: String,
+    /// Region, account and DNS suffix.
+    pub naming: crate::control::Naming,
     /// Quotas.
     pub quotas: Quotas,
     /// Where namespaces (VPCs) are.
     pub netns_dir: std::path::PathBuf,
-    /// Suffix of generated service DNS names (`{name}-{id}.{suffix}`).
-    pub dns_suffix: String,
 }
 
 /// A handler's answer.
@@ -753,7 +749,7 @@ impl<'a> Ctx<'a> {
     fn arn(&self, path: &str) -> String {
         format!(
             "arn:aws:vpc-lattice:{}:{}:{path}",
-            self.settings.region, self.settings.account
+            self.settings.naming.region, self.settings.naming.account
         )
     }
 
@@ -1125,11 +1121,9 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
-            region: "us-east-1".into(),
-            account: "111122223333".into(),
+            naming: crate::control::Naming::example(),
             quotas: Quotas::default(),
             netns_dir: std::env::temp_dir(),
-            dns_suffix: "example".into(),
         }
     }
 

@@ -27,7 +27,7 @@ pub(super) fn handle(c: &Ctx<'_>, op: &str) -> Result<Outcome, ApiError> {
                 ));
             }
             let (id, mut rec) = c.record(Kind::SnService, json!({
-                "status": "ACTIVE", "createdBy": settings.account,
+                "status": "ACTIVE", "createdBy": settings.naming.account,
                 "serviceNetworkId": s(sn, "id"), "serviceNetworkArn": s(sn, "arn"), "serviceNetworkName": s(sn, "name"),
                 "serviceId": s(svc, "id"), "serviceArn": s(svc, "arn"), "serviceName": s(svc, "name"),
             }));
@@ -85,7 +85,7 @@ pub(super) fn handle(c: &Ctx<'_>, op: &str) -> Result<Outcome, ApiError> {
                 ));
             }
             let (id, rec) = c.record(Kind::SnVpc, json!({
-                "status": "ACTIVE", "createdBy": settings.account, "vpcId": vpc,
+                "status": "ACTIVE", "createdBy": settings.naming.account, "vpcId": vpc,
                 "securityGroupIds": input.get("securityGroupIds").cloned().unwrap_or_else(|| json!([])),
                 "serviceNetworkId": s(sn, "id"), "serviceNetworkArn": s(sn, "arn"), "serviceNetworkName": s(sn, "name"),
             }));

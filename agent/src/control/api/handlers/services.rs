@@ -39,7 +39,7 @@ pub(super) fn handle(c: &Ctx<'_>, op: &str) -> Result<Outcome, ApiError> {
                 }),
             );
             rec["dnsEntry"] = json!({
-                "domainName": format!("{name}-{}.{}", id.trim_start_matches("svc-"), settings.dns_suffix),
+                "domainName": format!("{name}-{}.{}", id.trim_start_matches("svc-"), settings.naming.dns_suffix),
             });
             for k in ["customDomainName", "certificateArn"] {
                 if let Some(v) = input.get(k) {
