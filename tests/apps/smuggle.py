@@ -25,25 +25,10 @@ import sys
 import threading
 import time
 
+from rawhttp import read_head, read_line
+
 lock = threading.Lock()
 BIG = 256 << 20
-
-
-def read_line(f):
-    return f.readline(65537)
-
-
-def read_head(f):
-    lines = []
-    while True:
-        line = read_line(f)
-        if not line:
-            return None
-        if line in (b"\r\n", b"\n"):
-            if not lines:
-                continue
-            return lines
-        lines.append(line.rstrip(b"\r\n"))
 
 
 def lenient_body(f, headers):

@@ -29,20 +29,9 @@ import sys
 import threading
 import time
 
+from rawhttp import read_head, read_line
+
 lock = threading.Lock()
-
-
-def read_head(f):
-    lines = []
-    while True:
-        line = f.readline(65537)
-        if not line:
-            return None
-        if line in (b"\r\n", b"\n"):
-            if not lines:
-                continue
-            return lines
-        lines.append(line.rstrip(b"\r\n"))
 
 
 def fields_of(lines):
@@ -62,18 +51,18 @@ def read_body(f, fields, response_to_head=False, status=200):
     if any("chunked" in v.lower() for v in te):
         body, trailers = b"", []
         while True:
-            line = f.readline(65537)
+            line = read_line(f)
             if not line:
                 return body, trailers
             size = int(line.split(b";")[0].strip() or b"0", 16)
             if size == 0:
                 while True:
-                    t = f.readline(65537)
+                    t = read_line(f)
                     if not t or t in (b"\r\n", b"\n"):
                         return body, trailers
                     trailers.append(t.rstrip(b"\r\n").decode("latin-1"))
             body += f.read(size)
-            f.readline(65537)
+            read_line(f)
     if cl:
         return f.read(int(cl[0])), []
     return None, []

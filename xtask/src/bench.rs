@@ -121,14 +121,7 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
     std::fs::create_dir_all(&out_dir)?;
     if parts == Parts::Abuse {
         let (md, json) = abuse::report(&abuse::abuse(smoke, &out_dir)?);
-        std::fs::write(
-            out_dir.join("abuse.json"),
-            serde_json::to_vec_pretty(&json)?,
-        )?;
-        std::fs::write(out_dir.join("abuse.md"), &md)?;
-        println!("{md}");
-        println!("written to {}", out_dir.join("abuse.{md,json}").display());
-        return Ok(());
+        return write_report(&out_dir, "abuse", &md, &json);
     }
     if parts == Parts::DataPath {
         step("data path only: direct, latticed, nginx, HAProxy with h2load");
@@ -136,17 +129,7 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
         let (md, json) = data_path_report(&dp);
         write_plot(&dp.cases, &out_dir)?;
         // Beside, not over, the full run's results.
-        std::fs::write(
-            out_dir.join("data-path.json"),
-            serde_json::to_vec_pretty(&json)?,
-        )?;
-        std::fs::write(out_dir.join("data-path.md"), &md)?;
-        println!("{md}");
-        println!(
-            "written to {}",
-            out_dir.join("data-path.{md,json}").display()
-        );
-        return Ok(());
+        return write_report(&out_dir, "data-path", &md, &json);
     }
 
     let services: usize = if smoke { 30 } else { 1000 };
@@ -301,6 +284,28 @@ Per request, on one core (`proxy/examples/authz_bench.rs`):
     std::fs::write(out_dir.join("results.md"), &md)?;
     println!("\n{md}");
     println!("written to {}", out_dir.display());
+    Ok(())
+}
+
+/// Writes a part's report as `STEM.md` and `STEM.json` in `out_dir`, and
+/// prints it.
+#[expect(clippy::print_stdout, reason = "the bench prints its report")]
+fn write_report(
+    out_dir: &std::path::Path,
+    stem: &str,
+    md: &str,
+    json: &Value,
+) -> anyhow::Result<()> {
+    std::fs::write(
+        out_dir.join(format!("{stem}.json")),
+        serde_json::to_vec_pretty(json)?,
+    )?;
+    std::fs::write(out_dir.join(format!("{stem}.md")), md)?;
+    println!("{md}");
+    println!(
+        "written to {}",
+        out_dir.join(format!("{stem}.{{md,json}}")).display()
+    );
     Ok(())
 }
 
