@@ -23,7 +23,10 @@ use serde::Deserialize;
 
 use crate::control::{
     model::TargetGroupType,
-    plan::{PlannedAction, PlannedKind, PlannedNetwork, PlannedService, PlannedTargetGroup},
+    plan::{
+        PlannedAction, PlannedKind, PlannedNetwork, PlannedPolicy, PlannedService,
+        PlannedTargetGroup,
+    },
 };
 
 /// Errors of this module.
@@ -42,20 +45,11 @@ pub enum Error {
     },
 }
 
-/// An AWS_IAM level: its parsed policy (validated when planned; a policy
-/// that no longer parses allows nothing, and is logged).
+/// An AWS_IAM level: the policy the plan parsed, if one is set.
 fn compile_auth(
-    auth: Option<&Option<String>>,
-    owner: &str,
+    auth: Option<&Option<PlannedPolicy>>,
 ) -> Option<Option<Arc<latticed_proxy::authz::Policy>>> {
-    auth.map(|policy| {
-        policy.as_deref().and_then(|text| {
-            latticed_proxy::authz::Policy::parse(text)
-                .map_err(|e| tracing::error!(resource = owner, error = %e, "auth policy unusable; nothing is allowed"))
-                .ok()
-                .map(Arc::new)
-        })
-    })
+    auth.map(|policy| policy.as_ref().map(|p| Arc::clone(&p.policy)))
 }
 
 /// Where instances and load balancers are: the operator's inventory file
@@ -196,7 +190,7 @@ impl Compiler {
             vpc_id: ns.into(),
             vpc_arn: self.vpc_arn(ns).into(),
             logs: self.destinations(&net.logs),
-            auth: compile_auth(net.auth.as_ref(), &net.name),
+            auth: compile_auth(net.auth.as_ref()),
         })
     }
 
@@ -354,7 +348,7 @@ impl Compiler {
         let service_arn = self.arn("service", &svc.name, svc.arn.as_ref());
         let logs = self.destinations(&svc.logs);
         let metrics = self.dp.metrics.service(&svc.name);
-        let auth = compile_auth(svc.auth.as_ref(), &svc.name);
+        let auth = compile_auth(svc.auth.as_ref());
         svc.listeners
             .iter()
             .map(|l| {

@@ -185,9 +185,27 @@ pub struct PlannedService {
     pub certificate: Option<String>,
     /// Access log destinations of the service's own subscriptions.
     pub logs: Vec<String>,
-    /// Auth type AWS_IAM: `Some`, with the policy text if one is set.
-    pub auth: Option<Option<String>>,
+    /// Auth type AWS_IAM: `Some`, with the policy if one is set.
+    pub auth: Option<Option<PlannedPolicy>>,
 }
+
+/// An auth policy as planned: parsed once, when planned; compiling only
+/// attaches it. Plans compare by the policy's text.
+#[derive(Clone, Debug)]
+pub struct PlannedPolicy {
+    /// The policy as written.
+    pub text: String,
+    /// The policy as the data path evaluates it.
+    pub policy: Arc<latticed_proxy::authz::Policy>,
+}
+
+impl PartialEq for PlannedPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for PlannedPolicy {}
 
 /// A service network, as a service is reached through it.
 #[derive(Clone, Debug, PartialEq)]
@@ -198,8 +216,8 @@ pub struct PlannedNetwork {
     pub arn: Option<String>,
     /// Access log destinations of the network's subscriptions.
     pub logs: Vec<String>,
-    /// Auth type AWS_IAM: `Some`, with the policy text if one is set.
-    pub auth: Option<Option<String>>,
+    /// Auth type AWS_IAM: `Some`, with the policy if one is set.
+    pub auth: Option<Option<PlannedPolicy>>,
 }
 
 /// A listener.
@@ -725,14 +743,22 @@ pub fn plan_with(
     }
     // Auth policies, validated whatever the resource's auth type (they
     // apply once it is AWS_IAM).
-    let mut network_policies: HashMap<&str, String> = HashMap::new();
+    let mut network_policies: HashMap<&str, PlannedPolicy> = HashMap::new();
     let mut seen_policy = BTreeSet::new();
     for (i, p) in config.auth_policies.iter().enumerate() {
         let f = format!("authPolicies[{i}]");
         let text = p.text();
-        if let Err(e) = latticed_proxy::authz::Policy::parse(&text) {
-            errs.add(format!("{f}.policy"), e.to_string());
-        }
+        // Parsed here, once: compile attaches what the plan holds.
+        let parsed = match latticed_proxy::authz::Policy::parse(&text) {
+            Ok(policy) => Some(PlannedPolicy {
+                text,
+                policy: Arc::new(policy),
+            }),
+            Err(e) => {
+                errs.add(format!("{f}.policy"), e.to_string());
+                None
+            }
+        };
         let r = p.resource_identifier.as_str();
         if !seen_policy.insert(r) {
             errs.add(
@@ -743,11 +769,13 @@ pub fn plan_with(
         if let Some(&si) = service_index.get(r) {
             if let Some(svc) = services.get_mut(si) {
                 if let Some(auth) = svc.auth.as_mut() {
-                    *auth = Some(text);
+                    *auth = parsed;
                 }
             }
         } else if networks.contains_key(r) {
-            network_policies.insert(r, text);
+            if let Some(parsed) = parsed {
+                network_policies.insert(r, parsed);
+            }
         } else {
             errs.add(
                 format!("{f}.resourceIdentifier"),
