@@ -289,7 +289,7 @@ impl Daemon {
                     region = %naming.region,
                     "VPC Lattice API listening"
                 );
-                let desired = state.to_config();
+                let desired = state.to_config()?;
                 runtime = Some(ApiRuntime {
                     state,
                     store,
@@ -356,7 +356,11 @@ impl Daemon {
     /// The desired configuration over the namespaces that exist now.
     fn current_plan(&self) -> Result<Plan, control::ValidationError> {
         match &self.api {
-            Some(api) => plan_with(&api.state.to_config(), &self.paths.netns_dir, Missing::Skip),
+            Some(api) => plan_with(
+                &api.state.to_config()?,
+                &self.paths.netns_dir,
+                Missing::Skip,
+            ),
             None => plan_with(&self.desired, &self.paths.netns_dir, Missing::Skip),
         }
     }
@@ -483,7 +487,7 @@ mod tests {
                 }
                 Outcome::Read(v) => v,
             };
-            let full = plan_with(&state.to_config(), &dir, Missing::Skip).unwrap();
+            let full = plan_with(&state.to_config().unwrap(), &dir, Missing::Skip).unwrap();
             assert_eq!(plan, full, "after {op}");
             out
         };

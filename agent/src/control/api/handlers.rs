@@ -16,7 +16,7 @@ use super::error::ApiError;
 use crate::control::{
     count,
     model::{self as cfg, Config},
-    plan::{VIP_FIRST, VIP_LAST},
+    plan::{FieldError, ValidationError, VIP_FIRST, VIP_LAST},
     store::Change,
 };
 
@@ -276,6 +276,23 @@ impl Index {
     }
 }
 
+/// A field of a stored record, at `path`. The store holds only what the
+/// model validated, so a field missing or of the wrong shape means a
+/// broken store: an error naming the record and the field, never a
+/// default standing in for it.
+fn stored<T: serde::de::DeserializeOwned>(rec: &Value, path: &[&str]) -> Result<T, FieldError> {
+    let v = path.iter().fold(rec, |v, k| &v[*k]);
+    serde_json::from_value(v.clone()).map_err(|e| FieldError {
+        field: format!("stored record {}: {}", s(rec, "id"), path.join(".")),
+        reason: e.to_string(),
+    })
+}
+
+/// A broken stored record as a validation error of the stored state.
+fn broken(e: FieldError) -> ValidationError {
+    ValidationError(vec![e])
+}
+
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_default()
 }
@@ -390,14 +407,15 @@ impl State {
             .filter_map(|id| self.records.get(id))
     }
 
-    fn action_cfg(&self, a: &Value) -> cfg::RuleAction {
+    fn action_cfg(&self, rec: &Value, field: &str) -> Result<cfg::RuleAction, FieldError> {
+        let a = &rec[field];
         let tg_name = |id: &str| {
             self.records
                 .get(id)
                 .map(|r| s(r, "name").to_owned())
                 .unwrap_or_default()
         };
-        if let Some(f) = a.get("forward").filter(|f| !f.is_null()) {
+        Ok(if let Some(f) = a.get("forward").filter(|f| !f.is_null()) {
             cfg::RuleAction {
                 forward: Some(cfg::ForwardAction {
                     target_groups: f["targetGroups"]
@@ -416,10 +434,10 @@ impl State {
             cfg::RuleAction {
                 forward: None,
                 fixed_response: Some(cfg::FixedResponseAction {
-                    status_code: a["fixedResponse"]["statusCode"].as_u64().unwrap_or(404) as u32,
+                    status_code: stored(rec, &[field, "fixedResponse", "statusCode"])?,
                 }),
             }
-        }
+        })
     }
 
     fn sn_cfg(sn: &Value) -> cfg::ServiceNetwork {
@@ -430,8 +448,8 @@ impl State {
         }
     }
 
-    fn service_cfg(&self, svc: &Value) -> cfg::Service {
-        cfg::Service {
+    fn service_cfg(&self, svc: &Value) -> Result<cfg::Service, FieldError> {
+        Ok(cfg::Service {
             name: s(svc, "name").to_owned(),
             auth_type: auth_type(svc),
             custom_domain_name: svc["customDomainName"].as_str().map(str::to_owned),
@@ -441,46 +459,42 @@ impl State {
             dns_name: svc["dnsEntry"]["domainName"].as_str().map(str::to_owned),
             listeners: sorted(self.children(s(svc, "id"), Kind::Listener))
                 .into_iter()
-                .map(|l| cfg::Listener {
-                    name: s(l, "name").to_owned(),
-                    protocol: serde_json::from_value(l["protocol"].clone())
-                        .unwrap_or(cfg::ListenerProtocol::Http),
-                    port: l["port"].as_u64().map(|p| p as u32),
-                    default_action: self.action_cfg(&l["defaultAction"]),
-                    rules: sorted(self.children(s(l, "id"), Kind::Rule))
-                        .into_iter()
-                        .map(|r| cfg::Rule {
-                            name: s(r, "name").to_owned(),
-                            priority: r["priority"].as_u64().unwrap_or(0) as u32,
-                            match_: serde_json::from_value(r["match"].clone()).unwrap_or(
-                                cfg::RuleMatch {
-                                    http_match: cfg::HttpMatch::default(),
-                                },
-                            ),
-                            action: self.action_cfg(&r["action"]),
-                        })
-                        .collect(),
+                .map(|l| {
+                    Ok(cfg::Listener {
+                        name: s(l, "name").to_owned(),
+                        protocol: stored(l, &["protocol"])?,
+                        port: l["port"].as_u64().map(|p| p as u32),
+                        default_action: self.action_cfg(l, "defaultAction")?,
+                        rules: sorted(self.children(s(l, "id"), Kind::Rule))
+                            .into_iter()
+                            .map(|r| {
+                                Ok(cfg::Rule {
+                                    name: s(r, "name").to_owned(),
+                                    priority: stored(r, &["priority"])?,
+                                    match_: stored(r, &["match"])?,
+                                    action: self.action_cfg(r, "action")?,
+                                })
+                            })
+                            .collect::<Result<_, FieldError>>()?,
+                    })
                 })
-                .collect(),
-        }
+                .collect::<Result<_, FieldError>>()?,
+        })
     }
 
-    fn tg_cfg(tg: &Value) -> cfg::TargetGroup {
+    fn tg_cfg(tg: &Value) -> Result<cfg::TargetGroup, FieldError> {
         let c = &tg["config"];
-        cfg::TargetGroup {
+        Ok(cfg::TargetGroup {
             name: s(tg, "name").to_owned(),
-            type_: serde_json::from_value(tg["type"].clone()).unwrap_or(cfg::TargetGroupType::Ip),
+            type_: stored(tg, &["type"])?,
             config: Some(cfg::TargetGroupConfig {
                 port: c["port"].as_u64().map(|p| p as u32),
-                protocol: serde_json::from_value(c["protocol"].clone()).ok(),
+                protocol: stored(tg, &["config", "protocol"])?,
                 protocol_version: c["protocolVersion"].as_str().map(str::to_owned),
                 vpc_identifier: c["vpcIdentifier"].as_str().map(str::to_owned),
                 ip_address_type: c["ipAddressType"].as_str().map(str::to_owned),
                 // Stored as the API accepted it, which the model validated.
-                health_check: c
-                    .get("healthCheck")
-                    .filter(|h| h.is_object())
-                    .and_then(|h| serde_json::from_value(h.clone()).ok()),
+                health_check: stored(tg, &["config", "healthCheck"])?,
                 lambda_event_structure_version: c["lambdaEventStructureVersion"]
                     .as_str()
                     .map(str::to_owned),
@@ -495,7 +509,7 @@ impl State {
                     port: t["port"].as_u64().map(|p| p as u32),
                 })
                 .collect(),
-        }
+        })
     }
 
     fn snsa_cfg(a: &Value) -> cfg::ServiceNetworkServiceAssociation {
@@ -514,9 +528,10 @@ impl State {
     }
 
     /// The whole desired configuration the data plane compiles (references
-    /// by name).
-    pub fn to_config(&self) -> Config {
-        Config {
+    /// by name). A stored record that lacks what the API accepted is an
+    /// error naming it, never a default.
+    pub fn to_config(&self) -> Result<Config, ValidationError> {
+        Ok(Config {
             service_networks: sorted(self.of_kind(Kind::ServiceNetwork))
                 .into_iter()
                 .map(Self::sn_cfg)
@@ -524,11 +539,13 @@ impl State {
             services: sorted(self.of_kind(Kind::Service))
                 .into_iter()
                 .map(|svc| self.service_cfg(svc))
-                .collect(),
+                .collect::<Result<_, _>>()
+                .map_err(broken)?,
             target_groups: sorted(self.of_kind(Kind::TargetGroup))
                 .into_iter()
                 .map(Self::tg_cfg)
-                .collect(),
+                .collect::<Result<_, _>>()
+                .map_err(broken)?,
             service_network_service_associations: sorted(self.of_kind(Kind::SnService))
                 .into_iter()
                 .map(Self::snsa_cfg)
@@ -547,7 +564,7 @@ impl State {
                 .filter(|(k, _)| k.starts_with("authpolicy/"))
                 .filter_map(|(_, p)| self.policy_cfg(p))
                 .collect(),
-        }
+        })
     }
 
     fn policy_cfg(&self, p: &Value) -> Option<cfg::AuthPolicy> {
@@ -570,8 +587,10 @@ impl State {
     /// its listeners and rules, the target groups they use, its service
     /// networks and their VPC associations. Planning it gives the same
     /// result for that service as planning everything.
-    pub fn service_config(&self, id: &str) -> Option<Config> {
-        let svc = self.records.get(id)?;
+    pub fn service_config(&self, id: &str) -> Result<Option<Config>, ValidationError> {
+        let Some(svc) = self.records.get(id) else {
+            return Ok(None);
+        };
         let mut groups = BTreeSet::new();
         for l in self.children(id, Kind::Listener) {
             groups.extend(action_groups(&l["defaultAction"]).map(str::to_owned));
@@ -584,14 +603,15 @@ impl State {
             .iter()
             .filter_map(|a| self.records.get(s(a, "serviceNetworkId")))
             .collect();
-        Some(Config {
+        Ok(Some(Config {
             service_networks: networks.iter().map(|sn| Self::sn_cfg(sn)).collect(),
-            services: vec![self.service_cfg(svc)],
+            services: vec![self.service_cfg(svc).map_err(broken)?],
             target_groups: groups
                 .iter()
                 .filter_map(|g| self.records.get(g))
                 .map(Self::tg_cfg)
-                .collect(),
+                .collect::<Result<_, _>>()
+                .map_err(broken)?,
             service_network_service_associations: assocs
                 .iter()
                 .map(|a| Self::snsa_cfg(a))
@@ -611,16 +631,18 @@ impl State {
                 .filter_map(|owner| self.records.get(&format!("authpolicy/{owner}")))
                 .filter_map(|p| self.policy_cfg(p))
                 .collect(),
-        })
+        }))
     }
 
     /// One target group alone, as a configuration.
-    pub fn group_config(&self, id: &str) -> Option<Config> {
-        let tg = self.records.get(id)?;
-        Some(Config {
-            target_groups: vec![Self::tg_cfg(tg)],
+    pub fn group_config(&self, id: &str) -> Result<Option<Config>, ValidationError> {
+        let Some(tg) = self.records.get(id) else {
+            return Ok(None);
+        };
+        Ok(Some(Config {
+            target_groups: vec![Self::tg_cfg(tg).map_err(broken)?],
             ..Config::default()
-        })
+        }))
     }
 
     /// Namespaces the state names (VPC associations and target groups).
@@ -1085,6 +1107,43 @@ fn listener_of<'a>(state: &'a State, input: &Value) -> Result<&'a Value, ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stored record missing what the API accepted is an error that
+    /// names the record and the field, not a default (a listener without
+    /// its protocol once became HTTP, a fixed response without its status
+    /// a 404).
+    #[test]
+    fn a_broken_stored_record_is_named_not_defaulted() {
+        let mut st = State::default();
+        let svc = run(&mut st, "CreateService", json!({"name": "svc-a"})).0;
+        let listener = run(
+            &mut st,
+            "CreateListener",
+            json!({"serviceIdentifier": svc["id"], "name": "l", "protocol": "HTTPS", "port": 443,
+                "defaultAction": {"fixedResponse": {"statusCode": 403}}}),
+        )
+        .0;
+        let config = st.to_config().unwrap();
+        let planned = &config.services[0].listeners[0];
+        assert_eq!(planned.protocol, cfg::ListenerProtocol::Https);
+        let id = s(&listener, "id").to_owned();
+        for (field, path) in [
+            ("protocol", "protocol"),
+            ("defaultAction", "defaultAction.fixedResponse.statusCode"),
+        ] {
+            let mut broken_state = st.clone();
+            let mut rec = broken_state.records[&id].clone();
+            if let Some(o) = rec.as_object_mut() {
+                o.remove(field);
+            }
+            broken_state.apply(&[Change::Put(id.clone(), rec)]);
+            let err = broken_state.to_config().unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("stored record {id}: {path}")),
+                "{field}: {err}"
+            );
+        }
+    }
 
     /// Every operation of the model has one home: a resource's module that
     /// handles it (never its fallback arm), or the list of what latticed
