@@ -11,7 +11,7 @@ use std::{
 };
 
 use latticed_proxy::{
-    access_log::{self, Destination},
+    access_log::Destination,
     routing::{
         Action, Forward, GroupKind, HeaderMatch, HttpMatch, LambdaTarget, ListenerRoute,
         NetworkRoute, PathMatch, Rule, Target, TargetGroupRoute,
@@ -24,7 +24,7 @@ use serde::Deserialize;
 use crate::control::{
     model::TargetGroupType,
     plan::{
-        PlannedAction, PlannedKind, PlannedNetwork, PlannedPolicy, PlannedService,
+        PlannedAction, PlannedKind, PlannedLog, PlannedNetwork, PlannedPolicy, PlannedService,
         PlannedTargetGroup,
     },
 };
@@ -166,20 +166,14 @@ impl Compiler {
         format!("arn:aws:ec2:{}:{}:vpc/{ns}", self.region, self.account)
     }
 
-    fn destinations(&self, arns: &[String]) -> Vec<Arc<Destination>> {
-        arns.iter()
-            .filter_map(
-                |arn| match access_log::destination_path(&self.log_dir, arn) {
-                    Ok(path) => Some(Arc::new(Destination {
-                        arn: arn.clone(),
-                        path,
-                    })),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "access log destination skipped");
-                        None
-                    }
-                },
-            )
+    fn destinations(&self, logs: &[PlannedLog]) -> Vec<Arc<Destination>> {
+        logs.iter()
+            .map(|log| {
+                Arc::new(Destination {
+                    arn: log.arn.clone(),
+                    path: self.log_dir.join(&log.file),
+                })
+            })
             .collect()
     }
 

@@ -184,9 +184,19 @@ pub struct PlannedService {
     /// Id of a user-supplied certificate (`certificate/ID`), if any.
     pub certificate: Option<String>,
     /// Access log destinations of the service's own subscriptions.
-    pub logs: Vec<String>,
+    pub logs: Vec<PlannedLog>,
     /// Auth type AWS_IAM: `Some`, with the policy if one is set.
     pub auth: Option<Option<PlannedPolicy>>,
+}
+
+/// An access log destination as planned: its ARN, and the file it names
+/// relative to `--log-dir` (read once, when planned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedLog {
+    /// The destination's ARN, as subscribed.
+    pub arn: String,
+    /// Its file, relative to the log directory.
+    pub file: std::path::PathBuf,
 }
 
 /// An auth policy as planned: parsed once, when planned; compiling only
@@ -215,7 +225,7 @@ pub struct PlannedNetwork {
     /// ARN, when the API assigned one.
     pub arn: Option<String>,
     /// Access log destinations of the network's subscriptions.
-    pub logs: Vec<String>,
+    pub logs: Vec<PlannedLog>,
     /// Auth type AWS_IAM: `Some`, with the policy if one is set.
     pub auth: Option<Option<PlannedPolicy>>,
 }
@@ -716,24 +726,30 @@ pub fn plan_with(
         });
     }
     // Access log subscriptions.
-    let mut network_logs: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut network_logs: HashMap<&str, Vec<PlannedLog>> = HashMap::new();
     for (i, a) in config.access_log_subscriptions.iter().enumerate() {
         let f = format!("accessLogSubscriptions[{i}]");
-        if let Err(e) =
-            latticed_proxy::access_log::destination_path(Path::new("/"), &a.destination_arn)
-        {
-            errs.add(format!("{f}.destinationArn"), e.to_string());
-        }
+        // Read here, once: compile only places it under --log-dir.
+        let log =
+            match latticed_proxy::access_log::destination_path(Path::new(""), &a.destination_arn) {
+                Ok(file) => Some(PlannedLog {
+                    arn: a.destination_arn.clone(),
+                    file,
+                }),
+                Err(e) => {
+                    errs.add(format!("{f}.destinationArn"), e.to_string());
+                    None
+                }
+            };
         let r = a.resource_identifier.as_str();
         if let Some(&si) = service_index.get(r) {
-            if let Some(svc) = services.get_mut(si) {
-                svc.logs.push(a.destination_arn.clone());
+            if let (Some(svc), Some(log)) = (services.get_mut(si), log) {
+                svc.logs.push(log);
             }
         } else if networks.contains_key(r) {
-            network_logs
-                .entry(r)
-                .or_default()
-                .push(a.destination_arn.clone());
+            if let Some(log) = log {
+                network_logs.entry(r).or_default().push(log);
+            }
         } else {
             errs.add(
                 format!("{f}.resourceIdentifier"),

@@ -161,82 +161,127 @@ pub(super) struct Abuse {
 
 /// Runs every scenario against one latticed.
 pub(super) fn abuse(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Abuse> {
-    let secs = if smoke { 1 } else { 10 };
     // The echo app and the attacker inherit this process's limit on open
     // files; 10,000 connections need more than the usual 1,024.
     if let Err(e) = latticed_proxy::workers::raise_fd_limit() {
         eprintln!("warning: could not raise the open-files limit: {e}");
     }
-    let target = Vpc::new("t");
-    let attacker = NetNsGuard::new("a");
-    let polite = NetNsGuard::new("w");
-    let mut latticed = Latticed::prepare(&config(target.name(), &[&attacker, &polite]));
-    let (key, secret) = add_principal(
-        &latticed.state_dir,
-        "arn:aws:iam::111122223333:role/abuser",
-        &[],
-    );
-    latticed
-        .spawn_and_wait_ready()
-        .map_err(anyhow::Error::msg)
-        .context("starting latticed")?;
-    for url in [format!("http://{PLAIN}/"), format!("https://{TLS}/")] {
-        super::wait_http(&polite, &url)?;
-    }
-    let pid = latticed.pid();
-    let measure = |tag: &str| -> anyhow::Result<Polite> {
-        Ok(Polite {
-            h1: h2load(
-                &polite,
-                &format!("polite-{tag}"),
-                &format!("http://{PLAIN}/"),
-                1,
-                secs,
-                Some(pid),
-                out_dir,
-            )?,
-            h2: h2load(
-                &polite,
-                &format!("polite-{tag}-h2"),
-                &format!("https://{TLS}/"),
-                1,
-                secs,
-                Some(pid),
-                out_dir,
-            )?,
+    let stage = Stage::start(smoke, out_dir)?;
+    let baseline = stage.measure("baseline")?;
+    let idle_rss_kib = rss_kib(&tree(stage.pid));
+    let scenarios = attacks(smoke)
+        .iter()
+        .map(|attack| stage.scenario(attack))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Abuse {
+        idle_rss_kib,
+        baseline,
+        scenarios,
+    })
+}
+
+/// One latticed, its target and the two client VPCs.
+struct Stage<'o> {
+    // Fields drop in this order: latticed stops before the namespaces go.
+    latticed: Latticed,
+    _target: Vpc,
+    attacker: NetNsGuard,
+    polite: NetNsGuard,
+    pid: u32,
+    /// A known principal's key and secret.
+    key: String,
+    secret: String,
+    smoke: bool,
+    out_dir: &'o std::path::Path,
+}
+
+impl<'o> Stage<'o> {
+    fn start(smoke: bool, out_dir: &'o std::path::Path) -> anyhow::Result<Self> {
+        let target = Vpc::new("t");
+        let attacker = NetNsGuard::new("a");
+        let polite = NetNsGuard::new("w");
+        let mut latticed = Latticed::prepare(&config(target.name(), &[&attacker, &polite]));
+        let (key, secret) = add_principal(
+            &latticed.state_dir,
+            "arn:aws:iam::111122223333:role/abuser",
+            &[],
+        );
+        latticed
+            .spawn_and_wait_ready()
+            .map_err(anyhow::Error::msg)
+            .context("starting latticed")?;
+        for url in [format!("http://{PLAIN}/"), format!("https://{TLS}/")] {
+            super::wait_http(&polite, &url)?;
+        }
+        Ok(Self {
+            pid: latticed.pid(),
+            latticed,
+            _target: target,
+            attacker,
+            polite,
+            key,
+            secret,
+            smoke,
+            out_dir,
         })
-    };
-    let baseline = measure("baseline")?;
-    let idle_rss_kib = rss_kib(&tree(pid));
-    let script = workspace_root().join("tests/apps/abuse.py");
-    let mut scenarios = Vec::new();
-    for attack in attacks(smoke) {
+    }
+
+    /// The well-behaved client's figures, over HTTP/1.1 and HTTPS+HTTP/2.
+    fn measure(&self, tag: &str) -> anyhow::Result<Polite> {
+        let secs = if self.smoke { 1 } else { 10 };
+        let run = |name: String, url: String| {
+            h2load(
+                &self.polite,
+                &name,
+                &url,
+                1,
+                secs,
+                Some(self.pid),
+                self.out_dir,
+            )
+        };
+        Ok(Polite {
+            h1: run(format!("polite-{tag}"), format!("http://{PLAIN}/"))?,
+            h2: run(format!("polite-{tag}-h2"), format!("https://{TLS}/"))?,
+        })
+    }
+
+    /// Runs `attack` while the well-behaved client measures; fails if
+    /// latticed's memory passes its bound or another VPC's signed bodies
+    /// are refused.
+    fn scenario(&self, attack: &Attack) -> anyhow::Result<Scenario> {
         super::step(&format!(
             "abuse: {} ({} connections)",
             attack.name, attack.conns
         ));
-        let before = rss_kib(&tree(pid));
-        let sampler = RssSampler::start(pid);
-        let mut run = Attacker::start(&attacker, &script, &attack, &key)?;
+        let before = rss_kib(&tree(self.pid));
+        let sampler = RssSampler::start(self.pid);
+        let script = workspace_root().join("tests/apps/abuse.py");
+        let mut run = Attacker::start(&self.attacker, &script, attack, &self.key)?;
         // Slow clients open their connections in a burst; let latticed take
         // them all (and the first timeouts pass) before measuring others.
-        std::thread::sleep(Duration::from_secs(if smoke { 1 } else { 5 }));
-        let during = measure(attack.mode)?;
+        std::thread::sleep(Duration::from_secs(if self.smoke { 1 } else { 5 }));
+        let during = self.measure(attack.mode)?;
         // Under attacks on the AWS_IAM service, another tenant's signed
         // bodies must still be read and checked: its share of the body
         // budget is its own.
         let signed = if attack.host == IAM {
-            Some(signed_bodies(&polite, &key, &secret, latticed.state())?)
+            Some(signed_bodies(
+                &self.polite,
+                &self.key,
+                &self.secret,
+                self.latticed.state(),
+            )?)
         } else {
             None
         };
         let stats = run.finish()?;
         let peak_rss_kib = sampler.stop();
-        let left = wait_connections_drain(&latticed);
+        let left = wait_connections_drain(&self.latticed);
         // latticed trims its heap once connections stop falling (checked
         // each second): what stays after that is what counts.
         std::thread::sleep(Duration::from_secs(3));
-        let after_rss_kib = rss_kib(&tree(pid));
+        let after_rss_kib = rss_kib(&tree(self.pid));
         let bound_kib = before + BODY_BUDGET_KIB + u64::from(attack.conns) * PER_CONNECTION_KIB;
         eprintln!(
             "  peak RSS {:.1} MiB (bound {:.1}), after {:.1} MiB, {left} connections left; p99 {:.0} us (h1) {:.0} us (h2); attacker {stats}",
@@ -263,7 +308,7 @@ pub(super) fn abuse(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Ab
                 kib_to_mib(bound_kib)
             );
         }
-        scenarios.push(Scenario {
+        Ok(Scenario {
             name: attack.name,
             what: attack.what,
             conns: attack.conns,
@@ -273,14 +318,8 @@ pub(super) fn abuse(smoke: bool, out_dir: &std::path::Path) -> anyhow::Result<Ab
             polite: during,
             attacker: stats,
             signed,
-        });
+        })
     }
-    drop(latticed);
-    Ok(Abuse {
-        idle_rss_kib,
-        baseline,
-        scenarios,
-    })
 }
 
 /// Sends signed 100 KB bodies (botocore's signer) to the AWS_IAM service
