@@ -199,11 +199,7 @@ impl Daemon {
     /// Compiles the whole plan into a routing snapshot over the namespaces
     /// managed now, and swaps it in.
     pub(super) fn publish_full(&mut self, plan: &Plan) {
-        let ids: HashMap<String, NsId> = self
-            .ns_ids()
-            .into_iter()
-            .map(|(n, id)| (n.to_owned(), id))
-            .collect();
+        let ids = self.ns_ids_owned();
         let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
         let groups: HashMap<String, Arc<TargetGroupRoute>> = plan
             .target_groups
@@ -220,33 +216,62 @@ impl Daemon {
                 )
             })
             .collect();
-        let mut vips: HashMap<ListenerKey, VipRoutes> = HashMap::new();
-        let mut networks = HashMap::new();
-        for svc in plan.services.values() {
-            for (port, route) in listeners.get(&svc.name).into_iter().flatten() {
-                for (ns, net) in &svc.reachable_from {
-                    if let Some(&id) = ids.get(ns.as_str()) {
-                        let key = ListenerKey {
-                            ns: id,
-                            vip: svc.vip,
-                            port: *port,
-                        };
-                        let network = networks
-                            .entry((net.name.clone(), ns.clone()))
-                            .or_insert_with(|| self.compiler.network_route(net, ns));
-                        let served = Arc::new(Served::new(Arc::clone(route), Arc::clone(network)));
-                        vips.entry(key).or_default().add(&svc.hosts, &served);
-                    }
+        self.compiled = Compiled { groups, listeners };
+        let mut networks = NetworkRoutes::new();
+        let mut table = HashMap::new();
+        for (ns, ats) in plan.client_namespaces() {
+            let Some(&id) = ids.get(ns) else { continue };
+            for at in ats {
+                let routes = self.vip_routes(plan, ns, at, &mut networks);
+                if !routes.is_empty() {
+                    table.insert(listener_key(id, at), Arc::new(routes));
                 }
             }
         }
         let table = RouteTable {
-            listeners: vips.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+            listeners: table.into_iter().collect(),
         };
         self.dp.publish(table, self.ns_map());
-        self.compiled = Compiled { groups, listeners };
         self.forget_unused(plan);
     }
+
+    /// What answers at `at` in namespace `ns`: each service of `plan` that
+    /// listens there and is reachable from `ns`, from the compiled
+    /// listeners. The one definition of a snapshot entry, for whole
+    /// publishes and deltas alike, so the two cannot build it apart.
+    fn vip_routes(
+        &self,
+        plan: &Plan,
+        ns: &str,
+        at: SocketAddrV4,
+        networks: &mut NetworkRoutes,
+    ) -> VipRoutes {
+        let mut routes = VipRoutes::default();
+        for svc in plan.services_at(at) {
+            let Some(net) = svc.reachable_from.get(ns) else {
+                continue;
+            };
+            let network = networks
+                .entry((net.name.clone(), ns.to_owned()))
+                .or_insert_with(|| self.compiler.network_route(net, ns));
+            for (port, route) in self.compiled.listeners.get(&svc.name).into_iter().flatten() {
+                if *port == at.port() {
+                    let served = Arc::new(Served::new(Arc::clone(route), Arc::clone(network)));
+                    routes.add(&svc.hosts, &served);
+                }
+            }
+        }
+        routes
+    }
+
+    /// Namespace ids by name, owned.
+    fn ns_ids_owned(&self) -> HashMap<String, NsId> {
+        self.ns_ids()
+            .into_iter()
+            .map(|(n, id)| (n.to_owned(), id))
+            .collect()
+    }
+
     /// Tells each namespace's resolver the names reachable from it.
     pub(super) fn update_names(&self, plan: &Plan) {
         let mut per_ns: HashMap<&str, crate::dns::Names> = HashMap::new();
@@ -278,11 +303,7 @@ impl Daemon {
     /// listeners, and the VIP:port keys those services had or have. The new
     /// snapshot shares everything else with the current one.
     pub(super) fn publish_delta(&mut self, plan: &Plan, delta: &Delta) {
-        let ids: HashMap<String, NsId> = self
-            .ns_ids()
-            .into_iter()
-            .map(|(n, id)| (n.to_owned(), id))
-            .collect();
+        let ids = self.ns_ids_owned();
         let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
         for g in &delta.groups {
             match plan.target_groups.get(g.as_str()) {
@@ -322,26 +343,11 @@ impl Daemon {
             }
         }
         let mut table = self.dp.routes().listeners.clone();
+        let mut networks = NetworkRoutes::new();
         for (ns, at) in keys {
             let Some(&id) = ids.get(&ns) else { continue };
-            let key = ListenerKey {
-                ns: id,
-                vip: *at.ip(),
-                port: at.port(),
-            };
-            let mut routes = VipRoutes::default();
-            for svc in plan.services_at(at) {
-                let Some(net) = svc.reachable_from.get(&ns) else {
-                    continue;
-                };
-                let network = self.compiler.network_route(net, &ns);
-                for (port, route) in self.compiled.listeners.get(&svc.name).into_iter().flatten() {
-                    if *port == at.port() {
-                        let served = Arc::new(Served::new(Arc::clone(route), Arc::clone(&network)));
-                        routes.add(&svc.hosts, &served);
-                    }
-                }
-            }
+            let key = listener_key(id, at);
+            let routes = self.vip_routes(plan, &ns, at, &mut networks);
             if routes.is_empty() {
                 table.remove(&key);
             } else {
@@ -353,6 +359,18 @@ impl Daemon {
         if !delta.services.is_empty() || !delta.groups.is_empty() {
             self.forget_unused(plan);
         }
+    }
+}
+
+/// Network routes made for one publish, by (network, namespace): shared by
+/// every service of that network seen from that namespace.
+type NetworkRoutes = HashMap<(String, String), Arc<latticed_proxy::routing::NetworkRoute>>;
+
+fn listener_key(ns: NsId, at: SocketAddrV4) -> ListenerKey {
+    ListenerKey {
+        ns,
+        vip: *at.ip(),
+        port: at.port(),
     }
 }
 
