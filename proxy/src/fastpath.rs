@@ -694,10 +694,6 @@ fn finish(
     )
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the request's context, each distinct"
-)]
 async fn answer_error<I: ClientIo>(
     dp: &Arc<Dataplane>,
     io: &mut I,

@@ -16,7 +16,8 @@ import hashlib
 import json
 import socket
 import sys
-import threading
+
+from rawhttp import serve_forever
 
 
 def read_head(f):
@@ -96,16 +97,6 @@ def serve_conn(conn, peer):
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                          b"Connection: keep-alive, x-hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\n\r\n%s"
                          % (len(info), b"" if method == "HEAD" else info))
-
-
-def serve(addr, port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, port))
-    s.listen(128)
-    while True:
-        conn, peer = s.accept()
-        threading.Thread(target=serve_conn, args=(conn, peer), daemon=True).start()
 
 
 class Client:
@@ -204,6 +195,6 @@ def probe(host, port):
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        serve(sys.argv[2], int(sys.argv[3]))
+        serve_forever(sys.argv[2], sys.argv[3], serve_conn)
     else:
         probe(sys.argv[2], int(sys.argv[3]))

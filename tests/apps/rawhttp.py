@@ -1,5 +1,7 @@
-"""HTTP/1.1 read on raw sockets, shared by the test apps that play a
-lenient target or client (smuggle.py, two_paths.py)."""
+"""HTTP/1.1 on raw sockets, shared by the test apps that play a lenient
+target or client (h1_framing.py, smuggle.py, two_paths.py)."""
+import socket
+import threading
 
 
 def read_line(f):
@@ -19,3 +21,15 @@ def read_head(f):
                 continue
             return lines
         lines.append(line.rstrip(b"\r\n"))
+
+
+def serve_forever(addr, port, handle, *args):
+    """Accepts connections on ADDR:PORT for good, each handled on its own
+    thread as `handle(conn, peer, *args)`."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, int(port)))
+    srv.listen(512)
+    while True:
+        conn, peer = srv.accept()
+        threading.Thread(target=handle, args=(conn, peer) + args, daemon=True).start()

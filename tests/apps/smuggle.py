@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from rawhttp import read_head, read_line
+from rawhttp import read_head, read_line, serve_forever
 
 lock = threading.Lock()
 BIG = 256 << 20
@@ -60,7 +60,7 @@ def lenient_body(f, headers):
     return b""
 
 
-def serve_conn(conn, log):
+def serve_conn(conn, _peer, log):
     f = conn.makefile("rb")
     try:
         while True:
@@ -95,16 +95,6 @@ def serve_conn(conn, log):
         pass
     finally:
         conn.close()
-
-
-def serve(addr, port, log):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, int(port)))
-    s.listen(256)
-    while True:
-        conn, _ = s.accept()
-        threading.Thread(target=serve_conn, args=(conn, log), daemon=True).start()
 
 
 def read_answers(sock, deadline_s=0.7):
@@ -318,7 +308,7 @@ def stall(host, port, wait_s):
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        serve(sys.argv[2], sys.argv[3], sys.argv[4])
+        serve_forever(sys.argv[2], sys.argv[3], serve_conn, sys.argv[4])
     elif sys.argv[1] == "stall":
         stall(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

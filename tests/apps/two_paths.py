@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 
-from rawhttp import read_head, read_line
+from rawhttp import read_head, read_line, serve_forever
 
 lock = threading.Lock()
 
@@ -68,17 +68,7 @@ def read_body(f, fields, response_to_head=False, status=200):
     return None, []
 
 
-def serve(addr, port, log):
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((addr, port))
-    srv.listen(512)
-    while True:
-        conn, _ = srv.accept()
-        threading.Thread(target=handle, args=(conn, log), daemon=True).start()
-
-
-def handle(conn, log):
+def handle(conn, _peer, log):
     f = conn.makefile("rb")
     try:
         while True:
@@ -197,6 +187,6 @@ def probe(host, port):
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        serve_forever(sys.argv[2], sys.argv[3], handle, sys.argv[4])
     else:
         probe(sys.argv[2], int(sys.argv[3]))
