@@ -462,9 +462,10 @@ mod tests {
 
     /// A flood of queries toward a nameserver that never answers holds at
     /// most MAX_FORWARDS sockets; the rest get SERVFAIL at once, and
-    /// latticed's own names are answered all along.
+    /// latticed's own names are answered all along. Forwarding enters the
+    /// namespace (CAP_SYS_ADMIN), hence `privileged_`.
     #[tokio::test]
-    async fn a_flood_toward_a_silent_upstream_is_bounded() {
+    async fn privileged_a_flood_toward_a_silent_upstream_is_bounded() {
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let server = test_server(vec![silent.local_addr().unwrap()]);
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

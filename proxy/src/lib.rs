@@ -116,6 +116,8 @@ pub struct ProxyConfig {
     pub body_memory: usize,
     /// How much of `body_memory` the clients of one namespace may hold.
     pub body_memory_per_vpc: usize,
+    /// Where sockets toward targets are made.
+    pub sockets: upstream::Sockets,
 }
 
 impl Default for ProxyConfig {
@@ -136,6 +138,7 @@ impl Default for ProxyConfig {
             body_read_timeout: Duration::from_secs(30),
             body_memory: 64 * 1024 * 1024,
             body_memory_per_vpc: 16 * 1024 * 1024,
+            sockets: upstream::Sockets::default(),
         }
     }
 }
@@ -182,8 +185,12 @@ impl Dataplane {
             config.source_first,
             config.source_last,
         ));
-        let connector =
-            upstream::NsConnector::new(Arc::clone(&namespaces), sources, config.connect_timeout)?;
+        let connector = upstream::NsConnector::new(
+            config.sockets,
+            Arc::clone(&namespaces),
+            sources,
+            config.connect_timeout,
+        )?;
         let workers = workers::start(config.workers, &config, &connector)?;
         Ok(Arc::new(Self {
             routes: ArcSwap::default(),

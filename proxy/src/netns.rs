@@ -160,8 +160,10 @@ mod tests {
         assert!(matches!(err, Error::NotNetns { .. }), "{err}");
     }
 
+    /// Entering needs CAP_SYS_ADMIN: `privileged_` keeps it out of the
+    /// root-free tier (tests/README.md).
     #[test]
-    fn own_namespace_can_be_entered() {
+    fn privileged_own_namespace_can_be_entered() {
         let ns = NetNs::open(Path::new("/proc/self/ns"), "net").unwrap();
         let v = ns.enter(|| 7).unwrap();
         assert_eq!(v, 7);

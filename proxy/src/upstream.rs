@@ -287,10 +287,26 @@ pub fn parse_authority(uri: &Uri) -> Option<(NsId, SocketAddrV4)> {
     Some((ns, SocketAddrV4::new(octets.into(), port)))
 }
 
+/// Where the connector makes its sockets: the one seam between the data
+/// path and the kernel's namespaces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sockets {
+    /// In the target group's namespace, bound to the next address of the
+    /// source pool: what latticed runs.
+    #[default]
+    InTargetNamespace,
+    /// In the calling thread's own namespace, from whatever address the
+    /// kernel picks, whatever namespace a target names. Entering a
+    /// namespace needs `CAP_SYS_ADMIN`; this lets the proxy's paths be
+    /// tested and measured without privileges, with targets on loopback.
+    Here,
+}
+
 /// hyper-util connector creating sockets in target namespaces; `https`
 /// URIs get TLS offering http/1.1 (HTTP/2 targets use [`send_h2`]).
 #[derive(Clone)]
 pub struct NsConnector {
+    sockets: Sockets,
     namespaces: Arc<ArcSwap<NsMap>>,
     sources: Arc<SourcePool>,
     connect_timeout: Duration,
@@ -305,13 +321,15 @@ impl std::fmt::Debug for NsConnector {
 }
 
 impl NsConnector {
-    /// A connector reading namespaces from `namespaces`.
+    /// A connector making `sockets`, reading namespaces from `namespaces`.
     pub fn new(
+        sockets: Sockets,
         namespaces: Arc<ArcSwap<NsMap>>,
         sources: Arc<SourcePool>,
         connect_timeout: Duration,
     ) -> Result<Self, rustls::Error> {
         Ok(Self {
+            sockets,
             namespaces,
             sources,
             connect_timeout,
@@ -338,6 +356,36 @@ impl NsConnector {
 
     /// Connects to `target` in namespace `ns` from the next pool address.
     pub async fn connect(&self, ns: NsId, target: SocketAddrV4) -> Result<TcpStream, Error> {
+        let (socket, source_addr) = match self.sockets {
+            Sockets::InTargetNamespace => self.pool_socket(ns, target)?,
+            Sockets::Here => {
+                let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(
+                    |error| Error::Connect {
+                        target,
+                        source_addr: Ipv4Addr::UNSPECIFIED,
+                        error,
+                    },
+                )?;
+                (socket, Ipv4Addr::UNSPECIFIED)
+            }
+        };
+        let io = |error| Error::Connect {
+            target,
+            source_addr,
+            error,
+        };
+        socket.set_nonblocking(true).map_err(io)?;
+        socket.set_nodelay(true).map_err(io)?;
+        let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+        match tokio::time::timeout(self.connect_timeout, socket.connect(target.into())).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(io(e)),
+            Err(_) => Err(Error::ConnectTimeout(target)),
+        }
+    }
+
+    /// A socket made in namespace `ns`, bound to the next pool address.
+    fn pool_socket(&self, ns: NsId, target: SocketAddrV4) -> Result<(Socket, Ipv4Addr), Error> {
         let netns = self
             .namespaces
             .load()
@@ -353,18 +401,11 @@ impl NsConnector {
         let socket = netns
             .enter(|| Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)))?
             .map_err(io)?;
-        socket.set_nonblocking(true).map_err(io)?;
-        socket.set_nodelay(true).map_err(io)?;
         bind_address_no_port(&socket).map_err(io)?;
         socket
             .bind(&SocketAddr::V4(SocketAddrV4::new(source_addr, 0)).into())
             .map_err(io)?;
-        let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
-        match tokio::time::timeout(self.connect_timeout, socket.connect(target.into())).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(io(e)),
-            Err(_) => Err(Error::ConnectTimeout(target)),
-        }
+        Ok((socket, source_addr))
     }
 }
 

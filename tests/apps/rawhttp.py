@@ -25,11 +25,14 @@ def read_head(f):
 
 def serve_forever(addr, port, handle, *args):
     """Accepts connections on ADDR:PORT for good, each handled on its own
-    thread as `handle(conn, peer, *args)`."""
+    thread as `handle(conn, peer, *args)`. With PORT 0 the kernel picks
+    one, printed as `listening PORT` once connections are accepted."""
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((addr, int(port)))
     srv.listen(512)
+    if int(port) == 0:
+        print("listening %d" % srv.getsockname()[1], flush=True)
     while True:
         conn, peer = srv.accept()
         threading.Thread(target=handle, args=(conn, peer) + args, daemon=True).start()

@@ -75,6 +75,10 @@ enum Cmd {
         /// Skip installing missing tools.
         #[arg(long)]
         no_setup: bool,
+        /// Only the tier that needs no privileges (and installs nothing):
+        /// unit tests and the proxy's paths over loopback.
+        #[arg(long, conflicts_with_all = ["runner", "no_setup"])]
+        unit: bool,
         /// Extra arguments for the test runner (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -270,6 +274,37 @@ fn test(runner: Option<String>, no_setup: bool, args: &[String]) -> anyhow::Resu
     cargo_test_with_summary(cmd)
 }
 
+/// The packages whose tests need no privileges: all but the privileged
+/// suite (latticed-tests) and the eBPF crate (built for the BPF target).
+const UNPRIVILEGED_PACKAGES: [&str; 4] = ["latticed", "latticed-proxy", "latticed-common", "xtask"];
+
+/// Unit tests that need privileges anyway (entering a namespace) carry this
+/// prefix in their name; the root-free tier leaves them out.
+const PRIVILEGED_PREFIX: &str = "privileged_";
+
+/// `cargo xtask test --unit`: the root-free tier, as any user, installing
+/// nothing (tests/README.md).
+fn unit_tests(args: &[String]) -> anyhow::Result<()> {
+    let nextest = setup::probe().nextest;
+    step("running the tests that need no privileges");
+    let mut cmd = cargo();
+    cmd.arg(if nextest { "nextest" } else { "test" });
+    if nextest {
+        cmd.arg("run");
+    }
+    cmd.arg("--no-fail-fast");
+    for p in UNPRIVILEGED_PACKAGES {
+        cmd.args(["-p", p]);
+    }
+    if nextest {
+        cmd.args(["-E", &format!("not test(/{PRIVILEGED_PREFIX}/)")])
+            .args(args);
+        return run(&mut cmd);
+    }
+    cmd.args(args).args(["--", "--skip", PRIVILEGED_PREFIX]);
+    cargo_test_with_summary(cmd)
+}
+
 /// Runs `cargo test`, passing its output through, and ends with one plain
 /// summary line over all test binaries: cargo test's own last line belongs
 /// to whichever binary ran last (often an empty doc-test run).
@@ -336,9 +371,13 @@ fn main() -> anyhow::Result<()> {
             bench::bench_with(smoke, parts, rounds)
         }
         Cmd::Test {
+            unit: true, args, ..
+        } => unit_tests(&args),
+        Cmd::Test {
             runner,
             no_setup,
             args,
+            ..
         } => test(runner, no_setup, &args),
         Cmd::Demo { no_setup } => demo::demo(no_setup),
         Cmd::Fuzz {

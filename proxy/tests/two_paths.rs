@@ -1,13 +1,18 @@
 //! latticed carries HTTP/1.1 requests on two paths: its own fast path, and
 //! hyper's server with `upstream_h1` toward the target. Every Lattice
-//! behaviour on them has one definition (`proxy/src/head.rs`,
-//! `proxy/src/failure.rs`, `proxy/src/http1.rs`); this test holds them to
-//! it from the outside. The same requests (hop-by-hop fields, TE, a
-//! field listed in `Connection`, forged proxy fields, bodies, HEAD, a
-//! chunked answer with trailers, an interim 100, a target that breaks off
-//! and one that times out) go through each path, on new connections, and
-//! the target must receive the same fields and bodies, and the client the
-//! same answers.
+//! behaviour on them has one definition (`src/head.rs`, `src/failure.rs`,
+//! `src/http1.rs`); this test holds them to it from the outside. The same
+//! requests (hop-by-hop fields, TE, a field listed in `Connection`, forged
+//! proxy fields, bodies, HEAD, a chunked answer with trailers, an interim
+//! 100, a target that breaks off and one that times out) go through each
+//! path, on new connections, and the target must receive the same fields
+//! and bodies, and the client the same answers.
+//!
+//! It needs no privileges: the data plane makes its target sockets where
+//! it runs (`Sockets::Here`), the test binds the listener on loopback, and
+//! target and client are `tests/apps/two_paths.py`. What the kernel adds
+//! (steering, namespaces, the source pool) is the privileged suite's
+//! concern (`tests/tests/`).
 
 #![allow(
     clippy::expect_used,
@@ -15,10 +20,145 @@
     reason = "integration tests: a panic is the failure report"
 )]
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
 
-use latticed_tests::*;
+use latticed_proxy::{
+    routing::{
+        Action, Forward, GroupKind, ListenerKey, ListenerRoute, NetworkRoute, Served, Target,
+        TargetGroupRoute, TargetVersion, VipRoutes,
+    },
+    upstream::Sockets,
+    Dataplane, ListenerHandle, NsMap, ProxyConfig, RouteTable,
+};
 use serde_json::Value;
+
+fn apps_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/apps")
+}
+
+/// The target: `two_paths.py serve` on a loopback port the kernel picks;
+/// killed (it is ours, by PID) when the test ends however it ends.
+struct PyTarget {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl PyTarget {
+    fn start() -> Self {
+        let log =
+            std::env::temp_dir().join(format!("latticed-two-paths-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let mut child = Command::new("python3")
+            .arg(apps_dir().join("two_paths.py"))
+            .args(["serve", "127.0.0.1", "0"])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the target said {line:?}"));
+        Self { child, port, log }
+    }
+
+    /// Every request the target parsed, in order.
+    fn parsed(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for PyTarget {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A data plane serving one HTTP listener on a loopback port, whose
+/// service forwards to `target`; returns it and the port.
+fn serve_one_service(target: u16) -> (Arc<Dataplane>, ListenerHandle, u16) {
+    let dp = Dataplane::new(ProxyConfig {
+        sockets: Sockets::Here,
+        request_timeout: Duration::from_secs(2),
+        workers: 1,
+        ..ProxyConfig::default()
+    })
+    .unwrap();
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ns = 1;
+    let group = Arc::new(TargetGroupRoute::new(
+        "paths-tg".into(),
+        "arn:aws:vpc-lattice:us-east-1:111122223333:targetgroup/tg-0".into(),
+        GroupKind::Hosts {
+            ns,
+            https: false,
+            tcp: false,
+            version: TargetVersion::Http1,
+            targets: vec![Target::new(
+                ns,
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, target),
+            )],
+        },
+    ));
+    let listener_route = Arc::new(ListenerRoute {
+        service: "paths".into(),
+        service_arn: "arn:aws:vpc-lattice:us-east-1:111122223333:service/svc-0".into(),
+        listener: "http".into(),
+        https: false,
+        passthrough: false,
+        tls: None,
+        logs: Vec::new(),
+        auth: None,
+        metrics: Arc::default(),
+        rules: Vec::new(),
+        default_action: Action::Forward(Forward::new([(1, group)])),
+    });
+    let network = Arc::new(NetworkRoute {
+        arn: "arn:aws:vpc-lattice:us-east-1:111122223333:servicenetwork/sn-0".into(),
+        vpc_id: "vpc-paths".into(),
+        vpc_arn: "arn:aws:ec2:us-east-1:111122223333:vpc/vpc-paths".into(),
+        ..NetworkRoute::default()
+    });
+    let mut vip = VipRoutes::default();
+    vip.add(
+        &["paths.example.internal".to_owned()],
+        &Arc::new(Served::new(listener_route, network)),
+    );
+    let mut table = RouteTable::default();
+    table.listeners.insert(
+        ListenerKey {
+            ns,
+            vip: Ipv4Addr::LOCALHOST,
+            port,
+        },
+        Arc::new(vip),
+    );
+    dp.publish(table, NsMap::default());
+    let handle = dp.serve(ns, "loopback", vec![listener]);
+    (dp, handle, port)
+}
 
 /// Fields as a multiset of lowercased names and values, without those that
 /// differ per request by design.
@@ -50,19 +190,11 @@ fn field<'v>(fields: &'v Value, name: &str) -> Option<&'v str> {
 
 #[test]
 fn both_http1_paths_give_targets_and_clients_the_same() {
-    let host = "paths.example.internal";
-    let raw = RawTarget::start(
-        "two_paths.py",
-        host,
-        serde_json::json!([]),
-        &["--request-timeout", "2"],
-    );
-    let out = raw
-        .b
-        .ns
-        .command("python3")
+    let raw = PyTarget::start();
+    let (_dp, _serving, port) = serve_one_service(raw.port);
+    let out = Command::new("python3")
         .arg(apps_dir().join("two_paths.py"))
-        .args(["probe", host, "80"])
+        .args(["probe", "127.0.0.1", &port.to_string()])
         .output()
         .unwrap();
     let answers: Value = serde_json::from_slice(&out.stdout)
@@ -155,7 +287,7 @@ fn both_http1_paths_give_targets_and_clients_the_same() {
     let forged = target("forged");
     assert_eq!(
         field(&forged, "x-forwarded-for"),
-        Some("10.0.16.10"),
+        Some("127.0.0.1"),
         "{forged}"
     );
     assert!(
