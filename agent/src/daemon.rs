@@ -15,16 +15,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::SocketAddrV4,
     path::PathBuf,
     sync::Arc,
     time::Duration,
 };
 
-use latticed_proxy::{
-    routing::{ListenerKey, ListenerRoute, Served, TargetGroupRoute, VipRoutes},
-    Dataplane, ListenerHandle, NetNs, NsId, NsMap, ProxyConfig, RouteTable,
-};
+use latticed_proxy::{Dataplane, ListenerHandle, NetNs, NsId, NsMap, ProxyConfig};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
@@ -48,6 +44,8 @@ use crate::{
 };
 
 mod apply;
+mod snapshot;
+use snapshot::Compiled;
 mod transaction;
 mod watch;
 
@@ -163,14 +161,6 @@ pub struct Delta {
     pub services: BTreeSet<String>,
     /// Target group names.
     pub groups: BTreeSet<String>,
-}
-
-/// The compiled pieces of the current snapshot, kept so a change rebuilds
-/// only its own.
-#[derive(Default)]
-struct Compiled {
-    groups: HashMap<String, Arc<TargetGroupRoute>>,
-    listeners: HashMap<String, Vec<(u16, Arc<ListenerRoute>)>>,
 }
 
 struct ClientSide {
@@ -452,11 +442,12 @@ mod tests {
     use crate::control::api::handlers::{handle, Quotas, Settings, State};
     use serde_json::{json, Value};
 
-    /// Runs API operations against a State, keeping a plan up to date the
-    /// incremental way, and checks after every one that it equals planning
-    /// the whole configuration from scratch.
-    #[test]
-    fn incremental_plans_equal_full_plans() {
+    /// Runs API operations against a State, keeping a plan and a routing
+    /// table up to date the incremental way, and checks after every one
+    /// that they equal planning and building the whole configuration from
+    /// scratch. (A runtime: compiling starts the groups' health checks.)
+    #[tokio::test]
+    async fn incremental_plans_and_snapshots_equal_full_ones() {
         let dir = std::env::temp_dir().join(format!("latticed-replan-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for ns in ["vpc-aa", "vpc-bb"] {
@@ -469,6 +460,27 @@ mod tests {
         };
         let mut state = State::default();
         let mut plan = Plan::default();
+        let dp = Dataplane::new(ProxyConfig {
+            workers: 1,
+            sockets: latticed_proxy::upstream::Sockets::Here,
+            ..ProxyConfig::default()
+        })
+        .unwrap();
+        let naming = control::Naming::example();
+        let mut compiler = Compiler::new(
+            dp,
+            &dir,
+            &dir,
+            &naming.region,
+            &naming.account,
+            Inventory::default(),
+        )
+        .unwrap();
+        let ids: snapshot::Ids = [("vpc-aa", 1), ("vpc-bb", 2)]
+            .map(|(n, id)| (n.to_owned(), id))
+            .into();
+        let mut compiled = Compiled::default();
+        let mut table = latticed_proxy::RouteTable::default();
         let mut step = |op: &str, input: Value| -> Value {
             let out = match handle(
                 op,
@@ -482,13 +494,21 @@ mod tests {
                 Outcome::Write(m) => {
                     let undo = state.apply(&m.changes);
                     let affected = state.affected(&m.changes, &undo);
-                    replan(&state, &affected, &mut plan, &dir).unwrap();
+                    let old = plan.clone();
+                    let delta = replan(&state, &affected, &mut plan, &dir).unwrap();
+                    table = compiled.delta(&mut compiler, (&old, &plan), &delta, &ids, &table);
                     m.result
                 }
                 Outcome::Read(v) => v,
             };
             let full = plan_with(&state.to_config().unwrap(), &dir, Missing::Skip).unwrap();
             assert_eq!(plan, full, "after {op}");
+            let (_, whole) = Compiled::full(&mut compiler, &full, &ids);
+            assert_eq!(
+                snapshot::tests::describe(&table),
+                snapshot::tests::describe(&whole),
+                "the routing table after {op}"
+            );
             out
         };
         let id = |v: &Value| v["id"].as_str().unwrap().to_owned();

@@ -367,6 +367,11 @@ impl Forward {
         Self { groups, total }
     }
 
+    /// The groups with a weight above 0, with their weights.
+    pub fn weighted(&self) -> impl Iterator<Item = (u32, &Arc<TargetGroupRoute>)> {
+        self.groups.iter().map(|(w, g)| (*w, g))
+    }
+
     /// The groups with a weight above 0.
     pub fn groups(&self) -> impl Iterator<Item = &Arc<TargetGroupRoute>> {
         self.groups.iter().map(|(_, g)| g)

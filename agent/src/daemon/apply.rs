@@ -200,68 +200,10 @@ impl Daemon {
     /// managed now, and swaps it in.
     pub(super) fn publish_full(&mut self, plan: &Plan) {
         let ids = self.ns_ids_owned();
-        let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
-        let groups: HashMap<String, Arc<TargetGroupRoute>> = plan
-            .target_groups
-            .iter()
-            .map(|(name, tg)| (name.to_string(), self.compiler.group_route(tg, &by_ref)))
-            .collect();
-        let listeners: HashMap<String, Vec<(u16, Arc<ListenerRoute>)>> = plan
-            .services
-            .iter()
-            .map(|(name, svc)| {
-                (
-                    name.to_string(),
-                    self.compiler.listener_routes(svc, &groups),
-                )
-            })
-            .collect();
-        self.compiled = Compiled { groups, listeners };
-        let mut networks = NetworkRoutes::new();
-        let mut table = HashMap::new();
-        for (ns, ats) in plan.client_namespaces() {
-            let Some(&id) = ids.get(ns) else { continue };
-            for at in ats {
-                let routes = self.vip_routes(plan, ns, at, &mut networks);
-                if !routes.is_empty() {
-                    table.insert(listener_key(id, at), Arc::new(routes));
-                }
-            }
-        }
-        let table = RouteTable {
-            listeners: table.into_iter().collect(),
-        };
+        let (compiled, table) = Compiled::full(&mut self.compiler, plan, &ids);
+        self.compiled = compiled;
         self.dp.publish(table, self.ns_map());
         self.forget_unused(plan);
-    }
-
-    /// What answers at `at` in namespace `ns`: each service of `plan` that
-    /// listens there and is reachable from `ns`, from the compiled
-    /// listeners. The one definition of a snapshot entry, for whole
-    /// publishes and deltas alike, so the two cannot build it apart.
-    fn vip_routes(
-        &self,
-        plan: &Plan,
-        ns: &str,
-        at: SocketAddrV4,
-        networks: &mut NetworkRoutes,
-    ) -> VipRoutes {
-        let mut routes = VipRoutes::default();
-        for svc in plan.services_at(at) {
-            let Some(net) = svc.reachable_from.get(ns) else {
-                continue;
-            };
-            let network = networks
-                .entry((net.name.clone(), ns.to_owned()))
-                .or_insert_with(|| self.compiler.network_route(net, ns));
-            for (port, route) in self.compiled.listeners.get(&svc.name).into_iter().flatten() {
-                if *port == at.port() {
-                    let served = Arc::new(Served::new(Arc::clone(route), Arc::clone(network)));
-                    routes.add(&svc.hosts, &served);
-                }
-            }
-        }
-        routes
     }
 
     /// Namespace ids by name, owned.
@@ -299,78 +241,21 @@ impl Daemon {
                 plan.target_groups.contains_key(name)
             });
     }
-    /// Rebuilds only what `delta` touched: its target groups, its services'
-    /// listeners, and the VIP:port keys those services had or have. The new
-    /// snapshot shares everything else with the current one.
+    /// Rebuilds only what `delta` touched (see [`Compiled::delta`]) and
+    /// swaps it in.
     pub(super) fn publish_delta(&mut self, plan: &Plan, delta: &Delta) {
         let ids = self.ns_ids_owned();
-        let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
-        for g in &delta.groups {
-            match plan.target_groups.get(g.as_str()) {
-                Some(tg) => {
-                    self.compiled
-                        .groups
-                        .insert(g.clone(), self.compiler.group_route(tg, &by_ref));
-                }
-                None => {
-                    self.compiled.groups.remove(g);
-                }
-            }
-        }
-        let mut keys: BTreeSet<(String, SocketAddrV4)> = BTreeSet::new();
-        for name in &delta.services {
-            for svc in self
-                .plan
-                .services
-                .get(name.as_str())
-                .into_iter()
-                .chain(plan.services.get(name.as_str()))
-            {
-                for l in &svc.listeners {
-                    for ns in svc.reachable_from.keys() {
-                        keys.insert((ns.clone(), SocketAddrV4::new(svc.vip, l.port)));
-                    }
-                }
-            }
-            match plan.services.get(name.as_str()) {
-                Some(svc) => {
-                    let routes = self.compiler.listener_routes(svc, &self.compiled.groups);
-                    self.compiled.listeners.insert(name.clone(), routes);
-                }
-                None => {
-                    self.compiled.listeners.remove(name);
-                }
-            }
-        }
-        let mut table = self.dp.routes().listeners.clone();
-        let mut networks = NetworkRoutes::new();
-        for (ns, at) in keys {
-            let Some(&id) = ids.get(&ns) else { continue };
-            let key = listener_key(id, at);
-            let routes = self.vip_routes(plan, &ns, at, &mut networks);
-            if routes.is_empty() {
-                table.remove(&key);
-            } else {
-                table.insert(key, Arc::new(routes));
-            }
-        }
-        self.dp
-            .publish(RouteTable { listeners: table }, self.ns_map());
+        let table = self.compiled.delta(
+            &mut self.compiler,
+            (&self.plan, plan),
+            delta,
+            &ids,
+            &self.dp.routes(),
+        );
+        self.dp.publish(table, self.ns_map());
         if !delta.services.is_empty() || !delta.groups.is_empty() {
             self.forget_unused(plan);
         }
-    }
-}
-
-/// Network routes made for one publish, by (network, namespace): shared by
-/// every service of that network seen from that namespace.
-type NetworkRoutes = HashMap<(String, String), Arc<latticed_proxy::routing::NetworkRoute>>;
-
-fn listener_key(ns: NsId, at: SocketAddrV4) -> ListenerKey {
-    ListenerKey {
-        ns,
-        vip: *at.ip(),
-        port: at.port(),
     }
 }
 
