@@ -959,74 +959,27 @@ pub fn unsupported(op: &str) -> Option<ApiError> {
     Some(ApiError::unsupported(op, what))
 }
 
-/// A resource's handler of its operations.
-type Handler = fn(&Ctx<'_>, &str) -> Result<Outcome, ApiError>;
+/// One operation's handler.
+type Handler = fn(&Ctx<'_>) -> Result<Outcome, ApiError>;
 
-/// Which resource's module handles each operation: adding one touches that
-/// module and this table.
-const OPERATIONS: &[(&str, Handler)] = &[
-    ("CreateServiceNetwork", service_networks::handle),
-    ("GetServiceNetwork", service_networks::handle),
-    ("ListServiceNetworks", service_networks::handle),
-    ("UpdateServiceNetwork", service_networks::handle),
-    ("DeleteServiceNetwork", service_networks::handle),
-    ("CreateService", services::handle),
-    ("GetService", services::handle),
-    ("ListServices", services::handle),
-    ("UpdateService", services::handle),
-    ("DeleteService", services::handle),
-    ("CreateTargetGroup", target_groups::handle),
-    ("GetTargetGroup", target_groups::handle),
-    ("ListTargetGroups", target_groups::handle),
-    ("UpdateTargetGroup", target_groups::handle),
-    ("DeleteTargetGroup", target_groups::handle),
-    ("RegisterTargets", target_groups::handle),
-    ("DeregisterTargets", target_groups::handle),
-    ("ListTargets", target_groups::handle),
-    ("CreateListener", listeners::handle),
-    ("GetListener", listeners::handle),
-    ("ListListeners", listeners::handle),
-    ("UpdateListener", listeners::handle),
-    ("DeleteListener", listeners::handle),
-    ("CreateRule", rules::handle),
-    ("GetRule", rules::handle),
-    ("ListRules", rules::handle),
-    ("UpdateRule", rules::handle),
-    ("BatchUpdateRule", rules::handle),
-    ("DeleteRule", rules::handle),
-    (
-        "CreateServiceNetworkServiceAssociation",
-        associations::handle,
-    ),
-    ("GetServiceNetworkServiceAssociation", associations::handle),
-    (
-        "ListServiceNetworkServiceAssociations",
-        associations::handle,
-    ),
-    (
-        "DeleteServiceNetworkServiceAssociation",
-        associations::handle,
-    ),
-    ("CreateServiceNetworkVpcAssociation", associations::handle),
-    ("GetServiceNetworkVpcAssociation", associations::handle),
-    ("ListServiceNetworkVpcAssociations", associations::handle),
-    ("UpdateServiceNetworkVpcAssociation", associations::handle),
-    ("DeleteServiceNetworkVpcAssociation", associations::handle),
-    ("CreateAccessLogSubscription", access_logs::handle),
-    ("GetAccessLogSubscription", access_logs::handle),
-    ("ListAccessLogSubscriptions", access_logs::handle),
-    ("UpdateAccessLogSubscription", access_logs::handle),
-    ("DeleteAccessLogSubscription", access_logs::handle),
-    ("PutAuthPolicy", policies::handle),
-    ("GetAuthPolicy", policies::handle),
-    ("DeleteAuthPolicy", policies::handle),
-    ("PutResourcePolicy", policies::handle),
-    ("GetResourcePolicy", policies::handle),
-    ("DeleteResourcePolicy", policies::handle),
-    ("TagResource", tags::handle),
-    ("UntagResource", tags::handle),
-    ("ListTagsForResource", tags::handle),
+/// Each resource's operations, from its module's `OPS`: adding an
+/// operation touches only its resource's module.
+const RESOURCES: [&[(&str, Handler)]; 9] = [
+    service_networks::OPS,
+    services::OPS,
+    target_groups::OPS,
+    listeners::OPS,
+    rules::OPS,
+    associations::OPS,
+    access_logs::OPS,
+    policies::OPS,
+    tags::OPS,
 ];
+
+/// Every operation latticed handles, with its handler.
+fn operations() -> impl Iterator<Item = &'static (&'static str, Handler)> {
+    RESOURCES.iter().flat_map(|ops| ops.iter())
+}
 
 /// Handles `op` with validated `input`.
 pub fn handle(
@@ -1042,8 +995,8 @@ pub fn handle(
         now,
         input,
     };
-    match OPERATIONS.iter().find(|(name, _)| *name == op) {
-        Some((_, handler)) => handler(&c, op),
+    match operations().find(|(name, _)| *name == op) {
+        Some((_, handler)) => handler(&c),
         None => Err(unsupported(op)
             .unwrap_or_else(|| ApiError::unsupported(op, "this operation's resources"))),
     }
@@ -1104,6 +1057,119 @@ fn listener_of<'a>(state: &'a State, input: &Value) -> Result<&'a Value, ApiErro
     Ok(l)
 }
 
+/// The API as its clients see it, for each resource's unit tests: no
+/// socket, no store, no root.
+#[cfg(test)]
+mod testing {
+    use super::*;
+
+    /// Input checked against the model as the server checks it, the
+    /// handler, its changes applied, the answer projected onto the
+    /// operation's output shape. VPCs `vpc-aa` and `vpc-bb` exist.
+    pub(super) struct Api {
+        pub(super) state: State,
+        pub(super) settings: Settings,
+    }
+
+    impl Api {
+        pub(super) fn new() -> Self {
+            Self::with_quotas(Quotas::default())
+        }
+
+        pub(super) fn with_quotas(quotas: Quotas) -> Self {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("latticed-api-unit-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            for vpc in ["vpc-aa", "vpc-bb"] {
+                std::fs::write(dir.join(vpc), b"").unwrap();
+            }
+            Self {
+                state: State::default(),
+                settings: Settings {
+                    naming: crate::control::Naming::example(),
+                    quotas,
+                    netns_dir: dir,
+                },
+            }
+        }
+
+        pub(super) fn call(&mut self, op: &str, input: Value) -> Result<Value, ApiError> {
+            let m = super::super::model::model();
+            let o = &m.operations[op];
+            if let Some(shape) = &o.input {
+                let problems = m.validate(shape, &input);
+                if !problems.is_empty() {
+                    return Err(ApiError::validation(problems));
+                }
+            }
+            let now = "2026-12-06T00:00:00.000Z".to_owned();
+            let out = match handle(op, &input, &self.state, &self.settings, now)? {
+                Outcome::Write(w) => {
+                    self.state.apply(&w.changes);
+                    w.result
+                }
+                Outcome::Read(v) => v,
+            };
+            Ok(o.output
+                .as_ref()
+                .map_or(json!({}), |shape| m.project(shape, &out)))
+        }
+
+        /// The answer of a call that must succeed.
+        pub(super) fn ok(&mut self, op: &str, input: Value) -> Value {
+            self.call(op, input)
+                .unwrap_or_else(|e| panic!("{op}: {} {e}", e.code))
+        }
+
+        /// The error of a call that must fail; nothing changed.
+        pub(super) fn err(&mut self, op: &str, input: Value) -> ApiError {
+            let before = self.state.records.clone();
+            match self.call(op, input) {
+                Ok(v) => panic!("{op} succeeded: {v}"),
+                Err(e) => {
+                    assert_eq!(
+                        self.state.records, before,
+                        "{op} failed but changed records"
+                    );
+                    e
+                }
+            }
+        }
+
+        /// A service network, a service with an HTTP listener forwarding
+        /// to an IP group in vpc-aa, the service in the network: ids of
+        /// (network, service, listener, group).
+        pub(super) fn service_in_network(&mut self) -> [String; 4] {
+            let id = |v: Value| v["id"].as_str().unwrap().to_owned();
+            let sn = id(self.ok("CreateServiceNetwork", json!({"name": "net-a"})));
+            let svc = id(self.ok("CreateService", json!({"name": "shop"})));
+            let tg = id(self.ok(
+                "CreateTargetGroup",
+                json!({"name": "group-a", "type": "IP",
+                    "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": "vpc-aa"}}),
+            ));
+            let l = id(self.ok(
+                "CreateListener",
+                json!({"serviceIdentifier": svc, "name": "http", "protocol": "HTTP",
+                    "defaultAction": {"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}}}),
+            ));
+            self.ok(
+                "CreateServiceNetworkServiceAssociation",
+                json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": svc}),
+            );
+            [sn, svc, l, tg]
+        }
+    }
+
+    impl Drop for Api {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.settings.netns_dir);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1115,7 +1181,7 @@ mod tests {
     #[test]
     fn a_broken_stored_record_is_named_not_defaulted() {
         let mut st = State::default();
-        let svc = run(&mut st, "CreateService", json!({"name": "svc-a"})).0;
+        let svc = run(&mut st, "CreateService", json!({"name": "shop"})).0;
         let listener = run(
             &mut st,
             "CreateListener",
@@ -1145,32 +1211,31 @@ mod tests {
         }
     }
 
-    /// Every operation of the model has one home: a resource's module that
-    /// handles it (never its fallback arm), or the list of what latticed
-    /// does not build yet; and the table names no operation the model
-    /// lacks.
+    /// Every operation of the model has one home: one resource's module
+    /// that handles it, or the list of what latticed does not build yet;
+    /// and no module names an operation the model lacks.
     #[test]
     fn every_operation_of_the_model_has_one_home() {
         let model = super::super::model::model();
         let state = State::default();
         let settings = settings();
         for op in model.operations.keys() {
-            let listed = OPERATIONS.iter().filter(|(name, _)| name == op).count();
+            let listed = operations().filter(|(name, _)| name == op).count();
             match unsupported(op) {
                 Some(_) => assert_eq!(listed, 0, "{op} is both handled and unsupported"),
                 None => {
-                    assert_eq!(listed, 1, "{op} is in the table {listed} times");
+                    assert_eq!(listed, 1, "{op} is in the tables {listed} times");
                     let r = handle(op, &json!({}), &state, &settings, "now".into());
                     if let Err(e) = r {
                         assert!(
                             !e.message.contains("are not supported by latticed"),
-                            "{op} reached its module's fallback: {e}"
+                            "{op} was refused as unsupported: {e}"
                         );
                     }
                 }
             }
         }
-        for (name, _) in OPERATIONS {
+        for (name, _) in operations() {
             assert!(
                 model.operations.contains_key(*name),
                 "{name} is not in the model"

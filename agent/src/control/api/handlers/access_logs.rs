@@ -5,53 +5,136 @@ use serde_json::{json, Value};
 // The handlers' shared state, context and helpers.
 use super::*;
 
-/// Handles `op`, one of this resource's operations (see
-/// [`super::OPERATIONS`]).
-pub(super) fn handle(c: &Ctx<'_>, op: &str) -> Result<Outcome, ApiError> {
-    let state = c.state;
-    let input = c.input;
-    match op {
-        "CreateAccessLogSubscription" => {
-            let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
-            let dest = c.get("destinationArn");
-            if let Err(e) =
-                latticed_proxy::access_log::destination_path(std::path::Path::new("/"), dest)
-            {
-                return Err(ApiError::field("destinationArn", e.to_string()));
-            }
-            if let Some(a) = state
-                .children(s(target, "id"), Kind::AccessLog)
-                .find(|a| s(a, "destinationArn") == dest)
-            {
-                return Err(ApiError::conflict(
-                    "ACCESS_LOG_SUBSCRIPTION",
-                    s(a, "id"),
-                    "this resource already logs to that destination",
-                ));
-            }
-            let (id, mut rec) = c.record(Kind::AccessLog, json!({
-                "resourceId": s(target, "id"), "resourceArn": s(target, "arn"), "destinationArn": dest,
-            }));
-            if let Some(t) = input.get("serviceNetworkLogType") {
-                rec["serviceNetworkLogType"] = t.clone();
-            }
-            c.created(id, rec, "accesslogsubscription")
-        }
-        "GetAccessLogSubscription" => c.read(Kind::AccessLog, "accessLogSubscriptionIdentifier"),
-        "ListAccessLogSubscriptions" => {
-            let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
-            let items = sorted(state.children(s(target, "id"), Kind::AccessLog));
-            c.page(items, Value::clone)
-        }
-        "UpdateAccessLogSubscription" => c.update(
+/// This resource's operations.
+pub(super) const OPS: &[(&str, Handler)] = &[
+    ("CreateAccessLogSubscription", create),
+    ("GetAccessLogSubscription", |c| {
+        c.read(Kind::AccessLog, "accessLogSubscriptionIdentifier")
+    }),
+    ("ListAccessLogSubscriptions", |c| {
+        let (_, target) = sn_or_service(c.state, c.get("resourceIdentifier"))?;
+        let items = sorted(c.state.children(s(target, "id"), Kind::AccessLog));
+        c.page(items, Value::clone)
+    }),
+    ("UpdateAccessLogSubscription", |c| {
+        let a = c
+            .state
+            .resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?;
+        check_destination(c, s(a, "resourceId"), Some(s(a, "id")))?;
+        c.update(
             Kind::AccessLog,
             "accessLogSubscriptionIdentifier",
             &["destinationArn"],
-        ),
-        "DeleteAccessLogSubscription" => {
-            let a = state.resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?;
-            write(vec![Change::Delete(s(a, "id").to_owned())], json!({}))
-        }
-        o => Err(ApiError::unsupported(o, "this operation's resources")),
+        )
+    }),
+    ("DeleteAccessLogSubscription", |c| {
+        let a = c
+            .state
+            .resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?;
+        write(vec![Change::Delete(s(a, "id").to_owned())], json!({}))
+    }),
+];
+
+fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
+    let (_, target) = sn_or_service(c.state, c.get("resourceIdentifier"))?;
+    check_destination(c, s(target, "id"), None)?;
+    let (id, mut rec) = c.record(Kind::AccessLog, json!({
+        "resourceId": s(target, "id"), "resourceArn": s(target, "arn"), "destinationArn": c.get("destinationArn"),
+    }));
+    if let Some(t) = c.input.get("serviceNetworkLogType") {
+        rec["serviceNetworkLogType"] = t.clone();
+    }
+    c.created(id, rec, "accesslogsubscription")
+}
+
+/// The input's `destinationArn` names a destination latticed can write,
+/// and no other subscription of `resource` (than `this` one) logs there.
+fn check_destination(c: &Ctx<'_>, resource: &str, this: Option<&str>) -> Result<(), ApiError> {
+    let dest = c.get("destinationArn");
+    if let Err(e) = latticed_proxy::access_log::destination_path(std::path::Path::new("/"), dest) {
+        return Err(ApiError::field("destinationArn", e.to_string()));
+    }
+    if let Some(a) = c
+        .state
+        .children(resource, Kind::AccessLog)
+        .find(|a| s(a, "destinationArn") == dest && Some(s(a, "id")) != this)
+    {
+        return Err(ApiError::conflict(
+            "ACCESS_LOG_SUBSCRIPTION",
+            s(a, "id"),
+            "this resource already logs to that destination",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testing::Api;
+
+    const LOGS: &str = "arn:aws:logs:us-east-1:111122223333:log-group:lattice";
+    const FILE: &str = "arn:aws:s3:::lattice-logs";
+
+    #[test]
+    fn a_resource_logs_once_to_each_destination() {
+        let mut api = Api::new();
+        let sn = api.ok("CreateServiceNetwork", json!({"name": "net-a"}))["id"].clone();
+        let sub = api.ok(
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": sn, "destinationArn": LOGS}),
+        );
+        assert!(sub["id"].as_str().unwrap().starts_with("als-"), "{sub}");
+        let e = api.err(
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": sn, "destinationArn": LOGS}),
+        );
+        assert_eq!(e.code, "ConflictException", "{e}");
+        let other = api.ok(
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": sn, "destinationArn": FILE}),
+        );
+        // Updating one onto the other's destination is the same conflict.
+        let e = api.err(
+            "UpdateAccessLogSubscription",
+            json!({"accessLogSubscriptionIdentifier": other["id"], "destinationArn": LOGS}),
+        );
+        assert_eq!(e.code, "ConflictException", "{e}");
+        let listed = api.ok(
+            "ListAccessLogSubscriptions",
+            json!({"resourceIdentifier": sn}),
+        );
+        assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+        api.ok(
+            "DeleteAccessLogSubscription",
+            json!({"accessLogSubscriptionIdentifier": sub["id"]}),
+        );
+        let e = api.err(
+            "GetAccessLogSubscription",
+            json!({"accessLogSubscriptionIdentifier": sub["id"]}),
+        );
+        assert_eq!(e.code, "ResourceNotFoundException", "{e}");
+    }
+
+    #[test]
+    fn a_destination_latticed_cannot_write_is_refused_on_create_and_update() {
+        let mut api = Api::new();
+        let sn = api.ok("CreateServiceNetwork", json!({"name": "net-a"}))["id"].clone();
+        let bad = "arn:aws:firehose:us-east-1:111122223333:deliverystream/../../etc";
+        let e = api.err(
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": sn, "destinationArn": bad}),
+        );
+        assert!(e.message.contains("destinationArn"), "{e}");
+        let sub = api.ok(
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": sn, "destinationArn": LOGS}),
+        );
+        let e = api.err(
+            "UpdateAccessLogSubscription",
+            json!({"accessLogSubscriptionIdentifier": sub["id"], "destinationArn": bad}),
+        );
+        assert!(e.message.contains("destinationArn"), "{e}");
     }
 }

@@ -5,89 +5,179 @@ use serde_json::{json, Value};
 // The handlers' shared state, context and helpers.
 use super::*;
 
-/// Handles `op`, one of this resource's operations (see
-/// [`super::OPERATIONS`]).
-pub(super) fn handle(c: &Ctx<'_>, op: &str) -> Result<Outcome, ApiError> {
-    let state = c.state;
-    match op {
-        "PutAuthPolicy" => {
-            let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
-            let policy = c.get("policy");
-            if let Err(e) = latticed_proxy::authz::Policy::parse(policy) {
-                return Err(ApiError::field("policy", e.to_string()));
-            }
-            let key = format!("authpolicy/{}", s(target, "id"));
-            let created = state
+/// This resource's operations.
+pub(super) const OPS: &[(&str, Handler)] = &[
+    ("PutAuthPolicy", put_auth),
+    ("GetAuthPolicy", |c| {
+        let (key, target) = auth_policy_of(c)?;
+        let p = c
+            .state
+            .records
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found("AUTH_POLICY", c.get("resourceIdentifier")))?;
+        let mut out = p.clone();
+        out["state"] = auth_state(target).into();
+        Ok(Outcome::Read(out))
+    }),
+    ("DeleteAuthPolicy", |c| {
+        let (key, _) = auth_policy_of(c)?;
+        if !c.state.records.contains_key(&key) {
+            return Err(ApiError::not_found(
+                "AUTH_POLICY",
+                c.get("resourceIdentifier"),
+            ));
+        }
+        write(vec![Change::Delete(key)], json!({}))
+    }),
+    ("PutResourcePolicy", |c| {
+        let (key, _) = resource_policy_of(c)?;
+        let policy = c.get("policy");
+        if serde_json::from_str::<Value>(policy)
+            .map(|v| !v.is_object())
+            .unwrap_or(true)
+        {
+            return Err(ApiError::field("policy", "is not a JSON policy document"));
+        }
+        write(vec![Change::Put(key, json!({"policy": policy}))], json!({}))
+    }),
+    ("GetResourcePolicy", |c| {
+        let (key, arn) = resource_policy_of(c)?;
+        c.state
+            .records
+            .get(&key)
+            .map(|p| Outcome::Read(p.clone()))
+            .ok_or_else(|| ApiError::not_found("RESOURCE_POLICY", arn))
+    }),
+    ("DeleteResourcePolicy", |c| {
+        let (key, arn) = resource_policy_of(c)?;
+        if !c.state.records.contains_key(&key) {
+            return Err(ApiError::not_found("RESOURCE_POLICY", arn));
+        }
+        write(vec![Change::Delete(key)], json!({}))
+    }),
+];
+
+fn put_auth(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
+    let (key, target) = auth_policy_of(c)?;
+    let policy = c.get("policy");
+    if let Err(e) = latticed_proxy::authz::Policy::parse(policy) {
+        return Err(ApiError::field("policy", e.to_string()));
+    }
+    let created = c
+        .state
+        .records
+        .get(&key)
+        .map_or(c.now.clone(), |p| s(p, "createdAt").to_owned());
+    let rec = json!({"policy": policy, "createdAt": created, "lastUpdatedAt": c.now, "resourceId": s(target, "id")});
+    let mut out = rec.clone();
+    out["state"] = auth_state(target).into();
+    write(vec![Change::Put(key, rec)], out)
+}
+
+/// The record key of the auth policy of the service network or service
+/// `resourceIdentifier` names, and that resource.
+fn auth_policy_of<'a>(c: &Ctx<'a>) -> Result<(String, &'a Value), ApiError> {
+    let (_, target) = sn_or_service(c.state, c.get("resourceIdentifier"))?;
+    Ok((format!("authpolicy/{}", s(target, "id")), target))
+}
+
+/// A policy is in force only where the auth type is AWS_IAM.
+fn auth_state(target: &Value) -> &'static str {
+    if s(target, "authType") == "AWS_IAM" {
+        "Active"
+    } else {
+        "Inactive"
+    }
+}
+
+/// The record key of the resource policy of the resource `resourceArn`
+/// names, and the ARN.
+fn resource_policy_of<'a>(c: &Ctx<'a>) -> Result<(String, &'a str), ApiError> {
+    let arn = s(c.input, "resourceArn");
+    let owner = arn.rsplit('/').next().unwrap_or_default();
+    if c.state
+        .records
+        .get(owner)
+        .is_none_or(|r| s(r, "arn") != arn)
+    {
+        return Err(ApiError::not_found("RESOURCE", arn));
+    }
+    Ok((format!("resourcepolicy/{owner}"), arn))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testing::Api;
+
+    const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"vpc-lattice-svcs:Invoke","Resource":"*"}]}"#;
+
+    #[test]
+    fn an_auth_policy_is_checked_and_active_only_under_aws_iam() {
+        let mut api = Api::new();
+        let svc = api.ok("CreateService", json!({"name": "shop"}))["id"].clone();
+        let e = api.err(
+            "PutAuthPolicy",
+            json!({"resourceIdentifier": svc, "policy": r#"{"Statement":[{"Effect":"Maybe"}]}"#}),
+        );
+        assert!(e.message.starts_with("policy: "), "{e}");
+        let put = api.ok(
+            "PutAuthPolicy",
+            json!({"resourceIdentifier": svc, "policy": POLICY}),
+        );
+        assert_eq!(put["state"], "Inactive", "{put}");
+        api.ok(
+            "UpdateService",
+            json!({"serviceIdentifier": svc, "authType": "AWS_IAM"}),
+        );
+        let got = api.ok("GetAuthPolicy", json!({"resourceIdentifier": svc}));
+        assert_eq!(got["state"], "Active", "{got}");
+        assert_eq!(got["policy"], POLICY);
+        api.ok("DeleteAuthPolicy", json!({"resourceIdentifier": svc}));
+        let e = api.err("GetAuthPolicy", json!({"resourceIdentifier": svc}));
+        assert_eq!(e.code, "ResourceNotFoundException", "{e}");
+        let e = api.err("DeleteAuthPolicy", json!({"resourceIdentifier": svc}));
+        assert_eq!(e.code, "ResourceNotFoundException", "{e}");
+        let e = api.err(
+            "PutAuthPolicy",
+            json!({"resourceIdentifier": "tg-00000000000000000", "policy": POLICY}),
+        );
+        assert!(e.message.contains("resourceIdentifier"), "{e}");
+    }
+
+    #[test]
+    fn a_resource_policy_belongs_to_an_existing_resource_and_goes_with_it() {
+        let mut api = Api::new();
+        let sn = api.ok("CreateServiceNetwork", json!({"name": "net-a"}));
+        let arn = sn["arn"].clone();
+        let e = api.err(
+            "PutResourcePolicy",
+            json!({"resourceArn": arn, "policy": "[1, 2]"}),
+        );
+        assert!(e.message.contains("policy"), "{e}");
+        api.ok(
+            "PutResourcePolicy",
+            json!({"resourceArn": arn, "policy": POLICY}),
+        );
+        assert_eq!(
+            api.ok("GetResourcePolicy", json!({"resourceArn": arn}))["policy"],
+            POLICY
+        );
+        let foreign =
+            "arn:aws:vpc-lattice:us-east-1:999999999999:servicenetwork/sn-00000000000000000";
+        let e = api.err("GetResourcePolicy", json!({"resourceArn": foreign}));
+        assert_eq!(e.code, "ResourceNotFoundException", "{e}");
+        api.ok(
+            "DeleteServiceNetwork",
+            json!({"serviceNetworkIdentifier": sn["id"]}),
+        );
+        assert!(
+            api.state
                 .records
-                .get(&key)
-                .map_or(c.now.clone(), |p| s(p, "createdAt").to_owned());
-            let state_name = if s(target, "authType") == "AWS_IAM" {
-                "Active"
-            } else {
-                "Inactive"
-            };
-            let rec = json!({"policy": policy, "createdAt": created, "lastUpdatedAt": c.now, "resourceId": s(target, "id")});
-            let mut out = rec.clone();
-            out["state"] = state_name.into();
-            write(vec![Change::Put(key, rec)], out)
-        }
-        "GetAuthPolicy" => {
-            let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
-            let p = state
-                .records
-                .get(&format!("authpolicy/{}", s(target, "id")))
-                .ok_or_else(|| ApiError::not_found("AUTH_POLICY", c.get("resourceIdentifier")))?;
-            let mut out = p.clone();
-            out["state"] = if s(target, "authType") == "AWS_IAM" {
-                "Active"
-            } else {
-                "Inactive"
-            }
-            .into();
-            Ok(Outcome::Read(out))
-        }
-        "DeleteAuthPolicy" => {
-            let (_, target) = sn_or_service(state, c.get("resourceIdentifier"))?;
-            let key = format!("authpolicy/{}", s(target, "id"));
-            if !state.records.contains_key(&key) {
-                return Err(ApiError::not_found(
-                    "AUTH_POLICY",
-                    c.get("resourceIdentifier"),
-                ));
-            }
-            write(vec![Change::Delete(key)], json!({}))
-        }
-        "PutResourcePolicy" | "GetResourcePolicy" | "DeleteResourcePolicy" => {
-            let arn = c.get("resourceArn");
-            let owner = arn.rsplit('/').next().unwrap_or_default();
-            if state.records.get(owner).is_none_or(|r| s(r, "arn") != arn) {
-                return Err(ApiError::not_found("RESOURCE", arn));
-            }
-            let key = format!("resourcepolicy/{owner}");
-            match op {
-                "PutResourcePolicy" => {
-                    let policy = c.get("policy");
-                    if serde_json::from_str::<Value>(policy)
-                        .map(|v| !v.is_object())
-                        .unwrap_or(true)
-                    {
-                        return Err(ApiError::field("policy", "is not a JSON policy document"));
-                    }
-                    write(vec![Change::Put(key, json!({"policy": policy}))], json!({}))
-                }
-                "GetResourcePolicy" => state
-                    .records
-                    .get(&key)
-                    .map(|p| Outcome::Read(p.clone()))
-                    .ok_or_else(|| ApiError::not_found("RESOURCE_POLICY", arn)),
-                _ => {
-                    if !state.records.contains_key(&key) {
-                        return Err(ApiError::not_found("RESOURCE_POLICY", arn));
-                    }
-                    write(vec![Change::Delete(key)], json!({}))
-                }
-            }
-        }
-        o => Err(ApiError::unsupported(o, "this operation's resources")),
+                .keys()
+                .all(|k| !k.starts_with("resourcepolicy/")),
+            "the policy went with its network"
+        );
     }
 }

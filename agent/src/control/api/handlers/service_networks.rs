@@ -5,65 +5,66 @@ use serde_json::json;
 // The handlers' shared state, context and helpers.
 use super::*;
 
-/// Handles `op`, one of this resource's operations (see
-/// [`super::OPERATIONS`]).
-pub(super) fn handle(c: &Ctx<'_>, op: &str) -> Result<Outcome, ApiError> {
-    let state = c.state;
-    let input = c.input;
-    let q = &c.settings.quotas;
-    match op {
-        "CreateServiceNetwork" => {
-            c.check_new(
-                Kind::ServiceNetwork,
-                "service network",
-                "service-networks",
-                q.service_networks,
-            )?;
-            let name = c.get("name");
-            let (id, mut rec) = c.record(
-                Kind::ServiceNetwork,
-                json!({
-                    "name": name,
-                    "authType": input["authType"].as_str().unwrap_or("NONE"),
-                }),
-            );
-            if let Some(sc) = input.get("sharingConfig") {
-                rec["sharingConfig"] = sc.clone();
-            }
-            c.created(id, rec, "servicenetwork")
-        }
-        "GetServiceNetwork" => {
-            let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
-            Ok(Outcome::Read(sn_with_counts(state, sn)))
-        }
-        "ListServiceNetworks" => c.page(sorted(state.of_kind(Kind::ServiceNetwork)), |r| {
-            sn_with_counts(state, r)
-        }),
-        "UpdateServiceNetwork" => c.update(
+/// This resource's operations.
+pub(super) const OPS: &[(&str, Handler)] = &[
+    ("CreateServiceNetwork", create),
+    ("GetServiceNetwork", |c| {
+        let sn = c
+            .state
+            .resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
+        Ok(Outcome::Read(sn_with_counts(c.state, sn)))
+    }),
+    ("ListServiceNetworks", |c| {
+        c.page(sorted(c.state.of_kind(Kind::ServiceNetwork)), |r| {
+            sn_with_counts(c.state, r)
+        })
+    }),
+    ("UpdateServiceNetwork", |c| {
+        c.update(
             Kind::ServiceNetwork,
             "serviceNetworkIdentifier",
             &["authType"],
-        ),
-        "DeleteServiceNetwork" => {
-            let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
-            let id = s(sn, "id");
-            let assocs = state.children(id, Kind::SnService).count()
-                + state.children(id, Kind::SnVpc).count();
-            if assocs > 0 {
-                return Err(ApiError::conflict(
-                    "SERVICE_NETWORK",
-                    id,
-                    format!(
-                        "service network {id} still has {assocs} associations; delete them first"
-                    ),
-                ));
-            }
-            let mut changes = vec![Change::Delete(id.to_owned())];
-            changes.extend(dependents(state, id));
-            write(changes, json!({}))
-        }
-        o => Err(ApiError::unsupported(o, "this operation's resources")),
+        )
+    }),
+    ("DeleteServiceNetwork", delete),
+];
+
+fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
+    c.check_new(
+        Kind::ServiceNetwork,
+        "service network",
+        "service-networks",
+        c.settings.quotas.service_networks,
+    )?;
+    let (id, mut rec) = c.record(
+        Kind::ServiceNetwork,
+        json!({
+            "name": c.get("name"),
+            "authType": c.input["authType"].as_str().unwrap_or("NONE"),
+        }),
+    );
+    if let Some(sc) = c.input.get("sharingConfig") {
+        rec["sharingConfig"] = sc.clone();
     }
+    c.created(id, rec, "servicenetwork")
+}
+
+fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
+    let state = c.state;
+    let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
+    let id = s(sn, "id");
+    let assocs =
+        state.children(id, Kind::SnService).count() + state.children(id, Kind::SnVpc).count();
+    if assocs > 0 {
+        return Err(ApiError::conflict(
+            "SERVICE_NETWORK",
+            id,
+            format!("service network {id} still has {assocs} associations; delete them first"),
+        ));
+    }
+    let mut changes = vec![Change::Delete(id.to_owned())];
+    changes.extend(dependents(state, id));
+    write(changes, json!({}))
 }
 
 fn sn_with_counts(state: &State, sn: &Value) -> Value {
@@ -72,4 +73,89 @@ fn sn_with_counts(state: &State, sn: &Value) -> Value {
     v["numberOfAssociatedServices"] = state.children(id, Kind::SnService).count().into();
     v["numberOfAssociatedVPCs"] = state.children(id, Kind::SnVpc).count().into();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testing::Api;
+    use super::*;
+
+    #[test]
+    fn a_network_is_created_read_listed_updated_and_deleted() {
+        let mut api = Api::new();
+        let sn = api.ok("CreateServiceNetwork", json!({"name": "net-a"}));
+        let id = sn["id"].as_str().unwrap();
+        assert!(id.starts_with("sn-"), "{sn}");
+        assert_eq!(
+            sn["arn"],
+            format!("arn:aws:vpc-lattice:us-east-1:111122223333:servicenetwork/{id}")
+        );
+        assert_eq!(sn["authType"], "NONE");
+        for ident in [id, sn["arn"].as_str().unwrap()] {
+            let got = api.ok(
+                "GetServiceNetwork",
+                json!({"serviceNetworkIdentifier": ident}),
+            );
+            assert_eq!(got["id"], id);
+            assert_eq!(got["numberOfAssociatedServices"], 0);
+        }
+        let listed = api.ok("ListServiceNetworks", json!({}));
+        assert_eq!(listed["items"][0]["name"], "net-a", "{listed}");
+        api.ok(
+            "UpdateServiceNetwork",
+            json!({"serviceNetworkIdentifier": id, "authType": "AWS_IAM"}),
+        );
+        let got = api.ok("GetServiceNetwork", json!({"serviceNetworkIdentifier": id}));
+        assert_eq!(got["authType"], "AWS_IAM");
+        api.ok(
+            "DeleteServiceNetwork",
+            json!({"serviceNetworkIdentifier": id}),
+        );
+        let e = api.err("GetServiceNetwork", json!({"serviceNetworkIdentifier": id}));
+        assert_eq!(e.code, "ResourceNotFoundException");
+    }
+
+    #[test]
+    fn names_are_unique_and_the_quota_holds() {
+        let mut api = Api::with_quotas(Quotas {
+            service_networks: 2,
+            ..Quotas::default()
+        });
+        api.ok("CreateServiceNetwork", json!({"name": "net-a"}));
+        let e = api.err("CreateServiceNetwork", json!({"name": "net-a"}));
+        assert_eq!(e.code, "ConflictException", "{e}");
+        api.ok("CreateServiceNetwork", json!({"name": "net-b"}));
+        let e = api.err("CreateServiceNetwork", json!({"name": "net-c"}));
+        assert_eq!(e.code, "ServiceQuotaExceededException", "{e}");
+        let e = api.err("CreateServiceNetwork", json!({"name": "Not A Name"}));
+        assert_eq!(e.code, "ValidationException", "{e}");
+    }
+
+    #[test]
+    fn a_network_with_associations_is_kept_until_they_go() {
+        let mut api = Api::new();
+        let [sn, ..] = api.service_in_network();
+        let got = api.ok("GetServiceNetwork", json!({"serviceNetworkIdentifier": sn}));
+        assert_eq!(got["numberOfAssociatedServices"], 1);
+        let e = api.err(
+            "DeleteServiceNetwork",
+            json!({"serviceNetworkIdentifier": sn}),
+        );
+        assert_eq!(e.code, "ConflictException", "{e}");
+        let assoc = api.ok(
+            "ListServiceNetworkServiceAssociations",
+            json!({"serviceNetworkIdentifier": sn}),
+        )["items"][0]["id"]
+            .clone();
+        api.ok(
+            "DeleteServiceNetworkServiceAssociation",
+            json!({"serviceNetworkServiceAssociationIdentifier": assoc}),
+        );
+        api.ok(
+            "DeleteServiceNetwork",
+            json!({"serviceNetworkIdentifier": sn}),
+        );
+    }
 }

@@ -5,52 +5,108 @@ use serde_json::{json, Value};
 // The handlers' shared state, context and helpers.
 use super::*;
 
-/// Handles `op`, one of this resource's operations (see
-/// [`super::OPERATIONS`]).
-pub(super) fn handle(c: &Ctx<'_>, op: &str) -> Result<Outcome, ApiError> {
-    let state = c.state;
-    let input = c.input;
-    match op {
-        "TagResource" | "UntagResource" | "ListTagsForResource" => {
-            let arn = c.get("resourceArn");
-            let id = arn.rsplit('/').next().unwrap_or_default();
-            let rec = state
-                .records
-                .get(id)
-                .filter(|r| s(r, "arn") == arn)
-                .ok_or_else(|| ApiError::not_found("RESOURCE", arn))?;
-            let mut tags = rec["tags"].as_object().cloned().unwrap_or_default();
-            match op {
-                "ListTagsForResource" => return Ok(Outcome::Read(json!({"tags": tags}))),
-                "TagResource" => {
-                    for (k, v) in input["tags"].as_object().into_iter().flatten() {
-                        tags.insert(k.clone(), v.clone());
-                    }
-                    if tags.len() > 50 {
-                        return Err(ApiError::field(
-                            "tags",
-                            format!(
-                                "a resource may have at most 50 tags; this would give it {}",
-                                tags.len()
-                            ),
-                        ));
-                    }
-                }
-                _ => {
-                    for k in input["tagKeys"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                    {
-                        tags.remove(k);
-                    }
-                }
+/// This resource's operations.
+pub(super) const OPS: &[(&str, Handler)] = &[
+    ("TagResource", |c| {
+        edit_tags(c, |tags| {
+            for (k, v) in c.input["tags"].as_object().into_iter().flatten() {
+                tags.insert(k.clone(), v.clone());
             }
-            let mut r = rec.clone();
-            r["tags"] = Value::Object(tags);
-            write(vec![Change::Put(id.to_owned(), r)], json!({}))
-        }
-        o => Err(ApiError::unsupported(o, "this operation's resources")),
+            if tags.len() > 50 {
+                return Err(ApiError::field(
+                    "tags",
+                    format!(
+                        "a resource may have at most 50 tags; this would give it {}",
+                        tags.len()
+                    ),
+                ));
+            }
+            Ok(())
+        })
+    }),
+    ("UntagResource", |c| {
+        edit_tags(c, |tags| {
+            for k in c.input["tagKeys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                tags.remove(k);
+            }
+            Ok(())
+        })
+    }),
+    ("ListTagsForResource", |c| {
+        let (_, rec) = tagged(c)?;
+        Ok(Outcome::Read(
+            json!({"tags": rec["tags"].as_object().cloned().unwrap_or_default()}),
+        ))
+    }),
+];
+
+/// The resource `resourceArn` names, and its id.
+fn tagged<'a>(c: &Ctx<'a>) -> Result<(&'a str, &'a Value), ApiError> {
+    let arn = s(c.input, "resourceArn");
+    let id = arn.rsplit('/').next().unwrap_or_default();
+    c.state
+        .records
+        .get_key_value(id)
+        .filter(|(_, r)| s(r, "arn") == arn)
+        .map(|(id, r)| (id.as_str(), r))
+        .ok_or_else(|| ApiError::not_found("RESOURCE", arn))
+}
+
+/// Tag/Untag: `edit` changes the resource's tags, or refuses.
+fn edit_tags(
+    c: &Ctx<'_>,
+    edit: impl FnOnce(&mut serde_json::Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<Outcome, ApiError> {
+    let (id, rec) = tagged(c)?;
+    let mut tags = rec["tags"].as_object().cloned().unwrap_or_default();
+    edit(&mut tags)?;
+    let mut r = rec.clone();
+    r["tags"] = Value::Object(tags);
+    write(vec![Change::Put(id.to_owned(), r)], json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testing::Api;
+
+    #[test]
+    fn tags_are_added_removed_and_bounded_per_resource() {
+        let mut api = Api::new();
+        let svc = api.ok(
+            "CreateService",
+            json!({"name": "shop", "tags": {"team": "web"}}),
+        );
+        let arn = svc["arn"].clone();
+        let tags = |api: &mut Api| {
+            api.ok("ListTagsForResource", json!({"resourceArn": arn}))["tags"].clone()
+        };
+        assert_eq!(tags(&mut api), json!({"team": "web"}));
+        api.ok(
+            "TagResource",
+            json!({"resourceArn": arn, "tags": {"env": "prod", "team": "shop"}}),
+        );
+        assert_eq!(tags(&mut api), json!({"env": "prod", "team": "shop"}));
+        api.ok(
+            "UntagResource",
+            json!({"resourceArn": arn, "tagKeys": ["team", "absent"]}),
+        );
+        assert_eq!(tags(&mut api), json!({"env": "prod"}));
+        let many: serde_json::Map<String, serde_json::Value> =
+            (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let e = api.err("TagResource", json!({"resourceArn": arn, "tags": many}));
+        assert!(e.message.contains("at most 50 tags"), "{e}");
+        let forged = arn
+            .as_str()
+            .unwrap()
+            .replace("111122223333", "999999999999");
+        let e = api.err("ListTagsForResource", json!({"resourceArn": forged}));
+        assert_eq!(e.code, "ResourceNotFoundException", "{e}");
     }
 }
