@@ -408,7 +408,52 @@ pub fn plan_with(
     let check_namespace = |errs: &mut Errors, field: &str, name: &str| {
         check_namespace(errs, field, name, netns_dir, missing);
     };
+    let networks = index_networks(&mut errs, config);
+    let (target_groups, groups) = plan_groups(&mut errs, config, &check_namespace);
+    let (mut services, service_index) = plan_services(&mut errs, config, &groups);
+    let resources = Resources {
+        services: &service_index,
+        networks: &networks,
+    };
+    let mut network_logs = attach_logs(&mut errs, config, &resources, &mut services);
+    let network_policies = attach_policies(&mut errs, config, &resources, &mut services);
+    let planned_networks = plan_networks(config, &mut network_logs, &network_policies);
+    check_shared_addresses(&mut errs, &services);
+    let members = service_members(&mut errs, config, &resources);
+    for (i, a) in config.service_network_vpc_associations.iter().enumerate() {
+        check_namespace(
+            &mut errs,
+            &format!("serviceNetworkVpcAssociations[{i}].vpcIdentifier"),
+            &a.vpc_identifier,
+        );
+    }
+    let reached = Reached {
+        members: &members,
+        networks: &planned_networks,
+    };
+    reached.mark(&mut errs, config, &exists, &mut services);
+    if !errs.0.is_empty() {
+        return Err(ValidationError(errs.0));
+    }
+    let mut plan = Plan::default();
+    for a in &config.service_network_vpc_associations {
+        if exists(&a.vpc_identifier) {
+            plan.associate(&a.vpc_identifier, true);
+        }
+    }
+    for svc in services {
+        let name = svc.name.clone();
+        plan.set_service(&name, Some(Arc::new(svc)));
+    }
+    for tg in target_groups {
+        let name = tg.name.clone();
+        plan.set_group(&name, Some(Arc::new(tg)), exists);
+    }
+    Ok(plan)
+}
 
+/// Service networks by name, each named once.
+fn index_networks<'c>(errs: &mut Errors, config: &'c Config) -> HashMap<&'c str, usize> {
     let mut networks = HashMap::new();
     for (i, sn) in config.service_networks.iter().enumerate() {
         let f = format!("serviceNetworks[{i}].name");
@@ -417,23 +462,29 @@ pub fn plan_with(
             errs.add(f, format!("service network {:?} is defined twice", sn.name));
         }
     }
+    networks
+}
 
-    // Target groups.
-    let mut tg_index = HashMap::new();
+/// Target groups, and what actions need to know of them.
+fn plan_groups<'c>(
+    errs: &mut Errors,
+    config: &'c Config,
+    check_namespace: &dyn Fn(&mut Errors, &str, &str),
+) -> (Vec<PlannedTargetGroup>, Groups<'c>) {
+    let mut index = HashMap::new();
     let mut target_groups = Vec::new();
     for (i, tg) in config.target_groups.iter().enumerate() {
         let base = format!("targetGroups[{i}]");
         errs.name(&format!("{base}.name"), &tg.name, 128, Some("tg-"));
-        if tg_index.insert(tg.name.as_str(), i).is_some() {
+        if index.insert(tg.name.as_str(), i).is_some() {
             errs.add(
                 format!("{base}.name"),
                 format!("target group {:?} is defined twice", tg.name),
             );
         }
-        target_groups.push(plan_group(&mut errs, &base, tg, &check_namespace));
+        target_groups.push(plan_group(errs, &base, tg, check_namespace));
     }
-
-    let tcp_groups: BTreeSet<&str> = config
+    let tcp = config
         .target_groups
         .iter()
         .filter(|tg| {
@@ -444,12 +495,78 @@ pub fn plan_with(
         })
         .map(|tg| tg.name.as_str())
         .collect();
+    (target_groups, Groups { index, tcp })
+}
 
-    // Services, VIPs and listeners.
-    let mut services = Vec::new();
-    let mut service_index = HashMap::new();
+/// The service networks as services are reached through them, with their
+/// logs and policies.
+fn plan_networks<'c>(
+    config: &'c Config,
+    logs: &mut HashMap<&'c str, Vec<PlannedLog>>,
+    policies: &HashMap<&'c str, PlannedPolicy>,
+) -> HashMap<&'c str, Arc<PlannedNetwork>> {
+    config
+        .service_networks
+        .iter()
+        .map(|sn| {
+            (
+                sn.name.as_str(),
+                Arc::new(PlannedNetwork {
+                    name: sn.name.clone(),
+                    arn: sn.arn.clone(),
+                    logs: logs.remove(sn.name.as_str()).unwrap_or_default(),
+                    auth: (sn.auth_type == super::model::AuthType::AwsIam)
+                        .then(|| policies.get(sn.name.as_str()).cloned()),
+                }),
+            )
+        })
+        .collect()
+}
+
+/// The target groups actions may name.
+struct Groups<'c> {
+    /// Index by name.
+    index: HashMap<&'c str, usize>,
+    /// Names of the TCP groups (they serve TLS_PASSTHROUGH listeners, and
+    /// only those).
+    tcp: BTreeSet<&'c str>,
+}
+
+/// What logs and policies may be attached to, by name.
+struct Resources<'a, 'c> {
+    services: &'a HashMap<&'c str, usize>,
+    networks: &'a HashMap<&'c str, usize>,
+}
+
+/// Where a log or policy goes: service `i`, a network, or nowhere (an
+/// error naming `field`).
+enum Owner<'c> {
+    Service(usize),
+    Network(&'c str),
+    Unknown,
+}
+
+impl<'c> Resources<'_, 'c> {
+    fn owner(&self, errs: &mut Errors, field: String, r: &'c str) -> Owner<'c> {
+        if let Some(&i) = self.services.get(r) {
+            Owner::Service(i)
+        } else if self.networks.contains_key(r) {
+            Owner::Network(r)
+        } else {
+            errs.add(field, format!("no service or service network {r:?}"));
+            Owner::Unknown
+        }
+    }
+}
+
+/// Services with their VIPs and listeners, and their index by name.
+fn plan_services<'c>(
+    errs: &mut Errors,
+    config: &'c Config,
+    groups: &Groups<'_>,
+) -> (Vec<PlannedService>, HashMap<&'c str, usize>) {
     // Pinned VIPs may be shared: services on the same VIP:port are told
-    // apart by name (checked below, once the listeners are known).
+    // apart by name (`check_shared_addresses`).
     let mut vips_taken: HashMap<Ipv4Addr, &str> = HashMap::new();
     for (i, svc) in config.services.iter().enumerate() {
         if let Some(vip) = svc.vip {
@@ -465,271 +582,341 @@ pub fn plan_with(
     let mut free_vips = (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
         .map(Ipv4Addr::from)
         .filter(|v| !vips_taken.contains_key(v));
+    let mut services = Vec::new();
+    let mut index = HashMap::new();
     for (i, svc) in config.services.iter().enumerate() {
         let base = format!("services[{i}]");
         errs.name(&format!("{base}.name"), &svc.name, 40, Some("svc-"));
-        if service_index.insert(svc.name.as_str(), i).is_some() {
+        if index.insert(svc.name.as_str(), i).is_some() {
             errs.add(
                 format!("{base}.name"),
                 format!("service {:?} is defined twice", svc.name),
             );
         }
-        let vip = match svc.vip.or_else(|| free_vips.next()) {
-            Some(v) => v,
-            None => {
+        let vip = svc.vip.or_else(|| free_vips.next()).unwrap_or_else(|| {
+            errs.add(
+                format!("{base}.vip"),
+                "no free VIP left in the service range",
+            );
+            VIP_FIRST
+        });
+        services.push(plan_service(errs, &base, svc, vip, groups));
+    }
+    (services, index)
+}
+
+/// One service at `vip`: its listeners, names and certificate.
+fn plan_service(
+    errs: &mut Errors,
+    base: &str,
+    svc: &super::model::Service,
+    vip: Ipv4Addr,
+    groups: &Groups<'_>,
+) -> PlannedService {
+    let mut ports: HashMap<u16, &str> = HashMap::new();
+    let mut listener_names = BTreeSet::new();
+    let mut listeners = Vec::new();
+    for (j, l) in svc.listeners.iter().enumerate() {
+        let lb = format!("{base}.listeners[{j}]");
+        if !listener_names.insert(&l.name) {
+            errs.add(
+                format!("{lb}.name"),
+                format!("listener {:?} is defined twice in this service", l.name),
+            );
+        }
+        let listener = plan_listener(errs, &lb, l, groups);
+        if let Some(other) = ports.insert(listener.port, &l.name) {
+            errs.add(
+                format!("{lb}.port"),
+                format!(
+                    "port {} of {vip} is already taken by listener {other:?}",
+                    listener.port
+                ),
+            );
+        }
+        listeners.push(listener);
+    }
+    let hosts: Vec<String> = svc
+        .dns_name
+        .iter()
+        .chain(svc.custom_domain_name.iter())
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let certificate = svc
+        .certificate_arn
+        .as_ref()
+        .and_then(|arn| certificate_id(errs, base, arn));
+    PlannedService {
+        name: svc.name.clone(),
+        vip,
+        hosts,
+        listeners,
+        reachable_from: BTreeMap::new(),
+        arn: svc.arn.clone(),
+        certificate,
+        logs: Vec::new(),
+        auth: (svc.auth_type == super::model::AuthType::AwsIam).then_some(None),
+    }
+}
+
+/// The id of an ACM certificate ARN, which names the user's certificate
+/// files.
+fn certificate_id(errs: &mut Errors, base: &str, arn: &str) -> Option<String> {
+    let id = arn
+        .strip_prefix("arn:")
+        .filter(|_| arn.contains(":acm:"))
+        .and_then(|_| arn.rsplit_once(":certificate/"))
+        .map(|(_, id)| id)
+        .filter(|id| {
+            !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if id.is_none() {
+        errs.add(
+            format!("{base}.certificateArn"),
+            format!("{arn:?} is not arn:aws:acm:REGION:ACCOUNT:certificate/ID with ID of a-z, 0-9 and -"),
+        );
+    }
+    id.map(str::to_owned)
+}
+
+/// One listener (`lb` names it in errors) and its rules.
+fn plan_listener(
+    errs: &mut Errors,
+    lb: &str,
+    l: &super::model::Listener,
+    groups: &Groups<'_>,
+) -> PlannedListener {
+    errs.name(&format!("{lb}.name"), &l.name, 63, Some("listener-"));
+    let passthrough = l.protocol == ListenerProtocol::TlsPassthrough;
+    if passthrough && !l.rules.is_empty() {
+        errs.add(
+            format!("{lb}.rules"),
+            "TLS_PASSTHROUGH listeners route by their default action only",
+        );
+    }
+    let default_port = if l.protocol == ListenerProtocol::Http {
+        80
+    } else {
+        443
+    };
+    let port =
+        check_port(errs, &format!("{lb}.port"), l.port, Some(default_port)).unwrap_or(default_port);
+    let default_action = action(
+        errs,
+        &format!("{lb}.defaultAction"),
+        &l.default_action,
+        &groups.index,
+    );
+    let mut priorities = BTreeSet::new();
+    let mut rule_names = BTreeSet::new();
+    let mut rules = Vec::new();
+    for (k, r) in l.rules.iter().enumerate() {
+        let rb = format!("{lb}.rules[{k}]");
+        if !rule_names.insert(&r.name) {
+            errs.add(
+                format!("{rb}.name"),
+                format!("rule {:?} is defined twice in this listener", r.name),
+            );
+        }
+        if (1..=100).contains(&r.priority) && !priorities.insert(r.priority) {
+            errs.add(
+                format!("{rb}.priority"),
+                format!("priority {} is already used in this listener", r.priority),
+            );
+        }
+        rules.push(plan_rule(errs, &rb, r, &groups.index));
+    }
+    rules.sort_by_key(|r| r.priority);
+    let actions = std::iter::once((format!("{lb}.defaultAction"), &default_action)).chain(
+        rules
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (format!("{lb}.rules[{k}].action"), &r.action)),
+    );
+    for (field, a) in actions {
+        check_protocols(errs, &field, a, passthrough, &groups.tcp);
+    }
+    PlannedListener {
+        passthrough,
+        name: l.name.clone(),
+        https: l.protocol == ListenerProtocol::Https,
+        port,
+        rules,
+        default_action,
+    }
+}
+
+/// TCP groups serve TLS_PASSTHROUGH listeners, and only those; a
+/// passthrough listener never sees HTTP, so it cannot answer itself.
+fn check_protocols(
+    errs: &mut Errors,
+    field: &str,
+    a: &PlannedAction,
+    passthrough: bool,
+    tcp_groups: &BTreeSet<&str>,
+) {
+    match a {
+        PlannedAction::Fixed(_) if passthrough => errs.add(
+            field,
+            "a TLS_PASSTHROUGH listener can only forward (it never sees HTTP)",
+        ),
+        PlannedAction::Fixed(_) => {}
+        PlannedAction::Forward(groups) => {
+            for (_, g) in groups {
+                if tcp_groups.contains(g.as_str()) == passthrough {
+                    continue;
+                }
                 errs.add(
-                    format!("{base}.vip"),
-                    "no free VIP left in the service range",
+                    format!("{field}.forward"),
+                    if passthrough {
+                        format!("target group {g:?} must have protocol TCP to serve a TLS_PASSTHROUGH listener")
+                    } else {
+                        format!("target group {g:?} has protocol TCP, which only TLS_PASSTHROUGH listeners use")
+                    },
                 );
-                VIP_FIRST
+            }
+        }
+    }
+}
+
+/// One rule (`rb` names it in errors): its priority, match and action.
+fn plan_rule(
+    errs: &mut Errors,
+    rb: &str,
+    r: &super::model::Rule,
+    tg_index: &HashMap<&str, usize>,
+) -> PlannedRule {
+    errs.name(&format!("{rb}.name"), &r.name, 63, Some("rule-"));
+    if !(1..=100).contains(&r.priority) {
+        errs.add(
+            format!("{rb}.priority"),
+            format!("{} is outside 1-100", r.priority),
+        );
+    }
+    let hm = &r.match_.http_match;
+    let f = format!("{rb}.match.httpMatch");
+    if hm.method.is_none() && hm.path_match.is_none() && hm.header_matches.is_empty() {
+        errs.add(
+            &f,
+            "a rule needs at least one of method, pathMatch and headerMatches",
+        );
+    }
+    PlannedRule {
+        name: r.name.clone(),
+        priority: u16::try_from(r.priority).unwrap_or(u16::MAX),
+        method: hm
+            .method
+            .as_ref()
+            .and_then(|m| match_method(errs, &format!("{f}.method"), m)),
+        path: hm
+            .path_match
+            .as_ref()
+            .and_then(|p| match_path(errs, &format!("{f}.pathMatch.match"), p)),
+        headers: match_headers(errs, &f, &hm.header_matches),
+        action: action(errs, &format!("{rb}.action"), &r.action, tg_index),
+    }
+}
+
+/// A rule's method: an upper-case token of at most 16 characters.
+fn match_method(errs: &mut Errors, field: &str, m: &str) -> Option<http::Method> {
+    let ok = !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_uppercase());
+    match (ok, http::Method::from_bytes(m.as_bytes())) {
+        (true, Ok(m)) => Some(m),
+        _ => {
+            errs.add(field, format!("{m:?} is not an HTTP method"));
+            None
+        }
+    }
+}
+
+/// A rule's path condition: exact or prefix, from `/`, at most 200
+/// characters; lowercased when not case sensitive.
+fn match_path(
+    errs: &mut Errors,
+    field: &str,
+    p: &super::model::PathMatch,
+) -> Option<(MatchKind, String, bool)> {
+    let (kind, value) = match (&p.match_.exact, &p.match_.prefix) {
+        (Some(v), None) => (MatchKind::Exact, v),
+        (None, Some(v)) => (MatchKind::Prefix, v),
+        _ => {
+            errs.add(field, "set exactly one of exact and prefix");
+            return None;
+        }
+    };
+    if !value.starts_with('/') || value.len() > 200 {
+        errs.add(
+            field,
+            format!("{value:?} must start with / and be at most 200 characters"),
+        );
+        return None;
+    }
+    let cs = p.case_sensitive.unwrap_or(true);
+    let value = if cs {
+        value.clone()
+    } else {
+        value.to_ascii_lowercase()
+    };
+    Some((kind, value, cs))
+}
+
+/// A rule's header conditions: at most 5, each a header name of at most 40
+/// characters and one of exact, prefix and contains; values lowercased
+/// unless case sensitive.
+fn match_headers(
+    errs: &mut Errors,
+    f: &str,
+    matches: &[super::model::HeaderMatch],
+) -> Vec<(http::HeaderName, MatchKind, String, bool)> {
+    if matches.len() > 5 {
+        errs.add(format!("{f}.headerMatches"), "at most 5 header matches");
+    }
+    let mut headers = Vec::new();
+    for (h, m) in matches.iter().enumerate() {
+        let f = format!("{f}.headerMatches[{h}]");
+        let name = match http::HeaderName::from_bytes(m.name.as_bytes()) {
+            Ok(n) if m.name.len() <= 40 => n,
+            _ => {
+                errs.add(
+                    format!("{f}.name"),
+                    format!("{:?} is not a header name of at most 40 characters", m.name),
+                );
+                continue;
             }
         };
-        let mut ports: HashMap<u16, &str> = HashMap::new();
-        let mut listener_names = BTreeSet::new();
-        let mut listeners = Vec::new();
-        for (j, l) in svc.listeners.iter().enumerate() {
-            let lb = format!("{base}.listeners[{j}]");
-            errs.name(&format!("{lb}.name"), &l.name, 63, Some("listener-"));
-            if !listener_names.insert(&l.name) {
-                errs.add(
-                    format!("{lb}.name"),
-                    format!("listener {:?} is defined twice in this service", l.name),
-                );
-            }
-            let passthrough = l.protocol == ListenerProtocol::TlsPassthrough;
-            if passthrough && !l.rules.is_empty() {
-                errs.add(
-                    format!("{lb}.rules"),
-                    "TLS_PASSTHROUGH listeners route by their default action only",
-                );
-            }
-            let default_port = if l.protocol == ListenerProtocol::Http {
-                80
-            } else {
-                443
-            };
-            let port = check_port(&mut errs, &format!("{lb}.port"), l.port, Some(default_port))
-                .unwrap_or(default_port);
-            if let Some(other) = ports.insert(port, &l.name) {
-                errs.add(
-                    format!("{lb}.port"),
-                    format!("port {port} of {vip} is already taken by listener {other:?}"),
-                );
-            }
-            let default_action = action(
-                &mut errs,
-                &format!("{lb}.defaultAction"),
-                &l.default_action,
-                &tg_index,
+        let Some((kind, value)) = header_kind(&m.match_) else {
+            errs.add(
+                format!("{f}.match"),
+                "set exactly one of exact, prefix and contains",
             );
-            let mut priorities = BTreeSet::new();
-            let mut rule_names = BTreeSet::new();
-            let mut rules = Vec::new();
-            for (k, r) in l.rules.iter().enumerate() {
-                let rb = format!("{lb}.rules[{k}]");
-                errs.name(&format!("{rb}.name"), &r.name, 63, Some("rule-"));
-                if !rule_names.insert(&r.name) {
-                    errs.add(
-                        format!("{rb}.name"),
-                        format!("rule {:?} is defined twice in this listener", r.name),
-                    );
-                }
-                if !(1..=100).contains(&r.priority) {
-                    errs.add(
-                        format!("{rb}.priority"),
-                        format!("{} is outside 1-100", r.priority),
-                    );
-                } else if !priorities.insert(r.priority) {
-                    errs.add(
-                        format!("{rb}.priority"),
-                        format!("priority {} is already used in this listener", r.priority),
-                    );
-                }
-                let hm = &r.match_.http_match;
-                let method = hm.method.as_ref().and_then(|m| {
-                    let ok =
-                        !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_uppercase());
-                    match (ok, http::Method::from_bytes(m.as_bytes())) {
-                        (true, Ok(m)) => Some(m),
-                        _ => {
-                            errs.add(
-                                format!("{rb}.match.httpMatch.method"),
-                                format!("{m:?} is not an HTTP method"),
-                            );
-                            None
-                        }
-                    }
-                });
-                let path = hm.path_match.as_ref().and_then(|p| {
-                    let f = format!("{rb}.match.httpMatch.pathMatch.match");
-                    let (kind, value) = match (&p.match_.exact, &p.match_.prefix) {
-                        (Some(v), None) => (MatchKind::Exact, v),
-                        (None, Some(v)) => (MatchKind::Prefix, v),
-                        _ => {
-                            errs.add(f, "set exactly one of exact and prefix");
-                            return None;
-                        }
-                    };
-                    if !value.starts_with('/') || value.len() > 200 {
-                        errs.add(
-                            f,
-                            format!("{value:?} must start with / and be at most 200 characters"),
-                        );
-                        return None;
-                    }
-                    let cs = p.case_sensitive.unwrap_or(true);
-                    Some((
-                        kind,
-                        if cs {
-                            value.clone()
-                        } else {
-                            value.to_ascii_lowercase()
-                        },
-                        cs,
-                    ))
-                });
-                if hm.header_matches.len() > 5 {
-                    errs.add(
-                        format!("{rb}.match.httpMatch.headerMatches"),
-                        "at most 5 header matches",
-                    );
-                }
-                let mut headers = Vec::new();
-                for (h, m) in hm.header_matches.iter().enumerate() {
-                    let f = format!("{rb}.match.httpMatch.headerMatches[{h}]");
-                    let name = match http::HeaderName::from_bytes(m.name.as_bytes()) {
-                        Ok(n) if m.name.len() <= 40 => n,
-                        _ => {
-                            errs.add(
-                                format!("{f}.name"),
-                                format!(
-                                    "{:?} is not a header name of at most 40 characters",
-                                    m.name
-                                ),
-                            );
-                            continue;
-                        }
-                    };
-                    let Some((kind, value)) = header_kind(&m.match_) else {
-                        errs.add(
-                            format!("{f}.match"),
-                            "set exactly one of exact, prefix and contains",
-                        );
-                        continue;
-                    };
-                    let cs = m.case_sensitive.unwrap_or(false);
-                    headers.push((
-                        name,
-                        kind,
-                        if cs {
-                            value.to_owned()
-                        } else {
-                            value.to_ascii_lowercase()
-                        },
-                        cs,
-                    ));
-                }
-                if hm.method.is_none() && hm.path_match.is_none() && hm.header_matches.is_empty() {
-                    errs.add(
-                        format!("{rb}.match.httpMatch"),
-                        "a rule needs at least one of method, pathMatch and headerMatches",
-                    );
-                }
-                let action = action(&mut errs, &format!("{rb}.action"), &r.action, &tg_index);
-                rules.push(PlannedRule {
-                    name: r.name.clone(),
-                    priority: u16::try_from(r.priority).unwrap_or(u16::MAX),
-                    method,
-                    path,
-                    headers,
-                    action,
-                });
-            }
-            rules.sort_by_key(|r| r.priority);
-            // TCP groups serve TLS_PASSTHROUGH listeners, and only those.
-            for (field, a) in std::iter::once((format!("{lb}.defaultAction"), &default_action))
-                .chain(
-                    rules
-                        .iter()
-                        .enumerate()
-                        .map(|(k, r)| (format!("{lb}.rules[{k}].action"), &r.action)),
-                )
-            {
-                match a {
-                    PlannedAction::Fixed(_) if passthrough => errs.add(
-                        field,
-                        "a TLS_PASSTHROUGH listener can only forward (it never sees HTTP)",
-                    ),
-                    PlannedAction::Fixed(_) => {}
-                    PlannedAction::Forward(groups) => {
-                        for (_, g) in groups {
-                            let tcp = tcp_groups.contains(g.as_str());
-                            if tcp != passthrough {
-                                errs.add(
-                                    format!("{field}.forward"),
-                                    if passthrough {
-                                        format!("target group {g:?} must have protocol TCP to serve a TLS_PASSTHROUGH listener")
-                                    } else {
-                                        format!("target group {g:?} has protocol TCP, which only TLS_PASSTHROUGH listeners use")
-                                    },
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-            listeners.push(PlannedListener {
-                passthrough,
-                name: l.name.clone(),
-                https: l.protocol == ListenerProtocol::Https,
-                port,
-                rules,
-                default_action,
-            });
-        }
-        let hosts: Vec<String> = svc
-            .dns_name
-            .iter()
-            .chain(svc.custom_domain_name.iter())
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
-        let certificate = svc.certificate_arn.as_ref().and_then(|arn| {
-            let id = arn
-                .strip_prefix("arn:")
-                .filter(|_| arn.contains(":acm:"))
-                .and_then(|_| arn.rsplit_once(":certificate/"))
-                .map(|(_, id)| id)
-                .filter(|id| {
-                    !id.is_empty()
-                        && id
-                            .bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                });
-            if id.is_none() {
-                errs.add(
-                    format!("{base}.certificateArn"),
-                    format!("{arn:?} is not arn:aws:acm:REGION:ACCOUNT:certificate/ID with ID of a-z, 0-9 and -"),
-                );
-            }
-            id.map(str::to_owned)
-        });
-        services.push(PlannedService {
-            name: svc.name.clone(),
-            vip,
-            hosts,
-            listeners,
-            reachable_from: BTreeMap::new(),
-            arn: svc.arn.clone(),
-            certificate,
-            logs: Vec::new(),
-            auth: (svc.auth_type == super::model::AuthType::AwsIam).then_some(None),
-        });
+            continue;
+        };
+        let cs = m.case_sensitive.unwrap_or(false);
+        let value = if cs {
+            value.to_owned()
+        } else {
+            value.to_ascii_lowercase()
+        };
+        headers.push((name, kind, value, cs));
     }
-    // Access log subscriptions.
+    headers
+}
+
+/// Access log subscriptions: each destination read once, here (compile
+/// only places it under --log-dir), and put on its service; returns the
+/// networks' destinations.
+fn attach_logs<'c>(
+    errs: &mut Errors,
+    config: &'c Config,
+    resources: &Resources<'_, 'c>,
+    services: &mut [PlannedService],
+) -> HashMap<&'c str, Vec<PlannedLog>> {
     let mut network_logs: HashMap<&str, Vec<PlannedLog>> = HashMap::new();
     for (i, a) in config.access_log_subscriptions.iter().enumerate() {
         let f = format!("accessLogSubscriptions[{i}]");
-        // Read here, once: compile only places it under --log-dir.
         let log =
             match latticed_proxy::access_log::destination_path(Path::new(""), &a.destination_arn) {
                 Ok(file) => Some(PlannedLog {
@@ -741,30 +928,38 @@ pub fn plan_with(
                     None
                 }
             };
-        let r = a.resource_identifier.as_str();
-        if let Some(&si) = service_index.get(r) {
-            if let (Some(svc), Some(log)) = (services.get_mut(si), log) {
-                svc.logs.push(log);
+        let owner = resources.owner(
+            errs,
+            format!("{f}.resourceIdentifier"),
+            &a.resource_identifier,
+        );
+        match (owner, log) {
+            (Owner::Service(si), Some(log)) => {
+                if let Some(svc) = services.get_mut(si) {
+                    svc.logs.push(log);
+                }
             }
-        } else if networks.contains_key(r) {
-            if let Some(log) = log {
-                network_logs.entry(r).or_default().push(log);
-            }
-        } else {
-            errs.add(
-                format!("{f}.resourceIdentifier"),
-                format!("no service or service network {r:?}"),
-            );
+            (Owner::Network(n), Some(log)) => network_logs.entry(n).or_default().push(log),
+            _ => {}
         }
     }
-    // Auth policies, validated whatever the resource's auth type (they
-    // apply once it is AWS_IAM).
+    network_logs
+}
+
+/// Auth policies: each parsed once, here (compile attaches what the plan
+/// holds), whatever the resource's auth type (they apply once it is
+/// AWS_IAM), and put on its service; returns the networks' policies.
+fn attach_policies<'c>(
+    errs: &mut Errors,
+    config: &'c Config,
+    resources: &Resources<'_, 'c>,
+    services: &mut [PlannedService],
+) -> HashMap<&'c str, PlannedPolicy> {
     let mut network_policies: HashMap<&str, PlannedPolicy> = HashMap::new();
     let mut seen_policy = BTreeSet::new();
     for (i, p) in config.auth_policies.iter().enumerate() {
         let f = format!("authPolicies[{i}]");
         let text = p.text();
-        // Parsed here, once: compile attaches what the plan holds.
         let parsed = match latticed_proxy::authz::Policy::parse(&text) {
             Ok(policy) => Some(PlannedPolicy {
                 text,
@@ -782,42 +977,28 @@ pub fn plan_with(
                 format!("{r:?} has two policies"),
             );
         }
-        if let Some(&si) = service_index.get(r) {
-            if let Some(svc) = services.get_mut(si) {
-                if let Some(auth) = svc.auth.as_mut() {
+        match resources.owner(errs, format!("{f}.resourceIdentifier"), r) {
+            Owner::Service(si) => {
+                if let Some(auth) = services.get_mut(si).and_then(|s| s.auth.as_mut()) {
                     *auth = parsed;
                 }
             }
-        } else if networks.contains_key(r) {
-            if let Some(parsed) = parsed {
-                network_policies.insert(r, parsed);
+            Owner::Network(n) => {
+                if let Some(parsed) = parsed {
+                    network_policies.insert(n, parsed);
+                }
             }
-        } else {
-            errs.add(
-                format!("{f}.resourceIdentifier"),
-                format!("no service or service network {r:?}"),
-            );
+            Owner::Unknown => {}
         }
     }
-    let planned_networks: HashMap<&str, Arc<PlannedNetwork>> = config
-        .service_networks
-        .iter()
-        .map(|sn| {
-            (
-                sn.name.as_str(),
-                Arc::new(PlannedNetwork {
-                    name: sn.name.clone(),
-                    arn: sn.arn.clone(),
-                    logs: network_logs.remove(sn.name.as_str()).unwrap_or_default(),
-                    auth: (sn.auth_type == super::model::AuthType::AwsIam)
-                        .then(|| network_policies.get(sn.name.as_str()).cloned()),
-                }),
-            )
-        })
-        .collect();
+    network_policies
+}
 
-    // Services sharing a VIP:port must each have a name to be found by, and
-    // the same protocol.
+/// Services sharing a VIP:port must each have a name to be found by, and
+/// the same protocol: an HTTP service there would be unreachable over TLS,
+/// and a TLS client of a passthrough service would be spliced past an
+/// HTTPS service's auth policy.
+fn check_shared_addresses(errs: &mut Errors, services: &[PlannedService]) {
     let mut sharing: HashMap<(Ipv4Addr, u16), Vec<usize>> = HashMap::new();
     for (i, svc) in services.iter().enumerate() {
         for l in &svc.listeners {
@@ -827,9 +1008,6 @@ pub fn plan_with(
     let mut shared: Vec<_> = sharing.into_iter().filter(|(_, v)| v.len() > 1).collect();
     shared.sort();
     for ((vip, port), users) in shared {
-        // One VIP:port speaks one protocol: an HTTP service there would be
-        // unreachable over TLS, and a TLS client of a passthrough service
-        // would be spliced past an HTTPS service's auth policy.
         let protocol = |i: usize| {
             services[i]
                 .listeners
@@ -862,8 +1040,60 @@ pub fn plan_with(
             }
         }
     }
+}
 
-    // Associations.
+/// Which services each VPC association makes reachable.
+struct Reached<'a, 'c> {
+    /// Services of each network, by index.
+    members: &'a HashMap<&'c str, BTreeSet<usize>>,
+    /// The networks, as services are reached through them.
+    networks: &'a HashMap<&'c str, Arc<PlannedNetwork>>,
+}
+
+impl Reached<'_, '_> {
+    /// Marks each service reachable from the VPCs (that exist) associated
+    /// with its networks.
+    fn mark(
+        &self,
+        errs: &mut Errors,
+        config: &Config,
+        exists: &dyn Fn(&str) -> bool,
+        services: &mut [PlannedService],
+    ) {
+        let mut seen = BTreeSet::new();
+        for (i, a) in config.service_network_vpc_associations.iter().enumerate() {
+            let base = format!("serviceNetworkVpcAssociations[{i}]");
+            let sn = a.service_network_identifier.as_str();
+            if !self.networks.contains_key(sn) {
+                errs.add(
+                    format!("{base}.serviceNetworkIdentifier"),
+                    format!("no service network {sn:?}"),
+                );
+            }
+            if !seen.insert((sn, a.vpc_identifier.as_str())) {
+                errs.add(base, "this association is defined twice");
+            }
+            if !exists(&a.vpc_identifier) {
+                continue;
+            }
+            for &s in self.members.get(sn).into_iter().flatten() {
+                if let (Some(svc), Some(net)) = (services.get_mut(s), self.networks.get(sn)) {
+                    svc.reachable_from
+                        .entry(a.vpc_identifier.clone())
+                        .or_insert_with(|| Arc::clone(net));
+                }
+            }
+        }
+    }
+}
+
+/// The services of each service network, by index, from the
+/// service associations.
+fn service_members<'c>(
+    errs: &mut Errors,
+    config: &'c Config,
+    resources: &Resources<'_, 'c>,
+) -> HashMap<&'c str, BTreeSet<usize>> {
     let mut members: HashMap<&str, BTreeSet<usize>> = HashMap::new();
     let mut seen = BTreeSet::new();
     for (i, a) in config
@@ -872,86 +1102,27 @@ pub fn plan_with(
         .enumerate()
     {
         let base = format!("serviceNetworkServiceAssociations[{i}]");
-        if !networks.contains_key(a.service_network_identifier.as_str()) {
+        let sn = a.service_network_identifier.as_str();
+        if !resources.networks.contains_key(sn) {
             errs.add(
                 format!("{base}.serviceNetworkIdentifier"),
-                format!("no service network {:?}", a.service_network_identifier),
+                format!("no service network {sn:?}"),
             );
         }
-        match service_index.get(a.service_identifier.as_str()) {
+        match resources.services.get(a.service_identifier.as_str()) {
             None => errs.add(
                 format!("{base}.serviceIdentifier"),
                 format!("no service {:?}", a.service_identifier),
             ),
             Some(&s) => {
-                if !seen.insert((a.service_network_identifier.as_str(), s)) {
+                if !seen.insert((sn, s)) {
                     errs.add(base, "this association is defined twice");
                 }
-                members
-                    .entry(a.service_network_identifier.as_str())
-                    .or_default()
-                    .insert(s);
+                members.entry(sn).or_default().insert(s);
             }
         }
     }
-    let mut seen = BTreeSet::new();
-    for (i, a) in config.service_network_vpc_associations.iter().enumerate() {
-        let base = format!("serviceNetworkVpcAssociations[{i}]");
-        if !networks.contains_key(a.service_network_identifier.as_str()) {
-            errs.add(
-                format!("{base}.serviceNetworkIdentifier"),
-                format!("no service network {:?}", a.service_network_identifier),
-            );
-        }
-        check_namespace(
-            &mut errs,
-            &format!("{base}.vpcIdentifier"),
-            &a.vpc_identifier,
-        );
-        if !seen.insert((
-            a.service_network_identifier.as_str(),
-            a.vpc_identifier.as_str(),
-        )) {
-            errs.add(base, "this association is defined twice");
-        }
-        if !exists(&a.vpc_identifier) {
-            continue;
-        }
-        for &s in members
-            .get(a.service_network_identifier.as_str())
-            .into_iter()
-            .flatten()
-        {
-            if let (Some(svc), Some(net)) = (
-                services.get_mut(s),
-                planned_networks.get(a.service_network_identifier.as_str()),
-            ) {
-                svc.reachable_from
-                    .entry(a.vpc_identifier.clone())
-                    .or_insert_with(|| Arc::clone(net));
-            }
-        }
-    }
-
-    if !errs.0.is_empty() {
-        return Err(ValidationError(errs.0));
-    }
-
-    let mut plan = Plan::default();
-    for a in &config.service_network_vpc_associations {
-        if exists(&a.vpc_identifier) {
-            plan.associate(&a.vpc_identifier, true);
-        }
-    }
-    for svc in services {
-        let name = svc.name.clone();
-        plan.set_service(&name, Some(Arc::new(svc)));
-    }
-    for tg in target_groups {
-        let name = tg.name.clone();
-        plan.set_group(&name, Some(Arc::new(tg)), exists);
-    }
-    Ok(plan)
+    members
 }
 
 /// Validates one target group and compiles it.
@@ -961,7 +1132,6 @@ fn plan_group(
     tg: &super::model::TargetGroup,
     check_namespace: &dyn Fn(&mut Errors, &str, &str),
 ) -> PlannedTargetGroup {
-    use latticed_proxy::{health, routing::TargetVersion};
     let mut planned = PlannedTargetGroup {
         name: tg.name.clone(),
         arn: tg.arn.clone(),
@@ -971,53 +1141,77 @@ fn plan_group(
         health: None,
     };
     if tg.type_ == TargetGroupType::Lambda {
-        let v2 = match tg
-            .config
-            .as_ref()
-            .and_then(|c| c.lambda_event_structure_version.as_deref())
-        {
-            None | Some("V1") => false,
-            Some("V2") => true,
-            Some(other) => {
-                errs.add(
-                    format!("{base}.config.lambdaEventStructureVersion"),
-                    format!("{other:?} is not V1 or V2"),
-                );
-                false
-            }
-        };
-        planned.kind = PlannedKind::Lambda { v2 };
-        if tg.targets.len() > 1 {
+        plan_lambda_group(errs, base, tg, &mut planned);
+    } else {
+        plan_hosts_group(errs, base, tg, check_namespace, &mut planned);
+    }
+    planned
+}
+
+/// A LAMBDA group: its event version and its one function.
+fn plan_lambda_group(
+    errs: &mut Errors,
+    base: &str,
+    tg: &super::model::TargetGroup,
+    planned: &mut PlannedTargetGroup,
+) {
+    let v2 = match tg
+        .config
+        .as_ref()
+        .and_then(|c| c.lambda_event_structure_version.as_deref())
+    {
+        None | Some("V1") => false,
+        Some("V2") => true,
+        Some(other) => {
             errs.add(
-                format!("{base}.targets"),
-                "a LAMBDA target group holds one function",
+                format!("{base}.config.lambdaEventStructureVersion"),
+                format!("{other:?} is not V1 or V2"),
+            );
+            false
+        }
+    };
+    planned.kind = PlannedKind::Lambda { v2 };
+    if tg.targets.len() > 1 {
+        errs.add(
+            format!("{base}.targets"),
+            "a LAMBDA target group holds one function",
+        );
+    }
+    for (j, t) in tg.targets.iter().enumerate() {
+        if !t.id.starts_with("arn:") || !t.id.contains(":function:") {
+            errs.add(
+                format!("{base}.targets[{j}].id"),
+                format!(
+                    "{:?} is not a function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)",
+                    t.id
+                ),
             );
         }
-        for (j, t) in tg.targets.iter().enumerate() {
-            if !t.id.starts_with("arn:") || !t.id.contains(":function:") {
-                errs.add(
-                    format!("{base}.targets[{j}].id"),
-                    format!(
-                        "{:?} is not a function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)",
-                        t.id
-                    ),
-                );
-            }
-            planned.targets.push(PlannedTarget {
-                id: t.id.clone(),
-                ip: None,
-                port: 0,
-            });
-        }
-        return planned;
+        planned.targets.push(PlannedTarget {
+            id: t.id.clone(),
+            ip: None,
+            port: 0,
+        });
     }
+}
+
+/// An IP, INSTANCE or ALB group: protocol, port, namespace, targets and
+/// health checks.
+fn plan_hosts_group(
+    errs: &mut Errors,
+    base: &str,
+    tg: &super::model::TargetGroup,
+    check_namespace: &dyn Fn(&mut Errors, &str, &str),
+    planned: &mut PlannedTargetGroup,
+) {
+    use latticed_proxy::routing::TargetVersion;
     let what = format!("{:?}", tg.type_).to_uppercase();
     let Some(cfg) = &tg.config else {
         errs.add(
             format!("{base}.config"),
             format!("required for {what} target groups"),
         );
-        return planned;
+        return;
     };
     let protocol = cfg.protocol.unwrap_or(TargetGroupProtocol::Http);
     let tcp = protocol == TargetGroupProtocol::Tcp;
@@ -1056,6 +1250,19 @@ fn plan_group(
             planned.namespace = ns.clone();
         }
     }
+    planned.targets = plan_targets(errs, base, tg, port);
+    planned.health = Some(plan_health(errs, base, cfg, (https, tcp, version)));
+}
+
+/// The targets of an IP, INSTANCE or ALB group, on the group's `port`
+/// unless they name their own.
+fn plan_targets(
+    errs: &mut Errors,
+    base: &str,
+    tg: &super::model::TargetGroup,
+    port: Option<u16>,
+) -> Vec<PlannedTarget> {
+    let mut targets: Vec<PlannedTarget> = Vec::new();
     for (j, t) in tg.targets.iter().enumerate() {
         let tf = format!("{base}.targets[{j}]");
         let ip = match tg.type_ {
@@ -1091,17 +1298,37 @@ fn plan_group(
         let Some(p) = check_port(errs, &format!("{tf}.port"), t.port, port) else {
             continue;
         };
-        if planned.targets.iter().any(|x| x.id == t.id && x.port == p) {
+        if targets.iter().any(|x| x.id == t.id && x.port == p) {
             errs.add(tf, format!("target {}:{p} is registered twice", t.id));
             continue;
         }
-        planned.targets.push(PlannedTarget {
+        targets.push(PlannedTarget {
             id: t.id.clone(),
             ip,
             port: p,
         });
     }
-    // Health checks, with Lattice's defaults.
+    targets
+}
+
+/// The health check's numbers: (field, lowest, highest, default), as
+/// Lattice has them.
+const HEALTH_RANGES: [(&str, u32, u32, u32); 4] = [
+    ("healthCheckIntervalSeconds", 5, 300, 30),
+    ("healthCheckTimeoutSeconds", 1, 120, 5),
+    ("healthyThresholdCount", 2, 10, 5),
+    ("unhealthyThresholdCount", 2, 10, 2),
+];
+
+/// A group's health checks, with Lattice's defaults; `(https, tcp,
+/// version)` are the group's own.
+fn plan_health(
+    errs: &mut Errors,
+    base: &str,
+    cfg: &super::model::TargetGroupConfig,
+    (https, tcp, version): (bool, bool, latticed_proxy::routing::TargetVersion),
+) -> latticed_proxy::health::CheckConfig {
+    use latticed_proxy::{health, routing::TargetVersion};
     let hc = cfg.health_check.clone().unwrap_or_default();
     let hf = format!("{base}.config.healthCheck");
     let mut check = health::CheckConfig {
@@ -1112,13 +1339,9 @@ fn plan_group(
         // connecting: its targets speak TLS to clients, not HTTP to us.
         tcp: tcp && hc.protocol.is_none(),
         version: match hc.protocol_version.as_deref() {
-            None => {
-                if version == TargetVersion::Http1 {
-                    TargetVersion::Http1
-                } else {
-                    TargetVersion::Http2
-                }
-            }
+            // gRPC groups are checked over HTTP/2.
+            None if version == TargetVersion::Http1 => TargetVersion::Http1,
+            None => TargetVersion::Http2,
             Some("HTTP1") => TargetVersion::Http1,
             Some("HTTP2") => TargetVersion::Http2,
             Some(other) => {
@@ -1150,8 +1373,15 @@ fn plan_group(
         }
         check.path.clone_from(path);
     }
-    let mut range = |field: &str, v: Option<u32>, lo: u32, hi: u32, default: u32| -> u32 {
-        match v {
+    let values = [
+        hc.health_check_interval_seconds,
+        hc.health_check_timeout_seconds,
+        hc.healthy_threshold_count,
+        hc.unhealthy_threshold_count,
+    ];
+    let [interval, timeout, healthy, unhealthy] = std::array::from_fn(|i| {
+        let (field, lo, hi, default) = HEALTH_RANGES[i];
+        match values[i] {
             None => default,
             Some(v) if (lo..=hi).contains(&v) => v,
             Some(v) => {
@@ -1159,35 +1389,9 @@ fn plan_group(
                 default
             }
         }
-    };
-    let interval = range(
-        "healthCheckIntervalSeconds",
-        hc.health_check_interval_seconds,
-        5,
-        300,
-        30,
-    );
-    let timeout = range(
-        "healthCheckTimeoutSeconds",
-        hc.health_check_timeout_seconds,
-        1,
-        120,
-        5,
-    );
-    check.healthy_threshold = range(
-        "healthyThresholdCount",
-        hc.healthy_threshold_count,
-        2,
-        10,
-        5,
-    );
-    check.unhealthy_threshold = range(
-        "unhealthyThresholdCount",
-        hc.unhealthy_threshold_count,
-        2,
-        10,
-        2,
-    );
+    });
+    check.healthy_threshold = healthy;
+    check.unhealthy_threshold = unhealthy;
     check.interval = std::time::Duration::from_secs(interval.into());
     check.timeout = std::time::Duration::from_secs(timeout.into());
     if let Some(m) = &hc.matcher {
@@ -1196,8 +1400,7 @@ fn plan_group(
             Err(e) => errs.add(format!("{hf}.matcher.httpCode"), e),
         }
     }
-    planned.health = Some(check);
-    planned
+    check
 }
 
 fn header_kind(m: &HeaderMatchType) -> Option<(MatchKind, &str)> {
