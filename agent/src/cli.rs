@@ -188,17 +188,7 @@ pub fn simulate(s: Simulate) -> anyhow::Result<bool> {
         p.validate()
             .map_err(|e| anyhow::anyhow!("--principal: {e}"))?;
     }
-    let mut headers = http::HeaderMap::new();
-    for h in &s.headers {
-        let (k, v) = h
-            .split_once(':')
-            .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected NAME:VALUE"))?;
-        let name = http::HeaderName::from_bytes(k.trim().as_bytes())
-            .map_err(|_| anyhow::anyhow!("--header {h:?}: {k:?} is not a header name"))?;
-        let value = http::HeaderValue::from_str(v.trim())
-            .map_err(|_| anyhow::anyhow!("--header {h:?}: the value is not a header value"))?;
-        headers.append(name, value);
-    }
+    let headers = parse_headers(&s.headers)?;
     let (raw_path, query) = s.path.split_once('?').unwrap_or((&s.path, ""));
     // The data path matches policies against the normalised path, and
     // refuses (400) what cannot be normalised: the simulation does the same.
@@ -233,20 +223,17 @@ pub fn simulate(s: Simulate) -> anyhow::Result<bool> {
         principal.as_ref().map_or("anonymous", |p| p.arn.as_str()),
         s.source_vpc
     );
-    let mut levels = Vec::new();
-    for (name, policy) in [("service network", &network), ("service", &service)] {
-        let Some(p) = policy else { continue };
-        let d = match p.evaluate(&ctx) {
-            Decision::Allow(sid) => format!("allows (statement {sid})"),
-            Decision::Deny(sid) => format!("denies explicitly (statement {sid})"),
-            Decision::NoMatch => "has no statement that matches: does not allow".into(),
-        };
-        println!("{name} policy: {d}");
-        levels.push(Level {
-            name,
-            policy: Some(p),
-        });
-    }
+    let levels = [("service network", &network), ("service", &service)]
+        .into_iter()
+        .filter_map(|(name, policy)| {
+            let p = policy.as_ref()?;
+            println!("{name} policy: {}", explain(p.evaluate(&ctx)));
+            Some(Level {
+                name,
+                policy: Some(p),
+            })
+        })
+        .collect::<Vec<_>>();
     match authz::evaluate(&levels, &ctx) {
         Verdict::Allow => {
             println!("decision: ALLOW");
@@ -256,5 +243,30 @@ pub fn simulate(s: Simulate) -> anyhow::Result<bool> {
             println!("decision: DENY ({})", reason.log_reason());
             Ok(false)
         }
+    }
+}
+
+/// `--header NAME:VALUE` flags as a header map.
+fn parse_headers(flags: &[String]) -> anyhow::Result<http::HeaderMap> {
+    let mut headers = http::HeaderMap::new();
+    for h in flags {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected NAME:VALUE"))?;
+        let name = http::HeaderName::from_bytes(k.trim().as_bytes())
+            .map_err(|_| anyhow::anyhow!("--header {h:?}: {k:?} is not a header name"))?;
+        let value = http::HeaderValue::from_str(v.trim())
+            .map_err(|_| anyhow::anyhow!("--header {h:?}: the value is not a header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// One policy's decision, as `simulate` prints it.
+fn explain(d: Decision) -> String {
+    match d {
+        Decision::Allow(sid) => format!("allows (statement {sid})"),
+        Decision::Deny(sid) => format!("denies explicitly (statement {sid})"),
+        Decision::NoMatch => "has no statement that matches: does not allow".into(),
     }
 }

@@ -236,6 +236,53 @@ pub async fn cleanup_leftovers(paths: &Paths) -> Result<(), Error> {
     Ok(())
 }
 
+impl ApiRuntime {
+    /// The API's state from the store, its credentials, and its server
+    /// listening on `opts.listen`.
+    async fn start(
+        paths: &Paths,
+        naming: &control::Naming,
+        opts: ApiOptions,
+    ) -> Result<Self, Error> {
+        let store = Store::open(&paths.state_dir)?;
+        let state = handlers::State::from_records(store.resources()?);
+        let creds: Credentials = Arc::new(std::sync::RwLock::new(control::api::load_credentials(
+            &store,
+            &paths.state_dir,
+            &naming.account,
+        )?));
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| Error::Io {
+                what: format!("binding the API address {} (--api-listen)", opts.listen),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| Error::Io {
+            what: "reading the API address".into(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel(64);
+        let server = control::api::server::serve(listener, tx, creds);
+        tracing::info!(
+            endpoint = %format!("http://{local}"),
+            credentials = %paths.state_dir.join("admin-credentials").display(),
+            region = %naming.region,
+            "VPC Lattice API listening"
+        );
+        Ok(Self {
+            state,
+            store,
+            settings: Settings {
+                naming: naming.clone(),
+                quotas: opts.quotas,
+                netns_dir: paths.netns_dir.clone(),
+            },
+            calls: rx,
+            _server: server,
+        })
+    }
+}
+
 impl Daemon {
     /// Cleans up after an unclean stop, loads the configuration (from the
     /// file, or from the API's store) and applies it; starts the API.
@@ -255,42 +302,9 @@ impl Daemon {
             (Some(path), _) => control::load(path, &paths.netns_dir)?.0,
             (None, None) => Config::default(),
             (None, Some(opts)) => {
-                let store = Store::open(&paths.state_dir)?;
-                let state = handlers::State::from_records(store.resources()?);
-                let creds: Credentials = Arc::new(std::sync::RwLock::new(
-                    control::api::load_credentials(&store, &paths.state_dir, &naming.account)?,
-                ));
-                let listener =
-                    tokio::net::TcpListener::bind(opts.listen)
-                        .await
-                        .map_err(|source| Error::Io {
-                            what: format!("binding the API address {} (--api-listen)", opts.listen),
-                            source,
-                        })?;
-                let local = listener.local_addr().map_err(|source| Error::Io {
-                    what: "reading the API address".into(),
-                    source,
-                })?;
-                let (tx, rx) = mpsc::channel(64);
-                let server = control::api::server::serve(listener, tx, creds);
-                tracing::info!(
-                    endpoint = %format!("http://{local}"),
-                    credentials = %paths.state_dir.join("admin-credentials").display(),
-                    region = %naming.region,
-                    "VPC Lattice API listening"
-                );
-                let desired = state.to_config()?;
-                runtime = Some(ApiRuntime {
-                    state,
-                    store,
-                    settings: Settings {
-                        naming: naming.clone(),
-                        quotas: opts.quotas,
-                        netns_dir: paths.netns_dir.clone(),
-                    },
-                    calls: rx,
-                    _server: server,
-                });
+                let api = ApiRuntime::start(&paths, &naming, opts).await?;
+                let desired = api.state.to_config()?;
+                runtime = Some(api);
                 desired
             }
         };

@@ -56,87 +56,7 @@ enum Command {
     ///
     /// Configuration comes from the VPC Lattice API (the default), or from a
     /// file given with --config (then the API is off).
-    Run {
-        /// Configuration file (JSON, in the shapes of the VPC Lattice API);
-        /// reloaded on SIGHUP. Without it, the API manages latticed.
-        #[arg(long, short, env = "LATTICED_CONFIG", conflicts_with = "api_listen")]
-        config: Option<PathBuf>,
-        /// Address of the VPC Lattice API.
-        #[arg(long, env = "LATTICED_API_LISTEN")]
-        api_listen: Option<std::net::SocketAddr>,
-        /// State store, admin credentials, the local CA (ca.pem is
-        /// world-readable, ca.key root-only) and user certificates.
-        #[arg(long, default_value = "/var/lib/latticed", env = "LATTICED_STATE_DIR")]
-        state_dir: PathBuf,
-        /// Where access logs are written (see README, Access logs).
-        #[arg(long, default_value = "/var/log/latticed", env = "LATTICED_LOG_DIR")]
-        log_dir: PathBuf,
-        /// Inventory of instances and load balancers (JSON, see README);
-        /// reread on SIGHUP. Default: STATE_DIR/inventory.json.
-        #[arg(long, env = "LATTICED_INVENTORY")]
-        inventory: Option<PathBuf>,
-        /// Base URL of the Lambda Invoke API for LAMBDA targets, e.g.
-        /// http://127.0.0.1:9001 (a local emulator).
-        #[arg(long, env = "LATTICED_LAMBDA_ENDPOINT", value_parser = parse_http_url)]
-        lambda_endpoint: Option<String>,
-        /// Prometheus metrics address.
-        #[arg(
-            long,
-            default_value = "127.0.0.1:9390",
-            env = "LATTICED_METRICS_LISTEN"
-        )]
-        metrics_listen: std::net::SocketAddr,
-        /// Seconds a client connection may sit idle between requests.
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        idle_timeout: u64,
-        /// Seconds a client has to send request headers (and finish TLS).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        header_timeout: u64,
-        /// Seconds a client has to send a body the proxy holds whole
-        /// (signed payloads of AWS_IAM services, function events).
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        body_timeout: u64,
-        /// MiB all bodies held whole may take at once, across every
-        /// connection; a request that would exceed it gets 503.
-        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=65536))]
-        body_memory_mib: u64,
-        /// MiB of that the clients of one VPC (namespace) may hold at once,
-        /// so that one tenant's bodies cannot take every other tenant's
-        /// share; default a quarter of --body-memory-mib, at least 10 (the
-        /// largest signed body).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65536))]
-        body_memory_per_vpc_mib: Option<u64>,
-        /// Largest request head in bytes (431 beyond it).
-        #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(8192..=1048576))]
-        max_header_bytes: u64,
-        /// Region in ARNs.
-        #[arg(long, default_value = "us-east-1", value_parser = parse_region)]
-        region: String,
-        /// Account id in ARNs (12 digits).
-        #[arg(long, default_value = "111122223333", value_parser = parse_account)]
-        account_id: String,
-        /// Suffix of generated service DNS names ({name}-{id}.SUFFIX);
-        /// default vpc-lattice-svcs.REGION.on.aws, as AWS names them.
-        #[arg(long)]
-        dns_suffix: Option<String>,
-        /// Raise or lower a quota: NAME=VALUE (e.g. services=1000). Repeatable.
-        #[arg(long = "quota", value_name = "NAME=VALUE")]
-        quotas: Vec<String>,
-        #[command(flatten)]
-        paths: PathArgs,
-        /// Seconds to wait for a connection to a target (then 503).
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
-        connect_timeout: u64,
-        /// Seconds to wait for a target's response headers (then 504).
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        request_timeout: u64,
-        /// Data-path worker threads, each pinned to a CPU with its own
-        /// listener per namespace and its own upstream pool; default one per
-        /// CPU. The control plane (API, health checks, DNS) runs on one more
-        /// thread.
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
-        worker_threads: Option<u16>,
-    },
+    Run(Box<RunArgs>),
     /// Validate a configuration file and print the plan, without applying it.
     Check {
         /// Configuration file.
@@ -158,6 +78,90 @@ enum Command {
     /// Auth policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+/// `latticed run`'s flags.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Configuration file (JSON, in the shapes of the VPC Lattice API);
+    /// reloaded on SIGHUP. Without it, the API manages latticed.
+    #[arg(long, short, env = "LATTICED_CONFIG", conflicts_with = "api_listen")]
+    config: Option<PathBuf>,
+    /// Address of the VPC Lattice API.
+    #[arg(long, env = "LATTICED_API_LISTEN")]
+    api_listen: Option<std::net::SocketAddr>,
+    /// State store, admin credentials, the local CA (ca.pem is
+    /// world-readable, ca.key root-only) and user certificates.
+    #[arg(long, default_value = "/var/lib/latticed", env = "LATTICED_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Where access logs are written (see README, Access logs).
+    #[arg(long, default_value = "/var/log/latticed", env = "LATTICED_LOG_DIR")]
+    log_dir: PathBuf,
+    /// Inventory of instances and load balancers (JSON, see README);
+    /// reread on SIGHUP. Default: STATE_DIR/inventory.json.
+    #[arg(long, env = "LATTICED_INVENTORY")]
+    inventory: Option<PathBuf>,
+    /// Base URL of the Lambda Invoke API for LAMBDA targets, e.g.
+    /// http://127.0.0.1:9001 (a local emulator).
+    #[arg(long, env = "LATTICED_LAMBDA_ENDPOINT", value_parser = parse_http_url)]
+    lambda_endpoint: Option<String>,
+    /// Prometheus metrics address.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9390",
+        env = "LATTICED_METRICS_LISTEN"
+    )]
+    metrics_listen: std::net::SocketAddr,
+    /// Seconds a client connection may sit idle between requests.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    idle_timeout: u64,
+    /// Seconds a client has to send request headers (and finish TLS).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    header_timeout: u64,
+    /// Seconds a client has to send a body the proxy holds whole
+    /// (signed payloads of AWS_IAM services, function events).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout: u64,
+    /// MiB all bodies held whole may take at once, across every
+    /// connection; a request that would exceed it gets 503.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=65536))]
+    body_memory_mib: u64,
+    /// MiB of that the clients of one VPC (namespace) may hold at once,
+    /// so that one tenant's bodies cannot take every other tenant's
+    /// share; default a quarter of --body-memory-mib, at least 10 (the
+    /// largest signed body).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    body_memory_per_vpc_mib: Option<u64>,
+    /// Largest request head in bytes (431 beyond it).
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(8192..=1048576))]
+    max_header_bytes: u64,
+    /// Region in ARNs.
+    #[arg(long, default_value = "us-east-1", value_parser = parse_region)]
+    region: String,
+    /// Account id in ARNs (12 digits).
+    #[arg(long, default_value = "111122223333", value_parser = parse_account)]
+    account_id: String,
+    /// Suffix of generated service DNS names ({name}-{id}.SUFFIX);
+    /// default vpc-lattice-svcs.REGION.on.aws, as AWS names them.
+    #[arg(long)]
+    dns_suffix: Option<String>,
+    /// Raise or lower a quota: NAME=VALUE (e.g. services=1000). Repeatable.
+    #[arg(long = "quota", value_name = "NAME=VALUE")]
+    quotas: Vec<String>,
+    #[command(flatten)]
+    paths: PathArgs,
+    /// Seconds to wait for a connection to a target (then 503).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
+    connect_timeout: u64,
+    /// Seconds to wait for a target's response headers (then 504).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_timeout: u64,
+    /// Data-path worker threads, each pinned to a CPU with its own
+    /// listener per namespace and its own upstream pool; default one per
+    /// CPU. The control plane (API, health checks, DNS) runs on one more
+    /// thread.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    worker_threads: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,94 +246,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     match cli.command {
-        Command::Run {
-            config,
-            api_listen,
-            state_dir,
-            region,
-            account_id,
-            dns_suffix,
-            quotas,
-            paths,
-            connect_timeout,
-            request_timeout,
-            worker_threads,
-            log_dir,
-            inventory,
-            lambda_endpoint,
-            metrics_listen,
-            idle_timeout,
-            header_timeout,
-            body_timeout,
-            body_memory_mib,
-            body_memory_per_vpc_mib,
-            max_header_bytes,
-        } => {
-            // A share must take the largest body held whole (10 MiB) or
-            // such bodies would never be read.
-            let per_vpc_mib = body_memory_per_vpc_mib
-                .unwrap_or((body_memory_mib / 4).max(10).min(body_memory_mib));
-            if per_vpc_mib > body_memory_mib {
-                anyhow::bail!(
-                    "--body-memory-per-vpc-mib: {per_vpc_mib} is more than --body-memory-mib ({body_memory_mib})"
-                );
-            }
-            let mut quota = control::api::handlers::Quotas::default();
-            for q in &quotas {
-                quota.set(q).map_err(|e| anyhow::anyhow!("--quota {e}"))?;
-            }
-            let api = config.is_none().then(|| daemon::ApiOptions {
-                listen: api_listen
-                    .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 7390))),
-                quotas: quota,
-            });
-            let naming = control::Naming {
-                dns_suffix: dns_suffix
-                    .unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),
-                region: region.clone(),
-                account: account_id,
-            };
-            let paths = Paths {
-                config,
-                netns_dir: paths.netns_dir,
-                bpffs_root: paths.bpffs_root,
-                run_dir: paths.run_dir,
-                inventory: inventory.unwrap_or_else(|| state_dir.join("inventory.json")),
-                state_dir,
-                log_dir,
-            };
-            tracing::info!(?paths, ?naming, %metrics_listen, version = env!("CARGO_PKG_VERSION"), "starting");
-            let proxy = latticed_proxy::ProxyConfig {
-                connect_timeout: std::time::Duration::from_secs(connect_timeout),
-                request_timeout: std::time::Duration::from_secs(request_timeout),
-                idle_timeout: std::time::Duration::from_secs(idle_timeout),
-                header_read_timeout: std::time::Duration::from_secs(header_timeout),
-                body_read_timeout: std::time::Duration::from_secs(body_timeout),
-                body_memory: usize::try_from(body_memory_mib << 20).unwrap_or(64 << 20),
-                body_memory_per_vpc: usize::try_from(per_vpc_mib << 20).unwrap_or(16 << 20),
-                max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(65536),
-                lambda_endpoint,
-                region,
-                ..Default::default()
-            };
-            let proxy = match worker_threads {
-                Some(n) => latticed_proxy::ProxyConfig {
-                    workers: usize::from(n),
-                    ..proxy
-                },
-                None => proxy,
-            };
-            runtime.block_on(async {
-                let options = daemon::Options {
-                    naming,
-                    metrics_listen: Some(metrics_listen),
-                    proxy,
-                    api,
-                };
-                let daemon = Daemon::start(paths, options).await?;
-                daemon.run().await
-            })?;
-        }
+        Command::Run(args) => run(*args, &runtime)?,
         Command::Check { config, netns_dir } => {
             let (_, plan) = control::load(&config, &netns_dir)?;
             for svc in plan.services.values() {
@@ -357,4 +274,91 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `latticed run`: the flags checked and turned into the daemon's options,
+/// then the daemon until SIGTERM.
+fn run(args: RunArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let proxy = args.proxy_config()?;
+    let RunArgs {
+        config,
+        api_listen,
+        state_dir,
+        region,
+        account_id,
+        dns_suffix,
+        quotas,
+        paths,
+        log_dir,
+        inventory,
+        metrics_listen,
+        ..
+    } = args;
+    let mut quota = control::api::handlers::Quotas::default();
+    for q in &quotas {
+        quota.set(q).map_err(|e| anyhow::anyhow!("--quota {e}"))?;
+    }
+    let api = config.is_none().then(|| daemon::ApiOptions {
+        listen: api_listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 7390))),
+        quotas: quota,
+    });
+    let naming = control::Naming {
+        dns_suffix: dns_suffix.unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),
+        region,
+        account: account_id,
+    };
+    let paths = Paths {
+        config,
+        netns_dir: paths.netns_dir,
+        bpffs_root: paths.bpffs_root,
+        run_dir: paths.run_dir,
+        inventory: inventory.unwrap_or_else(|| state_dir.join("inventory.json")),
+        state_dir,
+        log_dir,
+    };
+    tracing::info!(?paths, ?naming, %metrics_listen, version = env!("CARGO_PKG_VERSION"), "starting");
+    runtime.block_on(async {
+        let options = daemon::Options {
+            naming,
+            metrics_listen: Some(metrics_listen),
+            proxy,
+            api,
+        };
+        let daemon = Daemon::start(paths, options).await?;
+        daemon.run().await
+    })?;
+    Ok(())
+}
+
+impl RunArgs {
+    /// The data path's tunables from the flags.
+    fn proxy_config(&self) -> anyhow::Result<latticed_proxy::ProxyConfig> {
+        let total = self.body_memory_mib;
+        // A share must take the largest body held whole (10 MiB) or such
+        // bodies would never be read.
+        let per_vpc = self
+            .body_memory_per_vpc_mib
+            .unwrap_or((total / 4).max(10).min(total));
+        if per_vpc > total {
+            anyhow::bail!(
+                "--body-memory-per-vpc-mib: {per_vpc} is more than --body-memory-mib ({total})"
+            );
+        }
+        let secs = std::time::Duration::from_secs;
+        let defaults = latticed_proxy::ProxyConfig::default();
+        Ok(latticed_proxy::ProxyConfig {
+            connect_timeout: secs(self.connect_timeout),
+            request_timeout: secs(self.request_timeout),
+            idle_timeout: secs(self.idle_timeout),
+            header_read_timeout: secs(self.header_timeout),
+            body_read_timeout: secs(self.body_timeout),
+            body_memory: usize::try_from(total << 20).unwrap_or(64 << 20),
+            body_memory_per_vpc: usize::try_from(per_vpc << 20).unwrap_or(16 << 20),
+            max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(65536),
+            lambda_endpoint: self.lambda_endpoint.clone(),
+            region: self.region.clone(),
+            workers: self.worker_threads.map_or(defaults.workers, usize::from),
+            ..defaults
+        })
+    }
 }

@@ -85,7 +85,24 @@ pub fn render(dp: &Dataplane, bpffs_root: &Path) -> String {
     let mut out = String::with_capacity(16 * 1024);
     dp.metrics.render(&mut out);
 
-    // Target health per group, from the snapshot in force.
+    render_targets(&mut out, dp);
+    let _ = writeln!(
+        out,
+        "# HELP latticed_active_connections Open client connections.\n# TYPE latticed_active_connections gauge\nlatticed_active_connections {}",
+        dp.active.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP latticed_access_log_dropped_total Access log lines dropped (queue full or file unwritable).\n# TYPE latticed_access_log_dropped_total counter\nlatticed_access_log_dropped_total {}",
+        dp.access_log.dropped()
+    );
+
+    render_steering(&mut out, bpffs_root);
+    out
+}
+
+/// Targets per group by health, from the snapshot in force.
+fn render_targets(out: &mut String, dp: &Dataplane) {
     let table = dp.routes();
     let mut groups: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
     for vip in table.listeners.values() {
@@ -126,21 +143,13 @@ pub fn render(dp: &Dataplane, bpffs_root: &Path) -> String {
             "latticed_targets{{target_group=\"{n}\",health=\"unknown\"}} {other}"
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP latticed_active_connections Open client connections.\n# TYPE latticed_active_connections gauge\nlatticed_active_connections {}",
-        dp.active.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP latticed_access_log_dropped_total Access log lines dropped (queue full or file unwritable).\n# TYPE latticed_access_log_dropped_total counter\nlatticed_access_log_dropped_total {}",
-        dp.access_log.dropped()
-    );
+}
 
-    // Steering counters per namespace, from the pinned maps.
+/// Steering counters per namespace, from the pinned maps.
+fn render_steering(out: &mut String, bpffs_root: &Path) {
     out.push_str("# HELP latticed_steering_total Connections per namespace by the sk_lookup program's verdict.\n# TYPE latticed_steering_total counter\n");
     let Ok(dirs) = std::fs::read_dir(bpffs_root) else {
-        return out;
+        return;
     };
     let mut dirs: Vec<_> = dirs.filter_map(Result::ok).collect();
     dirs.sort_by_key(std::fs::DirEntry::file_name);
@@ -169,5 +178,4 @@ pub fn render(dp: &Dataplane, bpffs_root: &Path) -> String {
             );
         }
     }
-    out
 }

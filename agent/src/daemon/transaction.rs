@@ -62,30 +62,14 @@ impl Daemon {
         let Some(api) = self.api.as_mut() else {
             return Err(ApiError::internal("the API is not enabled"));
         };
-        // Idempotency: the same clientToken with the same request answers
-        // what the first one did; with a different request it is a conflict.
-        let token = input["clientToken"].as_str().map(|t| {
-            let mut rest = input.clone();
-            if let Some(o) = rest.as_object_mut() {
-                o.remove("clientToken");
-            }
-            (format!("{operation}/{t}"), sha256_hex(&rest.to_string()))
-        });
-        if let Some((key, hash)) = &token {
-            match api.store.token(key) {
-                Ok(Some(seen)) if seen["hash"] == hash.as_str() => {
-                    return Ok(seen["response"].clone())
-                }
-                Ok(Some(_)) => {
-                    return Err(ApiError::conflict(
-                        "CLIENT_TOKEN",
-                        key,
-                        "the clientToken was already used with different parameters",
-                    ))
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ApiError::internal(e.to_string())),
-            }
+        let token = client_token(operation, input);
+        if let Some(answer) = token
+            .as_ref()
+            .map(|t| replay(&api.store, t))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(answer);
         }
         let now = latticed_proxy::time::iso8601(std::time::SystemTime::now());
         let t0 = std::time::Instant::now();
@@ -111,14 +95,7 @@ impl Daemon {
             Ok(d) => d,
             Err(e) => {
                 api.state.apply(&undo);
-                return Err(ApiError::validation(
-                    e.0.into_iter()
-                        .map(|f| control::api::model::FieldProblem {
-                            name: f.field,
-                            message: f.reason,
-                        })
-                        .collect(),
-                ));
+                return Err(refused(e));
             }
         };
         let t_plan = t0.elapsed();
@@ -162,6 +139,47 @@ impl Daemon {
         );
         Ok(mutation.result)
     }
+}
+
+/// Idempotency: a call with a clientToken is keyed by operation and token,
+/// and the request (without the token) is hashed.
+fn client_token(operation: &str, input: &serde_json::Value) -> Option<(String, String)> {
+    let t = input["clientToken"].as_str()?;
+    let mut rest = input.clone();
+    if let Some(o) = rest.as_object_mut() {
+        o.remove("clientToken");
+    }
+    Some((format!("{operation}/{t}"), sha256_hex(&rest.to_string())))
+}
+
+/// The same clientToken with the same request answers what the first one
+/// did; with a different request it is a conflict.
+fn replay(
+    store: &Store,
+    (key, hash): &(String, String),
+) -> Result<Option<serde_json::Value>, ApiError> {
+    match store.token(key) {
+        Ok(Some(seen)) if seen["hash"] == hash.as_str() => Ok(Some(seen["response"].clone())),
+        Ok(Some(_)) => Err(ApiError::conflict(
+            "CLIENT_TOKEN",
+            key,
+            "the clientToken was already used with different parameters",
+        )),
+        Ok(None) => Ok(None),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+/// A change the planner refuses, as the API answers it.
+fn refused(e: control::ValidationError) -> ApiError {
+    ApiError::validation(
+        e.0.into_iter()
+            .map(|f| control::api::model::FieldProblem {
+                name: f.field,
+                message: f.reason,
+            })
+            .collect(),
+    )
 }
 
 /// Re-plans the services and target groups `affected` names into `plan`,

@@ -614,142 +614,138 @@ impl Model {
         out: &mut Vec<FieldProblem>,
     ) {
         let shape = self.shape(name);
-        let here = || {
-            if path.is_empty() {
-                "body".to_owned()
-            } else {
-                path.to_owned()
-            }
-        };
         let mut fail = |message: String| {
             out.push(FieldProblem {
-                name: here(),
+                name: at(path),
                 message,
             });
         };
-        let (min, max) = (shape.min, shape.max);
         match shape.kind {
-            Kind::Structure => {
-                let Some(obj) = value.as_object() else {
-                    return fail("must be an object".into());
-                };
-                for &req in &shape.required {
-                    if obj.get(req).is_none_or(Value::is_null) {
-                        out.push(FieldProblem {
-                            name: join(path, req),
-                            message: "is required".into(),
-                        });
+            Kind::Structure => match value.as_object() {
+                Some(obj) => self.check_structure(shape, obj, path, patterns, out),
+                None => fail("must be an object".into()),
+            },
+            Kind::List => match value.as_array() {
+                Some(items) => {
+                    if let Some(m) = out_of(shape, items.len(), "items") {
+                        fail(m);
+                    }
+                    let member = target(&shape.member);
+                    for (i, v) in items.iter().enumerate() {
+                        self.check(member, v, &format!("{path}[{i}]"), patterns, out);
                     }
                 }
-                if shape.union {
-                    let set = obj.values().filter(|v| !v.is_null()).count();
-                    if set != 1 {
-                        let names: Vec<&str> = shape.members.iter().map(|&(n, _)| n).collect();
-                        out.push(FieldProblem {
-                            name: here(),
-                            message: format!("set exactly one of: {}", names.join(", ")),
-                        });
+                None => fail("must be a list".into()),
+            },
+            Kind::Map => match value.as_object() {
+                Some(obj) => {
+                    if let Some(m) = out_of(shape, obj.len(), "entries") {
+                        fail(m);
+                    }
+                    let (key, val) = (target(&shape.key), target(&shape.value));
+                    for (k, v) in obj {
+                        let as_key = Value::String(k.clone());
+                        self.check(key, &as_key, &format!("{path}.{k}(key)"), patterns, out);
+                        self.check(val, v, &format!("{path}.{k}"), patterns, out);
                     }
                 }
-                for (k, v) in obj {
-                    if v.is_null() {
-                        continue;
-                    }
-                    if let Some(member) = shape.members.get(k) {
-                        self.check(member.shape, v, &join(path, k), patterns, out);
-                    }
-                }
-            }
-            Kind::List => {
-                let Some(items) = value.as_array() else {
-                    return fail("must be a list".into());
-                };
-                let n = items.len() as f64;
-                if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
-                    fail(format!(
-                        "must have {} to {} items, has {}",
-                        fmt_bound(min),
-                        fmt_bound(max),
-                        items.len()
-                    ));
-                }
-                let member = target(&shape.member);
-                for (i, v) in items.iter().enumerate() {
-                    self.check(member, v, &format!("{path}[{i}]"), patterns, out);
-                }
-            }
-            Kind::Map => {
-                let Some(obj) = value.as_object() else {
-                    return fail("must be a map".into());
-                };
-                let n = obj.len() as f64;
-                if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
-                    fail(format!(
-                        "must have {} to {} entries, has {}",
-                        fmt_bound(min),
-                        fmt_bound(max),
-                        obj.len()
-                    ));
-                }
-                let key = target(&shape.key);
-                let val = target(&shape.value);
-                for (k, v) in obj {
-                    self.check(
-                        key,
-                        &Value::String(k.clone()),
-                        &format!("{path}.{k}(key)"),
-                        patterns,
-                        out,
-                    );
-                    self.check(val, v, &format!("{path}.{k}"), patterns, out);
-                }
-            }
-            Kind::String => {
-                let Some(s) = value.as_str() else {
-                    return fail("must be a string".into());
-                };
-                let n = s.chars().count() as f64;
-                if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
-                    fail(format!(
-                        "must be {} to {} characters long, is {}",
-                        fmt_bound(min),
-                        fmt_bound(max),
-                        n
-                    ));
-                }
-                if let Some(allowed) = &shape.allowed {
-                    if !allowed.contains(&s) {
-                        fail(format!("{s:?} is not one of {}", allowed.join(", ")));
+                None => fail("must be a map".into()),
+            },
+            Kind::String => match value.as_str() {
+                Some(s) => {
+                    for m in Self::string_problems(name, shape, s, patterns) {
+                        fail(m);
                     }
                 }
-                if let Some(p) = shape
-                    .pattern
-                    .as_deref()
-                    .filter(|_| !RELAXED_PATTERNS.contains(&name))
+                None => fail("must be a string".into()),
+            },
+            Kind::Integer | Kind::Long => match value.as_i64() {
+                Some(n)
+                    if shape.min.is_some_and(|m| (n as f64) < m)
+                        || shape.max.is_some_and(|m| (n as f64) > m) =>
                 {
-                    // A pattern our engines cannot compile is not enforced
-                    // rather than refusing every value.
-                    if patterns.get(p).is_some_and(|re| !re.is_match(s)) {
-                        fail(format!("{s:?} does not match the pattern {p}"));
-                    }
-                }
-            }
-            Kind::Integer | Kind::Long => {
-                let Some(n) = value.as_i64() else {
-                    return fail("must be an integer".into());
-                };
-                let f = n as f64;
-                if min.is_some_and(|m| f < m) || max.is_some_and(|m| f > m) {
                     fail(format!(
                         "{n} is outside {} to {}",
-                        fmt_bound(min),
-                        fmt_bound(max)
+                        fmt_bound(shape.min),
+                        fmt_bound(shape.max)
                     ));
                 }
-            }
+                Some(_) => {}
+                None => fail("must be an integer".into()),
+            },
             Kind::Boolean if !value.is_boolean() => fail("must be true or false".into()),
             _ => {}
         }
+    }
+
+    /// A structure: required members, a union's one member, and each member
+    /// present against its shape.
+    fn check_structure<'m>(
+        &'m self,
+        shape: &'m Shape<'m>,
+        obj: &serde_json::Map<String, Value>,
+        path: &str,
+        patterns: &mut Patterns<'m>,
+        out: &mut Vec<FieldProblem>,
+    ) {
+        for &req in &shape.required {
+            if obj.get(req).is_none_or(Value::is_null) {
+                out.push(FieldProblem {
+                    name: join(path, req),
+                    message: "is required".into(),
+                });
+            }
+        }
+        if shape.union && obj.values().filter(|v| !v.is_null()).count() != 1 {
+            let names: Vec<&str> = shape.members.iter().map(|&(n, _)| n).collect();
+            out.push(FieldProblem {
+                name: at(path),
+                message: format!("set exactly one of: {}", names.join(", ")),
+            });
+        }
+        for (k, v) in obj {
+            if v.is_null() {
+                continue;
+            }
+            if let Some(member) = shape.members.get(k) {
+                self.check(member.shape, v, &join(path, k), patterns, out);
+            }
+        }
+    }
+
+    /// What is wrong with string `s` of shape `name`: its length, its enum,
+    /// its pattern; each is reported.
+    fn string_problems<'m>(
+        name: &str,
+        shape: &'m Shape<'m>,
+        s: &str,
+        patterns: &mut Patterns<'m>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let n = s.chars().count() as f64;
+        if shape.min.is_some_and(|m| n < m) || shape.max.is_some_and(|m| n > m) {
+            out.push(format!(
+                "must be {} to {} characters long, is {}",
+                fmt_bound(shape.min),
+                fmt_bound(shape.max),
+                n
+            ));
+        }
+        if let Some(allowed) = shape.allowed.as_ref().filter(|a| !a.contains(&s)) {
+            out.push(format!("{s:?} is not one of {}", allowed.join(", ")));
+        }
+        // A pattern our engines cannot compile is not enforced rather than
+        // refusing every value.
+        if let Some(p) = shape
+            .pattern
+            .as_deref()
+            .filter(|_| !RELAXED_PATTERNS.contains(&name))
+        {
+            if patterns.get(p).is_some_and(|re| !re.is_match(s)) {
+                out.push(format!("{s:?} does not match the pattern {p}"));
+            }
+        }
+        out
     }
 
     /// Keeps only what shape `name` declares, recursively (a handler's
@@ -792,6 +788,27 @@ fn join(path: &str, member: &str) -> String {
     } else {
         format!("{path}.{member}")
     }
+}
+
+/// The field a problem at `path` names: the body itself when empty.
+fn at(path: &str) -> String {
+    if path.is_empty() {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Why a list or map of `n` `what` is outside its shape's bounds.
+fn out_of(shape: &Shape<'_>, n: usize, what: &str) -> Option<String> {
+    let f = n as f64;
+    (shape.min.is_some_and(|m| f < m) || shape.max.is_some_and(|m| f > m)).then(|| {
+        format!(
+            "must have {} to {} {what}, has {n}",
+            fmt_bound(shape.min),
+            fmt_bound(shape.max)
+        )
+    })
 }
 
 fn fmt_bound(b: Option<f64>) -> String {

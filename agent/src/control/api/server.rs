@@ -161,17 +161,56 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let rid = request_id();
     let (parts, body) = req.into_parts();
-    // Authenticate before anything else is looked at: what the headers
-    // tell (key, date, scope) before a byte of the body is read, so an
-    // unauthenticated client cannot make the API hold a body.
+    let body = match authenticated(&parts, body, creds).await {
+        Ok(body) => body,
+        Err(e) => return error(&e, &rid, "-", peer),
+    };
+    let m = model();
+    let Some((op, path_params)) = m.route(parts.method.as_str(), parts.uri.path()) else {
+        let e = ApiError {
+            status: 404,
+            code: "UnknownOperationException",
+            message: format!("no operation for {} {}", parts.method, parts.uri.path()),
+            fields: Default::default(),
+        };
+        return error(&e, &rid, "-", peer);
+    };
+    let result = match input_of(op, &path_params, &parts, &body) {
+        Ok(input) => call(calls, op, input).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(result) => {
+            let body = op.output.as_ref().map_or_else(
+                || Value::Object(Default::default()),
+                |o| m.project(o, &result),
+            );
+            tracing::debug!(%peer, operation = %op.name, request_id = rid, "API request");
+            respond(op.status, &body, &rid, None)
+        }
+        Err(e) => {
+            if !op.errors.iter().any(|d| d == e.code) {
+                tracing::warn!(operation = %op.name, code = e.code, "answering with an error the model does not declare for this operation");
+            }
+            error(&e, &rid, &op.name, peer)
+        }
+    }
+}
+
+/// The body of a request whose signature holds. What the headers tell
+/// (key, date, scope) is checked before a byte of the body is read, so an
+/// unauthenticated client cannot make the API hold a body; the body is
+/// bounded in size and time.
+async fn authenticated(
+    parts: &http::request::Parts,
+    body: Incoming,
+    creds: &Credentials,
+) -> Result<Bytes, ApiError> {
     let signer =
         latticed_proxy::sigv4::precheck(&parts.headers, "vpc-lattice", SystemTime::now(), |key| {
             creds.read().ok().and_then(|c| c.get(key).cloned())
-        });
-    let signer = match signer {
-        Ok(s) => s,
-        Err(e) => return error(&ApiError::denied(e.code(), e.to_string()), &rid, "-", peer),
-    };
+        })
+        .map_err(|e| ApiError::denied(e.code(), e.to_string()))?;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -180,71 +219,64 @@ async fn handle(
     let body = match tokio::time::timeout(BODY_DEADLINE, read_body(body, declared)).await {
         Ok(Some(body)) => body,
         Ok(None) => {
-            let e =
-                ApiError::cannot_parse(format!("the request body is larger than {MAX_BODY} bytes"));
-            return error(&e, &rid, "-", peer);
+            return Err(ApiError::cannot_parse(format!(
+                "the request body is larger than {MAX_BODY} bytes"
+            )))
         }
         Err(_) => {
-            let e = ApiError {
+            return Err(ApiError {
                 status: 408,
                 code: "RequestTimeoutException",
                 message: format!("the request body did not arrive within {BODY_DEADLINE:?}"),
                 fields: Default::default(),
-            };
-            return error(&e, &rid, "-", peer);
+            })
         }
     };
-    let raw_path = parts.uri.path();
-    let raw_query = parts.uri.query().unwrap_or("");
-
     let signed = latticed_proxy::sigv4::Request {
         method: parts.method.as_str(),
-        raw_path,
-        raw_query,
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query().unwrap_or(""),
         headers: &parts.headers,
         body: &body,
     };
-    if let Err(e) = signer.verify(&signed) {
-        return error(&ApiError::denied(e.code(), e.to_string()), &rid, "-", peer);
-    }
+    signer
+        .verify(&signed)
+        .map_err(|e| ApiError::denied(e.code(), e.to_string()))?;
+    Ok(body)
+}
 
-    let m = model();
-    let Some((op, path_params)) = m.route(parts.method.as_str(), raw_path) else {
-        let e = ApiError {
-            status: 404,
-            code: "UnknownOperationException",
-            message: format!("no operation for {} {raw_path}", parts.method),
-            fields: Default::default(),
-        };
-        return error(&e, &rid, "-", peer);
-    };
+/// The operation's input from path, query, headers and body, checked
+/// against the model.
+fn input_of(
+    op: &super::model::Operation,
+    path_params: &std::collections::HashMap<String, String>,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     if let Some(e) = super::handlers::unsupported(&op.name) {
-        return error(&e, &rid, &op.name, peer);
+        return Err(e);
     }
     let body_json = if body.is_empty() {
         None
     } else {
-        match serde_json::from_slice::<Value>(&body) {
+        match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(o)) => Some(o),
             Ok(_) => {
-                return error(
-                    &ApiError::cannot_parse("the request body must be a JSON object"),
-                    &rid,
-                    &op.name,
-                    peer,
-                )
+                return Err(ApiError::cannot_parse(
+                    "the request body must be a JSON object",
+                ))
             }
             Err(e) => {
-                return error(
-                    &ApiError::cannot_parse(format!("the request body is not valid JSON: {e}")),
-                    &rid,
-                    &op.name,
-                    peer,
-                )
+                return Err(ApiError::cannot_parse(format!(
+                    "the request body is not valid JSON: {e}"
+                )))
             }
         }
     };
-    let query: Vec<(String, String)> = raw_query
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -255,17 +287,26 @@ async fn handle(
             )
         })
         .collect();
-    let input = match m.assemble_input(op, &path_params, &query, &parts.headers, body_json) {
-        Ok(i) => i,
-        Err(problems) => return error(&ApiError::validation(problems), &rid, &op.name, peer),
-    };
+    let m = model();
+    let input = m
+        .assemble_input(op, path_params, &query, &parts.headers, body_json)
+        .map_err(ApiError::validation)?;
     if let Some(shape) = &op.input {
         let problems = m.validate(shape, &input);
         if !problems.is_empty() {
-            return error(&ApiError::validation(problems), &rid, &op.name, peer);
+            return Err(ApiError::validation(problems));
         }
     }
+    Ok(input)
+}
 
+/// Hands the call to the daemon, which carries it out in order with every
+/// other, and waits for its answer.
+async fn call(
+    calls: &mpsc::Sender<ApiCall>,
+    op: &super::model::Operation,
+    input: Value,
+) -> Result<Value, ApiError> {
     let (tx, rx) = oneshot::channel();
     let call = ApiCall {
         operation: op.name.clone(),
@@ -273,33 +314,8 @@ async fn handle(
         reply: tx,
     };
     if calls.send(call).await.is_err() {
-        return error(
-            &ApiError::internal("latticed is shutting down"),
-            &rid,
-            &op.name,
-            peer,
-        );
+        return Err(ApiError::internal("latticed is shutting down"));
     }
-    match rx.await {
-        Ok(Ok(result)) => {
-            let body = op.output.as_ref().map_or_else(
-                || Value::Object(Default::default()),
-                |o| m.project(o, &result),
-            );
-            tracing::debug!(%peer, operation = %op.name, request_id = rid, "API request");
-            respond(op.status, &body, &rid, None)
-        }
-        Ok(Err(e)) => {
-            if !op.errors.iter().any(|d| d == e.code) {
-                tracing::warn!(operation = %op.name, code = e.code, "answering with an error the model does not declare for this operation");
-            }
-            error(&e, &rid, &op.name, peer)
-        }
-        Err(_) => error(
-            &ApiError::internal("the request was dropped"),
-            &rid,
-            &op.name,
-            peer,
-        ),
-    }
+    rx.await
+        .unwrap_or_else(|_| Err(ApiError::internal("the request was dropped")))
 }
