@@ -232,10 +232,10 @@ fn prepare(
     let start = Instant::now();
     // Uninitialized: httparse fills what it finds, and writing 64 empty
     // fields first was 2 KiB of stores per request.
-    let mut fields = [std::mem::MaybeUninit::uninit(); MAX_HEADERS];
+    let mut slots = [std::mem::MaybeUninit::uninit(); MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     if !matches!(
-        req.parse_with_uninit_headers(head, &mut fields),
+        req.parse_with_uninit_headers(head, &mut slots),
         Ok(httparse::Status::Complete(_))
     ) || req.version != Some(1)
     {
@@ -246,56 +246,8 @@ fn prepare(
     if !target_path.starts_with('/') || method == "CONNECT" {
         return None;
     }
-    let mut host = None;
-    let mut content_length: Option<u64> = None;
-    let mut close = false;
-    let mut user_agent = None;
-    let mut listed: [&[u8]; 8] = [b""; 8];
-    let mut n_listed = 0;
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"host") {
-            if host.is_some() {
-                return None;
-            }
-            host = Some(std::str::from_utf8(h.value).ok()?);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value)?;
-            if content_length.is_some_and(|c| c != n) {
-                return None;
-            }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-        {
-            return None;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            // Refused (400) by the hyper path, as is a second Host.
-            if head::connection_names_framing(h.value).is_some() {
-                return None;
-            }
-            for token in head::connection_tokens(h.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else {
-                    *listed.get_mut(n_listed)? = token;
-                    n_listed += 1;
-                }
-            }
-        } else if name.eq_ignore_ascii_case(b"user-agent") {
-            // Checked as UTF-8 only if a log line wants it.
-            user_agent = Some(h.value);
-        }
-    }
-    let host = host?;
-    let served = {
-        let table = dp.routes.load();
-        Arc::clone(table.listeners.get(&key)?.route(Some(host))?)
-    };
-    if served.listener.auth.is_some() || served.network.auth.is_some() {
-        return None;
-    }
+    let fields = Fields::scan(req.headers)?;
+    let (host, content_length, close) = (fields.host?, fields.content_length, fields.close);
     let method_h = http::Method::from_bytes(method.as_bytes()).ok()?;
     let (raw_path, query) = match target_path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -304,39 +256,7 @@ fn prepare(
     // What cannot be normalised is the hyper path's to refuse (400).
     let path = head::normalize_path(raw_path).ok()?;
     let path: &str = &path;
-    let action = if served
-        .listener
-        .rules
-        .iter()
-        .all(|r| r.matcher.headers.is_empty())
-    {
-        served
-            .listener
-            .action_for(&method_h, path, &http::HeaderMap::new())
-    } else {
-        let mut map = http::HeaderMap::with_capacity(req.headers.len());
-        for h in req.headers.iter() {
-            let name = http::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-            map.append(name, http::HeaderValue::from_bytes(h.value).ok()?);
-        }
-        served.listener.action_for(&method_h, path, &map)
-    };
-    let Action::Forward(forward) = action else {
-        return None;
-    };
-    // A request is routed once: if any group it may be weighted to needs
-    // hyper, hyper picks. Picking here and handing a function's share to
-    // hyper, which picked again, skewed a 2:1 split to 8:1.
-    if !forward.groups().all(|g| fast_group(g)) {
-        return None;
-    }
-    let group = Arc::clone(forward.pick()?);
-    // Plain HTTP/1.1 targets, as `fast_group` checked.
-    let GroupKind::Hosts { ns, .. } = &group.kind else {
-        return None;
-    };
-    let target = group.next_target()?.addr;
-
+    let (served, group, ns, target) = route(dp, key, host, (&method_h, path), req.headers)?;
     // The request for the target: the client's head minus hop-by-hop
     // fields and the ones only the proxy may set, plus Lattice's.
     let request_id = request::request_id();
@@ -349,7 +269,7 @@ fn prepare(
         out.extend_from_slice(q.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_request_fields(out, req.headers, &listed[..n_listed]);
+    write_request_fields(out, req.headers, fields.listed());
     // The body's length as the proxy read it, once.
     head::write_length(out, &method_h, content_length.unwrap_or(0));
     // No auth policy on this path, so no caller identity.
@@ -369,7 +289,8 @@ fn prepare(
             method,
             target_path,
             "HTTP/1.1",
-            user_agent
+            fields
+                .user_agent
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .unwrap_or("-"),
             Some(host),
@@ -379,7 +300,7 @@ fn prepare(
     });
     Some(Prepared {
         served,
-        ns: *ns,
+        ns,
         target,
         group,
         body_left: content_length.unwrap_or(0),
@@ -388,6 +309,135 @@ fn prepare(
         facts,
         start,
     })
+}
+
+/// What the fast path reads from a request's fields.
+struct Fields<'h> {
+    host: Option<&'h str>,
+    content_length: Option<u64>,
+    /// `Connection: close`.
+    close: bool,
+    /// Checked as UTF-8 only if a log line wants it.
+    user_agent: Option<&'h [u8]>,
+    /// The other names `Connection` lists (the fast path keeps eight).
+    listed: [&'h [u8]; 8],
+    n_listed: usize,
+}
+
+impl<'h> Fields<'h> {
+    /// `None` when hyper must take the request: a second Host, lengths
+    /// that disagree, a body framing, upgrade or expectation the fast path
+    /// does not carry, a `Connection` naming framing fields or listing more
+    /// than eight names.
+    fn scan(headers: &[httparse::Header<'h>]) -> Option<Self> {
+        let mut host = None;
+        let mut content_length: Option<u64> = None;
+        let mut close = false;
+        let mut user_agent = None;
+        let mut listed: [&[u8]; 8] = [b""; 8];
+        let mut n_listed = 0;
+        for h in headers {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"host") {
+                if host.is_some() {
+                    return None;
+                }
+                host = Some(std::str::from_utf8(h.value).ok()?);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                let n = parse_length(h.value)?;
+                if content_length.is_some_and(|c| c != n) {
+                    return None;
+                }
+                content_length = Some(n);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"upgrade")
+                || name.eq_ignore_ascii_case(b"expect")
+            {
+                return None;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                // Refused (400) by the hyper path, as is a second Host.
+                if head::connection_names_framing(h.value).is_some() {
+                    return None;
+                }
+                for token in head::connection_tokens(h.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else {
+                        *listed.get_mut(n_listed)? = token;
+                        n_listed += 1;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"user-agent") {
+                // Checked as UTF-8 only if a log line wants it.
+                user_agent = Some(h.value);
+            }
+        }
+        Some(Self {
+            host,
+            content_length,
+            close,
+            user_agent,
+            listed,
+            n_listed,
+        })
+    }
+
+    fn listed(&self) -> &[&'h [u8]] {
+        &self.listed[..self.n_listed]
+    }
+}
+
+/// The service, group and target for a request the fast path can carry:
+/// no auth policy, a forward whose every group is a plain HTTP/1.1 one.
+/// `None` hands it to hyper (which answers a refusal or a fixed response).
+fn route(
+    dp: &Dataplane,
+    key: ListenerKey,
+    host: &str,
+    (method, path): (&http::Method, &str),
+    headers: &[httparse::Header<'_>],
+) -> Option<(Arc<Served>, Arc<TargetGroupRoute>, NsId, SocketAddrV4)> {
+    let served = {
+        let table = dp.routes.load();
+        Arc::clone(table.listeners.get(&key)?.route(Some(host))?)
+    };
+    if served.listener.auth.is_some() || served.network.auth.is_some() {
+        return None;
+    }
+    let action = if served
+        .listener
+        .rules
+        .iter()
+        .all(|r| r.matcher.headers.is_empty())
+    {
+        served
+            .listener
+            .action_for(method, path, &http::HeaderMap::new())
+    } else {
+        let mut map = http::HeaderMap::with_capacity(headers.len());
+        for h in headers {
+            let name = http::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+            map.append(name, http::HeaderValue::from_bytes(h.value).ok()?);
+        }
+        served.listener.action_for(method, path, &map)
+    };
+    let Action::Forward(forward) = action else {
+        return None;
+    };
+    // A request is routed once: if any group it may be weighted to needs
+    // hyper, hyper picks. Picking here and handing a function's share to
+    // hyper, which picked again, skewed a 2:1 split to 8:1.
+    if !forward.groups().all(|g| fast_group(g)) {
+        return None;
+    }
+    let group = Arc::clone(forward.pick()?);
+    // Plain HTTP/1.1 targets, as `fast_group` checked.
+    let GroupKind::Hosts { ns, .. } = &group.kind else {
+        return None;
+    };
+    let target = group.next_target()?.addr;
+    let ns = *ns;
+    Some((served, group, ns, target))
 }
 
 /// The client's fields the target gets (see
@@ -502,15 +552,7 @@ async fn forward<I: ClientIo>(
     mut p: Prepared,
     mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> bool {
-    // Whatever of the body has arrived travels in the same write as the
-    // head.
-    let have = usize::try_from(p.body_left).map_or(buf.len(), |n| n.min(buf.len()));
-    out.extend_from_slice(&buf[..have]);
-    buf.drain(..have);
-    p.body_left -= have as u64;
-    if let Some(f) = p.facts.as_mut() {
-        f.set_body_bytes(have as u64 + p.body_left);
-    }
+    p.body_arrived(buf, &mut out);
     // The request's start stands for "now": a few microseconds earlier,
     // and a clock read fewer per request.
     timer
@@ -529,38 +571,21 @@ async fn forward<I: ClientIo>(
     } else {
         Duration::ZERO
     };
-    let (upstream, resp) = match exchange {
-        Ok(Ok(x)) => x,
-        Ok(Err(failure)) => {
-            let failure = match failure {
-                Failure::Connect(e) => {
-                    tracing::warn!(service = %p.served.listener.service, target_group = %p.group.name, target = %p.target, error = %e, "target connection failed");
-                    crate::failure::Failure::TargetConnectionFailed
-                }
-                Failure::Request(e) | Failure::Unsent(e) => {
-                    tracing::warn!(service = %p.served.listener.service, target_group = %p.group.name, target = %p.target, error = %e, "target request failed");
-                    crate::failure::Failure::TargetRequestFailed
-                }
-                Failure::Client => {
-                    give_back(out);
-                    give_back(ubuf);
-                    return false;
-                }
-            };
-            return answer_error(dp, io, out, ubuf, p, failure, to_target).await;
-        }
-        Err(_) => {
+    let exchange = match exchange {
+        Ok(Ok(x)) => Ok(x),
+        Ok(Err(failure)) => Err(p.failure(failure)),
+        Err(()) => {
             tracing::warn!(service = %p.served.listener.service, target_group = %p.group.name, target = %p.target, "target timed out");
-            return answer_error(
-                dp,
-                io,
-                out,
-                ubuf,
-                p,
-                crate::failure::Failure::TargetTimeout,
-                to_target,
-            )
-            .await;
+            Err(Some(crate::failure::Failure::TargetTimeout))
+        }
+    };
+    let (upstream, resp) = match exchange {
+        Ok(x) => x,
+        Err(Some(failure)) => return answer_error(dp, io, out, ubuf, p, failure, to_target).await,
+        Err(None) => {
+            give_back(out);
+            give_back(ubuf);
+            return false;
         }
     };
     let keep_client = !p.close && !matches!(resp.framing, Framing::Close);
@@ -598,45 +623,14 @@ async fn forward<I: ClientIo>(
         .is_some_and(|r| r.is_ok());
     let mut upstream = Some(upstream);
     if !done && client_ok {
-        let up = upstream.as_mut().map(|u| &mut u.stream);
-        if let Some(up) = up {
-            loop {
-                ubuf.clear();
-                let read = moving(timer.as_mut(), idle, up.read_buf(&mut ubuf))
-                    .await
-                    .unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into()));
-                match read {
-                    Ok(0) | Err(_) => {
-                        // Close-delimited bodies end here; others were cut.
-                        upstream_ok = false;
-                        if !matches!(framing, Framing::Close) {
-                            client_ok = false;
-                        }
-                        break;
-                    }
-                    Ok(_) => {}
-                }
-                let Ok(take) = framing.take(&ubuf) else {
-                    upstream_ok = false;
-                    client_ok = false;
-                    break;
-                };
-                let (n, done) = (take.body, take.done);
-                let relayed = take.relayed(&ubuf);
-                sent += relayed.len() as u64;
-                let wrote = moving(timer.as_mut(), idle, io.write_all(&relayed)).await;
-                if wrote.is_none_or(|r| r.is_err()) {
-                    client_ok = false;
-                    upstream_ok = false;
-                    break;
-                }
-                if done {
-                    if n < ubuf.len() {
-                        upstream_ok = false;
-                    }
-                    break;
-                }
-            }
+        if let Some(up) = upstream.as_mut().map(|u| &mut u.stream) {
+            let relay = Relay {
+                timer: timer.as_mut(),
+                idle,
+            };
+            let (client, target) = relay.body(io, up, &mut ubuf, &mut framing, &mut sent).await;
+            client_ok &= client;
+            upstream_ok &= target;
         }
     }
     finish.set_bytes_sent(sent);
@@ -649,6 +643,85 @@ async fn forward<I: ClientIo>(
     give_back(out);
     give_back(ubuf);
     client_ok && keep_client
+}
+
+impl Prepared {
+    /// Whatever of the body has arrived (in `buf`, after the head) moves to
+    /// `out`, to travel in the same write as the head.
+    fn body_arrived(&mut self, buf: &mut Vec<u8>, out: &mut Vec<u8>) {
+        let have = usize::try_from(self.body_left).map_or(buf.len(), |n| n.min(buf.len()));
+        out.extend_from_slice(&buf[..have]);
+        buf.drain(..have);
+        self.body_left -= have as u64;
+        if let Some(f) = self.facts.as_mut() {
+            f.set_body_bytes(have as u64 + self.body_left);
+        }
+    }
+
+    /// The Lattice failure a failed exchange answers, logged; `None` when
+    /// the client itself went away (nothing to answer).
+    fn failure(&self, failure: Failure) -> Option<crate::failure::Failure> {
+        let (service, group, target) =
+            (&self.served.listener.service, &self.group.name, self.target);
+        match failure {
+            Failure::Connect(e) => {
+                tracing::warn!(%service, target_group = %group, %target, error = %e, "target connection failed");
+                Some(crate::failure::Failure::TargetConnectionFailed)
+            }
+            Failure::Request(e) | Failure::Unsent(e) => {
+                tracing::warn!(%service, target_group = %group, %target, error = %e, "target request failed");
+                Some(crate::failure::Failure::TargetRequestFailed)
+            }
+            Failure::Client => None,
+        }
+    }
+}
+
+/// Copies a response body from target to client once its first bytes are
+/// relayed, each read and write bounded by the idle timeout: a client that
+/// stops reading (or a target that stops sending) would otherwise hold
+/// both connections.
+struct Relay<'t> {
+    timer: std::pin::Pin<&'t mut tokio::time::Sleep>,
+    idle: Duration,
+}
+
+impl Relay<'_> {
+    /// Relays until `framing` says the body is done; adds what it sent to
+    /// `sent`. Returns whether the client and the target connections are
+    /// still good for another exchange.
+    async fn body<I: ClientIo>(
+        mut self,
+        io: &mut I,
+        up: &mut tokio::net::TcpStream,
+        ubuf: &mut Vec<u8>,
+        framing: &mut Framing,
+        sent: &mut u64,
+    ) -> (bool, bool) {
+        loop {
+            ubuf.clear();
+            let read = moving(self.timer.as_mut(), self.idle, up.read_buf(ubuf))
+                .await
+                .unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into()));
+            if matches!(read, Ok(0) | Err(_)) {
+                // Close-delimited bodies end here; others were cut.
+                return (matches!(framing, Framing::Close), false);
+            }
+            let Ok(take) = framing.take(ubuf) else {
+                return (false, false);
+            };
+            let (n, done) = (take.body, take.done);
+            let relayed = take.relayed(ubuf);
+            *sent += relayed.len() as u64;
+            let wrote = moving(self.timer.as_mut(), self.idle, io.write_all(&relayed)).await;
+            if wrote.is_none_or(|r| r.is_err()) {
+                return (false, false);
+            }
+            if done {
+                return (true, n == ubuf.len());
+            }
+        }
+    }
 }
 
 /// Appends a `date` field with the current time.
@@ -805,7 +878,50 @@ async fn send_and_read<I: ClientIo>(
         .write_all(out)
         .await
         .map_err(|e| Failure::Unsent(e.to_string()))?;
-    // The rest of the body, as the client sends it.
+    send_body(io, buf, stream, p).await?;
+    // A request that was sent is not sent again (see `exchange`), so `out`
+    // is done with.
+    give_back(std::mem::take(out));
+    if buf.is_empty() {
+        give_back(std::mem::take(buf));
+    }
+    if ubuf.capacity() == 0 {
+        answer_ready(stream)
+            .await
+            .map_err(|e| Failure::Request(e.to_string()))?;
+        *ubuf = take();
+    }
+    loop {
+        let end = read_response_head(stream, ubuf).await?;
+        // The client's status line and fields come from the same parse.
+        let head = parse_response_with(&ubuf[..end], p.head, |head, fields| {
+            if head.status.is_informational() {
+                // Not passed on; the final response follows (below).
+                return Ok(());
+            }
+            write_response_head(out, &ubuf[head.status_at.0..head.status_at.1], fields);
+            Ok(())
+        })
+        .map_err(Failure::Request)?;
+        if head.status.is_informational() {
+            // 100 Continue and friends: the final response follows.
+            if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(Failure::Request("unexpected 101 response".into()));
+            }
+            ubuf.drain(..end);
+            continue;
+        }
+        return Ok(head);
+    }
+}
+
+/// The rest of the request body, as the client sends it.
+async fn send_body<I: ClientIo>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    stream: &mut TcpStream,
+    p: &mut Prepared,
+) -> Result<(), Failure> {
     while p.body_left > 0 {
         if buf.is_empty() {
             if buf.capacity() < CHUNK {
@@ -824,84 +940,64 @@ async fn send_and_read<I: ClientIo>(
         buf.drain(..n);
         p.body_left -= n as u64;
     }
-    // A request that was sent is not sent again (see `exchange`), so `out`
-    // is done with.
-    give_back(std::mem::take(out));
-    if buf.is_empty() {
-        give_back(std::mem::take(buf));
-    }
-    if ubuf.capacity() == 0 {
-        answer_ready(stream)
-            .await
-            .map_err(|e| Failure::Request(e.to_string()))?;
-        *ubuf = take();
-    }
+    Ok(())
+}
+
+/// Reads from the target until `ubuf` holds a whole response head (at
+/// most `MAX_RESPONSE_HEAD`); returns its length.
+async fn read_response_head(stream: &mut TcpStream, ubuf: &mut Vec<u8>) -> Result<usize, Failure> {
+    let mut scanned = 0;
     loop {
-        let mut scanned = 0;
-        let end = loop {
-            if let Some(end) = head_end(ubuf, scanned) {
-                break end;
-            }
-            scanned = ubuf.len().saturating_sub(3);
-            if ubuf.len() > MAX_RESPONSE_HEAD {
-                return Err(Failure::Request("response head too large".into()));
-            }
-            if ubuf.capacity() - ubuf.len() < 1024 {
-                ubuf.reserve(CHUNK);
-            }
-            match stream.read_buf(ubuf).await {
-                Ok(0) => {
-                    return Err(Failure::Request(
-                        "connection closed before a response".into(),
-                    ))
-                }
-                Err(e) => return Err(Failure::Request(e.to_string())),
-                Ok(_) => {}
-            }
-        };
-        // The client's status line and fields come from the same parse.
-        let head = parse_response_with(&ubuf[..end], p.head, |head, fields| {
-            if head.status.is_informational() {
-                // Not passed on; the final response follows (below).
-                return Ok(());
-            }
-            refill(out);
-            out.clear();
-            out.extend_from_slice(b"HTTP/1.1 ");
-            out.extend_from_slice(&ubuf[head.status_at.0..head.status_at.1]);
-            out.extend_from_slice(b"\r\n");
-            let listed = |name: &[u8]| {
-                fields
-                    .iter()
-                    .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-                    .flat_map(|h| head::connection_tokens(h.value))
-                    .any(|token| token.eq_ignore_ascii_case(name))
-            };
-            let mut dated = false;
-            for h in fields {
-                let name = h.name.as_bytes();
-                if !dropped_response_field(name) && !listed(name) {
-                    dated |= name.eq_ignore_ascii_case(b"date");
-                    head::field(out, name, h.value);
-                }
-            }
-            // A proxy adds the date a target left out (RFC 9110 6.6.1), as
-            // hyper's server does on the other path.
-            if !dated {
-                write_date(out);
-            }
-            Ok(())
-        })
-        .map_err(Failure::Request)?;
-        if head.status.is_informational() {
-            // 100 Continue and friends: the final response follows.
-            if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(Failure::Request("unexpected 101 response".into()));
-            }
-            ubuf.drain(..end);
-            continue;
+        if let Some(end) = head_end(ubuf, scanned) {
+            return Ok(end);
         }
-        return Ok(head);
+        scanned = ubuf.len().saturating_sub(3);
+        if ubuf.len() > MAX_RESPONSE_HEAD {
+            return Err(Failure::Request("response head too large".into()));
+        }
+        if ubuf.capacity() - ubuf.len() < 1024 {
+            ubuf.reserve(CHUNK);
+        }
+        match stream.read_buf(ubuf).await {
+            Ok(0) => {
+                return Err(Failure::Request(
+                    "connection closed before a response".into(),
+                ))
+            }
+            Err(e) => return Err(Failure::Request(e.to_string())),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The client's status line (`status` is the target's, code and reason)
+/// and fields: the target's minus hop-by-hop ones and those its
+/// `Connection` lists, plus a date if the target gave none.
+fn write_response_head(out: &mut Vec<u8>, status: &[u8], fields: &[httparse::Header<'_>]) {
+    refill(out);
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status);
+    out.extend_from_slice(b"\r\n");
+    let listed = |name: &[u8]| {
+        fields
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| head::connection_tokens(h.value))
+            .any(|token| token.eq_ignore_ascii_case(name))
+    };
+    let mut dated = false;
+    for h in fields {
+        let name = h.name.as_bytes();
+        if !dropped_response_field(name) && !listed(name) {
+            dated |= name.eq_ignore_ascii_case(b"date");
+            head::field(out, name, h.value);
+        }
+    }
+    // A proxy adds the date a target left out (RFC 9110 6.6.1), as
+    // hyper's server does on the other path.
+    if !dated {
+        write_date(out);
     }
 }
 

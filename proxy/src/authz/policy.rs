@@ -254,6 +254,107 @@ fn strings(path: &str, v: &Value) -> Result<Vec<String>, PolicyError> {
     }
 }
 
+/// A statement's id: its `Sid`, or its place in the policy.
+fn sid(base: &str, v: Option<&Value>) -> Result<String, PolicyError> {
+    match v {
+        None => Ok(base.to_owned()),
+        Some(Value::String(s)) if s.chars().all(|c| c.is_ascii_alphanumeric()) && !s.is_empty() => {
+            Ok(s.clone())
+        }
+        Some(_) => Err(err(
+            format!("{base}.Sid"),
+            "must be a non-empty string of letters and digits",
+        )),
+    }
+}
+
+fn effect(base: &str, v: Option<&Value>) -> Result<Effect, PolicyError> {
+    match v.and_then(Value::as_str) {
+        Some("Allow") => Ok(Effect::Allow),
+        Some("Deny") => Ok(Effect::Deny),
+        Some(e) => Err(err(
+            format!("{base}.Effect"),
+            format!("{e:?} is not Allow or Deny"),
+        )),
+        None => Err(err(format!("{base}.Effect"), "is required (Allow or Deny)")),
+    }
+}
+
+/// A statement's `Condition`: operator -> key -> values, each value
+/// parsed as the operator's family reads it.
+fn conditions(cpath: &str, c: &Value) -> Result<Vec<Condition>, PolicyError> {
+    let ops = c
+        .as_object()
+        .ok_or_else(|| err(cpath, "must be an object of operators"))?;
+    let mut conditions = Vec::new();
+    for (op, keys) in ops {
+        let opath = format!("{cpath}.{op}");
+        let (family, negated, set, if_exists) = operator(&opath, op)?;
+        let keys = keys
+            .as_object()
+            .ok_or_else(|| err(&opath, "must be an object of condition keys"))?;
+        for (key, values) in keys {
+            let kpath = format!("{opath}.{key}");
+            let mut cond = Condition {
+                family,
+                negated,
+                set,
+                if_exists,
+                key: parse_key(&kpath, key)?,
+                numbers: Vec::new(),
+                nets: Vec::new(),
+                values: Vec::new(),
+            };
+            cond.read_values(&kpath, strings(&kpath, values)?)?;
+            conditions.push(cond);
+        }
+    }
+    Ok(conditions)
+}
+
+impl Condition {
+    /// Checks `values` against the operator's family and keeps them in the
+    /// form evaluation compares.
+    fn read_values(&mut self, kpath: &str, values: Vec<String>) -> Result<(), PolicyError> {
+        match self.family {
+            Family::Numeric(_) => {
+                for v in &values {
+                    self.numbers.push(
+                        v.parse::<f64>()
+                            .map_err(|_| err(kpath, format!("{v:?} is not a number")))?,
+                    );
+                }
+            }
+            Family::Ip => {
+                for v in &values {
+                    self.nets.push(parse_cidr(v).ok_or_else(|| {
+                        err(kpath, format!("{v:?} is not an IP address or CIDR"))
+                    })?);
+                }
+            }
+            Family::Bool | Family::Null => {
+                if let Some(v) = values
+                    .iter()
+                    .find(|v| !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false"))
+                {
+                    return Err(err(kpath, format!("{v:?} is not true or false")));
+                }
+            }
+            Family::Arn => {
+                if let Some(v) = values.iter().find(|v| *v != "*" && !v.starts_with("arn:")) {
+                    return Err(err(kpath, format!("{v:?} is not an ARN")));
+                }
+            }
+            _ => {}
+        }
+        self.values = match self.family {
+            Family::StringIgnoreCase => values.iter().map(|v| v.to_lowercase()).collect(),
+            _ => values,
+        };
+        Ok(())
+    }
+}
+
 impl Statement {
     fn parse(i: usize, v: &Value) -> Result<Self, PolicyError> {
         let base = format!("Statement[{i}]");
@@ -276,31 +377,8 @@ impl Statement {
                 return Err(err(format!("{base}.{k}"), "is not a statement element"));
             }
         }
-        let id = match obj.get("Sid") {
-            None => base.clone(),
-            Some(Value::String(s))
-                if s.chars().all(|c| c.is_ascii_alphanumeric()) && !s.is_empty() =>
-            {
-                s.clone()
-            }
-            Some(_) => {
-                return Err(err(
-                    format!("{base}.Sid"),
-                    "must be a non-empty string of letters and digits",
-                ))
-            }
-        };
-        let effect = match obj.get("Effect").and_then(Value::as_str) {
-            Some("Allow") => Effect::Allow,
-            Some("Deny") => Effect::Deny,
-            Some(e) => {
-                return Err(err(
-                    format!("{base}.Effect"),
-                    format!("{e:?} is not Allow or Deny"),
-                ))
-            }
-            None => return Err(err(format!("{base}.Effect"), "is required (Allow or Deny)")),
-        };
+        let id = sid(&base, obj.get("Sid"))?;
+        let effect = effect(&base, obj.get("Effect"))?;
         let principals = match (obj.get("Principal"), obj.get("NotPrincipal")) {
             (Some(_), Some(_)) => {
                 return Err(err(&base, "has both Principal and NotPrincipal"));
@@ -332,77 +410,10 @@ impl Statement {
                 ));
             }
         }
-        let mut conditions = Vec::new();
-        if let Some(c) = obj.get("Condition") {
-            let cpath = format!("{base}.Condition");
-            let ops = c
-                .as_object()
-                .ok_or_else(|| err(&cpath, "must be an object of operators"))?;
-            for (op, keys) in ops {
-                let opath = format!("{cpath}.{op}");
-                let (family, negated, set, if_exists) = operator(&opath, op)?;
-                let keys = keys
-                    .as_object()
-                    .ok_or_else(|| err(&opath, "must be an object of condition keys"))?;
-                for (key, values) in keys {
-                    let kpath = format!("{opath}.{key}");
-                    let parsed_key = parse_key(&kpath, key)?;
-                    let values = strings(&kpath, values)?;
-                    let mut cond = Condition {
-                        family,
-                        negated,
-                        set,
-                        if_exists,
-                        key: parsed_key,
-                        numbers: Vec::new(),
-                        nets: Vec::new(),
-                        values: Vec::new(),
-                    };
-                    match family {
-                        Family::Numeric(_) => {
-                            for v in &values {
-                                cond.numbers.push(
-                                    v.parse::<f64>().map_err(|_| {
-                                        err(&kpath, format!("{v:?} is not a number"))
-                                    })?,
-                                );
-                            }
-                        }
-                        Family::Ip => {
-                            for v in &values {
-                                cond.nets.push(parse_cidr(v).ok_or_else(|| {
-                                    err(&kpath, format!("{v:?} is not an IP address or CIDR"))
-                                })?);
-                            }
-                        }
-                        Family::Bool | Family::Null => {
-                            for v in &values {
-                                if !v.eq_ignore_ascii_case("true")
-                                    && !v.eq_ignore_ascii_case("false")
-                                {
-                                    return Err(err(&kpath, format!("{v:?} is not true or false")));
-                                }
-                            }
-                        }
-                        Family::Arn => {
-                            for v in &values {
-                                if v != "*" && !v.starts_with("arn:") {
-                                    return Err(err(&kpath, format!("{v:?} is not an ARN")));
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                    cond.values = match family {
-                        Family::StringIgnoreCase => {
-                            values.iter().map(|v| v.to_lowercase()).collect()
-                        }
-                        _ => values,
-                    };
-                    conditions.push(cond);
-                }
-            }
-        }
+        let conditions = match obj.get("Condition") {
+            Some(c) => conditions(&format!("{base}.Condition"), c)?,
+            None => Vec::new(),
+        };
         Ok(Self {
             id,
             effect,
