@@ -33,8 +33,8 @@ use tokio::{
 use crate::{
     head,
     http1::{
-        head_end, parse_length, parse_response_with, Framing, ResponseHead, CHUNK, MAX_HEADERS,
-        MAX_RESPONSE_HEAD,
+        self, head_end, parse_length, parse_response_with, Framing, ResponseHead, CHUNK,
+        MAX_HEADERS,
     },
     pool::{answer_ready, put, take_pooled},
     request::{self, Conn, Finish, RequestFacts},
@@ -892,7 +892,12 @@ async fn send_and_read<I: ClientIo>(
         *ubuf = take();
     }
     loop {
-        let end = read_response_head(stream, ubuf).await?;
+        if ubuf.capacity() - ubuf.len() < 1024 {
+            ubuf.reserve(CHUNK);
+        }
+        let end = http1::read_response_head(stream, ubuf)
+            .await
+            .map_err(Failure::Request)?;
         // The client's status line and fields come from the same parse.
         let head = parse_response_with(&ubuf[..end], p.head, |head, fields| {
             if head.status.is_informational() {
@@ -941,33 +946,6 @@ async fn send_body<I: ClientIo>(
         p.body_left -= n as u64;
     }
     Ok(())
-}
-
-/// Reads from the target until `ubuf` holds a whole response head (at
-/// most `MAX_RESPONSE_HEAD`); returns its length.
-async fn read_response_head(stream: &mut TcpStream, ubuf: &mut Vec<u8>) -> Result<usize, Failure> {
-    let mut scanned = 0;
-    loop {
-        if let Some(end) = head_end(ubuf, scanned) {
-            return Ok(end);
-        }
-        scanned = ubuf.len().saturating_sub(3);
-        if ubuf.len() > MAX_RESPONSE_HEAD {
-            return Err(Failure::Request("response head too large".into()));
-        }
-        if ubuf.capacity() - ubuf.len() < 1024 {
-            ubuf.reserve(CHUNK);
-        }
-        match stream.read_buf(ubuf).await {
-            Ok(0) => {
-                return Err(Failure::Request(
-                    "connection closed before a response".into(),
-                ))
-            }
-            Err(e) => return Err(Failure::Request(e.to_string())),
-            Ok(_) => {}
-        }
-    }
 }
 
 /// The client's status line (`status` is the target's, code and reason)

@@ -12,6 +12,35 @@ pub(crate) const MAX_HEADERS: usize = 64;
 pub(crate) const CHUNK: usize = 8 * 1024;
 /// Largest target response head relayed.
 pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Reads from a target until `buf` holds a whole response head (at most
+/// [`MAX_RESPONSE_HEAD`]); returns its length. Both paths read a target's
+/// head here. Reads go through `poll_read`, not `try_read`: tokio forgets
+/// the readiness after a short read, so the pool's liveness probe when the
+/// connection is next taken costs no system call.
+pub(crate) async fn read_response_head<S, B>(stream: &mut S, buf: &mut B) -> Result<usize, String>
+where
+    S: tokio::io::AsyncRead + Unpin,
+    B: bytes::BufMut + AsRef<[u8]>,
+{
+    use tokio::io::AsyncReadExt as _;
+    let mut scanned = 0;
+    loop {
+        let have = buf.as_ref();
+        if let Some(end) = head_end(have, scanned) {
+            return Ok(end);
+        }
+        scanned = have.len().saturating_sub(3);
+        if have.len() > MAX_RESPONSE_HEAD {
+            return Err("response head too large".into());
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) => return Err("connection closed before a response".into()),
+            Err(e) => return Err(e.to_string()),
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Where the head in `buf` ends (after the empty line), searching from
 /// `from`. Bare LF line ends count, as httparse accepts them.
 pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {

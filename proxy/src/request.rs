@@ -130,6 +130,19 @@ struct Outcome<'a> {
 }
 
 impl<'a> Outcome<'a> {
+    /// The outcome of a request latticed answers itself for `failure`
+    /// before any group is picked.
+    fn failed(failure: Failure) -> Self {
+        Self {
+            status: failure.status(),
+            group: None,
+            target: None,
+            failure: failure.reason(),
+            to_target: Duration::ZERO,
+            from_target: Duration::ZERO,
+        }
+    }
+
     /// The request ends in latticed's own answer for `failure`.
     fn answered<'b>(mut self, failure: Failure) -> Forwarded<'a, 'b> {
         self.status = failure.status();
@@ -193,15 +206,10 @@ pub fn handle<'a>(
         let mut req = req;
         let (resp, outcome) = if let Err(e) = checked_head(&mut req) {
             tracing::debug!(peer = %conn.peer, service = %served.listener.service, error = %e, "request refused");
-            let outcome = Outcome {
-                status: Failure::BadRequest.status(),
-                group: None,
-                target: None,
-                failure: Failure::BadRequest.reason(),
-                to_target: Duration::ZERO,
-                from_target: Duration::ZERO,
-            };
-            (bad_request(req.version()), outcome)
+            (
+                bad_request(req.version()),
+                Outcome::failed(Failure::BadRequest),
+            )
         } else if served.listener.auth.is_none() && served.network.auth.is_none() {
             // Without policies there is nothing to check.
             let call = Call {
@@ -229,27 +237,40 @@ pub fn handle<'a>(
             ))
             .await
         };
-        let (resp, bytes_sent) = if logging {
-            let (r, c) = count_response(resp);
-            (r, Some(c))
-        } else {
-            (resp, None)
-        };
-        let mut finish = Finish::new(
-            dp,
-            &served,
-            outcome.group,
-            outcome.status,
-            start,
-            outcome.target,
-            outcome.failure,
-            outcome.to_target,
-            facts,
-        );
-        finish.from_target = outcome.from_target;
-        finish.bytes_sent = bytes_sent;
-        attach_finish(resp, finish)
+        finished(dp, &served, resp, outcome, start, facts)
     }
+}
+
+/// The answer, with what records the request (counters, access log) once
+/// its body is sent.
+fn finished(
+    dp: &Arc<Dataplane>,
+    served: &Arc<Served>,
+    resp: Response<ProxyBody>,
+    outcome: Outcome<'_>,
+    start: Instant,
+    facts: Option<Box<RequestFacts>>,
+) -> Response<ProxyBody> {
+    let (resp, bytes_sent) = if facts.is_some() {
+        let (r, c) = count_response(resp);
+        (r, Some(c))
+    } else {
+        (resp, None)
+    };
+    let mut finish = Finish::new(
+        dp,
+        served,
+        outcome.group,
+        outcome.status,
+        start,
+        outcome.target,
+        outcome.failure,
+        outcome.to_target,
+        facts,
+    );
+    finish.from_target = outcome.from_target;
+    finish.bytes_sent = bytes_sent;
+    attach_finish(resp, finish)
 }
 
 /// The client's path as it arrived, when normalising changed it: a SigV4
@@ -485,70 +506,108 @@ fn forward<'s: 'b, 'b>(
                 }
             }
             let req = req.map(|b| CountingBody::wrap(b, body_counter).boxed_unsync());
-            let timeout = dp.config.request_timeout;
-            let (ns, https) = (*ns, *https);
-            // The target's answer, or the reason the proxy has none (and
-            // a log line for it); one for the three kinds of send below.
-            let settle = move |r: Result<
-                Result<Response<ProxyBody>, crate::upstream::SendError>,
-                tokio::time::error::Elapsed,
-            >|
-                  -> Sent {
-                match r {
-                    Ok(Ok(mut resp)) => {
-                        crate::head::strip_hop_by_hop(resp.headers_mut());
-                        Ok(resp)
-                    }
-                    Ok(Err(crate::upstream::SendError::Connect(e))) => {
-                        tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target connection failed");
-                        Err(Failure::TargetConnectionFailed)
-                    }
-                    Ok(Err(crate::upstream::SendError::ClientBody(e))) => {
-                        tracing::debug!(service = %listener.service, error = %e, "client body broke off");
-                        Err(Failure::ClientBodyError)
-                    }
-                    Ok(Err(crate::upstream::SendError::Request(e))) => {
-                        tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, error = %e, "target request failed");
-                        Err(Failure::TargetRequestFailed)
-                    }
-                    Err(_) => {
-                        tracing::warn!(service = %listener.service, target_group = %group.name, target = %target.addr, "target timed out");
-                        Err(Failure::TargetTimeout)
-                    }
-                }
+            let to = To {
+                ns: *ns,
+                target,
+                https: *https,
+                h2,
             };
-            // Mapped futures, not async blocks: an async block keeps
-            // room for a future it awaits twice, as captured and as
-            // awaited.
-            if h2 {
-                let sent = crate::upstream::send_h2(
-                    &dp.connector,
-                    ns,
-                    target.addr,
-                    &target.h2,
-                    https,
-                    req,
-                )
-                .map(|r| r.map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync())));
-                Box::pin(tokio::time::timeout(timeout, sent).map(settle))
-            } else if !https {
-                // The head is written here; the future holds its bytes.
-                let sent = crate::upstream_h1::send(dp, ns, target.addr, host, req, &fields)
-                    .map(|r| r.map(|resp| resp.map(http_body_util::BodyExt::boxed_unsync)));
-                Box::pin(tokio::time::timeout(timeout, sent).map(settle))
-            } else {
-                let sent = worker.h1.request(req).map(|r| match r {
-                    Ok(resp) => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
-                    Err(e) if e.is_connect() => {
-                        Err(crate::upstream::SendError::Connect(e.to_string()))
-                    }
-                    Err(e) => Err(crate::upstream::SendError::Request(e.to_string())),
-                });
-                Box::pin(tokio::time::timeout(timeout, sent).map(settle))
-            }
+            send_to(dp, worker, &listener.service, group, to, host, req, &fields)
         }
     };
     Forwarded::Sending(Sending { send, outcome, t0 })
+}
+
+/// Where a request to a host target goes.
+#[derive(Clone, Copy)]
+struct To<'s> {
+    ns: NsId,
+    target: &'s crate::routing::Target,
+    https: bool,
+    /// HTTP/2 (HTTP2 and GRPC groups).
+    h2: bool,
+}
+
+/// Starts the send to a host target over the client its protocol needs:
+/// HTTP/2 on the target's own connection, plain HTTP/1.1 through
+/// `upstream_h1` (which writes the head, Lattice's fields included), HTTPS
+/// HTTP/1.1 through hyper's pooled client.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the request's context, each distinct"
+)]
+fn send_to<'s: 'b, 'b>(
+    dp: &'b Arc<Dataplane>,
+    worker: &'b crate::workers::Worker,
+    service: &'s str,
+    group: &'s TargetGroupRoute,
+    to: To<'s>,
+    host: Option<&'b str>,
+    req: Request<crate::UpstreamBody>,
+    fields: &ProxyFields<'_>,
+) -> Pin<Box<dyn std::future::Future<Output = Sent> + Send + 'b>> {
+    let timeout = dp.config.request_timeout;
+    let To {
+        ns,
+        target,
+        https,
+        h2,
+    } = to;
+    // One settling for the three kinds of send below.
+    let settle = move |r| settle(service, group, target, r);
+    // Mapped futures, not async blocks: an async block keeps
+    // room for a future it awaits twice, as captured and as
+    // awaited.
+    if h2 {
+        let sent = crate::upstream::send_h2(&dp.connector, ns, target.addr, &target.h2, https, req)
+            .map(|r| r.map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync())));
+        Box::pin(tokio::time::timeout(timeout, sent).map(settle))
+    } else if !https {
+        // The head is written here; the future holds its bytes.
+        let sent = crate::upstream_h1::send(dp, ns, target.addr, host, req, fields)
+            .map(|r| r.map(|resp| resp.map(http_body_util::BodyExt::boxed_unsync)));
+        Box::pin(tokio::time::timeout(timeout, sent).map(settle))
+    } else {
+        let sent = worker.h1.request(req).map(|r| match r {
+            Ok(resp) => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
+            Err(e) if e.is_connect() => Err(crate::upstream::SendError::Connect(e.to_string())),
+            Err(e) => Err(crate::upstream::SendError::Request(e.to_string())),
+        });
+        Box::pin(tokio::time::timeout(timeout, sent).map(settle))
+    }
+}
+
+/// The target's answer, or the reason the proxy has none (and a log line
+/// for it).
+fn settle(
+    service: &str,
+    group: &TargetGroupRoute,
+    target: &crate::routing::Target,
+    r: Result<Result<Response<ProxyBody>, crate::upstream::SendError>, tokio::time::error::Elapsed>,
+) -> Sent {
+    let (group, target) = (&group.name, target.addr);
+    match r {
+        Ok(Ok(mut resp)) => {
+            crate::head::strip_hop_by_hop(resp.headers_mut());
+            Ok(resp)
+        }
+        Ok(Err(crate::upstream::SendError::Connect(e))) => {
+            tracing::warn!(%service, target_group = %group, %target, error = %e, "target connection failed");
+            Err(Failure::TargetConnectionFailed)
+        }
+        Ok(Err(crate::upstream::SendError::ClientBody(e))) => {
+            tracing::debug!(%service, error = %e, "client body broke off");
+            Err(Failure::ClientBodyError)
+        }
+        Ok(Err(crate::upstream::SendError::Request(e))) => {
+            tracing::warn!(%service, target_group = %group, %target, error = %e, "target request failed");
+            Err(Failure::TargetRequestFailed)
+        }
+        Err(_) => {
+            tracing::warn!(%service, target_group = %group, %target, "target timed out");
+            Err(Failure::TargetTimeout)
+        }
+    }
 }
 
 /// Points the request at `target`. HTTP/1.1 goes through the pooled client:

@@ -19,10 +19,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
-};
+use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
 use crate::{
     head::field,
@@ -169,60 +166,18 @@ async fn exchange(
             Err(e) => return Err(SendError::Request(e.to_string())),
         }
     };
+    write_body(&mut stream, &mut body, chunked).await?;
     let request = |e: &dyn std::fmt::Display| SendError::Request(e.to_string());
-    while let Some(frame) = body.frame().await {
-        // The client's body, as hyper decoded it: a failure here is the
-        // client's (a malformed chunk, a length it did not keep).
-        let frame = frame.map_err(|e| SendError::ClientBody(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            // Trailers: HTTP/1.1 targets get none.
-            continue;
-        };
-        if data.is_empty() {
-            continue;
-        }
-        if chunked {
-            stream
-                .write_all(format!("{:x}\r\n", data.len()).as_bytes())
-                .await
-                .map_err(|e| request(&e))?;
-            stream.write_all(&data).await.map_err(|e| request(&e))?;
-            stream.write_all(b"\r\n").await.map_err(|e| request(&e))?;
-        } else {
-            stream.write_all(&data).await.map_err(|e| request(&e))?;
-        }
-    }
-    if chunked {
-        stream
-            .write_all(b"0\r\n\r\n")
-            .await
-            .map_err(|e| request(&e))?;
-    }
-
     // Nothing held while the target works: a busy worker has a request of
     // every connection out at once (as the fast path does).
     drop(head);
     pool::answer_ready(&stream).await.map_err(|e| request(&e))?;
     let mut buf = response_buf();
     let (status, headers, framing, reusable) = loop {
-        let end = loop {
-            if let Some(end) = http1::head_end(&buf, 0) {
-                break end;
-            }
-            if buf.len() > http1::MAX_RESPONSE_HEAD {
-                return Err(SendError::Request("response head too large".into()));
-            }
-            buf.reserve(8192);
-            // Through `poll_read`, not `try_read`: tokio forgets the
-            // readiness after a short read, so the pool's liveness probe
-            // when this connection is next taken costs no system call
-            // (with `try_read` it was one more `recvfrom` per request).
-            if stream.read_buf(&mut buf).await.map_err(|e| request(&e))? == 0 {
-                return Err(SendError::Request(
-                    "connection closed before a response".into(),
-                ));
-            }
-        };
+        buf.reserve(8192);
+        let end = http1::read_response_head(&mut stream, &mut buf)
+            .await
+            .map_err(SendError::Request)?;
         let mut headers = ResponseHeaders::new(&buf[..end]);
         let parsed = http1::parse_response_with(&buf[..end], head_request, |_, fields| {
             fields.iter().try_for_each(|h| headers.add(h))
@@ -251,6 +206,46 @@ async fn exchange(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+/// The client's body, as hyper decoded it, framed by the proxy: chunked or
+/// as is under the Content-Length the head gave. Trailers are dropped
+/// (HTTP/1.1 targets get none).
+async fn write_body(
+    stream: &mut TcpStream,
+    body: &mut UpstreamBody,
+    chunked: bool,
+) -> Result<(), SendError> {
+    let request = |e: &dyn std::fmt::Display| SendError::Request(e.to_string());
+    while let Some(frame) = body.frame().await {
+        // The client's body, as hyper decoded it: a failure here is the
+        // client's (a malformed chunk, a length it did not keep).
+        let frame = frame.map_err(|e| SendError::ClientBody(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            stream
+                .write_all(format!("{:x}\r\n", data.len()).as_bytes())
+                .await
+                .map_err(|e| request(&e))?;
+            stream.write_all(&data).await.map_err(|e| request(&e))?;
+            stream.write_all(b"\r\n").await.map_err(|e| request(&e))?;
+        } else {
+            stream.write_all(&data).await.map_err(|e| request(&e))?;
+        }
+    }
+    if chunked {
+        stream
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|e| request(&e))?;
+    }
+
+    Ok(())
 }
 
 /// The fields of a response head, gathered into a `HeaderMap` while the
