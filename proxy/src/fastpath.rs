@@ -260,15 +260,7 @@ fn prepare(
     // The request for the target: the client's head minus hop-by-hop
     // fields and the ones only the proxy may set, plus Lattice's.
     let request_id = request::request_id();
-    out.clear();
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
-    if let Some(q) = query {
-        out.push(b'?');
-        out.extend_from_slice(q.as_bytes());
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_request_line(out, method, path, query);
     write_request_fields(out, req.headers, fields.listed());
     // The body's length as the proxy read it, once.
     head::write_length(out, &method_h, content_length.unwrap_or(0));
@@ -309,6 +301,20 @@ fn prepare(
         facts,
         start,
     })
+}
+
+/// The request line toward the target: the normalised path, the query as
+/// the client sent it.
+fn write_request_line(out: &mut Vec<u8>, method: &str, path: &str, query: Option<&str>) {
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
 }
 
 /// What the fast path reads from a request's fields.
@@ -598,22 +604,8 @@ async fn forward<I: ClientIo>(
     }
     out.extend_from_slice(b"\r\n");
     let mut framing = resp.framing;
-    let mut sent = 0u64;
-    let mut upstream_ok = true;
-    let rest = &ubuf[resp.head_len..];
-    let take = framing.take(rest).unwrap_or_else(|()| {
-        upstream_ok = false;
-        crate::http1::Take {
-            body: rest.len(),
-            done: true,
-            trailers: None,
-        }
-    });
-    let done = take.done;
-    let leftover = take.body < rest.len();
-    let relayed = take.relayed(rest);
-    out.extend_from_slice(&relayed);
-    sent += relayed.len() as u64;
+    let first = first_bytes(&mut framing, &ubuf[resp.head_len..], &mut out);
+    let (mut sent, mut upstream_ok) = (first.sent, first.ok);
     // From here each write to the client and each read from the target
     // must move within the idle timeout: a client that stops reading (or
     // a target that stops sending) would otherwise hold both connections.
@@ -621,28 +613,60 @@ async fn forward<I: ClientIo>(
     let mut client_ok = moving(timer.as_mut(), idle, io.write_all(&out))
         .await
         .is_some_and(|r| r.is_ok());
-    let mut upstream = Some(upstream);
-    if !done && client_ok {
-        if let Some(up) = upstream.as_mut().map(|u| &mut u.stream) {
-            let relay = Relay {
-                timer: timer.as_mut(),
-                idle,
-            };
-            let (client, target) = relay.body(io, up, &mut ubuf, &mut framing, &mut sent).await;
-            client_ok &= client;
-            upstream_ok &= target;
-        }
+    let mut upstream = upstream;
+    if !first.done && client_ok {
+        let relay = Relay {
+            timer: timer.as_mut(),
+            idle,
+        };
+        let up = &mut upstream.stream;
+        let (client, target) = relay.body(io, up, &mut ubuf, &mut framing, &mut sent).await;
+        client_ok &= client;
+        upstream_ok &= target;
     }
     finish.set_bytes_sent(sent);
     drop(finish);
-    if let Some(up) = upstream.take() {
-        if upstream_ok && !leftover && resp.reusable && p.body_left == 0 {
-            put(p.ns, p.target, up.stream);
-        }
+    if upstream_ok && !first.leftover && resp.reusable && p.body_left == 0 {
+        put(p.ns, p.target, upstream.stream);
     }
     give_back(out);
     give_back(ubuf);
     client_ok && keep_client
+}
+
+/// What came with the response head, relayed into `out`.
+struct First {
+    /// The body ended within it.
+    done: bool,
+    /// Bytes followed the body's end (the connection is not reused).
+    leftover: bool,
+    /// Body bytes relayed.
+    sent: u64,
+    /// The framing held (false: the connection is not reused).
+    ok: bool,
+}
+
+/// Relays the body bytes that arrived with the response head (`rest`)
+/// into `out`, as `framing` reads them.
+fn first_bytes(framing: &mut Framing, rest: &[u8], out: &mut Vec<u8>) -> First {
+    let mut ok = true;
+    let take = framing.take(rest).unwrap_or_else(|()| {
+        ok = false;
+        crate::http1::Take {
+            body: rest.len(),
+            done: true,
+            trailers: None,
+        }
+    });
+    let (done, leftover) = (take.done, take.body < rest.len());
+    let relayed = take.relayed(rest);
+    out.extend_from_slice(&relayed);
+    First {
+        done,
+        leftover,
+        sent: relayed.len() as u64,
+        ok,
+    }
 }
 
 impl Prepared {

@@ -314,21 +314,7 @@ impl Chunked {
         while i < data.len() {
             let b = data[i];
             match self.state {
-                S::Size => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        // Hex digit value; at most 15 digits keep it in u64.
-                        let d = (b as char).to_digit(16).ok_or(())?;
-                        self.digits += 1;
-                        if self.digits > 15 {
-                            return Err(());
-                        }
-                        self.size = self.size * 16 + u64::from(d);
-                    }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = S::Ext,
-                    b'\r' if self.digits > 0 => self.state = S::SizeLf,
-                    b'\n' if self.digits > 0 => self.end_size(),
-                    _ => return Err(()),
-                },
+                S::Size => self.size_byte(b)?,
                 S::Ext => {
                     if b == b'\n' {
                         self.end_size();
@@ -391,6 +377,26 @@ impl Chunked {
             i += 1;
         }
         Ok((self.state == S::Done).then_some(i))
+    }
+
+    /// One byte of a chunk-size line: a hex digit (at most 15 keep the
+    /// size in u64), or what ends the digits.
+    fn size_byte(&mut self, b: u8) -> Result<(), ()> {
+        match b {
+            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                let d = (b as char).to_digit(16).ok_or(())?;
+                self.digits += 1;
+                if self.digits > 15 {
+                    return Err(());
+                }
+                self.size = self.size * 16 + u64::from(d);
+            }
+            b';' | b' ' | b'\t' if self.digits > 0 => self.state = ChunkState::Ext,
+            b'\r' if self.digits > 0 => self.state = ChunkState::SizeLf,
+            b'\n' if self.digits > 0 => self.end_size(),
+            _ => return Err(()),
+        }
+        Ok(())
     }
 
     fn end_size(&mut self) {

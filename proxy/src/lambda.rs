@@ -57,15 +57,12 @@ pub(crate) async fn invoke(
         dp.config.body_read_timeout,
     )
     .await;
-    let body = match body {
-        Ok(b) => b,
-        Err(WholeBodyError::TooLarge(_)) => return Err(Failure::RequestTooLarge),
-        Err(WholeBodyError::Busy | WholeBodyError::TenantBusy) => {
-            return Err(Failure::BodyBudgetSpent)
-        }
-        Err(WholeBodyError::Read(_)) => return Err(Failure::ClientBodyError),
-        Err(WholeBodyError::Timeout(_)) => return Err(Failure::ClientBodyTimeout),
-    };
+    let body = body.map_err(|e| match e {
+        WholeBodyError::TooLarge(_) => Failure::RequestTooLarge,
+        WholeBodyError::Busy | WholeBodyError::TenantBusy => Failure::BodyBudgetSpent,
+        WholeBodyError::Read(_) => Failure::ClientBodyError,
+        WholeBodyError::Timeout(_) => Failure::ClientBodyTimeout,
+    })?;
     let event = event(&parts, &body, served, group, function, principal, dp);
     let payload = match serde_json::to_vec(&event) {
         Ok(p) => p,
@@ -74,24 +71,7 @@ pub(crate) async fn invoke(
     if payload.len() > MAX_PAYLOAD {
         return Err(Failure::RequestTooLarge);
     }
-    let (name, qualifier) = function_name(&function.function);
-    let mut url = format!(
-        "{}/2015-03-31/functions/{}/invocations",
-        endpoint.trim_end_matches('/'),
-        percent(name)
-    );
-    if let Some(q) = qualifier {
-        url.push_str("?Qualifier=");
-        url.push_str(&percent(q));
-    }
-    let invoke = Request::post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("x-amz-invocation-type", "RequestResponse")
-        .body(Full::new(Bytes::from(payload)));
-    let invoke = match invoke {
-        Ok(r) => r,
-        Err(_) => return Err(Failure::BadLambdaEndpoint),
-    };
+    let invoke = invocation(endpoint, &function.function, payload)?;
     let answer =
         tokio::time::timeout(dp.config.request_timeout, worker.lambda.request(invoke)).await;
     let answer = match answer {
@@ -127,6 +107,30 @@ pub(crate) async fn invoke(
         tracing::warn!(function = %function.function, %why, "the function's answer is not a valid Lattice response");
         Failure::LambdaInvalidResponse
     })
+}
+
+/// The Invoke API request for `function` (a name or ARN, with its
+/// qualifier) carrying `payload`.
+fn invocation(
+    endpoint: &str,
+    function: &str,
+    payload: Vec<u8>,
+) -> Result<Request<Full<Bytes>>, Failure> {
+    let (name, qualifier) = function_name(function);
+    let mut url = format!(
+        "{}/2015-03-31/functions/{}/invocations",
+        endpoint.trim_end_matches('/'),
+        percent(name)
+    );
+    if let Some(q) = qualifier {
+        url.push_str("?Qualifier=");
+        url.push_str(&percent(q));
+    }
+    let invoke = Request::post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-amz-invocation-type", "RequestResponse")
+        .body(Full::new(Bytes::from(payload)));
+    invoke.map_err(|_| Failure::BadLambdaEndpoint)
 }
 
 /// Function name and qualifier from an ARN (`...:function:NAME[:QUALIFIER]`)

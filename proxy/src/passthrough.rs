@@ -146,38 +146,70 @@ pub(crate) async fn serve(
     let took = start.elapsed();
     served.listener.metrics.record(0, took);
     group.metrics.record(0, took);
-    let network = &served.network;
-    let record = Record {
-        start_time: crate::time::iso8601(started_at),
-        request_method: "-",
-        request_path: "-",
-        protocol: "TCP",
-        response_code: 0,
-        bytes_received: up,
-        bytes_sent: down,
-        duration: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-        request_to_target_duration: u64::try_from(to_target.as_millis()).unwrap_or(0),
-        response_from_target_duration: 0,
-        user_agent: "-",
-        host_header: "-",
-        server_name_indication: sni.as_deref().unwrap_or("-"),
-        ssl_cipher: "-",
-        tls_version: "-",
-        source_ip_port: peer.to_string(),
-        target_ip_port: SocketAddrV4::to_string(&target.addr),
-        target_group_arn: &group.arn,
-        service_arn: &served.listener.service_arn,
-        service_network_arn: &network.arn,
-        source_vpc_arn: &network.vpc_arn,
-        source_vpc_id: &network.vpc_id,
-        destination_vpc_id: "-",
-        caller_principal: "-",
-        resolved_user: "-",
-        auth_denied_reason: "-",
-        request_id: "-",
-        grpc_response_code: "-",
-        failure_reason: "-",
+    let spliced = Spliced {
+        started_at,
+        took,
+        to_target,
+        bytes: (up, down),
+        sni: sni.as_deref(),
+        peer,
     };
-    dp.access_log
-        .log(&[&served.listener.logs, &network.logs], &record);
+    spliced.log(dp, &served, group, target);
+}
+
+/// A passthrough connection once it ended.
+struct Spliced<'a> {
+    started_at: SystemTime,
+    took: std::time::Duration,
+    to_target: std::time::Duration,
+    /// Bytes from the client (ClientHello included), and to it.
+    bytes: (u64, u64),
+    sni: Option<&'a str>,
+    peer: SocketAddr,
+}
+
+impl Spliced<'_> {
+    /// Its access log line: no HTTP fields, protocol TCP.
+    fn log(
+        &self,
+        dp: &Dataplane,
+        served: &Served,
+        group: &crate::routing::TargetGroupRoute,
+        target: &crate::routing::Target,
+    ) {
+        let network = &served.network;
+        let record = Record {
+            start_time: crate::time::iso8601(self.started_at),
+            request_method: "-",
+            request_path: "-",
+            protocol: "TCP",
+            response_code: 0,
+            bytes_received: self.bytes.0,
+            bytes_sent: self.bytes.1,
+            duration: u64::try_from(self.took.as_millis()).unwrap_or(u64::MAX),
+            request_to_target_duration: u64::try_from(self.to_target.as_millis()).unwrap_or(0),
+            response_from_target_duration: 0,
+            user_agent: "-",
+            host_header: "-",
+            server_name_indication: self.sni.unwrap_or("-"),
+            ssl_cipher: "-",
+            tls_version: "-",
+            source_ip_port: self.peer.to_string(),
+            target_ip_port: SocketAddrV4::to_string(&target.addr),
+            target_group_arn: &group.arn,
+            service_arn: &served.listener.service_arn,
+            service_network_arn: &network.arn,
+            source_vpc_arn: &network.vpc_arn,
+            source_vpc_id: &network.vpc_id,
+            destination_vpc_id: "-",
+            caller_principal: "-",
+            resolved_user: "-",
+            auth_denied_reason: "-",
+            request_id: "-",
+            grpc_response_code: "-",
+            failure_reason: "-",
+        };
+        dp.access_log
+            .log(&[&served.listener.logs, &network.logs], &record);
+    }
 }

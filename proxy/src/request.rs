@@ -135,9 +135,18 @@ impl<'a> Outcome<'a> {
     fn failed(failure: Failure) -> Self {
         Self {
             status: failure.status(),
+            failure: failure.reason(),
+            ..Self::pending()
+        }
+    }
+
+    /// A request on its way: 200 and no failure unless one comes.
+    fn pending() -> Self {
+        Self {
+            status: StatusCode::OK,
             group: None,
             target: None,
-            failure: failure.reason(),
+            failure: "-",
             to_target: Duration::ZERO,
             from_target: Duration::ZERO,
         }
@@ -441,14 +450,7 @@ fn forward<'s: 'b, 'b>(
         principal,
     } = *call;
     let listener = &served.listener;
-    let mut outcome = Outcome {
-        status: StatusCode::OK,
-        group: None,
-        target: None,
-        failure: "-",
-        to_target: Duration::ZERO,
-        from_target: Duration::ZERO,
-    };
+    let mut outcome = Outcome::pending();
     let forward = match listener.action_for(req.method(), req.uri().path(), req.headers()) {
         Action::FixedResponse(status) => {
             outcome.status = *status;

@@ -114,45 +114,7 @@ pub fn start(
             let idle_timeout = config.upstream_idle_timeout;
             std::thread::Builder::new()
                 .name(format!("latticed-dp-{index}"))
-                .spawn(move || {
-                    if let Some(cpu) = cpu {
-                        let mut set = nix::sched::CpuSet::new();
-                        if set.set(cpu).is_ok() {
-                            if let Err(e) =
-                                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-                            {
-                                tracing::debug!(index, cpu, error = %e, "worker not pinned");
-                            }
-                        }
-                    }
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-                    // Idle upstream connections of the fast path live in
-                    // this thread's pool; close the expired ones now and then.
-                    rt.spawn(async move {
-                        let every = (idle_timeout / 4).clamp(
-                            std::time::Duration::from_millis(100),
-                            std::time::Duration::from_secs(5),
-                        );
-                        loop {
-                            tokio::time::sleep(every).await;
-                            crate::pool::expire_idle(idle_timeout);
-                        }
-                    });
-                    let _ = tx.send(Ok((rt.handle().clone(), stop_tx)));
-                    rt.block_on(async {
-                        let _ = stop_rx.await;
-                    });
-                })
+                .spawn(move || run(index, cpu, idle_timeout, &tx))
                 .map_err(|source| Error::Start { index, source })?;
             let (handle, stop) = rx
                 .recv()
@@ -180,4 +142,52 @@ pub fn start(
             }))
         })
         .collect()
+}
+
+/// What a worker thread tells its starter: its runtime, and how to stop it.
+type Started = std::io::Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>)>;
+
+/// A worker thread: pinned to `cpu` if there is one, a current-thread
+/// runtime that runs until told to stop.
+fn run(
+    index: usize,
+    cpu: Option<usize>,
+    idle_timeout: std::time::Duration,
+    started: &std::sync::mpsc::Sender<Started>,
+) {
+    if let Some(cpu) = cpu {
+        let mut set = nix::sched::CpuSet::new();
+        if set.set(cpu).is_ok() {
+            if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+                tracing::debug!(index, cpu, error = %e, "worker not pinned");
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Idle upstream connections of the fast path live in
+    // this thread's pool; close the expired ones now and then.
+    rt.spawn(async move {
+        let every = (idle_timeout / 4).clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(5),
+        );
+        loop {
+            tokio::time::sleep(every).await;
+            crate::pool::expire_idle(idle_timeout);
+        }
+    });
+    let _ = started.send(Ok((rt.handle().clone(), stop_tx)));
+    rt.block_on(async {
+        let _ = stop_rx.await;
+    });
 }

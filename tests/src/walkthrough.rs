@@ -48,57 +48,64 @@ pub fn build(
     log_group: &str,
 ) -> anyhow::Result<Built> {
     let id = |v: &Value| v["id"].as_str().unwrap_or_default().to_owned();
-    let instances = id(&aws(&[
-        "create-target-group",
-        "--name",
-        "instances",
-        "--type",
-        "INSTANCE",
-        "--config",
+    let instances = target_group(
+        aws,
+        ("instances", "INSTANCE"),
         &format!(
             r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{vpc_a}","healthCheck":{{"path":"/health","healthCheckIntervalSeconds":5}}}}"#
         ),
-    ])?);
-    aws(&[
-        "register-targets",
-        "--target-group-identifier",
-        &instances,
-        "--targets",
         &format!("id={INSTANCE}"),
-    ])?;
-    let function = id(&aws(&[
-        "create-target-group",
-        "--name",
-        "function",
-        "--type",
-        "LAMBDA",
-        "--config",
+    )?;
+    let function = target_group(
+        aws,
+        ("function", "LAMBDA"),
         r#"{"lambdaEventStructureVersion":"V2"}"#,
-    ])?);
-    aws(&[
-        "register-targets",
-        "--target-group-identifier",
-        &function,
-        "--targets",
         &format!("id={FUNCTION}"),
-    ])?;
-    let app_b = id(&aws(&[
-        "create-target-group",
-        "--name",
-        "app-in-vpc-b",
-        "--type",
-        "IP",
-        "--config",
+    )?;
+    let app_b = target_group(
+        aws,
+        ("app-in-vpc-b", "IP"),
         &format!(r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{vpc_b}"}}"#),
-    ])?);
-    aws(&[
-        "register-targets",
-        "--target-group-identifier",
-        &app_b,
-        "--targets",
         "id=10.0.16.10",
-    ])?;
+    )?;
 
+    let svc1 = svc1(aws, &instances, &function)?;
+    let svc2 = aws(&["create-service", "--name", "svc2"])?;
+    aws(&[
+        "create-listener",
+        "--service-identifier",
+        &id(&svc2),
+        "--name",
+        "http",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "80",
+        "--default-action",
+        &forward(&[(&app_b, 1)]),
+    ])?;
+    network(aws, [&id(&svc1), &id(&svc2)], [vpc_a, vpc_b], log_group)?;
+    let name = |v: &Value| {
+        v["dnsEntry"]["domainName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(Built {
+        svc1_dns: name(&svc1),
+        svc2_dns: name(&svc2),
+        instances,
+    })
+}
+
+/// svc1: HTTPS, 2:1 over the instance and the function, with a rule to
+/// each by path.
+fn svc1(
+    aws: &mut dyn FnMut(&[&str]) -> anyhow::Result<Value>,
+    instances: &str,
+    function: &str,
+) -> anyhow::Result<Value> {
+    let id = |v: &Value| v["id"].as_str().unwrap_or_default().to_owned();
     let svc1 = aws(&["create-service", "--name", "svc1"])?;
     let listener = id(&aws(&[
         "create-listener",
@@ -111,11 +118,11 @@ pub fn build(
         "--port",
         "443",
         "--default-action",
-        &forward(&[(&instances, 2), (&function, 1)]),
+        &forward(&[(instances, 2), (function, 1)]),
     ])?);
     for (priority, path, tg) in [
-        ("1", "/to-instance", &instances),
-        ("2", "/to-function", &function),
+        ("1", "/to-instance", instances),
+        ("2", "/to-function", function),
     ] {
         aws(&[
             "create-rule",
@@ -133,31 +140,29 @@ pub fn build(
             &forward(&[(tg, 1)]),
         ])?;
     }
-    let svc2 = aws(&["create-service", "--name", "svc2"])?;
-    aws(&[
-        "create-listener",
-        "--service-identifier",
-        &id(&svc2),
-        "--name",
-        "http",
-        "--protocol",
-        "HTTP",
-        "--port",
-        "80",
-        "--default-action",
-        &forward(&[(&app_b, 1)]),
-    ])?;
+    Ok(svc1)
+}
+
+/// Service network demo-net holding `services`, associated with `vpcs`,
+/// logging to `log_group`.
+fn network(
+    aws: &mut dyn FnMut(&[&str]) -> anyhow::Result<Value>,
+    services: [&str; 2],
+    vpcs: [&str; 2],
+    log_group: &str,
+) -> anyhow::Result<()> {
+    let id = |v: &Value| v["id"].as_str().unwrap_or_default().to_owned();
     let sn = id(&aws(&["create-service-network", "--name", "demo-net"])?);
-    for svc in [&svc1, &svc2] {
+    for svc in services {
         aws(&[
             "create-service-network-service-association",
             "--service-network-identifier",
             &sn,
             "--service-identifier",
-            &id(svc),
+            svc,
         ])?;
     }
-    for vpc in [vpc_a, vpc_b] {
+    for vpc in vpcs {
         aws(&[
             "create-service-network-vpc-association",
             "--service-network-identifier",
@@ -173,15 +178,33 @@ pub fn build(
         "--destination-arn",
         log_group,
     ])?;
-    let name = |v: &Value| {
-        v["dnsEntry"]["domainName"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    Ok(Built {
-        svc1_dns: name(&svc1),
-        svc2_dns: name(&svc2),
-        instances,
-    })
+    Ok(())
+}
+
+/// A target group `(name, type)` with `config`, and `target` registered
+/// in it: its id.
+fn target_group(
+    aws: &mut dyn FnMut(&[&str]) -> anyhow::Result<Value>,
+    (name, ty): (&str, &str),
+    config: &str,
+    target: &str,
+) -> anyhow::Result<String> {
+    let group = aws(&[
+        "create-target-group",
+        "--name",
+        name,
+        "--type",
+        ty,
+        "--config",
+        config,
+    ])?;
+    let id = group["id"].as_str().unwrap_or_default().to_owned();
+    aws(&[
+        "register-targets",
+        "--target-group-identifier",
+        &id,
+        "--targets",
+        target,
+    ])?;
+    Ok(id)
 }

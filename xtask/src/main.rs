@@ -12,6 +12,9 @@
 mod bench;
 mod demo;
 mod fuzz;
+// Only tests: a check on the sources themselves.
+#[cfg(test)]
+mod lint;
 mod model;
 mod setup;
 
