@@ -195,6 +195,34 @@ impl AsRef<[u8]> for Held {
     }
 }
 
+/// What reading a body whole needs from the data plane: the memory budget
+/// all such bodies share, and how long a client has to send one. The
+/// modules that hold bodies whole (the auth layer for signed payloads,
+/// functions for their events) take this, not the whole data plane.
+#[derive(Clone, Copy, Debug)]
+pub struct WholeBodies<'a> {
+    /// Memory for bodies held whole, across all connections.
+    pub budget: &'a Budget,
+    /// The limit for a client to send such a body.
+    pub deadline: Duration,
+}
+
+impl WholeBodies<'_> {
+    /// [`read_whole`] under this budget and deadline.
+    pub async fn read<B>(
+        &self,
+        body: B,
+        limit: usize,
+        tenant: NsId,
+    ) -> Result<Bytes, WholeBodyError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        read_whole(body, limit, self.budget, tenant, self.deadline).await
+    }
+}
+
 /// Reads `body` whole: at most `limit` bytes, within `deadline`, within
 /// `budget` and the share of it of namespace `tenant`. The buffer is sized from the declared length when there is
 /// one, and grows (counted against the budget as it grows) otherwise.

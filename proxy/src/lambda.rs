@@ -22,7 +22,6 @@ use crate::{
     body::{CountingBody, ProxyBody},
     failure::Failure,
     routing::{LambdaTarget, Served, TargetGroupRoute},
-    Dataplane,
 };
 
 /// Largest request body and function answer, as Lattice allows.
@@ -34,7 +33,8 @@ pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
     reason = "the request's context, each distinct"
 )]
 pub(crate) async fn invoke(
-    dp: &Arc<Dataplane>,
+    config: &crate::ProxyConfig,
+    bodies: crate::body::WholeBodies<'_>,
     worker: &crate::workers::Worker,
     served: &Served,
     group: &TargetGroupRoute,
@@ -44,26 +44,29 @@ pub(crate) async fn invoke(
     body_counter: Option<Arc<AtomicU64>>,
     tenant: crate::netns::NsId,
 ) -> Result<Response<ProxyBody>, Failure> {
-    let Some(endpoint) = &dp.config.lambda_endpoint else {
+    let Some(endpoint) = &config.lambda_endpoint else {
         tracing::warn!(function = %function.function, "a LAMBDA target group is used but latticed runs without --lambda-endpoint");
         return Err(Failure::NoLambdaEndpoint);
     };
     let (parts, body) = req.into_parts();
-    let body = crate::body::read_whole(
-        CountingBody::wrap(body, body_counter),
-        MAX_PAYLOAD,
-        &dp.bodies,
-        tenant,
-        dp.config.body_read_timeout,
-    )
-    .await;
+    let body = bodies
+        .read(CountingBody::wrap(body, body_counter), MAX_PAYLOAD, tenant)
+        .await;
     let body = body.map_err(|e| match e {
         WholeBodyError::TooLarge(_) => Failure::RequestTooLarge,
         WholeBodyError::Busy | WholeBodyError::TenantBusy => Failure::BodyBudgetSpent,
         WholeBodyError::Read(_) => Failure::ClientBodyError,
         WholeBodyError::Timeout(_) => Failure::ClientBodyTimeout,
     })?;
-    let event = event(&parts, &body, served, group, function, principal, dp);
+    let event = event(
+        &parts,
+        &body,
+        served,
+        group,
+        function,
+        principal,
+        &config.region,
+    );
     let payload = match serde_json::to_vec(&event) {
         Ok(p) => p,
         Err(_) => return Err(Failure::EventEncoding),
@@ -72,8 +75,7 @@ pub(crate) async fn invoke(
         return Err(Failure::RequestTooLarge);
     }
     let invoke = invocation(endpoint, &function.function, payload)?;
-    let answer =
-        tokio::time::timeout(dp.config.request_timeout, worker.lambda.request(invoke)).await;
+    let answer = tokio::time::timeout(config.request_timeout, worker.lambda.request(invoke)).await;
     let answer = match answer {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
@@ -165,7 +167,7 @@ fn event(
     group: &TargetGroupRoute,
     function: &LambdaTarget,
     principal: Option<&crate::authz::Principal>,
-    dp: &Dataplane,
+    region: &str,
 ) -> Value {
     let (body, is_base64) = match std::str::from_utf8(body) {
         Ok(s) => (s.to_owned(), false),
@@ -216,7 +218,7 @@ fn event(
                 "serviceArn": &*served.listener.service_arn,
                 "targetGroupArn": &*group.arn,
                 "identity": identity(served, principal),
-                "region": dp.config.region,
+                "region": region,
                 "timeEpoch": micros.to_string(),
             },
         })

@@ -226,6 +226,14 @@ impl Dataplane {
         self.routes.load_full()
     }
 
+    /// What reading a body whole needs (see [`body::WholeBodies`]).
+    pub fn whole_bodies(&self) -> body::WholeBodies<'_> {
+        body::WholeBodies {
+            budget: &self.bodies,
+            deadline: self.config.body_read_timeout,
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ProxyConfig {
         &self.config

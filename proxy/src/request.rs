@@ -344,7 +344,17 @@ async fn checked_and_forwarded<'s>(
     host: Option<&str>,
     facts: &mut Option<Box<RequestFacts>>,
 ) -> (Response<ProxyBody>, Outcome<'s>) {
-    match Box::pin(auth::check(dp, conn, served, req)).await {
+    // An `Arc`, not an arc-swap guard: it lives across the body's read.
+    let principals = dp.principals.load_full();
+    match Box::pin(auth::check(
+        &principals,
+        dp.whole_bodies(),
+        conn,
+        served,
+        req,
+    ))
+    .await
+    {
         auth::Checked::Allowed(req, principal) => {
             if let (Some(f), Some(p)) = (facts.as_mut(), &principal) {
                 f.caller = Some(p.arn.clone());
@@ -479,7 +489,8 @@ fn forward<'s: 'b, 'b>(
         GroupKind::Lambda(function) => {
             fields.apply(req.headers_mut());
             Box::pin(crate::lambda::invoke(
-                dp,
+                &dp.config,
+                dp.whole_bodies(),
                 worker,
                 served,
                 group,
@@ -566,7 +577,7 @@ fn send_to<'s: 'b, 'b>(
         Box::pin(tokio::time::timeout(timeout, sent).map(settle))
     } else if !https {
         // The head is written here; the future holds its bytes.
-        let sent = crate::upstream_h1::send(dp, ns, target.addr, host, req, fields)
+        let sent = crate::upstream_h1::send(&dp.connector, ns, target.addr, host, req, fields)
             .map(|r| r.map(|resp| resp.map(http_body_util::BodyExt::boxed_unsync)));
         Box::pin(tokio::time::timeout(timeout, sent).map(settle))
     } else {

@@ -28,7 +28,7 @@ use crate::{
     netns::NsId,
     pool,
     upstream::SendError,
-    BoxError, Dataplane, UpstreamBody,
+    BoxError, UpstreamBody,
 };
 
 /// Sends `req` to `target` (namespace `ns`) over HTTP/1.1 and returns the
@@ -39,7 +39,7 @@ use crate::{
 /// kept in it, twice over as argument and local, made it too large for
 /// the allocator's per-thread cache, and every move copied them).
 pub(crate) fn send<'a>(
-    dp: &'a Dataplane,
+    connector: &'a crate::upstream::NsConnector,
     ns: NsId,
     target: SocketAddrV4,
     host: Option<&str>,
@@ -48,7 +48,7 @@ pub(crate) fn send<'a>(
 ) -> impl std::future::Future<Output = Result<Response<TargetBody>, SendError>> + Send + 'a {
     let (parts, body) = req.into_parts();
     let head = request_head(parts, &body, host, target, fields);
-    exchange(dp, ns, target, head, body)
+    exchange(connector, ns, target, head, body)
 }
 
 /// The head for the target, and how the body goes after it.
@@ -137,7 +137,7 @@ pub(crate) fn client_fields(mut headers: HeaderMap) -> Vec<u8> {
 /// is left, or if the pooled one turns out closed before taking anything)
 /// and reads the response head.
 async fn exchange(
-    dp: &Dataplane,
+    connector: &crate::upstream::NsConnector,
     ns: NsId,
     target: SocketAddrV4,
     head: RequestHead,
@@ -154,7 +154,7 @@ async fn exchange(
         let mut stream = match pooled.take() {
             Some(s) => s,
             // Boxed: rare (pooled connections are the rule) and large.
-            None => Box::pin(dp.connector.connect(ns, target))
+            None => Box::pin(connector.connect(ns, target))
                 .await
                 .map_err(|e| SendError::Connect(e.to_string()))?,
         };

@@ -163,3 +163,34 @@ fn the_reader_sees_grouped_imports_and_the_checker_finds_a_cycle() {
     .collect();
     assert_eq!(cycle(&g).unwrap(), ["a", "b", "c", "a"]);
 }
+
+/// The inbound side (and the allocator's trimming task, which watches the
+/// whole data plane) may take `Dataplane`; every module below it takes the
+/// narrow inputs it needs (a connector, a budget, the configuration), so
+/// what a lower layer can reach is what its signature says.
+const SEES_THE_DATA_PLANE: [&str; 5] = ["listener", "fastpath", "request", "passthrough", "memory"];
+
+#[test]
+fn only_the_inbound_side_takes_the_whole_data_plane() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut reaching = BTreeSet::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap();
+        let module = rel.components().next().unwrap().as_os_str();
+        let module = module.to_str().unwrap().trim_end_matches(".rs");
+        let code = code(&std::fs::read_to_string(f).unwrap());
+        let names_it = code
+            .match_indices("Dataplane")
+            .any(|(i, _)| !code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+        if names_it && !ROOTS.contains(&module) && !SEES_THE_DATA_PLANE.contains(&module) {
+            reaching.insert(rel.display().to_string());
+        }
+    }
+    assert!(files.len() > 15);
+    assert!(
+        reaching.is_empty(),
+        "below the inbound side, modules take narrow inputs, not Dataplane: {reaching:?}"
+    );
+}

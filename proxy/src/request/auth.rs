@@ -13,7 +13,7 @@ use crate::{
     authz::{evaluate, Context, DenyReason, Level, Principal, Verdict, ACTION},
     body::WholeBodyError,
     routing::{NsId, Served},
-    sigv4, Dataplane, RequestBody,
+    sigv4, RequestBody,
 };
 
 /// Largest signed payload read to check its hash.
@@ -38,7 +38,8 @@ pub enum Checked {
 /// Runs the auth layer for `req` to `served`. Auth type NONE at both levels
 /// passes at once, without looking at the request.
 pub async fn check(
-    dp: &Dataplane,
+    principals: &crate::authz::Principals,
+    bodies: crate::body::WholeBodies<'_>,
     conn: &Conn,
     served: &Served,
     req: Request<RequestBody>,
@@ -55,7 +56,7 @@ pub async fn check(
         return Checked::Allowed(req, None);
     }
     let resource = format!("{}{}", served.listener.service_arn, req.uri().path());
-    let (req, principal) = match authenticate(dp, conn.ns, req).await {
+    let (req, principal) = match authenticate(principals, bodies, conn.ns, req).await {
         Ok(x) => x,
         Err(Refusal { why, status, code }) => {
             tracing::info!(peer = %conn.peer, service = %served.listener.service, reason = %why, "request refused: authentication failed");
@@ -133,7 +134,8 @@ impl Refusal {
 /// body is then read whole within the data plane's body deadline and
 /// memory budget (see [`crate::body`]).
 async fn authenticate(
-    dp: &Dataplane,
+    principals: &crate::authz::Principals,
+    bodies: crate::body::WholeBodies<'_>,
     tenant: NsId,
     req: Request<RequestBody>,
 ) -> Result<(Request<RequestBody>, Option<Principal>), Refusal> {
@@ -151,7 +153,6 @@ async fn authenticate(
             parts.headers.insert(header::HOST, v);
         }
     }
-    let principals = dp.principals.load();
     let signer = sigv4::precheck(
         &parts.headers,
         "vpc-lattice-svcs",
@@ -167,14 +168,9 @@ async fn authenticate(
     let (body, bytes) = if unsigned {
         (body, Bytes::new())
     } else {
-        let bytes = crate::body::read_whole(
-            body,
-            MAX_SIGNED_BODY,
-            &dp.bodies,
-            tenant,
-            dp.config.body_read_timeout,
-        )
-        .await
+        let bytes = bodies
+            .read(body, MAX_SIGNED_BODY, tenant)
+            .await
         .map_err(|e| match e {
             WholeBodyError::TooLarge(_) => Refusal::denied(
                 format!("signed payloads are limited to {MAX_SIGNED_BODY} bytes; sign with UNSIGNED-PAYLOAD"),
