@@ -1138,6 +1138,17 @@ mod testing {
             }
         }
 
+        /// The `failureCode` of each item of a batch answer's
+        /// `unsuccessful` list.
+        pub(super) fn failure_codes(out: &Value) -> Vec<&str> {
+            out["unsuccessful"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["failureCode"].as_str())
+                .collect()
+        }
+
         /// A service network, a service with an HTTP listener forwarding
         /// to an IP group in vpc-aa, the service in the network: ids of
         /// (network, service, listener, group).

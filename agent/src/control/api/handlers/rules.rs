@@ -207,12 +207,7 @@ mod tests {
             .map(|r| &r["id"])
             .collect();
         assert_eq!(ok, [&a, &c], "{out}");
-        let failed: Vec<&str> = out["unsuccessful"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["failureCode"].as_str().unwrap())
-            .collect();
+        let failed = Api::failure_codes(&out);
         assert_eq!(
             failed,
             ["ConflictException", "ResourceNotFoundException"],

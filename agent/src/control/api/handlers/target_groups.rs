@@ -412,12 +412,7 @@ mod tests {
             out["successful"][0]["port"], 8080,
             "the group's port: {out}"
         );
-        let failed: Vec<&str> = out["unsuccessful"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["failureCode"].as_str().unwrap())
-            .collect();
+        let failed = Api::failure_codes(&out);
         assert_eq!(failed, ["InvalidTarget", "ServiceQuotaExceeded"], "{out}");
         let listed = api.ok("ListTargets", json!({"targetGroupIdentifier": tg}));
         assert_eq!(listed["items"][0]["status"], "UNUSED", "{listed}");
