@@ -3,17 +3,23 @@
 //! Service names (`{name}-{id}.{suffix}` and custom domain names) must
 //! resolve to VIPs through the ordinary resolver path of the tenant's
 //! namespace: `getent hosts`, curl, Python's `socket`. latticed answers on
-//! UDP `169.254.171.253:53` *inside* the namespace (the address is local
-//! there through the `local 169.254.171.0/24` route), and points the
+//! UDP and TCP `169.254.171.253:53` *inside* the namespace (the address is
+//! local there through the `local 169.254.171.0/24` route), and points the
 //! namespace's resolver at it by writing `/etc/netns/NS/resolv.conf`, the
 //! file `ip netns exec` bind-mounts over `/etc/resolv.conf`.
 //!
 //! - Names of services reachable from the namespace: an A record (TTL 60);
-//!   other record types get an empty answer (NODATA).
+//!   other record types get an empty answer (NOERROR, no records).
 //! - Other names under the service DNS suffix: NXDOMAIN.
 //! - Everything else is forwarded, from inside the namespace, to the
 //!   nameservers the namespace used before (its own resolv.conf, else the
-//!   host's), so tenants keep their DNS. With none, NXDOMAIN.
+//!   host's), over the transport the query came by, so tenants keep their
+//!   DNS. With none, NXDOMAIN.
+//!
+//! Both transports answer through one definition (`Server::handle`). A
+//! query with EDNS0 gets an answer with an OPT record; a UDP answer larger
+//! than the client can take (512 bytes, or its EDNS0 payload size up to
+//! 4096) is sent truncated, TC set, so the client asks again over TCP.
 //!
 //! The original resolv.conf is saved under `RUN_DIR/resolv/` and put back
 //! when the namespace stops being associated, at shutdown, and by the
@@ -34,7 +40,10 @@ use hickory_proto::{
 };
 use latticed_proxy::NetNs;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream, UdpSocket},
+};
 
 /// Where the resolver answers inside each namespace.
 pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::from_bits(latticed_common::addresses::RESOLVER);
@@ -42,6 +51,19 @@ pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::from_bits(latticed_common::addresses::R
 const TTL: u32 = 60;
 /// Where `ip netns exec` finds per-namespace files.
 pub const ETC_NETNS: &str = "/etc/netns";
+
+/// The UDP payload size latticed advertises in its EDNS0 answers (the
+/// size DNS flag day 2020 settled on: no fragmentation).
+const EDNS_PAYLOAD: u16 = 1232;
+/// The most a UDP client may ask for: larger answers go over TCP.
+const MAX_UDP: usize = 4096;
+/// TCP connections served at once, per namespace.
+const MAX_TCP: usize = 32;
+/// A TCP client with no query on the way for this long is closed, and a
+/// query must arrive whole within it.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// How long an upstream nameserver has to answer.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Names reachable from one namespace: lowercase, no trailing dot.
 pub type Names = HashMap<String, Ipv4Addr>;
@@ -70,7 +92,8 @@ pub enum Error {
 #[derive(Debug)]
 pub struct NsResolver {
     names: Arc<ArcSwap<Names>>,
-    task: tokio::task::JoinHandle<()>,
+    /// The UDP and TCP servers; aborting the TCP one ends its connections.
+    tasks: [tokio::task::JoinHandle<()>; 2],
     resolv: ResolvConf,
 }
 
@@ -87,14 +110,30 @@ impl NsResolver {
                 source,
             }
         };
+        let at = SocketAddr::V4(SocketAddrV4::new(
+            DNS_ADDR,
+            latticed_common::addresses::RESOLVER_PORT,
+        ));
         let socket = ns
             .enter(|| Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)))?
             .map_err(io("creating the DNS socket"))?;
         socket.set_nonblocking(true).map_err(io("DNS socket"))?;
         socket
-            .bind(&SocketAddr::V4(SocketAddrV4::new(DNS_ADDR, 53)).into())
-            .map_err(io(&format!("binding {DNS_ADDR}:53")))?;
+            .bind(&at.into())
+            .map_err(io(&format!("binding {DNS_ADDR}:53 (UDP)")))?;
         let socket = UdpSocket::from_std(socket.into()).map_err(io("DNS socket"))?;
+        let listener = ns
+            .enter(|| Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)))?
+            .map_err(io("creating the DNS TCP socket"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io("DNS TCP socket"))?;
+        listener
+            .bind(&at.into())
+            .map_err(io(&format!("binding {DNS_ADDR}:53 (TCP)")))?;
+        listener.listen(128).map_err(io("listening on DNS TCP"))?;
+        let listener = TcpListener::from_std(std::net::TcpListener::from(listener))
+            .map_err(io("DNS TCP socket"))?;
         let resolv = ResolvConf::install(&name, run_dir).map_err(io("writing resolv.conf"))?;
         let upstream = resolv.upstream.clone();
         let names: Arc<ArcSwap<Names>> = Arc::default();
@@ -104,11 +143,15 @@ impl NsResolver {
             format!(".{}", suffix.trim_matches('.').to_ascii_lowercase()),
             upstream,
         );
-        let task = tokio::spawn(server.run(socket));
-        tracing::info!(namespace = %name, address = %DNS_ADDR, "resolver answering");
+        let server = Arc::new(server);
+        let tasks = [
+            tokio::spawn(Arc::clone(&server).run(socket)),
+            tokio::spawn(server.run_tcp(listener)),
+        ];
+        tracing::info!(namespace = %name, address = %DNS_ADDR, "resolver answering (UDP and TCP)");
         Ok(Self {
             names,
-            task,
+            tasks,
             resolv,
         })
     }
@@ -120,8 +163,15 @@ impl NsResolver {
 
     /// Stops answering and restores the namespace's resolv.conf.
     pub fn stop(self) {
-        self.task.abort();
         self.resolv.restore();
+    }
+}
+
+impl Drop for NsResolver {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -194,10 +244,9 @@ impl Server {
         }
     }
 
-    async fn run(self, socket: UdpSocket) {
+    async fn run(self: Arc<Self>, socket: UdpSocket) {
         let socket = Arc::new(socket);
-        let this = Arc::new(self);
-        let mut buf = vec![0u8; 4096];
+        let mut buf = vec![0u8; MAX_UDP];
         loop {
             let (n, peer) = match socket.recv_from(&mut buf).await {
                 Ok(x) => x,
@@ -206,7 +255,7 @@ impl Server {
                     continue;
                 }
             };
-            let msg = match this.handle(&buf[..n]) {
+            let msg = match self.handle(&buf[..n]) {
                 Handled::Local(Some(answer)) => {
                     let _ = socket.send_to(&answer, peer).await;
                     continue;
@@ -214,16 +263,16 @@ impl Server {
                 Handled::Local(None) => continue,
                 Handled::Forward(msg) => msg,
             };
-            let Ok(permit) = Arc::clone(&this.forwards).try_acquire_owned() else {
+            let Ok(permit) = Arc::clone(&self.forwards).try_acquire_owned() else {
                 if let Some(busy) = reply(&msg, ResponseCode::ServFail, None) {
                     let _ = socket.send_to(&busy, peer).await;
                 }
                 continue;
             };
             let query = buf[..n].to_vec();
-            let (this, socket) = (Arc::clone(&this), Arc::clone(&socket));
+            let (this, socket) = (Arc::clone(&self), Arc::clone(&socket));
             tokio::spawn(async move {
-                let answer = this.forwarded(&query, &msg).await;
+                let answer = this.forwarded(&query, &msg, Transport::Udp).await;
                 drop(permit);
                 if let Some(answer) = answer {
                     let _ = socket.send_to(&answer, peer).await;
@@ -232,12 +281,67 @@ impl Server {
         }
     }
 
+    /// Serves DNS over TCP (RFC 7766): each message after its two-byte
+    /// length, several per connection, answered in order. Connections are
+    /// bounded in number and in idle time; they end with the server.
+    async fn run_tcp(self: Arc<Self>, listener: TcpListener) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                Some(_) = connections.join_next() => continue,
+            };
+            let (stream, _) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS TCP accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Past the limit, new connections are closed at once.
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                continue;
+            };
+            let this = Arc::clone(&self);
+            connections.spawn(async move {
+                this.serve_tcp(stream).await;
+                drop(slot);
+            });
+        }
+    }
+
+    async fn serve_tcp(&self, mut stream: TcpStream) {
+        loop {
+            let Ok(Some(query)) = tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await
+            else {
+                return;
+            };
+            let answer = match self.handle(&query) {
+                Handled::Local(Some(a)) => a,
+                Handled::Local(None) => return,
+                Handled::Forward(msg) => {
+                    let answer = match Arc::clone(&self.forwards).try_acquire_owned() {
+                        Ok(_permit) => self.forwarded(&query, &msg, Transport::Tcp).await,
+                        Err(_) => reply(&msg, ResponseCode::ServFail, None),
+                    };
+                    let Some(a) = answer else { return };
+                    a
+                }
+            };
+            if write_framed(&mut stream, &answer).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// The answer to `query`, asking upstream if it is not ours.
     #[cfg(test)]
     async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
         match self.handle(query) {
             Handled::Local(a) => a,
-            Handled::Forward(msg) => self.forwarded(query, &msg).await,
+            Handled::Forward(msg) => self.forwarded(query, &msg, Transport::Udp).await,
         }
     }
 
@@ -272,16 +376,29 @@ impl Server {
         })
     }
 
-    /// The upstream's answer to `query` (parsed as `msg`), or SERVFAIL.
-    async fn forwarded(&self, query: &[u8], msg: &Message) -> Option<Vec<u8>> {
-        match self.forward(query).await {
-            Some(a) => Some(a),
+    /// The upstream's answer to `query` (parsed as `msg`), asked over
+    /// `transport`, or SERVFAIL. Over UDP, an answer larger than the client
+    /// can take goes back truncated.
+    async fn forwarded(
+        &self,
+        query: &[u8],
+        msg: &Message,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let answer = match transport {
+            Transport::Udp => self.forward_udp(query, udp_limit(msg)).await,
+            Transport::Tcp => self.forward_tcp(query).await,
+        };
+        match answer {
+            Some(Upstream::Answer(a)) => Some(a),
+            Some(Upstream::TooLarge) => truncated(msg),
             None => reply(msg, ResponseCode::ServFail, None),
         }
     }
 
-    /// Asks the namespace's previous nameservers, from inside the namespace.
-    async fn forward(&self, query: &[u8]) -> Option<Vec<u8>> {
+    /// Asks the namespace's previous nameservers over UDP, from inside the
+    /// namespace; an answer past `limit` bytes is `TooLarge`.
+    async fn forward_udp(&self, query: &[u8], limit: usize) -> Option<Upstream> {
         let socket = self
             .ns
             .enter(|| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
@@ -289,23 +406,79 @@ impl Server {
             .ok()?;
         socket.set_nonblocking(true).ok()?;
         let socket = UdpSocket::from_std(socket).ok()?;
-        let mut buf = vec![0u8; 4096];
+        // One byte more than the client takes tells a larger answer.
+        let mut buf = vec![0u8; limit + 1];
         for server in &self.upstream {
             if socket.send_to(query, server).await.is_err() {
                 continue;
             }
             if let Ok(Ok((n, from))) =
-                tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await
+                tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv_from(&mut buf)).await
             {
                 if from == *server {
-                    return Some(buf[..n].to_vec());
+                    return Some(if n > limit {
+                        Upstream::TooLarge
+                    } else {
+                        Upstream::Answer(buf[..n].to_vec())
+                    });
                 }
+            }
+        }
+        None
+    }
+
+    /// Asks the namespace's previous nameservers over TCP, from inside the
+    /// namespace.
+    async fn forward_tcp(&self, query: &[u8]) -> Option<Upstream> {
+        for server in &self.upstream {
+            let asked = async {
+                let domain = if server.is_ipv4() {
+                    Domain::IPV4
+                } else {
+                    Domain::IPV6
+                };
+                let socket = self
+                    .ns
+                    .enter(|| Socket::new(domain, Type::STREAM, Some(Protocol::TCP)))
+                    .ok()?
+                    .ok()?;
+                socket.set_nonblocking(true).ok()?;
+                let socket =
+                    tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+                let mut stream = socket.connect(*server).await.ok()?;
+                write_framed(&mut stream, query).await.ok()?;
+                read_framed(&mut stream).await
+            };
+            if let Ok(Some(answer)) = tokio::time::timeout(UPSTREAM_TIMEOUT, asked).await {
+                return Some(Upstream::Answer(answer));
             }
         }
         None
     }
 }
 
+/// How a query came, and so how it is forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// An upstream nameserver's answer.
+enum Upstream {
+    Answer(Vec<u8>),
+    /// Larger than the UDP client can take.
+    TooLarge,
+}
+
+/// The most a UDP answer to `query` may take: 512 bytes, or what its
+/// EDNS0 record offers, up to [`MAX_UDP`].
+fn udp_limit(query: &Message) -> usize {
+    usize::from(query.max_payload()).clamp(512, MAX_UDP)
+}
+
+/// Latticed's own answer to `query`. A query with EDNS0 gets an OPT
+/// record back (RFC 6891: a responder that understands it must).
 fn reply(query: &Message, code: ResponseCode, answer: Option<Record>) -> Option<Vec<u8>> {
     let mut m = Message::response(query.metadata.id, query.metadata.op_code);
     m.metadata.recursion_desired = query.metadata.recursion_desired;
@@ -316,7 +489,44 @@ fn reply(query: &Message, code: ResponseCode, answer: Option<Record>) -> Option<
     if let Some(a) = answer {
         m.add_answer(a);
     }
+    if query.edns.is_some() {
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(EDNS_PAYLOAD);
+        m.set_edns(edns);
+    }
     m.to_vec().ok()
+}
+
+/// An answer too large for UDP: the question alone, TC set, so the client
+/// asks again over TCP (RFC 1035 4.2.1).
+fn truncated(query: &Message) -> Option<Vec<u8>> {
+    let mut m = Message::from_vec(&reply(query, ResponseCode::NoError, None)?).ok()?;
+    m.metadata.truncation = true;
+    m.metadata.authoritative = false;
+    m.to_vec().ok()
+}
+
+/// Reads one DNS message over TCP: its two-byte length, then the message.
+/// `None` at the end of the stream or on an error.
+async fn read_framed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+    let len = stream.read_u16().await.ok()?;
+    let mut message = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut message).await.ok()?;
+    Some(message)
+}
+
+/// Writes one DNS message over TCP, after its two-byte length, in one
+/// write.
+async fn write_framed<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    message: &[u8],
+) -> std::io::Result<()> {
+    let len = u16::try_from(message.len())
+        .map_err(|_| std::io::Error::other("a DNS message past 65535 bytes"))?;
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(message);
+    stream.write_all(&framed).await
 }
 
 /// The namespace's resolv.conf, replaced while latticed serves it.
@@ -475,7 +685,7 @@ mod tests {
             sock
         })
         .unwrap();
-        tokio::spawn(server.run(listener));
+        tokio::spawn(Arc::new(server).run(listener));
         let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
         let before = fds();
@@ -571,5 +781,175 @@ mod tests {
         let aaaa = Message::from_vec(&aaaa).unwrap();
         assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
         assert!(aaaa.answers.is_empty());
+    }
+
+    /// A query with EDNS0 `payload`.
+    fn ask_edns(name: &str, ty: RecordType, payload: u16) -> Vec<u8> {
+        let mut m = Message::from_vec(&ask(name, ty)).unwrap();
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(payload);
+        m.set_edns(edns);
+        m.to_vec().unwrap()
+    }
+
+    /// Serves `server` over TCP on a loopback port; its address.
+    async fn serve_tcp(server: Server) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        tokio::spawn(Arc::new(server).run_tcp(listener));
+        at
+    }
+
+    const SVC1: &str = "svc1-0abc.vpc-lattice-svcs.us-east-1.on.aws.";
+
+    /// Over TCP the resolver answers as over UDP (one `handle` serves
+    /// both): several queries on one connection, sent at once, answered
+    /// in order, each after its length.
+    #[tokio::test]
+    async fn tcp_answers_are_the_udp_answers_in_order_on_one_connection() {
+        let udp = test_server(vec![]);
+        let at = serve_tcp(test_server(vec![])).await;
+        let queries = [
+            ask(SVC1, RecordType::A),
+            ask(SVC1, RecordType::MX),
+            ask(SVC1, RecordType::TXT),
+            ask(
+                "nope-0abc.vpc-lattice-svcs.us-east-1.on.aws.",
+                RecordType::A,
+            ),
+            ask_edns(SVC1, RecordType::A, 4096),
+        ];
+        let mut stream = TcpStream::connect(at).await.unwrap();
+        let mut all = Vec::new();
+        for q in &queries {
+            all.extend_from_slice(&u16::try_from(q.len()).unwrap().to_be_bytes());
+            all.extend_from_slice(q);
+        }
+        stream.write_all(&all).await.unwrap();
+        for q in &queries {
+            let got = read_framed(&mut stream).await.expect("an answer per query");
+            assert_eq!(Some(got), udp.answer(q).await);
+        }
+        let codes: Vec<(ResponseCode, usize)> = {
+            let mut out = Vec::new();
+            for q in &queries[1..4] {
+                let a = Message::from_vec(&udp.answer(q).await.unwrap()).unwrap();
+                out.push((a.metadata.response_code, a.answers.len()));
+            }
+            out
+        };
+        // Other types of a service name: NOERROR with no records.
+        assert_eq!(
+            codes,
+            [
+                (ResponseCode::NoError, 0),
+                (ResponseCode::NoError, 0),
+                (ResponseCode::NXDomain, 0)
+            ]
+        );
+        // A message cut short ends the connection without an answer.
+        stream.write_all(&[0, 40, 1, 2]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        assert_eq!(read_framed(&mut stream).await, None);
+    }
+
+    /// EDNS0 is understood: a query with an OPT record gets one back
+    /// (payload 1232); one without gets none.
+    #[tokio::test]
+    async fn edns_queries_get_an_opt_record_back() {
+        let server = test_server(vec![]);
+        let with = server
+            .answer(&ask_edns(SVC1, RecordType::A, 4096))
+            .await
+            .unwrap();
+        let with = Message::from_vec(&with).unwrap();
+        assert_eq!(
+            with.edns.as_ref().map(|e| e.max_payload()),
+            Some(EDNS_PAYLOAD)
+        );
+        assert_eq!(with.answers.len(), 1);
+        let without = server.answer(&ask(SVC1, RecordType::A)).await.unwrap();
+        assert!(Message::from_vec(&without).unwrap().edns.is_none());
+    }
+
+    /// An upstream nameserver on loopback answering `answer` to anything,
+    /// over UDP and TCP on one port.
+    async fn big_upstream(answer: Vec<u8>) -> SocketAddr {
+        let (udp, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let at = udp.local_addr().unwrap();
+            if let Ok(tcp) = TcpListener::bind(at).await {
+                break (udp, tcp);
+            }
+        };
+        let at = udp.local_addr().unwrap();
+        let reply_to = |q: &[u8], answer: &[u8]| {
+            let mut a = Message::from_vec(answer).unwrap();
+            a.metadata.id = Message::from_vec(q).map_or(0, |m| m.metadata.id);
+            a.to_vec().unwrap()
+        };
+        let for_udp = answer.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
+                let _ = udp.send_to(&reply_to(&buf[..n], &for_udp), peer).await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = tcp.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    while let Some(q) = read_framed(&mut s).await {
+                        let _ = write_framed(&mut s, &reply_to(&q, &answer)).await;
+                    }
+                });
+            }
+        });
+        at
+    }
+
+    /// A forwarded answer larger than the UDP client takes comes back
+    /// truncated (TC, no records), and whole over TCP; an EDNS0 client
+    /// that offers room gets it whole over UDP. Forwarding enters the
+    /// namespace (CAP_SYS_ADMIN), hence `privileged_`.
+    #[tokio::test]
+    async fn privileged_a_large_forwarded_answer_is_truncated_over_udp_and_whole_over_tcp() {
+        let name = "big.example.com.";
+        let mut big = Message::response(0, hickory_proto::op::OpCode::Query);
+        big.add_query(hickory_proto::op::Query::query(
+            name.parse().unwrap(),
+            RecordType::A,
+        ));
+        for i in 0..100u8 {
+            big.add_answer(Record::from_rdata(
+                name.parse().unwrap(),
+                60,
+                RData::A(A(Ipv4Addr::new(10, 1, 0, i))),
+            ));
+        }
+        let big = big.to_vec().unwrap();
+        assert!(big.len() > 1500 && big.len() < 4096, "{}", big.len());
+        let upstream = big_upstream(big.clone()).await;
+        let server = test_server(vec![upstream]);
+        let cut =
+            Message::from_vec(&server.answer(&ask(name, RecordType::A)).await.unwrap()).unwrap();
+        assert!(cut.metadata.truncation, "{cut:?}");
+        assert!(cut.answers.is_empty());
+        assert_eq!(cut.metadata.id, 7);
+        let roomy = server
+            .answer(&ask_edns(name, RecordType::A, 4096))
+            .await
+            .unwrap();
+        assert_eq!(Message::from_vec(&roomy).unwrap().answers.len(), 100);
+
+        let at = serve_tcp(test_server(vec![upstream])).await;
+        let mut stream = TcpStream::connect(at).await.unwrap();
+        write_framed(&mut stream, &ask(name, RecordType::A))
+            .await
+            .unwrap();
+        let whole = Message::from_vec(&read_framed(&mut stream).await.unwrap()).unwrap();
+        assert!(!whole.metadata.truncation);
+        assert_eq!(whole.answers.len(), 100);
+        assert_eq!(whole.metadata.id, 7);
     }
 }

@@ -5,8 +5,9 @@
 //! configured service VIP:port in 169.254.171.0/24 is handed to the proxy's
 //! listening socket in `STEER_LISTENER`; any other destination in the range is
 //! refused (SK_DROP makes the lookup find no socket, so the client gets a RST),
-//! even if some local process listens on a wildcard address. Traffic outside
-//! the range is left to the normal lookup.
+//! even if some local process listens on a wildcard address, except the
+//! resolver's own address and port (DNS over TCP). Traffic outside the range
+//! is left to the normal lookup.
 #![no_std]
 #![no_main]
 
@@ -17,7 +18,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, SockMap},
     programs::SkLookupContext,
 };
-use latticed_common::{stats, VipPort, LATTICE_MASK, LATTICE_NET, MAX_LISTENERS};
+use latticed_common::{addresses, stats, VipPort, LATTICE_MASK, LATTICE_NET, MAX_LISTENERS};
 
 const AF_INET: u32 = 2;
 const IPPROTO_TCP: u32 = 6;
@@ -48,6 +49,13 @@ pub fn steer_to_proxy(ctx: SkLookupContext) -> u32 {
         return sk_action::SK_PASS;
     }
     if u32::from_be(local_ip4) & LATTICE_MASK != LATTICE_NET {
+        return sk_action::SK_PASS;
+    }
+    // latticed's resolver listens there itself (DNS over TCP); the normal
+    // lookup finds its socket.
+    if u32::from_be(local_ip4) == addresses::RESOLVER
+        && local_port == u32::from(addresses::RESOLVER_PORT)
+    {
         return sk_action::SK_PASS;
     }
     let key = VipPort {

@@ -437,6 +437,50 @@ fn oversized_slow_idle_and_malformed_clients_affect_only_themselves() {
     assert_eq!(b.curl(url).map(|_| ()), Ok(()));
 }
 
+/// `dig` (from bind9-dnsutils) in `ns`, at latticed's resolver.
+fn dig(ns: &NetNsGuard, args: &[&str]) -> String {
+    let out = ns
+        .command("dig")
+        .arg("@169.254.171.253")
+        .args(args)
+        .output()
+        .expect("dig (the set-up installs bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The resolver in `ns` as `dig` and glibc ask it: UDP and TCP, with and
+/// without EDNS0, A and other types of a service name, `getent ahosts`
+/// (A and AAAA at once).
+fn dns_answers_as_clients_ask(ns: &NetNsGuard) {
+    let name = "web.example.internal";
+    assert_eq!(dig(ns, &["+short", name]).trim(), "169.254.171.1");
+    assert_eq!(dig(ns, &["+tcp", "+short", name]).trim(), "169.254.171.1");
+    for ty in ["MX", "TXT", "AAAA"] {
+        let out = dig(ns, &[name, ty]);
+        assert!(out.contains("status: NOERROR"), "{ty}: {out}");
+        assert!(out.contains("ANSWER: 0,"), "{ty}: {out}");
+    }
+    let edns = dig(ns, &["+tcp", name]);
+    assert!(
+        edns.contains("OPT PSEUDOSECTION") && edns.contains("udp: 1232"),
+        "{edns}"
+    );
+    let plain = dig(ns, &["+noedns", name]);
+    assert!(!plain.contains("OPT PSEUDOSECTION"), "{plain}");
+    assert!(plain.contains("ANSWER: 1,"), "{plain}");
+    let ahosts = ns
+        .command("getent")
+        .args(["ahosts", name])
+        .output()
+        .unwrap();
+    let ahosts = String::from_utf8_lossy(&ahosts.stdout);
+    assert!(
+        ahosts.lines().all(|l| l.starts_with("169.254.171.1 ")),
+        "{ahosts}"
+    );
+    assert!(!ahosts.is_empty());
+}
+
 #[test]
 fn names_resolve_only_while_associated() {
     let a = Vpc::new("a");
@@ -468,6 +512,7 @@ fn names_resolve_only_while_associated() {
             .output()
             .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "169.254.171.1");
+    dns_answers_as_clients_ask(&b.ns);
 
     let mut unassociated = config.clone();
     unassociated["serviceNetworkVpcAssociations"] = json!([]);

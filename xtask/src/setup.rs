@@ -24,6 +24,7 @@ const PACKAGES: &[&str] = &[
     "nginx",          // benchmark comparison
     "haproxy",        // benchmark comparison
     "nodejs",         // the tests' Lambda Invoke API and function
+    "bind9-dnsutils", // dig, to test the resolver as clients ask it
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -30,6 +30,9 @@ pub mod addresses {
     pub const SOURCE_LAST: u32 = LATTICE_NET | 252;
     /// Where each namespace's resolver answers, 169.254.171.253.
     pub const RESOLVER: u32 = LATTICE_NET | 253;
+    /// The resolver's port, on UDP and TCP. The steering program lets TCP
+    /// connections to it through to the resolver's own socket.
+    pub const RESOLVER_PORT: u16 = 53;
     // 169.254.171.254 is unused, .0 and .255 are the network and broadcast
     // addresses.
 
