@@ -17,7 +17,8 @@
 //!   DNS. With none, NXDOMAIN.
 //!
 //! Both transports answer through one definition (`Server::handle`). A
-//! query with EDNS0 gets an answer with an OPT record; a UDP answer larger
+//! query with EDNS0 gets an answer with an OPT record (BADVERS for an EDNS
+//! version past 0); a UDP answer larger
 //! than the client can take (512 bytes, or its EDNS0 payload size up to
 //! 4096) is sent truncated, TC set, so the client asks again over TCP.
 //!
@@ -353,6 +354,11 @@ impl Server {
         };
         if msg.metadata.message_type != MessageType::Query {
             return Handled::Local(None);
+        }
+        // EDNS versions past 0 do not exist yet; RFC 6891 6.1.3 answers
+        // them BADVERS (with an OPT record of the version we speak).
+        if msg.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return Handled::Local(reply(&msg, ResponseCode::BADVERS, None));
         }
         let Some(q) = msg.queries.first() else {
             return Handled::Local(reply(&msg, ResponseCode::FormErr, None));
@@ -870,6 +876,23 @@ mod tests {
         assert_eq!(with.answers.len(), 1);
         let without = server.answer(&ask(SVC1, RecordType::A)).await.unwrap();
         assert!(Message::from_vec(&without).unwrap().edns.is_none());
+    }
+
+    /// An EDNS version the resolver does not speak gets BADVERS, with an
+    /// OPT record of version 0, whatever the name.
+    #[tokio::test]
+    async fn an_edns_version_past_0_is_badvers() {
+        let server = test_server(vec![]);
+        let mut q = Message::from_vec(&ask_edns(SVC1, RecordType::A, 1232)).unwrap();
+        if let Some(e) = q.edns.as_mut() {
+            e.set_version(1);
+        }
+        let a = server.answer(&q.to_vec().unwrap()).await.unwrap();
+        let a = Message::from_vec(&a).unwrap();
+        // Code 16 (hickory reads it back as BADSIG, which shares it).
+        assert_eq!(u16::from(a.metadata.response_code), 16);
+        assert_eq!(a.edns.as_ref().map(|e| e.version()), Some(0));
+        assert!(a.answers.is_empty());
     }
 
     /// An upstream nameserver on loopback answering `answer` to anything,
