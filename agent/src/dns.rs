@@ -18,9 +18,9 @@
 //!
 //! Both transports answer through one definition (`Server::handle`). A
 //! query with EDNS0 gets an answer with an OPT record (BADVERS for an EDNS
-//! version past 0); a UDP answer larger
-//! than the client can take (512 bytes, or its EDNS0 payload size up to
-//! 4096) is sent truncated, TC set, so the client asks again over TCP.
+//! version past 0); a UDP answer larger than the client can take (512
+//! bytes, or its EDNS0 payload size up to 4096) is sent truncated, TC set,
+//! so the client asks again over TCP.
 //!
 //! The original resolv.conf is saved under `RUN_DIR/resolv/` and put back
 //! when the namespace stops being associated, at shutdown, and by the
@@ -264,11 +264,14 @@ impl Server {
                 Handled::Local(None) => continue,
                 Handled::Forward(msg) => msg,
             };
-            let Ok(permit) = Arc::clone(&self.forwards).try_acquire_owned() else {
-                if let Some(busy) = reply(&msg, ResponseCode::ServFail, None) {
-                    let _ = socket.send_to(&busy, peer).await;
+            let permit = match self.forward_slot(&msg) {
+                Ok(permit) => permit,
+                Err(busy) => {
+                    if let Some(busy) = busy {
+                        let _ = socket.send_to(&busy, peer).await;
+                    }
+                    continue;
                 }
-                continue;
             };
             let query = buf[..n].to_vec();
             let (this, socket) = (Arc::clone(&self), Arc::clone(&socket));
@@ -323,9 +326,9 @@ impl Server {
                 Handled::Local(Some(a)) => a,
                 Handled::Local(None) => return,
                 Handled::Forward(msg) => {
-                    let answer = match Arc::clone(&self.forwards).try_acquire_owned() {
+                    let answer = match self.forward_slot(&msg) {
                         Ok(_permit) => self.forwarded(&query, &msg, Transport::Tcp).await,
-                        Err(_) => reply(&msg, ResponseCode::ServFail, None),
+                        Err(busy) => busy,
                     };
                     let Some(a) = answer else { return };
                     a
@@ -335,6 +338,17 @@ impl Server {
                 return;
             }
         }
+    }
+
+    /// A slot for one forwarded query, held until its answer or time-out;
+    /// with all [`MAX_FORWARDS`] taken, the SERVFAIL to answer at once.
+    fn forward_slot(
+        &self,
+        msg: &Message,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Option<Vec<u8>>> {
+        Arc::clone(&self.forwards)
+            .try_acquire_owned()
+            .map_err(|_| reply(msg, ResponseCode::ServFail, None))
     }
 
     /// The answer to `query`, asking upstream if it is not ours.
@@ -485,7 +499,7 @@ fn udp_limit(query: &Message) -> usize {
 
 /// Latticed's own answer to `query`. A query with EDNS0 gets an OPT
 /// record back (RFC 6891: a responder that understands it must).
-fn reply(query: &Message, code: ResponseCode, answer: Option<Record>) -> Option<Vec<u8>> {
+fn response(query: &Message, code: ResponseCode, answer: Option<Record>) -> Message {
     let mut m = Message::response(query.metadata.id, query.metadata.op_code);
     m.metadata.recursion_desired = query.metadata.recursion_desired;
     m.metadata.recursion_available = true;
@@ -500,15 +514,19 @@ fn reply(query: &Message, code: ResponseCode, answer: Option<Record>) -> Option<
         edns.set_max_payload(EDNS_PAYLOAD);
         m.set_edns(edns);
     }
-    m.to_vec().ok()
+    m
+}
+
+/// [`response`], as bytes.
+fn reply(query: &Message, code: ResponseCode, answer: Option<Record>) -> Option<Vec<u8>> {
+    response(query, code, answer).to_vec().ok()
 }
 
 /// An answer too large for UDP: the question alone, TC set, so the client
 /// asks again over TCP (RFC 1035 4.2.1).
 fn truncated(query: &Message) -> Option<Vec<u8>> {
-    let mut m = Message::from_vec(&reply(query, ResponseCode::NoError, None)?).ok()?;
+    let mut m = response(query, ResponseCode::NoError, None);
     m.metadata.truncation = true;
-    m.metadata.authoritative = false;
     m.to_vec().ok()
 }
 
