@@ -1138,6 +1138,17 @@ mod testing {
             }
         }
 
+        /// Deletes the service-network service association that
+        /// ListServiceNetworkServiceAssociations with `filter` lists first.
+        pub(super) fn dissociate(&mut self, filter: Value) {
+            let listed = self.ok("ListServiceNetworkServiceAssociations", filter);
+            let id = listed["items"][0]["id"].clone();
+            self.ok(
+                "DeleteServiceNetworkServiceAssociation",
+                json!({"serviceNetworkServiceAssociationIdentifier": id}),
+            );
+        }
+
         /// The `failureCode` of each item of a batch answer's
         /// `unsuccessful` list.
         pub(super) fn failure_codes(out: &Value) -> Vec<&str> {

@@ -144,15 +144,7 @@ mod tests {
             json!({"serviceNetworkIdentifier": sn}),
         );
         assert_eq!(e.code, "ConflictException", "{e}");
-        let assoc = api.ok(
-            "ListServiceNetworkServiceAssociations",
-            json!({"serviceNetworkIdentifier": sn}),
-        )["items"][0]["id"]
-            .clone();
-        api.ok(
-            "DeleteServiceNetworkServiceAssociation",
-            json!({"serviceNetworkServiceAssociationIdentifier": assoc}),
-        );
+        api.dissociate(json!({"serviceNetworkIdentifier": sn}));
         api.ok(
             "DeleteServiceNetwork",
             json!({"serviceNetworkIdentifier": sn}),

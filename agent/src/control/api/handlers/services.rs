@@ -146,15 +146,7 @@ mod tests {
         let e = api.err("DeleteService", json!({"serviceIdentifier": svc}));
         assert_eq!(e.code, "ConflictException", "{e}");
         assert!(e.message.contains("net-a"), "{e}");
-        let assoc = api.ok(
-            "ListServiceNetworkServiceAssociations",
-            json!({"serviceIdentifier": svc}),
-        )["items"][0]["id"]
-            .clone();
-        api.ok(
-            "DeleteServiceNetworkServiceAssociation",
-            json!({"serviceNetworkServiceAssociationIdentifier": assoc}),
-        );
+        api.dissociate(json!({"serviceIdentifier": svc}));
         let out = api.ok("DeleteService", json!({"serviceIdentifier": svc}));
         assert_eq!(out["status"], "DELETE_IN_PROGRESS");
         let left: Vec<&String> = api
