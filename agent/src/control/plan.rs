@@ -420,18 +420,13 @@ pub fn plan_with(
     let planned_networks = plan_networks(config, &mut network_logs, &network_policies);
     check_shared_addresses(&mut errs, &services);
     let members = service_members(&mut errs, config, &resources);
-    for (i, a) in config.service_network_vpc_associations.iter().enumerate() {
-        check_namespace(
-            &mut errs,
-            &format!("serviceNetworkVpcAssociations[{i}].vpcIdentifier"),
-            &a.vpc_identifier,
-        );
-    }
     let reached = Reached {
         members: &members,
         networks: &planned_networks,
+        check_namespace: &check_namespace,
+        exists: &exists,
     };
-    reached.mark(&mut errs, config, &exists, &mut services);
+    reached.mark(&mut errs, config, &mut services);
     if !errs.0.is_empty() {
         return Err(ValidationError(errs.0));
     }
@@ -1048,18 +1043,17 @@ struct Reached<'a, 'c> {
     members: &'a HashMap<&'c str, BTreeSet<usize>>,
     /// The networks, as services are reached through them.
     networks: &'a HashMap<&'c str, Arc<PlannedNetwork>>,
+    /// Checks a namespace a field names (see `check_namespace`).
+    check_namespace: &'a dyn Fn(&mut Errors, &str, &str),
+    /// Whether a namespace exists now.
+    exists: &'a dyn Fn(&str) -> bool,
 }
 
 impl Reached<'_, '_> {
-    /// Marks each service reachable from the VPCs (that exist) associated
+    /// Checks each VPC association (network, namespace, defined once) and
+    /// marks each service reachable from the VPCs (that exist) associated
     /// with its networks.
-    fn mark(
-        &self,
-        errs: &mut Errors,
-        config: &Config,
-        exists: &dyn Fn(&str) -> bool,
-        services: &mut [PlannedService],
-    ) {
+    fn mark(&self, errs: &mut Errors, config: &Config, services: &mut [PlannedService]) {
         let mut seen = BTreeSet::new();
         for (i, a) in config.service_network_vpc_associations.iter().enumerate() {
             let base = format!("serviceNetworkVpcAssociations[{i}]");
@@ -1070,10 +1064,11 @@ impl Reached<'_, '_> {
                     format!("no service network {sn:?}"),
                 );
             }
+            (self.check_namespace)(errs, &format!("{base}.vpcIdentifier"), &a.vpc_identifier);
             if !seen.insert((sn, a.vpc_identifier.as_str())) {
                 errs.add(base, "this association is defined twice");
             }
-            if !exists(&a.vpc_identifier) {
+            if !(self.exists)(&a.vpc_identifier) {
                 continue;
             }
             for &s in self.members.get(sn).into_iter().flatten() {
