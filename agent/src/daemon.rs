@@ -490,9 +490,7 @@ mod tests {
             Inventory::default(),
         )
         .unwrap();
-        let ids: snapshot::Ids = [("vpc-aa", 1), ("vpc-bb", 2)]
-            .map(|(n, id)| (n.to_owned(), id))
-            .into();
+        let ids: snapshot::Ids = [("vpc-aa", 1), ("vpc-bb", 2)].into();
         let mut compiled = Compiled::default();
         let mut table = latticed_proxy::RouteTable::default();
         let mut step = |op: &str, input: Value| -> Value {

@@ -182,14 +182,7 @@ impl Daemon {
             }
         }
     }
-    /// Compiles the plan into a routing snapshot over the namespaces actually
-    /// managed now, and swaps it in.
-    pub(super) fn ns_ids(&self) -> HashMap<&str, NsId> {
-        self.managed
-            .iter()
-            .map(|(n, m)| (n.as_str(), m.id))
-            .collect()
-    }
+    /// The managed namespaces by id, as the connector opens them.
     pub(super) fn ns_map(&self) -> NsMap {
         self.managed
             .values()
@@ -199,19 +192,11 @@ impl Daemon {
     /// Compiles the whole plan into a routing snapshot over the namespaces
     /// managed now, and swaps it in.
     pub(super) fn publish_full(&mut self, plan: &Plan) {
-        let ids = self.ns_ids_owned();
+        let ids = ns_ids(&self.managed);
         let (compiled, table) = Compiled::full(&mut self.compiler, plan, &ids);
         self.compiled = compiled;
         self.dp.publish(table, self.ns_map());
         self.forget_unused(plan);
-    }
-
-    /// Namespace ids by name, owned.
-    fn ns_ids_owned(&self) -> HashMap<String, NsId> {
-        self.ns_ids()
-            .into_iter()
-            .map(|(n, id)| (n.to_owned(), id))
-            .collect()
     }
 
     /// Tells each namespace's resolver the names reachable from it.
@@ -244,7 +229,7 @@ impl Daemon {
     /// Rebuilds only what `delta` touched (see [`Compiled::delta`]) and
     /// swaps it in.
     pub(super) fn publish_delta(&mut self, plan: &Plan, delta: &Delta) {
-        let ids = self.ns_ids_owned();
+        let ids = ns_ids(&self.managed);
         let table = self.compiled.delta(
             &mut self.compiler,
             (&self.plan, plan),
@@ -257,6 +242,12 @@ impl Daemon {
             self.forget_unused(plan);
         }
     }
+}
+
+/// Namespace ids by name, of the namespaces `managed` (a free function:
+/// the snapshot builder borrows the compiler mutably beside it).
+fn ns_ids(managed: &BTreeMap<String, Managed>) -> super::snapshot::Ids<'_> {
+    managed.iter().map(|(n, m)| (n.as_str(), m.id)).collect()
 }
 
 /// Logs the services that appeared, changed or went away: a change to one

@@ -26,16 +26,15 @@ pub(super) struct Compiled {
 }
 
 /// Namespace ids by name: the namespaces managed now.
-pub(super) type Ids = HashMap<String, NsId>;
+pub(super) type Ids<'a> = HashMap<&'a str, NsId>;
 
 impl Compiled {
     /// Compiles the whole of `plan` over the namespaces in `ids`.
-    pub(super) fn full(compiler: &mut Compiler, plan: &Plan, ids: &Ids) -> (Self, RouteTable) {
-        let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+    pub(super) fn full(compiler: &mut Compiler, plan: &Plan, ids: &Ids<'_>) -> (Self, RouteTable) {
         let groups: HashMap<String, Arc<TargetGroupRoute>> = plan
             .target_groups
             .iter()
-            .map(|(name, tg)| (name.to_string(), compiler.group_route(tg, &by_ref)))
+            .map(|(name, tg)| (name.to_string(), compiler.group_route(tg, ids)))
             .collect();
         let listeners = plan
             .services
@@ -69,15 +68,13 @@ impl Compiled {
         compiler: &mut Compiler,
         (old, plan): (&Plan, &Plan),
         delta: &Delta,
-        ids: &Ids,
+        ids: &Ids<'_>,
         current: &RouteTable,
     ) -> RouteTable {
-        let by_ref: HashMap<&str, NsId> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
         for g in &delta.groups {
             match plan.target_groups.get(g.as_str()) {
                 Some(tg) => {
-                    self.groups
-                        .insert(g.clone(), compiler.group_route(tg, &by_ref));
+                    self.groups.insert(g.clone(), compiler.group_route(tg, ids));
                 }
                 None => {
                     self.groups.remove(g);
@@ -109,7 +106,9 @@ impl Compiled {
         let mut table = current.listeners.clone();
         let mut networks = NetworkRoutes::new();
         for (ns, at) in keys {
-            let Some(&id) = ids.get(&ns) else { continue };
+            let Some(&id) = ids.get(ns.as_str()) else {
+                continue;
+            };
             let key = listener_key(id, at);
             let routes = self.vip_routes(compiler, plan, &ns, at, &mut networks);
             if routes.is_empty() {
