@@ -226,7 +226,7 @@ impl WholeBodies<'_> {
 /// Reads `body` whole: at most `limit` bytes, within `deadline`, within
 /// `budget` and the share of it of namespace `tenant`. The buffer is sized from the declared length when there is
 /// one, and grows (counted against the budget as it grows) otherwise.
-pub async fn read_whole<B>(
+async fn read_whole<B>(
     mut body: B,
     limit: usize,
     budget: &Budget,
