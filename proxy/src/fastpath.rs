@@ -585,7 +585,7 @@ async fn forward<I: ClientIo>(
             Err(Some(crate::failure::Failure::TargetTimeout))
         }
     };
-    let (upstream, resp) = match exchange {
+    let (mut upstream, resp) = match exchange {
         Ok(x) => x,
         Err(Some(failure)) => return answer_error(dp, io, out, ubuf, p, failure, to_target).await,
         Err(None) => {
@@ -613,7 +613,6 @@ async fn forward<I: ClientIo>(
     let mut client_ok = moving(timer.as_mut(), idle, io.write_all(&out))
         .await
         .is_some_and(|r| r.is_ok());
-    let mut upstream = upstream;
     if !first.done && client_ok {
         let relay = Relay {
             timer: timer.as_mut(),
