@@ -28,11 +28,11 @@ fn code_only(src: &str) -> Vec<u8> {
                 .windows(2)
                 .position(|w| w == b"*/")
                 .map_or(rest.len(), |p| p + 2)
-        } else if let Some(hashes) = raw_string_start(b, i) {
+        } else if let Some((prefix, hashes)) = raw_string_start(b, i) {
             let close: Vec<u8> = std::iter::once(b'"')
                 .chain(std::iter::repeat_n(b'#', hashes))
                 .collect();
-            let body = i + 2 + hashes;
+            let body = i + prefix + hashes + 1;
             body + b[body..]
                 .windows(close.len())
                 .position(|w| w == close)
@@ -52,7 +52,7 @@ fn code_only(src: &str) -> Vec<u8> {
         } else {
             i + 1
         };
-        if end > i + 1 || rest[0] == b'"' {
+        if end > i + 1 {
             blank(&mut out, i, end);
         }
         i = end.max(i + 1);
@@ -60,16 +60,19 @@ fn code_only(src: &str) -> Vec<u8> {
     out
 }
 
-/// The number of `#` of a raw string starting at `i` (`r"`, `r#"`, `br"`).
-fn raw_string_start(b: &[u8], i: usize) -> Option<usize> {
-    let prev_ident = i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
-    let start = match b.get(i..i + 2) {
-        Some(b"br") if !prev_ident => i + 1,
-        _ if b.get(i) == Some(&b'r') && !prev_ident => i,
+/// A raw string starting at `i` (`r"`, `r#"`, `br"`): the length of its
+/// prefix (`r` or `br`) and its number of `#`.
+fn raw_string_start(b: &[u8], i: usize) -> Option<(usize, usize)> {
+    if i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_') {
+        return None;
+    }
+    let prefix = match b.get(i..i + 2) {
+        Some(b"br") => 2,
+        _ if b.get(i) == Some(&b'r') => 1,
         _ => return None,
     };
-    let hashes = b[start + 1..].iter().take_while(|&&c| c == b'#').count();
-    (b.get(start + 1 + hashes) == Some(&b'"')).then_some(hashes + (start - i))
+    let hashes = b[i + prefix..].iter().take_while(|&&c| c == b'#').count();
+    (b.get(i + prefix + hashes) == Some(&b'"')).then_some((prefix, hashes))
 }
 
 /// Functions of `src` before its `#[cfg(test)] mod tests`, longer than
@@ -179,7 +182,7 @@ mod tests {
     fn the_check_sees_through_strings_comments_and_characters() {
         let body = "    x();\n".repeat(5);
         let src = format!(
-            "fn short() {{\n    let s = \"{{ }} {{\"; // {{\n    let c = '{{';\n    let r = r#\"}}\"#;\n{body}}}\n\n/// Doc.\n// Long: a state machine.\nfn explained() {{\n{body}}}\n\nfn long_one<'a>(x: &'a str) {{\n{body}}}\n"
+            "fn short() {{\n    let s = \"{{ }} {{\"; // {{\n    let c = '{{';\n    let r = r#\"}}\"#;\n    let b = br\"}}\";\n{body}}}\n\n/// Doc.\n// Long: a state machine.\nfn explained() {{\n{body}}}\n\nfn long_one<'a>(x: &'a str) {{\n{body}}}\n"
         );
         let found = long_functions(&src, 6);
         assert_eq!(
