@@ -245,7 +245,7 @@ impl ApiRuntime {
         opts: ApiOptions,
     ) -> Result<Self, Error> {
         let store = Store::open(&paths.state_dir)?;
-        let state = handlers::State::from_records(store.resources()?);
+        let state = handlers::State::from_records(store.resources()?)?;
         let creds: Credentials = Arc::new(std::sync::RwLock::new(control::api::load_credentials(
             &store,
             &paths.state_dir,
@@ -303,7 +303,7 @@ impl Daemon {
             (None, None) => Config::default(),
             (None, Some(opts)) => {
                 let api = ApiRuntime::start(&paths, &naming, opts).await?;
-                let desired = api.state.to_config()?;
+                let desired = api.state.to_config();
                 runtime = Some(api);
                 desired
             }
@@ -360,11 +360,7 @@ impl Daemon {
     /// The desired configuration over the namespaces that exist now.
     fn current_plan(&self) -> Result<Plan, control::ValidationError> {
         match &self.api {
-            Some(api) => plan_with(
-                &api.state.to_config()?,
-                &self.paths.netns_dir,
-                Missing::Skip,
-            ),
+            Some(api) => plan_with(&api.state.to_config(), &self.paths.netns_dir, Missing::Skip),
             None => plan_with(&self.desired, &self.paths.netns_dir, Missing::Skip),
         }
     }
@@ -513,7 +509,7 @@ mod tests {
                 }
                 Outcome::Read(v) => v,
             };
-            let full = plan_with(&state.to_config().unwrap(), &dir, Missing::Skip).unwrap();
+            let full = plan_with(&state.to_config(), &dir, Missing::Skip).unwrap();
             assert_eq!(plan, full, "after {op}");
             let (_, whole) = Compiled::full(&mut compiler, &full, &ids);
             assert_eq!(

@@ -341,7 +341,7 @@ pub struct TargetGroup {
 }
 
 /// `TargetGroupConfig`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetGroupConfig {
     /// Default target port.

@@ -41,6 +41,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A record has no JSON form (a map with non-string keys).
+    #[error("state store: record {key:?} cannot be written as JSON: {source}")]
+    Encode {
+        /// Record key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Creating the state directory failed.
     #[error("state directory {path}: {source}")]
     Dir {
@@ -52,11 +61,12 @@ pub enum Error {
     },
 }
 
-/// One change of a mutation.
-#[derive(Debug, Clone)]
-pub enum Change {
+/// One change of a mutation: of JSON, or of a typed record that the store
+/// writes as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change<V = Value> {
     /// Insert or replace.
-    Put(String, Value),
+    Put(String, V),
     /// Remove.
     Delete(String),
 }
@@ -180,19 +190,34 @@ impl Store {
 
     /// Applies `changes` (and records an idempotency token, if any) in one
     /// durable transaction.
-    pub fn commit(&self, changes: &[Change], token: Option<(&str, &Value)>) -> Result<(), Error> {
+    pub fn commit<V: serde::Serialize>(
+        &self,
+        changes: &[Change<V>],
+        token: Option<(&str, &Value)>,
+    ) -> Result<(), Error> {
+        // Encoded before the transaction opens, so a record that cannot be
+        // written refuses the whole change.
+        let encoded = changes
+            .iter()
+            .map(|c| match c {
+                Change::Put(k, v) => serde_json::to_vec(v)
+                    .map(|b| (k.as_str(), Some(b)))
+                    .map_err(|source| Error::Encode {
+                        key: k.clone(),
+                        source,
+                    }),
+                Change::Delete(k) => Ok((k.as_str(), None)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.write(|tx| {
             let mut t = tx.open_table(RESOURCES)?;
-            for c in changes {
-                match c {
-                    Change::Put(k, v) => {
-                        t.insert(
-                            k.as_str(),
-                            serde_json::to_vec(v).unwrap_or_default().as_slice(),
-                        )?;
+            for (k, bytes) in &encoded {
+                match bytes {
+                    Some(b) => {
+                        t.insert(*k, b.as_slice())?;
                     }
-                    Change::Delete(k) => {
-                        t.remove(k.as_str())?;
+                    None => {
+                        t.remove(*k)?;
                     }
                 }
             }
@@ -250,7 +275,7 @@ mod tests {
                 Some(("CreateService/tok", &serde_json::json!({"hash": "h"}))),
             )
             .unwrap();
-            s.commit(&[Change::Delete("service/svc-1".into())], None)
+            s.commit(&[Change::<Value>::Delete("service/svc-1".into())], None)
                 .unwrap();
             s.put_credential("AKIA", &serde_json::json!({"secret": "s"}))
                 .unwrap();

@@ -198,7 +198,7 @@ pub(super) fn replan(
     }
     let mut delta = Delta::default();
     for (id, name) in &affected.groups {
-        let group = match state.group_config(id)? {
+        let group = match state.group_config(id) {
             Some(c) => plan_with(&c, netns_dir, Missing::Skip)?
                 .target_groups
                 .remove(name.as_str()),
@@ -208,7 +208,7 @@ pub(super) fn replan(
         delta.groups.insert(name.clone());
     }
     for (id, name) in &affected.services {
-        let service = match state.service_config(id)? {
+        let service = match state.service_config(id) {
             Some(c) => plan_with(&c, netns_dir, Missing::Skip)?
                 .services
                 .remove(name.as_str()),

@@ -3,22 +3,31 @@
 //! result or a [`Mutation`] (the records to write and the result); they
 //! never change state themselves, so a refused request changes nothing.
 //!
-//! Records are JSON objects in the shape of the Get* responses plus a few
-//! internal members (`_seq` creation order, `_vip`, `_targets`). Responses
-//! are projected onto the operation's output shape by the engine, so a
-//! handler may return a whole record.
+//! Records are typed, one type per kind ([`super::records`]), in the shape
+//! of the Get* responses plus a few internal members. Responses are
+//! projected onto the operation's output shape by the engine, so a handler
+//! may return a whole record.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::Ipv4Addr,
+};
 
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::{
+    error::ApiError,
+    records::{self as rec, Kind, Meta, Record, Resource, AUTH_POLICY, RESOURCE_POLICY},
+};
 use crate::control::{
     count,
     model::{self as cfg, Config},
-    plan::{FieldError, ValidationError, VIP_FIRST, VIP_LAST},
-    store::Change,
+    plan::{ValidationError, VIP_FIRST, VIP_LAST},
+    store,
 };
+
+/// Record changes, as handlers make them and the store writes them.
+pub type Change = store::Change<Record>;
 
 mod access_logs;
 mod associations;
@@ -116,84 +125,14 @@ pub struct Mutation {
     pub result: Value,
 }
 
-/// Resource kinds: id prefix, ARN path, resource type in errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// sn-
-    ServiceNetwork,
-    /// svc-
-    Service,
-    /// listener-
-    Listener,
-    /// rule-
-    Rule,
-    /// tg-
-    TargetGroup,
-    /// snsa-
-    SnService,
-    /// snva-
-    SnVpc,
-    /// als-
-    AccessLog,
-}
-
-impl Kind {
-    fn prefix(self) -> &'static str {
-        match self {
-            Self::ServiceNetwork => "sn-",
-            Self::Service => "svc-",
-            Self::Listener => "listener-",
-            Self::Rule => "rule-",
-            Self::TargetGroup => "tg-",
-            Self::SnService => "snsa-",
-            Self::SnVpc => "snva-",
-            Self::AccessLog => "als-",
-        }
-    }
-
-    fn type_name(self) -> &'static str {
-        match self {
-            Self::ServiceNetwork => "SERVICE_NETWORK",
-            Self::Service => "SERVICE",
-            Self::Listener => "LISTENER",
-            Self::Rule => "RULE",
-            Self::TargetGroup => "TARGET_GROUP",
-            Self::SnService => "SERVICE_NETWORK_SERVICE_ASSOCIATION",
-            Self::SnVpc => "SERVICE_NETWORK_VPC_ASSOCIATION",
-            Self::AccessLog => "ACCESS_LOG_SUBSCRIPTION",
-        }
-    }
-}
-
-/// All resource records, by id.
+/// All resource records, by id (policies by `authpolicy/{id}` and
+/// `resourcepolicy/{id}`).
 #[derive(Debug, Default, Clone)]
 pub struct State {
-    records: BTreeMap<String, Value>,
+    records: BTreeMap<String, Record>,
     next_seq: u64,
     idx: Index,
 }
-
-const KINDS: [Kind; 8] = [
-    Kind::ServiceNetwork,
-    Kind::Service,
-    Kind::Listener,
-    Kind::Rule,
-    Kind::TargetGroup,
-    Kind::SnService,
-    Kind::SnVpc,
-    Kind::AccessLog,
-];
-
-/// Record fields that name a parent: listeners, rules and associations by
-/// service, rules by listener, associations by service network, VPC
-/// associations by VPC, access log subscriptions by resource.
-const PARENT_FIELDS: [&str; 5] = [
-    "serviceId",
-    "listenerId",
-    "serviceNetworkId",
-    "vpcId",
-    "resourceId",
-];
 
 /// What handlers look up, kept in step with the records by [`State::apply`]
 /// so that a request costs the same with ten services or a thousand.
@@ -206,22 +145,23 @@ struct Index {
     /// Parent id (VPCs as `vpc:NAME`) -> child ids.
     children: HashMap<String, BTreeSet<String>>,
     /// Services per VIP.
-    vip_load: BTreeMap<String, u32>,
+    vip_load: BTreeMap<Ipv4Addr, u32>,
     /// Target group id -> listener and rule ids whose actions use it.
     tg_users: HashMap<String, BTreeSet<String>>,
 }
 
-fn action_groups(action: &Value) -> impl Iterator<Item = &str> {
-    action["forward"]["targetGroups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|g| s(g, "targetGroupIdentifier"))
+/// The target group ids an action forwards to.
+fn action_groups(action: &cfg::RuleAction) -> impl Iterator<Item = &str> {
+    action
+        .forward
+        .iter()
+        .flat_map(|f| f.target_groups.iter())
+        .map(|g| g.target_group_identifier.as_str())
 }
 
 impl Index {
-    fn update(&mut self, key: &str, rec: &Value, add: bool) {
-        let Some(kind) = KINDS.iter().copied().find(|k| key.starts_with(k.prefix())) else {
+    fn update(&mut self, key: &str, rec: &Record, add: bool) {
+        let Some(kind) = Kind::of_key(key) else {
             return;
         };
         fn set(map: &mut HashMap<String, BTreeSet<String>>, at: String, key: &str, add: bool) {
@@ -235,66 +175,24 @@ impl Index {
             }
         }
         count(&mut self.counts, kind.prefix(), add);
-        if matches!(
-            kind,
-            Kind::ServiceNetwork | Kind::Service | Kind::TargetGroup
-        ) {
-            let name = format!("{}{}", kind.prefix(), s(rec, "name"));
+        if let Some(name) = rec.unique_name() {
+            let name = format!("{}{name}", kind.prefix());
             if add {
                 self.names.insert(name, key.to_owned());
             } else {
                 self.names.remove(&name);
             }
         }
-        for field in PARENT_FIELDS {
-            if let Some(parent) = rec[field].as_str() {
-                let at = if field == "vpcId" {
-                    format!("vpc:{parent}")
-                } else {
-                    parent.to_owned()
-                };
-                set(&mut self.children, at, key, add);
-            }
+        for parent in rec.parents() {
+            set(&mut self.children, parent, key, add);
         }
-        if kind == Kind::Service {
-            count(&mut self.vip_load, s(rec, "_vip").to_owned(), add);
+        if let Record::Service(svc) = rec {
+            count(&mut self.vip_load, svc.vip, add);
         }
-        if let Some(vpc) = rec["config"]["vpcIdentifier"]
-            .as_str()
-            .filter(|_| kind == Kind::TargetGroup)
-        {
-            set(&mut self.children, format!("vpc:{vpc}"), key, add);
-        }
-        let action = match kind {
-            Kind::Listener => &rec["defaultAction"],
-            Kind::Rule => &rec["action"],
-            _ => return,
-        };
-        for tg in action_groups(action) {
+        for tg in rec.action().into_iter().flat_map(action_groups) {
             set(&mut self.tg_users, tg.to_owned(), key, add);
         }
     }
-}
-
-/// A field of a stored record, at `path`. The store holds only what the
-/// model validated, so a field missing or of the wrong shape means a
-/// broken store: an error naming the record and the field, never a
-/// default standing in for it.
-fn stored<T: serde::de::DeserializeOwned>(rec: &Value, path: &[&str]) -> Result<T, FieldError> {
-    let v = path.iter().fold(rec, |v, k| &v[*k]);
-    serde_json::from_value(v.clone()).map_err(|e| FieldError {
-        field: format!("stored record {}: {}", s(rec, "id"), path.join(".")),
-        reason: e.to_string(),
-    })
-}
-
-/// A broken stored record as a validation error of the stored state.
-fn broken(e: FieldError) -> ValidationError {
-    ValidationError(vec![e])
-}
-
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or_default()
 }
 
 fn new_id(kind: Kind) -> String {
@@ -307,23 +205,34 @@ fn new_id(kind: Kind) -> String {
 }
 
 impl State {
-    /// Rebuilds the state from stored records.
-    pub fn from_records(rows: Vec<(String, Value)>) -> Self {
-        let next_seq = rows
-            .iter()
-            .filter_map(|(_, v)| v["_seq"].as_u64())
-            .max()
-            .unwrap_or(0)
-            + 1;
+    /// Rebuilds the state from stored records. A record that does not fit
+    /// its type is an error naming it and the field (the store holds only
+    /// what the model validated, so that is a broken store, and no default
+    /// stands in for it).
+    pub fn from_records(rows: Vec<(String, Value)>) -> Result<Self, ValidationError> {
+        let mut records = BTreeMap::new();
+        let mut broken = Vec::new();
+        for (k, v) in rows {
+            match Record::from_stored(&k, v) {
+                Ok(r) => {
+                    records.insert(k, r);
+                }
+                Err(e) => broken.push(e),
+            }
+        }
+        if !broken.is_empty() {
+            return Err(ValidationError(broken));
+        }
+        let next_seq = records.values().map(Record::seq).max().unwrap_or(0) + 1;
         let mut idx = Index::default();
-        for (k, v) in &rows {
+        for (k, v) in &records {
             idx.update(k, v, true);
         }
-        Self {
-            records: rows.into_iter().collect(),
+        Ok(Self {
+            records,
             next_seq,
             idx,
-        }
+        })
     }
 
     /// Applies changes; returns the changes that undo them.
@@ -336,9 +245,7 @@ impl State {
             };
             let old = match new {
                 Some(v) => {
-                    if let Some(seq) = v["_seq"].as_u64() {
-                        self.next_seq = self.next_seq.max(seq + 1);
-                    }
+                    self.next_seq = self.next_seq.max(v.seq() + 1);
                     self.records.insert(key.clone(), v.clone())
                 }
                 None => self.records.remove(key),
@@ -358,35 +265,38 @@ impl State {
         undo
     }
 
-    fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Value> {
-        let p = kind.prefix();
+    /// The `R` with id `id`.
+    fn get<R: Resource>(&self, id: &str) -> Option<&R> {
+        self.records.get(id).and_then(R::of)
+    }
+
+    /// Every `R`, by id.
+    fn of_kind<R: Resource>(&self) -> impl Iterator<Item = &R> {
+        let p = R::KIND.prefix();
         self.records
             .range(p.to_owned()..)
             .take_while(move |(k, _)| k.starts_with(p))
-            .map(|(_, v)| v)
+            .filter_map(|(_, v)| R::of(v))
     }
 
-    /// Finds a record by id or ARN.
-    fn resolve(&self, kind: Kind, ident: &str) -> Result<&Value, ApiError> {
-        let id = if ident.starts_with("arn:") {
+    /// Finds an `R` by id or ARN.
+    fn resolve<R: Resource>(&self, ident: &str) -> Result<&R, ApiError> {
+        let by_arn = ident.starts_with("arn:");
+        let id = if by_arn {
             ident.rsplit('/').next().unwrap_or_default()
         } else {
             ident
         };
-        self.records
-            .get(id)
-            .filter(|r| {
-                id.starts_with(kind.prefix())
-                    && (!ident.starts_with("arn:") || s(r, "arn") == ident)
-            })
-            .ok_or_else(|| ApiError::not_found(kind.type_name(), ident))
+        self.get::<R>(id)
+            .filter(|r| !by_arn || r.arn() == ident)
+            .ok_or_else(|| ApiError::not_found(R::KIND.type_name(), ident))
     }
 
-    fn by_name(&self, kind: Kind, name: &str) -> Option<&Value> {
+    fn by_name<R: Resource>(&self, name: &str) -> Option<&R> {
         self.idx
             .names
-            .get(&format!("{}{name}", kind.prefix()))
-            .and_then(|id| self.records.get(id))
+            .get(&format!("{}{name}", R::KIND.prefix()))
+            .and_then(|id| self.get(id))
     }
 
     fn count(&self, kind: Kind) -> usize {
@@ -396,190 +306,160 @@ impl State {
             .map_or(0, |n| *n as usize)
     }
 
-    /// The `kind` records whose parent field names `parent` (VPCs as `vpc:NAME`).
-    fn children(&self, parent: &str, kind: Kind) -> impl Iterator<Item = &Value> {
+    /// The `R`s whose parent is `parent` (VPCs as `vpc:NAME`).
+    fn children<R: Resource>(&self, parent: &str) -> impl Iterator<Item = &R> {
         self.idx
             .children
             .get(parent)
             .into_iter()
             .flatten()
-            .filter(move |id| id.starts_with(kind.prefix()))
-            .filter_map(|id| self.records.get(id))
+            .filter_map(|id| self.get::<R>(id))
     }
 
-    fn action_cfg(&self, rec: &Value, field: &str) -> Result<cfg::RuleAction, FieldError> {
-        let a = &rec[field];
-        let tg_name = |id: &str| {
-            self.records
-                .get(id)
-                .map(|r| s(r, "name").to_owned())
-                .unwrap_or_default()
-        };
-        Ok(if let Some(f) = a.get("forward").filter(|f| !f.is_null()) {
-            cfg::RuleAction {
-                forward: Some(cfg::ForwardAction {
-                    target_groups: f["targetGroups"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|t| cfg::WeightedTargetGroup {
-                            target_group_identifier: tg_name(s(t, "targetGroupIdentifier")),
-                            weight: t["weight"].as_u64().map(|w| w as u32),
-                        })
-                        .collect(),
-                }),
-                fixed_response: None,
-            }
-        } else {
-            cfg::RuleAction {
-                forward: None,
-                fixed_response: Some(cfg::FixedResponseAction {
-                    status_code: stored(rec, &[field, "fixedResponse", "statusCode"])?,
-                }),
-            }
-        })
+    /// The name of target group `id` (actions store ids, the configuration
+    /// names groups).
+    fn group_name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.get::<rec::TargetGroup>(id).map_or(id, |g| &g.name)
     }
 
-    fn sn_cfg(sn: &Value) -> cfg::ServiceNetwork {
+    fn action_cfg(&self, a: &cfg::RuleAction) -> cfg::RuleAction {
+        let mut a = a.clone();
+        for g in a
+            .forward
+            .iter_mut()
+            .flat_map(|f| f.target_groups.iter_mut())
+        {
+            g.target_group_identifier = self.group_name(&g.target_group_identifier).to_owned();
+        }
+        a
+    }
+
+    fn sn_cfg(sn: &rec::ServiceNetwork) -> cfg::ServiceNetwork {
         cfg::ServiceNetwork {
-            name: s(sn, "name").to_owned(),
-            auth_type: auth_type(sn),
-            arn: sn["arn"].as_str().map(str::to_owned),
+            name: sn.name.clone(),
+            auth_type: sn.auth_type,
+            arn: Some(sn.arn().to_owned()),
         }
     }
 
-    fn service_cfg(&self, svc: &Value) -> Result<cfg::Service, FieldError> {
-        Ok(cfg::Service {
-            name: s(svc, "name").to_owned(),
-            auth_type: auth_type(svc),
-            custom_domain_name: svc["customDomainName"].as_str().map(str::to_owned),
-            certificate_arn: svc["certificateArn"].as_str().map(str::to_owned),
-            arn: svc["arn"].as_str().map(str::to_owned),
-            vip: s(svc, "_vip").parse().ok(),
-            dns_name: svc["dnsEntry"]["domainName"].as_str().map(str::to_owned),
-            listeners: sorted(self.children(s(svc, "id"), Kind::Listener))
+    fn service_cfg(&self, svc: &rec::Service) -> cfg::Service {
+        let rules = |l: &rec::Listener| {
+            sorted(self.children::<rec::Rule>(l.id()))
                 .into_iter()
-                .map(|l| {
-                    Ok(cfg::Listener {
-                        name: s(l, "name").to_owned(),
-                        protocol: stored(l, &["protocol"])?,
-                        port: l["port"].as_u64().map(|p| p as u32),
-                        default_action: self.action_cfg(l, "defaultAction")?,
-                        rules: sorted(self.children(s(l, "id"), Kind::Rule))
-                            .into_iter()
-                            .map(|r| {
-                                Ok(cfg::Rule {
-                                    name: s(r, "name").to_owned(),
-                                    priority: stored(r, &["priority"])?,
-                                    match_: stored(r, &["match"])?,
-                                    action: self.action_cfg(r, "action")?,
-                                })
-                            })
-                            .collect::<Result<_, FieldError>>()?,
-                    })
+                .map(|r| cfg::Rule {
+                    name: r.name.clone(),
+                    priority: r.priority,
+                    match_: r.match_.clone(),
+                    action: self.action_cfg(&r.action),
                 })
-                .collect::<Result<_, FieldError>>()?,
-        })
-    }
-
-    fn tg_cfg(tg: &Value) -> Result<cfg::TargetGroup, FieldError> {
-        let c = &tg["config"];
-        Ok(cfg::TargetGroup {
-            name: s(tg, "name").to_owned(),
-            type_: stored(tg, &["type"])?,
-            config: Some(cfg::TargetGroupConfig {
-                port: c["port"].as_u64().map(|p| p as u32),
-                protocol: stored(tg, &["config", "protocol"])?,
-                protocol_version: c["protocolVersion"].as_str().map(str::to_owned),
-                vpc_identifier: c["vpcIdentifier"].as_str().map(str::to_owned),
-                ip_address_type: c["ipAddressType"].as_str().map(str::to_owned),
-                // Stored as the API accepted it, which the model validated.
-                health_check: stored(tg, &["config", "healthCheck"])?,
-                lambda_event_structure_version: c["lambdaEventStructureVersion"]
-                    .as_str()
-                    .map(str::to_owned),
-            }),
-            arn: tg["arn"].as_str().map(str::to_owned),
-            targets: tg["_targets"]
-                .as_array()
+                .collect()
+        };
+        cfg::Service {
+            name: svc.name.clone(),
+            auth_type: svc.auth_type,
+            custom_domain_name: svc.custom_domain_name.clone(),
+            certificate_arn: svc.certificate_arn.clone(),
+            arn: Some(svc.arn().to_owned()),
+            vip: Some(svc.vip),
+            dns_name: Some(svc.dns_entry.domain_name.clone()),
+            listeners: sorted(self.children::<rec::Listener>(svc.id()))
                 .into_iter()
-                .flatten()
-                .map(|t| cfg::Target {
-                    id: s(t, "id").to_owned(),
-                    port: t["port"].as_u64().map(|p| p as u32),
+                .map(|l| cfg::Listener {
+                    name: l.name.clone(),
+                    protocol: l.protocol,
+                    port: Some(l.port),
+                    default_action: self.action_cfg(&l.default_action),
+                    rules: rules(l),
                 })
                 .collect(),
-        })
-    }
-
-    fn snsa_cfg(a: &Value) -> cfg::ServiceNetworkServiceAssociation {
-        cfg::ServiceNetworkServiceAssociation {
-            service_network_identifier: s(a, "serviceNetworkName").to_owned(),
-            service_identifier: s(a, "serviceName").to_owned(),
         }
     }
 
-    fn snva_cfg(a: &Value) -> cfg::ServiceNetworkVpcAssociation {
+    fn tg_cfg(tg: &rec::TargetGroup) -> cfg::TargetGroup {
+        cfg::TargetGroup {
+            name: tg.name.clone(),
+            type_: tg.type_,
+            config: Some(tg.config.clone()),
+            arn: Some(tg.arn().to_owned()),
+            targets: tg.targets.clone(),
+        }
+    }
+
+    fn snsa_cfg(a: &rec::SnService) -> cfg::ServiceNetworkServiceAssociation {
+        cfg::ServiceNetworkServiceAssociation {
+            service_network_identifier: a.service_network_name.clone(),
+            service_identifier: a.service_name.clone(),
+        }
+    }
+
+    fn snva_cfg(a: &rec::SnVpc) -> cfg::ServiceNetworkVpcAssociation {
         cfg::ServiceNetworkVpcAssociation {
-            service_network_identifier: s(a, "serviceNetworkName").to_owned(),
-            vpc_identifier: s(a, "vpcId").to_owned(),
-            security_group_ids: vec![],
+            service_network_identifier: a.service_network_name.clone(),
+            vpc_identifier: a.vpc_id.clone(),
+            security_group_ids: a.security_group_ids.clone(),
         }
     }
 
     /// The whole desired configuration the data plane compiles (references
-    /// by name). A stored record that lacks what the API accepted is an
-    /// error naming it, never a default.
-    pub fn to_config(&self) -> Result<Config, ValidationError> {
-        Ok(Config {
-            service_networks: sorted(self.of_kind(Kind::ServiceNetwork))
+    /// by name).
+    pub fn to_config(&self) -> Config {
+        Config {
+            service_networks: sorted(self.of_kind())
                 .into_iter()
                 .map(Self::sn_cfg)
                 .collect(),
-            services: sorted(self.of_kind(Kind::Service))
+            services: sorted(self.of_kind())
                 .into_iter()
                 .map(|svc| self.service_cfg(svc))
-                .collect::<Result<_, _>>()
-                .map_err(broken)?,
-            target_groups: sorted(self.of_kind(Kind::TargetGroup))
+                .collect(),
+            target_groups: sorted(self.of_kind())
                 .into_iter()
                 .map(Self::tg_cfg)
-                .collect::<Result<_, _>>()
-                .map_err(broken)?,
-            service_network_service_associations: sorted(self.of_kind(Kind::SnService))
+                .collect(),
+            service_network_service_associations: sorted(self.of_kind())
                 .into_iter()
                 .map(Self::snsa_cfg)
                 .collect(),
-            service_network_vpc_associations: sorted(self.of_kind(Kind::SnVpc))
+            service_network_vpc_associations: sorted(self.of_kind())
                 .into_iter()
                 .map(Self::snva_cfg)
                 .collect(),
-            access_log_subscriptions: sorted(self.of_kind(Kind::AccessLog))
+            access_log_subscriptions: sorted(self.of_kind())
                 .into_iter()
                 .filter_map(|a| self.als_cfg(a))
                 .collect(),
             auth_policies: self
                 .records
-                .iter()
-                .filter(|(k, _)| k.starts_with("authpolicy/"))
+                .range(AUTH_POLICY.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(AUTH_POLICY))
                 .filter_map(|(_, p)| self.policy_cfg(p))
                 .collect(),
-        })
+        }
     }
 
-    fn policy_cfg(&self, p: &Value) -> Option<cfg::AuthPolicy> {
-        let owner = self.records.get(s(p, "resourceId"))?;
+    fn policy_cfg(&self, p: &Record) -> Option<cfg::AuthPolicy> {
+        let Record::AuthPolicy(p) = p else {
+            return None;
+        };
         Some(cfg::AuthPolicy {
-            resource_identifier: s(owner, "name").to_owned(),
-            policy: Value::String(s(p, "policy").to_owned()),
+            resource_identifier: self.owner_name(&p.resource_id)?.to_owned(),
+            policy: Value::String(p.policy.clone()),
         })
     }
 
-    fn als_cfg(&self, a: &Value) -> Option<cfg::AccessLogSubscription> {
-        let owner = self.records.get(s(a, "resourceId"))?;
+    /// The name of the service network or service `id`.
+    fn owner_name(&self, id: &str) -> Option<&str> {
+        match self.records.get(id)? {
+            Record::ServiceNetwork(sn) => Some(&sn.name),
+            Record::Service(svc) => Some(&svc.name),
+            _ => None,
+        }
+    }
+
+    fn als_cfg(&self, a: &rec::AccessLog) -> Option<cfg::AccessLogSubscription> {
         Some(cfg::AccessLogSubscription {
-            resource_identifier: s(owner, "name").to_owned(),
-            destination_arn: s(a, "destinationArn").to_owned(),
+            resource_identifier: self.owner_name(&a.resource_id)?.to_owned(),
+            destination_arn: a.destination_arn.clone(),
         })
     }
 
@@ -587,62 +467,56 @@ impl State {
     /// its listeners and rules, the target groups they use, its service
     /// networks and their VPC associations. Planning it gives the same
     /// result for that service as planning everything.
-    pub fn service_config(&self, id: &str) -> Result<Option<Config>, ValidationError> {
-        let Some(svc) = self.records.get(id) else {
-            return Ok(None);
-        };
+    pub fn service_config(&self, id: &str) -> Option<Config> {
+        let svc = self.get::<rec::Service>(id)?;
         let mut groups = BTreeSet::new();
-        for l in self.children(id, Kind::Listener) {
-            groups.extend(action_groups(&l["defaultAction"]).map(str::to_owned));
-            for r in self.children(s(l, "id"), Kind::Rule) {
-                groups.extend(action_groups(&r["action"]).map(str::to_owned));
+        for l in self.children::<rec::Listener>(id) {
+            groups.extend(action_groups(&l.default_action));
+            for r in self.children::<rec::Rule>(l.id()) {
+                groups.extend(action_groups(&r.action));
             }
         }
-        let assocs = sorted(self.children(id, Kind::SnService));
-        let networks: Vec<&Value> = assocs
+        let assocs = sorted(self.children::<rec::SnService>(id));
+        let networks: Vec<&rec::ServiceNetwork> = assocs
             .iter()
-            .filter_map(|a| self.records.get(s(a, "serviceNetworkId")))
+            .filter_map(|a| self.get(&a.service_network_id))
             .collect();
-        Ok(Some(Config {
+        let owners = || std::iter::once(id).chain(networks.iter().map(|sn| sn.id()));
+        Some(Config {
             service_networks: networks.iter().map(|sn| Self::sn_cfg(sn)).collect(),
-            services: vec![self.service_cfg(svc).map_err(broken)?],
+            services: vec![self.service_cfg(svc)],
             target_groups: groups
                 .iter()
-                .filter_map(|g| self.records.get(g))
+                .filter_map(|g| self.get(g))
                 .map(Self::tg_cfg)
-                .collect::<Result<_, _>>()
-                .map_err(broken)?,
+                .collect(),
             service_network_service_associations: assocs
                 .iter()
                 .map(|a| Self::snsa_cfg(a))
                 .collect(),
             service_network_vpc_associations: networks
                 .iter()
-                .flat_map(|sn| sorted(self.children(s(sn, "id"), Kind::SnVpc)))
+                .flat_map(|sn| sorted(self.children::<rec::SnVpc>(sn.id())))
                 .map(Self::snva_cfg)
                 .collect(),
-            access_log_subscriptions: std::iter::once(id)
-                .chain(networks.iter().map(|sn| s(sn, "id")))
-                .flat_map(|owner| sorted(self.children(owner, Kind::AccessLog)))
+            access_log_subscriptions: owners()
+                .flat_map(|owner| sorted(self.children::<rec::AccessLog>(owner)))
                 .filter_map(|a| self.als_cfg(a))
                 .collect(),
-            auth_policies: std::iter::once(id)
-                .chain(networks.iter().map(|sn| s(sn, "id")))
-                .filter_map(|owner| self.records.get(&format!("authpolicy/{owner}")))
+            auth_policies: owners()
+                .filter_map(|owner| self.records.get(&format!("{AUTH_POLICY}{owner}")))
                 .filter_map(|p| self.policy_cfg(p))
                 .collect(),
-        }))
+        })
     }
 
     /// One target group alone, as a configuration.
-    pub fn group_config(&self, id: &str) -> Result<Option<Config>, ValidationError> {
-        let Some(tg) = self.records.get(id) else {
-            return Ok(None);
-        };
-        Ok(Some(Config {
-            target_groups: vec![Self::tg_cfg(tg).map_err(broken)?],
+    pub fn group_config(&self, id: &str) -> Option<Config> {
+        let tg = self.get::<rec::TargetGroup>(id)?;
+        Some(Config {
+            target_groups: vec![Self::tg_cfg(tg)],
             ..Config::default()
-        }))
+        })
     }
 
     /// Namespaces the state names (VPC associations and target groups).
@@ -653,9 +527,20 @@ impl State {
             .filter_map(|k| k.strip_prefix("vpc:"))
     }
 
+    /// The services of the service networks or service `owner` (an auth
+    /// policy's or access log's): the services a change to it touches.
+    fn services_of<'a>(&'a self, owner: &'a str) -> Vec<&'a str> {
+        if owner.starts_with(Kind::Service.prefix()) {
+            return vec![owner];
+        }
+        self.children::<rec::SnService>(owner)
+            .map(|a| a.service_id.as_str())
+            .collect()
+    }
+
     /// What `changes` (applied, with `undo` their inverse) touched.
     pub fn affected(&self, changes: &[Change], undo: &[Change]) -> Affected {
-        let before: HashMap<&str, &Value> = undo
+        let before: HashMap<&str, &Record> = undo
             .iter()
             .filter_map(|c| match c {
                 Change::Put(k, v) => Some((k.as_str(), v)),
@@ -664,79 +549,58 @@ impl State {
             .collect();
         let mut a = Affected::default();
         let add_service = |a: &mut Affected, id: &str| {
-            if let Some(r) = self.records.get(id).or_else(|| before.get(id).copied()) {
-                a.services.insert(id.to_owned(), s(r, "name").to_owned());
+            let svc = self.records.get(id).or_else(|| before.get(id).copied());
+            if let Some(Record::Service(svc)) = svc {
+                a.services.insert(id.to_owned(), svc.name.clone());
             }
         };
         for c in changes {
             let (Change::Put(key, _) | Change::Delete(key)) = c;
             let old = before.get(key.as_str()).copied();
             let new = self.records.get(key);
-            if let Some(owner) = key.strip_prefix("authpolicy/") {
-                if owner.starts_with("svc-") {
-                    add_service(&mut a, owner);
-                } else {
-                    for assoc in self.children(owner, Kind::SnService) {
-                        add_service(&mut a, s(assoc, "serviceId"));
-                    }
-                }
-                continue;
-            }
-            let Some(kind) = KINDS.iter().copied().find(|k| key.starts_with(k.prefix())) else {
-                continue;
-            };
             for r in old.iter().chain(new.iter()) {
-                match kind {
-                    Kind::Service => add_service(&mut a, key),
-                    Kind::Listener | Kind::Rule | Kind::SnService => {
-                        add_service(&mut a, s(r, "serviceId"))
+                let services: Vec<&str> = match r {
+                    Record::AuthPolicy(p) => self.services_of(&p.resource_id),
+                    Record::ResourcePolicy(_) => vec![],
+                    Record::Service(_) => vec![key.as_str()],
+                    Record::Listener(l) => vec![l.service_id.as_str()],
+                    Record::Rule(r) => vec![r.service_id.as_str()],
+                    Record::SnService(s) => vec![s.service_id.as_str()],
+                    Record::ServiceNetwork(_) => self.services_of(key),
+                    Record::SnVpc(v) => self.services_of(&v.service_network_id),
+                    Record::AccessLog(l) => self.services_of(&l.resource_id),
+                    Record::TargetGroup(tg) => {
+                        a.groups.insert(key.clone(), tg.name.clone());
+                        let users = self.idx.tg_users.get(key.as_str()).into_iter().flatten();
+                        users
+                            .filter_map(|u| self.records.get(u))
+                            .filter_map(|u| match u {
+                                Record::Listener(l) => Some(l.service_id.as_str()),
+                                Record::Rule(r) => Some(r.service_id.as_str()),
+                                _ => None,
+                            })
+                            .collect()
                     }
-                    Kind::SnVpc | Kind::ServiceNetwork => {
-                        let sn = if kind == Kind::ServiceNetwork {
-                            key.as_str()
-                        } else {
-                            s(r, "serviceNetworkId")
-                        };
-                        for assoc in self.children(sn, Kind::SnService) {
-                            add_service(&mut a, s(assoc, "serviceId"));
-                        }
-                    }
-                    Kind::TargetGroup => {
-                        a.groups.insert(key.clone(), s(r, "name").to_owned());
-                        for user in self.idx.tg_users.get(key.as_str()).into_iter().flatten() {
-                            if let Some(u) = self.records.get(user) {
-                                add_service(&mut a, s(u, "serviceId"));
-                            }
-                        }
-                    }
-                    Kind::AccessLog => {
-                        let owner = s(r, "resourceId");
-                        if owner.starts_with("svc-") {
-                            add_service(&mut a, owner);
-                        } else {
-                            for assoc in self.children(owner, Kind::SnService) {
-                                add_service(&mut a, s(assoc, "serviceId"));
-                            }
-                        }
-                    }
+                };
+                for svc in services {
+                    add_service(&mut a, svc);
                 }
             }
-            if kind == Kind::SnVpc {
-                if let Some(o) = old {
-                    a.associations.push((s(o, "vpcId").to_owned(), false));
-                }
-                if let Some(n) = new {
-                    a.associations.push((s(n, "vpcId").to_owned(), true));
-                }
+            if let Some(Record::SnVpc(o)) = old {
+                a.associations.push((o.vpc_id.clone(), false));
+            }
+            if let Some(Record::SnVpc(n)) = new {
+                a.associations.push((n.vpc_id.clone(), true));
             }
         }
         a
     }
 }
 
-fn sorted<'a>(it: impl Iterator<Item = &'a Value>) -> Vec<&'a Value> {
-    let mut v: Vec<&Value> = it.collect();
-    v.sort_by_key(|r| r["_seq"].as_u64().unwrap_or(0));
+/// Records in creation order.
+fn sorted<'a, R: Resource>(it: impl Iterator<Item = &'a R>) -> Vec<&'a R> {
+    let mut v: Vec<&R> = it.collect();
+    v.sort_by_key(|r| r.meta().seq);
     v
 }
 
@@ -749,14 +613,6 @@ pub struct Affected {
     pub groups: BTreeMap<String, String>,
     /// VPC associations counted out (false) or in (true), by namespace.
     pub associations: Vec<(String, bool)>,
-}
-
-fn auth_type(v: &Value) -> cfg::AuthType {
-    if s(v, "authType") == "AWS_IAM" {
-        cfg::AuthType::AwsIam
-    } else {
-        cfg::AuthType::None
-    }
 }
 
 /// Context of one request.
@@ -775,63 +631,90 @@ impl<'a> Ctx<'a> {
         )
     }
 
-    fn get(&self, key: &str) -> &str {
-        s(self.input, key)
+    /// A string member of the input (the model checked its type; absent
+    /// is empty).
+    fn get(&self, key: &str) -> &'a str {
+        self.input[key].as_str().unwrap_or_default()
     }
 
-    fn page(
+    /// Member `key` of the input as a `T`, if given. The model validated
+    /// its shape; a `T` stricter than the model is refused naming it.
+    fn opt<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
+        typed(self.input, key)
+    }
+
+    /// Member `key` of the input as a `T`, required.
+    fn req<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T, ApiError> {
+        self.opt(key)?
+            .ok_or_else(|| ApiError::field(key, "is required"))
+    }
+
+    /// A page of a List*: items from the one after `nextToken` (each
+    /// item's token is `key`), each as `summary`.
+    fn page<T>(
         &self,
-        items: Vec<&Value>,
-        summary: impl Fn(&Value) -> Value,
+        items: &[T],
+        key: impl Fn(&T) -> String,
+        summary: impl Fn(&T) -> Value,
     ) -> Result<Outcome, ApiError> {
         let max = self.input["maxResults"].as_u64().unwrap_or(100) as usize;
         let start = match self.input["nextToken"].as_str() {
             None => 0,
             Some(tok) => items
                 .iter()
-                .position(|r| s(r, "id") == tok || s(r, "_key") == tok)
+                .position(|r| key(r) == tok)
                 .ok_or_else(|| ApiError::field("nextToken", "is not a token this API returned"))?,
         };
-        let page: Vec<Value> = items
-            .iter()
-            .skip(start)
-            .take(max)
-            .map(|r| summary(r))
-            .collect();
+        let page: Vec<Value> = items.iter().skip(start).take(max).map(summary).collect();
         let mut out = json!({"items": page});
         if let Some(next) = items.get(start + max) {
-            let key = next["id"]
-                .as_str()
-                .or(next["_key"].as_str())
-                .unwrap_or_default();
-            out["nextToken"] = key.into();
+            out["nextToken"] = key(next).into();
         }
         Ok(Outcome::Read(out))
     }
 
-    fn record(&self, kind: Kind, fields: Value) -> (String, Value) {
+    /// A page of resources, each as `summary`.
+    fn page_of<R: Resource>(
+        &self,
+        items: &[&R],
+        summary: impl Fn(&R) -> Value,
+    ) -> Result<Outcome, ApiError> {
+        self.page(items, |r| r.id().to_owned(), |r| summary(r))
+    }
+
+    /// Id, ARN (`arn(id)`), times, order and the input's tags of a new
+    /// resource of `kind`.
+    fn meta(&self, kind: Kind, arn: impl FnOnce(&str) -> String) -> Result<Meta, ApiError> {
         let id = new_id(kind);
-        let mut rec = fields;
-        rec["id"] = id.clone().into();
-        rec["createdAt"] = self.now.clone().into();
-        rec["lastUpdatedAt"] = self.now.clone().into();
-        rec["_seq"] = self.state.next_seq.into();
-        if rec.get("tags").is_none() {
-            if let Some(t) = self.input.get("tags") {
-                rec["tags"] = t.clone();
-            }
-        }
-        (id, rec)
+        Ok(Meta {
+            arn: arn(&id),
+            id,
+            created_at: self.now.clone(),
+            last_updated_at: self.now.clone(),
+            seq: self.state.next_seq,
+            tags: self.opt("tags")?,
+        })
+    }
+
+    /// Meta of a new resource of `kind` whose ARN is `.../{arn_type}/{id}`.
+    fn meta_at(&self, kind: Kind, arn_type: &str) -> Result<Meta, ApiError> {
+        self.meta(kind, |id| self.arn(&format!("{arn_type}/{id}")))
     }
 
     /// A new resource of a globally named kind: its name must be free and
     /// the kind under its quota.
-    fn check_new(&self, kind: Kind, noun: &str, quota: &str, limit: usize) -> Result<(), ApiError> {
+    fn check_new<R: Resource>(
+        &self,
+        noun: &str,
+        quota: &str,
+        limit: usize,
+    ) -> Result<(), ApiError> {
         let name = self.get("name");
-        if let Some(existing) = self.state.by_name(kind, name) {
+        let kind = R::KIND;
+        if let Some(existing) = self.state.by_name::<R>(name) {
             return Err(ApiError::conflict(
                 kind.type_name(),
-                s(existing, "id"),
+                existing.id(),
                 format!("a {noun} named {name} already exists"),
             ));
         }
@@ -841,99 +724,105 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    /// The `kind` records under `parent` (by `parent_field`), checking that
-    /// the new one's name is free among them.
-    fn new_child(
-        &self,
-        kind: Kind,
-        parent_field: &str,
-        parent: &str,
-        parent_noun: &str,
-        noun: &str,
-    ) -> Result<Vec<&'a Value>, ApiError> {
-        let name = self.get("name");
-        let mine: Vec<&Value> = self
-            .state
-            .children(parent, kind)
-            .filter(|r| s(r, parent_field) == parent)
-            .collect();
-        if let Some(r) = mine.iter().find(|r| s(r, "name") == name) {
-            return Err(ApiError::conflict(
-                kind.type_name(),
-                s(r, "id"),
-                format!("{parent_noun} {parent} already has a {noun} named {name}"),
-            ));
-        }
-        Ok(mine)
-    }
-
     /// A Get*: the record, whole (the engine projects it).
-    fn read(&self, kind: Kind, ident_field: &str) -> Result<Outcome, ApiError> {
+    fn read<R: Resource>(&self, ident_field: &str) -> Result<Outcome, ApiError> {
         Ok(Outcome::Read(
-            self.state.resolve(kind, self.get(ident_field))?.clone(),
+            self.state.resolve::<R>(self.get(ident_field))?.to_value(),
         ))
     }
 
-    /// A Create*: gives the new record its ARN (`.../{arn_type}/{id}`) and
-    /// writes it.
-    fn created(&self, id: String, mut rec: Value, arn_type: &str) -> Result<Outcome, ApiError> {
-        rec["arn"] = self.arn(&format!("{arn_type}/{id}")).into();
-        write(vec![Change::Put(id, rec.clone())], rec)
-    }
-
-    /// An Update* that replaces some members of one record with the input's.
-    fn update(&self, kind: Kind, ident_field: &str, members: &[&str]) -> Result<Outcome, ApiError> {
-        let r = self.state.resolve(kind, self.get(ident_field))?;
-        let mut rec = self.touched(r);
-        for m in members {
-            if let Some(v) = self.input.get(*m) {
-                rec[*m] = v.clone();
-            }
-        }
-        write(vec![Change::Put(s(r, "id").to_owned(), rec.clone())], rec)
-    }
-
     /// The id of an optional identifier parameter (a List filter), if given.
-    fn optional_id(&self, kind: Kind, field: &str) -> Result<Option<String>, ApiError> {
+    fn optional_id<R: Resource>(&self, field: &str) -> Result<Option<&'a str>, ApiError> {
         match self.input[field].as_str() {
-            Some(ident) => Ok(Some(s(self.state.resolve(kind, ident)?, "id").to_owned())),
+            Some(ident) => Ok(Some(self.state.resolve::<R>(ident)?.id())),
             None => Ok(None),
         }
     }
 
-    fn touched(&self, rec: &Value) -> Value {
-        let mut r = rec.clone();
-        r["lastUpdatedAt"] = self.now.clone().into();
-        r
+    /// A copy of `r` marked changed now.
+    fn touched<R: Resource>(&self, r: &R) -> R {
+        r.touched(&self.now)
     }
 
-    /// Checks that every target group in an action exists, and normalises
-    /// identifiers to ids.
-    fn action(&self, field: &str, action: &Value) -> Result<Value, ApiError> {
-        let mut a = action.clone();
-        // get_mut, not IndexMut: indexing would insert a null `forward` into
-        // a fixed-response action.
-        if let Some(groups) = a
-            .get_mut("forward")
-            .and_then(|f| f.get_mut("targetGroups"))
-            .and_then(Value::as_array_mut)
-        {
-            for (i, g) in groups.iter_mut().enumerate() {
-                let ident = s(g, "targetGroupIdentifier").to_owned();
-                let tg = self.state.resolve(Kind::TargetGroup, &ident).map_err(|_| {
-                    ApiError::field(
-                        &format!("{field}.forward.targetGroups[{i}].targetGroupIdentifier"),
-                        format!("target group {ident} does not exist"),
-                    )
-                })?;
-                g["targetGroupIdentifier"] = tg["id"].clone();
-                if g.get("weight").is_none() {
-                    g["weight"] = 1.into();
-                }
-            }
+    /// The action at input member `field`, with every target group
+    /// checked to exist, named by id, and weighted (1 unless given).
+    fn action(&self, field: &str) -> Result<cfg::RuleAction, ApiError> {
+        self.action_in(self.input, field)
+    }
+
+    /// [`Ctx::action`] of member `field` of `v` (a batch's item).
+    fn action_in(&self, v: &Value, field: &str) -> Result<cfg::RuleAction, ApiError> {
+        let mut a: cfg::RuleAction =
+            typed(v, field)?.ok_or_else(|| ApiError::field(field, "is required"))?;
+        let groups = a
+            .forward
+            .iter_mut()
+            .flat_map(|f| f.target_groups.iter_mut());
+        for (i, g) in groups.enumerate() {
+            let ident = &g.target_group_identifier;
+            let tg = self.state.resolve::<rec::TargetGroup>(ident).map_err(|_| {
+                ApiError::field(
+                    &format!("{field}.forward.targetGroups[{i}].targetGroupIdentifier"),
+                    format!("target group {ident} does not exist"),
+                )
+            })?;
+            g.target_group_identifier = tg.id().to_owned();
+            g.weight.get_or_insert(1);
         }
         Ok(a)
     }
+}
+
+/// Member `key` of `v` as a `T`, if present; an error naming it if it does
+/// not fit.
+fn typed<T: serde::de::DeserializeOwned>(v: &Value, key: &str) -> Result<Option<T>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => serde_path_to_error::deserialize(x).map(Some).map_err(|e| {
+            let at = e.path().to_string();
+            let field = if at == "." {
+                key.to_owned()
+            } else {
+                format!("{key}.{at}")
+            };
+            ApiError::field(&field, e.into_inner().to_string())
+        }),
+    }
+}
+
+/// An enum member as the API spells it.
+fn wire<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Refuses `name` for a new child of `parent` (its noun and id) if one of
+/// its children `mine` has it.
+fn name_free<R: Resource>(
+    mine: &[&R],
+    name_of: impl Fn(&R) -> &str,
+    name: &str,
+    (parent_noun, parent): (&str, &str),
+) -> Result<(), ApiError> {
+    match mine.iter().find(|r| name_of(r) == name) {
+        Some(r) => Err(ApiError::conflict(
+            R::KIND.type_name(),
+            r.id(),
+            format!(
+                "{parent_noun} {parent} already has a {} named {name}",
+                R::KIND.type_name().to_lowercase()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A write of one record, answered with it.
+fn put<R: Resource>(r: R) -> Result<Outcome, ApiError> {
+    let out = r.to_value();
+    write(vec![Change::Put(r.id().to_owned(), r.into_record())], out)
 }
 
 fn write(changes: Vec<Change>, result: Value) -> Result<Outcome, ApiError> {
@@ -1002,18 +891,29 @@ pub fn handle(
     }
 }
 
-/// Records that belong to a deleted resource: its policies.
+/// Records that belong to a deleted resource: its policies and access log
+/// subscriptions.
 fn dependents(state: &State, id: &str) -> Vec<Change> {
     let mut out = Vec::new();
-    for key in [format!("authpolicy/{id}"), format!("resourcepolicy/{id}")] {
+    for key in [
+        format!("{AUTH_POLICY}{id}"),
+        format!("{RESOURCE_POLICY}{id}"),
+    ] {
         if state.records.contains_key(&key) {
             out.push(Change::Delete(key));
         }
     }
-    for a in state.children(id, Kind::AccessLog) {
-        out.push(Change::Delete(s(a, "id").to_owned()));
+    for a in state.children::<rec::AccessLog>(id) {
+        out.push(Change::Delete(a.id().to_owned()));
     }
     out
+}
+
+/// The deletion of `r` and of what belongs to it.
+fn deleted<R: Resource>(state: &State, r: &R) -> Vec<Change> {
+    let mut changes = vec![Change::Delete(r.id().to_owned())];
+    changes.extend(dependents(state, r.id()));
+    changes
 }
 
 fn check_vpc(settings: &Settings, field: &str, vpc: &str) -> Result<(), ApiError> {
@@ -1029,32 +929,51 @@ fn check_vpc(settings: &Settings, field: &str, vpc: &str) -> Result<(), ApiError
     Ok(())
 }
 
-fn sn_or_service<'a>(state: &'a State, ident: &str) -> Result<(Kind, &'a Value), ApiError> {
-    let id = ident.rsplit('/').next().unwrap_or(ident);
-    let kind = if id.starts_with("sn-") {
-        Kind::ServiceNetwork
-    } else {
-        Kind::Service
-    };
-    if !(id.starts_with("sn-") || id.starts_with("svc-")) {
-        return Err(ApiError::field(
-            "resourceIdentifier",
-            "must name a service network or a service",
-        ));
-    }
-    Ok((kind, state.resolve(kind, ident)?))
+/// The service network or service `resourceIdentifier` names: its id, ARN
+/// and auth type.
+struct Owner<'a> {
+    id: &'a str,
+    arn: &'a str,
+    auth_type: cfg::AuthType,
 }
 
-fn listener_of<'a>(state: &'a State, input: &Value) -> Result<&'a Value, ApiError> {
-    let svc = state.resolve(Kind::Service, s(input, "serviceIdentifier"))?;
-    let l = state.resolve(Kind::Listener, s(input, "listenerIdentifier"))?;
-    if s(l, "serviceId") != s(svc, "id") {
-        return Err(ApiError::not_found(
-            "LISTENER",
-            s(input, "listenerIdentifier"),
-        ));
+fn sn_or_service<'a>(state: &'a State, ident: &str) -> Result<Owner<'a>, ApiError> {
+    let id = ident.rsplit('/').next().unwrap_or(ident);
+    if id.starts_with(Kind::ServiceNetwork.prefix()) {
+        let sn = state.resolve::<rec::ServiceNetwork>(ident)?;
+        Ok(Owner {
+            id: sn.id(),
+            arn: sn.arn(),
+            auth_type: sn.auth_type,
+        })
+    } else if id.starts_with(Kind::Service.prefix()) {
+        let svc = state.resolve::<rec::Service>(ident)?;
+        Ok(Owner {
+            id: svc.id(),
+            arn: svc.arn(),
+            auth_type: svc.auth_type,
+        })
+    } else {
+        Err(ApiError::field(
+            "resourceIdentifier",
+            "must name a service network or a service",
+        ))
+    }
+}
+
+fn listener_of<'a>(state: &'a State, input: &Value) -> Result<&'a rec::Listener, ApiError> {
+    let svc = state.resolve::<rec::Service>(s(input, "serviceIdentifier"))?;
+    let ident = s(input, "listenerIdentifier");
+    let l = state.resolve::<rec::Listener>(ident)?;
+    if l.service_id != svc.id() {
+        return Err(ApiError::not_found("LISTENER", ident));
     }
     Ok(l)
+}
+
+/// A string member of an input object (absent is empty).
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_default()
 }
 
 /// The API as its clients see it, for each resource's unit tests: no
@@ -1196,10 +1115,10 @@ mod testing {
 mod tests {
     use super::*;
 
-    /// A stored record missing what the API accepted is an error that
-    /// names the record and the field, not a default (a listener without
-    /// its protocol once became HTTP, a fixed response without its status
-    /// a 404).
+    /// A stored record missing what the API accepted, or holding it in
+    /// the wrong shape, does not load: the error names the record and the
+    /// field, and no default stands in (a listener without its protocol
+    /// once became HTTP, a fixed response without its status a 404).
     #[test]
     fn a_broken_stored_record_is_named_not_defaulted() {
         let mut st = State::default();
@@ -1211,26 +1130,47 @@ mod tests {
                 "defaultAction": {"fixedResponse": {"statusCode": 403}}}),
         )
         .0;
-        let config = st.to_config().unwrap();
-        let planned = &config.services[0].listeners[0];
+        let planned = &st.to_config().services[0].listeners[0];
         assert_eq!(planned.protocol, cfg::ListenerProtocol::Https);
         let id = s(&listener, "id").to_owned();
-        for (field, path) in [
-            ("protocol", "protocol"),
-            ("defaultAction", "defaultAction.fixedResponse.statusCode"),
+        let stored = || -> Vec<(String, Value)> {
+            st.records
+                .iter()
+                .map(|(k, r)| (k.clone(), r.to_value()))
+                .collect()
+        };
+        let reloaded = State::from_records(stored()).unwrap();
+        assert_eq!(reloaded.records, st.records, "records survive the store");
+        for (path, expect) in [
+            (
+                "/protocol",
+                vec![format!("stored record {id}"), "protocol".into()],
+            ),
+            (
+                "/defaultAction/fixedResponse/statusCode",
+                vec![
+                    format!("stored record {id}: defaultAction.fixedResponse"),
+                    "statusCode".into(),
+                ],
+            ),
         ] {
-            let mut broken_state = st.clone();
-            let mut rec = broken_state.records[&id].clone();
-            if let Some(o) = rec.as_object_mut() {
-                o.remove(field);
+            let mut rows = stored();
+            let (_, rec) = rows.iter_mut().find(|(k, _)| *k == id).unwrap();
+            let (parent, field) = path.rsplit_once('/').unwrap();
+            rec.pointer_mut(parent)
+                .and_then(Value::as_object_mut)
+                .unwrap()
+                .remove(field);
+            let err = State::from_records(rows).unwrap_err().to_string();
+            for e in expect {
+                assert!(err.contains(&e), "{path}: {err} lacks {e}");
             }
-            broken_state.apply(&[Change::Put(id.clone(), rec)]);
-            let err = broken_state.to_config().unwrap_err().to_string();
-            assert!(
-                err.contains(&format!("stored record {id}: {path}")),
-                "{field}: {err}"
-            );
         }
+        let mut rows = stored();
+        let (_, rec) = rows.iter_mut().find(|(k, _)| *k == id).unwrap();
+        rec["port"] = "443".into();
+        let err = State::from_records(rows).unwrap_err().to_string();
+        assert!(err.contains(&format!("stored record {id}: port")), "{err}");
     }
 
     /// Every operation of the model has one home: one resource's module
@@ -1292,7 +1232,10 @@ mod tests {
     }
 
     fn rebuilt(state: &State) -> Index {
-        State::from_records(state.records.clone().into_iter().collect()).idx
+        let rows = state.records.iter();
+        State::from_records(rows.map(|(k, r)| (k.clone(), r.to_value())).collect())
+            .unwrap()
+            .idx
     }
 
     #[test]
@@ -1312,8 +1255,7 @@ mod tests {
             }
         }
         let shared = run(&mut st, "CreateService", json!({"name": "shared"})).0;
-        let vip_of =
-            |st: &State, id: &str| s(st.resolve(Kind::Service, id).unwrap(), "_vip").to_owned();
+        let vip_of = |st: &State, id: &str| st.resolve::<rec::Service>(id).unwrap().vip;
         assert_eq!(vip_of(&st, s(&shared, "id")), vip_of(&st, s(&first, "id")));
         let listener = |protocol: &str| {
             json!({"name": "l", "protocol": protocol, "port": 443,
@@ -1367,8 +1309,8 @@ mod tests {
         .0;
         assert_eq!(st.idx, rebuilt(&st));
         assert_eq!(st.count(Kind::Service), 2);
-        assert_eq!(st.children(s(&svc, "id"), Kind::Listener).count(), 1);
-        assert!(st.by_name(Kind::Service, "one").is_some());
+        assert_eq!(st.children::<rec::Listener>(s(&svc, "id")).count(), 1);
+        assert!(st.by_name::<rec::Service>("one").is_some());
 
         // A change and its undo leave the index as it was.
         let before = st.idx.clone();
@@ -1393,8 +1335,8 @@ mod tests {
             json!({"serviceIdentifier": svc["id"]}),
         );
         assert_eq!(st.idx, rebuilt(&st));
-        assert!(st.by_name(Kind::Service, "one").is_none());
-        assert_eq!(st.children(s(&svc, "id"), Kind::Listener).count(), 0);
+        assert!(st.by_name::<rec::Service>("one").is_none());
+        assert_eq!(st.children::<rec::Listener>(s(&svc, "id")).count(), 0);
         st.apply(&undo2);
         st.apply(&undo);
         assert_eq!(st.idx, before);

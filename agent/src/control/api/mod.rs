@@ -4,11 +4,13 @@
 //! - [`model`]: the service model and the generic routing, validation and
 //!   projection it drives.
 //! - [`handlers`]: what each operation means for latticed's resources.
+//! - [`records`]: the stored records, one type per resource kind.
 //! - [`error`]: error answers in the model's shapes.
 
 pub mod error;
 pub mod handlers;
 pub mod model;
+pub mod records;
 pub mod server;
 
 use std::{collections::HashMap, io::Write as _, path::Path};

@@ -1,6 +1,6 @@
 //! The access log subscriptions operations of the VPC Lattice API.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 // The handlers' shared state, context and helpers.
 use super::*;
@@ -9,42 +9,40 @@ use super::*;
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateAccessLogSubscription", create),
     ("GetAccessLogSubscription", |c| {
-        c.read(Kind::AccessLog, "accessLogSubscriptionIdentifier")
+        c.read::<rec::AccessLog>("accessLogSubscriptionIdentifier")
     }),
     ("ListAccessLogSubscriptions", |c| {
-        let (_, target) = sn_or_service(c.state, c.get("resourceIdentifier"))?;
-        let items = sorted(c.state.children(s(target, "id"), Kind::AccessLog));
-        c.page(items, Value::clone)
+        let owner = sn_or_service(c.state, c.get("resourceIdentifier"))?;
+        let items = sorted(c.state.children::<rec::AccessLog>(owner.id));
+        c.page_of(&items, Resource::to_value)
     }),
     ("UpdateAccessLogSubscription", |c| {
         let a = c
             .state
-            .resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?;
-        check_destination(c, s(a, "resourceId"), Some(s(a, "id")))?;
-        c.update(
-            Kind::AccessLog,
-            "accessLogSubscriptionIdentifier",
-            &["destinationArn"],
-        )
+            .resolve::<rec::AccessLog>(c.get("accessLogSubscriptionIdentifier"))?;
+        check_destination(c, &a.resource_id, Some(a.id()))?;
+        let mut a = c.touched(a);
+        c.get("destinationArn").clone_into(&mut a.destination_arn);
+        put(a)
     }),
     ("DeleteAccessLogSubscription", |c| {
         let a = c
             .state
-            .resolve(Kind::AccessLog, c.get("accessLogSubscriptionIdentifier"))?;
-        write(vec![Change::Delete(s(a, "id").to_owned())], json!({}))
+            .resolve::<rec::AccessLog>(c.get("accessLogSubscriptionIdentifier"))?;
+        write(vec![Change::Delete(a.id().to_owned())], json!({}))
     }),
 ];
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    let (_, target) = sn_or_service(c.state, c.get("resourceIdentifier"))?;
-    check_destination(c, s(target, "id"), None)?;
-    let (id, mut rec) = c.record(Kind::AccessLog, json!({
-        "resourceId": s(target, "id"), "resourceArn": s(target, "arn"), "destinationArn": c.get("destinationArn"),
-    }));
-    if let Some(t) = c.input.get("serviceNetworkLogType") {
-        rec["serviceNetworkLogType"] = t.clone();
-    }
-    c.created(id, rec, "accesslogsubscription")
+    let owner = sn_or_service(c.state, c.get("resourceIdentifier"))?;
+    check_destination(c, owner.id, None)?;
+    put(rec::AccessLog {
+        meta: c.meta_at(Kind::AccessLog, "accesslogsubscription")?,
+        resource_id: owner.id.to_owned(),
+        resource_arn: owner.arn.to_owned(),
+        destination_arn: c.get("destinationArn").to_owned(),
+        service_network_log_type: c.opt("serviceNetworkLogType")?,
+    })
 }
 
 /// The input's `destinationArn` names a destination latticed can write,
@@ -56,12 +54,12 @@ fn check_destination(c: &Ctx<'_>, resource: &str, this: Option<&str>) -> Result<
     }
     if let Some(a) = c
         .state
-        .children(resource, Kind::AccessLog)
-        .find(|a| s(a, "destinationArn") == dest && Some(s(a, "id")) != this)
+        .children::<rec::AccessLog>(resource)
+        .find(|a| a.destination_arn == dest && Some(a.id()) != this)
     {
         return Err(ApiError::conflict(
             "ACCESS_LOG_SUBSCRIPTION",
-            s(a, "id"),
+            a.id(),
             "this resource already logs to that destination",
         ));
     }

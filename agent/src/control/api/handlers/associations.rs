@@ -1,7 +1,5 @@
 //! The associations operations of the VPC Lattice API.
 
-use serde_json::{json, Value};
-
 // The handlers' shared state, context and helpers.
 use super::*;
 
@@ -9,92 +7,83 @@ use super::*;
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateServiceNetworkServiceAssociation", create_service),
     ("GetServiceNetworkServiceAssociation", |c| {
-        c.read(
-            Kind::SnService,
-            "serviceNetworkServiceAssociationIdentifier",
-        )
+        c.read::<rec::SnService>("serviceNetworkServiceAssociationIdentifier")
     }),
     ("ListServiceNetworkServiceAssociations", |c| {
-        let sn = c.optional_id(Kind::ServiceNetwork, "serviceNetworkIdentifier")?;
-        let svc = c.optional_id(Kind::Service, "serviceIdentifier")?;
-        let items = sorted(c.state.of_kind(Kind::SnService).filter(|a| {
-            sn.as_deref().is_none_or(|x| s(a, "serviceNetworkId") == x)
-                && svc.as_deref().is_none_or(|x| s(a, "serviceId") == x)
+        let sn = c.optional_id::<rec::ServiceNetwork>("serviceNetworkIdentifier")?;
+        let svc = c.optional_id::<rec::Service>("serviceIdentifier")?;
+        let items = sorted(c.state.of_kind::<rec::SnService>().filter(|a| {
+            sn.is_none_or(|x| a.service_network_id == x) && svc.is_none_or(|x| a.service_id == x)
         }));
-        c.page(items, Value::clone)
+        c.page_of(&items, Resource::to_value)
     }),
     ("DeleteServiceNetworkServiceAssociation", |c| {
-        deleted(
-            c,
-            Kind::SnService,
-            "serviceNetworkServiceAssociationIdentifier",
-        )
+        deleted_association::<rec::SnService>(c, "serviceNetworkServiceAssociationIdentifier")
     }),
     ("CreateServiceNetworkVpcAssociation", create_vpc),
     ("GetServiceNetworkVpcAssociation", |c| {
-        c.read(Kind::SnVpc, "serviceNetworkVpcAssociationIdentifier")
+        c.read::<rec::SnVpc>("serviceNetworkVpcAssociationIdentifier")
     }),
     ("ListServiceNetworkVpcAssociations", |c| {
-        let sn = c.optional_id(Kind::ServiceNetwork, "serviceNetworkIdentifier")?;
+        let sn = c.optional_id::<rec::ServiceNetwork>("serviceNetworkIdentifier")?;
         let vpc = c.input["vpcIdentifier"].as_str();
-        let items = sorted(c.state.of_kind(Kind::SnVpc).filter(|a| {
-            sn.as_deref().is_none_or(|x| s(a, "serviceNetworkId") == x)
-                && vpc.is_none_or(|x| s(a, "vpcId") == x)
+        let items = sorted(c.state.of_kind::<rec::SnVpc>().filter(|a| {
+            sn.is_none_or(|x| a.service_network_id == x) && vpc.is_none_or(|x| a.vpc_id == x)
         }));
-        c.page(items, Value::clone)
+        c.page_of(&items, Resource::to_value)
     }),
     ("UpdateServiceNetworkVpcAssociation", |c| {
-        c.update(
-            Kind::SnVpc,
-            "serviceNetworkVpcAssociationIdentifier",
-            &["securityGroupIds"],
-        )
+        let a = c
+            .state
+            .resolve::<rec::SnVpc>(c.get("serviceNetworkVpcAssociationIdentifier"))?;
+        let mut a = c.touched(a);
+        a.security_group_ids = c.req("securityGroupIds")?;
+        put(a)
     }),
     ("DeleteServiceNetworkVpcAssociation", |c| {
-        deleted(c, Kind::SnVpc, "serviceNetworkVpcAssociationIdentifier")
+        deleted_association::<rec::SnVpc>(c, "serviceNetworkVpcAssociationIdentifier")
     }),
 ];
 
 fn create_service(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let state = c.state;
-    let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
-    let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
+    let sn = state.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+    let svc = state.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
     if let Some(a) = state
-        .children(s(svc, "id"), Kind::SnService)
-        .find(|a| s(a, "serviceNetworkId") == s(sn, "id"))
+        .children::<rec::SnService>(svc.id())
+        .find(|a| a.service_network_id == sn.id())
     {
         return Err(ApiError::conflict(
             "SERVICE_NETWORK_SERVICE_ASSOCIATION",
-            s(a, "id"),
+            a.id(),
             "the service is already associated with this service network",
         ));
     }
-    let (id, mut rec) = c.record(Kind::SnService, json!({
-        "status": "ACTIVE", "createdBy": c.settings.naming.account,
-        "serviceNetworkId": s(sn, "id"), "serviceNetworkArn": s(sn, "arn"), "serviceNetworkName": s(sn, "name"),
-        "serviceId": s(svc, "id"), "serviceArn": s(svc, "arn"), "serviceName": s(svc, "name"),
-    }));
-    for k in ["customDomainName", "dnsEntry"] {
-        if let Some(d) = svc.get(k) {
-            rec[k] = d.clone();
-        }
-    }
-    c.created(id, rec, "servicenetworkserviceassociation")
+    put(rec::SnService {
+        meta: c.meta_at(Kind::SnService, "servicenetworkserviceassociation")?,
+        status: "ACTIVE".into(),
+        created_by: c.settings.naming.account.clone(),
+        service_network_id: sn.id().to_owned(),
+        service_network_arn: sn.arn().to_owned(),
+        service_network_name: sn.name.clone(),
+        service_id: svc.id().to_owned(),
+        service_arn: svc.arn().to_owned(),
+        service_name: svc.name.clone(),
+        custom_domain_name: svc.custom_domain_name.clone(),
+        dns_entry: Some(svc.dns_entry.clone()),
+    })
 }
 
 fn create_vpc(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let (state, q) = (c.state, &c.settings.quotas);
-    let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
+    let sn = state.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
     let vpc = c.get("vpcIdentifier");
     check_vpc(c.settings, "vpcIdentifier", vpc)?;
-    let of_vpc: Vec<&Value> = state.children(&format!("vpc:{vpc}"), Kind::SnVpc).collect();
-    if let Some(a) = of_vpc
-        .iter()
-        .find(|a| s(a, "serviceNetworkId") == s(sn, "id"))
-    {
+    let of_vpc: Vec<&rec::SnVpc> = state.children(&format!("vpc:{vpc}")).collect();
+    if let Some(a) = of_vpc.iter().find(|a| a.service_network_id == sn.id()) {
         return Err(ApiError::conflict(
             "SERVICE_NETWORK_VPC_ASSOCIATION",
-            s(a, "id"),
+            a.id(),
             format!("VPC {vpc} is already associated with this service network"),
         ));
     }
@@ -105,23 +94,25 @@ fn create_vpc(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
             q.service_networks_per_vpc,
         ));
     }
-    let (id, rec) = c.record(Kind::SnVpc, json!({
-        "status": "ACTIVE", "createdBy": c.settings.naming.account, "vpcId": vpc,
-        "securityGroupIds": c.input.get("securityGroupIds").cloned().unwrap_or_else(|| json!([])),
-        "serviceNetworkId": s(sn, "id"), "serviceNetworkArn": s(sn, "arn"), "serviceNetworkName": s(sn, "name"),
-    }));
-    c.created(id, rec, "servicenetworkvpcassociation")
+    put(rec::SnVpc {
+        meta: c.meta_at(Kind::SnVpc, "servicenetworkvpcassociation")?,
+        status: "ACTIVE".into(),
+        created_by: c.settings.naming.account.clone(),
+        vpc_id: vpc.to_owned(),
+        security_group_ids: c.opt("securityGroupIds")?.unwrap_or_default(),
+        service_network_id: sn.id().to_owned(),
+        service_network_arn: sn.arn().to_owned(),
+        service_network_name: sn.name.clone(),
+    })
 }
 
 /// A Delete* of an association: it goes with what depends on it, and the
 /// answer shows it deleting.
-fn deleted(c: &Ctx<'_>, kind: Kind, ident_field: &str) -> Result<Outcome, ApiError> {
-    let a = c.state.resolve(kind, c.get(ident_field))?;
-    let mut out = a.clone();
+fn deleted_association<R: Resource>(c: &Ctx<'_>, ident_field: &str) -> Result<Outcome, ApiError> {
+    let a = c.state.resolve::<R>(c.get(ident_field))?;
+    let mut out = a.to_value();
     out["status"] = "DELETE_IN_PROGRESS".into();
-    let mut changes = vec![Change::Delete(s(a, "id").to_owned())];
-    changes.extend(dependents(c.state, s(a, "id")));
-    write(changes, out)
+    write(deleted(c.state, a), out)
 }
 
 #[cfg(test)]

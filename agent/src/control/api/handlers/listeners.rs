@@ -1,6 +1,6 @@
 //! The listeners operations of the VPC Lattice API.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 // The handlers' shared state, context and helpers.
 use super::*;
@@ -9,37 +9,40 @@ use super::*;
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateListener", create),
     ("GetListener", |c| {
-        Ok(Outcome::Read(listener_of(c.state, c.input)?.clone()))
+        Ok(Outcome::Read(listener_of(c.state, c.input)?.to_value()))
     }),
     ("ListListeners", |c| {
-        let svc = c.state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
-        let items = sorted(c.state.children(s(svc, "id"), Kind::Listener));
-        c.page(items, Value::clone)
+        let svc = c
+            .state
+            .resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+        let items = sorted(c.state.children::<rec::Listener>(svc.id()));
+        c.page_of(&items, Resource::to_value)
     }),
     ("UpdateListener", |c| {
-        let l = listener_of(c.state, c.input)?;
-        let mut rec = c.touched(l);
-        rec["defaultAction"] = c.action("defaultAction", &c.input["defaultAction"])?;
-        write(vec![Change::Put(s(l, "id").to_owned(), rec.clone())], rec)
+        let mut l = c.touched(listener_of(c.state, c.input)?);
+        l.default_action = c.action("defaultAction")?;
+        put(l)
     }),
     ("DeleteListener", |c| {
         let state = c.state;
         let l = listener_of(state, c.input)?;
-        let mut changes = vec![Change::Delete(s(l, "id").to_owned())];
-        for r in state.children(s(l, "id"), Kind::Rule) {
-            changes.push(Change::Delete(s(r, "id").to_owned()));
-            changes.extend(dependents(state, s(r, "id")));
+        let mut changes = deleted(state, l);
+        for r in state.children::<rec::Rule>(l.id()) {
+            changes.extend(deleted(state, r));
         }
-        changes.extend(dependents(state, s(l, "id")));
         write(changes, json!({}))
     }),
 ];
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let q = &c.settings.quotas;
-    let svc = c.state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
-    let sid = s(svc, "id");
-    let mine = c.new_child(Kind::Listener, "serviceId", sid, "service", "listener")?;
+    let svc = c
+        .state
+        .resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+    let sid = svc.id();
+    let name = c.get("name");
+    let mine: Vec<&rec::Listener> = c.state.children(sid).collect();
+    name_free(&mine, |l| &l.name, name, ("service", sid))?;
     if mine.len() >= q.listeners_per_service {
         return Err(ApiError::quota(
             "LISTENER",
@@ -47,31 +50,31 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
             q.listeners_per_service,
         ));
     }
-    let protocol = c.get("protocol");
-    let port = c.input["port"]
-        .as_u64()
-        .unwrap_or(if protocol == "HTTP" { 80 } else { 443 });
-    if let Some(l) = mine.iter().find(|l| l["port"].as_u64() == Some(port)) {
+    let protocol: cfg::ListenerProtocol = c.req("protocol")?;
+    let port = c.opt("port")?.unwrap_or(match protocol {
+        cfg::ListenerProtocol::Http => 80,
+        _ => 443,
+    });
+    if let Some(l) = mine.iter().find(|l| l.port == port) {
         return Err(ApiError::conflict(
             "LISTENER",
-            s(l, "id"),
+            l.id(),
             format!(
                 "port {port} of service {sid} is already taken by listener {}",
-                s(l, "name")
+                l.name
             ),
         ));
     }
     check_one_protocol_per_port(c.state, svc, port, protocol)?;
-    let action = c.action("defaultAction", &c.input["defaultAction"])?;
-    let (id, mut rec) = c.record(
-        Kind::Listener,
-        json!({
-            "name": c.get("name"), "protocol": protocol, "port": port, "defaultAction": action,
-            "serviceId": sid, "serviceArn": s(svc, "arn"),
-        }),
-    );
-    rec["arn"] = format!("{}/listener/{id}", s(svc, "arn")).into();
-    write(vec![Change::Put(id, rec.clone())], rec)
+    put(rec::Listener {
+        meta: c.meta(Kind::Listener, |id| format!("{}/listener/{id}", svc.arn()))?,
+        name: name.to_owned(),
+        protocol,
+        port,
+        default_action: c.action("defaultAction")?,
+        service_id: sid.to_owned(),
+        service_arn: svc.arn().to_owned(),
+    })
 }
 
 /// Services share VIPs once each has had its own. One VIP:port speaks one
@@ -79,24 +82,24 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 /// TLS clients past the HTTPS service's auth policy.
 fn check_one_protocol_per_port(
     state: &State,
-    svc: &Value,
-    port: u64,
-    protocol: &str,
+    svc: &rec::Service,
+    port: u32,
+    protocol: cfg::ListenerProtocol,
 ) -> Result<(), ApiError> {
-    let (vip, sid) = (s(svc, "_vip"), s(svc, "id"));
     let clash = state
-        .of_kind(Kind::Service)
-        .filter(|o| s(o, "_vip") == vip && s(o, "id") != sid)
-        .flat_map(|o| state.children(s(o, "id"), Kind::Listener))
-        .find(|l| l["port"].as_u64() == Some(port) && s(l, "protocol") != protocol);
+        .of_kind::<rec::Service>()
+        .filter(|o| o.vip == svc.vip && o.id() != svc.id())
+        .flat_map(|o| state.children::<rec::Listener>(o.id()))
+        .find(|l| l.port == port && l.protocol != protocol);
     match clash {
         Some(l) => Err(ApiError::conflict(
             "LISTENER",
-            s(l, "id"),
+            l.id(),
             format!(
-                "port {port} of this service's address {vip} is used by a {} listener of service {}; one address and port serve one protocol",
-                s(l, "protocol"),
-                s(l, "serviceId")
+                "port {port} of this service's address {} is used by a {} listener of service {}; one address and port serve one protocol",
+                svc.vip,
+                wire(&l.protocol),
+                l.service_id
             ),
         )),
         None => Ok(()),

@@ -9,15 +9,14 @@ use super::*;
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("PutAuthPolicy", put_auth),
     ("GetAuthPolicy", |c| {
-        let (key, target) = auth_policy_of(c)?;
-        let p = c
-            .state
-            .records
-            .get(&key)
-            .ok_or_else(|| ApiError::not_found("AUTH_POLICY", c.get("resourceIdentifier")))?;
-        let mut out = p.clone();
-        out["state"] = auth_state(target).into();
-        Ok(Outcome::Read(out))
+        let (key, owner) = auth_policy_of(c)?;
+        match c.state.records.get(&key) {
+            Some(Record::AuthPolicy(p)) => Ok(Outcome::Read(answer(p, &owner))),
+            _ => Err(ApiError::not_found(
+                "AUTH_POLICY",
+                c.get("resourceIdentifier"),
+            )),
+        }
     }),
     ("DeleteAuthPolicy", |c| {
         let (key, _) = auth_policy_of(c)?;
@@ -38,15 +37,17 @@ pub(super) const OPS: &[(&str, Handler)] = &[
         {
             return Err(ApiError::field("policy", "is not a JSON policy document"));
         }
-        write(vec![Change::Put(key, json!({"policy": policy}))], json!({}))
+        let p = rec::ResourcePolicy {
+            policy: policy.to_owned(),
+        };
+        write(vec![Change::Put(key, Record::ResourcePolicy(p))], json!({}))
     }),
     ("GetResourcePolicy", |c| {
         let (key, arn) = resource_policy_of(c)?;
-        c.state
-            .records
-            .get(&key)
-            .map(|p| Outcome::Read(p.clone()))
-            .ok_or_else(|| ApiError::not_found("RESOURCE_POLICY", arn))
+        match c.state.records.get(&key) {
+            Some(p @ Record::ResourcePolicy(_)) => Ok(Outcome::Read(p.to_value())),
+            _ => Err(ApiError::not_found("RESOURCE_POLICY", arn)),
+        }
     }),
     ("DeleteResourcePolicy", |c| {
         let (key, arn) = resource_policy_of(c)?;
@@ -58,51 +59,53 @@ pub(super) const OPS: &[(&str, Handler)] = &[
 ];
 
 fn put_auth(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    let (key, target) = auth_policy_of(c)?;
+    let (key, owner) = auth_policy_of(c)?;
     let policy = c.get("policy");
     if let Err(e) = latticed_proxy::authz::Policy::parse(policy) {
         return Err(ApiError::field("policy", e.to_string()));
     }
-    let created = c
-        .state
-        .records
-        .get(&key)
-        .map_or(c.now.clone(), |p| s(p, "createdAt").to_owned());
-    let rec = json!({"policy": policy, "createdAt": created, "lastUpdatedAt": c.now, "resourceId": s(target, "id")});
-    let mut out = rec.clone();
-    out["state"] = auth_state(target).into();
-    write(vec![Change::Put(key, rec)], out)
+    let created = match c.state.records.get(&key) {
+        Some(Record::AuthPolicy(p)) => p.created_at.clone(),
+        _ => c.now.clone(),
+    };
+    let p = rec::AuthPolicy {
+        policy: policy.to_owned(),
+        created_at: created,
+        last_updated_at: c.now.clone(),
+        resource_id: owner.id.to_owned(),
+    };
+    let out = answer(&p, &owner);
+    write(vec![Change::Put(key, Record::AuthPolicy(p))], out)
+}
+
+/// A policy as Get/PutAuthPolicy answer it: in force only where the auth
+/// type is AWS_IAM.
+fn answer(p: &rec::AuthPolicy, owner: &Owner<'_>) -> Value {
+    let mut out = Record::AuthPolicy(p.clone()).to_value();
+    out["state"] = match owner.auth_type {
+        cfg::AuthType::AwsIam => "Active",
+        cfg::AuthType::None => "Inactive",
+    }
+    .into();
+    out
 }
 
 /// The record key of the auth policy of the service network or service
 /// `resourceIdentifier` names, and that resource.
-fn auth_policy_of<'a>(c: &Ctx<'a>) -> Result<(String, &'a Value), ApiError> {
-    let (_, target) = sn_or_service(c.state, c.get("resourceIdentifier"))?;
-    Ok((format!("authpolicy/{}", s(target, "id")), target))
-}
-
-/// A policy is in force only where the auth type is AWS_IAM.
-fn auth_state(target: &Value) -> &'static str {
-    if s(target, "authType") == "AWS_IAM" {
-        "Active"
-    } else {
-        "Inactive"
-    }
+fn auth_policy_of<'a>(c: &Ctx<'a>) -> Result<(String, Owner<'a>), ApiError> {
+    let owner = sn_or_service(c.state, c.get("resourceIdentifier"))?;
+    Ok((format!("{AUTH_POLICY}{}", owner.id), owner))
 }
 
 /// The record key of the resource policy of the resource `resourceArn`
 /// names, and the ARN.
 fn resource_policy_of<'a>(c: &Ctx<'a>) -> Result<(String, &'a str), ApiError> {
-    let arn = s(c.input, "resourceArn");
+    let arn = c.get("resourceArn");
     let owner = arn.rsplit('/').next().unwrap_or_default();
-    if c.state
-        .records
-        .get(owner)
-        .is_none_or(|r| s(r, "arn") != arn)
-    {
+    if c.state.records.get(owner).is_none_or(|r| r.arn() != arn) {
         return Err(ApiError::not_found("RESOURCE", arn));
     }
-    Ok((format!("resourcepolicy/{owner}"), arn))
+    Ok((format!("{RESOURCE_POLICY}{owner}"), arn))
 }
 
 #[cfg(test)]

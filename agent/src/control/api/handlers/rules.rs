@@ -10,43 +10,38 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateRule", create),
     ("GetRule", |c| {
         Ok(Outcome::Read(
-            rule_of(c.state, c.input, c.get("ruleIdentifier"))?.clone(),
+            rule_of(c.state, c.input, c.get("ruleIdentifier"))?.to_value(),
         ))
     }),
     ("ListRules", |c| {
         let l = listener_of(c.state, c.input)?;
-        let items = sorted(c.state.children(s(l, "id"), Kind::Rule));
-        c.page(items, Value::clone)
+        let items = sorted(c.state.children::<rec::Rule>(l.id()));
+        c.page_of(&items, Resource::to_value)
     }),
     ("UpdateRule", |c| {
         let r = rule_of(c.state, c.input, c.get("ruleIdentifier"))?;
-        let rec = updated_rule(c, r, c.input)?;
-        write(vec![Change::Put(s(r, "id").to_owned(), rec.clone())], rec)
+        put(updated_rule(c, r, c.input)?)
     }),
     ("BatchUpdateRule", batch_update),
     ("DeleteRule", |c| {
         let r = rule_of(c.state, c.input, c.get("ruleIdentifier"))?;
-        let mut changes = vec![Change::Delete(s(r, "id").to_owned())];
-        changes.extend(dependents(c.state, s(r, "id")));
-        write(changes, json!({}))
+        write(deleted(c.state, r), json!({}))
     }),
 ];
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    let input = c.input;
     let q = &c.settings.quotas;
-    let l = listener_of(c.state, input)?;
-    let lid = s(l, "id");
-    let mine = c.new_child(Kind::Rule, "listenerId", lid, "listener", "rule")?;
-    if let Some(r) = mine.iter().find(|r| r["priority"] == input["priority"]) {
+    let l = listener_of(c.state, c.input)?;
+    let lid = l.id();
+    let name = c.get("name");
+    let mine: Vec<&rec::Rule> = c.state.children(lid).collect();
+    name_free(&mine, |r| &r.name, name, ("listener", lid))?;
+    let priority: u32 = c.req("priority")?;
+    if let Some(r) = mine.iter().find(|r| r.priority == priority) {
         return Err(ApiError::conflict(
             "RULE",
-            s(r, "id"),
-            format!(
-                "priority {} is already used by rule {}",
-                input["priority"],
-                s(r, "name")
-            ),
+            r.id(),
+            format!("priority {priority} is already used by rule {}", r.name),
         ));
     }
     if mine.len() >= q.rules_per_listener {
@@ -56,81 +51,86 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
             q.rules_per_listener,
         ));
     }
-    let action = c.action("action", &input["action"])?;
-    let (id, mut rec) = c.record(Kind::Rule, json!({
-        "name": c.get("name"), "priority": input["priority"], "match": input["match"], "action": action,
-        "isDefault": false, "listenerId": lid, "serviceId": s(l, "serviceId"),
-    }));
-    rec["arn"] = format!("{}/rule/{id}", s(l, "arn")).into();
-    write(vec![Change::Put(id, rec.clone())], rec)
+    put(rec::Rule {
+        meta: c.meta(Kind::Rule, |id| format!("{}/rule/{id}", l.arn()))?,
+        name: name.to_owned(),
+        priority,
+        match_: c.req("match")?,
+        action: c.action("action")?,
+        is_default: false,
+        listener_id: lid.to_owned(),
+        service_id: l.service_id.clone(),
+    })
 }
 
 /// Each update of the batch succeeds or fails on its own; two that claim
 /// one priority cannot both succeed.
 fn batch_update(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     listener_of(c.state, c.input)?;
-    let (mut changes, mut ok, mut failed) = (Vec::new(), Vec::<Value>::new(), Vec::new());
+    let (mut changes, mut ok, mut failed) = (Vec::new(), Vec::<rec::Rule>::new(), Vec::new());
     for u in c.input["rules"].as_array().into_iter().flatten() {
         let ident = s(u, "ruleIdentifier");
         let updated = rule_of(c.state, c.input, ident)
             .and_then(|r| updated_rule(c, r, u))
             .and_then(
-                |rec| match ok.iter().find(|o| o["priority"] == rec["priority"]) {
+                |rule| match ok.iter().find(|o| o.priority == rule.priority) {
                     Some(o) => Err(ApiError::conflict(
                         "RULE",
-                        s(o, "id"),
+                        o.id(),
                         format!(
                             "priority {} is claimed by rule {} in the same batch",
-                            rec["priority"],
-                            s(o, "name")
+                            rule.priority, o.name
                         ),
                     )),
-                    None => Ok(rec),
+                    None => Ok(rule),
                 },
             );
         match updated {
-            Ok(rec) => {
-                changes.push(Change::Put(s(&rec, "id").to_owned(), rec.clone()));
-                ok.push(rec);
+            Ok(rule) => {
+                changes.push(Change::Put(rule.id().to_owned(), rule.clone().into_record()));
+                ok.push(rule);
             }
             Err(e) => failed.push(json!({"ruleIdentifier": ident, "failureCode": e.code, "failureMessage": e.message})),
         }
     }
+    let ok: Vec<Value> = ok.iter().map(Resource::to_value).collect();
     write(changes, json!({"successful": ok, "unsuccessful": failed}))
 }
 
-fn rule_of<'a>(state: &'a State, input: &Value, ident: &str) -> Result<&'a Value, ApiError> {
+fn rule_of<'a>(state: &'a State, input: &Value, ident: &str) -> Result<&'a rec::Rule, ApiError> {
     let l = listener_of(state, input)?;
-    let r = state.resolve(Kind::Rule, ident)?;
-    if s(r, "listenerId") != s(l, "id") {
+    let r = state.resolve::<rec::Rule>(ident)?;
+    if r.listener_id != l.id() {
         return Err(ApiError::not_found("RULE", ident));
     }
     Ok(r)
 }
 
-fn updated_rule(c: &Ctx<'_>, r: &Value, u: &Value) -> Result<Value, ApiError> {
-    let mut rec = c.touched(r);
-    if let Some(p) = u.get("priority") {
+/// Rule `r` with the members update `u` (the input, or one of a batch's)
+/// gives.
+fn updated_rule(c: &Ctx<'_>, r: &rec::Rule, u: &Value) -> Result<rec::Rule, ApiError> {
+    let mut rule = c.touched(r);
+    if let Some(p) = typed::<u32>(u, "priority")? {
         if let Some(other) = c
             .state
-            .children(s(r, "listenerId"), Kind::Rule)
-            .find(|o| s(o, "id") != s(r, "id") && o["priority"] == *p)
+            .children::<rec::Rule>(&r.listener_id)
+            .find(|o| o.id() != r.id() && o.priority == p)
         {
             return Err(ApiError::conflict(
                 "RULE",
-                s(other, "id"),
-                format!("priority {p} is already used by rule {}", s(other, "name")),
+                other.id(),
+                format!("priority {p} is already used by rule {}", other.name),
             ));
         }
-        rec["priority"] = p.clone();
+        rule.priority = p;
     }
-    if let Some(m) = u.get("match") {
-        rec["match"] = m.clone();
+    if let Some(m) = typed(u, "match")? {
+        rule.match_ = m;
     }
-    if let Some(a) = u.get("action") {
-        rec["action"] = c.action("action", a)?;
+    if u.get("action").is_some() {
+        rule.action = c.action_in(u, "action")?;
     }
-    Ok(rec)
+    Ok(rule)
 }
 
 #[cfg(test)]

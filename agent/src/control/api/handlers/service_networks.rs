@@ -1,6 +1,6 @@
 //! The service networks operations of the VPC Lattice API.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 // The handlers' shared state, context and helpers.
 use super::*;
@@ -11,50 +11,43 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     ("GetServiceNetwork", |c| {
         let sn = c
             .state
-            .resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
-        Ok(Outcome::Read(sn_with_counts(c.state, sn)))
+            .resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+        Ok(Outcome::Read(with_counts(c.state, sn)))
     }),
     ("ListServiceNetworks", |c| {
-        c.page(sorted(c.state.of_kind(Kind::ServiceNetwork)), |r| {
-            sn_with_counts(c.state, r)
-        })
+        c.page_of(&sorted(c.state.of_kind()), |sn| with_counts(c.state, sn))
     }),
     ("UpdateServiceNetwork", |c| {
-        c.update(
-            Kind::ServiceNetwork,
-            "serviceNetworkIdentifier",
-            &["authType"],
-        )
+        let sn = c
+            .state
+            .resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+        let mut sn = c.touched(sn);
+        sn.auth_type = c.req("authType")?;
+        put(sn)
     }),
     ("DeleteServiceNetwork", delete),
 ];
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    c.check_new(
-        Kind::ServiceNetwork,
+    c.check_new::<rec::ServiceNetwork>(
         "service network",
         "service-networks",
         c.settings.quotas.service_networks,
     )?;
-    let (id, mut rec) = c.record(
-        Kind::ServiceNetwork,
-        json!({
-            "name": c.get("name"),
-            "authType": c.input["authType"].as_str().unwrap_or("NONE"),
-        }),
-    );
-    if let Some(sc) = c.input.get("sharingConfig") {
-        rec["sharingConfig"] = sc.clone();
-    }
-    c.created(id, rec, "servicenetwork")
+    put(rec::ServiceNetwork {
+        meta: c.meta_at(Kind::ServiceNetwork, "servicenetwork")?,
+        name: c.get("name").to_owned(),
+        auth_type: c.opt("authType")?.unwrap_or_default(),
+        sharing_config: c.opt("sharingConfig")?,
+    })
 }
 
 fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let state = c.state;
-    let sn = state.resolve(Kind::ServiceNetwork, c.get("serviceNetworkIdentifier"))?;
-    let id = s(sn, "id");
+    let sn = state.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+    let id = sn.id();
     let assocs =
-        state.children(id, Kind::SnService).count() + state.children(id, Kind::SnVpc).count();
+        state.children::<rec::SnService>(id).count() + state.children::<rec::SnVpc>(id).count();
     if assocs > 0 {
         return Err(ApiError::conflict(
             "SERVICE_NETWORK",
@@ -62,16 +55,13 @@ fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
             format!("service network {id} still has {assocs} associations; delete them first"),
         ));
     }
-    let mut changes = vec![Change::Delete(id.to_owned())];
-    changes.extend(dependents(state, id));
-    write(changes, json!({}))
+    write(deleted(state, sn), json!({}))
 }
 
-fn sn_with_counts(state: &State, sn: &Value) -> Value {
-    let id = s(sn, "id");
-    let mut v = sn.clone();
-    v["numberOfAssociatedServices"] = state.children(id, Kind::SnService).count().into();
-    v["numberOfAssociatedVPCs"] = state.children(id, Kind::SnVpc).count().into();
+fn with_counts(state: &State, sn: &rec::ServiceNetwork) -> Value {
+    let mut v = sn.to_value();
+    v["numberOfAssociatedServices"] = state.children::<rec::SnService>(sn.id()).count().into();
+    v["numberOfAssociatedVPCs"] = state.children::<rec::SnVpc>(sn.id()).count().into();
     v
 }
 

@@ -1,97 +1,94 @@
 //! The services operations of the VPC Lattice API.
 
-use serde_json::{json, Value};
-
 // The handlers' shared state, context and helpers.
 use super::*;
 
 /// This resource's operations.
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateService", create),
-    ("GetService", |c| c.read(Kind::Service, "serviceIdentifier")),
+    ("GetService", |c| {
+        c.read::<rec::Service>("serviceIdentifier")
+    }),
     ("ListServices", |c| {
-        c.page(sorted(c.state.of_kind(Kind::Service)), Value::clone)
+        c.page_of(
+            &sorted(c.state.of_kind::<rec::Service>()),
+            Resource::to_value,
+        )
     }),
     ("UpdateService", |c| {
-        c.update(
-            Kind::Service,
-            "serviceIdentifier",
-            &["authType", "certificateArn"],
-        )
+        let svc = c
+            .state
+            .resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+        let mut svc = c.touched(svc);
+        if let Some(t) = c.opt("authType")? {
+            svc.auth_type = t;
+        }
+        if let Some(arn) = c.opt("certificateArn")? {
+            svc.certificate_arn = Some(arn);
+        }
+        put(svc)
     }),
     ("DeleteService", delete),
 ];
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    c.check_new(
-        Kind::Service,
-        "service",
-        "services",
-        c.settings.quotas.services,
-    )?;
+    c.check_new::<rec::Service>("service", "services", c.settings.quotas.services)?;
     let name = c.get("name");
-    let (id, mut rec) = c.record(
-        Kind::Service,
-        json!({
-            "name": name,
-            "authType": c.input["authType"].as_str().unwrap_or("NONE"),
-            "status": "ACTIVE",
-            "_vip": least_used_vip(c.state),
-        }),
+    let meta = c.meta_at(Kind::Service, "service")?;
+    let dns = format!(
+        "{name}-{}.{}",
+        meta.id.trim_start_matches(Kind::Service.prefix()),
+        c.settings.naming.dns_suffix
     );
-    rec["dnsEntry"] = json!({
-        "domainName": format!("{name}-{}.{}", id.trim_start_matches("svc-"), c.settings.naming.dns_suffix),
-    });
-    for k in ["customDomainName", "certificateArn"] {
-        if let Some(v) = c.input.get(k) {
-            rec[k] = v.clone();
-        }
-    }
-    c.created(id, rec, "service")
+    put(rec::Service {
+        meta,
+        name: name.to_owned(),
+        auth_type: c.opt("authType")?.unwrap_or_default(),
+        status: "ACTIVE".into(),
+        vip: least_used_vip(c.state),
+        dns_entry: rec::DnsEntry {
+            domain_name: dns,
+            hosted_zone_id: None,
+        },
+        custom_domain_name: c.opt("customDomainName")?,
+        certificate_arn: c.opt("certificateArn")?,
+    })
 }
 
 /// One VIP per service while they last; then the least used one, shared
 /// (requests are told apart by the service's DNS name).
-fn least_used_vip(state: &State) -> String {
+fn least_used_vip(state: &State) -> std::net::Ipv4Addr {
     (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
         .map(|v| {
             let ip = std::net::Ipv4Addr::from(v);
-            let load = state
-                .idx
-                .vip_load
-                .get(&ip.to_string())
-                .copied()
-                .unwrap_or(0);
-            (load, v, ip)
+            (state.idx.vip_load.get(&ip).copied().unwrap_or(0), ip)
         })
         .min()
-        .map(|(_, _, ip)| ip.to_string())
-        .unwrap_or_default()
+        .map_or(VIP_FIRST, |(_, ip)| ip)
 }
 
 fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let state = c.state;
-    let svc = state.resolve(Kind::Service, c.get("serviceIdentifier"))?;
-    let id = s(svc, "id");
-    if let Some(a) = state.children(id, Kind::SnService).next() {
-        return Err(ApiError::conflict("SERVICE", id, format!("service {id} is still associated with service network {}; delete association {} first", s(a, "serviceNetworkName"), s(a, "id"))));
+    let svc = state.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+    let id = svc.id();
+    if let Some(a) = state.children::<rec::SnService>(id).next() {
+        return Err(ApiError::conflict("SERVICE", id, format!("service {id} is still associated with service network {}; delete association {} first", a.service_network_name, a.id())));
     }
-    let mut changes = vec![Change::Delete(id.to_owned())];
-    for l in state.children(id, Kind::Listener) {
-        changes.push(Change::Delete(s(l, "id").to_owned()));
-        for r in state.children(s(l, "id"), Kind::Rule) {
-            changes.push(Change::Delete(s(r, "id").to_owned()));
+    let mut changes = deleted(state, svc);
+    for l in state.children::<rec::Listener>(id) {
+        changes.push(Change::Delete(l.id().to_owned()));
+        for r in state.children::<rec::Rule>(l.id()) {
+            changes.push(Change::Delete(r.id().to_owned()));
         }
     }
-    changes.extend(dependents(state, id));
-    let mut out = svc.clone();
+    let mut out = svc.to_value();
     out["status"] = "DELETE_IN_PROGRESS".into();
     write(changes, out)
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::super::testing::Api;
     use super::*;
@@ -111,7 +108,10 @@ mod tests {
         assert_eq!(a["customDomainName"], "a.example.com");
         assert_eq!(a["authType"], "NONE");
         let b = api.ok("CreateService", json!({"name": "cart"}));
-        let vip = |v: &Value| api.state.records[v["id"].as_str().unwrap()]["_vip"].clone();
+        let vip = |v: &Value| {
+            let svc = api.state.get::<rec::Service>(v["id"].as_str().unwrap());
+            svc.unwrap().vip.to_string()
+        };
         assert_eq!(vip(&a), "169.254.171.1");
         assert_eq!(vip(&b), "169.254.171.2");
         let e = api.err("CreateService", json!({"name": "shop"}));

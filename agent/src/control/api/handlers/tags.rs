@@ -1,6 +1,6 @@
 //! The tags operations of the VPC Lattice API.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 // The handlers' shared state, context and helpers.
 use super::*;
@@ -8,10 +8,9 @@ use super::*;
 /// This resource's operations.
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("TagResource", |c| {
+        let given: rec::Tags = c.req("tags")?;
         edit_tags(c, |tags| {
-            for (k, v) in c.input["tags"].as_object().into_iter().flatten() {
-                tags.insert(k.clone(), v.clone());
-            }
+            tags.extend(given);
             if tags.len() > 50 {
                 return Err(ApiError::field(
                     "tags",
@@ -25,48 +24,45 @@ pub(super) const OPS: &[(&str, Handler)] = &[
         })
     }),
     ("UntagResource", |c| {
+        let keys: Vec<String> = c.req("tagKeys")?;
         edit_tags(c, |tags| {
-            for k in c.input["tagKeys"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
+            for k in &keys {
                 tags.remove(k);
             }
             Ok(())
         })
     }),
     ("ListTagsForResource", |c| {
-        let (_, rec) = tagged(c)?;
-        Ok(Outcome::Read(
-            json!({"tags": rec["tags"].as_object().cloned().unwrap_or_default()}),
-        ))
+        let (_, mut r) = tagged(c)?;
+        let tags = r.tags_mut().and_then(Option::take).unwrap_or_default();
+        Ok(Outcome::Read(json!({ "tags": tags })))
     }),
 ];
 
-/// The resource `resourceArn` names, and its id.
-fn tagged<'a>(c: &Ctx<'a>) -> Result<(&'a str, &'a Value), ApiError> {
-    let arn = s(c.input, "resourceArn");
+/// The resource `resourceArn` names: its id and a copy of its record.
+fn tagged<'a>(c: &Ctx<'a>) -> Result<(&'a str, Record), ApiError> {
+    let arn = c.get("resourceArn");
     let id = arn.rsplit('/').next().unwrap_or_default();
     c.state
         .records
         .get_key_value(id)
-        .filter(|(_, r)| s(r, "arn") == arn)
-        .map(|(id, r)| (id.as_str(), r))
+        .filter(|(_, r)| !arn.is_empty() && r.arn() == arn)
+        .map(|(id, r)| (id.as_str(), r.clone()))
         .ok_or_else(|| ApiError::not_found("RESOURCE", arn))
 }
 
 /// Tag/Untag: `edit` changes the resource's tags, or refuses.
 fn edit_tags(
     c: &Ctx<'_>,
-    edit: impl FnOnce(&mut serde_json::Map<String, Value>) -> Result<(), ApiError>,
+    edit: impl FnOnce(&mut rec::Tags) -> Result<(), ApiError>,
 ) -> Result<Outcome, ApiError> {
-    let (id, rec) = tagged(c)?;
-    let mut tags = rec["tags"].as_object().cloned().unwrap_or_default();
+    let (id, mut r) = tagged(c)?;
+    let Some(slot) = r.tags_mut() else {
+        return Err(ApiError::not_found("RESOURCE", c.get("resourceArn")));
+    };
+    let mut tags = slot.take().unwrap_or_default();
     edit(&mut tags)?;
-    let mut r = rec.clone();
-    r["tags"] = Value::Object(tags);
+    *slot = Some(tags);
     write(vec![Change::Put(id.to_owned(), r)], json!({}))
 }
 

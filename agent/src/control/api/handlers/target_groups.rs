@@ -8,151 +8,133 @@ use super::*;
 /// This resource's operations.
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateTargetGroup", create),
-    ("GetTargetGroup", get),
+    ("GetTargetGroup", |c| {
+        let tg = c
+            .state
+            .resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
+        Ok(Outcome::Read(tg_view(c.state, tg)))
+    }),
     ("ListTargetGroups", list),
-    ("UpdateTargetGroup", update),
+    ("UpdateTargetGroup", |c| {
+        let tg = c
+            .state
+            .resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
+        let mut tg = c.touched(tg);
+        tg.config.health_check = Some(c.req("healthCheck")?);
+        let out = tg_view(c.state, &tg);
+        write(vec![Change::Put(tg.id().to_owned(), tg.into_record())], out)
+    }),
     ("DeleteTargetGroup", delete),
     ("RegisterTargets", register),
     ("DeregisterTargets", deregister),
     ("ListTargets", list_targets),
 ];
 
-/// Members of `config` that a LAMBDA group has no use for.
-const NOT_FOR_LAMBDA: [&str; 6] = [
-    "port",
-    "protocol",
-    "protocolVersion",
-    "vpcIdentifier",
-    "ipAddressType",
-    "healthCheck",
-];
-
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let q = &c.settings.quotas;
-    c.check_new(
-        Kind::TargetGroup,
-        "target group",
-        "target-groups",
-        q.target_groups,
-    )?;
-    let ty = c.get("type");
-    let config = if ty == "LAMBDA" {
-        lambda_config(&c.input["config"])?
-    } else {
-        hosts_config(c, ty)?
+    c.check_new::<rec::TargetGroup>("target group", "target-groups", q.target_groups)?;
+    let ty: cfg::TargetGroupType = c.req("type")?;
+    let given = c.opt("config")?;
+    let config = match ty {
+        cfg::TargetGroupType::Lambda => lambda_config(given)?,
+        _ => hosts_config(c, ty, given)?,
     };
-    let (id, rec) = c.record(
-        Kind::TargetGroup,
-        json!({
-            "name": c.get("name"), "type": ty, "config": config, "status": "ACTIVE", "_targets": [],
-        }),
-    );
-    c.created(id, rec, "targetgroup")
+    put(rec::TargetGroup {
+        meta: c.meta_at(Kind::TargetGroup, "targetgroup")?,
+        name: c.get("name").to_owned(),
+        type_: ty,
+        config,
+        status: "ACTIVE".into(),
+        targets: vec![],
+    })
 }
 
 /// A LAMBDA group's `config`: only the event structure version, V1 unless
 /// given.
-fn lambda_config(given: &Value) -> Result<Value, ApiError> {
-    let mut config = if given.is_object() {
-        given.clone()
-    } else {
-        json!({})
-    };
-    if let Some(k) = NOT_FOR_LAMBDA.iter().find(|k| config.get(**k).is_some()) {
+fn lambda_config(
+    given: Option<cfg::TargetGroupConfig>,
+) -> Result<cfg::TargetGroupConfig, ApiError> {
+    let mut config = given.unwrap_or_default();
+    let not_for_lambda = [
+        ("port", config.port.is_some()),
+        ("protocol", config.protocol.is_some()),
+        ("protocolVersion", config.protocol_version.is_some()),
+        ("vpcIdentifier", config.vpc_identifier.is_some()),
+        ("ipAddressType", config.ip_address_type.is_some()),
+        ("healthCheck", config.health_check.is_some()),
+    ];
+    if let Some((k, _)) = not_for_lambda.iter().find(|(_, given)| *given) {
         return Err(ApiError::field(
             &format!("config.{k}"),
             "does not apply to LAMBDA target groups",
         ));
     }
-    if config.get("lambdaEventStructureVersion").is_none() {
-        config["lambdaEventStructureVersion"] = "V1".into();
-    }
+    config
+        .lambda_event_structure_version
+        .get_or_insert_with(|| "V1".into());
     Ok(config)
 }
 
 /// The `config` of a group of `ty` IP, INSTANCE or ALB: port, protocol and
 /// an existing VPC required; IPV4 and HTTP1 unless given.
-fn hosts_config(c: &Ctx<'_>, ty: &str) -> Result<Value, ApiError> {
-    let mut config = c.input["config"].clone();
-    if !config.is_object() {
-        return Err(ApiError::field(
-            "config",
-            format!("is required for {ty} target groups"),
-        ));
-    }
-    for k in ["port", "protocol", "vpcIdentifier"] {
-        if config.get(k).is_none() {
-            return Err(ApiError::field(
-                &format!("config.{k}"),
-                format!("is required for {ty} target groups"),
-            ));
+fn hosts_config(
+    c: &Ctx<'_>,
+    ty: cfg::TargetGroupType,
+    given: Option<cfg::TargetGroupConfig>,
+) -> Result<cfg::TargetGroupConfig, ApiError> {
+    let required = || format!("is required for {} target groups", wire(&ty));
+    let mut config = given.ok_or_else(|| ApiError::field("config", required()))?;
+    for (k, given) in [
+        ("port", config.port.is_some()),
+        ("protocol", config.protocol.is_some()),
+        ("vpcIdentifier", config.vpc_identifier.is_some()),
+    ] {
+        if !given {
+            return Err(ApiError::field(&format!("config.{k}"), required()));
         }
     }
-    check_vpc(
-        c.settings,
-        "config.vpcIdentifier",
-        s(&config, "vpcIdentifier"),
-    )?;
-    if config.get("ipAddressType").is_none() && ty == "IP" {
-        config["ipAddressType"] = "IPV4".into();
+    let vpc = config.vpc_identifier.as_deref().unwrap_or_default();
+    check_vpc(c.settings, "config.vpcIdentifier", vpc)?;
+    if ty == cfg::TargetGroupType::Ip {
+        config.ip_address_type.get_or_insert_with(|| "IPV4".into());
     }
-    if config.get("protocolVersion").is_none() {
-        config["protocolVersion"] = "HTTP1".into();
-    }
+    config
+        .protocol_version
+        .get_or_insert_with(|| "HTTP1".into());
     Ok(config)
 }
 
-fn get(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    let tg = c
-        .state
-        .resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
-    Ok(Outcome::Read(tg_view(c.state, tg)))
-}
-
 fn list(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    let input = c.input;
-    let items: Vec<&Value> = sorted(c.state.of_kind(Kind::TargetGroup))
-        .into_iter()
-        .filter(|t| {
-            input
-                .get("vpcIdentifier")
-                .is_none_or(|v| t["config"]["vpcIdentifier"] == *v)
-        })
-        .filter(|t| input.get("targetGroupType").is_none_or(|v| t["type"] == *v))
-        .collect();
-    c.page(items, |t| {
+    let vpc = c.input["vpcIdentifier"].as_str();
+    let ty: Option<cfg::TargetGroupType> = c.opt("targetGroupType")?;
+    let items = sorted(c.state.of_kind::<rec::TargetGroup>().filter(|t| {
+        vpc.is_none_or(|v| t.config.vpc_identifier.as_deref() == Some(v))
+            && ty.is_none_or(|ty| t.type_ == ty)
+    }));
+    c.page_of(&items, |t| {
         let mut v = tg_view(c.state, t);
-        for k in [
-            "port",
-            "protocol",
-            "vpcIdentifier",
-            "ipAddressType",
-            "lambdaEventStructureVersion",
-        ] {
-            if let Some(x) = t["config"].get(k) {
-                v[k] = x.clone();
+        // The summary lifts the config's members to the top.
+        if let Value::Object(config) = serde_json::to_value(&t.config).unwrap_or_default() {
+            for k in [
+                "port",
+                "protocol",
+                "vpcIdentifier",
+                "ipAddressType",
+                "lambdaEventStructureVersion",
+            ] {
+                if let Some(x) = config.get(k) {
+                    v[k] = x.clone();
+                }
             }
         }
         v
     })
 }
 
-fn update(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    let tg = c
-        .state
-        .resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
-    let mut rec = c.touched(tg);
-    rec["config"]["healthCheck"] = c.input["healthCheck"].clone();
-    write(
-        vec![Change::Put(s(tg, "id").to_owned(), rec.clone())],
-        tg_view(c.state, &rec),
-    )
-}
-
 fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let state = c.state;
-    let tg = state.resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
-    let id = s(tg, "id");
+    let tg = state.resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
+    let id = tg.id();
     let users = tg_users(state, id);
     if !users.is_empty() {
         return Err(ApiError::conflict(
@@ -164,70 +146,58 @@ fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
             ),
         ));
     }
-    let mut out = tg.clone();
+    let mut out = tg.to_value();
     out["status"] = "DELETE_IN_PROGRESS".into();
-    let mut changes = vec![Change::Delete(id.to_owned())];
-    changes.extend(dependents(state, id));
-    write(changes, out)
+    write(deleted(state, tg), out)
 }
 
 fn register(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let limit = c.settings.quotas.targets_per_target_group;
-    let tg = c
-        .state
-        .resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
-    let ty = s(tg, "type").to_owned();
-    edit_targets(c, |targets, tid, port| {
-        if let Some(why) = not_a_target_of(&ty, targets, tid) {
+    edit_targets(c, |ty, targets, t| {
+        if let Some(why) = not_a_target_of(ty, targets, &t.id) {
             return Err(("InvalidTarget", why));
         }
-        if !targets
-            .iter()
-            .any(|x| s(x, "id") == tid && x["port"] == *port)
-        {
+        if !targets.contains(t) {
             if targets.len() >= limit {
                 return Err((
                     "ServiceQuotaExceeded",
                     "targets-per-target-group quota reached".into(),
                 ));
             }
-            targets.push(json!({"id": tid, "port": port}));
+            targets.push(t.clone());
         }
         Ok(())
     })
 }
 
 /// Why `tid` cannot be a target of a group of type `ty` holding `targets`.
-fn not_a_target_of(ty: &str, targets: &[Value], tid: &str) -> Option<String> {
+fn not_a_target_of(ty: cfg::TargetGroupType, targets: &[cfg::Target], tid: &str) -> Option<String> {
     match ty {
-        "IP" => tid
+        cfg::TargetGroupType::Ip => tid
             .parse::<std::net::Ipv4Addr>()
             .is_err()
             .then(|| format!("{tid} is not an IPv4 address")),
-        "INSTANCE" => {
+        cfg::TargetGroupType::Instance => {
             (!tid.starts_with("i-")).then(|| format!("{tid} is not an instance id (i-...)"))
         }
-        "LAMBDA" => {
+        cfg::TargetGroupType::Lambda => {
             if !tid.starts_with("arn:") || !tid.contains(":function:") {
                 Some(format!("{tid} is not a function ARN"))
-            } else if targets.iter().any(|x| s(x, "id") != tid) {
+            } else if targets.iter().any(|x| x.id != tid) {
                 Some("a LAMBDA target group holds one function".into())
             } else {
                 None
             }
         }
-        "ALB" => (!tid.starts_with("arn:") || !tid.contains(":loadbalancer/"))
+        cfg::TargetGroupType::Alb => (!tid.starts_with("arn:") || !tid.contains(":loadbalancer/"))
             .then(|| format!("{tid} is not a load balancer ARN")),
-        // Stored groups were validated against the model's enum; a type
-        // added there later gets no silent default here.
-        other => Some(format!("target group type {other:?} takes no targets here")),
     }
 }
 
 fn deregister(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    edit_targets(c, |targets, tid, port| {
+    edit_targets(c, |_, targets, t| {
         let before = targets.len();
-        targets.retain(|x| !(s(x, "id") == tid && x["port"] == *port));
+        targets.retain(|x| x != t);
         if targets.len() < before {
             Ok(())
         } else {
@@ -239,40 +209,46 @@ fn deregister(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 fn list_targets(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let tg = c
         .state
-        .resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
-    let used = !tg_users(c.state, s(tg, "id")).is_empty();
-    let filter: Vec<&Value> = c.input["targets"]
-        .as_array()
-        .map(|v| v.iter().collect())
-        .unwrap_or_default();
-    let targets: Vec<Value> = tg["_targets"]
-        .as_array()
-        .into_iter()
-        .flatten()
+        .resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
+    let used = !tg_users(c.state, tg.id()).is_empty();
+    let filter: Vec<cfg::Target> = c.opt("targets")?.unwrap_or_default();
+    let targets: Vec<&cfg::Target> = tg
+        .targets
+        .iter()
         .filter(|t| {
             filter.is_empty()
-                || filter.iter().any(|f| {
-                    s(f, "id") == s(t, "id") && f.get("port").is_none_or(|p| *p == t["port"])
-                })
+                || filter
+                    .iter()
+                    .any(|f| f.id == t.id && f.port.is_none_or(|p| Some(p) == t.port))
         })
-        .map(|t| {
-            let mut v = t.clone();
-            // A target in use gets its health from the data path (the
-            // daemon fills `_group` targets in); until a snapshot holds
-            // it, it is INITIAL.
+        .collect();
+    c.page(
+        &targets,
+        |t| target_key(t),
+        |t| {
+            let mut v = json!({"id": t.id, "port": t.port});
+            // A target in use gets its health from the data path (the daemon
+            // fills `_group` targets in); until a snapshot holds it, it is
+            // INITIAL.
             let (status, reason) = if used {
-                v["_group"] = tg["name"].clone();
+                v["_group"] = tg.name.clone().into();
                 ("INITIAL", "Elb.InitialHealthChecking")
             } else {
                 ("UNUSED", "TargetGroupNotInUse")
             };
             v["status"] = status.into();
             v["reasonCode"] = reason.into();
-            v["_key"] = format!("{}:{}", s(t, "id"), t["port"]).into();
             v
-        })
-        .collect();
-    c.page(targets.iter().collect(), Value::clone)
+        },
+    )
+}
+
+/// A target's page token.
+fn target_key(t: &cfg::Target) -> String {
+    match t.port {
+        Some(p) => format!("{}:{p}", t.id),
+        None => t.id.clone(),
+    }
 }
 
 /// Register/Deregister: applies `step` to each requested target of the
@@ -280,31 +256,33 @@ fn list_targets(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 /// each target as successful or not.
 fn edit_targets(
     c: &Ctx<'_>,
-    mut step: impl FnMut(&mut Vec<Value>, &str, &Value) -> Result<(), (&'static str, String)>,
+    mut step: impl FnMut(
+        cfg::TargetGroupType,
+        &mut Vec<cfg::Target>,
+        &cfg::Target,
+    ) -> Result<(), (&'static str, String)>,
 ) -> Result<Outcome, ApiError> {
     let tg = c
         .state
-        .resolve(Kind::TargetGroup, c.get("targetGroupIdentifier"))?;
-    let default_port = tg["config"]["port"].clone();
-    let mut rec = c.touched(tg);
-    let mut targets: Vec<Value> = rec["_targets"].as_array().cloned().unwrap_or_default();
+        .resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
+    let mut tg = c.touched(tg);
+    let asked: Vec<cfg::Target> = c.req("targets")?;
     let (mut ok, mut failed) = (Vec::new(), Vec::new());
-    for t in c.input["targets"].as_array().into_iter().flatten() {
-        let port = t
-            .get("port")
-            .cloned()
-            .unwrap_or_else(|| default_port.clone());
-        let tid = s(t, "id");
-        match step(&mut targets, tid, &port) {
-            Ok(()) => ok.push(json!({"id": tid, "port": port})),
-            Err((code, message)) => failed.push(
-                json!({"id": tid, "port": port, "failureCode": code, "failureMessage": message}),
-            ),
+    for mut t in asked {
+        t.port = t.port.or(tg.config.port);
+        let answer = json!({"id": t.id, "port": t.port});
+        match step(tg.type_, &mut tg.targets, &t) {
+            Ok(()) => ok.push(answer),
+            Err((code, message)) => {
+                let mut f = answer;
+                f["failureCode"] = code.into();
+                f["failureMessage"] = message.into();
+                failed.push(f);
+            }
         }
     }
-    rec["_targets"] = targets.into();
     write(
-        vec![Change::Put(s(tg, "id").to_owned(), rec)],
+        vec![Change::Put(tg.id().to_owned(), tg.into_record())],
         json!({"successful": ok, "unsuccessful": failed}),
     )
 }
@@ -328,18 +306,23 @@ fn tg_users(state: &State, id: &str) -> Vec<String> {
         .collect()
 }
 
-fn tg_view(state: &State, tg: &Value) -> Value {
+/// A group as Get and List answer it: with the services that use it.
+fn tg_view(state: &State, tg: &rec::TargetGroup) -> Value {
     let services: BTreeSet<&str> = state
         .idx
         .tg_users
-        .get(s(tg, "id"))
+        .get(tg.id())
         .into_iter()
         .flatten()
-        .filter_map(|user| state.records.get(user))
-        .filter_map(|r| state.records.get(s(r, "serviceId")))
-        .map(|svc| s(svc, "arn"))
+        .filter_map(|user| match state.records.get(user) {
+            Some(Record::Listener(l)) => Some(l.service_id.as_str()),
+            Some(Record::Rule(r)) => Some(r.service_id.as_str()),
+            _ => None,
+        })
+        .filter_map(|id| state.get::<rec::Service>(id))
+        .map(|svc| svc.arn())
         .collect();
-    let mut v = tg.clone();
+    let mut v = tg.to_value();
     v["serviceArns"] = services.into_iter().collect::<Vec<_>>().into();
     v
 }
