@@ -4,7 +4,7 @@
 //! the request path only reads.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     sync::Arc,
@@ -27,6 +27,7 @@ use crate::control::{
         PlannedAction, PlannedKind, PlannedLog, PlannedNetwork, PlannedPolicy, PlannedService,
         PlannedTargetGroup,
     },
+    security_groups::SecurityGroup,
 };
 
 /// Errors of this module.
@@ -57,10 +58,16 @@ fn compile_auth(
 ///
 /// ```json
 /// {
-///   "instances": { "i-0123456789abcdef0": { "vpc": "vpc-a", "address": "10.0.16.10" } },
+///   "instances": { "i-0123456789abcdef0": { "vpc": "vpc-a", "address": "10.0.16.10",
+///                                            "securityGroups": ["sg-0a1b2c3d4e5f60718"] } },
 ///   "loadBalancers": {
 ///     "arn:aws:elasticloadbalancing:us-east-1:111122223333:loadbalancer/app/web/50dc6c495c0c9188":
 ///       { "vpc": "vpc-a", "address": "10.0.16.20" }
+///   },
+///   "securityGroups": {
+///     "sg-0123456789abcdef0": { "ingress": [
+///       { "protocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "10.0.1.0/24" },
+///       { "protocol": "-1", "sourceGroup": "sg-0a1b2c3d4e5f60718" } ] }
 ///   }
 /// }
 /// ```
@@ -73,16 +80,22 @@ pub struct Inventory {
     /// Load balancer ARN -> where it is.
     #[serde(default)]
     pub load_balancers: HashMap<String, Placement>,
+    /// Security group id -> its ingress rules.
+    #[serde(default)]
+    pub security_groups: BTreeMap<String, SecurityGroup>,
 }
 
 /// Where one instance or load balancer is.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Placement {
     /// Its VPC: a network namespace name.
     pub vpc: String,
     /// Its address inside that namespace.
     pub address: Ipv4Addr,
+    /// Security groups it is a member of (rules may name them as sources).
+    #[serde(default)]
+    pub security_groups: Vec<String>,
 }
 
 impl Inventory {
@@ -98,9 +111,28 @@ impl Inventory {
                 })
             }
         };
-        serde_json::from_str(&text).map_err(|e| Error::Inventory {
+        let invalid = |reason: String| Error::Inventory {
             path: path.to_owned(),
-            reason: e.to_string(),
+            reason,
+        };
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        let inventory: Self = serde_path_to_error::deserialize(de)
+            .map_err(|e| invalid(format!("{}: {}", e.path(), e.inner())))?;
+        for (id, group) in &inventory.security_groups {
+            crate::control::security_groups::check(id, group).map_err(invalid)?;
+        }
+        Ok(inventory)
+    }
+
+    /// Each instance's VPC, groups and address, for security group rules
+    /// that name a group as their source.
+    pub fn members(&self) -> impl Iterator<Item = (&str, &[String], std::net::IpAddr)> {
+        self.instances.values().map(|p| {
+            (
+                p.vpc.as_str(),
+                p.security_groups.as_slice(),
+                p.address.into(),
+            )
         })
     }
 }

@@ -166,6 +166,8 @@ pub struct Delta {
 struct ClientSide {
     resolver: Option<NsResolver>,
     steering: Steering,
+    /// Admission policy numbers of the steering program's maps.
+    policies: control::security_groups::PolicyIds,
     // Dropping it stops accepting; declared after `steering` so the program
     // is detached before the socket goes away.
     _listener: ListenerHandle,
@@ -194,6 +196,8 @@ pub struct Daemon {
     compiler: Compiler,
     /// When `principals.json` was last read.
     principals_seen: Option<std::time::SystemTime>,
+    /// The inventory file as it was last read.
+    inventory_seen: Option<watch::Stamp>,
     api: Option<ApiRuntime>,
     _metrics: Option<tokio::task::JoinHandle<()>>,
 }
@@ -312,6 +316,7 @@ impl Daemon {
         tokio::spawn(latticed_proxy::memory::trim_after_bursts(Arc::downgrade(
             &dp,
         )));
+        let inventory_seen = watch::Stamp::of(&paths.inventory);
         let compiler = Compiler::new(
             Arc::clone(&dp),
             &paths.state_dir,
@@ -338,6 +343,7 @@ impl Daemon {
             dp,
             compiler,
             principals_seen: None,
+            inventory_seen,
             _metrics: metrics,
             managed: BTreeMap::new(),
             next_id: 1,

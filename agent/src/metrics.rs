@@ -166,6 +166,7 @@ fn render_steering(out: &mut String, bpffs_root: &Path) {
             ("steered", stats::STEERED),
             ("refused", stats::REFUSED),
             ("no_listener", stats::NO_LISTENER),
+            ("refused_by_security_group", stats::SG_REFUSED),
         ] {
             let n: u64 = array
                 .get(&index, 0)

@@ -2,12 +2,13 @@
 //!
 //! One instance of this program (with its own maps) is loaded per associated
 //! network namespace and attached to that namespace. A new TCP connection to a
-//! configured service VIP:port in 169.254.171.0/24 is handed to the proxy's
-//! listening socket in `STEER_LISTENER`; any other destination in the range is
-//! refused (SK_DROP makes the lookup find no socket, so the client gets a RST),
-//! even if some local process listens on a wildcard address, except the
-//! resolver's own address and port (DNS over TCP). Traffic outside the range
-//! is left to the normal lookup.
+//! configured service VIP:port, in 169.254.171.0/24 or fd00:ec2:80::/64, is
+//! handed to the proxy's listening socket in `STEER_LISTENER` if the VPC
+//! association's security groups admit the client; any other destination in
+//! the ranges is refused (SK_DROP makes the lookup find no socket, so the
+//! client gets a RST), even if some local process listens on a wildcard
+//! address, except the resolver's own address and port (DNS over TCP).
+//! Traffic outside the ranges is left to the normal lookup.
 #![no_std]
 #![no_main]
 
@@ -15,18 +16,22 @@ use aya_ebpf::{
     bindings::{sk_action, BPF_F_NO_PREALLOC},
     helpers::bpf_get_smp_processor_id,
     macros::{map, sk_lookup},
-    maps::{HashMap, PerCpuArray, SockMap},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray, SockMap},
     programs::SkLookupContext,
 };
-use latticed_common::{addresses, stats, VipPort, LATTICE_MASK, LATTICE_NET, MAX_LISTENERS};
+use latticed_common::{
+    addresses, from_octets, mapped_v4, stats, Addr, SgMatch, VipEntry, VipPort, ADMIT_ALL,
+    LATTICE6_NET, LATTICE_MASK, LATTICE_NET, MAX_LISTENERS, MAX_SG_ENTRIES, SG_MATCH_FIXED_BITS,
+};
 
 const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
 const IPPROTO_TCP: u32 = 6;
 
-/// Configured VIP:port pairs of this namespace. The value is the number of
-/// listener slots in use.
+/// Configured VIP:port pairs of this namespace: how many listener slots
+/// are in use and who may connect.
 #[map]
-static STEER_VIPS: HashMap<VipPort, u32> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+static STEER_VIPS: HashMap<VipPort, VipEntry> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
 /// The proxy's listening sockets, created inside this namespace, one per
 /// data-path worker.
@@ -37,43 +42,109 @@ static STEER_LISTENER: SockMap = SockMap::with_max_entries(MAX_LISTENERS, 0);
 #[map]
 static STEER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUNT, 0);
 
+/// Sources the security groups allow, per admission policy and port. The
+/// lookup cost depends on the key's length, not on how many rules there
+/// are.
+#[map]
+static STEER_SG_RULES: LpmTrie<SgMatch, u8> = LpmTrie::with_max_entries(MAX_SG_ENTRIES, 0);
+
+/// The first half of fd00:ec2:80::/64 as `local_ip6` holds it.
+const V6_NET: [u32; 2] = {
+    let a = from_octets([
+        LATTICE6_NET[0],
+        LATTICE6_NET[1],
+        LATTICE6_NET[2],
+        LATTICE6_NET[3],
+        LATTICE6_NET[4],
+        LATTICE6_NET[5],
+        LATTICE6_NET[6],
+        LATTICE6_NET[7],
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]);
+    [a[0], a[1]]
+};
+
+/// The resolver's addresses, where its own socket answers DNS over TCP.
+const RESOLVER4: Addr = mapped_v4(addresses::RESOLVER.to_be());
+const RESOLVER6: Addr = from_octets(addresses::v6(addresses::RESOLVER));
+
+#[inline(always)]
+fn same(a: &Addr, b: &Addr) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]
+}
+
 #[sk_lookup]
 pub fn steer_to_proxy(ctx: SkLookupContext) -> u32 {
     // SAFETY: the kernel passes a valid bpf_sk_lookup context for the duration
     // of the program; these fields are readable for every family.
-    let (family, protocol, local_ip4, local_port) = unsafe {
+    let (family, protocol, local_port) = unsafe {
         let l = &*ctx.lookup;
-        (l.family, l.protocol, l.local_ip4, l.local_port)
+        (l.family, l.protocol, l.local_port)
     };
-    if family != AF_INET || protocol != IPPROTO_TCP {
+    if protocol != IPPROTO_TCP {
         return sk_action::SK_PASS;
     }
-    if u32::from_be(local_ip4) & LATTICE_MASK != LATTICE_NET {
-        return sk_action::SK_PASS;
-    }
+    // SAFETY: as above.
+    let (local, remote) = unsafe {
+        let l = &*ctx.lookup;
+        match family {
+            AF_INET if u32::from_be(l.local_ip4) & LATTICE_MASK == LATTICE_NET => {
+                (mapped_v4(l.local_ip4), mapped_v4(l.remote_ip4))
+            }
+            AF_INET6 if l.local_ip6[0] == V6_NET[0] && l.local_ip6[1] == V6_NET[1] => {
+                (l.local_ip6, l.remote_ip6)
+            }
+            _ => return sk_action::SK_PASS,
+        }
+    };
     // latticed's resolver listens there itself (DNS over TCP); the normal
     // lookup finds its socket.
-    if u32::from_be(local_ip4) == addresses::RESOLVER
-        && local_port == u32::from(addresses::RESOLVER_PORT)
+    if local_port == u32::from(addresses::RESOLVER_PORT)
+        && (same(&local, &RESOLVER4) || same(&local, &RESOLVER6))
     {
         return sk_action::SK_PASS;
     }
     let key = VipPort {
-        addr_be: local_ip4,
+        addr: local,
         port: local_port,
     };
-    let Some(listeners) = STEER_VIPS.get_ptr(key) else {
+    let Some(entry) = STEER_VIPS.get_ptr(key) else {
         count(stats::REFUSED);
         return sk_action::SK_DROP;
     };
-    // SAFETY: the pointer comes from a successful lookup and the value is a
-    // plain u32 the agent writes whole.
-    let listeners = unsafe { *listeners };
+    // SAFETY: the pointer comes from a successful lookup and the value is
+    // plain data the agent writes whole.
+    let entry = unsafe { *entry };
+    if entry.policy != ADMIT_ALL {
+        let m = SgMatch {
+            policy: entry.policy,
+            port: local_port,
+            addr: remote,
+        };
+        if STEER_SG_RULES
+            .get(Key::new(SG_MATCH_FIXED_BITS + 128, m))
+            .is_none()
+        {
+            count(stats::SG_REFUSED);
+            return sk_action::SK_DROP;
+        }
+    }
     // The worker of the CPU handling this SYN accepts the connection: worker
     // threads are pinned one per CPU, so the connection stays on one core.
     // SAFETY: a helper without arguments or preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let slot = if listeners > 1 { cpu % listeners } else { 0 };
+    let slot = if entry.listeners > 1 {
+        cpu % entry.listeners
+    } else {
+        0
+    };
     match STEER_LISTENER.redirect_sk_lookup(&ctx, slot, 0) {
         Ok(()) => {
             count(stats::STEERED);

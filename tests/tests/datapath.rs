@@ -54,6 +54,7 @@ fn steers_vip_to_proxy_and_target_sees_snat_source() {
         "steer_vips",
         "steer_listener",
         "steer_stats",
+        "steer_sg_rules",
     ] {
         assert!(files.iter().any(|x| x == f), "{f} not pinned: {files:?}");
     }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod model;
 pub mod plan;
+pub mod security_groups;
 pub mod store;
 
 pub use model::Config;

@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::Path,
     sync::Arc,
 };
@@ -63,7 +63,7 @@ pub struct Plan {
     by_vip: BTreeMap<SocketAddrV4, BTreeSet<Arc<str>>>,
 }
 
-use super::count;
+use super::{count, security_groups::Admit};
 
 impl Plan {
     /// Every namespace the plan touches.
@@ -85,6 +85,28 @@ impl Plan {
             .collect();
         for (ns, vips) in &self.steered {
             out.entry(ns).or_default().extend(vips.keys().copied());
+        }
+        out
+    }
+
+    /// Who may connect to each VIP:port steered in namespace `ns`: everyone
+    /// if some service there is reached through an association without
+    /// security groups, else the members of the union of the groups (a
+    /// VIP:port shared by services is one socket to the kernel).
+    pub fn admission(&self, ns: &str) -> BTreeMap<SocketAddr, Admit> {
+        let mut out = BTreeMap::new();
+        for at in self.steered.get(ns).into_iter().flat_map(BTreeMap::keys) {
+            let mut admit: Admit = Some(BTreeSet::new());
+            for svc in self.services_at(*at) {
+                if !svc.reachable_from.contains_key(ns) {
+                    continue;
+                }
+                match (svc.security_groups.get(ns), admit.as_mut()) {
+                    (Some(groups), Some(union)) => union.extend(groups.iter().cloned()),
+                    _ => admit = None,
+                }
+            }
+            out.insert(SocketAddr::V4(*at), admit);
         }
         out
     }
@@ -179,6 +201,11 @@ pub struct PlannedService {
     /// Namespaces it is reachable from, each through a service network
     /// (the first by name when several connect them).
     pub reachable_from: BTreeMap<String, Arc<PlannedNetwork>>,
+    /// Per namespace it is reachable from, the security groups that admit
+    /// clients there (the union over the VPC associations that reach it).
+    /// A namespace one association without groups reaches is absent:
+    /// everyone there is admitted.
+    pub security_groups: BTreeMap<String, BTreeSet<String>>,
     /// ARN, when the API assigned one.
     pub arn: Option<String>,
     /// Id of a user-supplied certificate (`certificate/ID`), if any.
@@ -647,6 +674,7 @@ fn plan_service(
         hosts,
         listeners,
         reachable_from: BTreeMap::new(),
+        security_groups: BTreeMap::new(),
         arn: svc.arn.clone(),
         certificate,
         logs: Vec::new(),
@@ -1055,6 +1083,9 @@ impl Reached<'_, '_> {
     /// with its networks.
     fn mark(&self, errs: &mut Errors, config: &Config, services: &mut [PlannedService]) {
         let mut seen = BTreeSet::new();
+        // (service, namespace) reached through an association without
+        // security groups: open to all there.
+        let mut open: BTreeSet<(usize, &str)> = BTreeSet::new();
         for (i, a) in config.service_network_vpc_associations.iter().enumerate() {
             let base = format!("serviceNetworkVpcAssociations[{i}]");
             let sn = a.service_network_identifier.as_str();
@@ -1065,17 +1096,35 @@ impl Reached<'_, '_> {
                 );
             }
             (self.check_namespace)(errs, &format!("{base}.vpcIdentifier"), &a.vpc_identifier);
+            for (k, g) in a.security_group_ids.iter().enumerate() {
+                if !super::security_groups::is_group_id(g) {
+                    errs.add(
+                        format!("{base}.securityGroupIds[{k}]"),
+                        format!("{g:?} is not a security group id (sg- and 8 or 17 lowercase letters and digits)"),
+                    );
+                }
+            }
             if !seen.insert((sn, a.vpc_identifier.as_str())) {
                 errs.add(base, "this association is defined twice");
             }
             if !(self.exists)(&a.vpc_identifier) {
                 continue;
             }
+            let ns = a.vpc_identifier.as_str();
             for &s in self.members.get(sn).into_iter().flatten() {
                 if let (Some(svc), Some(net)) = (services.get_mut(s), self.networks.get(sn)) {
                     svc.reachable_from
-                        .entry(a.vpc_identifier.clone())
+                        .entry(ns.to_owned())
                         .or_insert_with(|| Arc::clone(net));
+                    if a.security_group_ids.is_empty() {
+                        open.insert((s, ns));
+                        svc.security_groups.remove(ns);
+                    } else if !open.contains(&(s, ns)) {
+                        svc.security_groups
+                            .entry(ns.to_owned())
+                            .or_default()
+                            .extend(a.security_group_ids.iter().cloned());
+                    }
                 }
             }
         }

@@ -41,17 +41,7 @@ impl Daemon {
             Some(d) if created.is_empty() => self.publish_delta(&plan, d),
             _ => self.publish_full(&plan),
         }
-        for (name, vips) in plan.client_namespaces() {
-            if let Some(client) = self.managed.get_mut(name).and_then(|m| m.client.as_mut()) {
-                client
-                    .steering
-                    .set_vips(&vips)
-                    .map_err(|source| Error::Steering {
-                        namespace: name.to_owned(),
-                        source: Box::new(source),
-                    })?;
-            }
-        }
+        self.steer(&plan)?;
         let stale_clients: Vec<String> = self
             .managed
             .iter()
@@ -80,6 +70,35 @@ impl Daemon {
         self.update_names(&plan);
         log_changes(&self.plan, &plan, delta);
         Ok(std::mem::replace(&mut self.plan, plan))
+    }
+    /// Writes each client namespace's steering maps: the VIP:ports steered
+    /// there and whom their VPC associations' security groups admit (from
+    /// the inventory).
+    pub(super) fn steer(&mut self, plan: &Plan) -> Result<(), Error> {
+        let inventory = &self.compiler.inventory;
+        for name in plan.client_namespaces().keys() {
+            let Some(client) = self.managed.get_mut(*name).and_then(|m| m.client.as_mut()) else {
+                continue;
+            };
+            let want = control::security_groups::steered(
+                name,
+                &plan.admission(name),
+                &inventory.security_groups,
+                inventory.members(),
+                &mut client.policies,
+            );
+            if !want.undefined.is_empty() {
+                tracing::warn!(namespace = %name, groups = ?want.undefined, "VPC associations name security groups the inventory does not define; they admit nobody");
+            }
+            client
+                .steering
+                .set(&want)
+                .map_err(|source| Error::Steering {
+                    namespace: (*name).to_owned(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
     }
     pub(super) async fn prepare(
         &mut self,
@@ -124,6 +143,7 @@ impl Daemon {
                 m.client = Some(ClientSide {
                     resolver,
                     steering,
+                    policies: Default::default(),
                     _listener: handle,
                 });
                 attached.push(name.clone());
@@ -157,6 +177,7 @@ impl Daemon {
                 resolver,
                 steering,
                 _listener,
+                ..
             } = client;
             if let Some(r) = resolver {
                 r.stop();
@@ -169,6 +190,7 @@ impl Daemon {
                 steered = c.steered,
                 refused = c.refused,
                 no_listener = c.no_listener,
+                refused_by_security_group = c.refused_by_security_group,
                 "steering detached"
             );
         }

@@ -23,20 +23,34 @@ impl Daemon {
             Err(e) => tracing::error!("{e}; keeping the current data-path credentials"),
         }
     }
-    /// Rereads the configuration file; keeps the current one if the new one
-    /// is invalid or cannot be applied.
-    pub async fn reload(&mut self) {
-        self.reload_principals(true);
+    /// Rereads the inventory when it changed (or when `force`): targets
+    /// it places and security groups apply at once. An invalid file is
+    /// logged and the current inventory kept.
+    pub(super) fn reload_inventory(&mut self, force: bool) {
+        let seen = Stamp::of(&self.paths.inventory);
+        if !force && seen == self.inventory_seen {
+            return;
+        }
+        self.inventory_seen = seen;
         match Inventory::load(&self.paths.inventory) {
             Ok(inv) if inv != self.compiler.inventory => {
                 self.compiler.inventory = inv;
                 let plan = self.plan.clone();
                 self.publish_full(&plan);
+                if let Err(e) = self.steer(&plan) {
+                    tracing::error!(error = %e, "applying the inventory's security groups");
+                }
                 tracing::info!(path = %self.paths.inventory.display(), "inventory reloaded");
             }
             Ok(_) => {}
             Err(e) => tracing::error!("{e}; keeping the current inventory"),
         }
+    }
+    /// Rereads the configuration file; keeps the current one if the new one
+    /// is invalid or cannot be applied.
+    pub async fn reload(&mut self) {
+        self.reload_principals(true);
+        self.reload_inventory(true);
         let Some(path) = self.paths.config.clone() else {
             tracing::info!("no configuration file to reload");
             return;
@@ -63,6 +77,7 @@ impl Daemon {
     /// appeared; re-applies the configuration over what exists.
     pub async fn check_namespaces(&mut self) {
         self.reload_principals(false);
+        self.reload_inventory(false);
         let gone: Vec<String> = self
             .managed
             .iter()
@@ -104,5 +119,20 @@ impl Daemon {
             Ok(()) => {}
             Err(e) => tracing::warn!(error = %e, "re-applying after namespaces changed"),
         }
+    }
+}
+
+/// What tells a rewritten file from the one last read: its modification
+/// time, size and inode (a file replaced by rename within one tick of the
+/// clock still differs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Stamp(std::time::SystemTime, u64, u64);
+
+impl Stamp {
+    /// `path`'s stamp; `None` if it does not exist.
+    pub(super) fn of(path: &std::path::Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self(m.modified().ok()?, m.len(), m.ino()))
     }
 }

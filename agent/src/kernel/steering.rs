@@ -10,25 +10,32 @@
 //! | `steer_link` | sk_lookup link | its attachment to the namespace |
 //! | `steer_vips` | map `STEER_VIPS` | VIP:port pairs steered to the proxy |
 //! | `steer_listener` | map `STEER_LISTENER` | the proxy's listening socket |
-//! | `steer_stats` | map `STEER_STATS` | per-CPU counters (steered, refused, no listener) |
+//! | `steer_stats` | map `STEER_STATS` | per-CPU counters (steered, refused, no listener, refused by security group) |
+//! | `steer_sg_rules` | map `STEER_SG_RULES` | LPM trie: sources security groups allow, per policy and port |
 
 use std::{
-    collections::{BTreeSet, HashSet},
-    net::SocketAddrV4,
+    collections::{HashMap as StdHashMap, HashSet},
+    net::{IpAddr, SocketAddr},
     os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
     sync::{Mutex, OnceLock, PoisonError},
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, SockMap},
+    maps::{lpm_trie, HashMap, LpmTrie, MapData, PerCpuArray, SockMap},
     programs::{
         links::{FdLink, PinnedLink},
         SkLookup,
     },
     Ebpf, EbpfLoader,
 };
-use latticed_common::{names, stats, VipPort, MAX_LISTENERS};
+use ipnet::IpNet;
+use latticed_common::{
+    from_octets, mapped_v4, names, octets, stats, Addr, SgMatch, VipEntry, VipPort, MAX_LISTENERS,
+    SG_MATCH_FIXED_BITS,
+};
+
+use crate::control::security_groups::Steered;
 use latticed_proxy::NetNs;
 
 /// The eBPF object, built from `ebpf/` by `cargo xtask build-ebpf` and
@@ -112,15 +119,20 @@ pub struct Counters {
     pub refused: u64,
     /// Configured but no listener: refused.
     pub no_listener: u64,
+    /// Configured, but no security group admits the client: refused.
+    pub refused_by_security_group: u64,
 }
 
 /// The program attached to one namespace.
 pub struct Steering {
     dir: PathBuf,
-    vips: HashMap<MapData, VipPort, u32>,
+    vips: HashMap<MapData, VipPort, VipEntry>,
     /// What `vips` holds, kept here so a change costs syscalls only for the
     /// pairs that differ, not a walk over the whole map.
-    steered: HashSet<VipPort>,
+    steered: StdHashMap<VipPort, VipEntry>,
+    sg_rules: LpmTrie<MapData, SgMatch, u8>,
+    /// What `sg_rules` holds (prefix length, data).
+    allowed: HashSet<(u32, SgMatch)>,
     stats: PerCpuArray<MapData, u64>,
     /// Listening sockets in the sockmap (the value of every VIP entry).
     listeners: u32,
@@ -197,6 +209,11 @@ impl Steering {
             .ok_or(Error::Missing(names::STATS))?;
         pin(&stats_map, "steer_stats")?;
         let stats = PerCpuArray::try_from(stats_map).map_err(map_err("opening STEER_STATS"))?;
+        let sg_map = ebpf
+            .take_map(names::SG_RULES)
+            .ok_or(Error::Missing(names::SG_RULES))?;
+        pin(&sg_map, "steer_sg_rules")?;
+        let sg_rules = LpmTrie::try_from(sg_map).map_err(map_err("opening STEER_SG_RULES"))?;
 
         let prog_err = |what: &str| {
             let what = what.to_owned();
@@ -230,7 +247,9 @@ impl Steering {
         Ok(Self {
             dir: dir.to_owned(),
             vips,
-            steered: HashSet::new(),
+            steered: StdHashMap::new(),
+            sg_rules,
+            allowed: HashSet::new(),
             stats,
             listeners: count,
             link: Some(link),
@@ -238,30 +257,56 @@ impl Steering {
         })
     }
 
-    /// Makes the steered set exactly `want`: inserts the new pairs first, then
-    /// removes the stale ones, so a pair present in both never blinks.
-    pub fn set_vips(&mut self, want: &BTreeSet<SocketAddrV4>) -> Result<(), Error> {
-        let want: HashSet<VipPort> = want
+    /// Makes the maps hold exactly `want`. New rules go in first, then the
+    /// VIP entries change, then stale VIPs and rules go: a pair present
+    /// before and after never blinks, and a VIP never points at a policy
+    /// whose rules are not in yet (policy numbers stay with their set of
+    /// groups, see `PolicyIds`).
+    pub fn set(&mut self, want: &Steered) -> Result<(), Error> {
+        let vips: StdHashMap<VipPort, VipEntry> = want
+            .vips
             .iter()
-            .map(|a| VipPort::new(u32::from(*a.ip()), a.port()))
+            .map(|(at, policy)| {
+                let entry = VipEntry {
+                    listeners: self.listeners,
+                    policy: *policy,
+                };
+                (vip_key(at), entry)
+            })
             .collect();
-        let add: Vec<VipPort> = want.difference(&self.steered).copied().collect();
-        let remove: Vec<VipPort> = self.steered.difference(&want).copied().collect();
-        for k in add {
-            self.vips
-                .insert(k, self.listeners, 0)
-                .map_err(|source| Error::Map {
-                    what: format!("steering {}", show(&k)),
-                    source,
-                })?;
-            self.steered.insert(k);
+        let rules: HashSet<(u32, SgMatch)> = want.rules.iter().map(sg_key).collect();
+        let map_err = |what: String| move |source| Error::Map { what, source };
+        for k in rules.difference(&self.allowed).copied().collect::<Vec<_>>() {
+            self.sg_rules
+                .insert(&lpm_trie::Key::new(k.0, k.1), 1, 0)
+                .map_err(map_err(format!("allowing {}", show_rule(&k))))?;
+            self.allowed.insert(k);
         }
-        for k in remove {
-            self.vips.remove(&k).map_err(|source| Error::Map {
-                what: format!("unsteering {}", show(&k)),
-                source,
-            })?;
+        for (k, v) in &vips {
+            if self.steered.get(k) != Some(v) {
+                self.vips
+                    .insert(k, v, 0)
+                    .map_err(map_err(format!("steering {}", show(k))))?;
+                self.steered.insert(*k, *v);
+            }
+        }
+        let stale: Vec<VipPort> = self
+            .steered
+            .keys()
+            .filter(|k| !vips.contains_key(k))
+            .copied()
+            .collect();
+        for k in stale {
+            self.vips
+                .remove(&k)
+                .map_err(map_err(format!("unsteering {}", show(&k))))?;
             self.steered.remove(&k);
+        }
+        for k in self.allowed.difference(&rules).copied().collect::<Vec<_>>() {
+            self.sg_rules
+                .remove(&lpm_trie::Key::new(k.0, k.1))
+                .map_err(map_err(format!("removing {}", show_rule(&k))))?;
+            self.allowed.remove(&k);
         }
         Ok(())
     }
@@ -278,6 +323,7 @@ impl Steering {
             steered: sum(stats::STEERED),
             refused: sum(stats::REFUSED),
             no_listener: sum(stats::NO_LISTENER),
+            refused_by_security_group: sum(stats::SG_REFUSED),
         }
     }
 
@@ -302,10 +348,46 @@ fn remove_dir(dir: &Path) {
     }
 }
 
+/// An address in the maps' form (IPv4 mapped).
+fn addr(ip: IpAddr) -> Addr {
+    match ip {
+        IpAddr::V4(v4) => mapped_v4(u32::from(v4).to_be()),
+        IpAddr::V6(v6) => from_octets(v6.octets()),
+    }
+}
+
+fn vip_key(at: &SocketAddr) -> VipPort {
+    VipPort {
+        addr: addr(at.ip()),
+        port: u32::from(at.port()),
+    }
+}
+
+/// A rule's trie key: its prefix length and data.
+fn sg_key((policy, port, net): &(u32, u16, IpNet)) -> (u32, SgMatch) {
+    let bits = match net {
+        IpNet::V4(n) => 96 + u32::from(n.prefix_len()),
+        IpNet::V6(n) => u32::from(n.prefix_len()),
+    };
+    let data = SgMatch {
+        policy: *policy,
+        port: u32::from(*port),
+        addr: addr(net.network()),
+    };
+    (SG_MATCH_FIXED_BITS + bits, data)
+}
+
+/// An address of the maps as it is written (IPv4 unmapped).
+fn shown(a: Addr) -> IpAddr {
+    std::net::Ipv6Addr::from(octets(a)).to_canonical()
+}
+
 fn show(k: &VipPort) -> String {
-    format!(
-        "{}:{}",
-        std::net::Ipv4Addr::from(u32::from_be(k.addr_be)),
-        k.port
-    )
+    SocketAddr::new(shown(k.addr), k.port as u16).to_string()
+}
+
+fn show_rule((bits, m): &(u32, SgMatch)) -> String {
+    let ip = shown(m.addr);
+    let len = bits - SG_MATCH_FIXED_BITS - if ip.is_ipv4() { 96 } else { 0 };
+    format!("{ip}/{len} to port {} (policy {})", m.port, m.policy)
 }
