@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -91,8 +91,8 @@ pub struct Inventory {
 pub struct Placement {
     /// Its VPC: a network namespace name.
     pub vpc: String,
-    /// Its address inside that namespace.
-    pub address: Ipv4Addr,
+    /// Its address inside that namespace (either family).
+    pub address: IpAddr,
     /// Security groups it is a member of (rules may name them as sources).
     #[serde(default)]
     pub security_groups: Vec<String>,
@@ -127,13 +127,9 @@ impl Inventory {
     /// Each instance's VPC, groups and address, for security group rules
     /// that name a group as their source.
     pub fn members(&self) -> impl Iterator<Item = (&str, &[String], std::net::IpAddr)> {
-        self.instances.values().map(|p| {
-            (
-                p.vpc.as_str(),
-                p.security_groups.as_slice(),
-                p.address.into(),
-            )
-        })
+        self.instances
+            .values()
+            .map(|p| (p.vpc.as_str(), p.security_groups.as_slice(), p.address))
     }
 }
 
@@ -251,7 +247,7 @@ impl Compiler {
                         .iter()
                         .filter_map(|t| {
                             let ip = self.resolve(*type_, &t.id, t.ip, &tg.namespace, &tg.name)?;
-                            let addr = SocketAddrV4::new(ip, t.port);
+                            let addr = SocketAddr::new(ip, t.port);
                             let mut target = Target::new(ns, addr);
                             target.id = t.id.as_str().into();
                             if let Some(check) = &tg.health {
@@ -280,10 +276,10 @@ impl Compiler {
         &self,
         type_: TargetGroupType,
         id: &str,
-        ip: Option<Ipv4Addr>,
+        ip: Option<IpAddr>,
         vpc: &str,
         group: &str,
-    ) -> Option<Ipv4Addr> {
+    ) -> Option<IpAddr> {
         let table = match type_ {
             TargetGroupType::Ip | TargetGroupType::Lambda => return ip,
             TargetGroupType::Instance => &self.inventory.instances,

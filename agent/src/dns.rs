@@ -28,7 +28,7 @@
 
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -37,7 +37,10 @@ use std::{
 use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Message, MessageType, ResponseCode},
-    rr::{rdata::A, RData, Record, RecordType},
+    rr::{
+        rdata::{A, AAAA},
+        RData, Record, RecordType,
+    },
 };
 use latticed_proxy::NetNs;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -48,6 +51,30 @@ use tokio::{
 
 /// Where the resolver answers inside each namespace.
 pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::from_bits(latticed_common::addresses::RESOLVER);
+/// Its IPv6 twin, fd00:ec2:80::fd, where the namespace has IPv6.
+pub const DNS_ADDR6: Ipv6Addr = Ipv6Addr::from_octets(latticed_common::addresses::v6(
+    latticed_common::addresses::RESOLVER,
+));
+
+/// A UDP socket and a TCP listener on `at`, non-blocking, made in the
+/// calling thread's namespace. An IPv6 address is bound with
+/// IPV6_FREEBIND: the namespace's local route makes the whole /64 ours,
+/// but IPv6 (unlike IPv4) binds only addresses configured on a device.
+fn bind_pair(at: SocketAddr) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let domain = Domain::for_address(at);
+    let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    for s in [&udp, &tcp] {
+        s.set_nonblocking(true)?;
+        if at.is_ipv6() {
+            s.set_only_v6(true)?;
+            s.set_freebind_ipv6(true)?;
+        }
+        s.bind(&at.into())?;
+    }
+    tcp.listen(128)?;
+    Ok((udp.into(), tcp.into()))
+}
 /// TTL of answers, seconds.
 const TTL: u32 = 60;
 /// Where `ip netns exec` finds per-namespace files.
@@ -93,8 +120,9 @@ pub enum Error {
 #[derive(Debug)]
 pub struct NsResolver {
     names: Arc<ArcSwap<Names>>,
-    /// The UDP and TCP servers; aborting the TCP one ends its connections.
-    tasks: [tokio::task::JoinHandle<()>; 2],
+    /// The UDP and TCP servers of each address; aborting a TCP one ends
+    /// its connections.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     resolv: ResolvConf,
 }
 
@@ -111,30 +139,18 @@ impl NsResolver {
                 source,
             }
         };
-        let at = SocketAddr::V4(SocketAddrV4::new(
-            DNS_ADDR,
-            latticed_common::addresses::RESOLVER_PORT,
-        ));
-        let socket = ns
-            .enter(|| Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)))?
-            .map_err(io("creating the DNS socket"))?;
-        socket.set_nonblocking(true).map_err(io("DNS socket"))?;
-        socket
-            .bind(&at.into())
-            .map_err(io(&format!("binding {DNS_ADDR}:53 (UDP)")))?;
-        let socket = UdpSocket::from_std(socket.into()).map_err(io("DNS socket"))?;
-        let listener = ns
-            .enter(|| Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)))?
-            .map_err(io("creating the DNS TCP socket"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io("DNS TCP socket"))?;
-        listener
-            .bind(&at.into())
-            .map_err(io(&format!("binding {DNS_ADDR}:53 (TCP)")))?;
-        listener.listen(128).map_err(io("listening on DNS TCP"))?;
-        let listener = TcpListener::from_std(std::net::TcpListener::from(listener))
-            .map_err(io("DNS TCP socket"))?;
+        let port = latticed_common::addresses::RESOLVER_PORT;
+        let (udp, tcp) = ns
+            .enter(|| bind_pair(SocketAddr::V4(SocketAddrV4::new(DNS_ADDR, port))))?
+            .map_err(io(&format!("binding {DNS_ADDR}:53")))?;
+        let mut sockets = vec![(udp, tcp)];
+        // The IPv6 twin, where the namespace has IPv6.
+        match ns.enter(|| bind_pair(SocketAddr::new(DNS_ADDR6.into(), port)))? {
+            Ok(pair) => sockets.push(pair),
+            Err(e) => {
+                tracing::debug!(namespace = %name, error = %e, "no IPv6 resolver address");
+            }
+        }
         let resolv = ResolvConf::install(&name, run_dir).map_err(io("writing resolv.conf"))?;
         let upstream = resolv.upstream.clone();
         let names: Arc<ArcSwap<Names>> = Arc::default();
@@ -145,11 +161,16 @@ impl NsResolver {
             upstream,
         );
         let server = Arc::new(server);
-        let tasks = [
-            tokio::spawn(Arc::clone(&server).run(socket)),
-            tokio::spawn(server.run_tcp(listener)),
-        ];
-        tracing::info!(namespace = %name, address = %DNS_ADDR, "resolver answering (UDP and TCP)");
+        let mut tasks = Vec::new();
+        let mut addresses = Vec::new();
+        for (udp, tcp) in sockets {
+            addresses.extend(udp.local_addr().ok().map(|a| a.ip()));
+            let udp = UdpSocket::from_std(udp).map_err(io("DNS socket"))?;
+            let tcp = TcpListener::from_std(tcp).map_err(io("DNS TCP socket"))?;
+            tasks.push(tokio::spawn(Arc::clone(&server).run(udp)));
+            tasks.push(tokio::spawn(Arc::clone(&server).run_tcp(tcp)));
+        }
+        tracing::info!(namespace = %name, ?addresses, "resolver answering (UDP and TCP)");
         Ok(Self {
             names,
             tasks,
@@ -388,6 +409,12 @@ impl Server {
                 let record = Record::from_rdata(q.name().clone(), TTL, RData::A(A(vip)));
                 reply(&msg, ResponseCode::NoError, Some(record))
             }
+            // The VIP's IPv6 twin.
+            Some(vip) if q.query_type() == RecordType::AAAA => {
+                let twin = Ipv6Addr::from(latticed_common::addresses::v6(u32::from(vip)));
+                let record = Record::from_rdata(q.name().clone(), TTL, RData::AAAA(AAAA(twin)));
+                reply(&msg, ResponseCode::NoError, Some(record))
+            }
             Some(_) => reply(&msg, ResponseCode::NoError, None),
             None if format!(".{name}").ends_with(&self.suffix) || self.upstream.is_empty() => {
                 reply(&msg, ResponseCode::NXDomain, None)
@@ -588,7 +615,7 @@ impl ResolvConf {
         };
         let upstream = nameservers(&previous);
         let mut text = format!(
-            "# Written by latticed: service names resolve through {DNS_ADDR}, which\n# forwards other names to {upstream:?}. Restored when latticed stops.\nnameserver {DNS_ADDR}\n"
+            "# Written by latticed: service names resolve through {DNS_ADDR} (and\n# {DNS_ADDR6}), which forward other names to {upstream:?}. Restored when\n# latticed stops.\nnameserver {DNS_ADDR}\nnameserver {DNS_ADDR6}\n"
         );
         for line in previous.lines() {
             let l = line.trim_start();
@@ -618,7 +645,9 @@ fn nameservers(resolv: &str) -> Vec<SocketAddr> {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-        .filter(|ip| *ip != std::net::IpAddr::V4(DNS_ADDR))
+        .filter(|ip| {
+            *ip != std::net::IpAddr::V4(DNS_ADDR) && *ip != std::net::IpAddr::V6(DNS_ADDR6)
+        })
         .map(|ip| SocketAddr::new(ip, 53))
         .collect()
 }
@@ -804,7 +833,11 @@ mod tests {
             .unwrap();
         let aaaa = Message::from_vec(&aaaa).unwrap();
         assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
-        assert!(aaaa.answers.is_empty());
+        assert_eq!(
+            aaaa.answers[0].data,
+            RData::AAAA(AAAA("fd00:ec2:80::1".parse().unwrap())),
+            "AAAA is the IPv6 twin"
+        );
     }
 
     /// A query with EDNS0 `payload`.

@@ -17,6 +17,8 @@ pub mod model;
 pub mod plan;
 #[path = "../../agent/src/control/refcount.rs"]
 mod refcount;
+#[path = "../../agent/src/control/security_groups.rs"]
+pub mod security_groups;
 pub(crate) use refcount::count;
 
 /// `agent/src/control/api/model.rs`: the service model and its validator.

@@ -19,7 +19,7 @@
 
 use std::{
     cell::RefCell,
-    net::SocketAddrV4,
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -211,7 +211,7 @@ struct Prepared {
     served: Arc<Served>,
     group: Arc<TargetGroupRoute>,
     ns: NsId,
-    target: SocketAddrV4,
+    target: SocketAddr,
     /// Request body bytes still to copy from the client after `out`.
     body_left: u64,
     head: bool,
@@ -402,7 +402,7 @@ fn route(
     host: &str,
     (method, path): (&http::Method, &str),
     headers: &[httparse::Header<'_>],
-) -> Option<(Arc<Served>, Arc<TargetGroupRoute>, NsId, SocketAddrV4)> {
+) -> Option<(Arc<Served>, Arc<TargetGroupRoute>, NsId, SocketAddr)> {
     let served = {
         let table = dp.routes.load();
         Arc::clone(table.listeners.get(&key)?.route(Some(host))?)

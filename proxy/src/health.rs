@@ -17,7 +17,7 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddrV4,
+    net::SocketAddr,
     sync::{
         atomic::{AtomicU8, Ordering},
         Arc, Mutex,
@@ -245,7 +245,7 @@ pub fn parse_matcher(s: &str) -> Result<Vec<(u16, u16)>, String> {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     ns: NsId,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     config: CheckConfig,
 }
 
@@ -274,7 +274,7 @@ impl HealthChecks {
 
     /// The health of `addr` in `ns` under `config`, starting its checker if
     /// it has none yet. Must run inside the tokio runtime.
-    pub fn ensure(&self, ns: NsId, addr: SocketAddrV4, config: &CheckConfig) -> Arc<TargetHealth> {
+    pub fn ensure(&self, ns: NsId, addr: SocketAddr, config: &CheckConfig) -> Arc<TargetHealth> {
         let key = Key {
             ns,
             addr,
@@ -349,7 +349,7 @@ impl Drop for HealthChecks {
 
 struct Checker {
     ns: NsId,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     config: CheckConfig,
     health: Arc<TargetHealth>,
     connector: NsConnector,
@@ -396,10 +396,7 @@ impl Checker {
     }
 
     async fn check(&self) -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
-        let addr = SocketAddrV4::new(
-            *self.addr.ip(),
-            self.config.port.unwrap_or(self.addr.port()),
-        );
+        let addr = SocketAddr::new(self.addr.ip(), self.config.port.unwrap_or(self.addr.port()));
         let h2 = self.config.version != TargetVersion::Http1;
         let stream = self.connector.connect(self.ns, addr).await?;
         if self.config.tcp {
@@ -412,7 +409,14 @@ impl Checker {
             Stream::Plain(stream)
         };
         let req = Request::get(self.config.path.as_str())
-            .header(http::header::HOST, addr.ip().to_string())
+            // An IPv6 literal host is bracketed (RFC 9110 4.2.3).
+            .header(
+                http::header::HOST,
+                match addr.ip() {
+                    std::net::IpAddr::V4(ip) => ip.to_string(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                },
+            )
             .header(http::header::USER_AGENT, "latticed-health-checker")
             .body(Empty::<Bytes>::new())?;
         let io = TokioIo::new(stream);

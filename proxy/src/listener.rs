@@ -54,18 +54,30 @@ pub enum Error {
 ///
 /// It is bound to 127.0.0.1 on an ephemeral port: connections arrive through
 /// the sockmap, never by that address, and a loopback bind keeps it off every
-/// interface of the tenant's namespace.
+/// interface of the tenant's namespace. The socket is IPv6 and dual-stack,
+/// so the steering program may hand it connections of either family (the
+/// kernel refuses an IPv4-only socket for an IPv6 connection); on a kernel
+/// without IPv6 it is IPv4.
 pub fn bind_in(ns: &NetNs) -> Result<std::net::TcpListener, Error> {
     let bind_err = |source| Error::Bind {
         namespace: ns.name().to_owned(),
         source,
     };
     let socket = ns
-        .enter(|| Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)))?
-        .map_err(bind_err)?;
+        .enter(|| {
+            let dual = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))
+                .and_then(|s| s.set_only_v6(false).map(|()| s));
+            match dual {
+                Ok(s) => Ok((s, Ipv4Addr::LOCALHOST.to_ipv6_mapped().into())),
+                Err(_) => Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+                    .map(|s| (s, Ipv4Addr::LOCALHOST.into())),
+            }
+        })?
+        .map_err(bind_err);
+    let (socket, loopback): (Socket, std::net::IpAddr) = socket?;
     socket.set_nonblocking(true).map_err(bind_err)?;
     socket
-        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .bind(&SocketAddr::from((loopback, 0)).into())
         .map_err(bind_err)?;
     socket.listen(4096).map_err(bind_err)?;
     Ok(socket.into())
@@ -164,10 +176,26 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
-    let local = match stream.local_addr() {
-        Ok(SocketAddr::V4(a)) => a,
-        other => {
-            tracing::debug!(?other, "connection without an IPv4 local address; closing");
+    // A dual-stack socket shows IPv4 peers as IPv4-mapped; they are logged
+    // and forwarded as what they are. An IPv6 VIP is its IPv4 twin's
+    // listener (one route table for both families).
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let local = match stream
+        .local_addr()
+        .map(|a| (a.ip().to_canonical(), a.port()))
+    {
+        Ok((std::net::IpAddr::V4(ip), port)) => std::net::SocketAddrV4::new(ip, port),
+        Ok((std::net::IpAddr::V6(ip), port)) => {
+            match latticed_common::addresses::v4_of(ip.octets()) {
+                Some(v4) => std::net::SocketAddrV4::new(Ipv4Addr::from_bits(v4), port),
+                None => {
+                    tracing::debug!(local = %ip, "connection to an IPv6 address that is no VIP; closing");
+                    return;
+                }
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "connection without a local address; closing");
             return;
         }
     };

@@ -4,7 +4,7 @@
 //! splices bytes both ways. The target holds the certificate.
 
 use std::{
-    net::{SocketAddr, SocketAddrV4},
+    net::SocketAddr,
     sync::Arc,
     time::{Instant, SystemTime},
 };
@@ -195,7 +195,7 @@ impl Spliced<'_> {
             ssl_cipher: "-",
             tls_version: "-",
             source_ip_port: self.peer.to_string(),
-            target_ip_port: SocketAddrV4::to_string(&target.addr),
+            target_ip_port: SocketAddr::to_string(&target.addr),
             target_group_arn: &group.arn,
             service_arn: &served.listener.service_arn,
             service_network_arn: &network.arn,

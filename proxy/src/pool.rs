@@ -4,7 +4,7 @@
 //! it accepts stays on it, so the pool is thread-local and needs no lock.
 //! Both HTTP/1.1 paths take connections from it and give them back.
 
-use std::{cell::RefCell, net::SocketAddrV4, time::Duration};
+use std::{cell::RefCell, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpStream;
 
@@ -15,7 +15,7 @@ const MAX_IDLE_PER_TARGET: usize = 1024;
 
 /// Idle upstream connections by (namespace, target), with when they went
 /// idle ([`crate::time::coarse_ms`]).
-type IdlePool = foldhash::HashMap<(NsId, SocketAddrV4), Vec<(TcpStream, u64)>>;
+type IdlePool = foldhash::HashMap<(NsId, SocketAddr), Vec<(TcpStream, u64)>>;
 
 thread_local! {
     /// Idle upstream connections by target, with when they went idle.
@@ -30,7 +30,7 @@ pub(crate) async fn answer_ready(stream: &TcpStream) -> std::io::Result<()> {
 }
 
 /// A pooled connection to `target` that is still open, if any.
-pub(crate) fn take_pooled(ns: NsId, target: SocketAddrV4) -> Option<TcpStream> {
+pub(crate) fn take_pooled(ns: NsId, target: SocketAddr) -> Option<TcpStream> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let idle = p.get_mut(&(ns, target))?;
@@ -47,7 +47,7 @@ pub(crate) fn take_pooled(ns: NsId, target: SocketAddrV4) -> Option<TcpStream> {
     })
 }
 
-pub(crate) fn put(ns: NsId, target: SocketAddrV4, stream: TcpStream) {
+pub(crate) fn put(ns: NsId, target: SocketAddr, stream: TcpStream) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let idle = p.entry((ns, target)).or_default();

@@ -6,7 +6,7 @@
 //! atomic per target group, weighted choice a thread-local RNG.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -483,7 +483,7 @@ pub struct Target {
     /// Target id as registered (address, instance id or ALB ARN).
     pub id: Arc<str>,
     /// Address inside the target group's namespace.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// Authority the upstream client is given; it encodes namespace and
     /// address so that equal addresses in different namespaces never share a
     /// pooled connection (see `upstream`).
@@ -496,7 +496,7 @@ pub struct Target {
 
 impl Target {
     /// Builds a target in namespace `ns`, of unknown health.
-    pub fn new(ns: NsId, addr: SocketAddrV4) -> Self {
+    pub fn new(ns: NsId, addr: SocketAddr) -> Self {
         Self {
             id: addr.ip().to_string().into(),
             addr,

@@ -10,7 +10,7 @@
 
 use std::{
     future::Future,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     os::fd::AsRawFd,
     pin::Pin,
     sync::{
@@ -72,7 +72,7 @@ pub enum TargetVersion {
 pub async fn send_h2(
     connector: &NsConnector,
     ns: NsId,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     h2: &H2Conn,
     https: bool,
     req: http::Request<crate::UpstreamBody>,
@@ -135,21 +135,21 @@ pub enum Error {
     #[error("connecting to {target} from {source_addr}: {error}")]
     Connect {
         /// Target address.
-        target: SocketAddrV4,
+        target: SocketAddr,
         /// SNAT source address.
-        source_addr: Ipv4Addr,
+        source_addr: IpAddr,
         /// Cause.
         #[source]
         error: std::io::Error,
     },
     /// Connect did not finish in time.
     #[error("connecting to {0}: timed out")]
-    ConnectTimeout(SocketAddrV4),
+    ConnectTimeout(SocketAddr),
     /// The TLS handshake with an HTTPS target failed.
     #[error("TLS handshake with {target}: {error}")]
     Tls {
         /// Target address.
-        target: SocketAddrV4,
+        target: SocketAddr,
         /// Cause.
         #[source]
         error: std::io::Error,
@@ -261,22 +261,37 @@ impl SourcePool {
     }
 }
 
-/// Encodes namespace and address into a URI authority (see module docs).
-pub fn authority_for(ns: NsId, addr: SocketAddrV4) -> Authority {
-    let [a, b, c, d] = addr.ip().octets();
-    let s = format!("n{ns}-{a}-{b}-{c}-{d}:{}", addr.port());
-    // The string is built from digits and dashes only, which is always a valid
+/// Encodes namespace and address into a URI authority (see module docs):
+/// `n{ns}-a-b-c-d` for IPv4, `n{ns}-v6-{32 hex digits}` for IPv6 (digits,
+/// letters and dashes only, always a valid host).
+pub fn authority_for(ns: NsId, addr: SocketAddr) -> Authority {
+    let s = match addr.ip() {
+        IpAddr::V4(ip) => {
+            let [a, b, c, d] = ip.octets();
+            format!("n{ns}-{a}-{b}-{c}-{d}:{}", addr.port())
+        }
+        IpAddr::V6(ip) => format!("n{ns}-v6-{:032x}:{}", u128::from(ip), addr.port()),
+    };
+    // Built from digits, letters and dashes only, which is always a valid
     // authority; fall back to a static one rather than panic.
     s.parse()
         .unwrap_or_else(|_| Authority::from_static("invalid.invalid"))
 }
 
 /// Decodes [`authority_for`].
-pub fn parse_authority(uri: &Uri) -> Option<(NsId, SocketAddrV4)> {
+pub fn parse_authority(uri: &Uri) -> Option<(NsId, SocketAddr)> {
     let host = uri.host()?.strip_prefix('n')?;
     let port = uri.port_u16()?;
-    let mut parts = host.split('-');
-    let ns = parts.next()?.parse().ok()?;
+    let (ns, rest) = host.split_once('-')?;
+    let ns = ns.parse().ok()?;
+    if let Some(hex) = rest.strip_prefix("v6-") {
+        if hex.len() != 32 {
+            return None;
+        }
+        let ip = Ipv6Addr::from(u128::from_str_radix(hex, 16).ok()?);
+        return Some((ns, SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))));
+    }
+    let mut parts = rest.split('-');
     let mut octets = [0u8; 4];
     for o in &mut octets {
         *o = parts.next()?.parse().ok()?;
@@ -284,7 +299,7 @@ pub fn parse_authority(uri: &Uri) -> Option<(NsId, SocketAddrV4)> {
     if parts.next().is_some() {
         return None;
     }
-    Some((ns, SocketAddrV4::new(octets.into(), port)))
+    Some((ns, SocketAddr::V4(SocketAddrV4::new(octets.into(), port))))
 }
 
 /// Where the connector makes its sockets: the one seam between the data
@@ -342,11 +357,11 @@ impl NsConnector {
     pub async fn tls(
         &self,
         stream: TcpStream,
-        target: SocketAddrV4,
+        target: SocketAddr,
         h2: bool,
     ) -> Result<Stream, Error> {
         let tls = if h2 { &self.tls_h2 } else { &self.tls_h1 };
-        let name = ServerName::IpAddress(std::net::IpAddr::V4(*target.ip()).into());
+        let name = ServerName::IpAddress(target.ip().into());
         match tokio::time::timeout(self.connect_timeout, tls.connect(name, stream)).await {
             Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s))),
             Ok(Err(error)) => Err(Error::Tls { target, error }),
@@ -355,18 +370,25 @@ impl NsConnector {
     }
 
     /// Connects to `target` in namespace `ns` from the next pool address.
-    pub async fn connect(&self, ns: NsId, target: SocketAddrV4) -> Result<TcpStream, Error> {
+    pub async fn connect(&self, ns: NsId, target: SocketAddr) -> Result<TcpStream, Error> {
         let (socket, source_addr) = match self.sockets {
             Sockets::InTargetNamespace => self.pool_socket(ns, target)?,
             Sockets::Here => {
-                let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(
-                    |error| Error::Connect {
-                        target,
-                        source_addr: Ipv4Addr::UNSPECIFIED,
-                        error,
-                    },
-                )?;
-                (socket, Ipv4Addr::UNSPECIFIED)
+                let unspecified = match target {
+                    SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                };
+                let socket = Socket::new(
+                    Domain::for_address(target),
+                    Type::STREAM,
+                    Some(Protocol::TCP),
+                )
+                .map_err(|error| Error::Connect {
+                    target,
+                    source_addr: unspecified,
+                    error,
+                })?;
+                (socket, unspecified)
             }
         };
         let io = |error| Error::Connect {
@@ -377,33 +399,51 @@ impl NsConnector {
         socket.set_nonblocking(true).map_err(io)?;
         socket.set_nodelay(true).map_err(io)?;
         let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
-        match tokio::time::timeout(self.connect_timeout, socket.connect(target.into())).await {
+        match tokio::time::timeout(self.connect_timeout, socket.connect(target)).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => Err(io(e)),
             Err(_) => Err(Error::ConnectTimeout(target)),
         }
     }
 
-    /// A socket made in namespace `ns`, bound to the next pool address.
-    fn pool_socket(&self, ns: NsId, target: SocketAddrV4) -> Result<(Socket, Ipv4Addr), Error> {
+    /// A socket made in namespace `ns`, bound to the next pool address (its
+    /// IPv6 twin for an IPv6 target).
+    fn pool_socket(&self, ns: NsId, target: SocketAddr) -> Result<(Socket, IpAddr), Error> {
         let netns = self
             .namespaces
             .load()
             .get(&ns)
             .cloned()
             .ok_or(Error::NamespaceGone(ns))?;
-        let source_addr = self.sources.next();
+        let v4 = self.sources.next();
+        let source_addr = match target {
+            SocketAddr::V4(_) => IpAddr::V4(v4),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(latticed_common::addresses::v6(
+                u32::from(v4),
+            ))),
+        };
         let io = |error| Error::Connect {
             target,
             source_addr,
             error,
         };
         let socket = netns
-            .enter(|| Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)))?
+            .enter(|| {
+                Socket::new(
+                    Domain::for_address(target),
+                    Type::STREAM,
+                    Some(Protocol::TCP),
+                )
+            })?
             .map_err(io)?;
         bind_address_no_port(&socket).map_err(io)?;
+        if target.is_ipv6() {
+            // The namespace's local route makes the /64 ours, but IPv6
+            // binds only addresses configured on a device.
+            socket.set_freebind_ipv6(true).map_err(io)?;
+        }
         socket
-            .bind(&SocketAddr::V4(SocketAddrV4::new(source_addr, 0)).into())
+            .bind(&SocketAddr::new(source_addr, 0).into())
             .map_err(io)?;
         Ok((socket, source_addr))
     }
@@ -462,7 +502,7 @@ mod tests {
 
     #[test]
     fn authority_round_trips() {
-        let addr: SocketAddrV4 = "10.0.16.10:8080".parse().unwrap();
+        let addr: SocketAddr = "10.0.16.10:8080".parse().unwrap();
         let a = authority_for(42, addr);
         assert_eq!(a.as_str(), "n42-10-0-16-10:8080");
         let uri: Uri = format!("http://{a}/x").parse().unwrap();

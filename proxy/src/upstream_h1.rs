@@ -10,7 +10,7 @@
 
 use std::{
     cell::RefCell,
-    net::SocketAddrV4,
+    net::SocketAddr,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -41,7 +41,7 @@ use crate::{
 pub(crate) fn send<'a>(
     connector: &'a crate::upstream::NsConnector,
     ns: NsId,
-    target: SocketAddrV4,
+    target: SocketAddr,
     host: Option<&str>,
     req: Request<UpstreamBody>,
     fields: &impl WriteFields,
@@ -62,7 +62,7 @@ fn request_head(
     mut parts: http::request::Parts,
     body: &UpstreamBody,
     host: Option<&str>,
-    target: SocketAddrV4,
+    target: SocketAddr,
     fields: &impl WriteFields,
 ) -> RequestHead {
     crate::head::strip_hop_by_hop(&mut parts.headers);
@@ -139,7 +139,7 @@ pub(crate) fn client_fields(mut headers: HeaderMap) -> Vec<u8> {
 async fn exchange(
     connector: &crate::upstream::NsConnector,
     ns: NsId,
-    target: SocketAddrV4,
+    target: SocketAddr,
     head: RequestHead,
     mut body: UpstreamBody,
 ) -> Result<Response<TargetBody>, SendError> {
@@ -301,7 +301,7 @@ pub(crate) struct TargetBody {
     framing: Framing,
     reusable: bool,
     ns: NsId,
-    target: SocketAddrV4,
+    target: SocketAddr,
     done: bool,
 }
 

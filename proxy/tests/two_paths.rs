@@ -23,7 +23,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -118,7 +118,7 @@ fn serve_one_service(target: u16) -> (Arc<Dataplane>, ListenerHandle, u16) {
             version: TargetVersion::Http1,
             targets: vec![Target::new(
                 ns,
-                SocketAddrV4::new(Ipv4Addr::LOCALHOST, target),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, target)),
             )],
         },
     ));

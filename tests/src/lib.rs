@@ -968,11 +968,12 @@ impl Drop for LambdaRunner {
     }
 }
 
-/// Runs `getent hosts NAME` inside `ns`: `Some(address)` if it resolves.
+/// Runs `getent ahostsv4 NAME` inside `ns`: `Some(first IPv4 address)` if
+/// it resolves (`getent hosts` would prefer the IPv6 twin).
 pub fn getent(ns: &NetNsGuard, name: &str) -> Option<String> {
     let out = ns
         .command("getent")
-        .args(["hosts", name])
+        .args(["ahostsv4", name])
         .output()
         .expect("getent");
     out.status.success().then(|| {

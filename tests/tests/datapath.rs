@@ -59,9 +59,10 @@ fn steers_vip_to_proxy_and_target_sees_snat_source() {
         assert!(files.iter().any(|x| x == f), "{f} not pinned: {files:?}");
     }
     assert_eq!(sk_lookup_links(b.ns.inode()), 1);
+    let routes = b.ns.latticed_routes();
     assert!(
-        b.ns.latticed_routes().contains("169.254.171.0/24"),
-        "local route in vpc-b"
+        routes.contains("local 169.254.171.0/24") && routes.contains("local fd00:ec2:80::/64"),
+        "local routes of both families in vpc-b: {routes}"
     );
 }
 
@@ -177,8 +178,12 @@ fn restart_after_sigkill_cleans_up_and_serves() {
     let routes = b.ns.latticed_routes();
     assert_eq!(
         routes.lines().count(),
-        1,
-        "one route, not duplicated: {routes}"
+        2,
+        "one route per family, not duplicated: {routes}"
+    );
+    assert!(
+        routes.contains("169.254.171.0/24") && routes.contains("fd00:ec2:80::/64"),
+        "{routes}"
     );
     assert_eq!(
         echo(&b.curl(SVC_A).expect("serves after restart"))["app"],

@@ -455,11 +455,22 @@ fn dns_answers_as_clients_ask(ns: &NetNsGuard) {
     let name = "web.example.internal";
     assert_eq!(dig(ns, &["+short", name]).trim(), "169.254.171.1");
     assert_eq!(dig(ns, &["+tcp", "+short", name]).trim(), "169.254.171.1");
-    for ty in ["MX", "TXT", "AAAA"] {
+    for ty in ["MX", "TXT"] {
         let out = dig(ns, &[name, ty]);
         assert!(out.contains("status: NOERROR"), "{ty}: {out}");
         assert!(out.contains("ANSWER: 0,"), "{ty}: {out}");
     }
+    // AAAA is the VIP's IPv6 twin, from either resolver address.
+    assert_eq!(dig(ns, &["+short", name, "AAAA"]).trim(), "fd00:ec2:80::1");
+    let out = ns
+        .command("dig")
+        .args(["@fd00:ec2:80::fd", "+tcp", "+short", name, "AAAA"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "fd00:ec2:80::1"
+    );
     let edns = dig(ns, &["+tcp", name]);
     assert!(
         edns.contains("OPT PSEUDOSECTION") && edns.contains("udp: 1232"),
@@ -475,8 +486,14 @@ fn dns_answers_as_clients_ask(ns: &NetNsGuard) {
         .unwrap();
     let ahosts = String::from_utf8_lossy(&ahosts.stdout);
     assert!(
-        ahosts.lines().all(|l| l.starts_with("169.254.171.1 ")),
+        ahosts
+            .lines()
+            .all(|l| l.starts_with("169.254.171.1 ") || l.starts_with("fd00:ec2:80::1 ")),
         "{ahosts}"
+    );
+    assert!(
+        ahosts.contains("169.254.171.1 ") && ahosts.contains("fd00:ec2:80::1 "),
+        "both families: {ahosts}"
     );
     assert!(!ahosts.is_empty());
 }

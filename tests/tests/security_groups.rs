@@ -19,12 +19,19 @@ use serde_json::json;
 const ALLOWED: &str = "10.0.1.5";
 const OTHER: &str = "10.0.2.5";
 const MEMBER: &str = "10.0.3.5";
+/// IPv6 clients: one in the rule's prefix, one outside it.
+const ALLOWED6: &str = "fd00:1::5";
+const OTHER6: &str = "fd00:2::5";
 
 /// A client VPC with three client addresses beside the app's.
 fn client_vpc() -> Vpc {
     let vpc = Vpc::new("c");
     for a in [ALLOWED, OTHER, MEMBER] {
         vpc.ns.ip(&["addr", "add", &format!("{a}/24"), "dev", "lo"]);
+    }
+    for a in [ALLOWED6, OTHER6] {
+        vpc.ns
+            .ip(&["addr", "add", &format!("{a}/64"), "dev", "lo", "nodad"]);
     }
     vpc
 }
@@ -35,8 +42,8 @@ fn from(vpc: &Vpc, from: &str, url: &str) -> Result<String, i32> {
     curl_in(&vpc.ns, url, &["--interface", from]).map_err(|(code, _)| code)
 }
 
-/// The inventory: `web` lets 10.0.1.0/24 reach port 80 and 10.0.2.0/24
-/// port 8080; `members` lets members of sg-0000app1 in (every port); the
+/// The inventory: `web` lets 10.0.1.0/24 (or `web_80_from`) and
+/// fd00:1::/64 reach port 80 and 10.0.2.0/24 port 8080; `members` lets members of sg-0000app1 in (every port); the
 /// instance at MEMBER in `vpc` carries sg-0000app1.
 fn inventory(vpc: &str, web_80_from: &str) -> serde_json::Value {
     json!({
@@ -44,7 +51,8 @@ fn inventory(vpc: &str, web_80_from: &str) -> serde_json::Value {
         "securityGroups": {
             "sg-0000web1": {"ingress": [
                 {"protocol": "tcp", "fromPort": 80, "toPort": 80, "cidr": web_80_from},
-                {"protocol": "tcp", "fromPort": 8080, "toPort": 8080, "cidr": "10.0.2.0/24"}
+                {"protocol": "tcp", "fromPort": 8080, "toPort": 8080, "cidr": "10.0.2.0/24"},
+                {"protocol": "tcp", "fromPort": 80, "toPort": 80, "cidr": "fd00:1::/64"}
             ]},
             "sg-000memb1": {"ingress": [{"protocol": "-1", "sourceGroup": "sg-0000app1"}]},
             "sg-0000app1": {}
@@ -109,11 +117,16 @@ fn clients_of_one_vpc_are_told_apart_by_address_port_and_group() {
     from(&c, MEMBER, svc_b_alt).expect("a member of sg-0000app1, port 8080");
     // The app's own address is in no rule.
     assert_eq!(from(&c, "10.0.16.10", SVC_B), Err(7));
+    // An IPv6 rule, at the VIP's IPv6 twin.
+    let svc_b6 = "http://[fd00:ec2:80::b]/";
+    let body = from(&c, ALLOWED6, svc_b6).expect("fd00:1::/64 may reach port 80");
+    assert_eq!(echo(&body)["xForwardedFor"], ALLOWED6);
+    assert_eq!(from(&c, OTHER6, svc_b6), Err(7), "fd00:2::5 may not");
     // The other VPC's association has no groups: everyone is admitted.
     b.curl(SVC_A).expect("vpc-b has no security groups");
 
     let refused = steering(&l, c.name(), "refused_by_security_group");
-    assert_eq!(refused, 3, "each refusal counted as the group's");
+    assert_eq!(refused, 4, "each refusal counted as the group's");
     assert_eq!(steering(&l, c.name(), "refused"), 0);
     assert_eq!(steering(&l, b.name(), "refused_by_security_group"), 0);
 

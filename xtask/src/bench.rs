@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use crate::{cargo, root, run, step};
 
 mod abuse;
+mod steering;
 
 /// Which parts of the bench run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -624,6 +625,7 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
         Subject::new("direct", "http://10.99.0.2:8080/", None),
         Subject::new("tcp-relay", "http://10.99.0.2:9091/", haproxy_pid),
         Subject::new("latticed", &bench_url, pid),
+        Subject::new("latticed-ipv6", IPV6_URL, pid),
         Subject::new("latticed-https-h1", tls, pid),
         Subject::new("latticed-https-h2", tls, pid),
         Subject::new("nginx", "http://10.99.0.2:9080/", nginx_pid),
@@ -647,6 +649,8 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
     let handshakes = measure_rounds(&handshake_subjects, &[0], rounds, |s, _| {
         tls_handshakes(&client, s.name, &s.url, secs, s.pid)
     })?;
+
+    let steering = steering::security_groups(smoke, &client, &api, rounds)?;
 
     let bench_host = bench_url
         .trim_start_matches("http://")
@@ -686,8 +690,13 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
         cases,
         handshakes,
         idle,
+        steering,
     })
 }
+
+/// The `bench6` service (third, so 169.254.171.3) at its IPv6 twin: an
+/// IPv6 client, IPv6 targets.
+const IPV6_URL: &str = "http://[fd00:ec2:80::3]/";
 
 /// A client namespace and a target namespace joined by a veth pair (made
 /// inside them: the root namespace is untouched), with two echo apps in
@@ -711,13 +720,18 @@ fn bench_namespaces() -> anyhow::Result<(NetNsGuard, NetNsGuard)> {
     client.ip(&["link", "set", "eth0", "up"]);
     target.ip(&["addr", "add", "10.99.0.2/24", "dev", "eth1"]);
     target.ip(&["link", "set", "eth1", "up"]);
+    // IPv6 beside it, for the IPv6 case.
+    client.ip(&["addr", "add", "fd00:99::1/64", "dev", "eth0", "nodad"]);
+    target.ip(&["addr", "add", "fd00:99::2/64", "dev", "eth1", "nodad"]);
     for (name, port) in [("app1", "8080"), ("app2", "8081")] {
         let mut app = target.command(latticed_tests::bin("latticed-echo"));
-        app.args(["--name", name, "--listen", &format!("0.0.0.0:{port}")]);
+        // Dual-stack: IPv4 and IPv6 clients of the same app.
+        app.args(["--name", name, "--listen", &format!("[::]:{port}")]);
         target.spawn(app);
     }
     wait_http(&client, "http://10.99.0.2:8080/")?;
     wait_http(&client, "http://10.99.0.2:8081/")?;
+    wait_http(&client, "http://[fd00:99::2]:8081/")?;
     Ok((client, target))
 }
 
@@ -774,24 +788,36 @@ fn configure_latticed(
 ) -> anyhow::Result<(ApiSession, String, String)> {
     let api = ApiSession::start(&["--quota", "services=1100", "--quota", "target-groups=1100"]);
     let sn = id(&api.call("POST", "/servicenetworks", &json!({"name": "bench-net"}))?);
+    // The two apps as IPv4 groups, and as IPv6 groups for the IPv6 case.
     let mut groups = Vec::new();
+    let mut groups6 = Vec::new();
     for (i, p) in [(1, 8080), (2, 8081)] {
-        let tg = id(&api.call(
-            "POST",
-            "/targetgroups",
-            &json!({"name": format!("app{i}"), "type": "IP",
-            "config": {"port": p, "protocol": "HTTP", "vpcIdentifier": target.name()}}),
-        )?);
-        api.call(
-            "POST",
-            &format!("/targetgroups/{tg}/registertargets"),
-            &json!({"targets": [{"id": "10.99.0.2"}]}),
-        )?;
-        groups.push(tg);
+        for (family, address, list) in [
+            ("IPV4", "10.99.0.2", &mut groups),
+            ("IPV6", "fd00:99::2", &mut groups6),
+        ] {
+            let name = format!("app{i}-{}", family.to_ascii_lowercase());
+            let tg = id(&api.call(
+                "POST",
+                "/targetgroups",
+                &json!({"name": name, "type": "IP", "config": {"port": p, "protocol": "HTTP",
+                    "vpcIdentifier": target.name(), "ipAddressType": family}}),
+            )?);
+            api.call(
+                "POST",
+                &format!("/targetgroups/{tg}/registertargets"),
+                &json!({"targets": [{"id": address}]}),
+            )?;
+            list.push(tg);
+        }
     }
-    // A service splitting 2:1 over the two groups behind one listener,
-    // in the service network.
-    let split_service = |name: &str, protocol: &str, port: u16| -> anyhow::Result<Value> {
+    // A service splitting 2:1 over two groups behind one listener, in the
+    // service network.
+    let split_over = |groups: &[String],
+                      name: &str,
+                      protocol: &str,
+                      port: u16|
+     -> anyhow::Result<Value> {
         let service = api.call("POST", "/services", &json!({"name": name}))?;
         let svc = id(&service);
         api.call("POST",
@@ -807,6 +833,8 @@ fn configure_latticed(
         )?;
         Ok(service)
     };
+    let split_service =
+        |name: &str, protocol: &str, port: u16| split_over(&groups, name, protocol, port);
     let bench_svc = split_service("bench", "HTTP", 80)?;
     // Past 191 services VIPs are shared and told apart by name: the
     // many-services case calls the service by its DNS name (latticed's
@@ -824,8 +852,11 @@ fn configure_latticed(
     )?;
     // The same split behind an HTTPS listener (the local CA's certificate).
     split_service("bench-tls", "HTTPS", 443)?;
+    // And over the IPv6 groups, called at its VIP's IPv6 twin.
+    split_over(&groups6, "bench6", "HTTP", 80)?;
     wait_http(client, &bench_url)?;
     wait_http(client, "https://169.254.171.2/")?;
+    wait_http(client, IPV6_URL)?;
     Ok((api, sn, bench_url))
 }
 
@@ -1051,6 +1082,9 @@ struct DataPath {
     cases: Vec<Case>,
     handshakes: Vec<Handshakes>,
     idle: Vec<Idle>,
+    /// The steering program per new connection, with and without security
+    /// group rules.
+    steering: Vec<steering::Case>,
 }
 
 /// New TLS connections per second (one request each).
@@ -1239,6 +1273,13 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
             json!(i.rss_kib as f64 / 1024.0),
         );
     }
+    md.push_str("\n| new connections (one request each) | rules | lookups | sk_lookup ns/lookup | conn/s |\n| --- | ---: | ---: | ---: | ---: |\n");
+    for c in &dp.steering {
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.0} |\n",
+            c.label, c.rules, c.lookups, c.ns_per_lookup, c.connections_per_sec
+        ));
+    }
     md.push_str(
         "\nAgainst the bar of issue 6 (64 connections unless noted; a `_name` suffix is \
          that proxy's figure; `tcp-relay` is HAProxy in TCP mode, copying bytes without \
@@ -1265,9 +1306,18 @@ fn data_path_report(dp: &DataPath) -> (String, Value) {
         .iter()
         .map(|i| json!({"case": i.name, "connections": i.connections, "rssKiB": i.rss_kib}))
         .collect();
+    let steering: Vec<Value> = dp
+        .steering
+        .iter()
+        .map(|c| {
+            json!({"case": c.label, "rules": c.rules, "lookups": c.lookups,
+            "nsPerLookup": c.ns_per_lookup, "connectionsPerSec": c.connections_per_sec})
+        })
+        .collect();
     (
         md,
-        json!({"cases": json_cases, "tlsHandshakes": hs, "idle": idle, "ratios": ratios}),
+        json!({"cases": json_cases, "tlsHandshakes": hs, "idle": idle, "steering": steering,
+            "ratios": ratios}),
     )
 }
 

@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     path::Path,
     sync::Arc,
 };
@@ -106,6 +106,9 @@ impl Plan {
                     _ => admit = None,
                 }
             }
+            // Each VIP's IPv6 twin is the same listener for IPv6 clients.
+            let twin = std::net::Ipv6Addr::from(addresses::v6(u32::from(*at.ip())));
+            out.insert(SocketAddr::new(twin.into(), at.port()), admit.clone());
             out.insert(SocketAddr::V4(*at), admit);
         }
         out
@@ -357,8 +360,8 @@ pub enum PlannedKind {
 pub struct PlannedTarget {
     /// Id as registered: address, instance id, ALB ARN or function ARN.
     pub id: String,
-    /// Address, for IP targets.
-    pub ip: Option<Ipv4Addr>,
+    /// Address, for IP targets (of the group's family).
+    pub ip: Option<IpAddr>,
     /// Port (0 for functions).
     pub port: u16,
 }
@@ -1294,29 +1297,38 @@ fn plan_hosts_group(
             planned.namespace = ns.clone();
         }
     }
-    planned.targets = plan_targets(errs, base, tg, port);
+    let v6 = match cfg.ip_address_type.as_deref() {
+        None | Some("IPV4") => false,
+        Some("IPV6") => true,
+        Some(other) => {
+            errs.add(
+                format!("{base}.config.ipAddressType"),
+                format!("{other:?} is not IPV4 or IPV6"),
+            );
+            false
+        }
+    };
+    planned.targets = plan_targets(errs, base, tg, (port, v6));
     planned.health = Some(plan_health(errs, base, cfg, (https, tcp, version)));
 }
 
 /// The targets of an IP, INSTANCE or ALB group, on the group's `port`
-/// unless they name their own.
+/// unless they name their own; an IP group's addresses are IPv6 if `v6`
+/// (its `ipAddressType`), else IPv4.
 fn plan_targets(
     errs: &mut Errors,
     base: &str,
     tg: &super::model::TargetGroup,
-    port: Option<u16>,
+    (port, v6): (Option<u16>, bool),
 ) -> Vec<PlannedTarget> {
     let mut targets: Vec<PlannedTarget> = Vec::new();
     for (j, t) in tg.targets.iter().enumerate() {
         let tf = format!("{base}.targets[{j}]");
         let ip = match tg.type_ {
-            TargetGroupType::Ip => match t.id.parse::<Ipv4Addr>() {
+            TargetGroupType::Ip => match target_address(&t.id, v6) {
                 Ok(ip) => Some(ip),
-                Err(_) => {
-                    errs.add(
-                        format!("{tf}.id"),
-                        format!("{:?} is not an IPv4 address", t.id),
-                    );
+                Err(why) => {
+                    errs.add(format!("{tf}.id"), why);
                     None
                 }
             },
@@ -1353,6 +1365,24 @@ fn plan_targets(
         });
     }
     targets
+}
+
+/// The address of an IP target: IPv6 in a group whose `ipAddressType` is
+/// IPV6, else IPv4 (one rule for the API and the configuration file).
+pub fn target_address(id: &str, v6: bool) -> Result<std::net::IpAddr, String> {
+    match (id.parse::<std::net::IpAddr>(), v6) {
+        (Ok(ip @ std::net::IpAddr::V4(_)), false) | (Ok(ip @ std::net::IpAddr::V6(_)), true) => {
+            Ok(ip)
+        }
+        (Ok(_), false) => Err(format!(
+            "{id:?} is an IPv6 address; the group's ipAddressType is IPV4"
+        )),
+        (Ok(_), true) => Err(format!(
+            "{id:?} is an IPv4 address; the group's ipAddressType is IPV6"
+        )),
+        (Err(_), false) => Err(format!("{id:?} is not an IPv4 address")),
+        (Err(_), true) => Err(format!("{id:?} is not an IPv6 address")),
+    }
 }
 
 /// The health check's numbers: (field, lowest, highest, default), as
@@ -1763,6 +1793,47 @@ mod tests {
                 "missing {want} in {fields:?}"
             );
         }
+    }
+
+    #[test]
+    fn ip_targets_are_of_their_groups_family_and_groups_name_security_groups_rightly() {
+        let dir = netns_dir(&["vpc-a", "vpc-b"]);
+        let mut c = walkthrough();
+        let ip = c
+            .target_groups
+            .iter()
+            .position(|g| g.type_ == TargetGroupType::Ip)
+            .unwrap();
+        let cfg = c.target_groups[ip].config.as_mut().unwrap();
+        cfg.ip_address_type = Some("IPV6".into());
+        c.target_groups[ip].targets[0].id = "10.0.16.10".into();
+        c.service_network_vpc_associations[0].security_group_ids = vec!["web".into()];
+        let errs = errors(&c, &dir);
+        let want = [
+            (
+                format!("targetGroups[{ip}].targets[0].id"),
+                "\"10.0.16.10\" is an IPv4 address; the group's ipAddressType is IPV6",
+            ),
+            (
+                "serviceNetworkVpcAssociations[0].securityGroupIds[0]".into(),
+                "\"web\" is not a security group id (sg- and 8 or 17 lowercase letters and digits)",
+            ),
+        ];
+        for (field, reason) in want {
+            assert!(
+                errs.contains(&(field.clone(), reason.to_owned())),
+                "{field}: {errs:?}"
+            );
+        }
+        // An IPv6 address in it plans, and says it is IPv6.
+        c.target_groups[ip].targets[0].id = "fd00:6::10".into();
+        c.service_network_vpc_associations[0].security_group_ids = vec!["sg-0123abcd".into()];
+        let p = plan(&c, &dir.0).unwrap();
+        let name = c.target_groups[ip].name.as_str();
+        assert_eq!(
+            p.target_groups[name].targets[0].ip,
+            Some("fd00:6::10".parse().unwrap())
+        );
     }
 
     #[test]

@@ -161,9 +161,19 @@ impl Daemon {
         }
         let source = routes.primary_address().await?;
         routes.add_local_route(lo, source).await?;
+        // IPv6 where the namespace has it: a namespace with IPv6 disabled
+        // still serves IPv4 clients and targets.
+        let source6 = routes.primary_address6().await?;
+        let ipv6 = match routes.add_local_route6(lo, source6).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(namespace = %name, error = %e, "no IPv6 in this namespace: only IPv4 VIPs and targets there");
+                false
+            }
+        };
         let id = self.next_id;
         self.next_id += 1;
-        tracing::info!(namespace = %name, id, client_source = ?source, "namespace managed: 169.254.171.0/24 is local");
+        tracing::info!(namespace = %name, id, client_source = ?source, client_source6 = ?source6, ipv6, "namespace managed: 169.254.171.0/24 and fd00:ec2:80::/64 are local");
         Ok(Managed {
             id,
             netns,

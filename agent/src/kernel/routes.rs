@@ -3,10 +3,12 @@
 //! A netlink socket talks to the namespace it was created in, so each
 //! namespace gets its own connection, opened while the thread is inside it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use latticed_common::{LATTICE_MASK, LATTICE_NET, LATTICE_PREFIX_LEN};
+use latticed_common::{
+    LATTICE6_NET, LATTICE6_PREFIX_LEN, LATTICE_MASK, LATTICE_NET, LATTICE_PREFIX_LEN,
+};
 use latticed_proxy::NetNs;
 use netlink_packet_route::{
     address::{AddressAttribute, AddressScope},
@@ -119,9 +121,8 @@ impl NsRoutes {
         Ok((index, true))
     }
 
-    /// The namespace's own address clients should appear as: the first
-    /// universe-scope IPv4 address outside 127/8 and 169.254.171.0/24.
-    pub async fn primary_address(&self) -> Result<Option<Ipv4Addr>, Error> {
+    /// Universe-scope addresses of the namespace that `keep` accepts.
+    async fn addresses(&self, keep: impl Fn(IpAddr) -> bool) -> Result<Vec<IpAddr>, Error> {
         let addrs: Vec<_> = self
             .handle
             .address()
@@ -134,15 +135,46 @@ impl NsRoutes {
             .iter()
             .filter(|a| a.header.scope == AddressScope::Universe)
             .flat_map(|a| a.attributes.iter())
-            .find_map(|attr| match attr {
-                AddressAttribute::Local(IpAddr::V4(ip))
-                | AddressAttribute::Address(IpAddr::V4(ip))
-                    if !ip.is_loopback() && u32::from(*ip) & LATTICE_MASK != LATTICE_NET =>
-                {
-                    Some(*ip)
-                }
+            .filter_map(|attr| match attr {
+                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(*ip),
                 _ => None,
-            }))
+            })
+            .filter(|ip| keep(*ip))
+            .collect())
+    }
+
+    /// The namespace's own address clients should appear as: the first
+    /// universe-scope IPv4 address outside 127/8 and 169.254.171.0/24.
+    pub async fn primary_address(&self) -> Result<Option<Ipv4Addr>, Error> {
+        let found = self
+            .addresses(|ip| match ip {
+                IpAddr::V4(v4) => !v4.is_loopback() && u32::from(v4) & LATTICE_MASK != LATTICE_NET,
+                IpAddr::V6(_) => false,
+            })
+            .await?;
+        Ok(found.into_iter().find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        }))
+    }
+
+    /// The same for IPv6: the first global address outside
+    /// fd00:ec2:80::/64.
+    pub async fn primary_address6(&self) -> Result<Option<Ipv6Addr>, Error> {
+        let found = self
+            .addresses(|ip| match ip {
+                IpAddr::V6(v6) => {
+                    !v6.is_loopback()
+                        && !v6.is_unicast_link_local()
+                        && v6.octets()[..8] != LATTICE6_NET
+                }
+                IpAddr::V4(_) => false,
+            })
+            .await?;
+        Ok(found.into_iter().find_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(v6),
+            IpAddr::V4(_) => None,
+        }))
     }
 
     fn local_route(lo: u32, source: Option<Ipv4Addr>) -> RouteMessage {
@@ -164,6 +196,25 @@ impl NsRoutes {
             .build()
     }
 
+    fn local_route6(lo: u32, source: Option<Ipv6Addr>) -> RouteMessage {
+        let builder = RouteMessageBuilder::<Ipv6Addr>::new();
+        // As for IPv4: clients appear as their own address.
+        let builder = match source {
+            Some(src) => builder.pref_source(src),
+            None => builder,
+        };
+        let mut net = [0u8; 16];
+        net[..8].copy_from_slice(&LATTICE6_NET);
+        builder
+            .destination_prefix(Ipv6Addr::from(net), LATTICE6_PREFIX_LEN)
+            .output_interface(lo)
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .protocol(RouteProtocol::Other(RTPROT_LATTICED))
+            .table_id(RT_TABLE_LOCAL)
+            .build()
+    }
+
     /// Makes 169.254.171.0/24 local in the namespace: VIPs are then delivered
     /// locally (where sk_lookup picks them up) and SNAT source addresses can
     /// be bound without configuring 254 addresses.
@@ -177,10 +228,33 @@ impl NsRoutes {
             .map_err(self.err("adding the local 169.254.171.0/24 route"))
     }
 
+    /// Makes fd00:ec2:80::/64 local in the namespace, as
+    /// [`NsRoutes::add_local_route`] does for IPv4. Fails where IPv6 is
+    /// disabled in the namespace.
+    pub async fn add_local_route6(&self, lo: u32, source: Option<Ipv6Addr>) -> Result<(), Error> {
+        self.handle
+            .route()
+            .add(Self::local_route6(lo, source))
+            .replace()
+            .execute()
+            .await
+            .map_err(self.err("adding the local fd00:ec2:80::/64 route"))
+    }
+
     /// Deletes every route tagged [`RTPROT_LATTICED`]; returns how many.
     pub async fn remove_our_routes(&self) -> Result<usize, Error> {
-        let mut filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        filter.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        let mut v4 = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        v4.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        let mut v6 = RouteMessageBuilder::<Ipv6Addr>::new().build();
+        v6.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        let mut n = 0;
+        for filter in [v4, v6] {
+            n += self.remove_ours(filter).await?;
+        }
+        Ok(n)
+    }
+
+    async fn remove_ours(&self, filter: RouteMessage) -> Result<usize, Error> {
         let routes: Vec<RouteMessage> = self
             .handle
             .route()

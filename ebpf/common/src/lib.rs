@@ -68,6 +68,14 @@ pub mod addresses {
         ]
     }
 
+    /// The IPv4 address (host order) whose twin [`v6`] gives `octets`, if
+    /// it is one.
+    pub fn v4_of(octets: [u8; 16]) -> Option<u32> {
+        let (net, host) = octets.split_at(8);
+        (net == super::LATTICE6_NET && host[..7].iter().all(|b| *b == 0))
+            .then(|| LATTICE_NET | u32::from(host[7]))
+    }
+
     /// Inside the /24 and neither its network nor its broadcast address.
     const fn usable(a: u32) -> bool {
         a & LATTICE_MASK == LATTICE_NET && a != LATTICE_NET && a != LATTICE_NET | !LATTICE_MASK
@@ -263,6 +271,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<VipPort>(), 20);
         let v6 = addresses::v6(addresses::VIP_FIRST);
         assert_eq!(octets(VipPort::v6(v6, 80).addr), v6);
+        assert_eq!(addresses::v4_of(v6), Some(addresses::VIP_FIRST));
+        let mut other = v6;
+        other[9] = 1;
+        assert_eq!(addresses::v4_of(other), None);
     }
 
     #[test]

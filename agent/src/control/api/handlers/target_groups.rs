@@ -153,8 +153,8 @@ fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 
 fn register(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let limit = c.settings.quotas.targets_per_target_group;
-    edit_targets(c, |ty, targets, t| {
-        if let Some(why) = not_a_target_of(ty, targets, &t.id) {
+    edit_targets(c, |tg, targets, t| {
+        if let Some(why) = not_a_target_of(tg, targets, &t.id) {
             return Err(("InvalidTarget", why));
         }
         if !targets.contains(t) {
@@ -170,13 +170,18 @@ fn register(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     })
 }
 
-/// Why `tid` cannot be a target of a group of type `ty` holding `targets`.
-fn not_a_target_of(ty: cfg::TargetGroupType, targets: &[cfg::Target], tid: &str) -> Option<String> {
+/// Why `tid` cannot be a target of group `tg` (its type and config)
+/// holding `targets`.
+fn not_a_target_of(
+    (ty, config): (cfg::TargetGroupType, &cfg::TargetGroupConfig),
+    targets: &[cfg::Target],
+    tid: &str,
+) -> Option<String> {
     match ty {
-        cfg::TargetGroupType::Ip => tid
-            .parse::<std::net::Ipv4Addr>()
-            .is_err()
-            .then(|| format!("{tid} is not an IPv4 address")),
+        cfg::TargetGroupType::Ip => {
+            let v6 = config.ip_address_type.as_deref() == Some("IPV6");
+            crate::control::plan::target_address(tid, v6).err()
+        }
         cfg::TargetGroupType::Instance => {
             (!tid.starts_with("i-")).then(|| format!("{tid} is not an instance id (i-...)"))
         }
@@ -257,7 +262,7 @@ fn target_key(t: &cfg::Target) -> String {
 fn edit_targets(
     c: &Ctx<'_>,
     mut step: impl FnMut(
-        cfg::TargetGroupType,
+        (cfg::TargetGroupType, &cfg::TargetGroupConfig),
         &mut Vec<cfg::Target>,
         &cfg::Target,
     ) -> Result<(), (&'static str, String)>,
@@ -271,7 +276,7 @@ fn edit_targets(
     for mut t in asked {
         t.port = t.port.or(tg.config.port);
         let answer = json!({"id": t.id, "port": t.port});
-        match step(tg.type_, &mut tg.targets, &t) {
+        match step((tg.type_, &tg.config), &mut tg.targets, &t) {
             Ok(()) => ok.push(answer),
             Err((code, message)) => {
                 let mut f = answer;
@@ -375,6 +380,32 @@ mod tests {
         assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
         let listed = api.ok("ListTargetGroups", json!({"vpcIdentifier": "vpc-aa"}));
         assert_eq!(listed["items"][0]["port"], 8080, "{listed}");
+    }
+
+    #[test]
+    fn an_ipv6_group_takes_ipv6_targets_and_an_ipv4_group_ipv4_ones() {
+        let mut api = Api::new();
+        let six = api.ok(
+            "CreateTargetGroup",
+            json!({"name": "six", "type": "IP", "config": {"port": 8080, "protocol": "HTTP",
+                "vpcIdentifier": "vpc-aa", "ipAddressType": "IPV6"}}),
+        );
+        assert_eq!(six["config"]["ipAddressType"], "IPV6");
+        let four = ip_group(&mut api, "four", "vpc-aa").unwrap();
+        assert_eq!(four["config"]["ipAddressType"], "IPV4");
+        let register = |api: &mut Api, tg: &Value, id: &str| {
+            let out = api.ok(
+                "RegisterTargets",
+                json!({"targetGroupIdentifier": tg["id"], "targets": [{"id": id}]}),
+            );
+            Api::failure_codes(&out).join(",")
+        };
+        assert_eq!(register(&mut api, &six, "fd00:6::10"), "");
+        assert_eq!(register(&mut api, &six, "10.0.16.10"), "InvalidTarget");
+        assert_eq!(register(&mut api, &four, "fd00:6::10"), "InvalidTarget");
+        assert_eq!(register(&mut api, &four, "10.0.16.10"), "");
+        let listed = api.ok("ListTargets", json!({"targetGroupIdentifier": six["id"]}));
+        assert_eq!(listed["items"][0]["id"], "fd00:6::10", "{listed}");
     }
 
     #[test]
