@@ -368,7 +368,7 @@ Try it, as root, in another terminal (names resolve inside the VPCs):
   bpftool prog show name steer_to_proxy
   bpftool map dump pinned /sys/fs/bpf/latticed/vpc-b/steer_vips
 
-The apps see their clients as 169.254.171.192-254 (latticed's source pool),
+The apps see their clients as 169.254.171.192-252 (latticed's source pool),
 never as the other VPC's 10.0.16.x.
 
 Tried just now, from vpc-b:

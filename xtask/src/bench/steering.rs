@@ -8,7 +8,7 @@
 //! Clients open a new connection per request (`latticed-churn`), so every
 //! request is one lookup.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _};
 use latticed_tests::NetNsGuard;
@@ -143,20 +143,6 @@ pub fn security_groups(
         .as_str()
         .context("the bench's VPC association")?
         .to_owned();
-    // The group is defined once; the association names it or not.
-    let inventory = api.latticed.state().join("inventory.json");
-    let log_before = api.latticed.log_text().len();
-    std::fs::write(
-        &inventory,
-        json!({"securityGroups": {"sg-0bench01": group(rules)}}).to_string(),
-    )?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !api.latticed.log_text()[log_before..].contains("inventory reloaded") {
-        if std::time::Instant::now() > deadline {
-            bail!("latticed did not reload the inventory");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let set_groups = |groups: &[&str]| {
         api.call(
             "PATCH",
@@ -173,7 +159,15 @@ pub fn security_groups(
     for _ in 0..rounds {
         cases.push(measure(client, &prog, to, secs, ("no security groups", 0))?);
     }
+    // The group, in the inventory latticed rereads within a second; the
+    // association names it; then the client is admitted again once the
+    // rules are in (until then the undefined group admits nobody).
+    std::fs::write(
+        api.latticed.state().join("inventory.json"),
+        json!({"securityGroups": {"sg-0bench01": group(rules)}}).to_string(),
+    )?;
     set_groups(&["sg-0bench01"])?;
+    super::wait_http(client, "http://169.254.171.1/")?;
     for _ in 0..rounds {
         cases.push(measure(client, &prog, to, secs, (&with, rules))?);
     }
