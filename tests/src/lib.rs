@@ -836,6 +836,53 @@ impl Aws {
             .unwrap_or_else(|e| panic!("aws vpc-lattice {}: {e}", args.join(" ")))
     }
 
+    /// One service in service network `sn` whose HTTP listener forwards
+    /// to a new IP group `group` holding the app at 10.0.16.10:8080 in
+    /// namespace `vpc`: the service's answer and the group's id.
+    pub fn service_to_app(
+        &self,
+        sn: &str,
+        (name, group): (&str, &str),
+        vpc: &str,
+    ) -> (serde_json::Value, String) {
+        let id = |v: serde_json::Value| v["id"].as_str().unwrap_or_default().to_owned();
+        let config = format!(r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{vpc}"}}"#);
+        let tg = id(self.ok(&[
+            "create-target-group",
+            "--name",
+            group,
+            "--type",
+            "IP",
+            "--config",
+            &config,
+        ]));
+        let targets = ["register-targets", "--target-group-identifier", &tg];
+        self.ok(&[&targets[..], &["--targets", "id=10.0.16.10"]].concat());
+        let svc = self.ok(&["create-service", "--name", name]);
+        let svc_id = svc["id"].as_str().unwrap_or_default();
+        let action =
+            format!(r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg}"}}]}}}}"#);
+        self.ok(&[
+            "create-listener",
+            "--service-identifier",
+            svc_id,
+            "--name",
+            "http",
+            "--protocol",
+            "HTTP",
+            "--default-action",
+            &action,
+        ]);
+        self.ok(&[
+            "create-service-network-service-association",
+            "--service-network-identifier",
+            sn,
+            "--service-identifier",
+            svc_id,
+        ]);
+        (svc, tg)
+    }
+
     /// The admin key pair from the credentials file.
     pub fn keys(&self) -> (String, String) {
         let text = std::fs::read_to_string(&self.credentials).expect("credentials file");

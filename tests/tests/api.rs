@@ -354,44 +354,8 @@ fn state_and_data_path_come_back_after_restart() {
     let mut latticed = Latticed::start_api();
     let aws = latticed.aws();
     let sn = id(&aws.ok(&["create-service-network", "--name", "net-one"]));
-    let tg = id(&aws.ok(&[
-        "create-target-group",
-        "--name",
-        "app-a",
-        "--type",
-        "IP",
-        "--config",
-        &format!(
-            r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{}"}}"#,
-            a.name()
-        ),
-    ]));
-    aws.ok(&[
-        "register-targets",
-        "--target-group-identifier",
-        &tg,
-        "--targets",
-        "id=10.0.16.10",
-    ]);
-    let svc = id(&aws.ok(&["create-service", "--name", "service-a"]));
-    aws.ok(&[
-        "create-listener",
-        "--service-identifier",
-        &svc,
-        "--name",
-        "http",
-        "--protocol",
-        "HTTP",
-        "--default-action",
-        &format!(r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg}"}}]}}}}"#),
-    ]);
-    aws.ok(&[
-        "create-service-network-service-association",
-        "--service-network-identifier",
-        &sn,
-        "--service-identifier",
-        &svc,
-    ]);
+    let (svc, tg) = aws.service_to_app(&sn, ("service-a", "app-a"), a.name());
+    let svc = id(&svc);
     aws.ok(&[
         "create-service-network-vpc-association",
         "--service-network-identifier",

@@ -179,44 +179,7 @@ fn update_service_network_vpc_association_changes_groups_live() {
     let aws = l.aws();
     let id = |v: serde_json::Value| v["id"].as_str().unwrap().to_owned();
     let sn = id(aws.ok(&["create-service-network", "--name", "net"]));
-    let svc = aws.ok(&["create-service", "--name", "shop"]);
-    let tg = id(aws.ok(&[
-        "create-target-group",
-        "--name",
-        "app-b",
-        "--type",
-        "IP",
-        "--config",
-        &format!(
-            r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{}"}}"#,
-            b.name()
-        ),
-    ]));
-    aws.ok(&[
-        "register-targets",
-        "--target-group-identifier",
-        &tg,
-        "--targets",
-        "id=10.0.16.10",
-    ]);
-    aws.ok(&[
-        "create-listener",
-        "--service-identifier",
-        svc["id"].as_str().unwrap(),
-        "--name",
-        "http",
-        "--protocol",
-        "HTTP",
-        "--default-action",
-        &format!(r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg}"}}]}}}}"#),
-    ]);
-    aws.ok(&[
-        "create-service-network-service-association",
-        "--service-network-identifier",
-        &sn,
-        "--service-identifier",
-        svc["id"].as_str().unwrap(),
-    ]);
+    let (svc, _) = aws.service_to_app(&sn, ("shop", "app-b"), b.name());
     let assoc = id(aws.ok(&[
         "create-service-network-vpc-association",
         "--service-network-identifier",

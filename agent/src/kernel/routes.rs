@@ -186,14 +186,10 @@ impl NsRoutes {
             Some(src) => builder.pref_source(src),
             None => builder,
         };
-        builder
-            .destination_prefix(Ipv4Addr::from(LATTICE_NET), LATTICE_PREFIX_LEN)
-            .output_interface(lo)
-            .kind(RouteType::Local)
-            .scope(RouteScope::Host)
-            .protocol(RouteProtocol::Other(RTPROT_LATTICED))
-            .table_id(RT_TABLE_LOCAL)
-            .build()
+        Self::ours(
+            builder.destination_prefix(Ipv4Addr::from(LATTICE_NET), LATTICE_PREFIX_LEN),
+            lo,
+        )
     }
 
     fn local_route6(lo: u32, source: Option<Ipv6Addr>) -> RouteMessage {
@@ -205,8 +201,15 @@ impl NsRoutes {
         };
         let mut net = [0u8; 16];
         net[..8].copy_from_slice(&LATTICE6_NET);
+        Self::ours(
+            builder.destination_prefix(Ipv6Addr::from(net), LATTICE6_PREFIX_LEN),
+            lo,
+        )
+    }
+
+    /// A local route on `lo`, in the local table, tagged as latticed's.
+    fn ours<T>(builder: RouteMessageBuilder<T>, lo: u32) -> RouteMessage {
         builder
-            .destination_prefix(Ipv6Addr::from(net), LATTICE6_PREFIX_LEN)
             .output_interface(lo)
             .kind(RouteType::Local)
             .scope(RouteScope::Host)
