@@ -41,6 +41,66 @@ pub enum PrincipalCommand {
     },
 }
 
+/// `latticed account ...`.
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Create an account and an admin key for it; prints the key in the AWS
+    /// shared credentials format. A running latticed picks it up within a
+    /// second.
+    Add {
+        /// The account's id (12 digits).
+        #[arg(long)]
+        account_id: String,
+        /// latticed's default account (`run --account-id`), refused here.
+        #[arg(long, default_value = "111122223333", env = "LATTICED_ACCOUNT_ID")]
+        default_account_id: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Delete an account and its keys (what it owns stays, unreachable).
+    Remove {
+        /// The account's id.
+        #[arg(long)]
+        account_id: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// List the accounts and their access keys (no secrets).
+    List {
+        #[command(flatten)]
+        state: StateDir,
+    },
+}
+
+#[expect(clippy::print_stdout, reason = "the command's answer")]
+pub fn account(cmd: AccountCommand) -> anyhow::Result<()> {
+    match cmd {
+        AccountCommand::Add {
+            account_id,
+            default_account_id,
+            state,
+        } => {
+            let path = crate::accounts::path(&state.state_dir);
+            let (key, secret) =
+                crate::accounts::add(&path, &account_id, Some(&default_account_id))?;
+            println!("[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}");
+            eprintln!("account {account_id} added to {}", path.display());
+        }
+        AccountCommand::Remove { account_id, state } => {
+            crate::accounts::remove(&crate::accounts::path(&state.state_dir), &account_id)?;
+            eprintln!("removed account {account_id}");
+        }
+        AccountCommand::List { state } => {
+            let file = crate::accounts::load(&crate::accounts::path(&state.state_dir))?;
+            for (id, a) in &file.accounts {
+                let keys: Vec<&str> = a.admin_keys.keys().map(String::as_str).collect();
+                println!("{id}\t{}", keys.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where the store lives.
 #[derive(Args, Debug)]
 pub struct StateDir {

@@ -83,6 +83,10 @@ pub struct Inventory {
     /// Security group id -> its ingress rules.
     #[serde(default)]
     pub security_groups: BTreeMap<String, SecurityGroup>,
+    /// VPC (namespace) -> the account that owns it; latticed's default
+    /// account owns the others.
+    #[serde(default)]
+    pub vpcs: BTreeMap<String, String>,
 }
 
 /// Where one instance or load balancer is.
@@ -120,6 +124,15 @@ impl Inventory {
             .map_err(|e| invalid(format!("{}: {}", e.path(), e.inner())))?;
         for (id, group) in &inventory.security_groups {
             crate::control::security_groups::check(id, group).map_err(invalid)?;
+        }
+        if let Some((vpc, owner)) = inventory
+            .vpcs
+            .iter()
+            .find(|(_, owner)| !crate::accounts::is_account_id(owner))
+        {
+            return Err(invalid(format!(
+                "vpcs.{vpc}: {owner:?} is not an account id (12 digits)"
+            )));
         }
         Ok(inventory)
     }

@@ -150,6 +150,13 @@ struct ApiRuntime {
     state: handlers::State,
     store: Store,
     settings: Settings,
+    /// The keys the API takes: the default account's from the store, and
+    /// the other accounts' from `accounts.json` (reread when it changes).
+    creds: Credentials,
+    /// The default account's keys alone.
+    own_keys: HashMap<String, control::api::server::ApiKey>,
+    /// `accounts.json` as it was last read.
+    accounts_seen: Option<watch::Stamp>,
     calls: mpsc::Receiver<ApiCall>,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -250,11 +257,8 @@ impl ApiRuntime {
     ) -> Result<Self, Error> {
         let store = Store::open(&paths.state_dir)?;
         let state = handlers::State::from_records(store.resources()?)?;
-        let creds: Credentials = Arc::new(std::sync::RwLock::new(control::api::load_credentials(
-            &store,
-            &paths.state_dir,
-            &naming.account,
-        )?));
+        let own_keys = control::api::load_credentials(&store, &paths.state_dir, &naming.account)?;
+        let creds: Credentials = Arc::new(std::sync::RwLock::new(own_keys.clone()));
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| Error::Io {
@@ -266,7 +270,7 @@ impl ApiRuntime {
             source,
         })?;
         let (tx, rx) = mpsc::channel(64);
-        let server = control::api::server::serve(listener, tx, creds);
+        let server = control::api::server::serve(listener, tx, Arc::clone(&creds));
         tracing::info!(
             endpoint = %format!("http://{local}"),
             credentials = %paths.state_dir.join("admin-credentials").display(),
@@ -280,7 +284,11 @@ impl ApiRuntime {
                 naming: naming.clone(),
                 quotas: opts.quotas,
                 netns_dir: paths.netns_dir.clone(),
+                vpc_owners: HashMap::new(),
             },
+            creds,
+            own_keys,
+            accounts_seen: None,
             calls: rx,
             _server: server,
         })
@@ -353,6 +361,8 @@ impl Daemon {
             api: runtime,
         };
         daemon.reload_principals(true);
+        daemon.reload_accounts(true);
+        daemon.inventory_to_api();
         let result = match daemon.current_plan() {
             Ok(plan) => daemon.apply(plan).await,
             Err(e) => Err(e.into()),
@@ -473,6 +483,7 @@ mod tests {
             naming: control::Naming::example(),
             quotas: Quotas::default(),
             netns_dir: dir.clone(),
+            vpc_owners: HashMap::new(),
         };
         let mut state = State::default();
         let mut plan = Plan::default();
@@ -496,25 +507,23 @@ mod tests {
         let mut compiled = Compiled::default();
         let mut table = latticed_proxy::RouteTable::default();
         let mut step = |op: &str, input: Value| -> Value {
-            let out = match handle(
+            let call = crate::control::api::handlers::Call {
                 op,
-                &input,
-                &state,
-                &settings,
-                "2026-11-22T00:00:00.000Z".into(),
-            )
-            .unwrap()
-            {
-                Outcome::Write(m) => {
-                    let undo = state.apply(&m.changes);
-                    let affected = state.affected(&m.changes, &undo);
-                    let old = plan.clone();
-                    let delta = replan(&state, &affected, &mut plan, &dir).unwrap();
-                    table = compiled.delta(&mut compiler, (&old, &plan), &delta, &ids, &table);
-                    m.result
-                }
-                Outcome::Read(v) => v,
+                input: &input,
+                caller: &settings.naming.account,
             };
+            let out =
+                match handle(call, &state, &settings, "2026-11-22T00:00:00.000Z".into()).unwrap() {
+                    Outcome::Write(m) => {
+                        let undo = state.apply(&m.changes);
+                        let affected = state.affected(&m.changes, &undo);
+                        let old = plan.clone();
+                        let delta = replan(&state, &affected, &mut plan, &dir).unwrap();
+                        table = compiled.delta(&mut compiler, (&old, &plan), &delta, &ids, &table);
+                        m.result
+                    }
+                    Outcome::Read(v) => v,
+                };
             let full = plan_with(&state.to_config(), &dir, Missing::Skip).unwrap();
             assert_eq!(plan, full, "after {op}");
             let (_, whole) = Compiled::full(&mut compiler, &full, &ids);

@@ -5,6 +5,7 @@
 //! - `daemon.rs`: applies plans, reloads, watches namespaces, cleans up.
 //! - the data path itself is the `latticed-proxy` crate.
 
+mod accounts;
 mod cli;
 mod compile;
 mod control;
@@ -75,6 +76,10 @@ enum Command {
     /// vpc-lattice-svcs).
     #[command(subcommand)]
     Principal(cli::PrincipalCommand),
+    /// Manage the accounts besides the default one: each gets an admin key
+    /// for the API and owns what it creates.
+    #[command(subcommand)]
+    Account(cli::AccountCommand),
     /// Auth policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -256,6 +261,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(path = %config.display(), "configuration is valid");
         }
         Command::Principal(cmd) => cli::principal(cmd)?,
+        Command::Account(cmd) => cli::account(cmd)?,
         Command::Policy(PolicyCommand::Simulate(s)) => {
             if !cli::simulate(s)? {
                 std::process::exit(3);

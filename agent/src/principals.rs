@@ -54,40 +54,39 @@ pub fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 fn save(path: &Path, file: &File) -> Result<(), Error> {
-    let io = |source| Error::Io {
+    let text = serde_json::to_string_pretty(file).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_private(path, &text).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
-    };
+    })
+}
+
+/// Replaces `path` with `text`, readable by root only, whole or not at all
+/// (written beside it, synced, renamed over it).
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(file).map_err(|e| Error::Invalid(e.to_string()))?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Adds a credential for `principal`; returns it.
 pub fn add(path: &Path, principal: Principal) -> Result<Credential, Error> {
     principal.validate().map_err(Error::Invalid)?;
     let mut file = load(path)?;
+    let (access_key_id, secret_access_key) = crate::control::api::new_key();
     let cred = Credential {
-        access_key_id: format!(
-            "AKIA{}",
-            crate::control::api::random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-        ),
-        secret_access_key: crate::control::api::random_string(
-            40,
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-        ),
+        access_key_id,
+        secret_access_key,
         principal,
     };
     file.credentials.push(cred.clone());

@@ -491,10 +491,9 @@ fn dns_answers_as_clients_ask(ns: &NetNsGuard) {
             .all(|l| l.starts_with("169.254.171.1 ") || l.starts_with("fd00:ec2:80::1 ")),
         "{ahosts}"
     );
-    assert!(
-        ahosts.contains("169.254.171.1 ") && ahosts.contains("fd00:ec2:80::1 "),
-        "both families: {ahosts}"
-    );
+    // glibc asks AAAA only where the namespace has a global IPv6 address
+    // (AI_ADDRCONFIG), which this one has not; dig checked AAAA above.
+    assert!(ahosts.contains("169.254.171.1 "), "{ahosts}");
     assert!(!ahosts.is_empty());
 }
 

@@ -51,18 +51,27 @@ impl Daemon {
     /// data path, then made durable, then acknowledged. If either step fails,
     /// state, data path and store are left as they were.
     pub(super) async fn api_call(&mut self, call: ApiCall) {
-        let reply = self.api_outcome(&call.operation, &call.input).await;
+        let call_ = handlers::Call {
+            op: &call.operation,
+            input: &call.input,
+            caller: &call.account,
+        };
+        let reply = self.api_outcome(call_).await;
         let _ = call.reply.send(reply);
     }
     pub(super) async fn api_outcome(
         &mut self,
-        operation: &str,
-        input: &serde_json::Value,
+        call: handlers::Call<'_>,
     ) -> Result<serde_json::Value, ApiError> {
+        let handlers::Call {
+            op: operation,
+            input,
+            caller,
+        } = call;
         let Some(api) = self.api.as_mut() else {
             return Err(ApiError::internal("the API is not enabled"));
         };
-        let token = client_token(operation, input);
+        let token = client_token(caller, operation, input);
         if let Some(answer) = token
             .as_ref()
             .map(|t| replay(&api.store, t))
@@ -73,7 +82,7 @@ impl Daemon {
         }
         let now = latticed_proxy::time::iso8601(std::time::SystemTime::now());
         let t0 = std::time::Instant::now();
-        let mutation = match handlers::handle(operation, input, &api.state, &api.settings, now)? {
+        let mutation = match handlers::handle(call, &api.state, &api.settings, now)? {
             Outcome::Read(mut v) => {
                 if operation == "ListTargets" {
                     self.fill_health(&mut v);
@@ -141,15 +150,23 @@ impl Daemon {
     }
 }
 
-/// Idempotency: a call with a clientToken is keyed by operation and token,
-/// and the request (without the token) is hashed.
-fn client_token(operation: &str, input: &serde_json::Value) -> Option<(String, String)> {
+/// Idempotency: a call with a clientToken is keyed by account, operation
+/// and token (one account's token never replays another's answer), and the
+/// request (without the token) is hashed.
+fn client_token(
+    account: &str,
+    operation: &str,
+    input: &serde_json::Value,
+) -> Option<(String, String)> {
     let t = input["clientToken"].as_str()?;
     let mut rest = input.clone();
     if let Some(o) = rest.as_object_mut() {
         o.remove("clientToken");
     }
-    Some((format!("{operation}/{t}"), sha256_hex(&rest.to_string())))
+    Some((
+        format!("{account}/{operation}/{t}"),
+        sha256_hex(&rest.to_string()),
+    ))
 }
 
 /// The same clientToken with the same request answers what the first one

@@ -23,6 +23,53 @@ impl Daemon {
             Err(e) => tracing::error!("{e}; keeping the current data-path credentials"),
         }
     }
+    /// Rereads `STATE_DIR/accounts.json` when it changed (or when `force`):
+    /// the API then takes exactly the default account's keys and the
+    /// file's. An invalid file is logged and the current keys kept.
+    pub(super) fn reload_accounts(&mut self, force: bool) {
+        let path = crate::accounts::path(&self.paths.state_dir);
+        let Some(api) = self.api.as_mut() else {
+            return;
+        };
+        let seen = Stamp::of(&path);
+        if !force && seen == api.accounts_seen {
+            return;
+        }
+        api.accounts_seen = seen;
+        let file = match crate::accounts::load(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("{e}; keeping the current accounts");
+                return;
+            }
+        };
+        let mut keys = api.own_keys.clone();
+        for (id, account) in &file.accounts {
+            for (key, secret) in &account.admin_keys {
+                let k = control::api::server::ApiKey {
+                    secret: secret.clone(),
+                    account: id.clone(),
+                };
+                keys.entry(key.clone()).or_insert(k);
+            }
+        }
+        if let Ok(mut creds) = api.creds.write() {
+            *creds = keys;
+        }
+        tracing::info!(path = %path.display(), accounts = file.accounts.len() + 1, "API accounts loaded");
+    }
+    /// Gives the API the inventory's VPC owners.
+    pub(super) fn inventory_to_api(&mut self) {
+        if let Some(api) = self.api.as_mut() {
+            api.settings.vpc_owners = self
+                .compiler
+                .inventory
+                .vpcs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+        }
+    }
     /// Rereads the inventory when it changed (or when `force`): targets
     /// it places and security groups apply at once. An invalid file is
     /// logged and the current inventory kept.
@@ -35,6 +82,7 @@ impl Daemon {
         match Inventory::load(&self.paths.inventory) {
             Ok(inv) if inv != self.compiler.inventory => {
                 self.compiler.inventory = inv;
+                self.inventory_to_api();
                 let plan = self.plan.clone();
                 self.publish_full(&plan);
                 if let Err(e) = self.steer(&plan) {
@@ -50,6 +98,7 @@ impl Daemon {
     /// is invalid or cannot be applied.
     pub async fn reload(&mut self) {
         self.reload_principals(true);
+        self.reload_accounts(true);
         self.reload_inventory(true);
         let Some(path) = self.paths.config.clone() else {
             tracing::info!("no configuration file to reload");
@@ -77,6 +126,7 @@ impl Daemon {
     /// appeared; re-applies the configuration over what exists.
     pub async fn check_namespaces(&mut self) {
         self.reload_principals(false);
+        self.reload_accounts(false);
         self.reload_inventory(false);
         let gone: Vec<String> = self
             .managed

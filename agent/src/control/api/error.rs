@@ -114,6 +114,16 @@ impl ApiError {
     }
 
     /// InternalServerException.
+    /// AWS's AccessDeniedException: the caller's account may not do this.
+    pub fn access_denied(message: impl Into<String>) -> Self {
+        Self {
+            status: 403,
+            code: "AccessDeniedException",
+            message: message.into(),
+            fields: Default::default(),
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalServerException", message)
     }

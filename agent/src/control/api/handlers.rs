@@ -105,6 +105,18 @@ pub struct Settings {
     pub quotas: Quotas,
     /// Where namespaces (VPCs) are.
     pub netns_dir: std::path::PathBuf,
+    /// Owners of VPCs other than the default account (the inventory's
+    /// `vpcs`).
+    pub vpc_owners: HashMap<String, String>,
+}
+
+impl Settings {
+    /// The account VPC `vpc` belongs to.
+    pub fn vpc_owner<'a>(&'a self, vpc: &str) -> &'a str {
+        self.vpc_owners
+            .get(vpc)
+            .map_or(self.naming.account.as_str(), String::as_str)
+    }
 }
 
 /// A handler's answer.
@@ -138,10 +150,13 @@ pub struct State {
 /// so that a request costs the same with ten services or a thousand.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Index {
-    /// `{prefix}{name}` -> id, for the kinds whose names are unique.
+    /// `{prefix}{name}` -> id, for the kinds whose names are unique. AWS
+    /// keeps them unique within an account; latticed across all accounts,
+    /// because the data plane's configuration refers to networks,
+    /// services and groups by name.
     names: HashMap<String, String>,
-    /// Records per kind prefix.
-    counts: BTreeMap<&'static str, u32>,
+    /// Records per `{owner account}/{prefix}` (quotas are per account).
+    counts: BTreeMap<String, u32>,
     /// Parent id (VPCs as `vpc:NAME`) -> child ids.
     children: HashMap<String, BTreeSet<String>>,
     /// Services per VIP.
@@ -174,7 +189,8 @@ impl Index {
                 }
             }
         }
-        count(&mut self.counts, kind.prefix(), add);
+        let owner = owner(rec.arn());
+        count(&mut self.counts, format!("{owner}/{}", kind.prefix()), add);
         if let Some(name) = rec.unique_name() {
             let name = format!("{}{name}", kind.prefix());
             if add {
@@ -292,6 +308,7 @@ impl State {
             .ok_or_else(|| ApiError::not_found(R::KIND.type_name(), ident))
     }
 
+    /// The `R` named `name` (in any account).
     fn by_name<R: Resource>(&self, name: &str) -> Option<&R> {
         self.idx
             .names
@@ -299,10 +316,11 @@ impl State {
             .and_then(|id| self.get(id))
     }
 
-    fn count(&self, kind: Kind) -> usize {
+    /// How many `kind` account `owner` has.
+    fn count(&self, owner: &str, kind: Kind) -> usize {
         self.idx
             .counts
-            .get(kind.prefix())
+            .get(&format!("{owner}/{}", kind.prefix()))
             .map_or(0, |n| *n as usize)
     }
 
@@ -597,6 +615,11 @@ impl State {
     }
 }
 
+/// The account that owns the resource with ARN `arn` (its fifth field).
+fn owner(arn: &str) -> &str {
+    arn.split(':').nth(4).unwrap_or_default()
+}
+
 /// Records in creation order.
 fn sorted<'a, R: Resource>(it: impl Iterator<Item = &'a R>) -> Vec<&'a R> {
     let mut v: Vec<&R> = it.collect();
@@ -621,14 +644,49 @@ struct Ctx<'a> {
     settings: &'a Settings,
     now: String,
     input: &'a Value,
+    /// The account of the key that signed the call: it owns what the call
+    /// creates, and sees and changes only what it owns.
+    caller: &'a str,
 }
 
 impl<'a> Ctx<'a> {
     fn arn(&self, path: &str) -> String {
         format!(
             "arn:aws:vpc-lattice:{}:{}:{path}",
-            self.settings.naming.region, self.settings.naming.account
+            self.settings.naming.region, self.caller
         )
+    }
+
+    /// The caller's `R` that `ident` (an id or ARN) names. Another
+    /// account's is refused as AWS refuses it: named by ARN, access is
+    /// denied; named by id, it is not found.
+    fn resolve<R: Resource>(&self, ident: &str) -> Result<&'a R, ApiError> {
+        let r = self.state.resolve::<R>(ident)?;
+        self.check_owner(r.arn(), ident, R::KIND.type_name())?;
+        Ok(r)
+    }
+
+    /// Refuses access to the resource at `arn` (named by `ident`) unless
+    /// the caller owns it.
+    fn check_owner(&self, arn: &str, ident: &str, type_name: &str) -> Result<(), ApiError> {
+        if owner(arn) == self.caller {
+            Ok(())
+        } else if ident.starts_with("arn:") {
+            Err(ApiError::access_denied(format!(
+                "account {} may not access {ident}",
+                self.caller
+            )))
+        } else {
+            Err(ApiError::not_found(type_name, ident))
+        }
+    }
+
+    /// The caller's `R`s, by id.
+    fn mine<R: Resource>(&self) -> impl Iterator<Item = &'a R> + use<'a, R> {
+        let caller = self.caller;
+        self.state
+            .of_kind::<R>()
+            .filter(move |r| owner(r.arn()) == caller)
     }
 
     /// A string member of the input (the model checked its type; absent
@@ -712,13 +770,22 @@ impl<'a> Ctx<'a> {
         let name = self.get("name");
         let kind = R::KIND;
         if let Some(existing) = self.state.by_name::<R>(name) {
+            // Another account's resource is not shown, only its name.
+            let (id, whose) = if owner(existing.arn()) == self.caller {
+                (existing.id(), "")
+            } else {
+                (
+                    name,
+                    " in another account (names are unique across latticed's accounts)",
+                )
+            };
             return Err(ApiError::conflict(
                 kind.type_name(),
-                existing.id(),
-                format!("a {noun} named {name} already exists"),
+                id,
+                format!("a {noun} named {name} already exists{whose}"),
             ));
         }
-        if self.state.count(kind) >= limit {
+        if self.state.count(self.caller, kind) >= limit {
             return Err(ApiError::quota(kind.type_name(), quota, limit));
         }
         Ok(())
@@ -727,14 +794,14 @@ impl<'a> Ctx<'a> {
     /// A Get*: the record, whole (the engine projects it).
     fn read<R: Resource>(&self, ident_field: &str) -> Result<Outcome, ApiError> {
         Ok(Outcome::Read(
-            self.state.resolve::<R>(self.get(ident_field))?.to_value(),
+            self.resolve::<R>(self.get(ident_field))?.to_value(),
         ))
     }
 
     /// The id of an optional identifier parameter (a List filter), if given.
     fn optional_id<R: Resource>(&self, field: &str) -> Result<Option<&'a str>, ApiError> {
         match self.input[field].as_str() {
-            Some(ident) => Ok(Some(self.state.resolve::<R>(ident)?.id())),
+            Some(ident) => Ok(Some(self.resolve::<R>(ident)?.id())),
             None => Ok(None),
         }
     }
@@ -760,7 +827,7 @@ impl<'a> Ctx<'a> {
             .flat_map(|f| f.target_groups.iter_mut());
         for (i, g) in groups.enumerate() {
             let ident = &g.target_group_identifier;
-            let tg = self.state.resolve::<rec::TargetGroup>(ident).map_err(|_| {
+            let tg = self.resolve::<rec::TargetGroup>(ident).map_err(|_| {
                 ApiError::field(
                     &format!("{field}.forward.targetGroups[{i}].targetGroupIdentifier"),
                     format!("target group {ident} does not exist"),
@@ -870,19 +937,31 @@ fn operations() -> impl Iterator<Item = &'static (&'static str, Handler)> {
     RESOURCES.iter().flat_map(|ops| ops.iter())
 }
 
-/// Handles `op` with validated `input`.
+/// A call: its operation, validated input and the caller's account.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    /// Operation name.
+    pub op: &'a str,
+    /// Input, validated against the model.
+    pub input: &'a Value,
+    /// Account of the key that signed it.
+    pub caller: &'a str,
+}
+
+/// Handles `call`.
 pub fn handle(
-    op: &str,
-    input: &Value,
+    call: Call<'_>,
     state: &State,
     settings: &Settings,
     now: String,
 ) -> Result<Outcome, ApiError> {
+    let Call { op, input, caller } = call;
     let c = Ctx {
         state,
         settings,
         now,
         input,
+        caller,
     };
     match operations().find(|(name, _)| *name == op) {
         Some((_, handler)) => handler(&c),
@@ -916,7 +995,11 @@ fn deleted<R: Resource>(state: &State, r: &R) -> Vec<Change> {
     changes
 }
 
-fn check_vpc(settings: &Settings, field: &str, vpc: &str) -> Result<(), ApiError> {
+/// Checks that VPC (namespace) `vpc`, named at input `field`, exists and
+/// belongs to the caller (the inventory's `vpcs`, else the default
+/// account): only its owner may use it.
+fn check_vpc(c: &Ctx<'_>, field: &str, vpc: &str) -> Result<(), ApiError> {
+    let settings = c.settings;
     if vpc.contains('/') || vpc.starts_with('.') || !settings.netns_dir.join(vpc).exists() {
         return Err(ApiError::field(
             field,
@@ -925,6 +1008,12 @@ fn check_vpc(settings: &Settings, field: &str, vpc: &str) -> Result<(), ApiError
                 settings.netns_dir.join(vpc).display()
             ),
         ));
+    }
+    let owner = settings.vpc_owner(vpc);
+    if owner != c.caller {
+        return Err(ApiError::access_denied(format!(
+            "VPC {vpc} belongs to account {owner}; only its owner may use it"
+        )));
     }
     Ok(())
 }
@@ -937,17 +1026,17 @@ struct Owner<'a> {
     auth_type: cfg::AuthType,
 }
 
-fn sn_or_service<'a>(state: &'a State, ident: &str) -> Result<Owner<'a>, ApiError> {
+fn sn_or_service<'a>(c: &Ctx<'a>, ident: &str) -> Result<Owner<'a>, ApiError> {
     let id = ident.rsplit('/').next().unwrap_or(ident);
     if id.starts_with(Kind::ServiceNetwork.prefix()) {
-        let sn = state.resolve::<rec::ServiceNetwork>(ident)?;
+        let sn = c.resolve::<rec::ServiceNetwork>(ident)?;
         Ok(Owner {
             id: sn.id(),
             arn: sn.arn(),
             auth_type: sn.auth_type,
         })
     } else if id.starts_with(Kind::Service.prefix()) {
-        let svc = state.resolve::<rec::Service>(ident)?;
+        let svc = c.resolve::<rec::Service>(ident)?;
         Ok(Owner {
             id: svc.id(),
             arn: svc.arn(),
@@ -961,10 +1050,10 @@ fn sn_or_service<'a>(state: &'a State, ident: &str) -> Result<Owner<'a>, ApiErro
     }
 }
 
-fn listener_of<'a>(state: &'a State, input: &Value) -> Result<&'a rec::Listener, ApiError> {
-    let svc = state.resolve::<rec::Service>(s(input, "serviceIdentifier"))?;
-    let ident = s(input, "listenerIdentifier");
-    let l = state.resolve::<rec::Listener>(ident)?;
+fn listener_of<'a>(c: &Ctx<'a>) -> Result<&'a rec::Listener, ApiError> {
+    let svc = c.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+    let ident = c.get("listenerIdentifier");
+    let l = c.resolve::<rec::Listener>(ident)?;
     if l.service_id != svc.id() {
         return Err(ApiError::not_found("LISTENER", ident));
     }
@@ -984,11 +1073,17 @@ mod testing {
 
     /// Input checked against the model as the server checks it, the
     /// handler, its changes applied, the answer projected onto the
-    /// operation's output shape. VPCs `vpc-aa` and `vpc-bb` exist.
+    /// operation's output shape. VPCs `vpc-aa` (the default account's)
+    /// and `vpc-bb` (account [`OTHER`]'s) exist. Calls are the default
+    /// account's unless [`Api::as_account`] says otherwise.
     pub(super) struct Api {
         pub(super) state: State,
         pub(super) settings: Settings,
+        pub(super) caller: String,
     }
+
+    /// A second account.
+    pub(super) const OTHER: &str = "222233334444";
 
     impl Api {
         pub(super) fn new() -> Self {
@@ -1010,8 +1105,16 @@ mod testing {
                     naming: crate::control::Naming::example(),
                     quotas,
                     netns_dir: dir,
+                    vpc_owners: [("vpc-bb".to_owned(), OTHER.to_owned())].into(),
                 },
+                caller: crate::control::Naming::example().account,
             }
+        }
+
+        /// Calls as account `id` from now on.
+        pub(super) fn as_account(&mut self, id: &str) -> &mut Self {
+            id.clone_into(&mut self.caller);
+            self
         }
 
         pub(super) fn call(&mut self, op: &str, input: Value) -> Result<Value, ApiError> {
@@ -1024,7 +1127,12 @@ mod testing {
                 }
             }
             let now = "2026-12-06T00:00:00.000Z".to_owned();
-            let out = match handle(op, &input, &self.state, &self.settings, now)? {
+            let call = Call {
+                op,
+                input: &input,
+                caller: &self.caller,
+            };
+            let out = match handle(call, &self.state, &self.settings, now)? {
                 Outcome::Write(w) => {
                     self.state.apply(&w.changes);
                     w.result
@@ -1173,6 +1281,155 @@ mod tests {
         assert!(err.contains(&format!("stored record {id}: port")), "{err}");
     }
 
+    /// Accounts own what they create and see only that: another account's
+    /// resource is not found by id and denied by ARN, for reads and for
+    /// every change; names and quotas are per account; a VPC is its
+    /// owner's to associate.
+    #[test]
+    fn an_account_sees_and_changes_only_its_own() {
+        use testing::{Api, OTHER};
+        let mut api = Api::with_quotas(Quotas {
+            service_networks: 1,
+            ..Quotas::default()
+        });
+        let [sn, svc, l, tg] = api.service_in_network();
+        let get = |api: &mut Api, op: &str, key: &str, id: &str| {
+            api.call(op, json!({ key: id })).map(|v| v["arn"].clone())
+        };
+        let sn_arn = get(
+            &mut api,
+            "GetServiceNetwork",
+            "serviceNetworkIdentifier",
+            &sn,
+        )
+        .unwrap();
+        let svc_arn = get(&mut api, "GetService", "serviceIdentifier", &svc).unwrap();
+        let tg_arn = get(&mut api, "GetTargetGroup", "targetGroupIdentifier", &tg).unwrap();
+        let (sn_arn, svc_arn, tg_arn) = (
+            sn_arn.as_str().unwrap().to_owned(),
+            svc_arn.as_str().unwrap().to_owned(),
+            tg_arn.as_str().unwrap().to_owned(),
+        );
+
+        api.as_account(OTHER);
+        for list in ["ListServiceNetworks", "ListServices", "ListTargetGroups"] {
+            let items = api.ok(list, json!({}));
+            assert_eq!(items["items"], json!([]), "{list}");
+        }
+        let code = |api: &mut Api, op: &str, input: Value| api.err(op, input).code;
+        assert_eq!(
+            code(
+                &mut api,
+                "GetServiceNetwork",
+                json!({"serviceNetworkIdentifier": sn})
+            ),
+            "ResourceNotFoundException"
+        );
+        let denied = [
+            (
+                "GetServiceNetwork",
+                json!({"serviceNetworkIdentifier": sn_arn}),
+            ),
+            (
+                "UpdateServiceNetwork",
+                json!({"serviceNetworkIdentifier": sn_arn, "authType": "AWS_IAM"}),
+            ),
+            (
+                "DeleteServiceNetwork",
+                json!({"serviceNetworkIdentifier": sn_arn}),
+            ),
+            ("DeleteService", json!({"serviceIdentifier": svc_arn})),
+            (
+                "CreateListener",
+                json!({"serviceIdentifier": svc_arn, "name": "web", "protocol": "HTTP",
+                "defaultAction": {"fixedResponse": {"statusCode": 404}}}),
+            ),
+            (
+                "DeleteListener",
+                json!({"serviceIdentifier": svc_arn, "listenerIdentifier": l}),
+            ),
+            (
+                "RegisterTargets",
+                json!({"targetGroupIdentifier": tg_arn, "targets": [{"id": "10.0.0.9"}]}),
+            ),
+            (
+                "UpdateTargetGroup",
+                json!({"targetGroupIdentifier": tg_arn, "healthCheck": {"enabled": false}}),
+            ),
+            (
+                "DeleteTargetGroup",
+                json!({"targetGroupIdentifier": tg_arn}),
+            ),
+            (
+                "TagResource",
+                json!({"resourceArn": svc_arn, "tags": {"k": "v"}}),
+            ),
+            (
+                "PutAuthPolicy",
+                json!({"resourceIdentifier": svc_arn, "policy": "{}"}),
+            ),
+            (
+                "PutResourcePolicy",
+                json!({"resourceArn": sn_arn, "policy": "{}"}),
+            ),
+            (
+                "CreateServiceNetworkServiceAssociation",
+                json!({"serviceNetworkIdentifier": sn_arn, "serviceIdentifier": svc_arn}),
+            ),
+            (
+                "CreateServiceNetworkVpcAssociation",
+                json!({"serviceNetworkIdentifier": sn_arn, "vpcIdentifier": "vpc-bb"}),
+            ),
+            (
+                "CreateAccessLogSubscription",
+                json!({"resourceIdentifier": svc_arn,
+                "destinationArn": "arn:aws:logs:us-east-1:222233334444:log-group:x"}),
+            ),
+        ];
+        for (op, input) in denied {
+            let e = api.err(op, input);
+            assert_eq!(e.code, "AccessDeniedException", "{op}: {e}");
+        }
+        // Names are unique across accounts (the data plane names what it
+        // routes), without showing the other account's resource.
+        let e = api.err("CreateServiceNetwork", json!({"name": "net-a"}));
+        assert_eq!(e.code, "ConflictException");
+        assert!(!e.body().to_string().contains(&sn), "{}", e.body());
+        // Its own, with its id in the ARN (quotas are per account); its
+        // VPC is its own to associate, the other account's is not.
+        let mine = api.ok("CreateServiceNetwork", json!({"name": "net-b"}));
+        assert!(
+            mine["arn"]
+                .as_str()
+                .unwrap()
+                .contains(&format!(":{OTHER}:servicenetwork/")),
+            "{mine}"
+        );
+        api.ok(
+            "CreateServiceNetworkVpcAssociation",
+            json!({"serviceNetworkIdentifier": mine["id"], "vpcIdentifier": "vpc-bb"}),
+        );
+        assert_eq!(
+            code(
+                &mut api,
+                "CreateServiceNetworkVpcAssociation",
+                json!({"serviceNetworkIdentifier": mine["id"], "vpcIdentifier": "vpc-aa"})
+            ),
+            "AccessDeniedException"
+        );
+        let assoc = api.ok("ListServiceNetworkVpcAssociations", json!({}));
+        assert_eq!(assoc["items"][0]["createdBy"], OTHER, "{assoc}");
+        assert_eq!(
+            code(&mut api, "CreateServiceNetwork", json!({"name": "net-c"})),
+            "ServiceQuotaExceededException"
+        );
+        // The first account still sees only its own.
+        api.as_account("111122223333");
+        let listed = api.ok("ListServiceNetworks", json!({}));
+        assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+        assert_eq!(listed["items"][0]["id"], sn.as_str());
+    }
+
     /// Every operation of the model has one home: one resource's module
     /// that handles it, or the list of what latticed does not build yet;
     /// and no module names an operation the model lacks.
@@ -1187,7 +1444,8 @@ mod tests {
                 Some(_) => assert_eq!(listed, 0, "{op} is both handled and unsupported"),
                 None => {
                     assert_eq!(listed, 1, "{op} is in the tables {listed} times");
-                    let r = handle(op, &json!({}), &state, &settings, "now".into());
+                    let input = json!({});
+                    let r = handle(call(op, &input), &state, &settings, "now".into());
                     if let Err(e) = r {
                         assert!(
                             !e.message.contains("are not supported by latticed"),
@@ -1210,13 +1468,22 @@ mod tests {
             naming: crate::control::Naming::example(),
             quotas: Quotas::default(),
             netns_dir: std::env::temp_dir(),
+            vpc_owners: HashMap::new(),
+        }
+    }
+
+    /// A call of the default account.
+    fn call<'a>(op: &'a str, input: &'a Value) -> Call<'a> {
+        Call {
+            op,
+            input,
+            caller: "111122223333",
         }
     }
 
     fn run(state: &mut State, op: &str, input: Value) -> (Value, Vec<Change>) {
         match handle(
-            op,
-            &input,
+            call(op, &input),
             state,
             &settings(),
             "2026-11-22T00:00:00.000Z".into(),
@@ -1267,8 +1534,7 @@ mod tests {
         let mut input = listener("TLS_PASSTHROUGH");
         input["serviceIdentifier"] = shared["id"].clone();
         let Err(err) = handle(
-            "CreateListener",
-            &input,
+            call("CreateListener", &input),
             &st,
             &settings(),
             "2026-11-22T00:00:00.000Z".into(),
@@ -1308,7 +1574,7 @@ mod tests {
         )
         .0;
         assert_eq!(st.idx, rebuilt(&st));
-        assert_eq!(st.count(Kind::Service), 2);
+        assert_eq!(st.count("111122223333", Kind::Service), 2);
         assert_eq!(st.children::<rec::Listener>(s(&svc, "id")).count(), 1);
         assert!(st.by_name::<rec::Service>("one").is_some());
 

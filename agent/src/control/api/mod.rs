@@ -44,6 +44,19 @@ pub(crate) fn random_string(len: usize, alphabet: &[u8]) -> String {
         .collect()
 }
 
+/// A new access key id and secret, in AWS's forms.
+pub(crate) fn new_key() -> (String, String) {
+    let key = format!(
+        "AKIA{}",
+        random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    );
+    let secret = random_string(
+        40,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+    );
+    (key, secret)
+}
+
 /// Loads the credential store; at first start creates the admin key and
 /// writes it, mode 0600, to `DIR/admin-credentials` in the AWS shared
 /// credentials format. The file is rewritten if it was deleted.
@@ -51,11 +64,20 @@ pub fn load_credentials(
     store: &Store,
     state_dir: &Path,
     account: &str,
-) -> Result<HashMap<String, String>, Error> {
-    let mut creds: HashMap<String, String> = store
+) -> Result<HashMap<String, server::ApiKey>, Error> {
+    let key_of = |secret: String| server::ApiKey {
+        secret,
+        account: account.to_owned(),
+    };
+    let mut creds: HashMap<String, server::ApiKey> = store
         .credentials()?
         .into_iter()
-        .map(|(k, v)| (k, v["secret"].as_str().unwrap_or_default().to_owned()))
+        .map(|(k, v)| {
+            (
+                k,
+                key_of(v["secret"].as_str().unwrap_or_default().to_owned()),
+            )
+        })
         .collect();
     let admin = store
         .credentials()?
@@ -65,19 +87,12 @@ pub fn load_credentials(
     let (key, secret) = match admin {
         Some(a) => a,
         None => {
-            let key = format!(
-                "AKIA{}",
-                random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-            );
-            let secret = random_string(
-                40,
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-            );
+            let (key, secret) = new_key();
             store.put_credential(
                 &key,
                 &json!({"secret": secret, "admin": true, "principal": format!("arn:aws:iam::{account}:root")}),
             )?;
-            creds.insert(key.clone(), secret.clone());
+            creds.insert(key.clone(), key_of(secret.clone()));
             tracing::info!(access_key = %key, "created the admin access key");
             (key, secret)
         }

@@ -66,12 +66,23 @@ pub struct ApiCall {
     pub operation: String,
     /// Validated input.
     pub input: Value,
+    /// The account of the key that signed it.
+    pub account: String,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<Value, ApiError>>,
 }
 
-/// Access keys and their secrets, shared with the daemon.
-pub type Credentials = Arc<RwLock<HashMap<String, String>>>;
+/// An API key: its secret and the account it signs as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Secret access key.
+    pub secret: String,
+    /// Account id.
+    pub account: String,
+}
+
+/// Access keys, shared with the daemon.
+pub type Credentials = Arc<RwLock<HashMap<String, ApiKey>>>;
 
 /// Serves the API on `listener` until the task is dropped.
 pub fn serve(
@@ -161,8 +172,8 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let rid = request_id();
     let (parts, body) = req.into_parts();
-    let body = match authenticated(&parts, body, creds).await {
-        Ok(body) => body,
+    let (body, account) = match authenticated(&parts, body, creds).await {
+        Ok(signed) => signed,
         Err(e) => return error(&e, &rid, "-", peer),
     };
     let m = model();
@@ -176,7 +187,7 @@ async fn handle(
         return error(&e, &rid, "-", peer);
     };
     let result = match input_of(op, &path_params, &parts, &body) {
-        Ok(input) => call(calls, op, input).await,
+        Ok(input) => call(calls, op, input, account).await,
         Err(e) => Err(e),
     };
     match result {
@@ -205,10 +216,13 @@ async fn authenticated(
     parts: &http::request::Parts,
     body: Incoming,
     creds: &Credentials,
-) -> Result<Bytes, ApiError> {
+) -> Result<(Bytes, String), ApiError> {
+    let mut account = String::new();
     let signer =
         latticed_proxy::sigv4::precheck(&parts.headers, "vpc-lattice", SystemTime::now(), |key| {
-            creds.read().ok().and_then(|c| c.get(key).cloned())
+            let k = creds.read().ok().and_then(|c| c.get(key).cloned())?;
+            account = k.account;
+            Some(k.secret)
         })
         .map_err(|e| ApiError::denied(e.code(), e.to_string()))?;
     let declared = parts
@@ -242,7 +256,7 @@ async fn authenticated(
     signer
         .verify(&signed)
         .map_err(|e| ApiError::denied(e.code(), e.to_string()))?;
-    Ok(body)
+    Ok((body, account))
 }
 
 /// The operation's input from path, query, headers and body, checked
@@ -306,11 +320,13 @@ async fn call(
     calls: &mpsc::Sender<ApiCall>,
     op: &super::model::Operation,
     input: Value,
+    account: String,
 ) -> Result<Value, ApiError> {
     let (tx, rx) = oneshot::channel();
     let call = ApiCall {
         operation: op.name.clone(),
         input,
+        account,
         reply: tx,
     };
     if calls.send(call).await.is_err() {

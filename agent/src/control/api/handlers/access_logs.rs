@@ -12,29 +12,25 @@ pub(super) const OPS: &[(&str, Handler)] = &[
         c.read::<rec::AccessLog>("accessLogSubscriptionIdentifier")
     }),
     ("ListAccessLogSubscriptions", |c| {
-        let owner = sn_or_service(c.state, c.get("resourceIdentifier"))?;
+        let owner = sn_or_service(c, c.get("resourceIdentifier"))?;
         let items = sorted(c.state.children::<rec::AccessLog>(owner.id));
         c.page_of(&items, Resource::to_value)
     }),
     ("UpdateAccessLogSubscription", |c| {
-        let a = c
-            .state
-            .resolve::<rec::AccessLog>(c.get("accessLogSubscriptionIdentifier"))?;
+        let a = c.resolve::<rec::AccessLog>(c.get("accessLogSubscriptionIdentifier"))?;
         check_destination(c, &a.resource_id, Some(a.id()))?;
         let mut a = c.touched(a);
         c.get("destinationArn").clone_into(&mut a.destination_arn);
         put(a)
     }),
     ("DeleteAccessLogSubscription", |c| {
-        let a = c
-            .state
-            .resolve::<rec::AccessLog>(c.get("accessLogSubscriptionIdentifier"))?;
+        let a = c.resolve::<rec::AccessLog>(c.get("accessLogSubscriptionIdentifier"))?;
         write(vec![Change::Delete(a.id().to_owned())], json!({}))
     }),
 ];
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    let owner = sn_or_service(c.state, c.get("resourceIdentifier"))?;
+    let owner = sn_or_service(c, c.get("resourceIdentifier"))?;
     check_destination(c, owner.id, None)?;
     put(rec::AccessLog {
         meta: c.meta_at(Kind::AccessLog, "accesslogsubscription")?,

@@ -12,7 +12,7 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     ("ListServiceNetworkServiceAssociations", |c| {
         let sn = c.optional_id::<rec::ServiceNetwork>("serviceNetworkIdentifier")?;
         let svc = c.optional_id::<rec::Service>("serviceIdentifier")?;
-        let items = sorted(c.state.of_kind::<rec::SnService>().filter(|a| {
+        let items = sorted(c.mine::<rec::SnService>().filter(|a| {
             sn.is_none_or(|x| a.service_network_id == x) && svc.is_none_or(|x| a.service_id == x)
         }));
         c.page_of(&items, Resource::to_value)
@@ -27,15 +27,13 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     ("ListServiceNetworkVpcAssociations", |c| {
         let sn = c.optional_id::<rec::ServiceNetwork>("serviceNetworkIdentifier")?;
         let vpc = c.input["vpcIdentifier"].as_str();
-        let items = sorted(c.state.of_kind::<rec::SnVpc>().filter(|a| {
+        let items = sorted(c.mine::<rec::SnVpc>().filter(|a| {
             sn.is_none_or(|x| a.service_network_id == x) && vpc.is_none_or(|x| a.vpc_id == x)
         }));
         c.page_of(&items, Resource::to_value)
     }),
     ("UpdateServiceNetworkVpcAssociation", |c| {
-        let a = c
-            .state
-            .resolve::<rec::SnVpc>(c.get("serviceNetworkVpcAssociationIdentifier"))?;
+        let a = c.resolve::<rec::SnVpc>(c.get("serviceNetworkVpcAssociationIdentifier"))?;
         let mut a = c.touched(a);
         a.security_group_ids = c.req("securityGroupIds")?;
         put(a)
@@ -47,8 +45,8 @@ pub(super) const OPS: &[(&str, Handler)] = &[
 
 fn create_service(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let state = c.state;
-    let sn = state.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
-    let svc = state.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+    let sn = c.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+    let svc = c.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
     if let Some(a) = state
         .children::<rec::SnService>(svc.id())
         .find(|a| a.service_network_id == sn.id())
@@ -62,7 +60,7 @@ fn create_service(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     put(rec::SnService {
         meta: c.meta_at(Kind::SnService, "servicenetworkserviceassociation")?,
         status: "ACTIVE".into(),
-        created_by: c.settings.naming.account.clone(),
+        created_by: c.caller.to_owned(),
         service_network_id: sn.id().to_owned(),
         service_network_arn: sn.arn().to_owned(),
         service_network_name: sn.name.clone(),
@@ -76,9 +74,9 @@ fn create_service(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 
 fn create_vpc(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let (state, q) = (c.state, &c.settings.quotas);
-    let sn = state.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+    let sn = c.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
     let vpc = c.get("vpcIdentifier");
-    check_vpc(c.settings, "vpcIdentifier", vpc)?;
+    check_vpc(c, "vpcIdentifier", vpc)?;
     let of_vpc: Vec<&rec::SnVpc> = state.children(&format!("vpc:{vpc}")).collect();
     if let Some(a) = of_vpc.iter().find(|a| a.service_network_id == sn.id()) {
         return Err(ApiError::conflict(
@@ -97,7 +95,7 @@ fn create_vpc(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     put(rec::SnVpc {
         meta: c.meta_at(Kind::SnVpc, "servicenetworkvpcassociation")?,
         status: "ACTIVE".into(),
-        created_by: c.settings.naming.account.clone(),
+        created_by: c.caller.to_owned(),
         vpc_id: vpc.to_owned(),
         security_group_ids: c.opt("securityGroupIds")?.unwrap_or_default(),
         service_network_id: sn.id().to_owned(),
@@ -109,7 +107,7 @@ fn create_vpc(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 /// A Delete* of an association: it goes with what depends on it, and the
 /// answer shows it deleting.
 fn deleted_association<R: Resource>(c: &Ctx<'_>, ident_field: &str) -> Result<Outcome, ApiError> {
-    let a = c.state.resolve::<R>(c.get(ident_field))?;
+    let a = c.resolve::<R>(c.get(ident_field))?;
     let mut out = a.to_value();
     out["status"] = "DELETE_IN_PROGRESS".into();
     write(deleted(c.state, a), out)

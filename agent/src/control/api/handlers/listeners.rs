@@ -9,23 +9,21 @@ use super::*;
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateListener", create),
     ("GetListener", |c| {
-        Ok(Outcome::Read(listener_of(c.state, c.input)?.to_value()))
+        Ok(Outcome::Read(listener_of(c)?.to_value()))
     }),
     ("ListListeners", |c| {
-        let svc = c
-            .state
-            .resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+        let svc = c.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
         let items = sorted(c.state.children::<rec::Listener>(svc.id()));
         c.page_of(&items, Resource::to_value)
     }),
     ("UpdateListener", |c| {
-        let mut l = c.touched(listener_of(c.state, c.input)?);
+        let mut l = c.touched(listener_of(c)?);
         l.default_action = c.action("defaultAction")?;
         put(l)
     }),
     ("DeleteListener", |c| {
         let state = c.state;
-        let l = listener_of(state, c.input)?;
+        let l = listener_of(c)?;
         let mut changes = deleted(state, l);
         for r in state.children::<rec::Rule>(l.id()) {
             changes.extend(deleted(state, r));
@@ -36,9 +34,7 @@ pub(super) const OPS: &[(&str, Handler)] = &[
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let q = &c.settings.quotas;
-    let svc = c
-        .state
-        .resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+    let svc = c.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
     let sid = svc.id();
     let name = c.get("name");
     let mine: Vec<&rec::Listener> = c.state.children(sid).collect();

@@ -93,7 +93,7 @@ fn answer(p: &rec::AuthPolicy, owner: &Owner<'_>) -> Value {
 /// The record key of the auth policy of the service network or service
 /// `resourceIdentifier` names, and that resource.
 fn auth_policy_of<'a>(c: &Ctx<'a>) -> Result<(String, Owner<'a>), ApiError> {
-    let owner = sn_or_service(c.state, c.get("resourceIdentifier"))?;
+    let owner = sn_or_service(c, c.get("resourceIdentifier"))?;
     Ok((format!("{AUTH_POLICY}{}", owner.id), owner))
 }
 
@@ -105,6 +105,7 @@ fn resource_policy_of<'a>(c: &Ctx<'a>) -> Result<(String, &'a str), ApiError> {
     if c.state.records.get(owner).is_none_or(|r| r.arn() != arn) {
         return Err(ApiError::not_found("RESOURCE", arn));
     }
+    c.check_owner(arn, arn, "RESOURCE")?;
     Ok((format!("{RESOURCE_POLICY}{owner}"), arn))
 }
 

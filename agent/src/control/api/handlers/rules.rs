@@ -10,28 +10,28 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateRule", create),
     ("GetRule", |c| {
         Ok(Outcome::Read(
-            rule_of(c.state, c.input, c.get("ruleIdentifier"))?.to_value(),
+            rule_of(c, c.get("ruleIdentifier"))?.to_value(),
         ))
     }),
     ("ListRules", |c| {
-        let l = listener_of(c.state, c.input)?;
+        let l = listener_of(c)?;
         let items = sorted(c.state.children::<rec::Rule>(l.id()));
         c.page_of(&items, Resource::to_value)
     }),
     ("UpdateRule", |c| {
-        let r = rule_of(c.state, c.input, c.get("ruleIdentifier"))?;
+        let r = rule_of(c, c.get("ruleIdentifier"))?;
         put(updated_rule(c, r, c.input)?)
     }),
     ("BatchUpdateRule", batch_update),
     ("DeleteRule", |c| {
-        let r = rule_of(c.state, c.input, c.get("ruleIdentifier"))?;
+        let r = rule_of(c, c.get("ruleIdentifier"))?;
         write(deleted(c.state, r), json!({}))
     }),
 ];
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let q = &c.settings.quotas;
-    let l = listener_of(c.state, c.input)?;
+    let l = listener_of(c)?;
     let lid = l.id();
     let name = c.get("name");
     let mine: Vec<&rec::Rule> = c.state.children(lid).collect();
@@ -66,11 +66,11 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 /// Each update of the batch succeeds or fails on its own; two that claim
 /// one priority cannot both succeed.
 fn batch_update(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    listener_of(c.state, c.input)?;
+    listener_of(c)?;
     let (mut changes, mut ok, mut failed) = (Vec::new(), Vec::<rec::Rule>::new(), Vec::new());
     for u in c.input["rules"].as_array().into_iter().flatten() {
         let ident = s(u, "ruleIdentifier");
-        let updated = rule_of(c.state, c.input, ident)
+        let updated = rule_of(c, ident)
             .and_then(|r| updated_rule(c, r, u))
             .and_then(
                 |rule| match ok.iter().find(|o| o.priority == rule.priority) {
@@ -97,9 +97,9 @@ fn batch_update(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     write(changes, json!({"successful": ok, "unsuccessful": failed}))
 }
 
-fn rule_of<'a>(state: &'a State, input: &Value, ident: &str) -> Result<&'a rec::Rule, ApiError> {
-    let l = listener_of(state, input)?;
-    let r = state.resolve::<rec::Rule>(ident)?;
+fn rule_of<'a>(c: &Ctx<'a>, ident: &str) -> Result<&'a rec::Rule, ApiError> {
+    let l = listener_of(c)?;
+    let r = c.resolve::<rec::Rule>(ident)?;
     if r.listener_id != l.id() {
         return Err(ApiError::not_found("RULE", ident));
     }

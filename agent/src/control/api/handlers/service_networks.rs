@@ -9,18 +9,14 @@ use super::*;
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateServiceNetwork", create),
     ("GetServiceNetwork", |c| {
-        let sn = c
-            .state
-            .resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+        let sn = c.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
         Ok(Outcome::Read(with_counts(c.state, sn)))
     }),
     ("ListServiceNetworks", |c| {
-        c.page_of(&sorted(c.state.of_kind()), |sn| with_counts(c.state, sn))
+        c.page_of(&sorted(c.mine()), |sn| with_counts(c.state, sn))
     }),
     ("UpdateServiceNetwork", |c| {
-        let sn = c
-            .state
-            .resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+        let sn = c.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
         let mut sn = c.touched(sn);
         sn.auth_type = c.req("authType")?;
         put(sn)
@@ -44,7 +40,7 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 
 fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let state = c.state;
-    let sn = state.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+    let sn = c.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
     let id = sn.id();
     let assocs =
         state.children::<rec::SnService>(id).count() + state.children::<rec::SnVpc>(id).count();

@@ -10,15 +10,10 @@ pub(super) const OPS: &[(&str, Handler)] = &[
         c.read::<rec::Service>("serviceIdentifier")
     }),
     ("ListServices", |c| {
-        c.page_of(
-            &sorted(c.state.of_kind::<rec::Service>()),
-            Resource::to_value,
-        )
+        c.page_of(&sorted(c.mine::<rec::Service>()), Resource::to_value)
     }),
     ("UpdateService", |c| {
-        let svc = c
-            .state
-            .resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+        let svc = c.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
         let mut svc = c.touched(svc);
         if let Some(t) = c.opt("authType")? {
             svc.auth_type = t;
@@ -69,7 +64,7 @@ fn least_used_vip(state: &State) -> std::net::Ipv4Addr {
 
 fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let state = c.state;
-    let svc = state.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+    let svc = c.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
     let id = svc.id();
     if let Some(a) = state.children::<rec::SnService>(id).next() {
         return Err(ApiError::conflict("SERVICE", id, format!("service {id} is still associated with service network {}; delete association {} first", a.service_network_name, a.id())));

@@ -43,12 +43,14 @@ pub(super) const OPS: &[(&str, Handler)] = &[
 fn tagged<'a>(c: &Ctx<'a>) -> Result<(&'a str, Record), ApiError> {
     let arn = c.get("resourceArn");
     let id = arn.rsplit('/').next().unwrap_or_default();
-    c.state
+    let (id, r) = c
+        .state
         .records
         .get_key_value(id)
         .filter(|(_, r)| !arn.is_empty() && r.arn() == arn)
-        .map(|(id, r)| (id.as_str(), r.clone()))
-        .ok_or_else(|| ApiError::not_found("RESOURCE", arn))
+        .ok_or_else(|| ApiError::not_found("RESOURCE", arn))?;
+    c.check_owner(arn, arn, "RESOURCE")?;
+    Ok((id.as_str(), r.clone()))
 }
 
 /// Tag/Untag: `edit` changes the resource's tags, or refuses.

@@ -9,16 +9,12 @@ use super::*;
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateTargetGroup", create),
     ("GetTargetGroup", |c| {
-        let tg = c
-            .state
-            .resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
+        let tg = c.resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
         Ok(Outcome::Read(tg_view(c.state, tg)))
     }),
     ("ListTargetGroups", list),
     ("UpdateTargetGroup", |c| {
-        let tg = c
-            .state
-            .resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
+        let tg = c.resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
         let mut tg = c.touched(tg);
         tg.config.health_check = Some(c.req("healthCheck")?);
         let out = tg_view(c.state, &tg);
@@ -94,7 +90,7 @@ fn hosts_config(
         }
     }
     let vpc = config.vpc_identifier.as_deref().unwrap_or_default();
-    check_vpc(c.settings, "config.vpcIdentifier", vpc)?;
+    check_vpc(c, "config.vpcIdentifier", vpc)?;
     if ty == cfg::TargetGroupType::Ip {
         config.ip_address_type.get_or_insert_with(|| "IPV4".into());
     }
@@ -107,7 +103,7 @@ fn hosts_config(
 fn list(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let vpc = c.input["vpcIdentifier"].as_str();
     let ty: Option<cfg::TargetGroupType> = c.opt("targetGroupType")?;
-    let items = sorted(c.state.of_kind::<rec::TargetGroup>().filter(|t| {
+    let items = sorted(c.mine::<rec::TargetGroup>().filter(|t| {
         vpc.is_none_or(|v| t.config.vpc_identifier.as_deref() == Some(v))
             && ty.is_none_or(|ty| t.type_ == ty)
     }));
@@ -133,7 +129,7 @@ fn list(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 
 fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let state = c.state;
-    let tg = state.resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
+    let tg = c.resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
     let id = tg.id();
     let users = tg_users(state, id);
     if !users.is_empty() {
@@ -212,9 +208,7 @@ fn deregister(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 }
 
 fn list_targets(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    let tg = c
-        .state
-        .resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
+    let tg = c.resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
     let used = !tg_users(c.state, tg.id()).is_empty();
     let filter: Vec<cfg::Target> = c.opt("targets")?.unwrap_or_default();
     let targets: Vec<&cfg::Target> = tg
@@ -267,9 +261,7 @@ fn edit_targets(
         &cfg::Target,
     ) -> Result<(), (&'static str, String)>,
 ) -> Result<Outcome, ApiError> {
-    let tg = c
-        .state
-        .resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
+    let tg = c.resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
     let mut tg = c.touched(tg);
     let asked: Vec<cfg::Target> = c.req("targets")?;
     let (mut ok, mut failed) = (Vec::new(), Vec::new());
