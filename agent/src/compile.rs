@@ -202,9 +202,17 @@ impl Compiler {
         )
     }
 
-    /// The ARN of the VPC a namespace plays.
+    /// The ARN of the VPC a namespace plays, in its owner's account (the
+    /// inventory's `vpcs`, else the default account): what
+    /// `vpc-lattice-svcs:SourceVpcOwnerAccount` and the targets'
+    /// `x-amzn-lattice-network` see.
     pub fn vpc_arn(&self, ns: &str) -> String {
-        format!("arn:aws:ec2:{}:{}:vpc/{ns}", self.region, self.account)
+        let owner = self
+            .inventory
+            .vpcs
+            .get(ns)
+            .map_or(self.account.as_str(), String::as_str);
+        format!("arn:aws:ec2:{}:{owner}:vpc/{ns}", self.region)
     }
 
     fn destinations(&self, logs: &[PlannedLog]) -> Vec<Arc<Destination>> {
