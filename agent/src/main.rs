@@ -143,8 +143,14 @@ struct RunArgs {
     /// Region in ARNs.
     #[arg(long, default_value = "us-east-1", value_parser = parse_region)]
     region: String,
-    /// Account id in ARNs (12 digits).
-    #[arg(long, default_value = "111122223333", value_parser = parse_account)]
+    /// The default account: the admin key's, in ARNs (12 digits). `latticed
+    /// account add` reads the same variable to refuse it.
+    #[arg(
+        long,
+        default_value = "111122223333",
+        value_parser = parse_account,
+        env = "LATTICED_ACCOUNT_ID"
+    )]
     account_id: String,
     /// Suffix of generated service DNS names ({name}-{id}.SUFFIX);
     /// default vpc-lattice-svcs.REGION.on.aws, as AWS names them.

@@ -1836,6 +1836,54 @@ mod tests {
         );
     }
 
+    /// A VIP:port is open in a namespace if any association reaching a
+    /// service on it has no groups; else the union of the groups of all
+    /// that reach it. Its IPv6 twin is steered alike.
+    #[test]
+    fn admission_is_the_union_of_the_associations_that_reach_a_service() {
+        use super::super::model::{ServiceNetwork, ServiceNetworkServiceAssociation as Snsa};
+        let dir = netns_dir(&["vpc-a", "vpc-b"]);
+        let mut c = walkthrough();
+        c.service_networks.push(ServiceNetwork {
+            name: "other-net".into(),
+            auth_type: Default::default(),
+            arn: None,
+        });
+        c.service_network_service_associations.push(Snsa {
+            service_network_identifier: "other-net".into(),
+            service_identifier: "service-a".into(),
+        });
+        let mut assoc = c.service_network_vpc_associations[0].clone();
+        assoc.service_network_identifier = "other-net".into();
+        c.service_network_vpc_associations.push(assoc);
+        let client = c.service_network_vpc_associations[0].vpc_identifier.clone();
+        let set = |ids: &[&str]| -> Vec<String> { ids.iter().map(|s| (*s).to_owned()).collect() };
+        let admission = |c: &Config| {
+            let p = plan(c, &dir.0).unwrap();
+            let vip = p.services["service-a"].vip;
+            let at = SocketAddr::from((vip, 80));
+            let all = p.admission(&client);
+            let twin =
+                SocketAddr::from((std::net::Ipv6Addr::from(addresses::v6(u32::from(vip))), 80));
+            assert_eq!(all.get(&twin), all.get(&at), "the twin is admitted alike");
+            all[&at].clone()
+        };
+        // Both associations with groups: their union.
+        let last = c.service_network_vpc_associations.len() - 1;
+        c.service_network_vpc_associations[0].security_group_ids = set(&["sg-0000000a"]);
+        c.service_network_vpc_associations[last].security_group_ids = set(&["sg-0000000b"]);
+        let want: BTreeSet<String> = set(&["sg-0000000a", "sg-0000000b"]).into_iter().collect();
+        assert_eq!(admission(&c), Some(want));
+        // One without: open, whichever comes first.
+        for open in [0, last] {
+            let mut c = c.clone();
+            c.service_network_vpc_associations[open]
+                .security_group_ids
+                .clear();
+            assert_eq!(admission(&c), None, "association {open} has no groups");
+        }
+    }
+
     #[test]
     fn names_may_not_look_like_ids() {
         let dir = netns_dir(&["vpc-a", "vpc-b"]);
