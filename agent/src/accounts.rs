@@ -73,8 +73,8 @@ pub fn load(path: &Path) -> Result<File, Error> {
         }
     };
     let de = &mut serde_json::Deserializer::from_str(&text);
-    let file: File = serde_path_to_error::deserialize(de)
-        .map_err(|e| Error::Invalid(format!("{}: {}: {}", path.display(), e.path(), e.inner())))?;
+    let file: File = crate::control::deserialize_at(de)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     if let Some(bad) = file.accounts.keys().find(|id| !is_account_id(id)) {
         return Err(Error::Invalid(format!(
             "{}: accounts.{bad}: an account id is 12 digits",

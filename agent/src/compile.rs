@@ -120,8 +120,8 @@ impl Inventory {
             reason,
         };
         let de = &mut serde_json::Deserializer::from_str(&text);
-        let inventory: Self = serde_path_to_error::deserialize(de)
-            .map_err(|e| invalid(format!("{}: {}", e.path(), e.inner())))?;
+        let inventory: Self =
+            crate::control::deserialize_at(de).map_err(|e| invalid(e.to_string()))?;
         for (id, group) in &inventory.security_groups {
             crate::control::security_groups::check(id, group).map_err(invalid)?;
         }

@@ -284,7 +284,7 @@ impl ApiRuntime {
                 naming: naming.clone(),
                 quotas: opts.quotas,
                 netns_dir: paths.netns_dir.clone(),
-                vpc_owners: HashMap::new(),
+                vpc_owners: BTreeMap::new(),
             },
             creds,
             own_keys,
@@ -483,7 +483,7 @@ mod tests {
             naming: control::Naming::example(),
             quotas: Quotas::default(),
             netns_dir: dir.clone(),
-            vpc_owners: HashMap::new(),
+            vpc_owners: BTreeMap::new(),
         };
         let mut state = State::default();
         let mut plan = Plan::default();

@@ -36,6 +36,41 @@ impl Naming {
     }
 }
 
+/// A value that did not fit its type: the path of the field at fault
+/// (empty when it is the whole value) and the reason.
+#[derive(Debug)]
+pub(crate) struct Misfit {
+    pub path: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Misfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.path, self.reason)
+        }
+    }
+}
+
+/// Deserializes a `T` from `de`, naming the field at fault on failure: the
+/// one way stored records, API input, the inventory and the accounts file
+/// say where they are wrong.
+pub(crate) fn deserialize_at<'de, T, D>(de: D) -> Result<T, Misfit>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        Misfit {
+            path: if path == "." { String::new() } else { path },
+            reason: e.into_inner().to_string(),
+        }
+    })
+}
+
 mod refcount;
 pub use plan::{plan, Plan, ValidationError};
 pub(crate) use refcount::count;

@@ -61,13 +61,9 @@ impl Daemon {
     /// Gives the API the inventory's VPC owners.
     pub(super) fn inventory_to_api(&mut self) {
         if let Some(api) = self.api.as_mut() {
-            api.settings.vpc_owners = self
-                .compiler
-                .inventory
-                .vpcs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            api.settings
+                .vpc_owners
+                .clone_from(&self.compiler.inventory.vpcs);
         }
     }
     /// Rereads the inventory when it changed (or when `force`): targets

@@ -121,8 +121,8 @@ impl NsRoutes {
         Ok((index, true))
     }
 
-    /// Universe-scope addresses of the namespace that `keep` accepts.
-    async fn addresses(&self, keep: impl Fn(IpAddr) -> bool) -> Result<Vec<IpAddr>, Error> {
+    /// The namespace's universe-scope addresses.
+    async fn addresses(&self) -> Result<Vec<IpAddr>, Error> {
         let addrs: Vec<_> = self
             .handle
             .address()
@@ -139,41 +139,32 @@ impl NsRoutes {
                 AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(*ip),
                 _ => None,
             })
-            .filter(|ip| keep(*ip))
             .collect())
     }
 
     /// The namespace's own address clients should appear as: the first
     /// universe-scope IPv4 address outside 127/8 and 169.254.171.0/24.
     pub async fn primary_address(&self) -> Result<Option<Ipv4Addr>, Error> {
-        let found = self
-            .addresses(|ip| match ip {
-                IpAddr::V4(v4) => !v4.is_loopback() && u32::from(v4) & LATTICE_MASK != LATTICE_NET,
-                IpAddr::V6(_) => false,
-            })
-            .await?;
-        Ok(found.into_iter().find_map(|ip| match ip {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
+        Ok(self.addresses().await?.into_iter().find_map(|ip| match ip {
+            IpAddr::V4(v4) if !v4.is_loopback() && u32::from(v4) & LATTICE_MASK != LATTICE_NET => {
+                Some(v4)
+            }
+            _ => None,
         }))
     }
 
     /// The same for IPv6: the first global address outside
     /// fd00:ec2:80::/64.
     pub async fn primary_address6(&self) -> Result<Option<Ipv6Addr>, Error> {
-        let found = self
-            .addresses(|ip| match ip {
-                IpAddr::V6(v6) => {
-                    !v6.is_loopback()
-                        && !v6.is_unicast_link_local()
-                        && v6.octets()[..8] != LATTICE6_NET
-                }
-                IpAddr::V4(_) => false,
-            })
-            .await?;
-        Ok(found.into_iter().find_map(|ip| match ip {
-            IpAddr::V6(v6) => Some(v6),
-            IpAddr::V4(_) => None,
+        Ok(self.addresses().await?.into_iter().find_map(|ip| match ip {
+            IpAddr::V6(v6)
+                if !v6.is_loopback()
+                    && !v6.is_unicast_link_local()
+                    && v6.octets()[..8] != LATTICE6_NET =>
+            {
+                Some(v6)
+            }
+            _ => None,
         }))
     }
 

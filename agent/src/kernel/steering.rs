@@ -348,7 +348,7 @@ fn remove_dir(dir: &Path) {
     }
 }
 
-/// An address in the maps' form (IPv4 mapped).
+/// A rule's source address in the maps' form (IPv4 mapped).
 fn addr(ip: IpAddr) -> Addr {
     match ip {
         IpAddr::V4(v4) => mapped_v4(u32::from(v4).to_be()),
@@ -357,9 +357,9 @@ fn addr(ip: IpAddr) -> Addr {
 }
 
 fn vip_key(at: &SocketAddr) -> VipPort {
-    VipPort {
-        addr: addr(at.ip()),
-        port: u32::from(at.port()),
+    match at {
+        SocketAddr::V4(a) => VipPort::v4(u32::from(*a.ip()), a.port()),
+        SocketAddr::V6(a) => VipPort::v6(a.ip().octets(), a.port()),
     }
 }
 

@@ -107,7 +107,7 @@ pub struct Settings {
     pub netns_dir: std::path::PathBuf,
     /// Owners of VPCs other than the default account (the inventory's
     /// `vpcs`).
-    pub vpc_owners: HashMap<String, String>,
+    pub vpc_owners: BTreeMap<String, String>,
 }
 
 impl Settings {
@@ -692,7 +692,7 @@ impl<'a> Ctx<'a> {
     /// A string member of the input (the model checked its type; absent
     /// is empty).
     fn get(&self, key: &str) -> &'a str {
-        self.input[key].as_str().unwrap_or_default()
+        s(self.input, key)
     }
 
     /// Member `key` of the input as a `T`, if given. The model validated
@@ -845,14 +845,13 @@ impl<'a> Ctx<'a> {
 fn typed<T: serde::de::DeserializeOwned>(v: &Value, key: &str) -> Result<Option<T>, ApiError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(x) => serde_path_to_error::deserialize(x).map(Some).map_err(|e| {
-            let at = e.path().to_string();
-            let field = if at == "." {
+        Some(x) => crate::control::deserialize_at(x).map(Some).map_err(|e| {
+            let field = if e.path.is_empty() {
                 key.to_owned()
             } else {
-                format!("{key}.{at}")
+                format!("{key}.{}", e.path)
             };
-            ApiError::field(&field, e.into_inner().to_string())
+            ApiError::field(&field, e.reason)
         }),
     }
 }
@@ -1468,7 +1467,7 @@ mod tests {
             naming: crate::control::Naming::example(),
             quotas: Quotas::default(),
             netns_dir: std::env::temp_dir(),
-            vpc_owners: HashMap::new(),
+            vpc_owners: BTreeMap::new(),
         }
     }
 

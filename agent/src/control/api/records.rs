@@ -41,7 +41,7 @@ pub enum Kind {
 }
 
 /// Every kind with an id of its own.
-pub const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 8] = [
     Kind::ServiceNetwork,
     Kind::Service,
     Kind::Listener,
@@ -139,10 +139,14 @@ pub trait Resource: Serialize + Clone + Sized + 'static {
     }
     /// As JSON, for an answer (internal members are projected away).
     fn to_value(&self) -> Value {
-        // A record is strings, numbers and string-keyed maps: it always
-        // has a JSON form.
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        json(self)
     }
+}
+
+/// A record as JSON. A record is strings, numbers and string-keyed maps:
+/// it always has a JSON form.
+pub fn json<T: Serialize>(record: &T) -> Value {
+    serde_json::to_value(record).unwrap_or(Value::Null)
 }
 
 /// The [`Resource`] impl of kind `$kind`'s record type.
@@ -408,8 +412,10 @@ pub struct ResourcePolicy {
     pub policy: String,
 }
 
-/// Any stored record.
-#[derive(Clone, Debug, PartialEq)]
+/// Any stored record. It is written as the record it holds (the store key
+/// tells the kind); it is read by [`Record::from_stored`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Record {
     /// sn-
     ServiceNetwork(ServiceNetwork),
@@ -441,16 +447,13 @@ pub const RESOURCE_POLICY: &str = "resourcepolicy/";
 /// `v` as a `T`, or an error naming the record and the path of the field
 /// that is missing or of the wrong shape.
 fn typed<T: serde::de::DeserializeOwned>(key: &str, v: Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        FieldError {
-            field: if path == "." {
-                format!("stored record {key}")
-            } else {
-                format!("stored record {key}: {path}")
-            },
-            reason: e.into_inner().to_string(),
-        }
+    crate::control::deserialize_at(v).map_err(|e| FieldError {
+        field: if e.path.is_empty() {
+            format!("stored record {key}")
+        } else {
+            format!("stored record {key}: {}", e.path)
+        },
+        reason: e.reason,
     })
 }
 
@@ -561,26 +564,7 @@ impl Record {
 
     /// The record as the store keeps it and as answers start from.
     pub fn to_value(&self) -> Value {
-        // A record is strings, numbers and string-keyed maps: it always
-        // has a JSON form.
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-}
-
-impl Serialize for Record {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::AuthPolicy(x) => x.serialize(s),
-            Self::ResourcePolicy(x) => x.serialize(s),
-            Self::ServiceNetwork(x) => x.serialize(s),
-            Self::Service(x) => x.serialize(s),
-            Self::Listener(x) => x.serialize(s),
-            Self::Rule(x) => x.serialize(s),
-            Self::TargetGroup(x) => x.serialize(s),
-            Self::SnService(x) => x.serialize(s),
-            Self::SnVpc(x) => x.serialize(s),
-            Self::AccessLog(x) => x.serialize(s),
-        }
+        json(self)
     }
 }
 

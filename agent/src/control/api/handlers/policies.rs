@@ -81,7 +81,7 @@ fn put_auth(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 /// A policy as Get/PutAuthPolicy answer it: in force only where the auth
 /// type is AWS_IAM.
 fn answer(p: &rec::AuthPolicy, owner: &Owner<'_>) -> Value {
-    let mut out = Record::AuthPolicy(p.clone()).to_value();
+    let mut out = rec::json(p);
     out["state"] = match owner.auth_type {
         cfg::AuthType::AwsIam => "Active",
         cfg::AuthType::None => "Inactive",
