@@ -47,6 +47,10 @@ pub struct File {
 pub struct Account {
     /// Access key id -> secret access key.
     pub admin_keys: BTreeMap<String, String>,
+    /// Its AWS Organizations id: shares between accounts of one
+    /// organisation need no invitation, and its callers' `aws:PrincipalOrgID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
 }
 
 /// Whether `id` is an AWS account id: 12 digits.
@@ -81,6 +85,14 @@ pub fn load(path: &Path) -> Result<File, Error> {
             path.display()
         )));
     }
+    for (id, a) in &file.accounts {
+        if let Some(o) = a.organization_id.as_deref().filter(|o| !is_org_id(o)) {
+            return Err(Error::Invalid(format!(
+                "{}: accounts.{id}.organizationId: {o:?} is not o- followed by 10-32 of a-z, 0-9",
+                path.display()
+            )));
+        }
+    }
     Ok(file)
 }
 
@@ -92,12 +104,25 @@ fn save(path: &Path, file: &File) -> Result<(), Error> {
     })
 }
 
-/// Creates account `id` with one admin key; returns (access key, secret).
-/// `default` is the daemon's own account, which always exists.
-pub fn add(path: &Path, id: &str, default: Option<&str>) -> Result<(String, String), Error> {
+pub use latticed_proxy::authz::principals::is_org_id;
+
+/// Creates account `id` (in organisation `org`, if given) with one admin
+/// key; returns (access key, secret). `default` is the daemon's own
+/// account, which always exists.
+pub fn add(
+    path: &Path,
+    id: &str,
+    org: Option<&str>,
+    default: Option<&str>,
+) -> Result<(String, String), Error> {
     if !is_account_id(id) {
         return Err(Error::Invalid(format!(
             "--account-id {id:?}: an account id is 12 digits"
+        )));
+    }
+    if let Some(o) = org.filter(|o| !is_org_id(o)) {
+        return Err(Error::Invalid(format!(
+            "--organization-id {o:?}: an organisation id is o- followed by 10-32 of a-z, 0-9"
         )));
     }
     if default == Some(id) {
@@ -116,6 +141,7 @@ pub fn add(path: &Path, id: &str, default: Option<&str>) -> Result<(String, Stri
         id.to_owned(),
         Account {
             admin_keys: BTreeMap::from([(key.clone(), secret.clone())]),
+            organization_id: org.map(str::to_owned),
         },
     );
     save(path, &file)?;
@@ -142,10 +168,15 @@ mod tests {
     fn accounts_are_added_listed_and_removed_with_named_errors() {
         let dir = std::env::temp_dir().join(format!("latticed-accounts-{}", std::process::id()));
         let p = path(&dir);
-        let (key, secret) = add(&p, "222233334444", Some("111122223333")).unwrap();
+        let org = Some("o-a1b2c3d4e5");
+        let (key, secret) = add(&p, "222233334444", org, Some("111122223333")).unwrap();
         assert!(key.starts_with("AKIA") && secret.len() == 40);
         let file = load(&p).unwrap();
         assert_eq!(file.accounts["222233334444"].admin_keys[&key], secret);
+        assert_eq!(
+            file.accounts["222233334444"].organization_id.as_deref(),
+            org
+        );
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "keys are root's only");
@@ -154,14 +185,27 @@ mod tests {
             ("111122223333", "default account"),
             ("12345", "12 digits"),
         ] {
-            let e = add(&p, id, Some("111122223333")).unwrap_err().to_string();
+            let e = add(&p, id, None, Some("111122223333"))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{id}: {e}");
         }
+        let e = add(&p, "333344445555", Some("org-1"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--organization-id"), "{e}");
         remove(&p, "222233334444").unwrap();
         assert!(load(&p).unwrap().accounts.is_empty());
         assert!(remove(&p, "222233334444").is_err());
         std::fs::write(&p, r#"{"accounts": {"abc": {"adminKeys": {}}}}"#).unwrap();
         assert!(load(&p).unwrap_err().to_string().contains("accounts.abc"));
+        std::fs::write(
+            &p,
+            r#"{"accounts": {"333344445555": {"adminKeys": {}, "organizationId": "x"}}}"#,
+        )
+        .unwrap();
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("accounts.333344445555.organizationId"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

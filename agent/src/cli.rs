@@ -51,6 +51,10 @@ pub enum AccountCommand {
         /// The account's id (12 digits).
         #[arg(long)]
         account_id: String,
+        /// Its AWS Organizations id (o-...): resource shares between
+        /// accounts of one organisation need no invitation.
+        #[arg(long)]
+        organization_id: Option<String>,
         /// latticed's default account (`run --account-id`), refused here.
         #[arg(long, default_value = "111122223333", env = "LATTICED_ACCOUNT_ID")]
         default_account_id: String,
@@ -77,12 +81,17 @@ pub fn account(cmd: AccountCommand) -> anyhow::Result<()> {
     match cmd {
         AccountCommand::Add {
             account_id,
+            organization_id,
             default_account_id,
             state,
         } => {
             let path = crate::accounts::path(&state.state_dir);
-            let (key, secret) =
-                crate::accounts::add(&path, &account_id, Some(&default_account_id))?;
+            let (key, secret) = crate::accounts::add(
+                &path,
+                &account_id,
+                organization_id.as_deref(),
+                Some(&default_account_id),
+            )?;
             println!("[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}");
             eprintln!("account {account_id} added to {}", path.display());
         }
@@ -94,7 +103,8 @@ pub fn account(cmd: AccountCommand) -> anyhow::Result<()> {
             let file = crate::accounts::load(&crate::accounts::path(&state.state_dir))?;
             for (id, a) in &file.accounts {
                 let keys: Vec<&str> = a.admin_keys.keys().map(String::as_str).collect();
-                println!("{id}\t{}", keys.join(","));
+                let org = a.organization_id.as_deref().unwrap_or("-");
+                println!("{id}\t{org}\t{}", keys.join(","));
             }
         }
     }

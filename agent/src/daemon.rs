@@ -131,6 +131,8 @@ pub struct ApiOptions {
     pub listen: std::net::SocketAddr,
     /// Quotas of the API.
     pub quotas: handlers::Quotas,
+    /// The default account's organisation.
+    pub organization: Option<String>,
 }
 
 /// What the daemon is started with besides its paths.
@@ -155,6 +157,8 @@ struct ApiRuntime {
     creds: Credentials,
     /// The default account's keys alone.
     own_keys: HashMap<String, control::api::server::ApiKey>,
+    /// The default account's organisation (`run --organization-id`).
+    own_org: Option<String>,
     /// `accounts.json` as it was last read.
     accounts_seen: Option<watch::Stamp>,
     calls: mpsc::Receiver<ApiCall>,
@@ -285,7 +289,13 @@ impl ApiRuntime {
                 quotas: opts.quotas,
                 netns_dir: paths.netns_dir.clone(),
                 vpc_owners: BTreeMap::new(),
+                orgs: opts
+                    .organization
+                    .iter()
+                    .map(|o| (naming.account.clone(), o.clone()))
+                    .collect(),
             },
+            own_org: opts.organization,
             creds,
             own_keys,
             accounts_seen: None,
@@ -484,6 +494,7 @@ mod tests {
             quotas: Quotas::default(),
             netns_dir: dir.clone(),
             vpc_owners: BTreeMap::new(),
+            orgs: BTreeMap::new(),
         };
         let mut state = State::default();
         let mut plan = Plan::default();

@@ -152,6 +152,10 @@ struct RunArgs {
         env = "LATTICED_ACCOUNT_ID"
     )]
     account_id: String,
+    /// The default account's AWS Organizations id (o-...), if it is in one:
+    /// shares to accounts of the same organisation need no invitation.
+    #[arg(long, value_parser = parse_org, env = "LATTICED_ORGANIZATION_ID")]
+    organization_id: Option<String>,
     /// Suffix of generated service DNS names ({name}-{id}.SUFFIX);
     /// default vpc-lattice-svcs.REGION.on.aws, as AWS names them.
     #[arg(long)]
@@ -211,6 +215,16 @@ fn parse_account(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err(format!("{s:?} is not a 12-digit account id"))
+    }
+}
+
+fn parse_org(s: &str) -> Result<String, String> {
+    if crate::accounts::is_org_id(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not an organisation id (o- followed by 10-32 of a-z, 0-9)"
+        ))
     }
 }
 
@@ -298,6 +312,7 @@ fn run(args: RunArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         state_dir,
         region,
         account_id,
+        organization_id,
         dns_suffix,
         quotas,
         paths,
@@ -313,6 +328,7 @@ fn run(args: RunArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let api = config.is_none().then(|| daemon::ApiOptions {
         listen: api_listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 7390))),
         quotas: quota,
+        organization: organization_id,
     });
     let naming = control::Naming {
         dns_suffix: dns_suffix.unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),

@@ -175,6 +175,14 @@ impl std::fmt::Debug for Signer<'_> {
     }
 }
 
+/// The service a request says it is signed for (its credential scope), to
+/// pick the API before [`precheck`] checks the signature for it. `None`
+/// when there is no readable SigV4 Authorization header.
+pub fn signed_service(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    parse_authorization(value).ok().map(|a| a.service)
+}
+
 /// Checks what a request's headers alone can tell, so that a request with
 /// an unknown key, a stale date or a malformed header is refused before
 /// anything of its body is read.

@@ -64,7 +64,7 @@ enum Cmd {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
         rounds: Option<u32>,
     },
-    /// Derive the embedded VPC Lattice model from the installed botocore.
+    /// Derive the embedded VPC Lattice and RAM models from the installed botocore.
     GenModel {
         /// Fail if the committed model differs instead of rewriting it.
         #[arg(long)]

@@ -15,7 +15,20 @@ impl Daemon {
         }
         self.principals_seen = seen;
         match crate::principals::load(&path) {
-            Ok(file) => {
+            Ok(mut file) => {
+                // A caller of an account in an organisation is of that
+                // organisation (`aws:PrincipalOrgID`) unless its key says.
+                if let Some(api) = &self.api {
+                    for c in &mut file.credentials {
+                        let p = &mut c.principal;
+                        if p.org_id.is_none() {
+                            p.org_id = p
+                                .account()
+                                .and_then(|a| api.settings.org(a))
+                                .map(str::to_owned);
+                        }
+                    }
+                }
                 let store = latticed_proxy::authz::Principals::from_file(&file);
                 tracing::info!(path = %path.display(), credentials = store.len(), "data-path credentials loaded");
                 self.dp.principals.store(Arc::new(store));
@@ -56,7 +69,18 @@ impl Daemon {
         if let Ok(mut creds) = api.creds.write() {
             *creds = keys;
         }
+        let orgs = file
+            .accounts
+            .iter()
+            .filter_map(|(id, a)| Some((id.clone(), a.organization_id.clone()?)));
+        let own = api
+            .own_org
+            .iter()
+            .map(|o| (api.settings.naming.account.clone(), o.clone()));
+        api.settings.orgs = orgs.chain(own).collect();
         tracing::info!(path = %path.display(), accounts = file.accounts.len() + 1, "API accounts loaded");
+        // Callers' organisations follow their accounts'.
+        self.reload_principals(true);
     }
     /// Gives the API the inventory's VPC owners.
     pub(super) fn inventory_to_api(&mut self) {

@@ -16,6 +16,15 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Whether `id` is an AWS Organizations id: `o-` and 10 to 32 of a-z, 0-9.
+pub fn is_org_id(id: &str) -> bool {
+    id.strip_prefix("o-").is_some_and(|r| {
+        (10..=32).contains(&r.len())
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    })
+}
+
 /// One caller identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -81,12 +90,7 @@ impl Principal {
             ));
         }
         if let Some(o) = &self.org_id {
-            let ok = o.strip_prefix("o-").is_some_and(|r| {
-                (10..=32).contains(&r.len())
-                    && r.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            });
-            if !ok {
+            if !is_org_id(o) {
                 return Err(format!(
                     "orgId {o:?} is not o- followed by 10-32 of a-z, 0-9"
                 ));

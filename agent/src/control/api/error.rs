@@ -113,7 +113,6 @@ impl ApiError {
         Self::new(403, code, message)
     }
 
-    /// InternalServerException.
     /// AWS's AccessDeniedException: the caller's account may not do this.
     pub fn access_denied(message: impl Into<String>) -> Self {
         Self {
@@ -124,8 +123,42 @@ impl ApiError {
         }
     }
 
+    /// InternalServerException.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalServerException", message)
+    }
+
+    /// One of RAM's errors (`code` is the shape name; all are 400 but
+    /// the few below): RAM's handlers answer in RAM's own terms.
+    pub fn ram(code: &'static str, message: impl Into<String>) -> Self {
+        let status = match code {
+            "PermissionAlreadyExistsException" => 409,
+            "ServerInternalException" => 500,
+            _ => 400,
+        };
+        Self::new(status, code, message)
+    }
+
+    /// This error as RAM answers it. The engine and the shared helpers
+    /// speak Lattice's errors; RAM's model declares other shapes for the
+    /// same cases, and they carry only a message.
+    pub fn in_ram(self) -> Self {
+        let reason = self.fields.get("reason").and_then(Value::as_str);
+        let code = match (self.code, reason) {
+            ("ValidationException", Some("unknownOperation")) => "OperationNotPermittedException",
+            ("ValidationException", _) => "InvalidParameterException",
+            ("ResourceNotFoundException", _) => "UnknownResourceException",
+            ("ConflictException", _) => "IdempotentParameterMismatchException",
+            ("ServiceQuotaExceededException", _) => "ResourceShareLimitExceededException",
+            ("InternalServerException", _) => "ServerInternalException",
+            _ => {
+                return Self {
+                    fields: Map::new(),
+                    ..self
+                }
+            }
+        };
+        Self::ram(code, self.message)
     }
 
     /// The JSON body.

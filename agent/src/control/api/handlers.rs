@@ -32,10 +32,12 @@ pub type Change = store::Change<Record>;
 mod access_logs;
 mod associations;
 mod listeners;
+mod permissions;
 mod policies;
 mod rules;
 mod service_networks;
 mod services;
+mod sharing;
 mod tags;
 mod target_groups;
 
@@ -108,9 +110,16 @@ pub struct Settings {
     /// Owners of VPCs other than the default account (the inventory's
     /// `vpcs`).
     pub vpc_owners: BTreeMap<String, String>,
+    /// Accounts' organisations (AWS Organizations ids), where known.
+    pub orgs: BTreeMap<String, String>,
 }
 
 impl Settings {
+    /// The organisation of `account`, if it is in one.
+    pub fn org(&self, account: &str) -> Option<&str> {
+        self.orgs.get(account).map(String::as_str)
+    }
+
     /// The account VPC `vpc` belongs to.
     pub fn vpc_owner<'a>(&'a self, vpc: &str) -> &'a str {
         self.vpc_owners
@@ -284,6 +293,17 @@ impl State {
     /// The `R` with id `id`.
     fn get<R: Resource>(&self, id: &str) -> Option<&R> {
         self.records.get(id).and_then(R::of)
+    }
+
+    /// Every RAM resource share, by key.
+    fn shares(&self) -> impl Iterator<Item = &rec::Share> {
+        self.records
+            .range(rec::SHARE.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(rec::SHARE))
+            .filter_map(|(_, v)| match v {
+                Record::Share(s) => Some(s),
+                _ => None,
+            })
     }
 
     /// Every `R`, by id.
@@ -579,7 +599,7 @@ impl State {
             for r in old.iter().chain(new.iter()) {
                 let services: Vec<&str> = match r {
                     Record::AuthPolicy(p) => self.services_of(&p.resource_id),
-                    Record::ResourcePolicy(_) => vec![],
+                    Record::ResourcePolicy(_) | Record::Share(_) | Record::Permission(_) => vec![],
                     Record::Service(_) => vec![key.as_str()],
                     Record::Listener(l) => vec![l.service_id.as_str()],
                     Record::Rule(r) => vec![r.service_id.as_str()],
@@ -645,8 +665,12 @@ struct Ctx<'a> {
     now: String,
     input: &'a Value,
     /// The account of the key that signed the call: it owns what the call
-    /// creates, and sees and changes only what it owns.
+    /// creates, and sees and changes only what it owns and what is shared
+    /// with it.
     caller: &'a str,
+    /// What shares let the caller do with others' resources (ARN ->
+    /// actions), worked out at the first question.
+    grants: std::cell::OnceCell<BTreeMap<String, Vec<String>>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -664,6 +688,52 @@ impl<'a> Ctx<'a> {
         let r = self.state.resolve::<R>(ident)?;
         self.check_owner(r.arn(), ident, R::KIND.type_name())?;
         Ok(r)
+    }
+
+    /// The actions shares allow the caller on another account's resource
+    /// at `arn`; `None` if nothing shares it with the caller.
+    fn shared(&self, arn: &str) -> Option<&[String]> {
+        self.grants
+            .get_or_init(|| {
+                sharing::grants(
+                    self.state,
+                    self.caller,
+                    self.settings.org(self.caller),
+                    None,
+                )
+            })
+            .get(arn)
+            .map(Vec::as_slice)
+    }
+
+    /// The `R` that `ident` names, if the caller owns it or a share allows
+    /// it `action` (`vpc-lattice:GetService`) on it. A share that leaves
+    /// the action out is AccessDeniedException; an unshared resource is
+    /// refused as [`Ctx::resolve`] refuses it.
+    fn resolve_for<R: Resource>(&self, ident: &str, action: &str) -> Result<&'a R, ApiError> {
+        let r = self.state.resolve::<R>(ident)?;
+        if owner(r.arn()) == self.caller {
+            return Ok(r);
+        }
+        match self.shared(r.arn()) {
+            Some(actions) if permissions::allows(actions, action) => Ok(r),
+            Some(_) => Err(ApiError::access_denied(format!(
+                "account {} may not {action} on {}: the resource share's permission does not allow it",
+                self.caller,
+                r.arn()
+            ))),
+            None => self.check_owner(r.arn(), ident, R::KIND.type_name()).map(|()| r),
+        }
+    }
+
+    /// The `R`s the caller owns or may read (`action`) through a share.
+    fn visible<R: Resource>(&self, action: &'a str) -> Vec<&'a R> {
+        sorted(self.state.of_kind::<R>().filter(|r| {
+            owner(r.arn()) == self.caller
+                || self
+                    .shared(r.arn())
+                    .is_some_and(|a| permissions::allows(a, action))
+        }))
     }
 
     /// Refuses access to the resource at `arn` (named by `ident`) unless
@@ -727,6 +797,33 @@ impl<'a> Ctx<'a> {
         let mut out = json!({"items": page});
         if let Some(next) = items.get(start + max) {
             out["nextToken"] = key(next).into();
+        }
+        Ok(Outcome::Read(out))
+    }
+
+    /// A page of a RAM list: RAM names its list (`resourceShares`) and
+    /// bounds `maxResults` at 500.
+    fn ram_page<T>(
+        &self,
+        list: &str,
+        items: &[T],
+        summary: impl Fn(&T) -> Value,
+    ) -> Result<Outcome, ApiError> {
+        let tokens: Vec<String> = (0..items.len()).map(|i| i.to_string()).collect();
+        let start = match self.input["nextToken"].as_str() {
+            None => 0,
+            Some(tok) => tokens.iter().position(|t| t == tok).ok_or_else(|| {
+                ApiError::ram(
+                    "InvalidNextTokenException",
+                    "nextToken: is not a token this API returned",
+                )
+            })?,
+        };
+        let max = self.input["maxResults"].as_u64().unwrap_or(500) as usize;
+        let page: Vec<Value> = items.iter().skip(start).take(max).map(summary).collect();
+        let mut out = json!({ list: page });
+        if start + max < items.len() {
+            out["nextToken"] = tokens[start + max].clone().into();
         }
         Ok(Outcome::Read(out))
     }
@@ -798,12 +895,17 @@ impl<'a> Ctx<'a> {
         ))
     }
 
-    /// The id of an optional identifier parameter (a List filter), if given.
+    /// The id of an optional identifier parameter (a List filter), if
+    /// given: a resource the caller owns or that is shared with it.
     fn optional_id<R: Resource>(&self, field: &str) -> Result<Option<&'a str>, ApiError> {
-        match self.input[field].as_str() {
-            Some(ident) => Ok(Some(self.resolve::<R>(ident)?.id())),
-            None => Ok(None),
+        let Some(ident) = self.input[field].as_str() else {
+            return Ok(None);
+        };
+        let r = self.state.resolve::<R>(ident)?;
+        if owner(r.arn()) != self.caller && self.shared(r.arn()).is_none() {
+            self.check_owner(r.arn(), ident, R::KIND.type_name())?;
         }
+        Ok(Some(r.id()))
     }
 
     /// A copy of `r` marked changed now.
@@ -897,7 +999,18 @@ fn write(changes: Vec<Change>, result: Value) -> Result<Outcome, ApiError> {
 
 /// Why latticed does not implement `op`, if it does not.
 pub fn unsupported(op: &str) -> Option<ApiError> {
-    let what = if op.contains("ResourceGateway") {
+    let what = if let Some(ram) = op.strip_prefix("ram:") {
+        match ram {
+            "GetResourcePolicies"
+            | "PromoteResourceShareCreatedFromPolicy"
+            | "PromotePermissionCreatedFromPolicy" => "resource policies made outside RAM",
+            "ListPermissionAssociations"
+            | "ReplacePermissionAssociations"
+            | "ListReplacePermissionAssociationsWork" => "bulk permission replacement",
+            "ListSourceAssociations" => "service principal sources",
+            _ => return None,
+        }
+    } else if op.contains("ResourceGateway") {
         "resource gateways"
     } else if op.contains("ResourceConfiguration")
         || op.contains("ServiceNetworkResourceAssociation")
@@ -919,7 +1032,7 @@ type Handler = fn(&Ctx<'_>) -> Result<Outcome, ApiError>;
 
 /// Each resource's operations, from its module's `OPS`: adding an
 /// operation touches only its resource's module.
-const RESOURCES: [&[(&str, Handler)]; 9] = [
+const RESOURCES: [&[(&str, Handler)]; 11] = [
     service_networks::OPS,
     services::OPS,
     target_groups::OPS,
@@ -929,6 +1042,8 @@ const RESOURCES: [&[(&str, Handler)]; 9] = [
     access_logs::OPS,
     policies::OPS,
     tags::OPS,
+    sharing::OPS,
+    permissions::OPS,
 ];
 
 /// Every operation latticed handles, with its handler.
@@ -961,6 +1076,7 @@ pub fn handle(
         now,
         input,
         caller,
+        grants: std::cell::OnceCell::new(),
     };
     match operations().find(|(name, _)| *name == op) {
         Some((_, handler)) => handler(&c),
@@ -1105,6 +1221,7 @@ mod testing {
                     quotas,
                     netns_dir: dir,
                     vpc_owners: [("vpc-bb".to_owned(), OTHER.to_owned())].into(),
+                    orgs: BTreeMap::new(),
                 },
                 caller: crate::control::Naming::example().account,
             }
@@ -1117,8 +1234,46 @@ mod testing {
         }
 
         pub(super) fn call(&mut self, op: &str, input: Value) -> Result<Value, ApiError> {
-            let m = super::super::model::model();
+            self.call_api(super::super::model::Api::Lattice, op, input)
+        }
+
+        /// A call of RAM's API, as [`Api::call`] makes one of Lattice's;
+        /// errors as RAM answers them.
+        pub(super) fn ram(&mut self, op: &str, input: Value) -> Result<Value, ApiError> {
+            self.call_api(super::super::model::Api::Ram, op, input)
+                .map_err(ApiError::in_ram)
+        }
+
+        /// The answer of a RAM call that must succeed.
+        pub(super) fn ram_ok(&mut self, op: &str, input: Value) -> Value {
+            self.ram(op, input)
+                .unwrap_or_else(|e| panic!("{op}: {} {e}", e.code))
+        }
+
+        /// The error of a RAM call that must fail; nothing changed.
+        pub(super) fn ram_err(&mut self, op: &str, input: Value) -> ApiError {
+            let before = self.state.records.clone();
+            match self.ram(op, input) {
+                Ok(v) => panic!("{op} succeeded: {v}"),
+                Err(e) => {
+                    assert_eq!(
+                        self.state.records, before,
+                        "{op} failed but changed records"
+                    );
+                    e
+                }
+            }
+        }
+
+        fn call_api(
+            &mut self,
+            api: super::super::model::Api,
+            op: &str,
+            input: Value,
+        ) -> Result<Value, ApiError> {
+            let m = api.model();
             let o = &m.operations[op];
+            let op = &api.handler_name(op);
             if let Some(shape) = &o.input {
                 let problems = m.validate(shape, &input);
                 if !problems.is_empty() {
@@ -1434,31 +1589,33 @@ mod tests {
     /// and no module names an operation the model lacks.
     #[test]
     fn every_operation_of_the_model_has_one_home() {
-        let model = super::super::model::model();
+        use super::super::model::Api;
         let state = State::default();
         let settings = settings();
-        for op in model.operations.keys() {
-            let listed = operations().filter(|(name, _)| name == op).count();
-            match unsupported(op) {
-                Some(_) => assert_eq!(listed, 0, "{op} is both handled and unsupported"),
-                None => {
-                    assert_eq!(listed, 1, "{op} is in the tables {listed} times");
-                    let input = json!({});
-                    let r = handle(call(op, &input), &state, &settings, "now".into());
-                    if let Err(e) = r {
-                        assert!(
-                            !e.message.contains("are not supported by latticed"),
-                            "{op} was refused as unsupported: {e}"
-                        );
+        let mut names = BTreeSet::new();
+        for api in [Api::Lattice, Api::Ram] {
+            for op in api.model().operations.keys() {
+                let op = api.handler_name(op);
+                let listed = operations().filter(|(name, _)| *name == op).count();
+                match unsupported(&op) {
+                    Some(_) => assert_eq!(listed, 0, "{op} is both handled and unsupported"),
+                    None => {
+                        assert_eq!(listed, 1, "{op} is in the tables {listed} times");
+                        let input = json!({});
+                        let r = handle(call(&op, &input), &state, &settings, "now".into());
+                        if let Err(e) = r {
+                            assert!(
+                                !e.message.contains("are not supported by latticed"),
+                                "{op} was refused as unsupported: {e}"
+                            );
+                        }
                     }
                 }
+                names.insert(op);
             }
         }
         for (name, _) in operations() {
-            assert!(
-                model.operations.contains_key(*name),
-                "{name} is not in the model"
-            );
+            assert!(names.contains(*name), "{name} is not in either model");
         }
     }
 
@@ -1468,6 +1625,7 @@ mod tests {
             quotas: Quotas::default(),
             netns_dir: std::env::temp_dir(),
             vpc_owners: BTreeMap::new(),
+            orgs: BTreeMap::new(),
         }
     }
 

@@ -44,6 +44,24 @@ pub(crate) fn random_string(len: usize, alphabet: &[u8]) -> String {
         .collect()
 }
 
+/// A random UUID (version 4 in form): request ids, RAM's share and
+/// invitation ids.
+pub(crate) fn uuid() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// A new access key id and secret, in AWS's forms.
 pub(crate) fn new_key() -> (String, String) {
     let key = format!(

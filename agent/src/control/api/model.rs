@@ -13,6 +13,50 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 static MODEL_JSON: &str = include_str!("vpc-lattice-2022-11-30.json");
+static RAM_JSON: &str = include_str!("ram-2018-01-04.json");
+
+/// The APIs latticed serves on its one listener, told apart by the service
+/// name the request is signed for (as AWS tells its endpoints apart by
+/// host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// VPC Lattice (`vpc-lattice`, 2022-11-30).
+    Lattice,
+    /// Resource Access Manager (`ram`, 2018-01-04): sharing between
+    /// accounts.
+    Ram,
+}
+
+impl Api {
+    /// The API a request signed for `service` calls.
+    pub fn of_service(service: &str) -> Option<Self> {
+        match service {
+            "vpc-lattice" => Some(Self::Lattice),
+            "ram" => Some(Self::Ram),
+            _ => None,
+        }
+    }
+
+    /// Its model.
+    pub fn model(self) -> &'static Model {
+        match self {
+            Self::Lattice => model(),
+            Self::Ram => {
+                static RAM: OnceLock<Model> = OnceLock::new();
+                RAM.get_or_init(|| Model::parse(RAM_JSON))
+            }
+        }
+    }
+
+    /// How handlers name operation `op` of this API: RAM's carry `ram:`,
+    /// as two of its names (TagResource, UntagResource) are also Lattice's.
+    pub fn handler_name(self, op: &str) -> String {
+        match self {
+            Self::Lattice => op.to_owned(),
+            Self::Ram => format!("ram:{op}"),
+        }
+    }
+}
 
 /// Shapes whose model pattern is not enforced. `VpcId` is `vpc-` + 8 or 17
 /// characters in AWS; here a VPC is a network namespace, and any existing
@@ -394,7 +438,7 @@ pub struct FieldProblem {
     pub message: String,
 }
 
-/// The model, parsed once.
+/// The VPC Lattice model, parsed once.
 pub fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| Model::parse(MODEL_JSON))

@@ -412,6 +412,136 @@ pub struct ResourcePolicy {
     pub policy: String,
 }
 
+/// A tag as RAM takes and answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RamTag {
+    /// Key.
+    pub key: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A RAM resource share (key `ram/share/{uuid}`), in the shape of RAM's
+/// `ResourceShare` plus its associations, which RAM answers by other
+/// operations. Times are seconds since the epoch, as RAM's are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Share {
+    /// ARN (`arn:aws:ram:REGION:OWNER:resource-share/UUID`).
+    pub resource_share_arn: String,
+    /// Name.
+    pub name: String,
+    /// The account that owns it and the resources in it.
+    pub owning_account_id: String,
+    /// Whether accounts outside the owner's organisation may be principals.
+    pub allow_external_principals: bool,
+    /// `ACTIVE`.
+    pub status: String,
+    /// `STANDARD`.
+    pub feature_set: String,
+    /// Created.
+    pub creation_time: f64,
+    /// Last changed.
+    pub last_updated_time: f64,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<RamTag>,
+    /// Creation order.
+    #[serde(rename = "_seq")]
+    pub seq: u64,
+    /// Shared resources, by ARN.
+    #[serde(rename = "_resources", default)]
+    pub resources: BTreeMap<String, ShareMember>,
+    /// Principals (account ids, organisation ARNs).
+    #[serde(rename = "_principals", default)]
+    pub principals: BTreeMap<String, ShareMember>,
+    /// The permission for each resource type
+    /// (`vpc-lattice:ServiceNetwork`), when not the AWS-managed default.
+    #[serde(rename = "_permissions", default)]
+    pub permissions: BTreeMap<String, PermissionRef>,
+}
+
+/// A resource or principal of a share.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareMember {
+    /// `ASSOCIATED`, or `ASSOCIATING` while a principal's invitation is
+    /// pending.
+    pub status: String,
+    /// Associated.
+    pub creation_time: f64,
+    /// Last changed.
+    pub last_updated_time: f64,
+    /// A principal outside the owner's organisation.
+    #[serde(default)]
+    pub external: bool,
+    /// The invitation an external account principal was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<Invitation>,
+}
+
+/// An invitation to a share.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invitation {
+    /// ARN (`arn:aws:ram:REGION:SENDER:resource-share-invitation/UUID`).
+    pub arn: String,
+    /// `PENDING`, `ACCEPTED` or `REJECTED`.
+    pub status: String,
+    /// Sent.
+    pub timestamp: f64,
+}
+
+/// A share's use of a permission.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionRef {
+    /// The permission's ARN.
+    pub arn: String,
+    /// The version in use.
+    pub version: u32,
+}
+
+/// A customer-managed RAM permission (key
+/// `ram/permission/{account}/{name}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permission {
+    /// ARN (`arn:aws:ram:REGION:OWNER:permission/NAME`).
+    pub arn: String,
+    /// Name.
+    pub name: String,
+    /// `vpc-lattice:ServiceNetwork` or `vpc-lattice:Service`.
+    pub resource_type: String,
+    /// The version new shares use.
+    pub default_version: u32,
+    /// Versions by number.
+    pub versions: BTreeMap<u32, PermissionVersion>,
+    /// Created.
+    pub creation_time: f64,
+    /// Last changed.
+    pub last_updated_time: f64,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<RamTag>,
+    /// Creation order.
+    #[serde(rename = "_seq")]
+    pub seq: u64,
+}
+
+/// One version of a permission.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionVersion {
+    /// The `vpc-lattice` actions it allows (as written: may hold `*`).
+    pub actions: Vec<String>,
+    /// The policy template as given.
+    pub policy_template: String,
+    /// Created.
+    pub creation_time: f64,
+}
+
 /// Any stored record. It is written as the record it holds (the store key
 /// tells the kind); it is read by [`Record::from_stored`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -437,12 +567,20 @@ pub enum Record {
     AuthPolicy(AuthPolicy),
     /// resourcepolicy/
     ResourcePolicy(ResourcePolicy),
+    /// ram/share/
+    Share(Share),
+    /// ram/permission/
+    Permission(Permission),
 }
 
 /// Key prefixes of the records that have no id of their own.
 pub const AUTH_POLICY: &str = "authpolicy/";
 /// See [`AUTH_POLICY`].
 pub const RESOURCE_POLICY: &str = "resourcepolicy/";
+/// RAM's resource shares, by the UUID of their ARN.
+pub const SHARE: &str = "ram/share/";
+/// RAM's customer-managed permissions, by account and name.
+pub const PERMISSION: &str = "ram/permission/";
 
 /// `v` as a `T`, or an error naming the record and the path of the field
 /// that is missing or of the wrong shape.
@@ -470,7 +608,10 @@ macro_rules! each {
             Record::SnService($x) => $e,
             Record::SnVpc($x) => $e,
             Record::AccessLog($x) => $e,
-            Record::AuthPolicy(_) | Record::ResourcePolicy(_) => $none,
+            Record::AuthPolicy(_)
+            | Record::ResourcePolicy(_)
+            | Record::Share(_)
+            | Record::Permission(_) => $none,
         }
     };
 }
@@ -485,6 +626,12 @@ impl Record {
         }
         if key.starts_with(RESOURCE_POLICY) {
             return typed(key, v).map(Self::ResourcePolicy);
+        }
+        if key.starts_with(SHARE) {
+            return typed(key, v).map(Self::Share);
+        }
+        if key.starts_with(PERMISSION) {
+            return typed(key, v).map(Self::Permission);
         }
         Ok(match Kind::of_key(key) {
             Some(Kind::ServiceNetwork) => Self::ServiceNetwork(typed(key, v)?),
@@ -506,7 +653,11 @@ impl Record {
 
     /// Creation order (policies, which have none, first).
     pub fn seq(&self) -> u64 {
-        each!(self, x => x.meta.seq, 0)
+        match self {
+            Self::Share(x) => x.seq,
+            Self::Permission(x) => x.seq,
+            _ => each!(self, x => x.meta.seq, 0),
+        }
     }
 
     /// The ARN (policies have none).
@@ -549,7 +700,9 @@ impl Record {
             Self::ServiceNetwork(_)
             | Self::Service(_)
             | Self::AuthPolicy(_)
-            | Self::ResourcePolicy(_) => vec![],
+            | Self::ResourcePolicy(_)
+            | Self::Share(_)
+            | Self::Permission(_) => vec![],
         }
     }
 

@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{error::ApiError, model::model};
+use super::{error::ApiError, model::Api};
 
 /// Largest accepted request body. The largest legitimate Lattice request
 /// (an auth policy of 10 KB, 100 targets) is far below it.
@@ -62,7 +62,7 @@ async fn read_body(mut body: Incoming, declared: Option<u64>) -> Option<Bytes> {
 /// A request for the daemon.
 #[derive(Debug)]
 pub struct ApiCall {
-    /// Operation name.
+    /// Operation name, as handlers know it ([`Api::handler_name`]).
     pub operation: String,
     /// Validated input.
     pub input: Value,
@@ -118,20 +118,6 @@ pub fn serve(
     })
 }
 
-fn request_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
 fn respond(
     status: u16,
     body: &Value,
@@ -170,13 +156,18 @@ async fn handle(
     calls: &mpsc::Sender<ApiCall>,
     creds: &Credentials,
 ) -> Response<Full<Bytes>> {
-    let rid = request_id();
+    let rid = super::uuid();
     let (parts, body) = req.into_parts();
-    let (body, account) = match authenticated(&parts, body, creds).await {
+    // The service the request is signed for picks the API; an unknown one
+    // is refused by the signature check as signed for the wrong service.
+    let api = latticed_proxy::sigv4::signed_service(&parts.headers)
+        .and_then(Api::of_service)
+        .unwrap_or(Api::Lattice);
+    let (body, account) = match authenticated(&parts, body, creds, api).await {
         Ok(signed) => signed,
         Err(e) => return error(&e, &rid, "-", peer),
     };
-    let m = model();
+    let m = api.model();
     let Some((op, path_params)) = m.route(parts.method.as_str(), parts.uri.path()) else {
         let e = ApiError {
             status: 404,
@@ -186,8 +177,8 @@ async fn handle(
         };
         return error(&e, &rid, "-", peer);
     };
-    let result = match input_of(op, &path_params, &parts, &body) {
-        Ok(input) => call(calls, op, input, account).await,
+    let result = match input_of(api, op, &path_params, &parts, &body) {
+        Ok(input) => call(calls, api.handler_name(&op.name), input, account).await,
         Err(e) => Err(e),
     };
     match result {
@@ -200,6 +191,10 @@ async fn handle(
             respond(op.status, &body, &rid, None)
         }
         Err(e) => {
+            let e = match api {
+                Api::Lattice => e,
+                Api::Ram => e.in_ram(),
+            };
             if !op.errors.iter().any(|d| d == e.code) {
                 tracing::warn!(operation = %op.name, code = e.code, "answering with an error the model does not declare for this operation");
             }
@@ -216,10 +211,15 @@ async fn authenticated(
     parts: &http::request::Parts,
     body: Incoming,
     creds: &Credentials,
+    api: Api,
 ) -> Result<(Bytes, String), ApiError> {
     let mut account = String::new();
+    let service = match api {
+        Api::Lattice => "vpc-lattice",
+        Api::Ram => "ram",
+    };
     let signer =
-        latticed_proxy::sigv4::precheck(&parts.headers, "vpc-lattice", SystemTime::now(), |key| {
+        latticed_proxy::sigv4::precheck(&parts.headers, service, SystemTime::now(), |key| {
             let k = creds.read().ok().and_then(|c| c.get(key).cloned())?;
             account = k.account;
             Some(k.secret)
@@ -262,12 +262,13 @@ async fn authenticated(
 /// The operation's input from path, query, headers and body, checked
 /// against the model.
 fn input_of(
+    api: Api,
     op: &super::model::Operation,
     path_params: &std::collections::HashMap<String, String>,
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    if let Some(e) = super::handlers::unsupported(&op.name) {
+    if let Some(e) = super::handlers::unsupported(&api.handler_name(&op.name)) {
         return Err(e);
     }
     let body_json = if body.is_empty() {
@@ -301,7 +302,7 @@ fn input_of(
             )
         })
         .collect();
-    let m = model();
+    let m = api.model();
     let input = m
         .assemble_input(op, path_params, &query, &parts.headers, body_json)
         .map_err(ApiError::validation)?;
@@ -318,13 +319,13 @@ fn input_of(
 /// other, and waits for its answer.
 async fn call(
     calls: &mpsc::Sender<ApiCall>,
-    op: &super::model::Operation,
+    operation: String,
     input: Value,
     account: String,
 ) -> Result<Value, ApiError> {
     let (tx, rx) = oneshot::channel();
     let call = ApiCall {
-        operation: op.name.clone(),
+        operation,
         input,
         account,
         reply: tx,

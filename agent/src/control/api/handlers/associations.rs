@@ -7,12 +7,13 @@ use super::*;
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateServiceNetworkServiceAssociation", create_service),
     ("GetServiceNetworkServiceAssociation", |c| {
-        c.read::<rec::SnService>("serviceNetworkServiceAssociationIdentifier")
+        let a = party::<rec::SnService>(c, "serviceNetworkServiceAssociationIdentifier")?;
+        Ok(Outcome::Read(a.to_value()))
     }),
     ("ListServiceNetworkServiceAssociations", |c| {
         let sn = c.optional_id::<rec::ServiceNetwork>("serviceNetworkIdentifier")?;
         let svc = c.optional_id::<rec::Service>("serviceIdentifier")?;
-        let items = sorted(c.mine::<rec::SnService>().filter(|a| {
+        let items = sorted(parties_of::<rec::SnService>(c).filter(|a| {
             sn.is_none_or(|x| a.service_network_id == x) && svc.is_none_or(|x| a.service_id == x)
         }));
         c.page_of(&items, Resource::to_value)
@@ -22,12 +23,13 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     }),
     ("CreateServiceNetworkVpcAssociation", create_vpc),
     ("GetServiceNetworkVpcAssociation", |c| {
-        c.read::<rec::SnVpc>("serviceNetworkVpcAssociationIdentifier")
+        let a = party::<rec::SnVpc>(c, "serviceNetworkVpcAssociationIdentifier")?;
+        Ok(Outcome::Read(a.to_value()))
     }),
     ("ListServiceNetworkVpcAssociations", |c| {
         let sn = c.optional_id::<rec::ServiceNetwork>("serviceNetworkIdentifier")?;
         let vpc = c.input["vpcIdentifier"].as_str();
-        let items = sorted(c.mine::<rec::SnVpc>().filter(|a| {
+        let items = sorted(parties_of::<rec::SnVpc>(c).filter(|a| {
             sn.is_none_or(|x| a.service_network_id == x) && vpc.is_none_or(|x| a.vpc_id == x)
         }));
         c.page_of(&items, Resource::to_value)
@@ -43,10 +45,60 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     }),
 ];
 
+/// The accounts an association concerns: its creator (whose account its
+/// ARN is in) and the owners of what it joins. Each of them sees it and
+/// may delete it, as in Lattice, where an association with a shared
+/// resource has an ARN in both accounts.
+trait Parties: Resource {
+    fn parties(&self) -> [&str; 3];
+}
+
+impl Parties for rec::SnService {
+    fn parties(&self) -> [&str; 3] {
+        [
+            owner(self.arn()),
+            owner(&self.service_network_arn),
+            owner(&self.service_arn),
+        ]
+    }
+}
+
+impl Parties for rec::SnVpc {
+    fn parties(&self) -> [&str; 3] {
+        let me = owner(self.arn());
+        [me, owner(&self.service_network_arn), me]
+    }
+}
+
+/// The association `ident_field` names, if it concerns the caller.
+fn party<'a, R: Parties>(c: &Ctx<'a>, ident_field: &str) -> Result<&'a R, ApiError> {
+    let ident = c.get(ident_field);
+    let a = c.state.resolve::<R>(ident)?;
+    if a.parties().contains(&c.caller) {
+        Ok(a)
+    } else {
+        c.check_owner(a.arn(), ident, R::KIND.type_name())
+            .map(|()| a)
+    }
+}
+
+/// The associations that concern the caller.
+fn parties_of<'a, R: Parties>(c: &Ctx<'a>) -> impl Iterator<Item = &'a R> + use<'a, R> {
+    let caller = c.caller;
+    c.state
+        .of_kind::<R>()
+        .filter(move |a| a.parties().contains(&caller))
+}
+
+/// What a share must allow to associate with another account's network
+/// or service.
+const ASSOCIATE_SERVICE: &str = "vpc-lattice:CreateServiceNetworkServiceAssociation";
+
 fn create_service(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let state = c.state;
-    let sn = c.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
-    let svc = c.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
+    let sn =
+        c.resolve_for::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"), ASSOCIATE_SERVICE)?;
+    let svc = c.resolve_for::<rec::Service>(c.get("serviceIdentifier"), ASSOCIATE_SERVICE)?;
     if let Some(a) = state
         .children::<rec::SnService>(svc.id())
         .find(|a| a.service_network_id == sn.id())
@@ -74,7 +126,10 @@ fn create_service(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 
 fn create_vpc(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let (state, q) = (c.state, &c.settings.quotas);
-    let sn = c.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+    let sn = c.resolve_for::<rec::ServiceNetwork>(
+        c.get("serviceNetworkIdentifier"),
+        "vpc-lattice:CreateServiceNetworkVpcAssociation",
+    )?;
     let vpc = c.get("vpcIdentifier");
     check_vpc(c, "vpcIdentifier", vpc)?;
     let of_vpc: Vec<&rec::SnVpc> = state.children(&format!("vpc:{vpc}")).collect();
@@ -106,8 +161,8 @@ fn create_vpc(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 
 /// A Delete* of an association: it goes with what depends on it, and the
 /// answer shows it deleting.
-fn deleted_association<R: Resource>(c: &Ctx<'_>, ident_field: &str) -> Result<Outcome, ApiError> {
-    let a = c.resolve::<R>(c.get(ident_field))?;
+fn deleted_association<R: Parties>(c: &Ctx<'_>, ident_field: &str) -> Result<Outcome, ApiError> {
+    let a = party::<R>(c, ident_field)?;
     let mut out = a.to_value();
     out["status"] = "DELETE_IN_PROGRESS".into();
     write(deleted(c.state, a), out)

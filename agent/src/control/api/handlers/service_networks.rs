@@ -5,15 +5,19 @@ use serde_json::{json, Value};
 // The handlers' shared state, context and helpers.
 use super::*;
 
+/// The action a share must allow to show another account's network.
+const GET: &str = "vpc-lattice:GetServiceNetwork";
+
 /// This resource's operations.
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateServiceNetwork", create),
     ("GetServiceNetwork", |c| {
-        let sn = c.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
+        let sn = c.resolve_for::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"), GET)?;
         Ok(Outcome::Read(with_counts(c.state, sn)))
     }),
+    // The caller's networks and those shared with it.
     ("ListServiceNetworks", |c| {
-        c.page_of(&sorted(c.mine()), |sn| with_counts(c.state, sn))
+        c.page_of(&c.visible(GET), |sn| with_counts(c.state, sn))
     }),
     ("UpdateServiceNetwork", |c| {
         let sn = c.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;

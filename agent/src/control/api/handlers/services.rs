@@ -3,14 +3,20 @@
 // The handlers' shared state, context and helpers.
 use super::*;
 
+/// The action a share must allow to show another account's service.
+const GET: &str = "vpc-lattice:GetService";
+
 /// This resource's operations.
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateService", create),
     ("GetService", |c| {
-        c.read::<rec::Service>("serviceIdentifier")
+        let svc = c.resolve_for::<rec::Service>(c.get("serviceIdentifier"), GET)?;
+        Ok(Outcome::Read(svc.to_value()))
     }),
+    // The service directory: the caller's services and those shared with
+    // it (the ARN names the owner's account).
     ("ListServices", |c| {
-        c.page_of(&sorted(c.mine::<rec::Service>()), Resource::to_value)
+        c.page_of(&c.visible::<rec::Service>(GET), Resource::to_value)
     }),
     ("UpdateService", |c| {
         let svc = c.resolve::<rec::Service>(c.get("serviceIdentifier"))?;
