@@ -804,10 +804,27 @@ impl Aws {
     /// `aws vpc-lattice ARGS --output json`: the parsed answer, or the CLI's
     /// error text.
     pub fn run(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        self.run_in("vpc-lattice", args)
+    }
+
+    /// `aws ram ARGS` against the same endpoint (latticed tells the APIs
+    /// apart by the service the request is signed for).
+    pub fn ram(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        self.run_in("ram", args)
+    }
+
+    /// Like [`Aws::ram`], panicking with the CLI's error.
+    pub fn ram_ok(&self, args: &[&str]) -> serde_json::Value {
+        self.ram(args)
+            .unwrap_or_else(|e| panic!("aws ram {}: {e}", args.join(" ")))
+    }
+
+    /// `aws SERVICE ARGS --output json`.
+    fn run_in(&self, service: &str, args: &[&str]) -> Result<serde_json::Value, String> {
         let out = Command::new("aws")
             .arg("--endpoint-url")
             .arg(&self.endpoint)
-            .arg("vpc-lattice")
+            .arg(service)
             .args(args)
             .args(["--output", "json"])
             .env("AWS_SHARED_CREDENTIALS_FILE", &self.credentials)
@@ -1049,6 +1066,30 @@ pub fn kill(pid: u32) {
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
     }
+}
+
+/// `latticed account ARGS --state-dir STATE`: stdout, or the error.
+pub fn account(l: &Latticed, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(bin("latticed"))
+        .arg("account")
+        .args(args)
+        .arg("--state-dir")
+        .arg(l.state())
+        .output()
+        .expect("running latticed account");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The error code the AWS CLI reports in `err` (`... (Code) when ...`).
+pub fn code(err: &str) -> &str {
+    err.split('(')
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or(err)
 }
 
 /// `latticed principal add`; returns (key, secret).

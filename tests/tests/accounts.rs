@@ -10,36 +10,12 @@
     reason = "integration tests: a panic is the failure report"
 )]
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use latticed_tests::*;
 use serde_json::json;
 
 const B: &str = "222233334444";
-
-/// `latticed account ARGS --state-dir STATE`: stdout, or the error.
-fn account(l: &Latticed, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(bin("latticed"))
-        .arg("account")
-        .args(args)
-        .arg("--state-dir")
-        .arg(l.state())
-        .output()
-        .expect("running latticed account");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// The error code the CLI reports in `err`.
-fn code(err: &str) -> &str {
-    err.split('(')
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap_or(err)
-}
 
 #[test]
 fn an_account_owns_what_it_creates_and_sees_only_that() {

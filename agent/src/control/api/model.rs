@@ -491,6 +491,12 @@ impl Model {
         }
     }
 
+    /// The required members of structure `shape`.
+    #[cfg(test)]
+    pub fn required(&self, shape: &str) -> Vec<&'static str> {
+        self.shape(shape).required.clone()
+    }
+
     fn shape(&self, name: &str) -> &Shape<'static> {
         self.shapes.get(name).unwrap_or(&NO_SHAPE)
     }

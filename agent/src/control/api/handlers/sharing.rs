@@ -195,19 +195,20 @@ fn checked_resources<'a>(c: &Ctx<'a>, arns: &'a [String]) -> Result<Vec<&'a str>
     for (i, arn) in arns.iter().enumerate() {
         let field = format!("resourceArns[{i}]");
         check_arn(&field, arn)?;
-        let exists =
-            match resource_type(arn) {
-                Some(t) if t.name == RESOURCE_TYPES[0].name => {
-                    c.state.resolve::<rec::ServiceNetwork>(arn).is_ok()
-                }
-                Some(_) => c.state.resolve::<rec::Service>(arn).is_ok(),
-                None => return Err(ApiError::ram(
+        let exists = match resource_type(arn) {
+            Some(t) if t.name == RESOURCE_TYPES[0].name => {
+                c.state.resolve::<rec::ServiceNetwork>(arn).is_ok()
+            }
+            Some(_) => c.state.resolve::<rec::Service>(arn).is_ok(),
+            None => {
+                return Err(ApiError::ram(
                     "InvalidParameterException",
                     format!(
                         "{field}: {arn} is not a service network or service; latticed shares those"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         if !exists {
             return Err(ApiError::ram(
                 "UnknownResourceException",
@@ -1127,6 +1128,22 @@ mod tests {
                 "TagResource",
                 json!({"resourceShareArn": share_arn, "tags": [{"key": "k", "value": "v"}]}),
             ),
+            (
+                "UntagResource",
+                json!({"resourceArn": perm, "tagKeys": ["k"]}),
+            ),
+            (
+                "DisassociateResourceSharePermission",
+                json!({"resourceShareArn": share_arn, "permissionArn": perm}),
+            ),
+            (
+                "SetDefaultPermissionVersion",
+                json!({"permissionArn": perm, "permissionVersion": 1}),
+            ),
+            (
+                "DeletePermissionVersion",
+                json!({"permissionArn": perm, "permissionVersion": 1}),
+            ),
         ] {
             let e = api.ram_err(op, input);
             assert_eq!(e.code, "UnknownResourceException", "{op}: {e}");
@@ -1265,5 +1282,161 @@ mod tests {
         }
         api.as_account(OTHER);
         assert!(names(&api.ok("ListServiceNetworks", json!({}))).is_empty());
+    }
+
+    /// Every Lattice operation that changes something, tried as another
+    /// account against each of the owner's resources it can name, before
+    /// and after the owner shares its network and service with it: each is
+    /// refused and changes nothing. With the share, only the two
+    /// associations the default permissions allow go through, and the
+    /// recipient may delete what it made, not the owner's. Driven by the
+    /// model, so an operation added later is tried too.
+    #[test]
+    fn no_change_reaches_another_accounts_resources_shared_or_not() {
+        let mut api = Api::new();
+        let [sn, svc, l, tg] = api.service_in_network();
+        let arn_of = |api: &mut Api, op: &str, input: Value| {
+            api.ok(op, input)["arn"].as_str().unwrap().to_owned()
+        };
+        let sn = arn_of(
+            &mut api,
+            "GetServiceNetwork",
+            json!({"serviceNetworkIdentifier": sn}),
+        );
+        let svc = arn_of(&mut api, "GetService", json!({"serviceIdentifier": svc}));
+        let l = arn_of(
+            &mut api,
+            "GetListener",
+            json!({"serviceIdentifier": svc, "listenerIdentifier": l}),
+        );
+        let tg = arn_of(
+            &mut api,
+            "GetTargetGroup",
+            json!({"targetGroupIdentifier": tg}),
+        );
+        let rule = arn_of(
+            &mut api,
+            "CreateRule",
+            json!({"serviceIdentifier": svc, "listenerIdentifier": l, "name": "path-a", "priority": 1,
+                "match": {"httpMatch": {"pathMatch": {"match": {"prefix": "/a"}}}},
+                "action": {"fixedResponse": {"statusCode": 404}}}),
+        );
+        let als = arn_of(
+            &mut api,
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": svc, "destinationArn": "arn:aws:logs:us-east-1:111122223333:log-group:x"}),
+        );
+        let snva = arn_of(
+            &mut api,
+            "CreateServiceNetworkVpcAssociation",
+            json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": "vpc-aa"}),
+        );
+        let snsa = api.ok("ListServiceNetworkServiceAssociations", json!({}))["items"][0]["arn"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let values = |resource: &str| {
+            json!({
+                "serviceNetworkIdentifier": sn, "serviceIdentifier": svc, "listenerIdentifier": l,
+                "ruleIdentifier": rule, "targetGroupIdentifier": tg, "accessLogSubscriptionIdentifier": als,
+                "serviceNetworkVpcAssociationIdentifier": snva, "serviceNetworkServiceAssociationIdentifier": snsa,
+                "resourceIdentifier": resource, "resourceArn": resource, "vpcIdentifier": "vpc-bb",
+                "name": "b-thing", "authType": "AWS_IAM", "policy": "{}", "protocol": "HTTP", "priority": 7,
+                "defaultAction": {"fixedResponse": {"statusCode": 404}},
+                "action": {"fixedResponse": {"statusCode": 404}},
+                "match": {"httpMatch": {"pathMatch": {"match": {"prefix": "/b"}}}},
+                "rules": [{"ruleIdentifier": rule, "priority": 9}], "targets": [{"id": "10.0.0.9"}],
+                "tags": {"k": "v"}, "tagKeys": ["k"], "securityGroupIds": ["sg-0123456789abcdef0"],
+                "destinationArn": "arn:aws:logs:us-east-1:222233334444:log-group:b",
+                "healthCheck": {"enabled": false}, "type": "IP",
+            })
+        };
+        let m = super::super::super::model::model();
+        let mutations: Vec<(&str, Vec<&str>)> = m
+            .operations
+            .iter()
+            .filter(|(n, _)| !n.starts_with("Get") && !n.starts_with("List"))
+            .filter(|(n, _)| super::super::unsupported(n).is_none())
+            .map(|(n, o)| {
+                let shape = o.input.as_deref().unwrap_or_default();
+                (n.as_str(), m.required(shape))
+            })
+            // Creating one's own resource names nothing of another's.
+            .filter(|(_, req)| {
+                req.iter()
+                    .any(|r| r.ends_with("Identifier") || *r == "resourceArn")
+            })
+            .collect();
+        assert!(mutations.len() >= 28, "{}", mutations.len());
+        // `allowed`: the operations the share allows, with their input.
+        let try_all = |api: &mut Api, allowed: &[(&str, Value)]| {
+            let mut done = Vec::new();
+            for (op, req) in &mutations {
+                if let Some((_, input)) = allowed.iter().find(|(a, _)| a == op) {
+                    done.push(
+                        api.ok(op, input.clone())["arn"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                    );
+                    continue;
+                }
+                for resource in [&sn, &svc] {
+                    let all = values(resource);
+                    let input: serde_json::Map<String, Value> = req
+                        .iter()
+                        .map(|k| ((*k).to_owned(), all[*k].clone()))
+                        .collect();
+                    let input = Value::Object(input);
+                    let e = api.err(op, input.clone());
+                    assert!(
+                        matches!(
+                            e.code,
+                            "AccessDeniedException" | "ResourceNotFoundException"
+                        ),
+                        "{op} {input}: {e}"
+                    );
+                }
+            }
+            done
+        };
+        api.as_account(OTHER);
+        try_all(&mut api, &[]);
+        api.as_account(OWNER);
+        share(&mut api, &[&sn, &svc], json!({}));
+        accept_invitation(&mut api);
+        let own = api.ok("CreateService", json!({"name": "b-svc"}))["id"].clone();
+        let associate = [
+            (
+                "CreateServiceNetworkServiceAssociation",
+                json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": own}),
+            ),
+            (
+                "CreateServiceNetworkVpcAssociation",
+                json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": "vpc-bb"}),
+            ),
+        ];
+        let made = try_all(&mut api, &associate);
+        assert_eq!(made.len(), 2, "{made:?}");
+        // What it made is its to delete; what the owner made is not.
+        let e = api.err(
+            "DeleteServiceNetworkVpcAssociation",
+            json!({"serviceNetworkVpcAssociationIdentifier": snva}),
+        );
+        assert_eq!(e.code, "AccessDeniedException", "{e}");
+        for arn in made {
+            let op = if arn.contains("vpcassociation") {
+                (
+                    "DeleteServiceNetworkVpcAssociation",
+                    "serviceNetworkVpcAssociationIdentifier",
+                )
+            } else {
+                (
+                    "DeleteServiceNetworkServiceAssociation",
+                    "serviceNetworkServiceAssociationIdentifier",
+                )
+            };
+            api.ok(op.0, json!({ op.1: arn }));
+        }
     }
 }
