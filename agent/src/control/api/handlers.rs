@@ -1195,6 +1195,8 @@ mod testing {
         pub(super) state: State,
         pub(super) settings: Settings,
         pub(super) caller: String,
+        /// The time calls are made at.
+        pub(super) now: String,
     }
 
     /// A second account.
@@ -1224,6 +1226,7 @@ mod testing {
                     orgs: BTreeMap::new(),
                 },
                 caller: crate::control::Naming::example().account,
+                now: "2026-12-06T00:00:00.000Z".to_owned(),
             }
         }
 
@@ -1280,7 +1283,7 @@ mod testing {
                     return Err(ApiError::validation(problems));
                 }
             }
-            let now = "2026-12-06T00:00:00.000Z".to_owned();
+            let now = self.now.clone();
             let call = Call {
                 op,
                 input: &input,

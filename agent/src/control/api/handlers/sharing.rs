@@ -728,6 +728,19 @@ fn invitations<'a>(c: &Ctx<'a>) -> Vec<(&'a rec::Share, &'a rec::Invitation)> {
         .collect()
 }
 
+/// How long an invitation stays open, as in RAM.
+const INVITATION_TTL: f64 = 7.0 * 86_400.0;
+
+/// An invitation's status now: a pending one past [`INVITATION_TTL`] has
+/// expired.
+fn status_of<'a>(c: &Ctx<'_>, i: &'a rec::Invitation) -> &'a str {
+    if i.status == "PENDING" && epoch(&c.now) - i.timestamp > INVITATION_TTL {
+        "EXPIRED"
+    } else {
+        &i.status
+    }
+}
+
 fn invitation_view(c: &Ctx<'_>, s: &rec::Share, i: &rec::Invitation) -> Value {
     json!({
         "resourceShareInvitationArn": i.arn,
@@ -736,7 +749,7 @@ fn invitation_view(c: &Ctx<'_>, s: &rec::Share, i: &rec::Invitation) -> Value {
         "senderAccountId": s.owning_account_id,
         "receiverAccountId": c.caller,
         "invitationTimestamp": i.timestamp,
-        "status": i.status,
+        "status": status_of(c, i),
     })
 }
 
@@ -770,7 +783,7 @@ fn invitation<'a>(c: &Ctx<'a>) -> Result<(&'a rec::Share, &'a rec::Invitation), 
 
 fn answer(c: &Ctx<'_>, accept: bool) -> Result<Outcome, ApiError> {
     let (share, inv) = invitation(c)?;
-    match inv.status.as_str() {
+    match status_of(c, inv) {
         "ACCEPTED" => {
             return Err(ApiError::ram(
                 "ResourceShareInvitationAlreadyAcceptedException",
@@ -781,6 +794,15 @@ fn answer(c: &Ctx<'_>, accept: bool) -> Result<Outcome, ApiError> {
             return Err(ApiError::ram(
                 "ResourceShareInvitationAlreadyRejectedException",
                 format!("invitation {} was already rejected", inv.arn),
+            ))
+        }
+        "EXPIRED" => {
+            return Err(ApiError::ram(
+                "ResourceShareInvitationExpiredException",
+                format!(
+                    "invitation {} expired 7 days after it was sent; the owner may share again",
+                    inv.arn
+                ),
             ))
         }
         _ => {}
@@ -807,10 +829,11 @@ fn answer(c: &Ctx<'_>, accept: bool) -> Result<Outcome, ApiError> {
 
 fn pending_resources(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let (share, inv) = invitation(c)?;
-    if inv.status != "PENDING" {
+    let status = status_of(c, inv);
+    if status != "PENDING" {
         return Err(ApiError::ram(
             "OperationNotPermittedException",
-            format!("invitation {} is {}, not pending", inv.arn, inv.status),
+            format!("invitation {} is {status}, not pending", inv.arn),
         ));
     }
     let items: Vec<Value> = share
@@ -1242,6 +1265,43 @@ mod tests {
             .map(|p| p["permissionType"].as_str().unwrap())
             .collect();
         assert_eq!(kinds, ["AWS_MANAGED", "CUSTOMER_MANAGED"], "{listed}");
+    }
+
+    /// RAM's times are the handlers' ISO 8601 times in seconds.
+    #[test]
+    fn ram_times_are_the_same_instants() {
+        for secs in [0u64, 1_796_515_200, 1_796_515_200 + 86_399] {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + 250);
+            let iso = latticed_proxy::time::iso8601(t);
+            assert_eq!(super::epoch(&iso), secs as f64 + 0.25, "{iso}");
+        }
+        assert_eq!(super::epoch("now"), 0.0);
+    }
+
+    /// An invitation left pending for seven days expires: it says so and
+    /// can no longer be accepted.
+    #[test]
+    fn an_invitation_expires_after_seven_days() {
+        let mut api = Api::new();
+        let (sn, _) = network_with_service(&mut api);
+        share(&mut api, &[&sn], json!({}));
+        api.as_account(OTHER);
+        api.now = "2026-12-12T23:59:00.000Z".into();
+        let inv = api.ram_ok("GetResourceShareInvitations", json!({}));
+        assert_eq!(
+            inv["resourceShareInvitations"][0]["status"], "PENDING",
+            "{inv}"
+        );
+        api.now = "2026-12-13T00:00:01.000Z".into();
+        let inv = api.ram_ok("GetResourceShareInvitations", json!({}));
+        let inv = &inv["resourceShareInvitations"][0];
+        assert_eq!(inv["status"], "EXPIRED", "{inv}");
+        let e = api.ram_err(
+            "AcceptResourceShareInvitation",
+            json!({"resourceShareInvitationArn": inv["resourceShareInvitationArn"]}),
+        );
+        assert_eq!(e.code, "ResourceShareInvitationExpiredException", "{e}");
+        assert!(names(&api.ok("ListServiceNetworks", json!({}))).is_empty());
     }
 
     /// Deleting a share ends the recipient's access and answers with the
