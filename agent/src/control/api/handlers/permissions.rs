@@ -124,18 +124,34 @@ pub(super) fn usable(
         return Ok((t, 1));
     }
     let p = own(c, field, arn)?;
-    let version = version.unwrap_or(p.default_version);
-    if !p.versions.contains_key(&version) {
-        return Err(ApiError::ram(
-            "InvalidParameterException",
-            format!("permissionVersion: {arn} has no version {version}"),
-        ));
-    }
-    let t = RESOURCE_TYPES
+    let version = version_in(p, version.unwrap_or(p.default_version))?;
+    Ok((type_of(p)?, version))
+}
+
+/// The type of customer-managed permission `p`.
+fn type_of(p: &rec::Permission) -> Result<&'static ResourceType, ApiError> {
+    RESOURCE_TYPES
         .iter()
         .find(|t| t.name == p.resource_type)
-        .ok_or_else(|| ApiError::internal(format!("permission {arn} has an unknown type")))?;
-    Ok((t, version))
+        .ok_or_else(|| ApiError::internal(format!("permission {} has an unknown type", p.arn)))
+}
+
+/// `v`, if `p` has that version.
+fn version_in(p: &rec::Permission, v: u32) -> Result<u32, ApiError> {
+    if p.versions.contains_key(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::ram(
+            "InvalidParameterException",
+            format!("permissionVersion: {} has no version {v}", p.arn),
+        ))
+    }
+}
+
+/// Writes `p`, answering `result`.
+fn saved(p: rec::Permission, result: Value) -> Result<Outcome, ApiError> {
+    let key = key_of(&p.arn).ok_or_else(|| ApiError::internal("a permission ARN without a key"))?;
+    write(vec![Change::Put(key, Record::Permission(p))], result)
 }
 
 /// The caller's customer-managed permission named at `field`.
@@ -338,9 +354,7 @@ fn list(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     }
     if kind != "AWS_MANAGED" {
         for p in mine(c).filter(|p| want.is_none_or(|w| w.name == p.resource_type)) {
-            if let Some(t) = RESOURCE_TYPES.iter().find(|t| t.name == p.resource_type) {
-                items.push(view(t, Some(p), p.default_version, false));
-            }
+            items.push(view(type_of(p)?, Some(p), p.default_version, false));
         }
     }
     c.ram_page("permissions", &items, Value::clone)
@@ -356,11 +370,7 @@ fn named<'a>(
         return Ok((t, None));
     }
     let p = own(c, "permissionArn", arn)?;
-    let t = RESOURCE_TYPES
-        .iter()
-        .find(|t| t.name == p.resource_type)
-        .ok_or_else(|| ApiError::internal(format!("permission {arn} has an unknown type")))?;
-    Ok((t, Some(p)))
+    Ok((type_of(p)?, Some(p)))
 }
 
 /// The caller's customer-managed permission at `permissionArn`; AWS's own
@@ -380,18 +390,19 @@ fn changeable<'a>(c: &Ctx<'a>) -> Result<&'a rec::Permission, ApiError> {
 
 fn get(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let (t, p) = named(c)?;
-    let version = match c.opt::<u32>("permissionVersion")? {
-        Some(v) if p.is_some_and(|p| !p.versions.contains_key(&v)) || (p.is_none() && v != 1) => {
+    let version = match (c.opt::<u32>("permissionVersion")?, p) {
+        (Some(v), Some(p)) => version_in(p, v)?,
+        (None, Some(p)) => p.default_version,
+        (Some(1) | None, None) => 1,
+        (Some(v), None) => {
             return Err(ApiError::ram(
                 "InvalidParameterException",
                 format!(
-                    "permissionVersion: {} has no version {v}",
-                    c.get("permissionArn")
+                    "permissionVersion: {} has version 1 only, not {v}",
+                    managed_arn(t)
                 ),
             ))
         }
-        Some(v) => v,
-        None => p.map_or(1, |p| p.default_version),
     };
     Ok(Outcome::Read(
         json!({"permission": view(t, p, version, true)}),
@@ -399,16 +410,8 @@ fn get(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 }
 
 fn put_permission(c: &Ctx<'_>, p: rec::Permission, version: u32) -> Result<Outcome, ApiError> {
-    let t = RESOURCE_TYPES
-        .iter()
-        .find(|t| t.name == p.resource_type)
-        .ok_or_else(|| ApiError::internal("a permission of an unknown type"))?;
-    let out = view(t, Some(&p), version, false);
-    let key = key_of(&p.arn).ok_or_else(|| ApiError::internal("a permission ARN without a key"))?;
-    write(
-        vec![Change::Put(key, Record::Permission(p))],
-        with_token(c, json!({"permission": out})),
-    )
+    let out = view(type_of(&p)?, Some(&p), version, false);
+    saved(p, with_token(c, json!({"permission": out})))
 }
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
@@ -479,10 +482,7 @@ fn create_version(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
             ),
         ));
     }
-    let t = RESOURCE_TYPES
-        .iter()
-        .find(|t| t.name == p.resource_type)
-        .ok_or_else(|| ApiError::internal("a permission of an unknown type"))?;
+    let t = type_of(&p)?;
     let policy_template = c.get("policyTemplate").to_owned();
     let actions = template_actions(t, &policy_template)?;
     let now = epoch(&c.now);
@@ -517,20 +517,9 @@ fn list_versions(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 
 fn set_default(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let mut p = changeable(c)?.clone();
-    let v: u32 = c.req("permissionVersion")?;
-    if !p.versions.contains_key(&v) {
-        return Err(ApiError::ram(
-            "InvalidParameterException",
-            format!("permissionVersion: {} has no version {v}", p.arn),
-        ));
-    }
-    p.default_version = v;
+    p.default_version = version_in(&p, c.req("permissionVersion")?)?;
     p.last_updated_time = epoch(&c.now);
-    let key = key_of(&p.arn).ok_or_else(|| ApiError::internal("a permission ARN without a key"))?;
-    write(
-        vec![Change::Put(key, Record::Permission(p))],
-        with_token(c, json!({"returnValue": true})),
-    )
+    saved(p, with_token(c, json!({"returnValue": true})))
 }
 
 /// The shares that use version `version` (any, if `None`) of `arn`.
@@ -569,13 +558,7 @@ fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 
 fn delete_version(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let mut p = changeable(c)?.clone();
-    let v: u32 = c.req("permissionVersion")?;
-    if !p.versions.contains_key(&v) {
-        return Err(ApiError::ram(
-            "InvalidParameterException",
-            format!("permissionVersion: {} has no version {v}", p.arn),
-        ));
-    }
+    let v = version_in(&p, c.req("permissionVersion")?)?;
     if v == p.default_version {
         return Err(ApiError::ram(
             "InvalidParameterException",
@@ -596,9 +579,8 @@ fn delete_version(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     }
     p.versions.remove(&v);
     p.last_updated_time = epoch(&c.now);
-    let key = key_of(&p.arn).ok_or_else(|| ApiError::internal("a permission ARN without a key"))?;
-    write(
-        vec![Change::Put(key, Record::Permission(p))],
+    saved(
+        p,
         with_token(
             c,
             json!({"returnValue": true, "permissionStatus": "ATTACHABLE"}),
@@ -734,6 +716,5 @@ fn tag(c: &Ctx<'_>, add: bool) -> Result<Outcome, ApiError> {
         return Err(ApiError::internal("tagging nothing"));
     };
     p.tags = tags;
-    let key = key_of(&p.arn).ok_or_else(|| ApiError::internal("a permission ARN without a key"))?;
-    write(vec![Change::Put(key, Record::Permission(p))], json!({}))
+    saved(p, json!({}))
 }
