@@ -182,6 +182,12 @@ def conformance(endpoint, creds, vpc_a, vpc_b):
     call("GetRule", serviceIdentifier=svc["id"], listenerIdentifier=lis["id"], ruleIdentifier=rule["arn"])
     call("ListRules", serviceIdentifier=svc["id"], listenerIdentifier=lis["id"])
     call("UpdateRule", serviceIdentifier=svc["id"], listenerIdentifier=lis["id"], ruleIdentifier=rule["id"], priority=5)
+    # The model's whole priority range, 1-2000.
+    high = call("CreateRule", serviceIdentifier=svc["id"], listenerIdentifier=lis["id"], name="conf-rule-high",
+                priority=1500, match={"httpMatch": {"method": "POST"}}, action={"fixedResponse": {"statusCode": 404}})
+    rules = call("ListRules", serviceIdentifier=svc["id"], listenerIdentifier=lis["id"])["items"]
+    check([r["isDefault"] for r in rules] == [False, False, True], f"ListRules lists the default rule last: {rules}")
+    call("DeleteRule", serviceIdentifier=svc["id"], listenerIdentifier=lis["id"], ruleIdentifier=high["id"])
     batch = call("BatchUpdateRule", serviceIdentifier=svc["id"], listenerIdentifier=lis["id"],
                  rules=[{"ruleIdentifier": rule["id"], "priority": 6}, {"ruleIdentifier": "rule-0123456789abcdef0", "priority": 7}])
     check(len(batch["successful"]) == 1 and len(batch["unsuccessful"]) == 1, "BatchUpdateRule reports each rule")
@@ -296,8 +302,11 @@ def snapshot(c):
         "sn": c.list_service_networks()["items"],
         "svc": c.list_services()["items"],
         "tg": c.list_target_groups()["items"],
-        "snva": c.list_service_network_vpc_associations()["items"],
-        "snsa": c.list_service_network_service_associations()["items"],
+        # An association list needs a filter: every network's.
+        "snva": [a for sn in c.list_service_networks()["items"]
+                 for a in c.list_service_network_vpc_associations(serviceNetworkIdentifier=sn["id"])["items"]],
+        "snsa": [a for sn in c.list_service_networks()["items"]
+                 for a in c.list_service_network_service_associations(serviceNetworkIdentifier=sn["id"])["items"]],
     }
 
 
@@ -374,6 +383,28 @@ def bad_input(endpoint, creds, vpc_a):
     expect_error(c, "CreateTargetGroup missing namespace", "ValidationException",
                  lambda: c.create_target_group(name="bad-tg-4", type="IP", config={"port": 80, "protocol": "HTTP", "vpcIdentifier": "no-such-vpc"}),
                  "config.vpcIdentifier")
+
+    # What only the planner checks is named by the request's field, not
+    # by the configuration's path.
+    lis = good.create_listener(serviceIdentifier=svc["id"], name="bad-listener-2", protocol="HTTP",
+                               defaultAction={"fixedResponse": {"statusCode": 404}})
+    expect_error(c, "CreateRule matching nothing", "ValidationException",
+                 lambda: c.create_rule(serviceIdentifier=svc["id"], listenerIdentifier=lis["id"], name="empty", priority=3,
+                                       match={"httpMatch": {}}, action={"fixedResponse": {"statusCode": 404}}),
+                 "match.httpMatch")
+    try:
+        c.create_rule(serviceIdentifier=svc["id"], listenerIdentifier=lis["id"], name="empty", priority=3,
+                      match={"httpMatch": {}}, action={"fixedResponse": {"statusCode": 404}})
+    except ClientError as e:
+        names = [f.get("name", "") for f in e.response.get("fieldList", [])]
+        check(not any("services[" in n for n in names), f"no configuration path in the error: {names}")
+    for op in ("list_service_network_vpc_associations", "list_service_network_service_associations"):
+        expect_error(c, f"{op} without a filter", "ValidationException", lambda: getattr(c, op)(), "serviceNetworkIdentifier")
+    expect_error(c, "CreateRule priority 2001", "ValidationException",
+                 lambda: c.create_rule(serviceIdentifier=svc["id"], listenerIdentifier=lis["id"], name="high", priority=2001,
+                                       match={"httpMatch": {"method": "GET"}}, action={"fixedResponse": {"statusCode": 404}}),
+                 "priority")
+    good.delete_listener(serviceIdentifier=svc["id"], listenerIdentifier=lis["id"])
 
     # Model patterns: a resource policy of spaces only, an ARN with a
     # non-ASCII account.

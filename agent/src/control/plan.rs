@@ -747,7 +747,7 @@ fn plan_listener(
                 format!("rule {:?} is defined twice in this listener", r.name),
             );
         }
-        if (1..=100).contains(&r.priority) && !priorities.insert(r.priority) {
+        if RULE_PRIORITIES.contains(&r.priority) && !priorities.insert(r.priority) {
             errs.add(
                 format!("{rb}.priority"),
                 format!("priority {} is already used in this listener", r.priority),
@@ -809,6 +809,10 @@ fn check_protocols(
 }
 
 /// One rule (`rb` names it in errors): its priority, match and action.
+/// Rule priorities, as the API's model allows them (`RulePriority`): the
+/// file and the API accept the same.
+pub const RULE_PRIORITIES: std::ops::RangeInclusive<u32> = 1..=2000;
+
 fn plan_rule(
     errs: &mut Errors,
     rb: &str,
@@ -816,10 +820,15 @@ fn plan_rule(
     tg_index: &HashMap<&str, usize>,
 ) -> PlannedRule {
     errs.name(&format!("{rb}.name"), &r.name, 63, Some("rule-"));
-    if !(1..=100).contains(&r.priority) {
+    if !RULE_PRIORITIES.contains(&r.priority) {
         errs.add(
             format!("{rb}.priority"),
-            format!("{} is outside 1-100", r.priority),
+            format!(
+                "{} is outside {}-{}",
+                r.priority,
+                RULE_PRIORITIES.start(),
+                RULE_PRIORITIES.end()
+            ),
         );
     }
     let hm = &r.match_.http_match;

@@ -187,16 +187,54 @@ fn replay(
     }
 }
 
-/// A change the planner refuses, as the API answers it.
+/// A change the planner refuses, as the API answers it. The planner checks
+/// the whole configuration and names its fields by the configuration's
+/// paths (`services[0].listeners[0].rules[2].priority`); the answer names
+/// the request's own field (`priority`), what is left once the leading
+/// resources are taken off.
 fn refused(e: control::ValidationError) -> ApiError {
     ApiError::validation(
         e.0.into_iter()
             .map(|f| control::api::model::FieldProblem {
-                name: f.field,
+                name: request_field(&f.field).to_owned(),
                 message: f.reason,
             })
             .collect(),
     )
+}
+
+/// The collections of the configuration that hold whole resources.
+const RESOURCE_LISTS: [&str; 9] = [
+    "serviceNetworks",
+    "services",
+    "listeners",
+    "rules",
+    "targetGroups",
+    "accessLogSubscriptions",
+    "authPolicies",
+    "serviceNetworkServiceAssociations",
+    "serviceNetworkVpcAssociations",
+];
+
+/// `path` without its leading `RESOURCE_LIST[i].` segments; the resource
+/// itself (`body`) when nothing is left.
+fn request_field(mut path: &str) -> &str {
+    loop {
+        let stripped = RESOURCE_LISTS.iter().find_map(|list| {
+            let rest = path.strip_prefix(list)?.strip_prefix('[')?;
+            let (index, rest) = rest.split_once(']')?;
+            index.bytes().all(|b| b.is_ascii_digit()).then_some(rest)
+        });
+        match stripped {
+            Some(rest) => path = rest.strip_prefix('.').unwrap_or(rest),
+            None => break,
+        }
+    }
+    if path.is_empty() {
+        "body"
+    } else {
+        path
+    }
 }
 
 /// Re-plans the services and target groups `affected` names into `plan`,
@@ -240,4 +278,26 @@ pub(super) fn replan(
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_field;
+
+    #[test]
+    fn a_refusal_names_the_requests_field_not_the_configurations() {
+        for (path, want) in [
+            ("services[0].listeners[0].rules[2].priority", "priority"),
+            (
+                "services[3].listeners[1].defaultAction.forward.targetGroups[0].weight",
+                "defaultAction.forward.targetGroups[0].weight",
+            ),
+            ("targetGroups[12].healthCheck.port", "healthCheck.port"),
+            ("services[0]", "body"),
+            ("name", "name"),
+            ("services[x].name", "services[x].name"),
+        ] {
+            assert_eq!(request_field(path), want, "{path}");
+        }
+    }
 }

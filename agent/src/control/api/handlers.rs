@@ -847,8 +847,18 @@ impl<'a> Ctx<'a> {
             created_at: self.now.clone(),
             last_updated_at: self.now.clone(),
             seq: self.state.next_seq,
-            tags: self.opt("tags")?,
+            tags: self.user_tags()?,
         })
+    }
+
+    /// The input's `tags`, if given, with only the user's keys.
+    fn user_tags(&self) -> Result<Option<rec::Tags>, ApiError> {
+        let tags: Option<rec::Tags> = self.opt("tags")?;
+        user_tag_keys(
+            "tags",
+            tags.iter().flat_map(|t| t.keys().map(String::as_str)),
+        )?;
+        Ok(tags)
     }
 
     /// Meta of a new resource of `kind` whose ARN is `.../{arn_type}/{id}`.
@@ -956,6 +966,20 @@ fn typed<T: serde::de::DeserializeOwned>(v: &Value, key: &str) -> Result<Option<
             ApiError::field(&field, e.reason)
         }),
     }
+}
+
+/// Refuses tag keys (of input member `field`) that begin with `aws:`:
+/// they are AWS's own, and AWS refuses them.
+fn user_tag_keys<'k>(field: &str, keys: impl IntoIterator<Item = &'k str>) -> Result<(), ApiError> {
+    for k in keys {
+        if k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
+            return Err(ApiError::field(
+                &format!("{field}.{k}"),
+                "keys that begin with aws: are reserved for AWS",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An enum member as the API spells it.
@@ -1574,7 +1598,10 @@ mod tests {
             ),
             "AccessDeniedException"
         );
-        let assoc = api.ok("ListServiceNetworkVpcAssociations", json!({}));
+        let assoc = api.ok(
+            "ListServiceNetworkVpcAssociations",
+            json!({"vpcIdentifier": "vpc-bb"}),
+        );
         assert_eq!(assoc["items"][0]["createdBy"], OTHER, "{assoc}");
         assert_eq!(
             code(&mut api, "CreateServiceNetwork", json!({"name": "net-c"})),

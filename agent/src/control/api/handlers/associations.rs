@@ -11,6 +11,7 @@ pub(super) const OPS: &[(&str, Handler)] = &[
         Ok(Outcome::Read(a.to_value()))
     }),
     ("ListServiceNetworkServiceAssociations", |c| {
+        one_filter(c, "serviceNetworkIdentifier", "serviceIdentifier")?;
         let sn = c.optional_id::<rec::ServiceNetwork>("serviceNetworkIdentifier")?;
         let svc = c.optional_id::<rec::Service>("serviceIdentifier")?;
         let items = sorted(parties_of::<rec::SnService>(c).filter(|a| {
@@ -27,6 +28,7 @@ pub(super) const OPS: &[(&str, Handler)] = &[
         Ok(Outcome::Read(a.to_value()))
     }),
     ("ListServiceNetworkVpcAssociations", |c| {
+        one_filter(c, "serviceNetworkIdentifier", "vpcIdentifier")?;
         let sn = c.optional_id::<rec::ServiceNetwork>("serviceNetworkIdentifier")?;
         let vpc = c.input["vpcIdentifier"].as_str();
         let items = sorted(parties_of::<rec::SnVpc>(c).filter(|a| {
@@ -44,6 +46,16 @@ pub(super) const OPS: &[(&str, Handler)] = &[
         deleted_association::<rec::SnVpc>(c, "serviceNetworkVpcAssociationIdentifier")
     }),
 ];
+
+/// Refuses a list of associations that names neither of its filters: AWS
+/// requires one.
+fn one_filter(c: &Ctx<'_>, a: &str, b: &str) -> Result<(), ApiError> {
+    if c.input[a].is_string() || c.input[b].is_string() {
+        Ok(())
+    } else {
+        Err(ApiError::field(a, format!("set {a} or {b}")))
+    }
+}
 
 /// The accounts an association concerns: its creator (whose account its
 /// ARN is in) and the owners of what it joins. Each of them sees it and
@@ -173,6 +185,19 @@ mod tests {
     use serde_json::json;
 
     use super::super::testing::Api;
+
+    #[test]
+    fn association_lists_need_one_filter() {
+        let mut api = Api::new();
+        for (op, field) in [
+            ("ListServiceNetworkServiceAssociations", "serviceIdentifier"),
+            ("ListServiceNetworkVpcAssociations", "vpcIdentifier"),
+        ] {
+            let e = api.err(op, json!({}));
+            assert_eq!(e.code, "ValidationException", "{e}");
+            assert!(e.message.contains(field), "{op}: {e}");
+        }
+    }
 
     #[test]
     fn a_service_joins_a_network_once_and_carries_its_names() {

@@ -465,7 +465,7 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
         .into(),
         creation_time: now,
         last_updated_time: now,
-        tags: c.opt("tags")?.unwrap_or_default(),
+        tags: super::sharing::ram_tags(c)?,
         seq: c.state.next_seq,
     };
     put_permission(c, p, 1)
@@ -693,6 +693,7 @@ fn tag(c: &Ctx<'_>, add: bool) -> Result<Outcome, ApiError> {
     );
     if add {
         let new: Vec<rec::RamTag> = c.req("tags")?;
+        user_tag_keys("tags", new.iter().map(|t| t.key.as_str()))?;
         for t in new {
             tags.retain(|x| x.key != t.key);
             tags.push(t);

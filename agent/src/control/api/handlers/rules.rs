@@ -9,25 +9,101 @@ use super::*;
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateRule", create),
     ("GetRule", |c| {
-        Ok(Outcome::Read(
-            rule_of(c, c.get("ruleIdentifier"))?.to_value(),
-        ))
+        Ok(Outcome::Read(match any_rule(c, c.get("ruleIdentifier"))? {
+            AnyRule::Default(l) => default_rule(l),
+            AnyRule::Rule(r) => r.to_value(),
+        }))
     }),
+    // The listener's rules by creation, then its default rule, as AWS
+    // lists them.
     ("ListRules", |c| {
         let l = listener_of(c)?;
-        let items = sorted(c.state.children::<rec::Rule>(l.id()));
-        c.page_of(&items, Resource::to_value)
+        let mut items: Vec<Value> = sorted(c.state.children::<rec::Rule>(l.id()))
+            .into_iter()
+            .map(Resource::to_value)
+            .collect();
+        items.push(default_rule(l));
+        c.page(&items, |v| s(v, "id").to_owned(), Value::clone)
     }),
     ("UpdateRule", |c| {
-        let r = rule_of(c, c.get("ruleIdentifier"))?;
-        put(updated_rule(c, r, c.input)?)
+        match any_rule(c, c.get("ruleIdentifier"))? {
+            AnyRule::Default(l) => {
+                let l = updated_default(c, l, c.input)?;
+                let out = default_rule(&l);
+                write(vec![Change::Put(l.id().to_owned(), l.into_record())], out)
+            }
+            AnyRule::Rule(r) => put(updated_rule(c, r, c.input)?),
+        }
     }),
     ("BatchUpdateRule", batch_update),
     ("DeleteRule", |c| {
-        let r = rule_of(c, c.get("ruleIdentifier"))?;
-        write(deleted(c.state, r), json!({}))
+        match any_rule(c, c.get("ruleIdentifier"))? {
+            AnyRule::Default(_) => Err(ApiError::field(
+                "ruleIdentifier",
+                "is the listener's default rule, which goes with the listener",
+            )),
+            AnyRule::Rule(r) => write(deleted(c.state, r), json!({})),
+        }
     }),
 ];
+
+/// A rule as the API names it: one of the listener's, or its default rule.
+/// The default rule is the listener's `defaultAction` seen as a rule (AWS
+/// lists it with `isDefault`); it has an id of its own, derived from the
+/// listener's, and no match or priority.
+enum AnyRule<'a> {
+    Default(&'a rec::Listener),
+    Rule(&'a rec::Rule),
+}
+
+/// The id of listener `l`'s default rule.
+fn default_rule_id(l: &rec::Listener) -> String {
+    format!(
+        "{}{}",
+        Kind::Rule.prefix(),
+        l.id().trim_start_matches(Kind::Listener.prefix())
+    )
+}
+
+/// Listener `l`'s default rule, as Get and List answer it.
+fn default_rule(l: &rec::Listener) -> Value {
+    let id = default_rule_id(l);
+    json!({
+        "arn": format!("{}/rule/{id}", l.arn()), "id": id, "name": "default", "isDefault": true,
+        "action": l.default_action, "createdAt": l.meta.created_at,
+        "lastUpdatedAt": l.meta.last_updated_at,
+    })
+}
+
+/// The rule `ident` (id or ARN) names on the input's listener.
+fn any_rule<'a>(c: &Ctx<'a>, ident: &str) -> Result<AnyRule<'a>, ApiError> {
+    let l = listener_of(c)?;
+    let id = ident.rsplit('/').next().unwrap_or(ident);
+    if id == default_rule_id(l)
+        && (!ident.starts_with("arn:") || ident == s(&default_rule(l), "arn"))
+    {
+        return Ok(AnyRule::Default(l));
+    }
+    rule_of(c, ident).map(AnyRule::Rule)
+}
+
+/// Listener `l` with the default action update `u` gives; the default rule
+/// has only an action to change.
+fn updated_default(c: &Ctx<'_>, l: &rec::Listener, u: &Value) -> Result<rec::Listener, ApiError> {
+    for field in ["match", "priority"] {
+        if u.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::field(
+                field,
+                "the default rule has no match or priority; only its action changes",
+            ));
+        }
+    }
+    let mut l = c.touched(l);
+    if u.get("action").is_some_and(|v| !v.is_null()) {
+        l.default_action = c.action_in(u, "action")?;
+    }
+    Ok(l)
+}
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let q = &c.settings.quotas;
@@ -68,8 +144,20 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
 fn batch_update(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     listener_of(c)?;
     let (mut changes, mut ok, mut failed) = (Vec::new(), Vec::<rec::Rule>::new(), Vec::new());
+    let mut done = Vec::new();
     for u in c.input["rules"].as_array().into_iter().flatten() {
         let ident = s(u, "ruleIdentifier");
+        // The default rule's action is the listener's.
+        if let Ok(AnyRule::Default(l)) = any_rule(c, ident) {
+            match updated_default(c, l, u) {
+                Ok(l) => {
+                    done.push(default_rule(&l));
+                    changes.push(Change::Put(l.id().to_owned(), l.into_record()));
+                }
+                Err(e) => failed.push(json!({"ruleIdentifier": ident, "failureCode": e.code, "failureMessage": e.message})),
+            }
+            continue;
+        }
         let updated = rule_of(c, ident)
             .and_then(|r| updated_rule(c, r, u))
             .and_then(
@@ -93,8 +181,8 @@ fn batch_update(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
             Err(e) => failed.push(json!({"ruleIdentifier": ident, "failureCode": e.code, "failureMessage": e.message})),
         }
     }
-    let ok: Vec<Value> = ok.iter().map(Resource::to_value).collect();
-    write(changes, json!({"successful": ok, "unsuccessful": failed}))
+    done.extend(ok.iter().map(Resource::to_value));
+    write(changes, json!({"successful": done, "unsuccessful": failed}))
 }
 
 fn rule_of<'a>(c: &Ctx<'a>, ident: &str) -> Result<&'a rec::Rule, ApiError> {
@@ -173,7 +261,8 @@ mod tests {
             "ListRules",
             json!({"serviceIdentifier": svc, "listenerIdentifier": l}),
         );
-        assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+        // Two rules and the listener's default rule.
+        assert_eq!(listed["items"].as_array().unwrap().len(), 3, "{listed}");
         api.ok(
             "DeleteRule",
             json!({"serviceIdentifier": svc, "listenerIdentifier": l, "ruleIdentifier": a["id"]}),
@@ -222,5 +311,63 @@ mod tests {
         assert_eq!(get(&mut api, &a)["priority"], 10);
         assert_eq!(get(&mut api, &b)["priority"], 2);
         assert_eq!(get(&mut api, &c)["match"]["httpMatch"]["method"], "POST");
+    }
+
+    /// Each listener has a default rule, as in AWS: listed last with
+    /// `isDefault`, read and updated (its action is the listener's default
+    /// action) by id or ARN, never given a match or priority, never deleted.
+    #[test]
+    fn the_default_rule_is_listed_read_and_updated() {
+        let mut api = Api::new();
+        let [_, svc, l, tg] = api.service_in_network();
+        let at = json!({"serviceIdentifier": svc, "listenerIdentifier": l});
+        let listed = api.ok("ListRules", at.clone());
+        let items = listed["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{listed}");
+        assert_eq!(items[0]["isDefault"], true);
+        let (id, arn) = (items[0]["id"].clone(), items[0]["arn"].clone());
+        assert!(
+            id.as_str().unwrap().starts_with("rule-") && id.as_str().unwrap().len() == 22,
+            "{id}"
+        );
+        let with = |extra: serde_json::Value| {
+            let mut v = at.clone();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        for ident in [&id, &arn] {
+            let got = api.ok("GetRule", with(json!({"ruleIdentifier": ident})));
+            assert_eq!(
+                got["action"]["forward"]["targetGroups"][0]["targetGroupIdentifier"],
+                tg.as_str(),
+                "{got}"
+            );
+            assert_eq!(got["isDefault"], true);
+        }
+        let fixed = json!({"fixedResponse": {"statusCode": 404}});
+        let out = api.ok(
+            "UpdateRule",
+            with(json!({"ruleIdentifier": id, "action": fixed})),
+        );
+        assert_eq!(out["action"], fixed, "{out}");
+        let lst = api.ok("GetListener", at.clone());
+        assert_eq!(lst["defaultAction"], fixed, "{lst}");
+        let e = api.err(
+            "UpdateRule",
+            with(json!({"ruleIdentifier": id, "priority": 5})),
+        );
+        assert!(e.message.contains("priority"), "{e}");
+        let e = api.err("DeleteRule", with(json!({"ruleIdentifier": id})));
+        assert_eq!(e.code, "ValidationException", "{e}");
+        let fwd = json!({"forward": {"targetGroups": [{"targetGroupIdentifier": tg}]}});
+        let out = api.ok(
+            "BatchUpdateRule",
+            with(json!({"rules": [{"ruleIdentifier": id, "action": fwd}]})),
+        );
+        assert_eq!(out["successful"][0]["isDefault"], true, "{out}");
+        let lst = api.ok("GetListener", at);
+        assert!(lst["defaultAction"]["forward"].is_object(), "{lst}");
     }
 }

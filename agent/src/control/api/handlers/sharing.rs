@@ -424,7 +424,7 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
         feature_set: "STANDARD".into(),
         creation_time: now,
         last_updated_time: now,
-        tags: c.opt("tags")?.unwrap_or_default(),
+        tags: ram_tags(c)?,
         seq: c.state.next_seq,
         resources: BTreeMap::new(),
         principals: BTreeMap::new(),
@@ -433,6 +433,13 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     add_members(c, &mut share)?;
     let result = json!({"resourceShare": share_view(&share)});
     replace_share(c, share, result)
+}
+
+/// The input's RAM tags, with only the user's keys.
+pub(super) fn ram_tags(c: &Ctx<'_>) -> Result<Vec<rec::RamTag>, ApiError> {
+    let tags: Vec<rec::RamTag> = c.opt("tags")?.unwrap_or_default();
+    user_tag_keys("tags", tags.iter().map(|t| t.key.as_str()))?;
+    Ok(tags)
 }
 
 /// Resource shares an account may own at once (AWS's default quota).
@@ -1094,15 +1101,24 @@ mod tests {
         api.as_account(OTHER);
         assert!(names(&api.ok("ListServices", json!({}))).is_empty());
         assert!(names(&api.ok("ListServiceNetworks", json!({}))) == ["net-b"]);
-        let left = api.ok("ListServiceNetworkServiceAssociations", json!({}));
+        let left = api.ok(
+            "ListServiceNetworkServiceAssociations",
+            json!({"serviceNetworkIdentifier": own_sn}),
+        );
         assert_eq!(left["items"], json!([]), "{left}");
-        let left = api.ok("ListServiceNetworkVpcAssociations", json!({}));
+        let left = api.ok(
+            "ListServiceNetworkVpcAssociations",
+            json!({"vpcIdentifier": "vpc-bb"}),
+        );
         assert_eq!(left["items"], json!([]), "{left}");
         let e = api.err("GetService", json!({"serviceIdentifier": svc}));
         assert_eq!(e.code, "AccessDeniedException", "{e}");
         // The owner's own association is untouched.
         api.as_account(OWNER);
-        let mine = api.ok("ListServiceNetworkServiceAssociations", json!({}));
+        let mine = api.ok(
+            "ListServiceNetworkServiceAssociations",
+            json!({"serviceIdentifier": svc}),
+        );
         assert_eq!(mine["items"].as_array().unwrap().len(), 1, "{mine}");
     }
 
@@ -1391,7 +1407,10 @@ mod tests {
             "CreateServiceNetworkVpcAssociation",
             json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": "vpc-aa"}),
         );
-        let snsa = api.ok("ListServiceNetworkServiceAssociations", json!({}))["items"][0]["arn"]
+        let snsa = api.ok(
+            "ListServiceNetworkServiceAssociations",
+            json!({"serviceNetworkIdentifier": sn}),
+        )["items"][0]["arn"]
             .as_str()
             .unwrap()
             .to_owned();

@@ -9,6 +9,7 @@ use super::*;
 pub(super) const OPS: &[(&str, Handler)] = &[
     ("TagResource", |c| {
         let given: rec::Tags = c.req("tags")?;
+        user_tag_keys("tags", given.keys().map(String::as_str))?;
         edit_tags(c, |tags| {
             tags.extend(given);
             if tags.len() > 50 {
@@ -106,5 +107,35 @@ mod tests {
             .replace("111122223333", "999999999999");
         let e = api.err("ListTagsForResource", json!({"resourceArn": forged}));
         assert_eq!(e.code, "ResourceNotFoundException", "{e}");
+    }
+
+    /// Keys beginning with `aws:` are AWS's: refused when tagging and when
+    /// creating, in either case, naming the key.
+    #[test]
+    fn aws_tag_keys_are_refused() {
+        let mut api = Api::new();
+        let arn = api.ok("CreateService", json!({"name": "shop"}))["arn"].clone();
+        for key in ["aws:team", "AWS:team", "Aws:x"] {
+            let e = api.err(
+                "TagResource",
+                json!({"resourceArn": arn, "tags": {key: "v"}}),
+            );
+            assert_eq!(e.code, "ValidationException", "{e}");
+            assert!(e.message.contains(&format!("tags.{key}")), "{e}");
+        }
+        let e = api.err(
+            "CreateServiceNetwork",
+            json!({"name": "net-a", "tags": {"aws:x": "v"}}),
+        );
+        assert!(e.message.contains("tags.aws:x"), "{e}");
+        let e = api.ram_err(
+            "CreateResourceShare",
+            json!({"name": "s", "tags": [{"key": "aws:x", "value": "v"}]}),
+        );
+        assert_eq!(e.code, "InvalidParameterException", "{e}");
+        api.ok(
+            "TagResource",
+            json!({"resourceArn": arn, "tags": {"awsx": "v", "team:aws": "v"}}),
+        );
     }
 }
