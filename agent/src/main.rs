@@ -156,7 +156,7 @@ struct RunArgs {
     /// shares to accounts of the same organisation need no invitation.
     #[arg(long, value_parser = parse_org, env = "LATTICED_ORGANIZATION_ID")]
     organization_id: Option<String>,
-    /// Suffix of generated service DNS names ({name}-{id}.SUFFIX);
+    /// Suffix of generated service DNS names ({name}-{id}.{label}.SUFFIX);
     /// default vpc-lattice-svcs.REGION.on.aws, as AWS names them.
     #[arg(long)]
     dns_suffix: Option<String>,

@@ -939,11 +939,15 @@ impl<'a> Ctx<'a> {
             .flat_map(|f| f.target_groups.iter_mut());
         for (i, g) in groups.enumerate() {
             let ident = &g.target_group_identifier;
-            let tg = self.resolve::<rec::TargetGroup>(ident).map_err(|_| {
-                ApiError::field(
-                    &format!("{field}.forward.targetGroups[{i}].targetGroupIdentifier"),
-                    format!("target group {ident} does not exist"),
-                )
+            // As AWS: an unknown group is ResourceNotFoundException (the
+            // message names the field); another account's, as resolve says.
+            let tg = self.resolve::<rec::TargetGroup>(ident).map_err(|mut e| {
+                if e.code == "ResourceNotFoundException" {
+                    e.message = format!(
+                        "{field}.forward.targetGroups[{i}].targetGroupIdentifier: target group {ident} was not found"
+                    );
+                }
+                e
             })?;
             g.target_group_identifier = tg.id().to_owned();
             g.weight.get_or_insert(1);

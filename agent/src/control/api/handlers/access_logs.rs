@@ -18,7 +18,8 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     }),
     ("UpdateAccessLogSubscription", |c| {
         let a = c.resolve::<rec::AccessLog>(c.get("accessLogSubscriptionIdentifier"))?;
-        check_destination(c, &a.resource_id, Some(a.id()))?;
+        let log_type = a.service_network_log_type.clone();
+        check_destination(c, &a.resource_id, log_type.as_deref(), Some(a.id()))?;
         let mut a = c.touched(a);
         c.get("destinationArn").clone_into(&mut a.destination_arn);
         put(a)
@@ -31,32 +32,51 @@ pub(super) const OPS: &[(&str, Handler)] = &[
 
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let owner = sn_or_service(c, c.get("resourceIdentifier"))?;
-    check_destination(c, owner.id, None)?;
+    let log_type: Option<String> = c.opt("serviceNetworkLogType")?;
+    check_destination(c, owner.id, log_type.as_deref(), None)?;
     put(rec::AccessLog {
         meta: c.meta_at(Kind::AccessLog, "accesslogsubscription")?,
         resource_id: owner.id.to_owned(),
         resource_arn: owner.arn.to_owned(),
         destination_arn: c.get("destinationArn").to_owned(),
-        service_network_log_type: c.opt("serviceNetworkLogType")?,
+        service_network_log_type: log_type,
     })
 }
 
+/// The kind of destination an ARN names: its service (`logs`, `s3`,
+/// `firehose`).
+fn destination_type(arn: &str) -> &str {
+    arn.split(':').nth(2).unwrap_or_default()
+}
+
 /// The input's `destinationArn` names a destination latticed can write,
-/// and no other subscription of `resource` (than `this` one) logs there.
-fn check_destination(c: &Ctx<'_>, resource: &str, this: Option<&str>) -> Result<(), ApiError> {
+/// and no other subscription of `resource` (than `this` one), for the same
+/// log type, has a destination of its type: AWS allows one subscription per
+/// destination type (and per log type of a network).
+fn check_destination(
+    c: &Ctx<'_>,
+    resource: &str,
+    log_type: Option<&str>,
+    this: Option<&str>,
+) -> Result<(), ApiError> {
     let dest = c.get("destinationArn");
     if let Err(e) = latticed_proxy::access_log::destination_path(std::path::Path::new("/"), dest) {
         return Err(ApiError::field("destinationArn", e.to_string()));
     }
-    if let Some(a) = c
-        .state
-        .children::<rec::AccessLog>(resource)
-        .find(|a| a.destination_arn == dest && Some(a.id()) != this)
-    {
+    let kind = destination_type(dest);
+    let log_type = log_type.unwrap_or("SERVICE");
+    if let Some(a) = c.state.children::<rec::AccessLog>(resource).find(|a| {
+        destination_type(&a.destination_arn) == kind
+            && a.service_network_log_type.as_deref().unwrap_or("SERVICE") == log_type
+            && Some(a.id()) != this
+    }) {
         return Err(ApiError::conflict(
             "ACCESS_LOG_SUBSCRIPTION",
             a.id(),
-            "this resource already logs to that destination",
+            format!(
+                "this resource already has a subscription to a {kind} destination ({}); one per destination type",
+                a.destination_arn
+            ),
         ));
     }
     Ok(())
@@ -70,6 +90,7 @@ mod tests {
 
     const LOGS: &str = "arn:aws:logs:us-east-1:111122223333:log-group:lattice";
     const FILE: &str = "arn:aws:s3:::lattice-logs";
+    const STREAM: &str = "arn:aws:firehose:us-east-1:111122223333:deliverystream/lattice";
 
     #[test]
     fn a_resource_logs_once_to_each_destination() {
@@ -85,11 +106,26 @@ mod tests {
             json!({"resourceIdentifier": sn, "destinationArn": LOGS}),
         );
         assert_eq!(e.code, "ConflictException", "{e}");
+        // Another destination of the same type is the same conflict.
+        let e = api.err(
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": sn, "destinationArn": format!("{LOGS}-2")}),
+        );
+        assert_eq!(e.code, "ConflictException", "{e}");
+        // Another log type of the network may have its own.
+        api.ok(
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": sn, "destinationArn": format!("{LOGS}-2"), "serviceNetworkLogType": "RESOURCE"}),
+        );
         let other = api.ok(
             "CreateAccessLogSubscription",
             json!({"resourceIdentifier": sn, "destinationArn": FILE}),
         );
-        // Updating one onto the other's destination is the same conflict.
+        api.ok(
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": sn, "destinationArn": STREAM}),
+        );
+        // Updating one onto another's destination type is the same conflict.
         let e = api.err(
             "UpdateAccessLogSubscription",
             json!({"accessLogSubscriptionIdentifier": other["id"], "destinationArn": LOGS}),
@@ -99,7 +135,7 @@ mod tests {
             "ListAccessLogSubscriptions",
             json!({"resourceIdentifier": sn}),
         );
-        assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+        assert_eq!(listed["items"].as_array().unwrap().len(), 4, "{listed}");
         api.ok(
             "DeleteAccessLogSubscription",
             json!({"accessLogSubscriptionIdentifier": sub["id"]}),

@@ -108,6 +108,32 @@ mod tests {
 
     use super::super::testing::Api;
 
+    /// A listener or rule forwarding to a group that does not exist is
+    /// ResourceNotFoundException, as AWS answers, naming the field.
+    #[test]
+    fn an_unknown_target_group_is_not_found() {
+        let mut api = Api::new();
+        let [_, svc, l, _] = api.service_in_network();
+        let fwd = json!({"forward": {"targetGroups": [{"targetGroupIdentifier": "tg-0123456789abcdef0"}]}});
+        let e = api.err(
+            "CreateListener",
+            json!({"serviceIdentifier": svc, "name": "web2", "protocol": "HTTP", "port": 8080, "defaultAction": fwd}),
+        );
+        assert_eq!(e.code, "ResourceNotFoundException", "{e}");
+        assert!(
+            e.message
+                .contains("defaultAction.forward.targetGroups[0].targetGroupIdentifier"),
+            "{e}"
+        );
+        let e = api.err(
+            "CreateRule",
+            json!({"serviceIdentifier": svc, "listenerIdentifier": l, "name": "to-nowhere", "priority": 4,
+                "match": {"httpMatch": {"method": "GET"}}, "action": fwd}),
+        );
+        assert_eq!(e.code, "ResourceNotFoundException", "{e}");
+        assert!(e.message.contains("action.forward"), "{e}");
+    }
+
     #[test]
     fn listeners_default_their_port_and_keep_to_the_quota() {
         let mut api = Api::new();

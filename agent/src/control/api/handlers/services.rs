@@ -36,24 +36,37 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     c.check_new::<rec::Service>("service", "services", c.settings.quotas.services)?;
     let name = c.get("name");
     let meta = c.meta_at(Kind::Service, "service")?;
-    let dns = format!(
-        "{name}-{}.{}",
-        meta.id.trim_start_matches(Kind::Service.prefix()),
-        c.settings.naming.dns_suffix
-    );
+    let dns_entry = dns_entry(&c.settings.naming, c.caller, name, &meta.id);
     put(rec::Service {
         meta,
         name: name.to_owned(),
         auth_type: c.opt("authType")?.unwrap_or_default(),
         status: "ACTIVE".into(),
         vip: least_used_vip(c.state),
-        dns_entry: rec::DnsEntry {
-            domain_name: dns,
-            hosted_zone_id: None,
-        },
+        dns_entry,
         custom_domain_name: c.opt("customDomainName")?,
         certificate_arn: c.opt("certificateArn")?,
     })
+}
+
+/// A new service's DNS entry, in AWS's form: `NAME-ID.LABEL.SUFFIX`, where
+/// LABEL (7 hex digits) stands for the owning account in the region, and
+/// the hosted zone is the region's. Both are derived (a hash), so they are
+/// stable across restarts and hosts. A service keeps the name it was given
+/// at creation: names never move under clients.
+fn dns_entry(naming: &crate::control::Naming, owner: &str, name: &str, id: &str) -> rec::DnsEntry {
+    use sha2::Digest as _;
+    let label = hex::encode(sha2::Sha256::digest(format!("{owner}/{}", naming.region)));
+    let zone = hex::encode(sha2::Sha256::digest(format!("zone/{}", naming.region)));
+    rec::DnsEntry {
+        domain_name: format!(
+            "{name}-{}.{}.{}",
+            id.trim_start_matches(Kind::Service.prefix()),
+            &label[..7],
+            naming.dns_suffix
+        ),
+        hosted_zone_id: Some(format!("Z{}", zone[..20].to_uppercase())),
+    }
 }
 
 /// One VIP per service while they last; then the least used one, shared
@@ -102,10 +115,37 @@ mod tests {
             json!({"name": "shop", "customDomainName": "a.example.com"}),
         );
         let id = a["id"].as_str().unwrap();
+        // AWS's form: NAME-ID.LABEL.SUFFIX, LABEL 7 hex digits of the
+        // owner's; a hosted zone id.
+        let name = a["dnsEntry"]["domainName"].as_str().unwrap();
+        let labels: Vec<&str> = name.split('.').collect();
         assert_eq!(
-            a["dnsEntry"]["domainName"],
-            format!("shop-{}.example", id.trim_start_matches("svc-"))
+            labels[0],
+            format!("shop-{}", id.trim_start_matches("svc-")),
+            "{name}"
         );
+        assert!(
+            labels[1].len() == 7 && labels[1].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name}"
+        );
+        assert_eq!(labels[2..], ["example"], "{name}");
+        let zone = a["dnsEntry"]["hostedZoneId"].as_str().unwrap();
+        assert!(zone.starts_with('Z') && zone.len() == 21, "{zone}");
+        // One account's services share the label; another's differ.
+        let b = api.ok("CreateService", json!({"name": "cart-1"}));
+        assert_eq!(
+            s(&b["dnsEntry"], "domainName").split('.').nth(1),
+            Some(labels[1])
+        );
+        api.as_account("222233334444");
+        let other = api.ok("CreateService", json!({"name": "cart-2"}));
+        assert_ne!(
+            s(&other["dnsEntry"], "domainName").split('.').nth(1),
+            Some(labels[1])
+        );
+        api.ok("DeleteService", json!({"serviceIdentifier": other["id"]}));
+        api.as_account("111122223333");
+        api.ok("DeleteService", json!({"serviceIdentifier": b["id"]}));
         assert_eq!(a["customDomainName"], "a.example.com");
         assert_eq!(a["authType"], "NONE");
         let b = api.ok("CreateService", json!({"name": "cart"}));

@@ -10,14 +10,21 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     ("CreateTargetGroup", create),
     ("GetTargetGroup", |c| {
         let tg = c.resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
-        Ok(Outcome::Read(tg_view(c.state, tg)))
+        let mut v = tg_view(c.state, tg);
+        if let Some(hc) = applied_health(c, tg) {
+            v["config"]["healthCheck"] = hc;
+        }
+        Ok(Outcome::Read(v))
     }),
     ("ListTargetGroups", list),
     ("UpdateTargetGroup", |c| {
         let tg = c.resolve::<rec::TargetGroup>(c.get("targetGroupIdentifier"))?;
         let mut tg = c.touched(tg);
         tg.config.health_check = Some(c.req("healthCheck")?);
-        let out = tg_view(c.state, &tg);
+        let mut out = tg_view(c.state, &tg);
+        if let Some(hc) = applied_health(c, &tg) {
+            out["config"]["healthCheck"] = hc;
+        }
         write(vec![Change::Put(tg.id().to_owned(), tg.into_record())], out)
     }),
     ("DeleteTargetGroup", delete),
@@ -304,6 +311,58 @@ fn tg_users(state: &State, id: &str) -> Vec<String> {
 }
 
 /// A group as Get and List answer it: with the services that use it.
+/// The health check that applies to group `tg`, every default filled in, as
+/// GetTargetGroup shows it: what the planner makes of the group's own
+/// settings (one definition of the defaults), in the API's shape. `None`
+/// for a LAMBDA group.
+fn applied_health(c: &Ctx<'_>, tg: &rec::TargetGroup) -> Option<Value> {
+    use latticed_proxy::routing::TargetVersion;
+    let config = Config {
+        target_groups: vec![State::tg_cfg(tg)],
+        ..Config::default()
+    };
+    let plan = crate::control::plan::plan_with(
+        &config,
+        &c.settings.netns_dir,
+        crate::control::plan::Missing::Skip,
+    )
+    .ok()?;
+    let check = plan.target_groups.get(tg.name.as_str())?.health.as_ref()?;
+    let mut v = json!({
+        "enabled": check.enabled,
+        "healthCheckIntervalSeconds": check.interval.as_secs(),
+        "healthCheckTimeoutSeconds": check.timeout.as_secs(),
+        "healthyThresholdCount": check.healthy_threshold,
+        "unhealthyThresholdCount": check.unhealthy_threshold,
+    });
+    if let Some(p) = check.port {
+        v["port"] = p.into();
+    }
+    // A TCP group checked by connecting has no HTTP to describe.
+    if !check.tcp {
+        v["protocol"] = if check.https { "HTTPS" } else { "HTTP" }.into();
+        v["protocolVersion"] = match check.version {
+            TargetVersion::Http1 => "HTTP1",
+            _ => "HTTP2",
+        }
+        .into();
+        v["path"] = check.path.as_str().into();
+        let codes: Vec<String> = check
+            .matcher
+            .iter()
+            .map(|&(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect();
+        v["matcher"] = json!({"httpCode": codes.join(",")});
+    }
+    Some(v)
+}
+
 fn tg_view(state: &State, tg: &rec::TargetGroup) -> Value {
     let services: BTreeSet<&str> = state
         .idx
@@ -330,6 +389,50 @@ mod tests {
 
     use super::super::testing::Api;
     use super::*;
+
+    /// GetTargetGroup shows the health check that applies, defaults and
+    /// all, and what the user set; a TCP group checked by connecting shows
+    /// no HTTP members.
+    #[test]
+    fn the_health_check_that_applies_is_shown() {
+        let mut api = Api::new();
+        let tg = ip_group(&mut api, "web", "vpc-aa").unwrap();
+        let get = |api: &mut Api, id: &Value| {
+            api.ok("GetTargetGroup", json!({"targetGroupIdentifier": id}))["config"]["healthCheck"]
+                .clone()
+        };
+        assert_eq!(
+            get(&mut api, &tg["id"]),
+            json!({"enabled": true, "protocol": "HTTP", "protocolVersion": "HTTP1", "path": "/",
+                "healthCheckIntervalSeconds": 30, "healthCheckTimeoutSeconds": 5,
+                "healthyThresholdCount": 5, "unhealthyThresholdCount": 2, "matcher": {"httpCode": "200"}})
+        );
+        let out = api.ok(
+            "UpdateTargetGroup",
+            json!({"targetGroupIdentifier": tg["id"], "healthCheck": {"path": "/health",
+                "healthCheckIntervalSeconds": 10, "matcher": {"httpCode": "200-299,302"}}}),
+        );
+        let hc = get(&mut api, &tg["id"]);
+        assert_eq!(
+            out["config"]["healthCheck"], hc,
+            "the update answers what Get shows"
+        );
+        assert_eq!(hc["path"], "/health");
+        assert_eq!(hc["healthCheckIntervalSeconds"], 10);
+        assert_eq!(hc["healthCheckTimeoutSeconds"], 5);
+        assert_eq!(hc["matcher"]["httpCode"], "200-299,302");
+        let tcp = api.ok(
+            "CreateTargetGroup",
+            json!({"name": "db-group", "type": "IP",
+                "config": {"port": 5432, "protocol": "TCP", "vpcIdentifier": "vpc-aa"}}),
+        );
+        let hc = get(&mut api, &tcp["id"]);
+        assert_eq!(hc["enabled"], true, "{hc}");
+        assert!(
+            hc.get("path").is_none() && hc.get("protocol").is_none(),
+            "{hc}"
+        );
+    }
 
     fn ip_group(api: &mut Api, name: &str, vpc: &str) -> Result<Value, ApiError> {
         api.call(
