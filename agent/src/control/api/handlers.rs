@@ -34,6 +34,7 @@ mod associations;
 mod listeners;
 mod permissions;
 mod policies;
+mod resources;
 mod rules;
 mod service_networks;
 mod services;
@@ -58,6 +59,10 @@ pub struct Quotas {
     pub targets_per_target_group: usize,
     /// Service networks a VPC may be associated with.
     pub service_networks_per_vpc: usize,
+    /// Resource gateways.
+    pub resource_gateways: usize,
+    /// Resource configurations.
+    pub resource_configurations: usize,
 }
 
 impl Default for Quotas {
@@ -70,6 +75,8 @@ impl Default for Quotas {
             rules_per_listener: 10,
             targets_per_target_group: 1000,
             service_networks_per_vpc: 1,
+            resource_gateways: 100,
+            resource_configurations: 1000,
         }
     }
 }
@@ -91,7 +98,9 @@ impl Quotas {
             "rules-per-listener" => &mut self.rules_per_listener,
             "targets-per-target-group" => &mut self.targets_per_target_group,
             "service-networks-per-vpc" => &mut self.service_networks_per_vpc,
-            _ => return Err(format!("{name:?} is not a quota (service-networks, services, target-groups, listeners-per-service, rules-per-listener, targets-per-target-group, service-networks-per-vpc)")),
+            "resource-gateways" => &mut self.resource_gateways,
+            "resource-configurations" => &mut self.resource_configurations,
+            _ => return Err(format!("{name:?} is not a quota (service-networks, services, target-groups, listeners-per-service, rules-per-listener, targets-per-target-group, service-networks-per-vpc, resource-gateways, resource-configurations)")),
         };
         *slot = value;
         Ok(())
@@ -599,7 +608,14 @@ impl State {
             for r in old.iter().chain(new.iter()) {
                 let services: Vec<&str> = match r {
                     Record::AuthPolicy(p) => self.services_of(&p.resource_id),
-                    Record::ResourcePolicy(_) | Record::Share(_) | Record::Permission(_) => vec![],
+                    // Resource configurations are not in the data path yet.
+                    Record::ResourcePolicy(_)
+                    | Record::Share(_)
+                    | Record::Permission(_)
+                    | Record::ResourceGateway(_)
+                    | Record::ResourceConfiguration(_)
+                    | Record::SnResource(_)
+                    | Record::DomainVerification(_) => vec![],
                     Record::Service(_) => vec![key.as_str()],
                     Record::Listener(l) => vec![l.service_id.as_str()],
                     Record::Rule(r) => vec![r.service_id.as_str()],
@@ -1038,17 +1054,8 @@ pub fn unsupported(op: &str) -> Option<ApiError> {
             "ListSourceAssociations" => "service principal sources",
             _ => return None,
         }
-    } else if op.contains("ResourceGateway") {
-        "resource gateways"
-    } else if op.contains("ResourceConfiguration")
-        || op.contains("ServiceNetworkResourceAssociation")
-        || op.contains("ResourceEndpointAssociation")
-    {
-        "resource configurations"
     } else if op.contains("DomainVerification") {
         "domain verifications"
-    } else if op.contains("VpcEndpointAssociation") {
-        "VPC endpoint associations"
     } else {
         return None;
     };
@@ -1060,7 +1067,7 @@ type Handler = fn(&Ctx<'_>) -> Result<Outcome, ApiError>;
 
 /// Each resource's operations, from its module's `OPS`: adding an
 /// operation touches only its resource's module.
-const RESOURCES: [&[(&str, Handler)]; 11] = [
+const RESOURCES: [&[(&str, Handler)]; 12] = [
     service_networks::OPS,
     services::OPS,
     target_groups::OPS,
@@ -1072,6 +1079,7 @@ const RESOURCES: [&[(&str, Handler)]; 11] = [
     tags::OPS,
     sharing::OPS,
     permissions::OPS,
+    resources::OPS,
 ];
 
 /// Every operation latticed handles, with its handler.

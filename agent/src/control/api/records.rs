@@ -38,10 +38,18 @@ pub enum Kind {
     SnVpc,
     /// als-
     AccessLog,
+    /// rgw-
+    ResourceGateway,
+    /// rcfg-
+    ResourceConfiguration,
+    /// snra-
+    SnResource,
+    /// dv-
+    DomainVerification,
 }
 
 /// Every kind with an id of its own.
-const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 12] = [
     Kind::ServiceNetwork,
     Kind::Service,
     Kind::Listener,
@@ -50,6 +58,10 @@ const KINDS: [Kind; 8] = [
     Kind::SnService,
     Kind::SnVpc,
     Kind::AccessLog,
+    Kind::ResourceGateway,
+    Kind::ResourceConfiguration,
+    Kind::SnResource,
+    Kind::DomainVerification,
 ];
 
 impl Kind {
@@ -64,6 +76,10 @@ impl Kind {
             Self::SnService => "snsa-",
             Self::SnVpc => "snva-",
             Self::AccessLog => "als-",
+            Self::ResourceGateway => "rgw-",
+            Self::ResourceConfiguration => "rcfg-",
+            Self::SnResource => "snra-",
+            Self::DomainVerification => "dv-",
         }
     }
 
@@ -78,6 +94,10 @@ impl Kind {
             Self::SnService => "SERVICE_NETWORK_SERVICE_ASSOCIATION",
             Self::SnVpc => "SERVICE_NETWORK_VPC_ASSOCIATION",
             Self::AccessLog => "ACCESS_LOG_SUBSCRIPTION",
+            Self::ResourceGateway => "RESOURCE_GATEWAY",
+            Self::ResourceConfiguration => "RESOURCE_CONFIGURATION",
+            Self::SnResource => "SERVICE_NETWORK_RESOURCE_ASSOCIATION",
+            Self::DomainVerification => "DOMAIN_VERIFICATION",
         }
     }
 
@@ -389,6 +409,193 @@ pub struct AccessLog {
 
 resource!(AccessLog);
 
+/// A resource gateway: where a provider VPC lets resource traffic in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceGateway {
+    /// Id, ARN, times, order, tags.
+    #[serde(flatten)]
+    pub meta: Meta,
+    /// Unique among resource gateways.
+    pub name: String,
+    /// The provider VPC (a namespace).
+    pub vpc_id: String,
+    /// As given (kept and returned).
+    pub subnet_ids: Vec<String>,
+    /// As given (kept and returned).
+    pub security_group_ids: Vec<String>,
+    /// IPV4, IPV6 or DUALSTACK.
+    pub ip_address_type: String,
+    /// As given, or Lattice's default (16) for IPV4 and DUALSTACK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_addresses_per_eni: Option<u32>,
+    /// IN_VPC or PUBLIC, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_config_dns_resolution: Option<String>,
+    /// ACTIVE.
+    pub status: String,
+}
+
+resource!(ResourceGateway);
+
+/// What a resource configuration reaches: one of its members.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Definition {
+    /// An address in the gateway's VPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_resource: Option<IpResource>,
+    /// A name resolved in the gateway's VPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_resource: Option<DnsResource>,
+    /// An ARN the inventory places.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn_resource: Option<ArnResource>,
+}
+
+/// `ipResource`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpResource {
+    /// IPv4 or IPv6 address.
+    pub ip_address: String,
+}
+
+/// `dnsResource`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsResource {
+    /// The name.
+    pub domain_name: String,
+    /// IPV4, IPV6 or DUALSTACK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address_type: Option<String>,
+}
+
+/// `arnResource`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArnResource {
+    /// The ARN.
+    pub arn: String,
+}
+
+/// A resource configuration: a TCP resource (or a group of them) behind a
+/// resource gateway.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceConfiguration {
+    /// Id, ARN, times, order, tags.
+    #[serde(flatten)]
+    pub meta: Meta,
+    /// Unique among resource configurations.
+    pub name: String,
+    /// SINGLE, GROUP, CHILD or ARN.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Its gateway (a CHILD's is its group's).
+    pub resource_gateway_id: String,
+    /// A CHILD's group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_configuration_group_id: Option<String>,
+    /// Ports or ranges (`5432`, `8000-8100`); a CHILD's are its group's.
+    #[serde(default)]
+    pub port_ranges: Vec<String>,
+    /// TCP.
+    pub protocol: String,
+    /// What it reaches (none for a GROUP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_configuration_definition: Option<Definition>,
+    /// A name clients use besides the generated one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_domain_name: Option<String>,
+    /// A GROUP's domain, under which its children's names fall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_domain: Option<String>,
+    /// May be associated with a network that is shared.
+    pub allow_association_to_shareable_service_network: bool,
+    /// The domain verification of its custom domain name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_verification_id: Option<String>,
+    /// Its ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_verification_arn: Option<String>,
+    /// ACTIVE.
+    pub status: String,
+    /// Always false: latticed manages none.
+    pub amazon_managed: bool,
+}
+
+resource!(ResourceConfiguration);
+
+/// A resource configuration in a service network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnResource {
+    /// Id, ARN, times, order, tags.
+    #[serde(flatten)]
+    pub meta: Meta,
+    /// ACTIVE.
+    pub status: String,
+    /// The account that made it.
+    pub created_by: String,
+    /// Whether the configuration's custom domain name resolves in the
+    /// network's VPCs.
+    pub private_dns_enabled: bool,
+    /// The generated name.
+    pub dns_entry: DnsEntry,
+    /// The custom domain name, when private DNS is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_dns_entry: Option<DnsEntry>,
+    /// The network.
+    pub service_network_id: String,
+    /// Its ARN.
+    pub service_network_arn: String,
+    /// Its name.
+    pub service_network_name: String,
+    /// The configuration.
+    pub resource_configuration_id: String,
+    /// Its ARN.
+    pub resource_configuration_arn: String,
+    /// Its name.
+    pub resource_configuration_name: String,
+    /// Always false.
+    pub is_managed_association: bool,
+}
+
+resource!(SnResource);
+
+/// A domain verification: proof, by a TXT record, that its owner controls
+/// a domain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainVerification {
+    /// Id, ARN, times, order, tags.
+    #[serde(flatten)]
+    pub meta: Meta,
+    /// The domain.
+    pub domain_name: String,
+    /// PENDING, VERIFIED or VERIFICATION_TIMED_OUT.
+    pub status: String,
+    /// The TXT record to publish.
+    pub txt_method_config: TxtMethod,
+    /// When the record was last found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_time: Option<String>,
+}
+
+resource!(DomainVerification);
+
+/// `txtMethodConfig`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TxtMethod {
+    /// The record's name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+}
+
 /// The auth policy of a service network or service (key
 /// `authpolicy/{id}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -563,6 +770,14 @@ pub enum Record {
     SnVpc(SnVpc),
     /// als-
     AccessLog(AccessLog),
+    /// rgw-
+    ResourceGateway(ResourceGateway),
+    /// rcfg-
+    ResourceConfiguration(ResourceConfiguration),
+    /// snra-
+    SnResource(SnResource),
+    /// dv-
+    DomainVerification(DomainVerification),
     /// authpolicy/
     AuthPolicy(AuthPolicy),
     /// resourcepolicy/
@@ -608,6 +823,10 @@ macro_rules! each {
             Record::SnService($x) => $e,
             Record::SnVpc($x) => $e,
             Record::AccessLog($x) => $e,
+            Record::ResourceGateway($x) => $e,
+            Record::ResourceConfiguration($x) => $e,
+            Record::SnResource($x) => $e,
+            Record::DomainVerification($x) => $e,
             Record::AuthPolicy(_)
             | Record::ResourcePolicy(_)
             | Record::Share(_)
@@ -642,6 +861,10 @@ impl Record {
             Some(Kind::SnService) => Self::SnService(typed(key, v)?),
             Some(Kind::SnVpc) => Self::SnVpc(typed(key, v)?),
             Some(Kind::AccessLog) => Self::AccessLog(typed(key, v)?),
+            Some(Kind::ResourceGateway) => Self::ResourceGateway(typed(key, v)?),
+            Some(Kind::ResourceConfiguration) => Self::ResourceConfiguration(typed(key, v)?),
+            Some(Kind::SnResource) => Self::SnResource(typed(key, v)?),
+            Some(Kind::DomainVerification) => Self::DomainVerification(typed(key, v)?),
             None => {
                 return Err(FieldError {
                     field: format!("stored record {key}"),
@@ -676,6 +899,8 @@ impl Record {
             Self::ServiceNetwork(x) => Some(&x.name),
             Self::Service(x) => Some(&x.name),
             Self::TargetGroup(x) => Some(&x.name),
+            Self::ResourceGateway(x) => Some(&x.name),
+            Self::ResourceConfiguration(x) => Some(&x.name),
             _ => None,
         }
     }
@@ -690,6 +915,14 @@ impl Record {
             Self::SnService(x) => vec![x.service_network_id.clone(), x.service_id.clone()],
             Self::SnVpc(x) => vec![x.service_network_id.clone(), vpc(&x.vpc_id)],
             Self::AccessLog(x) => vec![x.resource_id.clone()],
+            Self::ResourceGateway(x) => vec![vpc(&x.vpc_id)],
+            Self::ResourceConfiguration(x) => std::iter::once(x.resource_gateway_id.clone())
+                .chain(x.resource_configuration_group_id.clone())
+                .collect(),
+            Self::SnResource(x) => vec![
+                x.service_network_id.clone(),
+                x.resource_configuration_id.clone(),
+            ],
             Self::TargetGroup(x) => x
                 .config
                 .vpc_identifier
@@ -699,6 +932,7 @@ impl Record {
                 .collect(),
             Self::ServiceNetwork(_)
             | Self::Service(_)
+            | Self::DomainVerification(_)
             | Self::AuthPolicy(_)
             | Self::ResourcePolicy(_)
             | Self::Share(_)

@@ -46,8 +46,9 @@ fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     let state = c.state;
     let sn = c.resolve::<rec::ServiceNetwork>(c.get("serviceNetworkIdentifier"))?;
     let id = sn.id();
-    let assocs =
-        state.children::<rec::SnService>(id).count() + state.children::<rec::SnVpc>(id).count();
+    let assocs = state.children::<rec::SnService>(id).count()
+        + state.children::<rec::SnVpc>(id).count()
+        + state.children::<rec::SnResource>(id).count();
     if assocs > 0 {
         return Err(ApiError::conflict(
             "SERVICE_NETWORK",
@@ -62,6 +63,8 @@ fn with_counts(state: &State, sn: &rec::ServiceNetwork) -> Value {
     let mut v = sn.to_value();
     v["numberOfAssociatedServices"] = state.children::<rec::SnService>(sn.id()).count().into();
     v["numberOfAssociatedVPCs"] = state.children::<rec::SnVpc>(sn.id()).count().into();
+    v["numberOfAssociatedResourceConfigurations"] =
+        state.children::<rec::SnResource>(sn.id()).count().into();
     v
 }
 

@@ -1414,6 +1414,22 @@ mod tests {
             .as_str()
             .unwrap()
             .to_owned();
+        let rgw = arn_of(
+            &mut api,
+            "CreateResourceGateway",
+            json!({"name": "gw-a", "vpcIdentifier": "vpc-aa"}),
+        );
+        let rcfg = arn_of(
+            &mut api,
+            "CreateResourceConfiguration",
+            json!({"name": "db-a", "type": "SINGLE", "resourceGatewayIdentifier": rgw, "portRanges": ["5432"],
+                "resourceConfigurationDefinition": {"ipResource": {"ipAddress": "10.0.16.20"}}}),
+        );
+        let snra = arn_of(
+            &mut api,
+            "CreateServiceNetworkResourceAssociation",
+            json!({"serviceNetworkIdentifier": sn, "resourceConfigurationIdentifier": rcfg}),
+        );
         let values = |resource: &str| {
             json!({
                 "serviceNetworkIdentifier": sn, "serviceIdentifier": svc, "listenerIdentifier": l,
@@ -1428,6 +1444,9 @@ mod tests {
                 "tags": {"k": "v"}, "tagKeys": ["k"], "securityGroupIds": ["sg-0123456789abcdef0"],
                 "destinationArn": "arn:aws:logs:us-east-1:222233334444:log-group:b",
                 "healthCheck": {"enabled": false}, "type": "IP",
+                "resourceGatewayIdentifier": rgw, "resourceConfigurationIdentifier": rcfg,
+                "serviceNetworkResourceAssociationIdentifier": snra,
+                "resourceEndpointAssociationIdentifier": "rea-0123456789abcdef0",
             })
         };
         let m = super::super::super::model::model();
