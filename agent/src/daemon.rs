@@ -47,6 +47,7 @@ mod apply;
 mod snapshot;
 use snapshot::Compiled;
 mod transaction;
+mod verify;
 mod watch;
 
 /// Errors of this module.
@@ -133,6 +134,8 @@ pub struct ApiOptions {
     pub quotas: handlers::Quotas,
     /// The default account's organisation.
     pub organization: Option<String>,
+    /// Where domain verifications' TXT records are looked up.
+    pub verification_resolver: Option<std::net::SocketAddr>,
 }
 
 /// What the daemon is started with besides its paths.
@@ -161,6 +164,8 @@ struct ApiRuntime {
     own_org: Option<String>,
     /// `accounts.json` as it was last read.
     accounts_seen: Option<watch::Stamp>,
+    /// Domain verification lookups.
+    verifier: verify::Verifier,
     calls: mpsc::Receiver<ApiCall>,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -296,6 +301,7 @@ impl ApiRuntime {
                     .collect(),
             },
             own_org: opts.organization,
+            verifier: verify::Verifier::new(opts.verification_resolver),
             creds,
             own_keys,
             accounts_seen: None,
@@ -448,8 +454,14 @@ impl Daemon {
                     self.reload().await;
                     notify(&[sd_notify::NotifyState::Ready]);
                 }
-                _ = tick.tick() => self.check_namespaces().await,
-                Some(call) = next_call(&mut self.api) => self.api_call(call).await,
+                _ = tick.tick() => {
+                    self.check_namespaces().await;
+                    self.sweep_verifications();
+                }
+                Some(event) = next_api_event(&mut self.api) => match event {
+                    ApiEvent::Call(call) => self.api_call(call).await,
+                    ApiEvent::Verified(id) => self.verification_found(id).await,
+                },
             }
         }
         notify(&[sd_notify::NotifyState::Stopping]);
@@ -459,10 +471,22 @@ impl Daemon {
     }
 }
 
-async fn next_call(api: &mut Option<ApiRuntime>) -> Option<ApiCall> {
-    match api {
-        Some(a) => a.calls.recv().await,
-        None => std::future::pending().await,
+/// What the API side asks of the daemon's loop.
+enum ApiEvent {
+    /// A call to carry out.
+    Call(ApiCall),
+    /// A domain verification's record was found.
+    Verified(String),
+}
+
+async fn next_api_event(api: &mut Option<ApiRuntime>) -> Option<ApiEvent> {
+    let Some(a) = api else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        Some(call) = a.calls.recv() => Some(ApiEvent::Call(call)),
+        Some(id) = a.verifier.results.recv() => Some(ApiEvent::Verified(id)),
+        else => None,
     }
 }
 

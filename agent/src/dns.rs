@@ -640,7 +640,8 @@ impl ResolvConf {
     }
 }
 
-fn nameservers(resolv: &str) -> Vec<SocketAddr> {
+/// The nameservers of resolv.conf text, but latticed's own.
+pub(crate) fn nameservers(resolv: &str) -> Vec<SocketAddr> {
     resolv
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))

@@ -12,6 +12,7 @@ mod control;
 mod daemon;
 mod dns;
 mod kernel;
+mod lookup;
 mod metrics;
 mod principals;
 
@@ -156,6 +157,10 @@ struct RunArgs {
     /// shares to accounts of the same organisation need no invitation.
     #[arg(long, value_parser = parse_org, env = "LATTICED_ORGANIZATION_ID")]
     organization_id: Option<String>,
+    /// Where domain verifications' TXT records are looked up (IP:PORT);
+    /// default: the first nameserver of /etc/resolv.conf.
+    #[arg(long, env = "LATTICED_DOMAIN_VERIFICATION_RESOLVER")]
+    domain_verification_resolver: Option<std::net::SocketAddr>,
     /// Suffix of generated service DNS names ({name}-{id}.{label}.SUFFIX);
     /// default vpc-lattice-svcs.REGION.on.aws, as AWS names them.
     #[arg(long)]
@@ -313,6 +318,7 @@ fn run(args: RunArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         region,
         account_id,
         organization_id,
+        domain_verification_resolver,
         dns_suffix,
         quotas,
         paths,
@@ -329,6 +335,7 @@ fn run(args: RunArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         listen: api_listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 7390))),
         quotas: quota,
         organization: organization_id,
+        verification_resolver: domain_verification_resolver.or_else(crate::lookup::host_resolver),
     });
     let naming = control::Naming {
         dns_suffix: dns_suffix.unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),

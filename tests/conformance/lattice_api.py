@@ -203,6 +203,43 @@ def conformance(endpoint, creds, vpc_a, vpc_b):
     call("UpdateServiceNetworkVpcAssociation", serviceNetworkVpcAssociationIdentifier=snva["id"],
          securityGroupIds=["sg-0123456789abcdef1"])
 
+    # TCP resources: a gateway in vpc_a, a domain verification, configurations
+    # of each type, one in the network; no endpoint associations exist.
+    rgw = call("CreateResourceGateway", name="conf-gw", vpcIdentifier=vpc_a, subnetIds=["subnet-0123456789abcdef0"],
+               securityGroupIds=["sg-0123456789abcdef0"], ipAddressType="IPV4", ipv4AddressesPerEni=4)
+    call("GetResourceGateway", resourceGatewayIdentifier=rgw["arn"])
+    call("ListResourceGateways")
+    call("UpdateResourceGateway", resourceGatewayIdentifier=rgw["id"], securityGroupIds=["sg-0123456789abcdef1"])
+    dv = call("StartDomainVerification", domainName="conf.example.com")
+    check(dv["status"] == "PENDING", "a new domain verification is PENDING")
+    call("GetDomainVerification", domainVerificationIdentifier=dv["arn"])
+    call("ListDomainVerifications")
+    rcfg = call("CreateResourceConfiguration", name="conf-db", type="SINGLE", resourceGatewayIdentifier=rgw["id"],
+                portRanges=["5432", "8000-8100"], protocol="TCP", customDomainName="db.conf.example.com",
+                domainVerificationIdentifier=dv["id"],
+                resourceConfigurationDefinition={"ipResource": {"ipAddress": "10.0.16.20"}})
+    group = call("CreateResourceConfiguration", name="conf-group", type="GROUP", resourceGatewayIdentifier=rgw["id"],
+                 portRanges=["6379"], groupDomain="cache.conf.example.com")
+    child = call("CreateResourceConfiguration", name="conf-child", type="CHILD", resourceConfigurationGroupIdentifier=group["id"],
+                 resourceConfigurationDefinition={"dnsResource": {"domainName": "node1.cache.internal", "ipAddressType": "IPV4"}})
+    call("GetResourceConfiguration", resourceConfigurationIdentifier=rcfg["arn"])
+    call("ListResourceConfigurations", resourceGatewayIdentifier=rgw["id"])
+    call("UpdateResourceConfiguration", resourceConfigurationIdentifier=rcfg["id"], portRanges=["5432"])
+    snra = call("CreateServiceNetworkResourceAssociation", serviceNetworkIdentifier=sn["id"],
+                resourceConfigurationIdentifier=rcfg["id"], privateDnsEnabled=True)
+    call("GetServiceNetworkResourceAssociation", serviceNetworkResourceAssociationIdentifier=snra["arn"])
+    call("ListServiceNetworkResourceAssociations", serviceNetworkIdentifier=sn["id"])
+    eps = call("ListResourceEndpointAssociations", resourceConfigurationIdentifier=rcfg["id"])
+    check(eps["items"] == [], "no resource endpoint associations")
+    eps = call("ListServiceNetworkVpcEndpointAssociations", serviceNetworkIdentifier=sn["id"])
+    check(eps["items"] == [], "no VPC endpoint associations")
+    try:
+        w.c.delete_resource_endpoint_association(resourceEndpointAssociationIdentifier="rea-0123456789abcdef0")
+        check(False, "DeleteResourceEndpointAssociation of nothing succeeded")
+    except ClientError as e:
+        check(e.response["Error"]["Code"] == "ResourceNotFoundException", "DeleteResourceEndpointAssociation: ResourceNotFoundException")
+        w.exercised.add("DeleteResourceEndpointAssociation")
+
     als = call("CreateAccessLogSubscription", resourceIdentifier=svc["arn"],
                destinationArn="arn:aws:logs:us-east-1:111122223333:log-group:conf-logs")
     call("GetAccessLogSubscription", accessLogSubscriptionIdentifier=als["arn"])
@@ -247,6 +284,11 @@ def conformance(endpoint, creds, vpc_a, vpc_b):
     call("DeleteRule", serviceIdentifier=svc["id"], listenerIdentifier=lis["id"], ruleIdentifier=rule["id"])
     call("DeleteListener", serviceIdentifier=svc["id"], listenerIdentifier=lis["id"])
     call("DeleteServiceNetworkServiceAssociation", serviceNetworkServiceAssociationIdentifier=snsa["id"])
+    call("DeleteServiceNetworkResourceAssociation", serviceNetworkResourceAssociationIdentifier=snra["id"])
+    for r in (rcfg, child, group):
+        call("DeleteResourceConfiguration", resourceConfigurationIdentifier=r["id"])
+    call("DeleteDomainVerification", domainVerificationIdentifier=dv["id"])
+    call("DeleteResourceGateway", resourceGatewayIdentifier=rgw["id"])
     call("DeleteServiceNetworkVpcAssociation", serviceNetworkVpcAssociationIdentifier=snva["id"])
     call("DeleteService", serviceIdentifier=svc["id"])
     for t in w.c.list_target_groups()["items"]:
@@ -271,6 +313,7 @@ def conformance(endpoint, creds, vpc_a, vpc_b):
             unsupported += 1
     print(f"conformance: {len(w.exercised)} operations round-tripped, {unsupported} unsupported answered clearly")
     check(len(w.exercised) + unsupported == len(w.model.operation_names), "every operation of the model is covered")
+    check(unsupported == 0, f"all {len(w.model.operation_names)} operations are built ({unsupported} refused)")
 
 
 def dummy(shape):

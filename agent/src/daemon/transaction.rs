@@ -91,6 +91,23 @@ impl Daemon {
             }
             Outcome::Write(m) => m,
         };
+        self.commit_mutation(operation, mutation, token, t0).await
+    }
+
+    /// Applies `mutation` to the state and the data path, then commits it
+    /// (with the client token's record, if any); on any failure, undoes it
+    /// everywhere. API calls and the daemon's own changes (a domain found
+    /// verified) take this one path.
+    pub(super) async fn commit_mutation(
+        &mut self,
+        operation: &str,
+        mutation: handlers::Mutation,
+        token: Option<(String, String)>,
+        t0: std::time::Instant,
+    ) -> Result<serde_json::Value, ApiError> {
+        let Some(api) = self.api.as_mut() else {
+            return Err(ApiError::internal("the API is not enabled"));
+        };
         let t_handle = t0.elapsed();
         let undo = api.state.apply(&mutation.changes);
         // Re-plan only what the change touched, through the same planner

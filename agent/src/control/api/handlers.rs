@@ -31,6 +31,7 @@ pub type Change = store::Change<Record>;
 
 mod access_logs;
 mod associations;
+mod domain_verifications;
 mod listeners;
 mod permissions;
 mod policies;
@@ -1054,8 +1055,6 @@ pub fn unsupported(op: &str) -> Option<ApiError> {
             "ListSourceAssociations" => "service principal sources",
             _ => return None,
         }
-    } else if op.contains("DomainVerification") {
-        "domain verifications"
     } else {
         return None;
     };
@@ -1067,7 +1066,7 @@ type Handler = fn(&Ctx<'_>) -> Result<Outcome, ApiError>;
 
 /// Each resource's operations, from its module's `OPS`: adding an
 /// operation touches only its resource's module.
-const RESOURCES: [&[(&str, Handler)]; 12] = [
+const RESOURCES: [&[(&str, Handler)]; 13] = [
     service_networks::OPS,
     services::OPS,
     target_groups::OPS,
@@ -1080,6 +1079,7 @@ const RESOURCES: [&[(&str, Handler)]; 12] = [
     sharing::OPS,
     permissions::OPS,
     resources::OPS,
+    domain_verifications::OPS,
 ];
 
 /// Every operation latticed handles, with its handler.

@@ -1430,6 +1430,11 @@ mod tests {
             "CreateServiceNetworkResourceAssociation",
             json!({"serviceNetworkIdentifier": sn, "resourceConfigurationIdentifier": rcfg}),
         );
+        let dv = arn_of(
+            &mut api,
+            "StartDomainVerification",
+            json!({"domainName": "a.example.com"}),
+        );
         let values = |resource: &str| {
             json!({
                 "serviceNetworkIdentifier": sn, "serviceIdentifier": svc, "listenerIdentifier": l,
@@ -1447,6 +1452,7 @@ mod tests {
                 "resourceGatewayIdentifier": rgw, "resourceConfigurationIdentifier": rcfg,
                 "serviceNetworkResourceAssociationIdentifier": snra,
                 "resourceEndpointAssociationIdentifier": "rea-0123456789abcdef0",
+                "domainVerificationIdentifier": dv,
             })
         };
         let m = super::super::super::model::model();

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""A tiny authoritative DNS server for tests: answers TXT questions for the
+names in a JSON file ({"name.": ["value", ...]}, reread at every query) and
+NXDOMAIN for the rest, over UDP on 127.0.0.1. Writes the port it bound to
+PORT_FILE once it listens.
+
+usage: txt_dns.py RECORDS_JSON PORT_FILE
+"""
+import json
+import socket
+import struct
+import sys
+
+
+def question(packet):
+    """(name, end offset) of the first question; names are plain labels."""
+    labels, i = [], 12
+    while packet[i] != 0:
+        n = packet[i]
+        labels.append(packet[i + 1:i + 1 + n].decode("ascii", "replace"))
+        i += 1 + n
+    return ".".join(labels).lower() + ".", i + 5
+
+
+def answer(packet, records):
+    ident, = struct.unpack("!H", packet[:2])
+    name, end = question(packet)
+    qtype, = struct.unpack("!H", packet[end - 4:end - 2])
+    values = records.get(name)
+    rcode = 0 if values is not None else 3
+    txts = values if (values is not None and qtype == 16) else []
+    head = struct.pack("!HHHHHH", ident, 0x8180 | rcode, 1, len(txts), 0, 0)
+    out = head + packet[12:end]
+    for v in txts:
+        data = v.encode()
+        rdata = bytes([len(data)]) + data
+        out += struct.pack("!HHHIH", 0xC00C, 16, 1, 60, len(rdata)) + rdata
+    return out
+
+
+def main():
+    records_path, port_path = sys.argv[1], sys.argv[2]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    with open(port_path + ".tmp", "w") as f:
+        f.write(str(s.getsockname()[1]))
+    import os
+    os.rename(port_path + ".tmp", port_path)
+    while True:
+        packet, peer = s.recvfrom(4096)
+        try:
+            with open(records_path) as f:
+                records = {k.lower(): v for k, v in json.load(f).items()}
+        except (OSError, ValueError):
+            records = {}
+        try:
+            s.sendto(answer(packet, records), peer)
+        except (IndexError, struct.error):
+            pass
+
+
+if __name__ == "__main__":
+    main()
