@@ -1136,6 +1136,22 @@ fn dependents(state: &State, id: &str) -> Vec<Change> {
     for a in state.children::<rec::AccessLog>(id) {
         out.push(Change::Delete(a.id().to_owned()));
     }
+    // A deleted resource leaves the shares that held it.
+    if let Some(arn) = state.records.get(id).map(Record::arn).filter(|a| !a.is_empty()) {
+        let shares = state
+            .records
+            .range(rec::SHARE.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(rec::SHARE));
+        for (key, share) in shares {
+            if let Record::Share(s) = share {
+                if s.resources.contains_key(arn) {
+                    let mut s = s.clone();
+                    s.resources.remove(arn);
+                    out.push(Change::Put(key.clone(), Record::Share(s)));
+                }
+            }
+        }
+    }
     out
 }
 

@@ -1294,6 +1294,21 @@ mod tests {
         assert_eq!(super::epoch("now"), 0.0);
     }
 
+    /// A shared resource that its owner deletes leaves the share.
+    #[test]
+    fn a_deleted_resource_leaves_its_shares() {
+        let mut api = Api::new();
+        let svc = api.ok("CreateService", json!({"name": "alone"}));
+        let arn = svc["arn"].as_str().unwrap().to_owned();
+        let share_arn = share(&mut api, &[&arn], json!({}));
+        api.ok("DeleteService", json!({"serviceIdentifier": svc["id"]}));
+        let listed = api.ram_ok(
+            "ListResources",
+            json!({"resourceOwner": "SELF", "resourceShareArns": [share_arn]}),
+        );
+        assert_eq!(listed["resources"], json!([]), "{listed}");
+    }
+
     /// An invitation left pending for seven days expires: it says so and
     /// can no longer be accepted.
     #[test]
