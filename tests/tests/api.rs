@@ -129,7 +129,8 @@ fn aws_cli_builds_the_walkthrough_and_curl_uses_it() {
         "--listener-identifier",
         &listener,
     ]);
-    assert_eq!(rules["items"].as_array().unwrap().len(), 2);
+    // The two path rules and the listener's default rule.
+    assert_eq!(rules["items"].as_array().unwrap().len(), 3);
     let tgv = aws.ok(&["get-target-group", "--target-group-identifier", &tg_b]);
     assert_eq!(
         tgv["serviceArns"].as_array().unwrap().len(),
@@ -670,9 +671,10 @@ fn cascading_deletes_are_all_or_nothing_across_sigkill() {
                 ),
                 Value::Null,
             );
+            // Its rule and the listener's default rule.
             assert_eq!(
                 rs["items"].as_array().unwrap().len(),
-                1,
+                2,
                 "round {round}: {sid} lost its rule"
             );
         }

@@ -1137,7 +1137,12 @@ fn dependents(state: &State, id: &str) -> Vec<Change> {
         out.push(Change::Delete(a.id().to_owned()));
     }
     // A deleted resource leaves the shares that held it.
-    if let Some(arn) = state.records.get(id).map(Record::arn).filter(|a| !a.is_empty()) {
+    if let Some(arn) = state
+        .records
+        .get(id)
+        .map(Record::arn)
+        .filter(|a| !a.is_empty())
+    {
         let shares = state
             .records
             .range(rec::SHARE.to_owned()..)
