@@ -687,7 +687,7 @@ struct Ctx<'a> {
     caller: &'a str,
     /// What shares let the caller do with others' resources (ARN ->
     /// actions), worked out at the first question.
-    grants: std::cell::OnceCell<BTreeMap<String, Vec<String>>>,
+    grants: std::cell::OnceCell<BTreeMap<String, sharing::Granted>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -709,7 +709,7 @@ impl<'a> Ctx<'a> {
 
     /// The actions shares allow the caller on another account's resource
     /// at `arn`; `None` if nothing shares it with the caller.
-    fn shared(&self, arn: &str) -> Option<&[String]> {
+    fn shared(&self, arn: &str) -> Option<&sharing::Granted> {
         self.grants
             .get_or_init(|| {
                 sharing::grants(
@@ -720,7 +720,6 @@ impl<'a> Ctx<'a> {
                 )
             })
             .get(arn)
-            .map(Vec::as_slice)
     }
 
     /// The `R` that `ident` names, if the caller owns it or a share allows
@@ -733,7 +732,7 @@ impl<'a> Ctx<'a> {
             return Ok(r);
         }
         match self.shared(r.arn()) {
-            Some(actions) if permissions::allows(actions, action) => Ok(r),
+            Some(g) if g.permits(action) => Ok(r),
             Some(_) => Err(ApiError::access_denied(format!(
                 "account {} may not {action} on {}: the resource share's permission does not allow it",
                 self.caller,
@@ -746,10 +745,7 @@ impl<'a> Ctx<'a> {
     /// The `R`s the caller owns or may read (`action`) through a share.
     fn visible<R: Resource>(&self, action: &'a str) -> Vec<&'a R> {
         sorted(self.state.of_kind::<R>().filter(|r| {
-            owner(r.arn()) == self.caller
-                || self
-                    .shared(r.arn())
-                    .is_some_and(|a| permissions::allows(a, action))
+            owner(r.arn()) == self.caller || self.shared(r.arn()).is_some_and(|g| g.permits(action))
         }))
     }
 

@@ -31,12 +31,8 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     ("PutResourcePolicy", |c| {
         let (key, _) = resource_policy_of(c)?;
         let policy = c.get("policy");
-        if serde_json::from_str::<Value>(policy)
-            .map(|v| !v.is_object())
-            .unwrap_or(true)
-        {
-            return Err(ApiError::field("policy", "is not a JSON policy document"));
-        }
+        // Read as sharing reads it: it grants other accounts access.
+        super::sharing::policy_statements(policy).map_err(|e| ApiError::field("policy", e))?;
         let p = rec::ResourcePolicy {
             policy: policy.to_owned(),
         };

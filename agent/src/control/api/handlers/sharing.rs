@@ -83,9 +83,8 @@ fn names(p: &str, who: &str, org: Option<&str>) -> bool {
 }
 
 /// What account `who` (of organisation `org`) may do with others'
-/// resources through shares: resource ARN -> the actions allowed (patterns
-/// as the permissions write them; see [`allows`]). Only associated
-/// principals of active shares count. `replaced` stands a share's new
+/// resources through shares and resource policies: resource ARN -> what is
+/// granted. Only associated principals of active shares count. `replaced` stands a share's new
 /// version (or its deletion) in for the stored one, to see what a change
 /// would leave.
 pub(super) fn grants(
@@ -93,7 +92,7 @@ pub(super) fn grants(
     who: &str,
     org: Option<&str>,
     replaced: Option<(&str, Option<&rec::Share>)>,
-) -> BTreeMap<String, Vec<String>> {
+) -> BTreeMap<String, Granted> {
     let stored = state
         .records
         .range(rec::SHARE.to_owned()..)
@@ -103,7 +102,7 @@ pub(super) fn grants(
             Record::Share(s) => Some(s),
             _ => None,
         });
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut out: BTreeMap<String, Granted> = BTreeMap::new();
     for share in stored.chain(replaced.and_then(|(_, s)| s)) {
         if share.status != "ACTIVE" || share.owning_account_id == who {
             continue;
@@ -120,7 +119,153 @@ pub(super) fn grants(
                 continue;
             };
             let actions = actions_of(state, share, t);
-            out.entry(arn.clone()).or_default().extend(actions);
+            out.entry(arn.clone()).or_default().allow.extend(actions);
+        }
+    }
+    // Resource policies grant as shares do (AWS makes a share into one);
+    // what a policy denies is denied whatever grants it.
+    for (arn, (allowed, denied)) in policy_grants(state, who) {
+        let g = out.entry(arn).or_default();
+        g.allow.extend(allowed);
+        g.deny.extend(denied);
+    }
+    out.retain(|_, g| !g.allow.is_empty());
+    out
+}
+
+/// What an account may do with another's resource: the actions shares and
+/// resource policies allow it, less those a policy denies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Granted {
+    /// Allowed actions (patterns).
+    pub(super) allow: Vec<String>,
+    /// Denied actions (patterns): they win.
+    pub(super) deny: Vec<String>,
+}
+
+impl Granted {
+    /// Whether `action` is allowed and not denied.
+    pub(super) fn permits(&self, action: &str) -> bool {
+        super::permissions::allows(&self.allow, action)
+            && !super::permissions::allows(&self.deny, action)
+    }
+}
+
+/// A statement of a resource policy, as sharing reads it.
+#[derive(Debug, PartialEq)]
+pub(super) struct PolicyStatement {
+    /// Allow (true) or Deny.
+    allow: bool,
+    /// Account ids it names (`*`: every account).
+    principals: Vec<String>,
+    /// Actions, as written (wildcards allowed).
+    actions: Vec<String>,
+    /// Whether it has conditions, which latticed does not evaluate: an
+    /// Allow with conditions grants nothing, a Deny with them denies
+    /// always (the safe reading of each).
+    conditional: bool,
+}
+
+/// The statements of resource policy `text`, or what is wrong with it,
+/// naming the place. PutResourcePolicy checks policies with it, and
+/// [`grants`] reads them with it: one reading of a policy.
+pub(super) fn policy_statements(text: &str) -> Result<Vec<PolicyStatement>, String> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| format!("is not JSON: {e}"))?;
+    let statements = match doc.get("Statement") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(o @ Value::Object(_)) => vec![o.clone()],
+        _ => return Err("needs a Statement (an object or a list of them)".into()),
+    };
+    let strings = |v: Option<&Value>, at: &str| -> Result<Vec<String>, String> {
+        match v {
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("{at}: every item must be a string"))
+                })
+                .collect(),
+            _ => Err(format!("{at}: must be a string or a list of strings")),
+        }
+    };
+    statements
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let at = format!("Statement[{i}]");
+            let allow = match st.get("Effect").and_then(Value::as_str) {
+                Some("Allow") => true,
+                Some("Deny") => false,
+                _ => return Err(format!("{at}.Effect: must be Allow or Deny")),
+            };
+            let principals = match st.get("Principal") {
+                Some(Value::String(s)) if s == "*" => vec!["*".to_owned()],
+                Some(Value::Object(o)) => strings(o.get("AWS"), &format!("{at}.Principal.AWS"))?
+                    .into_iter()
+                    .map(|p| {
+                        match p
+                            .strip_prefix("arn:aws:iam::")
+                            .and_then(|r| r.strip_suffix(":root"))
+                        {
+                            Some(acct) => acct.to_owned(),
+                            None => p,
+                        }
+                    })
+                    .collect(),
+                _ => return Err(format!("{at}.Principal: must be * or {{\"AWS\": ...}}")),
+            };
+            let actions = strings(st.get("Action"), &format!("{at}.Action"))?;
+            Ok(PolicyStatement {
+                allow,
+                principals,
+                actions,
+                conditional: st.get("Condition").is_some(),
+            })
+        })
+        .collect()
+}
+
+/// Whether statement principal `p` names account `who` (an IAM role or
+/// user of the account counts as the account: latticed's API keys sign as
+/// accounts).
+fn names_account(p: &str, who: &str) -> bool {
+    p == "*" || p == who || p.split(':').nth(4) == Some(who)
+}
+
+/// The actions resource policies give account `who` on others' networks
+/// and services, and those they deny: (allowed, denied) per ARN.
+fn policy_grants(state: &State, who: &str) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
+    let mut out: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    let policies = state
+        .records
+        .range(RESOURCE_POLICY.to_owned()..)
+        .take_while(|(k, _)| k.starts_with(RESOURCE_POLICY));
+    for (key, rec) in policies {
+        let Record::ResourcePolicy(p) = rec else {
+            continue;
+        };
+        let id = key.trim_start_matches(RESOURCE_POLICY);
+        let Some(arn) = state.records.get(id).map(Record::arn) else {
+            continue;
+        };
+        if owner(arn) == who || resource_type(arn).is_none() {
+            continue;
+        }
+        let Ok(statements) = policy_statements(&p.policy) else {
+            continue;
+        };
+        let entry = out.entry(arn.to_owned()).or_default();
+        for st in statements
+            .iter()
+            .filter(|st| st.principals.iter().any(|p| names_account(p, who)))
+        {
+            match (st.allow, st.conditional) {
+                (true, false) => entry.0.extend(st.actions.iter().cloned()),
+                (true, true) => {}
+                (false, _) => entry.1.extend(st.actions.iter().cloned()),
+            }
         }
     }
     out
@@ -132,7 +277,7 @@ pub(super) fn grants(
 fn orphaned(c: &Ctx<'_>, key: &str, share: Option<&rec::Share>) -> Vec<Change> {
     let state = c.state;
     let mut lost = Vec::new();
-    let mut seen: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let mut seen: BTreeMap<String, BTreeMap<String, Granted>> = BTreeMap::new();
     let mut still = |who: &str, arn: &str| {
         let g = seen
             .entry(who.to_owned())
@@ -1292,6 +1437,61 @@ mod tests {
             assert_eq!(super::epoch(&iso), secs as f64 + 0.25, "{iso}");
         }
         assert_eq!(super::epoch("now"), 0.0);
+    }
+
+    /// A resource policy grants another account what it allows, as a share
+    /// does; a Deny wins; a conditional Allow grants nothing; a policy
+    /// latticed cannot read is refused, naming the place.
+    #[test]
+    fn a_resource_policy_grants_as_a_share_does() {
+        let mut api = Api::new();
+        let (sn, _) = network_with_service(&mut api);
+        let policy = |statements: Value| json!({"resourceArn": sn, "policy": json!({"Version": "2012-10-17", "Statement": statements}).to_string()});
+        let allow = json!({"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OTHER}:root")},
+            "Action": ["vpc-lattice:CreateServiceNetworkVpcAssociation", "vpc-lattice:GetServiceNetwork"], "Resource": "*"});
+        api.ok("PutResourcePolicy", policy(json!([allow])));
+        api.as_account(OTHER);
+        assert_eq!(names(&api.ok("ListServiceNetworks", json!({}))), ["net-a"]);
+        api.ok(
+            "CreateServiceNetworkVpcAssociation",
+            json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": "vpc-bb"}),
+        );
+        let own = api.ok("CreateService", json!({"name": "b-svc"}))["id"].clone();
+        let e = api.err(
+            "CreateServiceNetworkServiceAssociation",
+            json!({"serviceNetworkIdentifier": sn, "serviceIdentifier": own}),
+        );
+        assert_eq!(e.code, "AccessDeniedException", "{e}");
+        api.as_account(OWNER);
+        let deny =
+            json!({"Effect": "Deny", "Principal": {"AWS": OTHER}, "Action": "vpc-lattice:Get*"});
+        api.ok("PutResourcePolicy", policy(json!([allow, deny])));
+        api.as_account(OTHER);
+        assert!(names(&api.ok("ListServiceNetworks", json!({}))).is_empty());
+        api.as_account(OWNER);
+        let conditional = json!({"Effect": "Allow", "Principal": "*", "Action": "vpc-lattice:*",
+            "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-a1b2c3d4e5"}}});
+        api.ok("PutResourcePolicy", policy(json!([conditional])));
+        api.as_account(OTHER);
+        assert!(names(&api.ok("ListServiceNetworks", json!({}))).is_empty());
+        api.as_account(OWNER);
+        for (bad, at) in [
+            (
+                json!({"Effect": "Maybe", "Principal": "*", "Action": "*"}),
+                "Statement[0].Effect",
+            ),
+            (
+                json!({"Effect": "Allow", "Principal": "someone", "Action": "*"}),
+                "Statement[0].Principal",
+            ),
+            (
+                json!({"Effect": "Allow", "Principal": "*", "Action": [1]}),
+                "Statement[0].Action",
+            ),
+        ] {
+            let e = api.err("PutResourcePolicy", policy(json!([bad])));
+            assert!(e.message.contains(at), "{e}");
+        }
     }
 
     /// A shared resource that its owner deletes leaves the share.
