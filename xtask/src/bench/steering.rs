@@ -138,7 +138,15 @@ pub fn security_groups(
         .join(client.name())
         .join("steer_to_proxy");
     let _stats = Stats::enable()?;
-    let assoc = api.call("GET", "/servicenetworkvpcassociations", &json!({}))?;
+    // Listing associations needs a filter: the client VPC's.
+    let assoc = api.call(
+        "GET",
+        &format!(
+            "/servicenetworkvpcassociations?vpcIdentifier={}",
+            client.name()
+        ),
+        &json!({}),
+    )?;
     let assoc = assoc["items"][0]["id"]
         .as_str()
         .context("the bench's VPC association")?
