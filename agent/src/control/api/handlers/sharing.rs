@@ -1509,6 +1509,54 @@ mod tests {
         assert_eq!(listed["resources"], json!([]), "{listed}");
     }
 
+    /// A rejected invitation gives nothing and cannot be accepted later.
+    #[test]
+    fn a_rejected_invitation_shares_nothing() {
+        let mut api = Api::new();
+        let (sn, _) = network_with_service(&mut api);
+        let share_arn = share(&mut api, &[&sn], json!({}));
+        api.as_account(OTHER);
+        let inv = api.ram_ok("GetResourceShareInvitations", json!({}));
+        let arn = inv["resourceShareInvitations"][0]["resourceShareInvitationArn"].clone();
+        let out = api.ram_ok(
+            "RejectResourceShareInvitation",
+            json!({"resourceShareInvitationArn": arn}),
+        );
+        assert_eq!(
+            out["resourceShareInvitation"]["status"], "REJECTED",
+            "{out}"
+        );
+        let e = api.ram_err(
+            "AcceptResourceShareInvitation",
+            json!({"resourceShareInvitationArn": arn}),
+        );
+        assert_eq!(
+            e.code, "ResourceShareInvitationAlreadyRejectedException",
+            "{e}"
+        );
+        assert!(names(&api.ok("ListServiceNetworks", json!({}))).is_empty());
+        let e = api.err(
+            "CreateServiceNetworkVpcAssociation",
+            json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": "vpc-bb"}),
+        );
+        assert_eq!(e.code, "AccessDeniedException", "{e}");
+        api.as_account(OWNER);
+        let assoc = api.ram_ok(
+            "GetResourceShareAssociations",
+            json!({"associationType": "PRINCIPAL", "resourceShareArns": [share_arn]}),
+        );
+        assert_eq!(
+            assoc["resourceShareAssociations"][0]["status"], "DISASSOCIATED",
+            "{assoc}"
+        );
+        // Another invitation for a stranger: the wrong account cannot answer it.
+        let e = api.ram_err(
+            "AcceptResourceShareInvitation",
+            json!({"resourceShareInvitationArn": arn}),
+        );
+        assert_eq!(e.code, "ResourceShareInvitationArnNotFoundException", "{e}");
+    }
+
     /// An invitation left pending for seven days expires: it says so and
     /// can no longer be accepted.
     #[test]
