@@ -180,6 +180,8 @@ struct Index {
     children: HashMap<String, BTreeSet<String>>,
     /// Services per VIP.
     vip_load: BTreeMap<Ipv4Addr, u32>,
+    /// VIPs resource configurations hold, each alone.
+    resource_vips: BTreeSet<Ipv4Addr>,
     /// Target group id -> listener and rule ids whose actions use it.
     tg_users: HashMap<String, BTreeSet<String>>,
 }
@@ -223,6 +225,15 @@ impl Index {
         }
         if let Record::Service(svc) = rec {
             count(&mut self.vip_load, svc.vip, add);
+        }
+        if let Record::ResourceConfiguration(r) = rec {
+            if let Some(vip) = r.vip {
+                if add {
+                    self.resource_vips.insert(vip);
+                } else {
+                    self.resource_vips.remove(&vip);
+                }
+            }
         }
         for tg in rec.action().into_iter().flat_map(action_groups) {
             set(&mut self.tg_users, tg.to_owned(), key, add);

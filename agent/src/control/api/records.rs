@@ -524,6 +524,11 @@ pub struct ResourceConfiguration {
     pub status: String,
     /// Always false: latticed manages none.
     pub amazon_managed: bool,
+    /// Its VIP, its own (no service or other resource has it): a resource's
+    /// ports cannot share an address with a service's listeners. None for a
+    /// GROUP, whose children have one each.
+    #[serde(rename = "_vip", default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Ipv4Addr>,
 }
 
 resource!(ResourceConfiguration);

@@ -361,6 +361,11 @@ fn create_configuration(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
         "resourceConfigurationDefinition",
         c.opt("resourceConfigurationDefinition")?,
     )?;
+    let vip = if ty == "GROUP" {
+        None
+    } else {
+        Some(super::services::free_vip(c.state)?)
+    };
     let custom: Option<String> = c.opt("customDomainName")?;
     let group_domain: Option<String> = c.opt("groupDomain")?;
     for (f, v) in [
@@ -417,6 +422,7 @@ fn create_configuration(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
         domain_verification_arn: dv.map(|d| d.arn().to_owned()),
         status: "ACTIVE".into(),
         amazon_managed: false,
+        vip,
     })
 }
 
@@ -801,6 +807,57 @@ mod tests {
         api.ok(
             "DeleteServiceNetwork",
             json!({"serviceNetworkIdentifier": sn}),
+        );
+    }
+
+    /// A resource configuration (but a GROUP) gets a VIP of its own: no
+    /// service has it, and services never share it; when none is left the
+    /// refusal says why, and services still share theirs.
+    #[test]
+    fn a_resource_has_a_vip_of_its_own() {
+        let mut api = Api::new();
+        let vip_of = |api: &Api, id: &Value| {
+            let id = id.as_str().unwrap();
+            match api.state.records.get(id) {
+                Some(super::Record::Service(s)) => Some(s.vip),
+                Some(super::Record::ResourceConfiguration(r)) => r.vip,
+                _ => None,
+            }
+        };
+        let a = api.ok("CreateService", json!({"name": "shop-a"}))["id"].clone();
+        let g = gateway(&mut api, "gw-a")["id"].clone();
+        let single = |api: &mut Api, name: &str| {
+            api.call(
+                "CreateResourceConfiguration",
+                json!({"name": name, "type": "SINGLE", "resourceGatewayIdentifier": g, "portRanges": ["5432"],
+                    "resourceConfigurationDefinition": {"ipResource": {"ipAddress": "10.0.16.20"}}}),
+            )
+        };
+        let r = single(&mut api, "db-main").unwrap()["id"].clone();
+        let b = api.ok("CreateService", json!({"name": "shop-b"}))["id"].clone();
+        let vips = [vip_of(&api, &a), vip_of(&api, &r), vip_of(&api, &b)];
+        assert_eq!(
+            vips.map(|v| v.unwrap().to_string()),
+            ["169.254.171.1", "169.254.171.2", "169.254.171.3"]
+        );
+        let group = api.ok(
+            "CreateResourceConfiguration",
+            json!({"name": "cache", "type": "GROUP", "resourceGatewayIdentifier": g, "portRanges": ["6379"]}),
+        )["id"]
+            .clone();
+        assert_eq!(vip_of(&api, &group), None);
+        for i in 4..=191 {
+            single(&mut api, &format!("db-{i}")).unwrap();
+        }
+        let e = single(&mut api, "db-over").unwrap_err();
+        assert_eq!(e.code, "ServiceQuotaExceededException", "{e}");
+        assert!(e.message.contains("of its own"), "{e}");
+        // Services share among themselves, never a resource's VIP.
+        let c = api.ok("CreateService", json!({"name": "shop-c"}))["id"].clone();
+        let shared = vip_of(&api, &c).unwrap().to_string();
+        assert!(
+            shared == "169.254.171.1" || shared == "169.254.171.3",
+            "{shared}"
         );
     }
 }

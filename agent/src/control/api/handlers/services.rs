@@ -42,7 +42,7 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
         name: name.to_owned(),
         auth_type: c.opt("authType")?.unwrap_or_default(),
         status: "ACTIVE".into(),
-        vip: least_used_vip(c.state),
+        vip: least_used_vip(c.state)?,
         dns_entry,
         custom_domain_name: c.opt("customDomainName")?,
         certificate_arn: c.opt("certificateArn")?,
@@ -70,15 +70,34 @@ fn dns_entry(naming: &crate::control::Naming, owner: &str, name: &str, id: &str)
 }
 
 /// One VIP per service while they last; then the least used one, shared
-/// (requests are told apart by the service's DNS name).
-fn least_used_vip(state: &State) -> std::net::Ipv4Addr {
+/// (requests are told apart by the service's DNS name). Resources' VIPs
+/// are never shared.
+fn least_used_vip(state: &State) -> Result<std::net::Ipv4Addr, ApiError> {
     (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
-        .map(|v| {
-            let ip = std::net::Ipv4Addr::from(v);
-            (state.idx.vip_load.get(&ip).copied().unwrap_or(0), ip)
-        })
+        .map(std::net::Ipv4Addr::from)
+        .filter(|ip| !state.idx.resource_vips.contains(ip))
+        .map(|ip| (state.idx.vip_load.get(&ip).copied().unwrap_or(0), ip))
         .min()
-        .map_or(VIP_FIRST, |(_, ip)| ip)
+        .map(|(_, ip)| ip)
+        .ok_or_else(|| no_vip("SERVICE"))
+}
+
+/// A VIP no service or resource uses, for a resource configuration.
+pub(super) fn free_vip(state: &State) -> Result<std::net::Ipv4Addr, ApiError> {
+    (u32::from(VIP_FIRST)..=u32::from(VIP_LAST))
+        .map(std::net::Ipv4Addr::from)
+        .find(|ip| !state.idx.resource_vips.contains(ip) && !state.idx.vip_load.contains_key(ip))
+        .ok_or_else(|| no_vip("RESOURCE_CONFIGURATION"))
+}
+
+/// Every VIP is taken.
+fn no_vip(resource_type: &str) -> ApiError {
+    let n = (u32::from(VIP_LAST) - u32::from(VIP_FIRST) + 1) as usize;
+    let mut e = ApiError::quota(resource_type, "vips", n);
+    e.message = format!(
+        "all {n} VIPs ({VIP_FIRST}-{VIP_LAST}) are taken: services share VIPs only among themselves, and each resource configuration needs one of its own"
+    );
+    e
 }
 
 fn delete(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
