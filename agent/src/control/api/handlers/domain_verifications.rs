@@ -211,6 +211,11 @@ mod tests {
                 "resourceConfigurationDefinition": {"ipResource": {"ipAddress": "10.0.16.20"}}}),
         );
         assert_eq!(r["domainVerificationId"], id.as_str(), "{r}");
+        let got = api.ok(
+            "GetResourceConfiguration",
+            json!({"resourceConfigurationIdentifier": r["id"]}),
+        );
+        assert_eq!(got["domainVerificationStatus"], "VERIFIED", "{got}");
         let e = api.err(
             "DeleteDomainVerification",
             json!({"domainVerificationIdentifier": id}),

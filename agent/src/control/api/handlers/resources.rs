@@ -50,7 +50,13 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     }),
     ("CreateResourceConfiguration", create_configuration),
     ("GetResourceConfiguration", |c| {
-        c.read::<rec::ResourceConfiguration>("resourceConfigurationIdentifier")
+        let r =
+            c.resolve::<rec::ResourceConfiguration>(c.get("resourceConfigurationIdentifier"))?;
+        let mut v = r.to_value();
+        if let Some(status) = verification_status(c, r) {
+            v["domainVerificationStatus"] = status.into();
+        }
+        Ok(Outcome::Read(v))
     }),
     ("ListResourceConfigurations", |c| {
         let gw = c.optional_id::<rec::ResourceGateway>("resourceGatewayIdentifier")?;
@@ -97,7 +103,17 @@ pub(super) const OPS: &[(&str, Handler)] = &[
         create_association,
     ),
     ("GetServiceNetworkResourceAssociation", |c| {
-        c.read::<rec::SnResource>("serviceNetworkResourceAssociationIdentifier")
+        let a =
+            c.resolve::<rec::SnResource>(c.get("serviceNetworkResourceAssociationIdentifier"))?;
+        let mut v = a.to_value();
+        let status = c
+            .state
+            .get::<rec::ResourceConfiguration>(&a.resource_configuration_id)
+            .and_then(|r| verification_status(c, r));
+        if let Some(status) = status {
+            v["domainVerificationStatus"] = status.into();
+        }
+        Ok(Outcome::Read(v))
     }),
     ("ListServiceNetworkResourceAssociations", |c| {
         let sn = c.optional_id::<rec::ServiceNetwork>("serviceNetworkIdentifier")?;
@@ -132,6 +148,15 @@ pub(super) const OPS: &[(&str, Handler)] = &[
         Ok(Outcome::Read(json!({"items": []})))
     }),
 ];
+
+/// The status of the domain verification configuration `r` names, now
+/// (none if it names none, or it was deleted).
+fn verification_status<'a>(c: &Ctx<'a>, r: &rec::ResourceConfiguration) -> Option<&'a str> {
+    let dv = c
+        .state
+        .get::<rec::DomainVerification>(r.domain_verification_id.as_deref()?)?;
+    Some(super::domain_verifications::status_now(&c.now, dv))
+}
 
 /// A gateway as Get answers it; Create and Update name its VPC
 /// `vpcIdentifier`, Get `vpcId`.
