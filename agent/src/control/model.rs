@@ -72,6 +72,21 @@ pub struct AccessLogSubscription {
     /// CloudWatch Logs log group, S3 bucket or Firehose stream ARN (see the
     /// README for the local files each maps to).
     pub destination_arn: String,
+    /// A service network's: SERVICE (the default) or RESOURCE traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_network_log_type: Option<String>,
+}
+
+impl AccessLogSubscription {
+    /// What may hold one subscription per resource, as AWS allows: the
+    /// destination's type (`logs`, `s3`, `firehose`, the ARN's service)
+    /// and the log type. The API and the file check it alike.
+    pub fn slot<'a>(destination_arn: &'a str, log_type: Option<&'a str>) -> (&'a str, &'a str) {
+        (
+            destination_arn.split(':').nth(2).unwrap_or_default(),
+            log_type.unwrap_or("SERVICE"),
+        )
+    }
 }
 
 /// `AuthType`.

@@ -950,8 +950,32 @@ fn attach_logs<'c>(
     services: &mut [PlannedService],
 ) -> HashMap<&'c str, Vec<PlannedLog>> {
     let mut network_logs: HashMap<&str, Vec<PlannedLog>> = HashMap::new();
+    let mut slots = BTreeSet::new();
     for (i, a) in config.access_log_subscriptions.iter().enumerate() {
         let f = format!("accessLogSubscriptions[{i}]");
+        let slot = super::model::AccessLogSubscription::slot(
+            &a.destination_arn,
+            a.service_network_log_type.as_deref(),
+        );
+        if let Some(t) = a
+            .service_network_log_type
+            .as_deref()
+            .filter(|t| !matches!(*t, "SERVICE" | "RESOURCE"))
+        {
+            errs.add(
+                format!("{f}.serviceNetworkLogType"),
+                format!("{t:?} is not SERVICE or RESOURCE"),
+            );
+        }
+        if !slots.insert((a.resource_identifier.as_str(), slot)) {
+            errs.add(
+                format!("{f}.destinationArn"),
+                format!(
+                    "{} already has a subscription to a {} destination; one per destination type",
+                    a.resource_identifier, slot.0
+                ),
+            );
+        }
         let log =
             match latticed_proxy::access_log::destination_path(Path::new(""), &a.destination_arn) {
                 Ok(file) => Some(PlannedLog {
@@ -1696,6 +1720,47 @@ mod tests {
         assert_eq!(
             rule.action,
             PlannedAction::Forward(vec![(3, "app-b".to_owned())])
+        );
+    }
+
+    /// The file allows what the API allows: one access log subscription
+    /// per destination type (and log type) of a resource.
+    #[test]
+    fn one_access_log_per_destination_type() {
+        let dir = netns_dir(&["vpc-a", "vpc-b"]);
+        let mut c = walkthrough();
+        let sub = |dest: &str, log_type: Option<&str>| super::super::model::AccessLogSubscription {
+            resource_identifier: c.service_networks[0].name.clone(),
+            destination_arn: dest.into(),
+            service_network_log_type: log_type.map(str::to_owned),
+        };
+        let subs = vec![
+            sub("arn:aws:logs:us-east-1:111122223333:log-group:a", None),
+            sub("arn:aws:s3:::bucket-a", None),
+            sub(
+                "arn:aws:logs:us-east-1:111122223333:log-group:b",
+                Some("RESOURCE"),
+            ),
+        ];
+        c.access_log_subscriptions = subs.clone();
+        plan(&c, &dir.0).unwrap();
+        c.access_log_subscriptions.push(sub(
+            "arn:aws:logs:us-east-1:111122223333:log-group:c",
+            Some("SERVICE"),
+        ));
+        c.access_log_subscriptions
+            .push(sub("arn:aws:s3:::bucket-b", Some("ANY")));
+        let errs = errors(&c, &dir);
+        assert!(
+            errs.iter()
+                .any(|(f, r)| f == "accessLogSubscriptions[3].destinationArn"
+                    && r.contains("one per destination type")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|(f, _)| f == "accessLogSubscriptions[4].serviceNetworkLogType"),
+            "{errs:?}"
         );
     }
 

@@ -519,6 +519,7 @@ impl State {
         Some(cfg::AccessLogSubscription {
             resource_identifier: self.owner_name(&a.resource_id)?.to_owned(),
             destination_arn: a.destination_arn.clone(),
+            service_network_log_type: a.service_network_log_type.clone(),
         })
     }
 

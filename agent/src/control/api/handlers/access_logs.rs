@@ -43,12 +43,6 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     })
 }
 
-/// The kind of destination an ARN names: its service (`logs`, `s3`,
-/// `firehose`).
-fn destination_type(arn: &str) -> &str {
-    arn.split(':').nth(2).unwrap_or_default()
-}
-
 /// The input's `destinationArn` names a destination latticed can write,
 /// and no other subscription of `resource` (than `this` one), for the same
 /// log type, has a destination of its type: AWS allows one subscription per
@@ -63,11 +57,11 @@ fn check_destination(
     if let Err(e) = latticed_proxy::access_log::destination_path(std::path::Path::new("/"), dest) {
         return Err(ApiError::field("destinationArn", e.to_string()));
     }
-    let kind = destination_type(dest);
-    let log_type = log_type.unwrap_or("SERVICE");
+    let slot = cfg::AccessLogSubscription::slot(dest, log_type);
+    let kind = slot.0;
     if let Some(a) = c.state.children::<rec::AccessLog>(resource).find(|a| {
-        destination_type(&a.destination_arn) == kind
-            && a.service_network_log_type.as_deref().unwrap_or("SERVICE") == log_type
+        cfg::AccessLogSubscription::slot(&a.destination_arn, a.service_network_log_type.as_deref())
+            == slot
             && Some(a.id()) != this
     }) {
         return Err(ApiError::conflict(
