@@ -318,11 +318,16 @@ impl State {
 
     /// Every RAM resource share, by key.
     fn shares(&self) -> impl Iterator<Item = &rec::Share> {
+        self.shares_by_key().map(|(_, s)| s)
+    }
+
+    /// Every RAM resource share with its store key.
+    fn shares_by_key(&self) -> impl Iterator<Item = (&String, &rec::Share)> {
         self.records
             .range(rec::SHARE.to_owned()..)
             .take_while(|(k, _)| k.starts_with(rec::SHARE))
-            .filter_map(|(_, v)| match v {
-                Record::Share(s) => Some(s),
+            .filter_map(|(k, v)| match v {
+                Record::Share(s) => Some((k, s)),
                 _ => None,
             })
     }
@@ -810,7 +815,6 @@ impl<'a> Ctx<'a> {
         key: impl Fn(&T) -> String,
         summary: impl Fn(&T) -> Value,
     ) -> Result<Outcome, ApiError> {
-        let max = self.input["maxResults"].as_u64().unwrap_or(100) as usize;
         let start = match self.input["nextToken"].as_str() {
             None => 0,
             Some(tok) => items
@@ -818,39 +822,53 @@ impl<'a> Ctx<'a> {
                 .position(|r| key(r) == tok)
                 .ok_or_else(|| ApiError::field("nextToken", "is not a token this API returned"))?,
         };
-        let page: Vec<Value> = items.iter().skip(start).take(max).map(summary).collect();
-        let mut out = json!({"items": page});
-        if let Some(next) = items.get(start + max) {
-            out["nextToken"] = key(next).into();
-        }
-        Ok(Outcome::Read(out))
+        Ok(self.page_from(("items", 100), items, start, |i| key(&items[i]), summary))
     }
 
     /// A page of a RAM list: RAM names its list (`resourceShares`) and
-    /// bounds `maxResults` at 500.
+    /// bounds `maxResults` at 500; its tokens are positions.
     fn ram_page<T>(
         &self,
         list: &str,
         items: &[T],
         summary: impl Fn(&T) -> Value,
     ) -> Result<Outcome, ApiError> {
-        let tokens: Vec<String> = (0..items.len()).map(|i| i.to_string()).collect();
         let start = match self.input["nextToken"].as_str() {
             None => 0,
-            Some(tok) => tokens.iter().position(|t| t == tok).ok_or_else(|| {
-                ApiError::ram(
-                    "InvalidNextTokenException",
-                    "nextToken: is not a token this API returned",
-                )
-            })?,
+            Some(tok) => tok
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < items.len())
+                .ok_or_else(|| {
+                    ApiError::ram(
+                        "InvalidNextTokenException",
+                        "nextToken: is not a token this API returned",
+                    )
+                })?,
         };
-        let max = self.input["maxResults"].as_u64().unwrap_or(500) as usize;
+        Ok(self.page_from((list, 500), items, start, |i| i.to_string(), summary))
+    }
+
+    /// The page of `items` from `start` in member `list`, at most
+    /// `maxResults` (else `default_max`) long, each as `summary`; `token(i)`
+    /// names item `i`, where the next page starts.
+    fn page_from<T>(
+        &self,
+        (list, default_max): (&str, usize),
+        items: &[T],
+        start: usize,
+        token: impl Fn(usize) -> String,
+        summary: impl Fn(&T) -> Value,
+    ) -> Outcome {
+        let max = self.input["maxResults"]
+            .as_u64()
+            .map_or(default_max, |m| m as usize);
         let page: Vec<Value> = items.iter().skip(start).take(max).map(summary).collect();
         let mut out = json!({ list: page });
         if start + max < items.len() {
-            out["nextToken"] = tokens[start + max].clone().into();
+            out["nextToken"] = token(start + max).into();
         }
-        Ok(Outcome::Read(out))
+        Outcome::Read(out)
     }
 
     /// A page of resources, each as `summary`.
@@ -1151,17 +1169,11 @@ fn dependents(state: &State, id: &str) -> Vec<Change> {
         .map(Record::arn)
         .filter(|a| !a.is_empty())
     {
-        let shares = state
-            .records
-            .range(rec::SHARE.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(rec::SHARE));
-        for (key, share) in shares {
-            if let Record::Share(s) = share {
-                if s.resources.contains_key(arn) {
-                    let mut s = s.clone();
-                    s.resources.remove(arn);
-                    out.push(Change::Put(key.clone(), Record::Share(s)));
-                }
+        for (key, s) in state.shares_by_key() {
+            if s.resources.contains_key(arn) {
+                let mut s = s.clone();
+                s.resources.remove(arn);
+                out.push(Change::Put(key.clone(), Record::Share(s)));
             }
         }
     }

@@ -30,10 +30,16 @@ pub enum Api {
 impl Api {
     /// The API a request signed for `service` calls.
     pub fn of_service(service: &str) -> Option<Self> {
-        match service {
-            "vpc-lattice" => Some(Self::Lattice),
-            "ram" => Some(Self::Ram),
-            _ => None,
+        [Self::Lattice, Self::Ram]
+            .into_iter()
+            .find(|api| api.signing_name() == service)
+    }
+
+    /// The service name its requests are signed for.
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Self::Lattice => "vpc-lattice",
+            Self::Ram => "ram",
         }
     }
 

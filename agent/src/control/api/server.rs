@@ -214,17 +214,17 @@ async fn authenticated(
     api: Api,
 ) -> Result<(Bytes, String), ApiError> {
     let mut account = String::new();
-    let service = match api {
-        Api::Lattice => "vpc-lattice",
-        Api::Ram => "ram",
-    };
-    let signer =
-        latticed_proxy::sigv4::precheck(&parts.headers, service, SystemTime::now(), |key| {
+    let signer = latticed_proxy::sigv4::precheck(
+        &parts.headers,
+        api.signing_name(),
+        SystemTime::now(),
+        |key| {
             let k = creds.read().ok().and_then(|c| c.get(key).cloned())?;
             account = k.account;
             Some(k.secret)
-        })
-        .map_err(|e| ApiError::denied(e.code(), e.to_string()))?;
+        },
+    )
+    .map_err(|e| ApiError::denied(e.code(), e.to_string()))?;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)

@@ -65,11 +65,16 @@ fn default_rule_id(l: &rec::Listener) -> String {
     )
 }
 
+/// The ARN of rule `id` of listener `l`.
+fn rule_arn(l: &rec::Listener, id: &str) -> String {
+    format!("{}/rule/{id}", l.arn())
+}
+
 /// Listener `l`'s default rule, as Get and List answer it.
 fn default_rule(l: &rec::Listener) -> Value {
     let id = default_rule_id(l);
     json!({
-        "arn": format!("{}/rule/{id}", l.arn()), "id": id, "name": "default", "isDefault": true,
+        "arn": rule_arn(l, &id), "id": id, "name": "default", "isDefault": true,
         "action": l.default_action, "createdAt": l.meta.created_at,
         "lastUpdatedAt": l.meta.last_updated_at,
     })
@@ -79,9 +84,8 @@ fn default_rule(l: &rec::Listener) -> Value {
 fn any_rule<'a>(c: &Ctx<'a>, ident: &str) -> Result<AnyRule<'a>, ApiError> {
     let l = listener_of(c)?;
     let id = ident.rsplit('/').next().unwrap_or(ident);
-    if id == default_rule_id(l)
-        && (!ident.starts_with("arn:") || ident == s(&default_rule(l), "arn"))
-    {
+    let default = default_rule_id(l);
+    if id == default && (!ident.starts_with("arn:") || ident == rule_arn(l, &default)) {
         return Ok(AnyRule::Default(l));
     }
     rule_of(c, ident).map(AnyRule::Rule)
@@ -128,7 +132,7 @@ fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
         ));
     }
     put(rec::Rule {
-        meta: c.meta(Kind::Rule, |id| format!("{}/rule/{id}", l.arn()))?,
+        meta: c.meta(Kind::Rule, |id| rule_arn(l, id))?,
         name: name.to_owned(),
         priority,
         match_: c.req("match")?,

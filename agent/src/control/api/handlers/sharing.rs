@@ -94,24 +94,12 @@ pub(super) fn grants(
     replaced: Option<(&str, Option<&rec::Share>)>,
 ) -> BTreeMap<String, Granted> {
     let stored = state
-        .records
-        .range(rec::SHARE.to_owned()..)
-        .take_while(|(k, _)| k.starts_with(rec::SHARE))
+        .shares_by_key()
         .filter(|(k, _)| replaced.is_none_or(|(r, _)| r != k.as_str()))
-        .filter_map(|(_, v)| match v {
-            Record::Share(s) => Some(s),
-            _ => None,
-        });
+        .map(|(_, s)| s);
     let mut out: BTreeMap<String, Granted> = BTreeMap::new();
     for share in stored.chain(replaced.and_then(|(_, s)| s)) {
-        if share.status != "ACTIVE" || share.owning_account_id == who {
-            continue;
-        }
-        let reaches = share
-            .principals
-            .iter()
-            .any(|(p, m)| m.status == "ASSOCIATED" && names(p, who, org));
-        if !reaches {
+        if share.status != "ACTIVE" || !reaches(share, who, org) {
             continue;
         }
         for arn in share.resources.keys() {
@@ -683,11 +671,16 @@ fn association_view(
 /// Whether `s` is shared with the caller (its principal association is
 /// in place).
 pub(super) fn shared_with(c: &Ctx<'_>, s: &rec::Share) -> bool {
-    let org = c.settings.org(c.caller);
-    s.owning_account_id != c.caller
+    reaches(s, c.caller, c.settings.org(c.caller))
+}
+
+/// Whether share `s` reaches account `who` (of organisation `org`): `who`
+/// does not own it and is, or is in, one of its associated principals.
+fn reaches(s: &rec::Share, who: &str, org: Option<&str>) -> bool {
+    s.owning_account_id != who
         && s.principals
             .iter()
-            .any(|(p, m)| m.status == "ASSOCIATED" && names(p, c.caller, org))
+            .any(|(p, m)| m.status == "ASSOCIATED" && names(p, who, org))
 }
 
 /// The shares `resourceOwner` selects: the caller's (`SELF`) or those
