@@ -21,6 +21,8 @@ use latticed_proxy::{
 };
 use serde::Deserialize;
 
+mod resources;
+
 use crate::control::{
     model::TargetGroupType,
     plan::{
@@ -80,6 +82,10 @@ pub struct Inventory {
     /// Load balancer ARN -> where it is.
     #[serde(default)]
     pub load_balancers: HashMap<String, Placement>,
+    /// Resource ARN (a database, a cache: what an `arnResource` names) ->
+    /// where it is.
+    #[serde(default)]
+    pub resources: HashMap<String, Placement>,
     /// Security group id -> its ingress rules.
     #[serde(default)]
     pub security_groups: BTreeMap<String, SecurityGroup>,

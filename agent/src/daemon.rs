@@ -177,6 +177,9 @@ pub struct Delta {
     pub services: BTreeSet<String>,
     /// Target group names.
     pub groups: BTreeSet<String>,
+    /// Whether the resources changed (they are rebuilt whole: there are
+    /// few, and each is small).
+    pub resources: bool,
 }
 
 struct ClientSide {
@@ -541,6 +544,8 @@ mod tests {
         let ids: snapshot::Ids = [("vpc-aa", 1), ("vpc-bb", 2)].into();
         let mut compiled = Compiled::default();
         let mut table = latticed_proxy::RouteTable::default();
+        // After each step: the operation and the table, to check below.
+        let mut seen: Vec<(String, String)> = Vec::new();
         let mut step = |op: &str, input: Value| -> Value {
             let call = crate::control::api::handlers::Call {
                 op,
@@ -567,6 +572,7 @@ mod tests {
                 snapshot::tests::describe(&whole),
                 "the routing table after {op}"
             );
+            seen.push((op.to_owned(), snapshot::tests::describe(&table)));
             out
         };
         let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
@@ -637,8 +643,87 @@ mod tests {
             "CreateServiceNetworkVpcAssociation",
             json!({"serviceNetworkIdentifier": sn, "vpcIdentifier": "vpc-aa"}),
         );
+        // Resources: a gateway in vpc-bb, a SINGLE by address, a GROUP with
+        // a CHILD by name, the network's resource log, then the way back.
+        let gw = id(&step(
+            "CreateResourceGateway",
+            json!({"name": "gw-one", "vpcIdentifier": "vpc-bb", "subnetIds": ["subnet-1"]}),
+        ));
+        let db = id(&step(
+            "CreateResourceConfiguration",
+            json!({"name": "db-one", "type": "SINGLE", "resourceGatewayIdentifier": gw, "portRanges": ["5432", "6000-6100"],
+                   "resourceConfigurationDefinition": {"ipResource": {"ipAddress": "10.0.16.20"}}}),
+        ));
+        let group = id(&step(
+            "CreateResourceConfiguration",
+            json!({"name": "caches", "type": "GROUP", "resourceGatewayIdentifier": gw, "portRanges": ["6379"]}),
+        ));
+        let child = id(&step(
+            "CreateResourceConfiguration",
+            json!({"name": "cache-one", "type": "CHILD", "resourceConfigurationGroupIdentifier": group,
+                   "resourceConfigurationDefinition": {"dnsResource": {"domainName": "cache.internal.example", "ipAddressType": "IPV4"}}}),
+        ));
+        let snra = id(&step(
+            "CreateServiceNetworkResourceAssociation",
+            json!({"serviceNetworkIdentifier": sn, "resourceConfigurationIdentifier": db}),
+        ));
+        step(
+            "CreateServiceNetworkResourceAssociation",
+            json!({"serviceNetworkIdentifier": sn, "resourceConfigurationIdentifier": group}),
+        );
+        step(
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": sn, "serviceNetworkLogType": "RESOURCE",
+                   "destinationArn": "arn:aws:logs:us-east-1:111122223333:log-group:resources"}),
+        );
+        step(
+            "CreateAccessLogSubscription",
+            json!({"resourceIdentifier": db, "destinationArn": "arn:aws:s3:::db-logs"}),
+        );
+        step(
+            "UpdateResourceConfiguration",
+            json!({"resourceConfigurationIdentifier": db, "portRanges": ["5433"]}),
+        );
+        step(
+            "DeleteServiceNetworkResourceAssociation",
+            json!({"serviceNetworkResourceAssociationIdentifier": snra}),
+        );
+        step(
+            "DeleteResourceConfiguration",
+            json!({"resourceConfigurationIdentifier": child}),
+        );
         assert_eq!(plan.services.len(), 3);
         assert!(plan.client_namespaces().contains_key("vpc-aa"));
+        let after = |op: &str| -> &str { &seen.iter().rev().find(|(o, _)| o == op).unwrap().1 };
+        let logged = after("CreateAccessLogSubscription");
+        assert_eq!(logged.matches(" resource ").count(), 2, "{logged}");
+        assert!(
+            logged.contains("resource db-one")
+                && logged.contains("ports=[(5432, 5432), (6000, 6100)]"),
+            "{logged}"
+        );
+        assert!(
+            logged.contains("resource cache-one") && logged.contains("dns cache.internal.example"),
+            "{logged}"
+        );
+        assert!(
+            logged.contains("logs=2"),
+            "the network's and the configuration's: {logged}"
+        );
+        assert!(after("UpdateResourceConfiguration").contains("ports=[(5433, 5433)]"));
+        assert_eq!(
+            after("DeleteServiceNetworkResourceAssociation")
+                .matches(" resource ")
+                .count(),
+            1
+        );
+        assert_eq!(
+            after("DeleteResourceConfiguration")
+                .matches(" resource ")
+                .count(),
+            0
+        );
+        assert!(plan.resources["db-one"].reachable_from.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

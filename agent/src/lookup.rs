@@ -1,10 +1,14 @@
 //! DNS lookups latticed makes as a client: the TXT records that prove a
 //! domain verification, asked of the host's resolver as AWS asks public
-//! DNS. The wire format is hickory-proto's, as the per-namespace resolver's
+//! DNS, and a DNS resource's addresses, asked from inside its gateway's
+//! VPC. The wire format is hickory-proto's, as the per-namespace resolver's
 //! is; the answer is bounded in size and time and checked to be the answer
 //! to this question from this server.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use hickory_proto::{
     op::{Message, MessageType, Query, ResponseCode},
@@ -35,6 +39,9 @@ pub enum Error {
         /// The wait.
         timeout: Duration,
     },
+    /// The name has no address of the family asked.
+    #[error("{0} has no address")]
+    NoAddress(String),
     /// The server answered with an error other than "no such name".
     #[error("{server} answered {code}")]
     Failed {
@@ -51,14 +58,6 @@ const MAX_ANSWER: usize = 4096;
 /// The TXT strings at `name` (each record's strings joined, as TXT values
 /// are read), asked of `server` over UDP. No such name is no records.
 pub async fn txt(server: SocketAddr, name: &str, timeout: Duration) -> Result<Vec<String>, Error> {
-    let qname = Name::from_ascii(name).map_err(|_| Error::Name(name.to_owned()))?;
-    let mut m = Message::query();
-    let mut id = [0u8; 2];
-    let _ = getrandom::fill(&mut id);
-    m.metadata.id = u16::from_be_bytes(id);
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(qname, RecordType::TXT));
-    let query = m.to_vec().map_err(|_| Error::Name(name.to_owned()))?;
     let io = |source| Error::Io { server, source };
     let bind: SocketAddr = if server.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
@@ -66,11 +65,78 @@ pub async fn txt(server: SocketAddr, name: &str, timeout: Duration) -> Result<Ve
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let socket = UdpSocket::bind(bind).await.map_err(io)?;
+    let Some(answer) = ask(&socket, server, name, RecordType::TXT, timeout).await? else {
+        return Ok(Vec::new());
+    };
+    Ok(answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The addresses of `name` (AAAA when `v6`, else A) and how long they may
+/// be kept (the least TTL of the records), asked of `server` through
+/// `socket`, which the caller made where the question must come from (a
+/// gateway's VPC). No such name, or no address, is an error.
+pub async fn addresses(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    name: &str,
+    v6: bool,
+    timeout: Duration,
+) -> Result<(Vec<IpAddr>, Duration), Error> {
+    let rtype = if v6 { RecordType::AAAA } else { RecordType::A };
+    let answer = ask(socket, server, name, rtype, timeout)
+        .await?
+        .ok_or_else(|| Error::NoAddress(name.to_owned()))?;
+    let mut ttl = u32::MAX;
+    let mut out = Vec::new();
+    for r in &answer.answers {
+        let ip = match &r.data {
+            RData::A(a) if !v6 => IpAddr::V4(a.0),
+            RData::AAAA(a) if v6 => IpAddr::V6(a.0),
+            _ => continue,
+        };
+        ttl = ttl.min(r.ttl);
+        out.push(ip);
+    }
+    if out.is_empty() {
+        return Err(Error::NoAddress(name.to_owned()));
+    }
+    Ok((out, Duration::from_secs(u64::from(ttl))))
+}
+
+/// Asks `server` the one question (`name`, `rtype`) through `socket`, and
+/// returns its answer (`None`: no such name). Datagrams from elsewhere, or
+/// not answering this query, are ignored until the deadline.
+async fn ask(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    timeout: Duration,
+) -> Result<Option<Message>, Error> {
+    let qname = Name::from_ascii(name).map_err(|_| Error::Name(name.to_owned()))?;
+    let mut m = Message::query();
+    let mut id = [0u8; 2];
+    let _ = getrandom::fill(&mut id);
+    m.metadata.id = u16::from_be_bytes(id);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(qname, rtype));
+    let query = m.to_vec().map_err(|_| Error::Name(name.to_owned()))?;
+    let io = |source| Error::Io { server, source };
     socket.send_to(&query, server).await.map_err(io)?;
     let mut buf = vec![0u8; MAX_ANSWER];
     let deadline = tokio::time::Instant::now() + timeout;
-    // Datagrams from elsewhere, or not answering this query, are ignored
-    // until the deadline.
     let answer = loop {
         let got = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await;
         let (n, from) = match got {
@@ -88,23 +154,10 @@ pub async fn txt(server: SocketAddr, name: &str, timeout: Duration) -> Result<Ve
         }
     };
     match answer.metadata.response_code {
-        ResponseCode::NoError => {}
-        ResponseCode::NXDomain => return Ok(Vec::new()),
-        code => return Err(Error::Failed { server, code }),
+        ResponseCode::NoError => Ok(Some(answer)),
+        ResponseCode::NXDomain => Ok(None),
+        code => Err(Error::Failed { server, code }),
     }
-    Ok(answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::TXT(t) => Some(
-                t.txt_data
-                    .iter()
-                    .map(|s| String::from_utf8_lossy(s))
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
-        .collect())
 }
 
 /// The host's resolver: the first nameserver of `/etc/resolv.conf`.

@@ -4,7 +4,8 @@
 //! network namespace and attached to that namespace. A new TCP connection to a
 //! configured service VIP:port, in 169.254.171.0/24 or fd00:ec2:80::/64, is
 //! handed to the proxy's listening socket in `STEER_LISTENER` if the VPC
-//! association's security groups admit the client; any other destination in
+//! association's security groups admit the client, and so is one to a
+//! resource VIP on a port of its ranges (`STEER_RANGES`); any other destination in
 //! the ranges is refused (SK_DROP makes the lookup find no socket, so the
 //! client gets a RST), even if some local process listens on a wildcard
 //! address, except the resolver's own address and port (DNS over TCP).
@@ -20,8 +21,9 @@ use aya_ebpf::{
     programs::SkLookupContext,
 };
 use latticed_common::{
-    addresses, from_octets, mapped_v4, stats, Addr, SgMatch, VipEntry, VipPort, ADMIT_ALL,
-    LATTICE6_NET, LATTICE_MASK, LATTICE_NET, MAX_LISTENERS, MAX_SG_ENTRIES, SG_MATCH_FIXED_BITS,
+    addresses, from_octets, mapped_v4, stats, Addr, RangeEntry, SgMatch, VipAddr, VipEntry,
+    VipPort, ADMIT_ALL, ANY_PORT, LATTICE6_NET, LATTICE_MASK, LATTICE_NET, MAX_LISTENERS,
+    MAX_PORT_RANGES, MAX_SG_ENTRIES, SG_MATCH_FIXED_BITS,
 };
 
 const AF_INET: u32 = 2;
@@ -47,6 +49,12 @@ static STEER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUN
 /// are.
 #[map]
 static STEER_SG_RULES: LpmTrie<SgMatch, u8> = LpmTrie::with_max_entries(MAX_SG_ENTRIES, 0);
+
+/// Resource VIPs of this namespace and their port ranges: one entry per
+/// VIP whatever the number of ports.
+#[map]
+static STEER_RANGES: HashMap<VipAddr, RangeEntry> =
+    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
 /// The first half of fd00:ec2:80::/64 as `local_ip6` holds it.
 const V6_NET: [u32; 2] = {
@@ -115,36 +123,28 @@ pub fn steer_to_proxy(ctx: SkLookupContext) -> u32 {
         addr: local,
         port: local_port,
     };
-    let Some(entry) = STEER_VIPS.get_ptr(key) else {
-        count(stats::REFUSED);
-        return sk_action::SK_DROP;
+    // A service's VIP:port, else a resource VIP whose ranges hold the port.
+    let (listeners, policy) = match STEER_VIPS.get_ptr(key) {
+        // SAFETY: the pointer comes from a successful lookup and the value
+        // is plain data the agent writes whole.
+        Some(entry) => unsafe { ((*entry).listeners, (*entry).policy) },
+        None => match in_ranges(local, local_port) {
+            Some(found) => found,
+            None => {
+                count(stats::REFUSED);
+                return sk_action::SK_DROP;
+            }
+        },
     };
-    // SAFETY: the pointer comes from a successful lookup and the value is
-    // plain data the agent writes whole.
-    let entry = unsafe { *entry };
-    if entry.policy != ADMIT_ALL {
-        let m = SgMatch {
-            policy: entry.policy,
-            port: local_port,
-            addr: remote,
-        };
-        if STEER_SG_RULES
-            .get(Key::new(SG_MATCH_FIXED_BITS + 128, m))
-            .is_none()
-        {
-            count(stats::SG_REFUSED);
-            return sk_action::SK_DROP;
-        }
+    if policy != ADMIT_ALL && !admitted(policy, local_port, remote) {
+        count(stats::SG_REFUSED);
+        return sk_action::SK_DROP;
     }
     // The worker of the CPU handling this SYN accepts the connection: worker
     // threads are pinned one per CPU, so the connection stays on one core.
     // SAFETY: a helper without arguments or preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let slot = if entry.listeners > 1 {
-        cpu % entry.listeners
-    } else {
-        0
-    };
+    let slot = if listeners > 1 { cpu % listeners } else { 0 };
     match STEER_LISTENER.redirect_sk_lookup(&ctx, slot, 0) {
         Ok(()) => {
             count(stats::STEERED);
@@ -155,6 +155,48 @@ pub fn steer_to_proxy(ctx: SkLookupContext) -> u32 {
             sk_action::SK_DROP
         }
     }
+}
+
+/// The listener count and policy of resource VIP `vip` if one of its
+/// ranges holds `port`.
+#[inline(always)]
+fn in_ranges(vip: Addr, port: u32) -> Option<(u32, u32)> {
+    let entry = STEER_RANGES.get_ptr(VipAddr { addr: vip })?;
+    // SAFETY: the pointer comes from a successful lookup and stays valid for
+    // the program's run; the value is plain data.
+    let entry = unsafe { &*entry };
+    let n = entry.count as usize;
+    // Bounded by the array's length, so the verifier sees the loop end.
+    for i in 0..MAX_PORT_RANGES {
+        if i >= n {
+            break;
+        }
+        let r = entry.ranges[i];
+        if u32::from(r.low) <= port && port <= u32::from(r.high) {
+            return Some((entry.listeners, entry.policy));
+        }
+    }
+    None
+}
+
+/// Whether a security group rule of `policy` admits `remote` to `port`:
+/// a rule for that port, or one for every port.
+#[inline(always)]
+fn admitted(policy: u32, port: u32, remote: Addr) -> bool {
+    let bits = SG_MATCH_FIXED_BITS + 128;
+    let exact = SgMatch {
+        policy,
+        port,
+        addr: remote,
+    };
+    if STEER_SG_RULES.get(Key::new(bits, exact)).is_some() {
+        return true;
+    }
+    let any = SgMatch {
+        port: ANY_PORT,
+        ..exact
+    };
+    STEER_SG_RULES.get(Key::new(bits, any)).is_some()
 }
 
 #[inline(always)]

@@ -102,6 +102,29 @@ pub fn destination_path(log_dir: &Path, arn: &str) -> Result<PathBuf, Error> {
     Ok(log_dir.join(rel))
 }
 
+/// One connection to a resource, as Lattice logs resource access
+/// (`VpcLatticeResourceAccessLogs`). Absent values are `"-"`.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct ResourceRecord<'a> {
+    pub event_timestamp: String,
+    pub service_network_arn: &'a str,
+    pub service_network_resource_association_id: &'a str,
+    pub vpc_endpoint_id: &'a str,
+    pub source_vpc_arn: &'a str,
+    pub resource_configuration_arn: &'a str,
+    pub protocol: &'a str,
+    /// The client.
+    pub source_ip_port: String,
+    /// What the client dialled: the resource's VIP and port.
+    pub destination_ip_port: String,
+    /// Where the connection left from, in the gateway's VPC.
+    pub gateway_ip_port: String,
+    /// The resource's address and port.
+    pub resource_ip_port: String,
+}
+
 /// One request, as Lattice logs it. Absent values are `"-"` or 0, as in
 /// Lattice's own logs.
 #[derive(Debug, Default, Serialize)]
@@ -178,7 +201,7 @@ impl AccessLog {
 
     /// Queues `record` for `dests` (no-op when empty); drops it if the queue
     /// is full.
-    pub fn log(&self, dests: &[&[Arc<Destination>]], record: &Record<'_>) {
+    pub fn log(&self, dests: &[&[Arc<Destination>]], record: &impl Serialize) {
         if dests.iter().all(|d| d.is_empty()) {
             return;
         }

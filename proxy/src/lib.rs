@@ -13,6 +13,8 @@
 //! - [`upstream`]: connections to targets from the 169.254.171.x SNAT pool, in the
 //!   target's namespace; HTTP/2 targets and HTTPS targets.
 //! - `upstream_h1`: HTTP/1.1 targets for hyper's requests, on the worker's pool.
+//! - [`resource`]: TCP connections to resource configurations, carried from
+//!   the gateway's VPC.
 //! - [`lambda`]: function targets over the Lambda Invoke API.
 //! - [`health`]: active health checks.
 //! - [`access_log`]: one JSON line per request, never blocking.
@@ -43,6 +45,7 @@ pub mod netns;
 pub mod passthrough;
 pub mod pool;
 pub mod request;
+pub mod resource;
 pub mod routing;
 pub mod sigv4;
 pub mod time;
@@ -219,6 +222,11 @@ impl Dataplane {
         // snapshot may still be held by requests in flight; their checkers
         // stop at the next publish.)
         self.health.retain_used();
+    }
+
+    /// Namespace `id`, if it is managed now.
+    pub fn namespace(&self, id: NsId) -> Option<Arc<NetNs>> {
+        self.namespaces.load().get(&id).cloned()
     }
 
     /// The routing table in force now.

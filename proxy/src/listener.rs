@@ -209,9 +209,24 @@ async fn serve_connection(
     };
     let (tls, passthrough) = match dp.routes.load().listeners.get(&key) {
         Some(v) => (v.tls, v.passthrough),
-        // Steered but no longer configured: the snapshot changed between the
-        // kernel's steering and this accept.
-        None => return,
+        None => {
+            // A resource's VIP (any port of its ranges), or steered but no
+            // longer configured: the snapshot changed between the kernel's
+            // steering and this accept.
+            let resource = dp
+                .routes
+                .load()
+                .resources
+                .get(&crate::routing::ResourceKey {
+                    ns,
+                    vip: *local.ip(),
+                })
+                .cloned();
+            if let Some(route) = resource {
+                crate::resource::serve(dp, route, local, stream, peer).await;
+            }
+            return;
+        }
     };
     if passthrough {
         crate::passthrough::serve(dp, key, stream, peer).await;

@@ -136,11 +136,28 @@ impl RequestMetrics {
     }
 }
 
+/// Counters of one resource configuration's connections.
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections carried to the resource.
+    pub connected: AtomicU64,
+    /// Connections that could not be carried (no address, the resource
+    /// refused or did not answer, a port outside the ranges).
+    pub failed: AtomicU64,
+    /// Open now.
+    pub active: std::sync::atomic::AtomicI64,
+    /// Bytes from clients to the resource.
+    pub bytes_in: AtomicU64,
+    /// Bytes from the resource to clients.
+    pub bytes_out: AtomicU64,
+}
+
 /// Counters by service and by target group name, kept across snapshots.
 #[derive(Debug, Default)]
 pub struct Registry {
     services: Mutex<BTreeMap<Arc<str>, Arc<RequestMetrics>>>,
     groups: Mutex<BTreeMap<Arc<str>, Arc<RequestMetrics>>>,
+    resources: Mutex<BTreeMap<Arc<str>, Arc<ConnectionMetrics>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -160,10 +177,20 @@ impl Registry {
         Arc::clone(lock(&self.groups).entry(name.into()).or_default())
     }
 
+    /// The counters of resource configuration `name`.
+    pub fn resource(&self, name: &str) -> Arc<ConnectionMetrics> {
+        Arc::clone(lock(&self.resources).entry(name.into()).or_default())
+    }
+
     /// Forgets services and groups `keep` does not name.
     pub fn retain(&self, services: &dyn Fn(&str) -> bool, groups: &dyn Fn(&str) -> bool) {
         lock(&self.services).retain(|k, _| services(k));
         lock(&self.groups).retain(|k, _| groups(k));
+    }
+
+    /// Forgets resource configurations `keep` does not name.
+    pub fn retain_resources(&self, keep: &dyn Fn(&str) -> bool) {
+        lock(&self.resources).retain(|k, _| keep(k));
     }
 
     /// The request metrics in Prometheus text format.
@@ -184,6 +211,42 @@ impl Registry {
                 out,
                 "latticed_target_group",
                 &format!("target_group=\"{}\"", escape(name)),
+            );
+        }
+        self.render_resources(out);
+    }
+
+    fn render_resources(&self, out: &mut String) {
+        out.push_str("# HELP latticed_resource_connections_total Connections per resource configuration, carried or failed.\n# TYPE latticed_resource_connections_total counter\n");
+        out.push_str("# HELP latticed_resource_active_connections Open connections per resource configuration.\n# TYPE latticed_resource_active_connections gauge\n");
+        out.push_str("# HELP latticed_resource_bytes_total Bytes carried per resource configuration, from clients (in) and to them (out).\n# TYPE latticed_resource_bytes_total counter\n");
+        for (name, m) in lock(&self.resources).iter() {
+            let l = format!("resource_configuration=\"{}\"", escape(name));
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "latticed_resource_connections_total{{{l},outcome=\"connected\"}} {}",
+                get(&m.connected)
+            );
+            let _ = writeln!(
+                out,
+                "latticed_resource_connections_total{{{l},outcome=\"failed\"}} {}",
+                get(&m.failed)
+            );
+            let _ = writeln!(
+                out,
+                "latticed_resource_active_connections{{{l}}} {}",
+                m.active.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "latticed_resource_bytes_total{{{l},direction=\"in\"}} {}",
+                get(&m.bytes_in)
+            );
+            let _ = writeln!(
+                out,
+                "latticed_resource_bytes_total{{{l},direction=\"out\"}} {}",
+                get(&m.bytes_out)
             );
         }
     }

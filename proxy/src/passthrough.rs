@@ -62,7 +62,7 @@ async fn read_hello(stream: &mut TcpStream) -> std::io::Result<(Option<String>, 
 
 /// Copies both ways until either side ends, or until nothing has moved
 /// either way for `idle`.
-async fn splice(
+pub(crate) async fn splice(
     client: TcpStream,
     upstream: &mut TcpStream,
     idle: std::time::Duration,

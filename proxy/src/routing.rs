@@ -11,6 +11,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use http::{uri::Authority, HeaderMap, Method, StatusCode};
@@ -28,11 +29,136 @@ pub struct ListenerKey {
     pub port: u16,
 }
 
+/// Key of a resource: the namespace the client is in and the resource's
+/// VIP (every port of its ranges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ResourceKey {
+    /// Client namespace.
+    pub ns: NsId,
+    /// Resource VIP.
+    pub vip: Ipv4Addr,
+}
+
 /// Everything the proxy routes by. Immutable once published.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     /// Listeners reachable per client namespace.
     pub listeners: foldhash::HashMap<ListenerKey, Arc<VipRoutes>>,
+    /// Resources reachable per client namespace.
+    pub resources: ResourceRoutes,
+}
+
+/// Resources by client namespace and VIP.
+pub type ResourceRoutes = foldhash::HashMap<ResourceKey, Arc<ResourceRoute>>;
+
+/// A resource configuration as reached from one client namespace: TCP
+/// connections to its VIP on a port of its ranges are carried to the same
+/// port of its target, from the gateway's VPC.
+#[derive(Debug)]
+pub struct ResourceRoute {
+    /// The configuration's name (metrics, logs of the proxy).
+    pub name: Box<str>,
+    /// Its ARN.
+    pub arn: Box<str>,
+    /// Inclusive port ranges.
+    pub ports: Box<[(u16, u16)]>,
+    /// The gateway's VPC; `None` while latticed does not manage it.
+    pub gateway_ns: Option<NsId>,
+    /// What connections go to.
+    pub target: ResourceTarget,
+    /// The service network the client reaches it through.
+    pub network_arn: Arc<str>,
+    /// The resource association's id (`-` when none).
+    pub association: Box<str>,
+    /// The client VPC's ARN.
+    pub vpc_arn: Arc<str>,
+    /// Access log destinations: the configuration's and the network's
+    /// resource subscriptions.
+    pub logs: Vec<Arc<crate::access_log::Destination>>,
+    /// Counters of the configuration.
+    pub metrics: Arc<crate::metrics::ConnectionMetrics>,
+}
+
+impl ResourceRoute {
+    /// Whether a port of the ranges is `port`.
+    pub fn serves(&self, port: u16) -> bool {
+        self.ports
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&port))
+    }
+}
+
+/// Where a resource's connections go.
+#[derive(Clone, Debug)]
+pub enum ResourceTarget {
+    /// An address in the gateway's VPC.
+    Ip(std::net::IpAddr),
+    /// A name resolved in the gateway's VPC when a connection comes.
+    Dns(Arc<DnsTarget>),
+    /// Not placed (an ARN the inventory lacks): connections are refused.
+    Unplaced(Box<str>),
+}
+
+/// What [`Resolve::resolve`] gives: the name's addresses and how long
+/// they may be kept, or why there are none.
+pub type Resolved<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<(Vec<std::net::IpAddr>, Duration), String>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Asks a name's addresses of the resolver of the gateway's VPC. The
+/// agent implements it (it owns the namespaces and the DNS client).
+pub trait Resolve: Send + Sync + std::fmt::Debug {
+    /// The name's addresses and how long they may be kept.
+    fn resolve(&self) -> Resolved<'_>;
+}
+
+/// A DNS resource: the name's last answer, kept for its TTL. Connections
+/// read the answer in force when they come; open ones never move.
+#[derive(Debug)]
+pub struct DnsTarget {
+    /// The name, for logs.
+    pub name: Box<str>,
+    resolver: Box<dyn Resolve>,
+    answer: arc_swap::ArcSwapOption<(Vec<std::net::IpAddr>, std::time::Instant)>,
+}
+
+/// Longest time an answer is kept, whatever its TTL says.
+const MAX_TTL: Duration = Duration::from_secs(3600);
+
+impl DnsTarget {
+    /// A target asking `resolver` for `name`.
+    pub fn new(name: &str, resolver: Box<dyn Resolve>) -> Self {
+        Self {
+            name: name.into(),
+            resolver,
+            answer: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+
+    /// An address of the name now: from the answer in force, else asked
+    /// (and kept for the answer's TTL). Several addresses take turns at
+    /// random.
+    pub async fn address(&self) -> Result<std::net::IpAddr, String> {
+        let now = std::time::Instant::now();
+        let kept = self.answer.load_full().filter(|a| a.1 > now);
+        let addrs = match kept {
+            Some(a) => a,
+            None => {
+                let (addrs, ttl) = self.resolver.resolve().await?;
+                let answer = Arc::new((addrs, now + ttl.min(MAX_TTL)));
+                self.answer.store(Some(Arc::clone(&answer)));
+                answer
+            }
+        };
+        match addrs.0.len() {
+            0 => Err(format!("{} has no address", self.name)),
+            n => Ok(addrs.0[fastrand::usize(..n)]),
+        }
+    }
 }
 
 /// The listeners behind one VIP:port. Services share VIPs once there are

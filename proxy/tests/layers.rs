@@ -168,7 +168,14 @@ fn the_reader_sees_grouped_imports_and_the_checker_finds_a_cycle() {
 /// whole data plane) may take `Dataplane`; every module below it takes the
 /// narrow inputs it needs (a connector, a budget, the configuration), so
 /// what a lower layer can reach is what its signature says.
-const SEES_THE_DATA_PLANE: [&str; 5] = ["listener", "fastpath", "request", "passthrough", "memory"];
+const SEES_THE_DATA_PLANE: [&str; 6] = [
+    "listener",
+    "fastpath",
+    "request",
+    "passthrough",
+    "resource",
+    "memory",
+];
 
 #[test]
 fn only_the_inbound_side_takes_the_whole_data_plane() {

@@ -40,6 +40,124 @@ pub struct Config {
     /// resource's auth type is AWS_IAM).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub auth_policies: Vec<AuthPolicy>,
+    /// Resource gateways: where resource traffic enters provider VPCs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_gateways: Vec<ResourceGateway>,
+    /// Resource configurations: TCP resources behind the gateways.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_configurations: Vec<ResourceConfiguration>,
+    /// Which resource configurations are in which service networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_network_resource_associations: Vec<ServiceNetworkResourceAssociation>,
+}
+
+/// `CreateResourceGateway` input (what the data path uses of it).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceGateway {
+    /// Unique among resource gateways.
+    pub name: String,
+    /// The provider VPC: a network namespace name.
+    pub vpc_identifier: String,
+    /// The API's ARN (generated from the name when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+}
+
+/// `CreateResourceConfiguration` input (what the data path uses of it).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceConfiguration {
+    /// Unique among resource configurations.
+    pub name: String,
+    /// SINGLE (the default), GROUP, CHILD or ARN.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Its gateway's name (none for a CHILD: its group's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_gateway_identifier: Option<String>,
+    /// A CHILD's group, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_configuration_group_identifier: Option<String>,
+    /// Ports and ranges (`5432`, `8000-8100`); none for a CHILD.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_ranges: Vec<String>,
+    /// What it reaches (none for a GROUP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_configuration_definition: Option<Definition>,
+    /// A name clients use besides the generated one (with private DNS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_domain_name: Option<String>,
+    /// The API's ARN (generated from the name when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// Pins the VIP (otherwise the lowest one no service or resource
+    /// holds). A resource's VIP is its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Ipv4Addr>,
+}
+
+/// `CreateServiceNetworkResourceAssociation` input.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceNetworkResourceAssociation {
+    /// Service network name.
+    pub service_network_identifier: String,
+    /// Resource configuration name (SINGLE, GROUP or ARN).
+    pub resource_configuration_identifier: String,
+    /// Whether the configuration's `customDomainName` resolves too.
+    #[serde(default)]
+    pub private_dns_enabled: bool,
+    /// The generated name of the resource in this association (the API
+    /// gives it; a GROUP's children take it with their own id in place of
+    /// the group's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    /// The association's id, for access logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// What a resource configuration reaches: one of its members.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Definition {
+    /// An address in the gateway's VPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_resource: Option<IpResource>,
+    /// A name resolved in the gateway's VPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_resource: Option<DnsResource>,
+    /// An ARN the inventory places.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn_resource: Option<ArnResource>,
+}
+
+/// `ipResource`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpResource {
+    /// IPv4 or IPv6 address.
+    pub ip_address: String,
+}
+
+/// `dnsResource`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsResource {
+    /// The name.
+    pub domain_name: String,
+    /// IPV4, IPV6 or DUALSTACK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address_type: Option<String>,
+}
+
+/// `arnResource`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArnResource {
+    /// The ARN.
+    pub arn: String,
 }
 
 /// `PutAuthPolicy` input.

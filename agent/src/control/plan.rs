@@ -53,6 +53,8 @@ pub struct Plan {
     pub services: BTreeMap<Arc<str>, Arc<PlannedService>>,
     /// Target groups by name (actions refer to these names).
     pub target_groups: BTreeMap<Arc<str>, Arc<PlannedTargetGroup>>,
+    /// Resources (SINGLE, CHILD and ARN configurations) by name.
+    pub resources: BTreeMap<Arc<str>, Arc<PlannedResource>>,
     /// VPC associations per (existing) namespace.
     associated: BTreeMap<String, u32>,
     /// Per client namespace, how many services steer each VIP:port there.
@@ -63,7 +65,10 @@ pub struct Plan {
     by_vip: BTreeMap<SocketAddrV4, BTreeSet<Arc<str>>>,
 }
 
-use super::{count, security_groups::Admit};
+use super::{
+    count,
+    security_groups::{Admission, Admit},
+};
 
 impl Plan {
     /// Every namespace the plan touches.
@@ -73,6 +78,7 @@ impl Plan {
             .chain(self.steered.keys())
             .chain(self.targets_in.keys())
             .map(String::as_str)
+            .chain(self.resources.values().map(|r| r.gateway_ns.as_str()))
             .collect()
     }
 
@@ -93,7 +99,7 @@ impl Plan {
     /// if some service there is reached through an association without
     /// security groups, else the members of the union of the groups (a
     /// VIP:port shared by services is one socket to the kernel).
-    pub fn admission(&self, ns: &str) -> BTreeMap<SocketAddr, Admit> {
+    pub fn admission(&self, ns: &str) -> Admission {
         let mut out = BTreeMap::new();
         for at in self.steered.get(ns).into_iter().flat_map(BTreeMap::keys) {
             let mut admit: Admit = Some(BTreeSet::new());
@@ -111,7 +117,22 @@ impl Plan {
             out.insert(SocketAddr::new(twin.into(), at.port()), admit.clone());
             out.insert(SocketAddr::V4(*at), admit);
         }
-        out
+        let mut ranges = BTreeMap::new();
+        for r in self.resources.values() {
+            if !r.reachable_from.contains_key(ns) {
+                continue;
+            }
+            let admit: Admit = r.security_groups.get(ns).cloned();
+            let twin = std::net::Ipv6Addr::from(addresses::v6(u32::from(r.vip)));
+            ranges.insert(IpAddr::V6(twin), (r.ports.clone(), admit.clone()));
+            ranges.insert(IpAddr::V4(r.vip), (r.ports.clone(), admit));
+        }
+        Admission { ports: out, ranges }
+    }
+
+    /// Replaces every resource.
+    pub fn set_resources(&mut self, resources: BTreeMap<Arc<str>, Arc<PlannedResource>>) {
+        self.resources = resources;
     }
 
     /// Whether `ns` is a client namespace.
@@ -254,8 +275,12 @@ pub struct PlannedNetwork {
     pub name: String,
     /// ARN, when the API assigned one.
     pub arn: Option<String>,
-    /// Access log destinations of the network's subscriptions.
+    /// Access log destinations of the network's subscriptions for service
+    /// traffic.
     pub logs: Vec<PlannedLog>,
+    /// Those of its subscriptions for resource traffic
+    /// (`serviceNetworkLogType` RESOURCE).
+    pub resource_logs: Vec<PlannedLog>,
     /// Auth type AWS_IAM: `Some`, with the policy if one is set.
     pub auth: Option<Option<PlannedPolicy>>,
 }
@@ -306,6 +331,11 @@ pub struct PlannedRule {
 }
 
 pub use latticed_proxy::routing::MatchKind;
+
+mod resources;
+pub use resources::{
+    check_definition, is_domain_name, port_ranges, PlannedResource, ResourceTarget,
+};
 
 /// An action.
 #[derive(Clone, Debug, PartialEq)]
@@ -441,13 +471,30 @@ pub fn plan_with(
     let networks = index_networks(&mut errs, config);
     let (target_groups, groups) = plan_groups(&mut errs, config, &check_namespace);
     let (mut services, service_index) = plan_services(&mut errs, config, &groups);
+    let configurations: BTreeSet<&str> = config
+        .resource_configurations
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
     let resources = Resources {
         services: &service_index,
         networks: &networks,
+        configurations: &configurations,
     };
-    let mut network_logs = attach_logs(&mut errs, config, &resources, &mut services);
+    let mut logs = attach_logs(&mut errs, config, &resources, &mut services);
     let network_policies = attach_policies(&mut errs, config, &resources, &mut services);
-    let planned_networks = plan_networks(config, &mut network_logs, &network_policies);
+    let planned_networks = plan_networks(config, &mut logs, &network_policies);
+    let planned_resources = resources::plan_resources(
+        &mut errs,
+        config,
+        resources::Inputs {
+            networks: &planned_networks,
+            logs: &mut logs.configurations,
+            service_vips: services.iter().map(|s| s.vip).collect(),
+            check_namespace: &check_namespace,
+            exists: &exists,
+        },
+    );
     check_shared_addresses(&mut errs, &services);
     let members = service_members(&mut errs, config, &resources);
     let reached = Reached {
@@ -474,6 +521,12 @@ pub fn plan_with(
         let name = tg.name.clone();
         plan.set_group(&name, Some(Arc::new(tg)), exists);
     }
+    plan.set_resources(
+        planned_resources
+            .into_iter()
+            .map(|r| (r.name.as_str().into(), Arc::new(r)))
+            .collect(),
+    );
     Ok(plan)
 }
 
@@ -527,7 +580,7 @@ fn plan_groups<'c>(
 /// logs and policies.
 fn plan_networks<'c>(
     config: &'c Config,
-    logs: &mut HashMap<&'c str, Vec<PlannedLog>>,
+    logs: &mut Logs<'c>,
     policies: &HashMap<&'c str, PlannedPolicy>,
 ) -> HashMap<&'c str, Arc<PlannedNetwork>> {
     config
@@ -539,7 +592,11 @@ fn plan_networks<'c>(
                 Arc::new(PlannedNetwork {
                     name: sn.name.clone(),
                     arn: sn.arn.clone(),
-                    logs: logs.remove(sn.name.as_str()).unwrap_or_default(),
+                    logs: logs.networks.remove(sn.name.as_str()).unwrap_or_default(),
+                    resource_logs: logs
+                        .network_resources
+                        .remove(sn.name.as_str())
+                        .unwrap_or_default(),
                     auth: (sn.auth_type == super::model::AuthType::AwsIam)
                         .then(|| policies.get(sn.name.as_str()).cloned()),
                 }),
@@ -561,13 +618,15 @@ struct Groups<'c> {
 struct Resources<'a, 'c> {
     services: &'a HashMap<&'c str, usize>,
     networks: &'a HashMap<&'c str, usize>,
+    configurations: &'a BTreeSet<&'c str>,
 }
 
-/// Where a log or policy goes: service `i`, a network, or nowhere (an
-/// error naming `field`).
+/// Where a log or policy goes: service `i`, a network, a resource
+/// configuration, or nowhere (an error naming `field`).
 enum Owner<'c> {
     Service(usize),
     Network(&'c str),
+    Configuration(&'c str),
     Unknown,
 }
 
@@ -577,11 +636,25 @@ impl<'c> Resources<'_, 'c> {
             Owner::Service(i)
         } else if self.networks.contains_key(r) {
             Owner::Network(r)
+        } else if self.configurations.contains(r) {
+            Owner::Configuration(r)
         } else {
-            errs.add(field, format!("no service or service network {r:?}"));
+            errs.add(
+                field,
+                format!("no service, service network or resource configuration {r:?}"),
+            );
             Owner::Unknown
         }
     }
+}
+
+/// Access log destinations of networks (for service traffic, for resource
+/// traffic) and of resource configurations, by name.
+#[derive(Default)]
+struct Logs<'c> {
+    networks: HashMap<&'c str, Vec<PlannedLog>>,
+    network_resources: HashMap<&'c str, Vec<PlannedLog>>,
+    configurations: HashMap<&'c str, Vec<PlannedLog>>,
 }
 
 /// Services with their VIPs and listeners, and their index by name.
@@ -948,8 +1021,8 @@ fn attach_logs<'c>(
     config: &'c Config,
     resources: &Resources<'_, 'c>,
     services: &mut [PlannedService],
-) -> HashMap<&'c str, Vec<PlannedLog>> {
-    let mut network_logs: HashMap<&str, Vec<PlannedLog>> = HashMap::new();
+) -> Logs<'c> {
+    let mut out = Logs::default();
     let mut slots = BTreeSet::new();
     for (i, a) in config.access_log_subscriptions.iter().enumerate() {
         let f = format!("accessLogSubscriptions[{i}]");
@@ -998,11 +1071,20 @@ fn attach_logs<'c>(
                     svc.logs.push(log);
                 }
             }
-            (Owner::Network(n), Some(log)) => network_logs.entry(n).or_default().push(log),
+            (Owner::Network(n), Some(log)) => {
+                let to = match a.service_network_log_type.as_deref() {
+                    Some("RESOURCE") => &mut out.network_resources,
+                    _ => &mut out.networks,
+                };
+                to.entry(n).or_default().push(log);
+            }
+            (Owner::Configuration(r), Some(log)) => {
+                out.configurations.entry(r).or_default().push(log);
+            }
             _ => {}
         }
     }
-    network_logs
+    out
 }
 
 /// Auth policies: each parsed once, here (compile attaches what the plan
@@ -1047,6 +1129,10 @@ fn attach_policies<'c>(
                     network_policies.insert(n, parsed);
                 }
             }
+            Owner::Configuration(r) => errs.add(
+                format!("{f}.resourceIdentifier"),
+                format!("{r:?} is a resource configuration; auth policies are for services and service networks"),
+            ),
             Owner::Unknown => {}
         }
     }
@@ -1936,7 +2022,7 @@ mod tests {
             let p = plan(c, &dir.0).unwrap();
             let vip = p.services["service-a"].vip;
             let at = SocketAddr::from((vip, 80));
-            let all = p.admission(&client);
+            let all = p.admission(&client).ports;
             let twin =
                 SocketAddr::from((std::net::Ipv6Addr::from(addresses::v6(u32::from(vip))), 80));
             assert_eq!(all.get(&twin), all.get(&at), "the twin is admitted alike");

@@ -109,33 +109,61 @@ pub fn check(id: &str, group: &SecurityGroup) -> Result<(), String> {
 }
 
 impl IngressRule {
-    /// Whether it lets in TCP to `port` (sk_lookup sees TCP only; UDP to
-    /// the range is not steered).
-    fn admits_tcp(&self, port: u16) -> bool {
+    /// The TCP ports it lets in: none, some (an inclusive range), or every
+    /// one (sk_lookup sees TCP only; UDP to the range is not steered).
+    fn tcp_ports(&self) -> TcpPorts {
         match self.protocol.as_str() {
-            "-1" => true,
-            "tcp" => self.from_port.unwrap_or(0) <= port && port <= self.to_port.unwrap_or(0),
-            _ => false,
+            "-1" => TcpPorts::All,
+            "tcp" => match (self.from_port.unwrap_or(0), self.to_port.unwrap_or(0)) {
+                (0 | 1, 65535) => TcpPorts::All,
+                (from, to) => TcpPorts::Range(from, to),
+            },
+            _ => TcpPorts::None,
         }
     }
+}
+
+/// See [`IngressRule::tcp_ports`].
+enum TcpPorts {
+    None,
+    Range(u16, u16),
+    All,
 }
 
 /// Who may connect to one VIP:port: everyone, or the members of these
 /// groups' sources.
 pub type Admit = Option<BTreeSet<String>>;
 
+/// What one namespace steers and who may connect, before the groups are
+/// read: each service VIP:port, and each resource VIP with its port
+/// ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// Service VIP:ports.
+    pub ports: BTreeMap<SocketAddr, Admit>,
+    /// Resource VIPs: inclusive port ranges and who may connect.
+    pub ranges: BTreeMap<IpAddr, (Vec<(u16, u16)>, Admit)>,
+}
+
 /// What the sk_lookup program of one namespace gets: each VIP:port with
-/// its admission policy (0 admits all), and per policy and port the
-/// sources allowed.
+/// its admission policy (0 admits all), each resource VIP with its policy
+/// and ranges, and per policy and port the sources allowed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Steered {
     /// VIP:port -> policy.
     pub vips: BTreeMap<SocketAddr, u32>,
-    /// (policy, port, source prefix).
+    /// Resource VIP -> policy and port ranges.
+    pub ranges: BTreeMap<IpAddr, (u32, Vec<(u16, u16)>)>,
+    /// (policy, port, source prefix); port `ANY_PORT` (0) for a rule that
+    /// admits every port.
     pub rules: BTreeSet<(u32, u16, IpNet)>,
     /// Groups the associations name that the inventory lacks (they admit
     /// nobody).
     pub undefined: BTreeSet<String>,
+    /// The rules would need more than `MAX_SG_ENTRIES` entries (a rule for
+    /// some ports over a wide resource range); `rules` is cut short, and
+    /// the steering must not be applied.
+    pub too_many: bool,
 }
 
 /// Policy numbers of one namespace, kept per set of groups so a change
@@ -177,36 +205,42 @@ fn members<'a>(
     out
 }
 
-/// The map contents for namespace `ns`, from the admission of each VIP:port
-/// steered there, the groups, and the instances (VPC, groups, address).
-pub fn steered<'a>(
+/// Ports steered per policy, as inclusive ranges, with the policy's set.
+type PolicyPorts<'s> = BTreeMap<u32, (&'s BTreeSet<String>, Vec<(u16, u16)>)>;
+
+/// The map contents for namespace `ns`, from what is steered there and who
+/// may connect, the groups, and the instances (VPC, groups, address).
+pub fn steered<'a, 's>(
     ns: &str,
-    admission: &BTreeMap<SocketAddr, Admit>,
+    admission: &'s Admission,
     groups: &BTreeMap<String, SecurityGroup>,
     instances: impl Iterator<Item = (&'a str, &'a [String], IpAddr)>,
     ids: &mut PolicyIds,
 ) -> Steered {
     let mut out = Steered::default();
-    let mut ports: BTreeMap<u32, (&BTreeSet<String>, BTreeSet<u16>)> = BTreeMap::new();
-    for (at, admit) in admission {
-        let policy = match admit {
-            None => latticed_common::ADMIT_ALL,
-            Some(set) => {
-                let id = ids.get(set);
-                ports
-                    .entry(id)
-                    .or_insert((set, BTreeSet::new()))
-                    .1
-                    .insert(at.port());
-                id
-            }
-        };
+    let mut ports: PolicyPorts<'s> = BTreeMap::new();
+    let mut policy_of = |admit: &'s Admit, ranges: &[(u16, u16)]| match admit {
+        None => latticed_common::ADMIT_ALL,
+        Some(set) => {
+            let id = ids.get(set);
+            let entry = ports.entry(id).or_insert((set, Vec::new()));
+            entry.1.extend_from_slice(ranges);
+            id
+        }
+    };
+    for (at, admit) in &admission.ports {
+        let policy = policy_of(admit, &[(at.port(), at.port())]);
         out.vips.insert(*at, policy);
+    }
+    for (vip, (ranges, admit)) in &admission.ranges {
+        let policy = policy_of(admit, ranges);
+        out.ranges.insert(*vip, (policy, ranges.clone()));
     }
     let in_use: BTreeSet<&BTreeSet<String>> = ports.values().map(|(set, _)| *set).collect();
     ids.by_set.retain(|set, _| in_use.contains(set));
     let members = members(ns, instances);
-    for (policy, (set, ports)) in &ports {
+    let limit = latticed_common::MAX_SG_ENTRIES as usize;
+    for (policy, (set, ranges)) in &ports {
         for g in *set {
             let Some(group) = groups.get(g) else {
                 out.undefined.insert(g.clone());
@@ -223,9 +257,26 @@ pub fn steered<'a>(
                         .collect(),
                     (None, None) => vec![],
                 };
-                for port in ports.iter().filter(|p| rule.admits_tcp(**p)) {
-                    out.rules
-                        .extend(sources.iter().map(|net| (*policy, *port, *net)));
+                let (from, to) = match rule.tcp_ports() {
+                    TcpPorts::None => continue,
+                    TcpPorts::All => {
+                        let any = latticed_common::ANY_PORT as u16;
+                        out.rules
+                            .extend(sources.iter().map(|net| (*policy, any, *net)));
+                        continue;
+                    }
+                    TcpPorts::Range(from, to) => (from, to),
+                };
+                // Expanded over the ports steered with this policy only.
+                for &(lo, hi) in ranges {
+                    for port in lo.max(from)..=hi.min(to) {
+                        if out.rules.len() + sources.len() > limit {
+                            out.too_many = true;
+                            return out;
+                        }
+                        out.rules
+                            .extend(sources.iter().map(|net| (*policy, port, *net)));
+                    }
                 }
             }
         }
@@ -269,12 +320,15 @@ mod tests {
         for (id, g) in &groups {
             check(id, g).unwrap();
         }
-        let admission = BTreeMap::from([
-            (at("169.254.171.1:443"), set(&["sg-0000web1"])),
-            (at("169.254.171.1:8080"), set(&["sg-0000web1"])),
-            (at("169.254.171.2:80"), None),
-            (at("169.254.171.3:80"), set(&["sg-0000all1", "sg-000gone1"])),
-        ]);
+        let admission = Admission {
+            ports: BTreeMap::from([
+                (at("169.254.171.1:443"), set(&["sg-0000web1"])),
+                (at("169.254.171.1:8080"), set(&["sg-0000web1"])),
+                (at("169.254.171.2:80"), None),
+                (at("169.254.171.3:80"), set(&["sg-0000all1", "sg-000gone1"])),
+            ]),
+            ranges: BTreeMap::new(),
+        };
         let app = vec!["sg-0000app1".to_owned()];
         let instances = [
             ("vpc-a", app.as_slice(), "10.0.2.7".parse().unwrap()),
@@ -296,20 +350,81 @@ mod tests {
         let want = BTreeSet::from([
             (web, 443, net("10.0.1.0/24")),
             (web, 8080, net("fd00:1::/64")),
-            // The instance of vpc-a in sg-0000app1, not the one of vpc-b.
-            (web, 443, net("10.0.2.7/32")),
-            (web, 8080, net("10.0.2.7/32")),
-            (all, 80, net("192.168.0.0/16")),
+            // The instance of vpc-a in sg-0000app1, not the one of vpc-b,
+            // on every port (0) as its rule says.
+            (web, 0, net("10.0.2.7/32")),
+            (all, 0, net("192.168.0.0/16")),
         ]);
         assert_eq!(out.rules, want);
         assert_eq!(out.undefined, BTreeSet::from(["sg-000gone1".to_owned()]));
 
         // The same sets keep their numbers; a dropped set's number goes.
         let mut fewer = admission.clone();
-        fewer.remove(&at("169.254.171.3:80"));
+        fewer.ports.remove(&at("169.254.171.3:80"));
         let again = steered("vpc-a", &fewer, &groups, std::iter::empty(), &mut ids);
         assert_eq!(again.vips[&at("169.254.171.1:443")], web);
         assert_eq!(ids.by_set.len(), 1);
+    }
+
+    #[test]
+    fn a_resource_range_costs_entries_only_for_the_ports_a_rule_opens() {
+        let groups = BTreeMap::from([
+            (
+                "sg-00000db1".to_owned(),
+                group(serde_json::json!([
+                    {"protocol": "tcp", "fromPort": 5432, "toPort": 5433, "cidr": "10.0.1.0/24"},
+                    {"protocol": "tcp", "fromPort": 1, "toPort": 65535, "cidr": "10.0.9.0/24"},
+                ])),
+            ),
+            (
+                "sg-00000wd1".to_owned(),
+                group(serde_json::json!([
+                    {"protocol": "tcp", "fromPort": 1, "toPort": 40000, "cidr": "10.0.0.0/8"},
+                ])),
+            ),
+        ]);
+        let vip: IpAddr = "169.254.171.9".parse().unwrap();
+        let wide: IpAddr = "169.254.171.10".parse().unwrap();
+        let open: IpAddr = "169.254.171.11".parse().unwrap();
+        let admission = Admission {
+            ports: BTreeMap::new(),
+            ranges: BTreeMap::from([
+                (vip, (vec![(1, 65535)], set(&["sg-00000db1"]))),
+                (open, (vec![(8000, 8100)], None)),
+            ]),
+        };
+        let mut ids = PolicyIds::default();
+        let out = steered("vpc-a", &admission, &groups, std::iter::empty(), &mut ids);
+        let db = out.ranges[&vip].0;
+        assert_eq!(out.ranges[&vip].1, vec![(1, 65535)]);
+        assert_eq!(out.ranges[&open], (0, vec![(8000, 8100)]));
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(
+            out.rules,
+            BTreeSet::from([
+                (db, 5432, net("10.0.1.0/24")),
+                (db, 5433, net("10.0.1.0/24")),
+                (db, 0, net("10.0.9.0/24")),
+            ])
+        );
+        assert!(!out.too_many);
+
+        // A rule for 40,000 ports over a range of every port, from seven
+        // sources, would need 280,000 entries: refused, not written.
+        let mut many = admission.clone();
+        many.ranges
+            .insert(wide, (vec![(1, 65535)], set(&["sg-00000wd1"])));
+        let cidrs: Vec<serde_json::Value> = (1..=7)
+            .map(|i| serde_json::json!({"protocol": "tcp", "fromPort": 1, "toPort": 40000, "cidr": format!("10.{i}.0.0/16")}))
+            .collect();
+        let mut groups = groups;
+        groups.insert(
+            "sg-00000wd1".to_owned(),
+            group(serde_json::Value::Array(cidrs)),
+        );
+        let out = steered("vpc-a", &many, &groups, std::iter::empty(), &mut ids);
+        assert!(out.too_many);
+        assert!(out.rules.len() <= latticed_common::MAX_SG_ENTRIES as usize);
     }
 
     #[test]

@@ -242,6 +242,14 @@ impl Daemon {
                 }
             }
         }
+        for r in plan.resources.values() {
+            for (ns, reach) in &r.reachable_from {
+                let names = per_ns.entry(ns.as_str()).or_default();
+                for n in &reach.names {
+                    names.insert(n.clone(), r.vip);
+                }
+            }
+        }
         for (name, m) in &self.managed {
             if let Some(r) = m.client.as_ref().and_then(|c| c.resolver.as_ref()) {
                 r.set_names(per_ns.remove(name.as_str()).unwrap_or_default());
@@ -257,6 +265,9 @@ impl Daemon {
             .retain(&|name| plan.services.contains_key(name), &|name| {
                 plan.target_groups.contains_key(name)
             });
+        self.dp
+            .metrics
+            .retain_resources(&|name| plan.resources.contains_key(name));
     }
     /// Rebuilds only what `delta` touched (see [`Compiled::delta`]) and
     /// swaps it in.
@@ -270,7 +281,7 @@ impl Daemon {
             &self.dp.routes(),
         );
         self.dp.publish(table, self.ns_map());
-        if !delta.services.is_empty() || !delta.groups.is_empty() {
+        if !delta.services.is_empty() || !delta.groups.is_empty() || delta.resources {
             self.forget_unused(plan);
         }
     }
@@ -304,6 +315,28 @@ fn log_changes(old: &Plan, new: &Plan, delta: Option<&Delta>) {
         Some(d) => Box::new(d.services.iter().map(String::as_str)),
         None => Box::new(new.services.keys().chain(old.services.keys()).map(|k| &**k)),
     };
+    if delta.is_none_or(|d| d.resources) {
+        for (name, r) in &new.resources {
+            if old.resources.get(name) != Some(r) {
+                tracing::info!(
+                    resource_configuration = %name,
+                    vip = %r.vip,
+                    ports = ?r.ports,
+                    target = ?r.target,
+                    gateway_vpc = %r.gateway_ns,
+                    reachable_from = ?r.reachable_from.keys().collect::<Vec<_>>(),
+                    "resource"
+                );
+            }
+        }
+        for name in old
+            .resources
+            .keys()
+            .filter(|n| !new.resources.contains_key(*n))
+        {
+            tracing::info!(resource_configuration = %name, "resource removed");
+        }
+    }
     let mut seen = BTreeSet::new();
     for name in names {
         if !seen.insert(name) || !changed(name) {

@@ -55,6 +55,7 @@ impl Compiled {
         }
         let table = RouteTable {
             listeners: table.into_iter().collect(),
+            resources: compiler.resource_routes(plan, ids),
         };
         (compiled, table)
     }
@@ -117,7 +118,15 @@ impl Compiled {
                 table.insert(key, Arc::new(routes));
             }
         }
-        RouteTable { listeners: table }
+        let resources = if delta.resources {
+            compiler.resource_routes(plan, ids)
+        } else {
+            current.resources.clone()
+        };
+        RouteTable {
+            listeners: table,
+            resources,
+        }
     }
 
     /// What answers at `at` in namespace `ns`: each service of `plan` that
@@ -167,7 +176,7 @@ fn listener_key(ns: NsId, at: SocketAddrV4) -> ListenerKey {
 pub(super) mod tests {
     use std::fmt::Write as _;
 
-    use latticed_proxy::routing::{Action, GroupKind, ListenerRoute, Served};
+    use latticed_proxy::routing::{Action, GroupKind, ListenerRoute, ResourceTarget, Served};
 
     use super::*;
 
@@ -193,6 +202,20 @@ pub(super) mod tests {
             for (h, s) in hosts {
                 let _ = writeln!(out, "  {h}: {}", served(s));
             }
+        }
+        let mut resources: Vec<_> = table.resources.iter().collect();
+        resources.sort_by_key(|(k, _)| (k.ns, k.vip));
+        for (k, r) in resources {
+            let target = match &r.target {
+                ResourceTarget::Ip(ip) => ip.to_string(),
+                ResourceTarget::Dns(d) => format!("dns {}", d.name),
+                ResourceTarget::Unplaced(why) => format!("unplaced: {why}"),
+            };
+            let _ = writeln!(
+                out,
+                "{}:{} resource {} {} ports={:?} gateway={:?} -> {target} via {} ({}) from {} logs={}",
+                k.ns, k.vip, r.name, r.arn, r.ports, r.gateway_ns, r.network_arn, r.association, r.vpc_arn, r.logs.len()
+            );
         }
         out
     }

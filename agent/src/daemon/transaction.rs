@@ -221,7 +221,7 @@ fn refused(e: control::ValidationError) -> ApiError {
 }
 
 /// The collections of the configuration that hold whole resources.
-const RESOURCE_LISTS: [&str; 9] = [
+const RESOURCE_LISTS: [&str; 12] = [
     "serviceNetworks",
     "services",
     "listeners",
@@ -231,6 +231,9 @@ const RESOURCE_LISTS: [&str; 9] = [
     "authPolicies",
     "serviceNetworkServiceAssociations",
     "serviceNetworkVpcAssociations",
+    "resourceGateways",
+    "resourceConfigurations",
+    "serviceNetworkResourceAssociations",
 ];
 
 /// `path` without its leading `RESOURCE_LIST[i].` segments; the resource
@@ -288,6 +291,11 @@ pub(super) fn replan(
         };
         plan.set_service(name, service);
         delta.services.insert(name.clone());
+    }
+    if affected.resources {
+        let planned = plan_with(&state.resource_config(), netns_dir, Missing::Skip)?;
+        plan.set_resources(planned.resources);
+        delta.resources = true;
     }
     Ok(delta)
 }

@@ -12,6 +12,7 @@
 //! | `steer_listener` | map `STEER_LISTENER` | the proxy's listening socket |
 //! | `steer_stats` | map `STEER_STATS` | per-CPU counters (steered, refused, no listener, refused by security group) |
 //! | `steer_sg_rules` | map `STEER_SG_RULES` | LPM trie: sources security groups allow, per policy and port |
+//! | `steer_ranges` | map `STEER_RANGES` | resource VIPs and their port ranges |
 
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
@@ -31,8 +32,8 @@ use aya::{
 };
 use ipnet::IpNet;
 use latticed_common::{
-    from_octets, mapped_v4, names, octets, stats, Addr, SgMatch, VipEntry, VipPort, MAX_LISTENERS,
-    SG_MATCH_FIXED_BITS,
+    from_octets, mapped_v4, names, octets, stats, Addr, PortRange, RangeEntry, SgMatch, VipAddr,
+    VipEntry, VipPort, MAX_LISTENERS, MAX_PORT_RANGES, SG_MATCH_FIXED_BITS,
 };
 
 use crate::control::security_groups::Steered;
@@ -69,6 +70,10 @@ pub enum Error {
     /// The object lacks a map or program this code expects.
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
+    /// Security group rules expanded over wide resource port ranges need
+    /// more entries than the trie holds.
+    #[error("security group rules for some ports over resource port ranges need more than {} entries in one namespace; open every port to the sources, or narrow the ranges", latticed_common::MAX_SG_ENTRIES)]
+    TooManyRules,
     /// More listeners than sockmap slots (or none).
     #[error("{0} listeners: the sockmap holds 1 to 64 (one per data-path worker)")]
     Listeners(usize),
@@ -131,6 +136,9 @@ pub struct Steering {
     /// pairs that differ, not a walk over the whole map.
     steered: StdHashMap<VipPort, VipEntry>,
     sg_rules: LpmTrie<MapData, SgMatch, u8>,
+    ranges: HashMap<MapData, VipAddr, RangeEntry>,
+    /// What `ranges` holds.
+    ranged: StdHashMap<VipAddr, RangeEntry>,
     /// What `sg_rules` holds (prefix length, data).
     allowed: HashSet<(u32, SgMatch)>,
     stats: PerCpuArray<MapData, u64>,
@@ -214,6 +222,11 @@ impl Steering {
             .ok_or(Error::Missing(names::SG_RULES))?;
         pin(&sg_map, "steer_sg_rules")?;
         let sg_rules = LpmTrie::try_from(sg_map).map_err(map_err("opening STEER_SG_RULES"))?;
+        let ranges_map = ebpf
+            .take_map(names::RANGES)
+            .ok_or(Error::Missing(names::RANGES))?;
+        pin(&ranges_map, "steer_ranges")?;
+        let ranges = HashMap::try_from(ranges_map).map_err(map_err("opening STEER_RANGES"))?;
 
         let prog_err = |what: &str| {
             let what = what.to_owned();
@@ -249,6 +262,8 @@ impl Steering {
             vips,
             steered: StdHashMap::new(),
             sg_rules,
+            ranges,
+            ranged: StdHashMap::new(),
             allowed: HashSet::new(),
             stats,
             listeners: count,
@@ -263,6 +278,9 @@ impl Steering {
     /// whose rules are not in yet (policy numbers stay with their set of
     /// groups, see `PolicyIds`).
     pub fn set(&mut self, want: &Steered) -> Result<(), Error> {
+        if want.too_many {
+            return Err(Error::TooManyRules);
+        }
         let vips: StdHashMap<VipPort, VipEntry> = want
             .vips
             .iter()
@@ -272,6 +290,14 @@ impl Steering {
                     policy: *policy,
                 };
                 (vip_key(at), entry)
+            })
+            .collect();
+        let ranges: StdHashMap<VipAddr, RangeEntry> = want
+            .ranges
+            .iter()
+            .map(|(vip, (policy, ranges))| {
+                let key = VipAddr { addr: addr(*vip) };
+                (key, range_entry(self.listeners, *policy, ranges))
             })
             .collect();
         let rules: HashSet<(u32, SgMatch)> = want.rules.iter().map(sg_key).collect();
@@ -290,6 +316,14 @@ impl Steering {
                 self.steered.insert(*k, *v);
             }
         }
+        for (k, v) in &ranges {
+            if self.ranged.get(k) != Some(v) {
+                self.ranges
+                    .insert(k, v, 0)
+                    .map_err(map_err(format!("steering resource VIP {}", shown(k.addr))))?;
+                self.ranged.insert(*k, *v);
+            }
+        }
         let stale: Vec<VipPort> = self
             .steered
             .keys()
@@ -301,6 +335,19 @@ impl Steering {
                 .remove(&k)
                 .map_err(map_err(format!("unsteering {}", show(&k))))?;
             self.steered.remove(&k);
+        }
+        let stale: Vec<VipAddr> = self
+            .ranged
+            .keys()
+            .filter(|k| !ranges.contains_key(k))
+            .copied()
+            .collect();
+        for k in stale {
+            self.ranges.remove(&k).map_err(map_err(format!(
+                "unsteering resource VIP {}",
+                shown(k.addr)
+            )))?;
+            self.ranged.remove(&k);
         }
         for k in self.allowed.difference(&rules).copied().collect::<Vec<_>>() {
             self.sg_rules
@@ -354,6 +401,25 @@ fn addr(ip: IpAddr) -> Addr {
         IpAddr::V4(v4) => mapped_v4(u32::from(v4).to_be()),
         IpAddr::V6(v6) => from_octets(v6.octets()),
     }
+}
+
+/// A resource VIP's map value. The plan bounds a configuration at
+/// `MAX_PORT_RANGES` ranges; any past that are not steered.
+fn range_entry(listeners: u32, policy: u32, ranges: &[(u16, u16)]) -> RangeEntry {
+    let mut entry = RangeEntry {
+        listeners,
+        policy,
+        count: 0,
+        ranges: [PortRange::default(); MAX_PORT_RANGES],
+    };
+    for (slot, (low, high)) in entry.ranges.iter_mut().zip(ranges) {
+        *slot = PortRange {
+            low: *low,
+            high: *high,
+        };
+        entry.count += 1;
+    }
+    entry
 }
 
 fn vip_key(at: &SocketAddr) -> VipPort {

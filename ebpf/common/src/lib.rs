@@ -205,6 +205,51 @@ pub const SG_MATCH_FIXED_BITS: u32 = 64;
 /// listener port it opens.
 pub const MAX_SG_ENTRIES: u32 = 262_144;
 
+/// [`SgMatch::port`] of a rule that admits every port: the program looks
+/// a connection up with its port, then with this, so a rule covering all
+/// ports costs one entry whatever the ports steered (resource port ranges
+/// run to 65,535 ports). No TCP connection has destination port 0.
+pub const ANY_PORT: u32 = 0;
+
+/// Port ranges one resource VIP holds at most (the API's limit on a
+/// resource configuration's `portRanges`).
+pub const MAX_PORT_RANGES: usize = 100;
+
+/// Key of the `STEER_RANGES` map: a resource VIP (either family).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipAddr {
+    /// The VIP, IPv4 mapped.
+    pub addr: Addr,
+}
+
+/// One inclusive range of TCP ports, host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    /// First port.
+    pub low: u16,
+    /// Last port.
+    pub high: u16,
+}
+
+/// Value of the `STEER_RANGES` map: a resource's VIP is steered on every
+/// port of its ranges, looked up by the VIP alone after an exact
+/// `STEER_VIPS` miss and scanned in a bounded loop, so `1-65535` costs one
+/// entry and one comparison.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RangeEntry {
+    /// As [`VipEntry::listeners`].
+    pub listeners: u32,
+    /// As [`VipEntry::policy`].
+    pub policy: u32,
+    /// Ranges in use at the front of `ranges`.
+    pub count: u32,
+    /// The ranges; those past `count` are ignored.
+    pub ranges: [PortRange; MAX_PORT_RANGES],
+}
+
 /// Slots of the `STEER_LISTENER` sockmap: one listening socket per data-path
 /// worker thread, at most this many. `STEER_VIPS` values hold how many are
 /// in use; the program picks `cpu % count`, so a connection is accepted by
@@ -239,6 +284,8 @@ pub mod names {
     pub const STATS: &str = "STEER_STATS";
     /// LPM trie of the sources security groups allow, per policy and port.
     pub const SG_RULES: &str = "STEER_SG_RULES";
+    /// Hash map resource VIP -> its port ranges.
+    pub const RANGES: &str = "STEER_RANGES";
 }
 
 #[cfg(feature = "user")]
@@ -253,6 +300,15 @@ unsafe impl aya::Pod for VipEntry {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), six u32 with no padding, valid for every bit pattern.
 unsafe impl aya::Pod for SgMatch {}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), four u32 with no padding, valid for every bit pattern.
+unsafe impl aya::Pod for VipAddr {}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), three u32 then 100 pairs of u16 (4-byte aligned, 412
+// bytes) with no padding, valid for every bit pattern.
+unsafe impl aya::Pod for RangeEntry {}
 
 #[cfg(test)]
 mod tests {
@@ -287,6 +343,12 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<SgMatch>(), 24);
         assert_eq!(SG_MATCH_FIXED_BITS as usize, 8 * 8);
+    }
+
+    #[test]
+    fn range_entries_have_no_padding() {
+        assert_eq!(core::mem::size_of::<RangeEntry>(), 12 + 4 * MAX_PORT_RANGES);
+        assert_eq!(core::mem::size_of::<VipAddr>(), 16);
     }
 
     #[test]

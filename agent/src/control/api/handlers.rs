@@ -498,7 +498,85 @@ impl State {
                 .take_while(|(k, _)| k.starts_with(AUTH_POLICY))
                 .filter_map(|(_, p)| self.policy_cfg(p))
                 .collect(),
+            ..self.resource_config()
         }
+    }
+
+    /// The part of the configuration resources depend on: every service
+    /// network and VPC association, the networks' and configurations'
+    /// access log subscriptions, and every resource gateway,
+    /// configuration and resource association. Planning it gives the same
+    /// resources as planning everything.
+    pub fn resource_config(&self) -> Config {
+        let networks = sorted(self.of_kind::<rec::ServiceNetwork>());
+        let configurations = sorted(self.of_kind::<rec::ResourceConfiguration>());
+        let owners = networks
+            .iter()
+            .map(|sn| sn.id())
+            .chain(configurations.iter().map(|r| r.id()));
+        Config {
+            service_networks: networks.iter().map(|sn| Self::sn_cfg(sn)).collect(),
+            service_network_vpc_associations: sorted(self.of_kind())
+                .into_iter()
+                .map(Self::snva_cfg)
+                .collect(),
+            access_log_subscriptions: owners
+                .flat_map(|owner| sorted(self.children::<rec::AccessLog>(owner)))
+                .filter_map(|a| self.als_cfg(a))
+                .collect(),
+            resource_gateways: sorted(self.of_kind::<rec::ResourceGateway>())
+                .into_iter()
+                .map(|g| cfg::ResourceGateway {
+                    name: g.name.clone(),
+                    vpc_identifier: g.vpc_id.clone(),
+                    arn: Some(g.arn().to_owned()),
+                })
+                .collect(),
+            resource_configurations: configurations.iter().map(|r| self.rcfg_cfg(r)).collect(),
+            service_network_resource_associations: sorted(self.of_kind::<rec::SnResource>())
+                .into_iter()
+                .filter_map(|a| self.snra_cfg(a))
+                .collect(),
+            ..Config::default()
+        }
+    }
+
+    fn rcfg_cfg(&self, r: &rec::ResourceConfiguration) -> cfg::ResourceConfiguration {
+        let name_of = |id: &str| match self.records.get(id) {
+            Some(Record::ResourceGateway(g)) => g.name.clone(),
+            Some(Record::ResourceConfiguration(c)) => c.name.clone(),
+            _ => id.to_owned(),
+        };
+        let child = r.type_ == "CHILD";
+        cfg::ResourceConfiguration {
+            name: r.name.clone(),
+            type_: Some(r.type_.clone()),
+            resource_gateway_identifier: (!child).then(|| name_of(&r.resource_gateway_id)),
+            resource_configuration_group_identifier: r
+                .resource_configuration_group_id
+                .as_deref()
+                .map(name_of),
+            port_ranges: if child {
+                Vec::new()
+            } else {
+                r.port_ranges.clone()
+            },
+            resource_configuration_definition: r.resource_configuration_definition.clone(),
+            custom_domain_name: r.custom_domain_name.clone(),
+            arn: Some(r.arn().to_owned()),
+            vip: r.vip,
+        }
+    }
+
+    fn snra_cfg(&self, a: &rec::SnResource) -> Option<cfg::ServiceNetworkResourceAssociation> {
+        let r = self.get::<rec::ResourceConfiguration>(&a.resource_configuration_id)?;
+        Some(cfg::ServiceNetworkResourceAssociation {
+            service_network_identifier: a.service_network_name.clone(),
+            resource_configuration_identifier: r.name.clone(),
+            private_dns_enabled: a.private_dns_enabled,
+            dns_name: Some(a.dns_entry.domain_name.clone()),
+            id: Some(a.id().to_owned()),
+        })
     }
 
     fn policy_cfg(&self, p: &Record) -> Option<cfg::AuthPolicy> {
@@ -516,6 +594,7 @@ impl State {
         match self.records.get(id)? {
             Record::ServiceNetwork(sn) => Some(&sn.name),
             Record::Service(svc) => Some(&svc.name),
+            Record::ResourceConfiguration(r) => Some(&r.name),
             _ => None,
         }
     }
@@ -572,6 +651,7 @@ impl State {
                 .filter_map(|owner| self.records.get(&format!("{AUTH_POLICY}{owner}")))
                 .filter_map(|p| self.policy_cfg(p))
                 .collect(),
+            ..Config::default()
         })
     }
 
@@ -613,6 +693,12 @@ impl State {
             })
             .collect();
         let mut a = Affected::default();
+        // Networks, VPC associations and logs matter to resources only
+        // when there are some.
+        let has_resources = self
+            .of_kind::<rec::ResourceConfiguration>()
+            .next()
+            .is_some();
         let add_service = |a: &mut Affected, id: &str| {
             let svc = self.records.get(id).or_else(|| before.get(id).copied());
             if let Some(Record::Service(svc)) = svc {
@@ -626,21 +712,32 @@ impl State {
             for r in old.iter().chain(new.iter()) {
                 let services: Vec<&str> = match r {
                     Record::AuthPolicy(p) => self.services_of(&p.resource_id),
-                    // Resource configurations are not in the data path yet.
+                    Record::ResourceGateway(_)
+                    | Record::ResourceConfiguration(_)
+                    | Record::SnResource(_) => {
+                        a.resources = true;
+                        vec![]
+                    }
                     Record::ResourcePolicy(_)
                     | Record::Share(_)
                     | Record::Permission(_)
-                    | Record::ResourceGateway(_)
-                    | Record::ResourceConfiguration(_)
-                    | Record::SnResource(_)
                     | Record::DomainVerification(_) => vec![],
                     Record::Service(_) => vec![key.as_str()],
                     Record::Listener(l) => vec![l.service_id.as_str()],
                     Record::Rule(r) => vec![r.service_id.as_str()],
                     Record::SnService(s) => vec![s.service_id.as_str()],
-                    Record::ServiceNetwork(_) => self.services_of(key),
-                    Record::SnVpc(v) => self.services_of(&v.service_network_id),
-                    Record::AccessLog(l) => self.services_of(&l.resource_id),
+                    Record::ServiceNetwork(_) => {
+                        a.resources |= has_resources;
+                        self.services_of(key)
+                    }
+                    Record::SnVpc(v) => {
+                        a.resources |= has_resources;
+                        self.services_of(&v.service_network_id)
+                    }
+                    Record::AccessLog(l) => {
+                        a.resources |= has_resources;
+                        self.services_of(&l.resource_id)
+                    }
                     Record::TargetGroup(tg) => {
                         a.groups.insert(key.clone(), tg.name.clone());
                         let users = self.idx.tg_users.get(key.as_str()).into_iter().flatten();
@@ -690,6 +787,8 @@ pub struct Affected {
     pub groups: BTreeMap<String, String>,
     /// VPC associations counted out (false) or in (true), by namespace.
     pub associations: Vec<(String, bool)>,
+    /// Whether the resources' plan may have changed.
+    pub resources: bool,
 }
 
 /// Context of one request.

@@ -438,47 +438,7 @@ pub struct ResourceGateway {
 
 resource!(ResourceGateway);
 
-/// What a resource configuration reaches: one of its members.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Definition {
-    /// An address in the gateway's VPC.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip_resource: Option<IpResource>,
-    /// A name resolved in the gateway's VPC.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns_resource: Option<DnsResource>,
-    /// An ARN the inventory places.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arn_resource: Option<ArnResource>,
-}
-
-/// `ipResource`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct IpResource {
-    /// IPv4 or IPv6 address.
-    pub ip_address: String,
-}
-
-/// `dnsResource`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DnsResource {
-    /// The name.
-    pub domain_name: String,
-    /// IPV4, IPV6 or DUALSTACK.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip_address_type: Option<String>,
-}
-
-/// `arnResource`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ArnResource {
-    /// The ARN.
-    pub arn: String,
-}
+pub use crate::control::model::Definition;
 
 /// A resource configuration: a TCP resource (or a group of them) behind a
 /// resource gateway.

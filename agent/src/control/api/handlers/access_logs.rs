@@ -12,8 +12,8 @@ pub(super) const OPS: &[(&str, Handler)] = &[
         c.read::<rec::AccessLog>("accessLogSubscriptionIdentifier")
     }),
     ("ListAccessLogSubscriptions", |c| {
-        let owner = sn_or_service(c, c.get("resourceIdentifier"))?;
-        let items = sorted(c.state.children::<rec::AccessLog>(owner.id));
+        let (owner, _) = log_owner(c)?;
+        let items = sorted(c.state.children::<rec::AccessLog>(owner));
         c.page_of(&items, Resource::to_value)
     }),
     ("UpdateAccessLogSubscription", |c| {
@@ -30,14 +30,27 @@ pub(super) const OPS: &[(&str, Handler)] = &[
     }),
 ];
 
+/// The service network, service or resource configuration
+/// `resourceIdentifier` names: its id and ARN.
+fn log_owner<'a>(c: &Ctx<'a>) -> Result<(&'a str, &'a str), ApiError> {
+    let ident = c.get("resourceIdentifier");
+    let id = ident.rsplit('/').next().unwrap_or(ident);
+    if id.starts_with(Kind::ResourceConfiguration.prefix()) {
+        let r = c.resolve::<rec::ResourceConfiguration>(ident)?;
+        return Ok((r.id(), r.arn()));
+    }
+    let owner = sn_or_service(c, ident)?;
+    Ok((owner.id, owner.arn))
+}
+
 fn create(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
-    let owner = sn_or_service(c, c.get("resourceIdentifier"))?;
+    let (owner, arn) = log_owner(c)?;
     let log_type: Option<String> = c.opt("serviceNetworkLogType")?;
-    check_destination(c, owner.id, log_type.as_deref(), None)?;
+    check_destination(c, owner, log_type.as_deref(), None)?;
     put(rec::AccessLog {
         meta: c.meta_at(Kind::AccessLog, "accesslogsubscription")?,
-        resource_id: owner.id.to_owned(),
-        resource_arn: owner.arn.to_owned(),
+        resource_id: owner.to_owned(),
+        resource_arn: arn.to_owned(),
         destination_arn: c.get("destinationArn").to_owned(),
         service_network_log_type: log_type,
     })

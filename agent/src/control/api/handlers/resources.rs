@@ -205,125 +205,32 @@ fn create_gateway(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
     write(vec![Change::Put(g.id().to_owned(), g.into_record())], out)
 }
 
-/// Port ranges a configuration takes at most (each costs the data path
-/// one entry, whatever its width).
-pub(crate) const MAX_PORT_RANGES: usize = 100;
-
-/// `ranges` (`5432`, `8000-8100`) as inclusive pairs, each checked (1-65535,
-/// low to high), named by their place at `field`.
-pub(crate) fn port_ranges(field: &str, ranges: &[String]) -> Result<Vec<(u16, u16)>, ApiError> {
-    if ranges.is_empty() {
-        return Err(ApiError::field(field, "needs at least one port or range"));
-    }
-    if ranges.len() > MAX_PORT_RANGES {
-        return Err(ApiError::field(
-            field,
-            format!("at most {MAX_PORT_RANGES} ports or ranges"),
-        ));
-    }
-    let port = |s: &str| s.parse::<u16>().ok().filter(|p| *p > 0);
-    ranges
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let bad = || {
-                ApiError::field(
-                    &format!("{field}[{i}]"),
-                    format!("{r:?} is not a port (1-65535) or a range LOW-HIGH of them"),
-                )
-            };
-            match r.split_once('-') {
-                None => port(r).map(|p| (p, p)).ok_or_else(bad),
-                Some((lo, hi)) => match (port(lo), port(hi)) {
-                    (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
-                    _ => Err(bad()),
-                },
-            }
-        })
-        .collect()
+/// `ranges` checked by the planner's one definition, its errors named by
+/// the request's field.
+fn port_ranges(field: &str, ranges: &[String]) -> Result<Vec<(u16, u16)>, ApiError> {
+    crate::control::plan::port_ranges(ranges).map_err(|(at, reason)| match at {
+        Some(i) => ApiError::field(&format!("{field}[{i}]"), reason),
+        None => ApiError::field(field, reason),
+    })
 }
 
-/// Whether `name` is a DNS name: dot-separated labels of 1-63 letters,
-/// digits and inner hyphens, at most 253 characters, two labels or more.
-pub(crate) fn is_domain_name(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.len() <= 253
-        && name.split('.').count() >= 2
-        && name.split('.').all(|l| {
-            (1..=63).contains(&l.len())
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
+pub(crate) use crate::control::plan::is_domain_name;
 
-/// A checked definition at `field` for a configuration of type `ty`.
+/// A definition at `field` for a configuration of type `ty`, checked by
+/// the planner's one definition.
 fn definition(
     ty: &str,
     field: &str,
     d: Option<rec::Definition>,
 ) -> Result<Option<rec::Definition>, ApiError> {
-    let Some(d) = d else {
-        return match ty {
-            "GROUP" => Ok(None),
-            _ => Err(ApiError::field(
-                field,
-                format!("is required for a {ty} configuration"),
-            )),
-        };
-    };
-    if ty == "GROUP" {
-        return Err(ApiError::field(
-            field,
-            "a GROUP has none: its CHILD configurations each have one",
-        ));
-    }
-    if let Some(ip) = &d.ip_resource {
-        if ty == "ARN" || ip.ip_address.parse::<std::net::IpAddr>().is_err() {
-            return Err(ApiError::field(
-                &format!("{field}.ipResource.ipAddress"),
-                format!(
-                    "{:?} is not an IPv4 or IPv6 address (or the type is ARN)",
-                    ip.ip_address
-                ),
-            ));
+    crate::control::plan::check_definition(ty, d.as_ref()).map_err(|(sub, reason)| {
+        if sub.is_empty() {
+            ApiError::field(field, reason)
+        } else {
+            ApiError::field(&format!("{field}.{sub}"), reason)
         }
-    }
-    if let Some(dns) = &d.dns_resource {
-        if ty == "ARN" || !is_domain_name(&dns.domain_name) {
-            return Err(ApiError::field(
-                &format!("{field}.dnsResource.domainName"),
-                format!(
-                    "{:?} is not a domain name (or the type is ARN)",
-                    dns.domain_name
-                ),
-            ));
-        }
-    }
-    match (&d.arn_resource, ty) {
-        (Some(_), "ARN") | (None, "SINGLE" | "CHILD") => {}
-        (Some(_), _) => {
-            return Err(ApiError::field(
-                &format!("{field}.arnResource"),
-                "is for ARN configurations; SINGLE and CHILD name an ipResource or a dnsResource",
-            ))
-        }
-        (None, _) => {
-            return Err(ApiError::field(
-                &format!("{field}.arnResource"),
-                "is required for an ARN configuration",
-            ))
-        }
-    }
-    if let Some(a) = &d.arn_resource {
-        if !a.arn.starts_with("arn:") {
-            return Err(ApiError::field(
-                &format!("{field}.arnResource.arn"),
-                "is not an ARN",
-            ));
-        }
-    }
-    Ok(Some(d))
+    })?;
+    Ok(d)
 }
 
 // Long: one place checks every member and how the type constrains it, as the API documents them.
