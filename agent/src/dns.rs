@@ -128,7 +128,7 @@ pub struct NsResolver {
 
 impl NsResolver {
     /// Starts answering in `ns` and points its resolver at latticed.
-    pub fn start(ns: &Arc<NetNs>, run_dir: &Path, suffix: &str) -> Result<Self, Error> {
+    pub fn start(ns: &Arc<NetNs>, run_dir: &Path, suffixes: &[&str]) -> Result<Self, Error> {
         let name = ns.name().to_owned();
         let io = |what: &str| {
             let namespace = name.clone();
@@ -157,7 +157,10 @@ impl NsResolver {
         let server = Server::new(
             Arc::clone(ns),
             Arc::clone(&names),
-            format!(".{}", suffix.trim_matches('.').to_ascii_lowercase()),
+            suffixes
+                .iter()
+                .map(|s| format!(".{}", s.trim_matches('.').to_ascii_lowercase()))
+                .collect(),
             upstream,
         );
         let server = Arc::new(server);
@@ -200,7 +203,9 @@ impl Drop for NsResolver {
 struct Server {
     ns: Arc<NetNs>,
     names: Arc<ArcSwap<Names>>,
-    suffix: String,
+    /// Latticed's own suffixes (services', resources'): an unknown name
+    /// under one is NXDOMAIN, never forwarded.
+    suffixes: Vec<String>,
     upstream: Vec<SocketAddr>,
     /// Forwarded queries in flight: each holds a socket and a task until
     /// its answer or its time-out, so a client flooding queries for names
@@ -224,7 +229,7 @@ pub fn fuzz_query(query: &[u8]) {
             "svc1-0abc.vpc-lattice-svcs.us-east-1.on.aws".to_owned(),
             Ipv4Addr::new(169, 254, 171, 1),
         )]))),
-        ".vpc-lattice-svcs.us-east-1.on.aws".into(),
+        vec![".vpc-lattice-svcs.us-east-1.on.aws".into()],
         vec![SocketAddr::from(([127, 0, 0, 1], 9))],
     );
     match server.handle(query) {
@@ -254,13 +259,13 @@ impl Server {
     fn new(
         ns: Arc<NetNs>,
         names: Arc<ArcSwap<Names>>,
-        suffix: String,
+        suffixes: Vec<String>,
         upstream: Vec<SocketAddr>,
     ) -> Self {
         Self {
             ns,
             names,
-            suffix,
+            suffixes,
             upstream,
             forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
         }
@@ -416,7 +421,12 @@ impl Server {
                 reply(&msg, ResponseCode::NoError, Some(record))
             }
             Some(_) => reply(&msg, ResponseCode::NoError, None),
-            None if format!(".{name}").ends_with(&self.suffix) || self.upstream.is_empty() => {
+            None if self.upstream.is_empty()
+                || self
+                    .suffixes
+                    .iter()
+                    .any(|s| format!(".{name}").ends_with(s.as_str())) =>
+            {
                 reply(&msg, ResponseCode::NXDomain, None)
             }
             None => return Handled::Forward(msg),
@@ -712,7 +722,10 @@ mod tests {
                 "svc1-0abc.vpc-lattice-svcs.us-east-1.on.aws".to_owned(),
                 Ipv4Addr::new(169, 254, 171, 1),
             )]))),
-            ".vpc-lattice-svcs.us-east-1.on.aws".into(),
+            vec![
+                ".vpc-lattice-svcs.us-east-1.on.aws".into(),
+                ".vpc-lattice-rsc.us-east-1.on.aws".into(),
+            ],
             upstream,
         )
     }
@@ -795,6 +808,31 @@ mod tests {
             .expect("our names are answered during the flood")
             .unwrap();
         assert_eq!(Message::from_vec(&buf[..n]).unwrap().answers.len(), 1);
+    }
+
+    #[test]
+    fn unknown_resource_names_are_answered_here_and_other_names_forwarded() {
+        // An upstream exists, so only latticed's suffixes stay here.
+        let server = test_server(vec![SocketAddr::from(([127, 0, 0, 1], 9))]);
+        let here = |name: &str| {
+            let q = ask(name, RecordType::A);
+            match server.handle(&q) {
+                Handled::Local(Some(a)) => {
+                    Some(Message::from_vec(&a).unwrap().metadata.response_code)
+                }
+                Handled::Local(None) => panic!("no answer to {name}"),
+                Handled::Forward(_) => None,
+            }
+        };
+        assert_eq!(
+            here("snra-0123.rcfg-0456.abcdef0.vpc-lattice-rsc.us-east-1.on.aws."),
+            Some(ResponseCode::NXDomain)
+        );
+        assert_eq!(
+            here("svc9-0abc.vpc-lattice-svcs.us-east-1.on.aws."),
+            Some(ResponseCode::NXDomain)
+        );
+        assert_eq!(here("db.tenant.example."), None, "forwarded");
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use aya_ebpf::{
 use latticed_common::{
     addresses, from_octets, mapped_v4, stats, Addr, RangeEntry, SgMatch, VipAddr, VipEntry,
     VipPort, ADMIT_ALL, ANY_PORT, LATTICE6_NET, LATTICE_MASK, LATTICE_NET, MAX_LISTENERS,
-    MAX_PORT_RANGES, MAX_SG_ENTRIES, SG_MATCH_FIXED_BITS,
+    MAX_SG_ENTRIES, SG_MATCH_FIXED_BITS,
 };
 
 const AF_INET: u32 = 2;
@@ -165,13 +165,11 @@ fn in_ranges(vip: Addr, port: u32) -> Option<(u32, u32)> {
     // SAFETY: the pointer comes from a successful lookup and stays valid for
     // the program's run; the value is plain data.
     let entry = unsafe { &*entry };
-    let n = entry.count as usize;
-    // Bounded by the array's length, so the verifier sees the loop end.
-    for i in 0..MAX_PORT_RANGES {
-        if i >= n {
-            break;
-        }
-        let r = entry.ranges[i];
+    // Every slot is compared: one loop of constant length is what the
+    // verifier bounds (a data-dependent end was merged by LLVM into one
+    // the verifier could not). Slots past `count` are (0, 0), and no
+    // connection's port is 0.
+    for r in entry.ranges.iter() {
         if u32::from(r.low) <= port && port <= u32::from(r.high) {
             return Some((entry.listeners, entry.policy));
         }

@@ -25,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "haproxy",        // benchmark comparison
     "nodejs",         // the tests' Lambda Invoke API and function
     "bind9-dnsutils", // dig, to test the resolver as clients ask it
+    "postgresql",     // a real database behind a resource configuration, and psql
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -24,6 +24,14 @@ pub struct Naming {
     pub dns_suffix: String,
 }
 
+impl Naming {
+    /// Suffix of generated resource DNS names, as AWS gives resource
+    /// endpoints (`vpc-lattice-rsc.REGION.on.aws`).
+    pub fn resource_suffix(&self) -> String {
+        format!("vpc-lattice-rsc.{}.on.aws", self.region)
+    }
+}
+
 #[cfg(test)]
 impl Naming {
     /// The defaults' region and account, and a short suffix.

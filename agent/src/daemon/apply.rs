@@ -129,10 +129,11 @@ impl Daemon {
                             source: Box::new(source),
                         })?;
                 let handle = self.dp.serve(m.id, name, listeners);
+                let resources = self.naming.resource_suffix();
                 let resolver = match NsResolver::start(
                     &m.netns,
                     &self.paths.run_dir,
-                    &self.naming.dns_suffix,
+                    &[&self.naming.dns_suffix, &resources],
                 ) {
                     Ok(r) => Some(r),
                     Err(e) => {

@@ -244,9 +244,11 @@ pub struct RangeEntry {
     pub listeners: u32,
     /// As [`VipEntry::policy`].
     pub policy: u32,
-    /// Ranges in use at the front of `ranges`.
+    /// Ranges in use at the front of `ranges` (for readers such as
+    /// `bpftool`; the program compares every slot).
     pub count: u32,
-    /// The ranges; those past `count` are ignored.
+    /// The ranges; those past `count` are (0, 0), which no connection's
+    /// port matches.
     pub ranges: [PortRange; MAX_PORT_RANGES],
 }
 

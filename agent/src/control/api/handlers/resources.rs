@@ -396,10 +396,10 @@ fn resource_dns(c: &Ctx<'_>, snra: &str, r: &rec::ResourceConfiguration) -> Stri
         c.caller, c.settings.naming.region
     )));
     format!(
-        "{snra}.{}.{}.vpc-lattice-rsc.{}.on.aws",
+        "{snra}.{}.{}.{}",
         r.id(),
         &label[..7],
-        c.settings.naming.region
+        c.settings.naming.resource_suffix()
     )
 }
 
