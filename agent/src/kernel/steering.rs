@@ -207,26 +207,19 @@ impl Steering {
                 .map_err(map_err("putting the proxy listener in STEER_LISTENER"))?;
         }
 
-        let vips_map = ebpf
-            .take_map(names::VIPS)
-            .ok_or(Error::Missing(names::VIPS))?;
-        pin(&vips_map, "steer_vips")?;
-        let vips = HashMap::try_from(vips_map).map_err(map_err("opening STEER_VIPS"))?;
-        let stats_map = ebpf
-            .take_map(names::STATS)
-            .ok_or(Error::Missing(names::STATS))?;
-        pin(&stats_map, "steer_stats")?;
-        let stats = PerCpuArray::try_from(stats_map).map_err(map_err("opening STEER_STATS"))?;
-        let sg_map = ebpf
-            .take_map(names::SG_RULES)
-            .ok_or(Error::Missing(names::SG_RULES))?;
-        pin(&sg_map, "steer_sg_rules")?;
-        let sg_rules = LpmTrie::try_from(sg_map).map_err(map_err("opening STEER_SG_RULES"))?;
-        let ranges_map = ebpf
-            .take_map(names::RANGES)
-            .ok_or(Error::Missing(names::RANGES))?;
-        pin(&ranges_map, "steer_ranges")?;
-        let ranges = HashMap::try_from(ranges_map).map_err(map_err("opening STEER_RANGES"))?;
+        let mut take = |name: &'static str, file: &str| {
+            let map = ebpf.take_map(name).ok_or(Error::Missing(name))?;
+            pin(&map, file)?;
+            Ok::<_, Error>(map)
+        };
+        let vips = HashMap::try_from(take(names::VIPS, "steer_vips")?)
+            .map_err(map_err("opening STEER_VIPS"))?;
+        let stats = PerCpuArray::try_from(take(names::STATS, "steer_stats")?)
+            .map_err(map_err("opening STEER_STATS"))?;
+        let sg_rules = LpmTrie::try_from(take(names::SG_RULES, "steer_sg_rules")?)
+            .map_err(map_err("opening STEER_SG_RULES"))?;
+        let ranges = HashMap::try_from(take(names::RANGES, "steer_ranges")?)
+            .map_err(map_err("opening STEER_RANGES"))?;
 
         let prog_err = |what: &str| {
             let what = what.to_owned();
