@@ -223,31 +223,33 @@ impl Registry {
         for (name, m) in lock(&self.resources).iter() {
             let l = format!("resource_configuration=\"{}\"", escape(name));
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "latticed_resource_connections_total{{{l},outcome=\"connected\"}} {}",
-                get(&m.connected)
-            );
-            let _ = writeln!(
-                out,
-                "latticed_resource_connections_total{{{l},outcome=\"failed\"}} {}",
-                get(&m.failed)
-            );
-            let _ = writeln!(
-                out,
-                "latticed_resource_active_connections{{{l}}} {}",
-                m.active.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "latticed_resource_bytes_total{{{l},direction=\"in\"}} {}",
-                get(&m.bytes_in)
-            );
-            let _ = writeln!(
-                out,
-                "latticed_resource_bytes_total{{{l},direction=\"out\"}} {}",
-                get(&m.bytes_out)
-            );
+            let active = m.active.load(Ordering::Relaxed);
+            let samples: [(&str, &str, String); 5] = [
+                (
+                    "connections_total",
+                    ",outcome=\"connected\"",
+                    get(&m.connected).to_string(),
+                ),
+                (
+                    "connections_total",
+                    ",outcome=\"failed\"",
+                    get(&m.failed).to_string(),
+                ),
+                ("active_connections", "", active.to_string()),
+                (
+                    "bytes_total",
+                    ",direction=\"in\"",
+                    get(&m.bytes_in).to_string(),
+                ),
+                (
+                    "bytes_total",
+                    ",direction=\"out\"",
+                    get(&m.bytes_out).to_string(),
+                ),
+            ];
+            for (family, more, value) in samples {
+                let _ = writeln!(out, "latticed_resource_{family}{{{l}{more}}} {value}");
+            }
         }
     }
 }
@@ -276,6 +278,29 @@ mod tests {
         assert!(out.contains("x_request_duration_seconds_bucket{service=\"s\",le=\"0.0005\"} 1"));
         assert!(out.contains("x_request_duration_seconds_bucket{service=\"s\",le=\"0.0025\"} 2"));
         assert!(out.contains("x_request_duration_seconds_bucket{service=\"s\",le=\"+Inf\"} 3"));
+    }
+
+    #[test]
+    fn resource_connections_are_rendered_per_configuration() {
+        let r = Registry::default();
+        let db = r.resource("orders-db");
+        db.connected.fetch_add(3, Ordering::Relaxed);
+        db.failed.fetch_add(1, Ordering::Relaxed);
+        db.bytes_in.fetch_add(100, Ordering::Relaxed);
+        let mut out = String::new();
+        r.render(&mut out);
+        for line in [
+            "latticed_resource_connections_total{resource_configuration=\"orders-db\",outcome=\"connected\"} 3",
+            "latticed_resource_connections_total{resource_configuration=\"orders-db\",outcome=\"failed\"} 1",
+            "latticed_resource_active_connections{resource_configuration=\"orders-db\"} 0",
+            "latticed_resource_bytes_total{resource_configuration=\"orders-db\",direction=\"in\"} 100",
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
+        r.retain_resources(&|_| false);
+        let mut out = String::new();
+        r.render(&mut out);
+        assert!(!out.contains("orders-db"));
     }
 
     #[test]

@@ -637,6 +637,74 @@ impl Target {
 mod tests {
     use super::*;
 
+    /// A resolver that answers what `answers` holds now, with `ttl`, and
+    /// counts the questions.
+    #[derive(Debug)]
+    struct Fake {
+        answers: std::sync::Mutex<Vec<std::net::IpAddr>>,
+        ttl: Duration,
+        asked: AtomicUsize,
+    }
+
+    impl Resolve for Arc<Fake> {
+        fn resolve(&self) -> Resolved<'_> {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            let answers = self.answers.lock().unwrap().clone();
+            let ttl = self.ttl;
+            Box::pin(async move { Ok((answers, ttl)) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dns_resource_keeps_its_answer_for_the_ttl_then_asks_again() {
+        let a: std::net::IpAddr = "10.0.16.20".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.16.21".parse().unwrap();
+        let fake = Arc::new(Fake {
+            answers: std::sync::Mutex::new(vec![a]),
+            ttl: Duration::from_millis(200),
+            asked: AtomicUsize::new(0),
+        });
+        let target = DnsTarget::new("db.internal", Box::new(Arc::clone(&fake)));
+        assert_eq!(target.address().await, Ok(a));
+        *fake.answers.lock().unwrap() = vec![b];
+        assert_eq!(target.address().await, Ok(a), "kept while the TTL runs");
+        assert_eq!(fake.asked.load(Ordering::Relaxed), 1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(target.address().await, Ok(b), "asked again after it");
+        assert_eq!(fake.asked.load(Ordering::Relaxed), 2);
+        // No address is an error naming the name, and is not kept.
+        *fake.answers.lock().unwrap() = vec![];
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let e = target.address().await.unwrap_err();
+        assert!(e.contains("db.internal"), "{e}");
+    }
+
+    #[test]
+    fn a_resource_serves_only_the_ports_of_its_ranges() {
+        let route = ResourceRoute {
+            name: "db".into(),
+            arn: "arn".into(),
+            ports: vec![(5432, 5432), (8000, 8100)].into_boxed_slice(),
+            gateway_ns: Some(1),
+            target: ResourceTarget::Ip("10.0.16.20".parse().unwrap()),
+            network_arn: "sn".into(),
+            association: "-".into(),
+            vpc_arn: "vpc".into(),
+            logs: Vec::new(),
+            metrics: Arc::default(),
+        };
+        for (port, served) in [
+            (5432, true),
+            (5433, false),
+            (8000, true),
+            (8100, true),
+            (8101, false),
+            (1, false),
+        ] {
+            assert_eq!(route.serves(port), served, "{port}");
+        }
+    }
+
     fn hosts(targets: Vec<Target>) -> GroupKind {
         GroupKind::Hosts {
             ns: 1,

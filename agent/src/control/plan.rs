@@ -1207,7 +1207,7 @@ impl Reached<'_, '_> {
         let mut seen = BTreeSet::new();
         // (service, namespace) reached through an association without
         // security groups: open to all there.
-        let mut open: BTreeSet<(usize, &str)> = BTreeSet::new();
+        let mut open: Opened = BTreeSet::new();
         for (i, a) in config.service_network_vpc_associations.iter().enumerate() {
             let base = format!("serviceNetworkVpcAssociations[{i}]");
             let sn = a.service_network_identifier.as_str();
@@ -1238,18 +1238,44 @@ impl Reached<'_, '_> {
                     svc.reachable_from
                         .entry(ns.to_owned())
                         .or_insert_with(|| Arc::clone(net));
-                    if a.security_group_ids.is_empty() {
-                        open.insert((s, ns));
-                        svc.security_groups.remove(ns);
-                    } else if !open.contains(&(s, ns)) {
-                        svc.security_groups
-                            .entry(ns.to_owned())
-                            .or_default()
-                            .extend(a.security_group_ids.iter().cloned());
-                    }
+                    fold_admission(
+                        &mut svc.security_groups,
+                        &mut open,
+                        s,
+                        ns,
+                        &a.security_group_ids,
+                    );
                 }
             }
         }
+    }
+}
+
+/// (Service or resource index, namespace) pairs an association without
+/// security groups reached: everyone there is admitted, whatever other
+/// associations say.
+type Opened = BTreeSet<(usize, String)>;
+
+/// Folds one VPC association's security groups `sgs` into who may reach
+/// item `i` (a service, a resource) from namespace `ns`: an association
+/// without groups opens it to everyone there for good; otherwise its
+/// groups join the union of the others'. The one rule for services and
+/// resources.
+fn fold_admission(
+    groups: &mut BTreeMap<String, BTreeSet<String>>,
+    open: &mut Opened,
+    i: usize,
+    ns: &str,
+    sgs: &[String],
+) {
+    if sgs.is_empty() {
+        open.insert((i, ns.to_owned()));
+        groups.remove(ns);
+    } else if !open.contains(&(i, ns.to_owned())) {
+        groups
+            .entry(ns.to_owned())
+            .or_default()
+            .extend(sgs.iter().cloned());
     }
 }
 

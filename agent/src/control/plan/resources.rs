@@ -486,7 +486,7 @@ fn mark_reached(
     planned: &mut BTreeMap<usize, PlannedResource>,
 ) {
     let mut seen = BTreeSet::new();
-    let mut open: BTreeSet<(usize, String)> = BTreeSet::new();
+    let mut open = super::Opened::new();
     for (i, a) in config
         .service_network_resource_associations
         .iter()
@@ -569,16 +569,169 @@ fn mark_reached(
                         association: a.id.clone(),
                         names,
                     });
-                if vpc.security_group_ids.is_empty() {
-                    open.insert((m, ns.to_owned()));
-                    p.security_groups.remove(ns);
-                } else if !open.contains(&(m, ns.to_owned())) {
-                    p.security_groups
-                        .entry(ns.to_owned())
-                        .or_default()
-                        .extend(vpc.security_group_ids.iter().cloned());
-                }
+                super::fold_admission(
+                    &mut p.security_groups,
+                    &mut open,
+                    m,
+                    ns,
+                    &vpc.security_group_ids,
+                );
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::{plan, Plan, ValidationError};
+    use crate::control::model::Config;
+
+    /// A directory with fake namespace files (validation only checks the
+    /// names exist), removed on drop.
+    struct Netns(PathBuf);
+
+    impl Netns {
+        fn with(names: &[&str]) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "latticed-rsc-plan-{}-{}",
+                std::process::id(),
+                names.join("-")
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            for n in names {
+                std::fs::write(p.join(n), b"").unwrap();
+            }
+            Self(p)
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn file(extra: serde_json::Value) -> Config {
+        let mut c = serde_json::json!({
+            "serviceNetworks": [{"name": "data"}],
+            "services": [{"name": "web", "vip": "169.254.171.1", "listeners": [{"name": "http", "protocol": "HTTP",
+                "defaultAction": {"fixedResponse": {"statusCode": 404}}}]}],
+            "serviceNetworkVpcAssociations": [
+                {"serviceNetworkIdentifier": "data", "vpcIdentifier": "vpc-cons", "securityGroupIds": ["sg-0000000a"]}
+            ],
+            "resourceGateways": [{"name": "gw-one", "vpcIdentifier": "vpc-prov"}],
+            "resourceConfigurations": [
+                {"name": "db-one", "resourceGatewayIdentifier": "gw-one", "portRanges": ["5432", "8000-8100"],
+                 "resourceConfigurationDefinition": {"dnsResource": {"domainName": "db.internal"}},
+                 "customDomainName": "db.tenant.example"},
+                {"name": "caches", "type": "GROUP", "resourceGatewayIdentifier": "gw-one", "portRanges": ["6379"]},
+                {"name": "cache-a", "type": "CHILD", "resourceConfigurationGroupIdentifier": "caches",
+                 "resourceConfigurationDefinition": {"ipResource": {"ipAddress": "10.0.16.30"}}}
+            ],
+            "serviceNetworkResourceAssociations": [
+                {"serviceNetworkIdentifier": "data", "resourceConfigurationIdentifier": "db-one",
+                 "privateDnsEnabled": true, "dnsName": "db-one.data.example"},
+                {"serviceNetworkIdentifier": "data", "resourceConfigurationIdentifier": "caches"}
+            ]
+        });
+        if let (Some(c), serde_json::Value::Object(extra)) = (c.as_object_mut(), extra) {
+            c.extend(extra);
+        }
+        serde_json::from_value(c).unwrap()
+    }
+
+    fn planned(c: &Config) -> Result<Plan, ValidationError> {
+        let dir = Netns::with(&["vpc-cons", "vpc-prov"]);
+        plan(c, &dir.0)
+    }
+
+    #[test]
+    fn a_file_plans_resources_as_the_api_does() {
+        let p = planned(&file(serde_json::json!({}))).unwrap();
+        assert_eq!(
+            p.resources.len(),
+            2,
+            "db-one and the CHILD; a GROUP is its children"
+        );
+        let db = &p.resources["db-one"];
+        assert_eq!(db.ports, vec![(5432, 5432), (8000, 8100)]);
+        assert_eq!(db.gateway_ns, "vpc-prov");
+        assert_ne!(
+            db.vip.to_string(),
+            "169.254.171.1",
+            "the service's VIP is its own"
+        );
+        let reach = &db.reachable_from["vpc-cons"];
+        assert_eq!(reach.names, ["db-one.data.example", "db.tenant.example"]);
+        assert_eq!(db.security_groups["vpc-cons"].len(), 1);
+        let child = &p.resources["cache-a"];
+        assert_eq!(child.ports, vec![(6379, 6379)], "the group's");
+        assert_ne!(child.vip, db.vip);
+        // Both steer in the consumer, each with its ranges and groups.
+        let admission = p.admission("vpc-cons");
+        assert_eq!(admission.ranges.len(), 4, "two VIPs and their IPv6 twins");
+        assert!(
+            p.namespaces().contains("vpc-prov"),
+            "the gateway's VPC is managed"
+        );
+    }
+
+    #[test]
+    fn a_files_resource_problems_are_named_by_their_fields() {
+        let bad = file(serde_json::json!({
+            "resourceConfigurations": [
+                {"name": "db-one", "resourceGatewayIdentifier": "gw-two", "portRanges": ["0", "90-80"],
+                 "resourceConfigurationDefinition": {"ipResource": {"ipAddress": "ten"}}},
+                {"name": "caches", "type": "GROUP", "resourceGatewayIdentifier": "gw-one", "portRanges": ["6379"],
+                 "resourceConfigurationDefinition": {"ipResource": {"ipAddress": "10.0.16.30"}}},
+                {"name": "cache-a", "type": "CHILD", "resourceConfigurationGroupIdentifier": "db-one",
+                 "resourceConfigurationDefinition": {"ipResource": {"ipAddress": "10.0.16.30"}}},
+                {"name": "pinned", "vip": "169.254.171.1", "resourceGatewayIdentifier": "gw-one", "portRanges": ["1-65535"],
+                 "resourceConfigurationDefinition": {"arnResource": {"arn": "arn:aws:rds:us-east-1:111122223333:db:x"}}}
+            ],
+            "serviceNetworkResourceAssociations": [
+                {"serviceNetworkIdentifier": "data", "resourceConfigurationIdentifier": "cache-a"},
+                {"serviceNetworkIdentifier": "nowhere", "resourceConfigurationIdentifier": "db-one"}
+            ]
+        }));
+        let errs = planned(&bad).unwrap_err().0;
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        for want in [
+            "resourceConfigurations[0].resourceGatewayIdentifier",
+            "resourceConfigurations[0].portRanges[0]",
+            "resourceConfigurations[0].resourceConfigurationDefinition.ipResource.ipAddress",
+            "resourceConfigurations[1].resourceConfigurationDefinition",
+            "resourceConfigurations[2].resourceConfigurationGroupIdentifier",
+            "resourceConfigurations[3].resourceConfigurationDefinition.arnResource",
+            "resourceConfigurations[3].vip",
+            "serviceNetworkResourceAssociations[0].resourceConfigurationIdentifier",
+            "serviceNetworkResourceAssociations[1].serviceNetworkIdentifier",
+        ] {
+            assert!(fields.contains(&want), "{want} in {errs:?}");
+        }
+    }
+
+    #[test]
+    fn port_ranges_are_checked_and_bounded() {
+        let ok = |r: &[&str]| port_ranges(&r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(
+            ok(&["5432", "8000-8100", "1-65535"]).unwrap(),
+            vec![(5432, 5432), (8000, 8100), (1, 65535)]
+        );
+        for (bad, at) in [
+            (vec!["0"], Some(0)),
+            (vec!["80", "9-8"], Some(1)),
+            (vec!["65536"], Some(0)),
+            (vec!["a-b"], Some(0)),
+            (vec![], None),
+        ] {
+            assert_eq!(ok(&bad).unwrap_err().0, at, "{bad:?}");
+        }
+        let many: Vec<String> = (1..=101).map(|p| p.to_string()).collect();
+        assert_eq!(port_ranges(&many).unwrap_err().0, None);
+    }
+
+    use super::port_ranges;
 }
