@@ -102,6 +102,11 @@ pub struct ProxyConfig {
     pub max_headers: usize,
     /// How long an idle pooled upstream connection is kept.
     pub upstream_idle_timeout: Duration,
+    /// A connection to a resource (a database's, a cache's) with no bytes
+    /// moving either way for this long is closed. Longer than
+    /// `idle_timeout`: pools of database connections sit idle for minutes.
+    /// 350 s, as AWS's TCP endpoints (PrivateLink, NAT gateways) keep them.
+    pub resource_idle_timeout: Duration,
     /// First address of the SNAT source pool.
     pub source_first: Ipv4Addr,
     /// Last address of the SNAT source pool.
@@ -133,6 +138,7 @@ impl Default for ProxyConfig {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             upstream_idle_timeout: Duration::from_secs(60),
+            resource_idle_timeout: Duration::from_secs(350),
             source_first: Ipv4Addr::from_bits(latticed_common::addresses::SOURCE_FIRST),
             source_last: Ipv4Addr::from_bits(latticed_common::addresses::SOURCE_LAST),
             lambda_endpoint: None,

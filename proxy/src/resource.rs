@@ -48,7 +48,7 @@ pub(crate) async fn serve(
     let mut upstream = upstream;
     metrics.active.fetch_add(1, Ordering::Relaxed);
     let (up, down) =
-        crate::passthrough::splice(client, &mut upstream, dp.config.idle_timeout).await;
+        crate::passthrough::splice(client, &mut upstream, dp.config.resource_idle_timeout).await;
     metrics.active.fetch_sub(1, Ordering::Relaxed);
     metrics.bytes_in.fetch_add(up, Ordering::Relaxed);
     metrics.bytes_out.fetch_add(down, Ordering::Relaxed);

@@ -124,6 +124,9 @@ pub struct DnsTarget {
     pub name: Box<str>,
     resolver: Box<dyn Resolve>,
     answer: arc_swap::ArcSwapOption<(Vec<std::net::IpAddr>, std::time::Instant)>,
+    /// Held while asking: connections that find the answer expired at the
+    /// same moment wait for one question rather than each asking.
+    asking: tokio::sync::Mutex<()>,
 }
 
 /// Longest time an answer is kept, whatever its TTL says.
@@ -136,6 +139,7 @@ impl DnsTarget {
             name: name.into(),
             resolver,
             answer: arc_swap::ArcSwapOption::empty(),
+            asking: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -143,15 +147,25 @@ impl DnsTarget {
     /// (and kept for the answer's TTL). Several addresses take turns at
     /// random.
     pub async fn address(&self) -> Result<std::net::IpAddr, String> {
-        let now = std::time::Instant::now();
-        let kept = self.answer.load_full().filter(|a| a.1 > now);
-        let addrs = match kept {
+        let kept = || {
+            let now = std::time::Instant::now();
+            self.answer.load_full().filter(|a| a.1 > now)
+        };
+        let addrs = match kept() {
             Some(a) => a,
             None => {
-                let (addrs, ttl) = self.resolver.resolve().await?;
-                let answer = Arc::new((addrs, now + ttl.min(MAX_TTL)));
-                self.answer.store(Some(Arc::clone(&answer)));
-                answer
+                let _asking = self.asking.lock().await;
+                // Another connection may have asked while this one waited.
+                match kept() {
+                    Some(a) => a,
+                    None => {
+                        let (addrs, ttl) = self.resolver.resolve().await?;
+                        let until = std::time::Instant::now() + ttl.min(MAX_TTL);
+                        let answer = Arc::new((addrs, until));
+                        self.answer.store(Some(Arc::clone(&answer)));
+                        answer
+                    }
+                }
             }
         };
         match addrs.0.len() {
@@ -651,7 +665,11 @@ mod tests {
             self.asked.fetch_add(1, Ordering::Relaxed);
             let answers = self.answers.lock().unwrap().clone();
             let ttl = self.ttl;
-            Box::pin(async move { Ok((answers, ttl)) })
+            // A resolver takes time: others may come while it asks.
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok((answers, ttl))
+            })
         }
     }
 
@@ -672,6 +690,16 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(target.address().await, Ok(b), "asked again after it");
         assert_eq!(fake.asked.load(Ordering::Relaxed), 2);
+        // Connections finding it expired at once ask once.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let many = tokio::join!(
+            target.address(),
+            target.address(),
+            target.address(),
+            target.address()
+        );
+        assert_eq!(many, (Ok(b), Ok(b), Ok(b), Ok(b)));
+        assert_eq!(fake.asked.load(Ordering::Relaxed), 3);
         // No address is an error naming the name, and is not kept.
         *fake.answers.lock().unwrap() = vec![];
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -437,3 +437,150 @@ fn a_database_is_reached_through_its_resource_configuration() {
     drop(provider);
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// curl from source address `from` in `ns` to `url`: the body, or curl's
+/// exit code (7: refused when connecting, by the kernel; 52 or 56: the
+/// proxy accepted and then closed, as when a resource cannot be reached).
+fn curl_from(ns: &NetNsGuard, from: &str, url: &str) -> Result<String, i32> {
+    curl_in(ns, url, &["--interface", from, "--max-time", "5"]).map_err(|(code, _)| code)
+}
+
+// Long: the groups, the wide range and the ARN's placement are checked in one running instance, as an operator changes them.
+#[test]
+fn security_groups_and_arn_resources_over_wide_port_ranges() {
+    let mut provider = NetNsGuard::new("prov");
+    for a in ["10.0.16.10/20", "10.0.16.20/20", "10.0.16.21/20"] {
+        provider.ip(&["addr", "add", a, "dev", "lo"]);
+    }
+    spawn_echo(&mut provider, "wide", "10.0.16.20:8080");
+    spawn_echo(&mut provider, "wide-other-port", "10.0.16.20:9999");
+    spawn_echo(&mut provider, "orders", "10.0.16.21:8081");
+    let consumer = NetNsGuard::new("cons");
+    for a in ["10.0.16.10/20", "10.0.1.5/24", "10.0.2.5/24", "10.0.3.5/24"] {
+        consumer.ip(&["addr", "add", a, "dev", "lo"]);
+    }
+    let l = Latticed::start_api();
+    let arn = "arn:aws:rds:us-east-1:111122223333:db:orders";
+    // 10.0.1.0/24 may reach 8080-8081 only; 10.0.3.0/24 every port;
+    // 10.0.2.0/24 nothing. The ARN is not placed yet.
+    let groups = json!({"sg-00000db1": {"ingress": [
+        {"protocol": "tcp", "fromPort": 8080, "toPort": 8081, "cidr": "10.0.1.0/24"},
+        {"protocol": "-1", "cidr": "10.0.3.0/24"}
+    ]}});
+    let inventory = |placed: bool| {
+        let mut inv = json!({"securityGroups": groups});
+        if placed {
+            inv["resources"] = json!({arn: {"vpc": provider.name(), "address": "10.0.16.21"}});
+        }
+        let tmp = l.state().join("inventory.json.tmp");
+        std::fs::create_dir_all(l.state()).unwrap();
+        std::fs::write(&tmp, inv.to_string()).unwrap();
+        std::fs::rename(&tmp, l.state().join("inventory.json")).unwrap();
+    };
+    inventory(false);
+    let aws = l.aws();
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    let sn = id(&aws.ok(&["create-service-network", "--name", "data"]));
+    let gw = id(&aws.ok(&[
+        "create-resource-gateway",
+        "--name",
+        "provider-gw",
+        "--vpc-identifier",
+        provider.name(),
+        "--subnet-ids",
+        "subnet-0123456789abcdef0",
+    ]));
+    let wide = id(&aws.ok(&[
+        "create-resource-configuration",
+        "--name",
+        "wide",
+        "--type",
+        "SINGLE",
+        "--resource-gateway-identifier",
+        &gw,
+        "--port-ranges",
+        "1-65535",
+        "--resource-configuration-definition",
+        r#"{"ipResource": {"ipAddress": "10.0.16.20"}}"#,
+        "--custom-domain-name",
+        "wide.tenant.example",
+    ]));
+    let def = json!({"arnResource": {"arn": arn}}).to_string();
+    let orders = id(&aws.ok(&[
+        "create-resource-configuration",
+        "--name",
+        "orders",
+        "--type",
+        "ARN",
+        "--resource-gateway-identifier",
+        &gw,
+        "--port-ranges",
+        "8081",
+        "--resource-configuration-definition",
+        &def,
+        "--custom-domain-name",
+        "orders.tenant.example",
+    ]));
+    for rc in [&wide, &orders] {
+        aws.ok(&[
+            "create-service-network-resource-association",
+            "--service-network-identifier",
+            &sn,
+            "--resource-configuration-identifier",
+            rc,
+            "--private-dns-enabled",
+        ]);
+    }
+    aws.ok(&[
+        "create-service-network-vpc-association",
+        "--service-network-identifier",
+        &sn,
+        "--vpc-identifier",
+        consumer.name(),
+        "--security-group-ids",
+        "sg-00000db1",
+    ]);
+    let url = |host: &str, port: u16| format!("http://{host}:{port}/");
+    let wide_at = |port| url("wide.tenant.example", port);
+    wait_until(Duration::from_secs(10), || {
+        curl_from(&consumer, "10.0.1.5", &wide_at(8080)).is_ok()
+    });
+    assert!(curl_from(&consumer, "10.0.1.5", &wide_at(8080))
+        .unwrap()
+        .contains("\"wide\""));
+    // The rule opens 8080-8081 to 10.0.1.0/24: 9999 is refused in the kernel.
+    assert_eq!(curl_from(&consumer, "10.0.1.5", &wide_at(9999)), Err(7));
+    // Nothing for 10.0.2.0/24.
+    assert_eq!(curl_from(&consumer, "10.0.2.5", &wide_at(8080)), Err(7));
+    // Every port for 10.0.3.0/24 (one entry, whatever the range).
+    assert!(curl_from(&consumer, "10.0.3.5", &wide_at(9999))
+        .unwrap()
+        .contains("wide-other-port"));
+    // A port in the range with nothing behind it: accepted, then closed.
+    let closed = curl_from(&consumer, "10.0.3.5", &wide_at(7000)).unwrap_err();
+    assert!(closed == 52 || closed == 56, "curl exit {closed}");
+
+    // The ARN is not placed: its connections are closed, never hung.
+    let orders_url = url("orders.tenant.example", 8081);
+    let unplaced = curl_from(&consumer, "10.0.1.5", &orders_url).unwrap_err();
+    assert!(unplaced == 52 || unplaced == 56, "curl exit {unplaced}");
+    // Placed by the inventory: reached, in the gateway's VPC.
+    inventory(true);
+    wait_until(Duration::from_secs(10), || {
+        curl_from(&consumer, "10.0.1.5", &orders_url).is_ok()
+    });
+    let body = curl_from(&consumer, "10.0.1.5", &orders_url).unwrap();
+    assert!(body.contains("\"orders\""), "{body}");
+    let seen = echo(&body);
+    assert!(in_source_pool(seen["client"].as_str().unwrap()), "{body}");
+    let metrics = l.metrics();
+    let failed = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("latticed_resource_connections_total{resource_configuration=\"orders\",outcome=\"failed\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(
+        failed.is_some_and(|n| n >= 1),
+        "the unplaced attempts count: {metrics}"
+    );
+    drop(l);
+}
