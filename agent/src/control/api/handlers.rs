@@ -64,6 +64,8 @@ pub struct Quotas {
     pub resource_gateways: usize,
     /// Resource configurations.
     pub resource_configurations: usize,
+    /// CHILD configurations per GROUP.
+    pub children_per_group: usize,
 }
 
 impl Default for Quotas {
@@ -78,6 +80,7 @@ impl Default for Quotas {
             service_networks_per_vpc: 1,
             resource_gateways: 100,
             resource_configurations: 1000,
+            children_per_group: 60,
         }
     }
 }

@@ -262,6 +262,18 @@ fn create_configuration(c: &Ctx<'_>) -> Result<Outcome, ApiError> {
                 format!("{} is a {} configuration, not a GROUP", g.id(), g.type_),
             ));
         }
+        let limit = c.settings.quotas.children_per_group;
+        if c.state
+            .children::<rec::ResourceConfiguration>(g.id())
+            .count()
+            >= limit
+        {
+            return Err(ApiError::quota(
+                "RESOURCE_CONFIGURATION",
+                "child-resource-configurations-per-group",
+                limit,
+            ));
+        }
         (
             g.resource_gateway_id.clone(),
             Some(g),
@@ -524,6 +536,31 @@ mod tests {
             api.ok("ListResourceGateways", json!({}))["items"],
             json!([])
         );
+    }
+
+    #[test]
+    fn a_group_holds_at_most_its_quota_of_children() {
+        let mut api = Api::with_quotas(super::super::Quotas {
+            children_per_group: 2,
+            ..super::super::Quotas::default()
+        });
+        let g = gateway(&mut api, "gw-one")["id"].clone();
+        let group = api.ok(
+            "CreateResourceConfiguration",
+            json!({"name": "caches", "type": "GROUP", "resourceGatewayIdentifier": g, "portRanges": ["6379"]}),
+        )["id"]
+            .clone();
+        let child = |api: &mut Api, name: &str| {
+            api.call(
+                "CreateResourceConfiguration",
+                json!({"name": name, "type": "CHILD", "resourceConfigurationGroupIdentifier": group,
+                    "resourceConfigurationDefinition": {"ipResource": {"ipAddress": "10.0.16.30"}}}),
+            )
+        };
+        child(&mut api, "cache-a").unwrap();
+        child(&mut api, "cache-b").unwrap();
+        let e = child(&mut api, "cache-c").unwrap_err();
+        assert_eq!(e.code, "ServiceQuotaExceededException", "{e}");
     }
 
     /// Each type takes what it documents: SINGLE a gateway, ports and an
