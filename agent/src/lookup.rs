@@ -218,6 +218,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn addresses_of_the_family_asked_with_the_least_ttl() {
+        use hickory_proto::rr::rdata::{A, AAAA};
+        let addr = server(|q| {
+            let mut a = Message::response(q.metadata.id, q.metadata.op_code);
+            let name = q.queries[0].name().clone();
+            if q.queries[0].query_type() == RecordType::A {
+                for (ip, ttl) in [([10, 0, 16, 20], 30), ([10, 0, 16, 21], 5)] {
+                    a.add_answer(Record::from_rdata(
+                        name.clone(),
+                        ttl,
+                        RData::A(A(ip.into())),
+                    ));
+                }
+            }
+            a
+        })
+        .await;
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (got, ttl) = addresses(&socket, addr, "db.internal", false, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            [
+                "10.0.16.20".parse::<IpAddr>().unwrap(),
+                "10.0.16.21".parse().unwrap()
+            ]
+        );
+        assert_eq!(ttl, Duration::from_secs(5));
+        // Asked for AAAA, a server with only A records: no address.
+        let addr = server(|q| {
+            let mut a = Message::response(q.metadata.id, q.metadata.op_code);
+            let name = q.queries[0].name().clone();
+            if q.queries[0].query_type() == RecordType::AAAA {
+                a.add_answer(Record::from_rdata(
+                    name,
+                    60,
+                    RData::AAAA(AAAA(std::net::Ipv6Addr::LOCALHOST)),
+                ));
+            }
+            a
+        })
+        .await;
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (got, _) = addresses(&socket, addr, "db.internal", true, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(got, [IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]);
+        let addr = server(|q| Message::response(q.metadata.id, q.metadata.op_code)).await;
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let e = addresses(&socket, addr, "db.internal", false, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::NoAddress(_)), "{e}");
+    }
+
+    #[tokio::test]
     async fn a_wrong_id_or_silence_is_a_timeout_and_a_failure_is_named() {
         let addr = server(|q| {
             let mut a = Message::response(q.metadata.id.wrapping_add(1), q.metadata.op_code);

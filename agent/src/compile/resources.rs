@@ -68,12 +68,12 @@ impl Compiler {
     fn resource_target(&self, r: &plan::PlannedResource, gateway: Option<NsId>) -> ResourceTarget {
         match &r.target {
             plan::ResourceTarget::Ip(ip) => ResourceTarget::Ip(*ip),
-            plan::ResourceTarget::Dns { name, v6 } => {
+            plan::ResourceTarget::Dns { name, family } => {
                 let resolver = GatewayResolver {
                     dp: Arc::clone(&self.dp),
                     ns: gateway,
                     name: name.clone(),
-                    v6: *v6,
+                    family: *family,
                 };
                 ResourceTarget::Dns(Arc::new(DnsTarget::new(name, Box::new(resolver))))
             }
@@ -105,7 +105,7 @@ struct GatewayResolver {
     dp: Arc<Dataplane>,
     ns: Option<NsId>,
     name: String,
-    v6: bool,
+    family: plan::Family,
 }
 
 impl GatewayResolver {
@@ -143,9 +143,16 @@ impl GatewayResolver {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("a socket in VPC {}: {e}", netns.name()))?;
         let socket = tokio::net::UdpSocket::from_std(socket).map_err(|e| e.to_string())?;
-        crate::lookup::addresses(&socket, server, &self.name, self.v6, LOOKUP_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())
+        let ask = |v6| crate::lookup::addresses(&socket, server, &self.name, v6, LOOKUP_TIMEOUT);
+        let found = match self.family {
+            plan::Family::Ipv4 => ask(false).await,
+            plan::Family::Ipv6 => ask(true).await,
+            plan::Family::Dualstack => match ask(false).await {
+                Err(crate::lookup::Error::NoAddress(_)) => ask(true).await,
+                other => other,
+            },
+        };
+        found.map_err(|e| e.to_string())
     }
 }
 

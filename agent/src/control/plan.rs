@@ -334,7 +334,7 @@ pub use latticed_proxy::routing::MatchKind;
 
 mod resources;
 pub use resources::{
-    check_definition, is_domain_name, port_ranges, PlannedResource, ResourceTarget,
+    check_definition, is_domain_name, port_ranges, Family, PlannedResource, ResourceTarget,
 };
 
 /// An action.

@@ -49,16 +49,27 @@ pub struct PlannedResource {
 pub enum ResourceTarget {
     /// An address in the gateway's VPC.
     Ip(IpAddr),
-    /// A name resolved in the gateway's VPC at connect time; IPv6 when
-    /// `v6`.
+    /// A name resolved in the gateway's VPC at connect time.
     Dns {
         /// The name.
         name: String,
-        /// AAAA rather than A.
-        v6: bool,
+        /// Which records: A (IPV4, the default), AAAA (IPV6), or A and,
+        /// when there are none, AAAA (DUALSTACK).
+        family: Family,
     },
     /// An ARN the inventory places.
     Arn(String),
+}
+
+/// The address records a DNS resource is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// A records.
+    Ipv4,
+    /// AAAA records.
+    Ipv6,
+    /// A records, else AAAA records.
+    Dualstack,
 }
 
 /// How a client namespace reaches a resource.
@@ -460,7 +471,11 @@ fn target_of(d: Option<&Definition>) -> Option<ResourceTarget> {
     if let Some(dns) = &d.dns_resource {
         return Some(ResourceTarget::Dns {
             name: dns.domain_name.trim_end_matches('.').to_ascii_lowercase(),
-            v6: dns.ip_address_type.as_deref() == Some("IPV6"),
+            family: match dns.ip_address_type.as_deref() {
+                Some("IPV6") => Family::Ipv6,
+                Some("DUALSTACK") => Family::Dualstack,
+                _ => Family::Ipv4,
+            },
         });
     }
     d.arn_resource
