@@ -624,6 +624,7 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
     let subjects = [
         Subject::new("direct", "http://10.99.0.2:8080/", None),
         Subject::new("tcp-relay", "http://10.99.0.2:9091/", haproxy_pid),
+        Subject::new("latticed-resource", RESOURCE_URL, pid),
         Subject::new("latticed", &bench_url, pid),
         Subject::new("latticed-ipv6", IPV6_URL, pid),
         Subject::new("latticed-https-h1", tls, pid),
@@ -697,6 +698,10 @@ fn data_path(smoke: bool, rounds: u32, out_dir: &std::path::Path) -> anyhow::Res
 /// The `bench6` service (third, so 169.254.171.3) at its IPv6 twin: an
 /// IPv6 client, IPv6 targets.
 const IPV6_URL: &str = "http://[fd00:ec2:80::3]/";
+
+/// A resource configuration for the first app (TCP, bytes copied both
+/// ways, as HAProxy's TCP relay does), by its custom domain name.
+const RESOURCE_URL: &str = "http://bench-resource.example:8080/";
 
 /// A client namespace and a target namespace joined by a veth pair (made
 /// inside them: the root namespace is untouched), with two echo apps in
@@ -854,9 +859,29 @@ fn configure_latticed(
     split_service("bench-tls", "HTTPS", 443)?;
     // And over the IPv6 groups, called at its VIP's IPv6 twin.
     split_over(&groups6, "bench6", "HTTP", 80)?;
+    // The first app as a TCP resource behind a gateway in the target VPC.
+    let gw = id(&api.call(
+        "POST",
+        "/resourcegateways",
+        &json!({"name": "bench-gw", "vpcIdentifier": target.name(), "subnetIds": ["subnet-0123456789abcdef0"]}),
+    )?);
+    let rc = id(&api.call(
+        "POST",
+        "/resourceconfigurations",
+        &json!({"name": "bench-resource", "type": "SINGLE", "resourceGatewayIdentifier": gw,
+            "portRanges": ["8080"], "customDomainName": "bench-resource.example",
+            "resourceConfigurationDefinition": {"ipResource": {"ipAddress": "10.99.0.2"}}}),
+    )?);
+    api.call(
+        "POST",
+        "/servicenetworkresourceassociations",
+        &json!({"serviceNetworkIdentifier": sn, "resourceConfigurationIdentifier": rc,
+            "privateDnsEnabled": true}),
+    )?;
     wait_http(client, &bench_url)?;
     wait_http(client, "https://169.254.171.2/")?;
     wait_http(client, IPV6_URL)?;
+    wait_http(client, RESOURCE_URL)?;
     Ok((api, sn, bench_url))
 }
 
@@ -1385,7 +1410,13 @@ fn ratios(cases: &[Case]) -> serde_json::Map<String, Value> {
         ratios.insert("rssMiBAt64".into(), json!(rss as f64 / 1024.0));
         // The same two bars for the others: the TCP relay's figures are the
         // floor for any proxy in user space on this machine.
-        for other in ["tcp-relay", "nginx", "haproxy", "envoy"] {
+        for other in [
+            "tcp-relay",
+            "latticed-resource",
+            "nginx",
+            "haproxy",
+            "envoy",
+        ] {
             if let (Some(o64), Some(o1)) = (find(other, 64), find(other, 1)) {
                 ratios.insert(
                     format!("throughput64VsDirect_{other}"),
@@ -1402,8 +1433,14 @@ fn ratios(cases: &[Case]) -> serde_json::Map<String, Value> {
             }
         }
     }
-    for other in ["nginx", "haproxy", "envoy"] {
-        if let (Some(l), Some(o)) = (find("latticed", 64), find(other, 64)) {
+    // A resource against HAProxy's TCP relay: both copy bytes.
+    for (l, other) in [
+        ("latticed", "nginx"),
+        ("latticed", "haproxy"),
+        ("latticed", "envoy"),
+        ("latticed-resource", "tcp-relay"),
+    ] {
+        if let (Some(l), Some(o)) = (find(l, 64), find(other, 64)) {
             ratios.insert(
                 format!("cpuPerRequestVs_{other}"),
                 json!(

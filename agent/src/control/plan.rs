@@ -332,6 +332,9 @@ pub struct PlannedRule {
 
 pub use latticed_proxy::routing::MatchKind;
 
+// An explicit path: the fuzz crate includes this file by path, where a
+// plain `mod` would look beside it rather than under `plan/`.
+#[path = "plan/resources.rs"]
 mod resources;
 pub use resources::{
     check_definition, is_domain_name, port_ranges, Family, PlannedResource, ResourceTarget,

@@ -11,8 +11,8 @@ use std::{
     sync::Arc,
 };
 
+use super::super::model::{Config, Definition, ResourceConfiguration};
 use super::{Errors, PlannedLog, PlannedNetwork, VIP_FIRST, VIP_LAST};
-use crate::control::model::{Config, Definition, ResourceConfiguration};
 
 /// Port ranges a configuration takes at most: the steering map holds a
 /// VIP's ranges in one fixed-size entry.
