@@ -2,8 +2,8 @@
 //! from Debian's packages reached with `psql`: a provider VPC with a
 //! resource gateway, a consumer VPC with the same 10.0.16.0/20, and a third
 //! VPC in another service network. The consumer reaches the database by
-//! the resource's generated DNS name and by its custom domain name, on a
-//! port of the configuration's ranges, from a source address of the pool;
+//! the resource's generated DNS name and by its custom domain name, through
+//! a port range (5400-5500), from a source address of the pool;
 //! a port outside the ranges and the other VPC are refused; a GROUP's
 //! children each have a name; a DNS resource follows its name's new address
 //! for new connections while an open one carries on; each connection is
@@ -113,6 +113,20 @@ fn who(ns: &NetNsGuard, host: &str, port: u16) -> (String, String) {
     (server.to_owned(), client.to_owned())
 }
 
+/// A resource gateway in VPC `vpc`: its id.
+fn gateway(aws: &Aws, vpc: &str) -> String {
+    let gw = aws.ok(&[
+        "create-resource-gateway",
+        "--name",
+        "provider-gw",
+        "--vpc-identifier",
+        vpc,
+        "--subnet-ids",
+        "subnet-0123456789abcdef0",
+    ]);
+    gw["id"].as_str().unwrap().to_owned()
+}
+
 /// A file latticed's DNS resource lookups read for the provider VPC, as
 /// `ip netns exec` would give processes there; removed on drop.
 struct ResolvConf(PathBuf);
@@ -184,15 +198,7 @@ fn a_database_is_reached_through_its_resource_configuration() {
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     let sn = id(&aws.ok(&["create-service-network", "--name", "data"]));
     let other = id(&aws.ok(&["create-service-network", "--name", "elsewhere"]));
-    let gw = id(&aws.ok(&[
-        "create-resource-gateway",
-        "--name",
-        "provider-gw",
-        "--vpc-identifier",
-        provider.name(),
-        "--subnet-ids",
-        "subnet-0123456789abcdef0",
-    ]));
+    let gw = gateway(&aws, provider.name());
     let db = aws.ok(&[
         "create-resource-configuration",
         "--name",
@@ -202,7 +208,7 @@ fn a_database_is_reached_through_its_resource_configuration() {
         "--resource-gateway-identifier",
         &gw,
         "--port-ranges",
-        "5432",
+        "5400-5500",
         "8000-8100",
         "--resource-configuration-definition",
         r#"{"dnsResource": {"domainName": "db.provider.internal", "ipAddressType": "IPV4"}}"#,
@@ -481,15 +487,7 @@ fn security_groups_and_arn_resources_over_wide_port_ranges() {
     let aws = l.aws();
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     let sn = id(&aws.ok(&["create-service-network", "--name", "data"]));
-    let gw = id(&aws.ok(&[
-        "create-resource-gateway",
-        "--name",
-        "provider-gw",
-        "--vpc-identifier",
-        provider.name(),
-        "--subnet-ids",
-        "subnet-0123456789abcdef0",
-    ]));
+    let gw = gateway(&aws, provider.name());
     let wide = id(&aws.ok(&[
         "create-resource-configuration",
         "--name",

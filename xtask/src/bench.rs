@@ -859,7 +859,17 @@ fn configure_latticed(
     split_service("bench-tls", "HTTPS", 443)?;
     // And over the IPv6 groups, called at its VIP's IPv6 twin.
     split_over(&groups6, "bench6", "HTTP", 80)?;
-    // The first app as a TCP resource behind a gateway in the target VPC.
+    add_resource(&api, &sn, target)?;
+    wait_http(client, &bench_url)?;
+    wait_http(client, "https://169.254.171.2/")?;
+    wait_http(client, IPV6_URL)?;
+    wait_http(client, RESOURCE_URL)?;
+    Ok((api, sn, bench_url))
+}
+
+/// The first app as a TCP resource behind a gateway in the target VPC, in
+/// network `sn`, by its custom domain name (`RESOURCE_URL`).
+fn add_resource(api: &ApiSession, sn: &str, target: &NetNsGuard) -> anyhow::Result<()> {
     let gw = id(&api.call(
         "POST",
         "/resourcegateways",
@@ -878,11 +888,7 @@ fn configure_latticed(
         &json!({"serviceNetworkIdentifier": sn, "resourceConfigurationIdentifier": rc,
             "privateDnsEnabled": true}),
     )?;
-    wait_http(client, &bench_url)?;
-    wait_http(client, "https://169.254.171.2/")?;
-    wait_http(client, IPV6_URL)?;
-    wait_http(client, RESOURCE_URL)?;
-    Ok((api, sn, bench_url))
+    Ok(())
 }
 
 /// nginx, HAProxy and Envoy in the target namespace, the same split,
@@ -1433,6 +1439,14 @@ fn ratios(cases: &[Case]) -> serde_json::Map<String, Value> {
             }
         }
     }
+    cpu_ratios(cases, &mut ratios);
+    ratios
+}
+
+/// CPU per request of latticed's cases against the others' at 64
+/// connections: `cpuPerRequestVs_NAME`.
+fn cpu_ratios(cases: &[Case], ratios: &mut serde_json::Map<String, Value>) {
+    let find = |name: &str, c: u32| cases.iter().find(|x| x.name == name && x.connections == c);
     // A resource against HAProxy's TCP relay: both copy bytes.
     for (l, other) in [
         ("latticed", "nginx"),
@@ -1468,7 +1482,6 @@ fn ratios(cases: &[Case]) -> serde_json::Map<String, Value> {
             );
         }
     }
-    ratios
 }
 
 /// `target/bench/cpu.svg`: CPU per request and requests per second at 64

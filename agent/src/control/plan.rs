@@ -1736,11 +1736,11 @@ mod tests {
     /// `/proc/self/ns` has an entry `net` (3 chars, too short for a VPC id)
     /// so tests use a temp dir with fake namespace files: validation only
     /// checks that the name exists.
-    fn netns_dir(names: &[&str]) -> tempdir::Dir {
+    pub(super) fn netns_dir(names: &[&str]) -> tempdir::Dir {
         tempdir::Dir::with(names)
     }
 
-    mod tempdir {
+    pub(super) mod tempdir {
         pub struct Dir(pub std::path::PathBuf);
         impl Dir {
             pub fn with(names: &[&str]) -> Self {

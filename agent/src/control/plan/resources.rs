@@ -598,35 +598,8 @@ fn mark_reached(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::super::{plan, Plan, ValidationError};
     use crate::control::model::Config;
-
-    /// A directory with fake namespace files (validation only checks the
-    /// names exist), removed on drop.
-    struct Netns(PathBuf);
-
-    impl Netns {
-        fn with(names: &[&str]) -> Self {
-            let p = std::env::temp_dir().join(format!(
-                "latticed-rsc-plan-{}-{}",
-                std::process::id(),
-                names.join("-")
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            for n in names {
-                std::fs::write(p.join(n), b"").unwrap();
-            }
-            Self(p)
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn file(extra: serde_json::Value) -> Config {
         let mut c = serde_json::json!({
@@ -658,7 +631,7 @@ mod tests {
     }
 
     fn planned(c: &Config) -> Result<Plan, ValidationError> {
-        let dir = Netns::with(&["vpc-cons", "vpc-prov"]);
+        let dir = super::super::tests::netns_dir(&["vpc-cons", "vpc-prov"]);
         plan(c, &dir.0)
     }
 
