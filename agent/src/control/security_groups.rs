@@ -205,6 +205,19 @@ fn members<'a>(
     out
 }
 
+/// `ranges` sorted, with overlapping and adjacent ones merged.
+fn disjoint(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
 /// Ports steered per policy, as inclusive ranges, with the policy's set.
 type PolicyPorts<'s> = BTreeMap<u32, (&'s BTreeSet<String>, Vec<(u16, u16)>)>;
 
@@ -235,6 +248,11 @@ pub fn steered<'a, 's>(
     for (vip, (ranges, admit)) in &admission.ranges {
         let policy = policy_of(admit, ranges);
         out.ranges.insert(*vip, (policy, ranges.clone()));
+    }
+    // Many VIPs share a policy and a port (every service on 80): each port
+    // is expanded once.
+    for (_, ranges) in ports.values_mut() {
+        *ranges = disjoint(std::mem::take(ranges));
     }
     let in_use: BTreeSet<&BTreeSet<String>> = ports.values().map(|(set, _)| *set).collect();
     ids.by_set.retain(|set, _| in_use.contains(set));
@@ -425,6 +443,22 @@ mod tests {
         let out = steered("vpc-a", &many, &groups, std::iter::empty(), &mut ids);
         assert!(out.too_many);
         assert!(out.rules.len() <= latticed_common::MAX_SG_ENTRIES as usize);
+    }
+
+    #[test]
+    fn ports_of_a_policy_are_merged_before_rules_are_expanded() {
+        assert_eq!(
+            disjoint(vec![
+                (80, 80),
+                (8000, 8100),
+                (80, 80),
+                (81, 90),
+                (8050, 9000),
+                (1, 1)
+            ]),
+            vec![(1, 1), (80, 90), (8000, 9000)]
+        );
+        assert_eq!(disjoint(vec![(65535, 65535), (1, 65535)]), vec![(1, 65535)]);
     }
 
     #[test]
