@@ -650,16 +650,22 @@ impl ResolvConf {
     }
 }
 
-/// The nameservers of resolv.conf text, but latticed's own.
-pub(crate) fn nameservers(resolv: &str) -> Vec<SocketAddr> {
+/// Every nameserver of resolv.conf text, in order, latticed's own
+/// included.
+pub(crate) fn all_nameservers(resolv: &str) -> impl Iterator<Item = SocketAddr> + '_ {
     resolv
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-        .filter(|ip| {
-            *ip != std::net::IpAddr::V4(DNS_ADDR) && *ip != std::net::IpAddr::V6(DNS_ADDR6)
-        })
         .map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// The nameservers of resolv.conf text, but latticed's own.
+pub(crate) fn nameservers(resolv: &str) -> Vec<SocketAddr> {
+    all_nameservers(resolv)
+        .filter(|a| {
+            a.ip() != std::net::IpAddr::V4(DNS_ADDR) && a.ip() != std::net::IpAddr::V6(DNS_ADDR6)
+        })
         .collect()
 }
 

@@ -59,12 +59,7 @@ const MAX_ANSWER: usize = 4096;
 /// are read), asked of `server` over UDP. No such name is no records.
 pub async fn txt(server: SocketAddr, name: &str, timeout: Duration) -> Result<Vec<String>, Error> {
     let io = |source| Error::Io { server, source };
-    let bind: SocketAddr = if server.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(bind).await.map_err(io)?;
+    let socket = UdpSocket::bind(local_for(server)).await.map_err(io)?;
     let Some(answer) = ask(&socket, server, name, RecordType::TXT, timeout).await? else {
         return Ok(Vec::new());
     };
@@ -81,6 +76,16 @@ pub async fn txt(server: SocketAddr, name: &str, timeout: Duration) -> Result<Ve
             _ => None,
         })
         .collect())
+}
+
+/// Where a socket asking `server` binds: any address of its family, any
+/// port.
+pub fn local_for(server: SocketAddr) -> SocketAddr {
+    if server.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    }
 }
 
 /// The addresses of `name` (AAAA when `v6`, else A) and how long they may

@@ -123,20 +123,12 @@ impl GatewayResolver {
         // The first nameserver, latticed's own included: where latticed
         // serves the VPC as a client, its resolver there forwards other
         // names to the VPC's own.
-        let server: SocketAddr = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("nameserver"))
-            .find_map(|a| a.trim().parse::<IpAddr>().ok())
-            .map(|ip| SocketAddr::new(ip, 53))
+        let server: SocketAddr = crate::dns::all_nameservers(&text)
+            .next()
             .ok_or_else(|| format!("no nameserver for VPC {}", netns.name()))?;
-        let bind: SocketAddr = if server.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
         let socket = netns
             .enter(|| {
-                let s = std::net::UdpSocket::bind(bind)?;
+                let s = std::net::UdpSocket::bind(crate::lookup::local_for(server))?;
                 s.set_nonblocking(true)?;
                 Ok::<_, std::io::Error>(s)
             })
