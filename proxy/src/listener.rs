@@ -207,26 +207,29 @@ async fn serve_connection(
         vip: *local.ip(),
         port: local.port(),
     };
-    let (tls, passthrough) = match dp.routes.load().listeners.get(&key) {
-        Some(v) => (v.tls, v.passthrough),
-        None => {
-            // A resource's VIP (any port of its ranges), or steered but no
-            // longer configured: the snapshot changed between the kernel's
-            // steering and this accept.
-            let resource = dp
-                .routes
-                .load()
-                .resources
-                .get(&crate::routing::ResourceKey {
+    // One snapshot decides: a listener, a resource's VIP (any port of its
+    // ranges), or nothing (steered but no longer configured: the snapshot
+    // changed between the kernel's steering and this accept).
+    let found = {
+        let routes = dp.routes.load();
+        match routes.listeners.get(&key) {
+            Some(v) => Ok((v.tls, v.passthrough)),
+            None => {
+                let at = crate::routing::ResourceKey {
                     ns,
                     vip: *local.ip(),
-                })
-                .cloned();
-            if let Some(route) = resource {
-                crate::resource::serve(dp, route, local, stream, peer).await;
+                };
+                Err(routes.resources.get(&at).cloned())
             }
+        }
+    };
+    let (tls, passthrough) = match found {
+        Ok(found) => found,
+        Err(Some(resource)) => {
+            crate::resource::serve(dp, resource, local, stream, peer).await;
             return;
         }
+        Err(None) => return,
     };
     if passthrough {
         crate::passthrough::serve(dp, key, stream, peer).await;
