@@ -301,47 +301,10 @@ impl Steering {
                 .map_err(map_err(format!("allowing {}", show_rule(&k))))?;
             self.allowed.insert(k);
         }
-        for (k, v) in &vips {
-            if self.steered.get(k) != Some(v) {
-                self.vips
-                    .insert(k, v, 0)
-                    .map_err(map_err(format!("steering {}", show(k))))?;
-                self.steered.insert(*k, *v);
-            }
-        }
-        for (k, v) in &ranges {
-            if self.ranged.get(k) != Some(v) {
-                self.ranges
-                    .insert(k, v, 0)
-                    .map_err(map_err(format!("steering resource VIP {}", shown(k.addr))))?;
-                self.ranged.insert(*k, *v);
-            }
-        }
-        let stale: Vec<VipPort> = self
-            .steered
-            .keys()
-            .filter(|k| !vips.contains_key(k))
-            .copied()
-            .collect();
-        for k in stale {
-            self.vips
-                .remove(&k)
-                .map_err(map_err(format!("unsteering {}", show(&k))))?;
-            self.steered.remove(&k);
-        }
-        let stale: Vec<VipAddr> = self
-            .ranged
-            .keys()
-            .filter(|k| !ranges.contains_key(k))
-            .copied()
-            .collect();
-        for k in stale {
-            self.ranges.remove(&k).map_err(map_err(format!(
-                "unsteering resource VIP {}",
-                shown(k.addr)
-            )))?;
-            self.ranged.remove(&k);
-        }
+        sync(&mut self.vips, &mut self.steered, vips, show)?;
+        sync(&mut self.ranges, &mut self.ranged, ranges, |k| {
+            format!("resource VIP {}", shown(k.addr))
+        })?;
         for k in self.allowed.difference(&rules).copied().collect::<Vec<_>>() {
             self.sg_rules
                 .remove(&lpm_trie::Key::new(k.0, k.1))
@@ -378,6 +341,40 @@ impl Steering {
         }
         remove_dir(&self.dir);
     }
+}
+
+/// Makes `map`, and `held` (what it holds), equal `want`: new and changed
+/// entries first, then stale ones, so an entry present before and after
+/// never blinks. A change costs syscalls only for the entries that differ.
+fn sync<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    held: &mut StdHashMap<K, V>,
+    want: StdHashMap<K, V>,
+    show: impl Fn(&K) -> String,
+) -> Result<(), Error>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod + PartialEq,
+{
+    let map_err = |what: String| move |source| Error::Map { what, source };
+    for (k, v) in &want {
+        if held.get(k) != Some(v) {
+            map.insert(k, v, 0)
+                .map_err(map_err(format!("steering {}", show(k))))?;
+            held.insert(*k, *v);
+        }
+    }
+    let stale: Vec<K> = held
+        .keys()
+        .filter(|k| !want.contains_key(k))
+        .copied()
+        .collect();
+    for k in stale {
+        map.remove(&k)
+            .map_err(map_err(format!("unsteering {}", show(&k))))?;
+        held.remove(&k);
+    }
+    Ok(())
 }
 
 fn remove_dir(dir: &Path) {
