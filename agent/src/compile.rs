@@ -239,6 +239,7 @@ impl Compiler {
             vpc_id: ns.into(),
             vpc_arn: self.vpc_arn(ns).into(),
             logs: self.destinations(&net.logs),
+            resource_logs: self.destinations(&net.resource_logs),
             auth: compile_auth(net.auth.as_ref()),
         })
     }

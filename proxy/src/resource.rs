@@ -54,10 +54,10 @@ pub(crate) async fn serve(
     metrics.bytes_out.fetch_add(down, Ordering::Relaxed);
     let record = ResourceRecord {
         event_timestamp: crate::time::iso8601(started_at),
-        service_network_arn: &route.network_arn,
+        service_network_arn: &route.network.arn,
         service_network_resource_association_id: &route.association,
         vpc_endpoint_id: "-",
-        source_vpc_arn: &route.vpc_arn,
+        source_vpc_arn: &route.network.vpc_arn,
         resource_configuration_arn: &route.arn,
         protocol: "tcp",
         source_ip_port: peer.to_string(),
@@ -65,7 +65,8 @@ pub(crate) async fn serve(
         gateway_ip_port: gateway,
         resource_ip_port: resource,
     };
-    dp.access_log.log(&[&route.logs], &record);
+    dp.access_log
+        .log(&[&route.logs, &route.network.resource_logs], &record);
 }
 
 /// Why a connection could not be carried.

@@ -66,14 +66,12 @@ pub struct ResourceRoute {
     pub gateway_ns: Option<NsId>,
     /// What connections go to.
     pub target: ResourceTarget,
-    /// The service network the client reaches it through.
-    pub network_arn: Arc<str>,
+    /// The service network and client VPC it is reached through.
+    pub network: Arc<NetworkRoute>,
     /// The resource association's id (`-` when none).
     pub association: Box<str>,
-    /// The client VPC's ARN.
-    pub vpc_arn: Arc<str>,
-    /// Access log destinations: the configuration's and the network's
-    /// resource subscriptions.
+    /// The configuration's own access log destinations (the network's
+    /// for resource traffic are in `network`).
     pub logs: Vec<Arc<crate::access_log::Destination>>,
     /// Counters of the configuration.
     pub metrics: Arc<crate::metrics::ConnectionMetrics>,
@@ -289,6 +287,9 @@ pub struct NetworkRoute {
     pub vpc_arn: Arc<str>,
     /// The network's access log destinations.
     pub logs: Vec<Arc<crate::access_log::Destination>>,
+    /// Its destinations for resource traffic (`serviceNetworkLogType`
+    /// RESOURCE).
+    pub resource_logs: Vec<Arc<crate::access_log::Destination>>,
     /// Auth type AWS_IAM: `Some`, holding the policy if one is set.
     pub auth: Option<Option<Arc<crate::authz::Policy>>>,
 }
@@ -715,9 +716,8 @@ mod tests {
             ports: vec![(5432, 5432), (8000, 8100)].into_boxed_slice(),
             gateway_ns: Some(1),
             target: ResourceTarget::Ip("10.0.16.20".parse().unwrap()),
-            network_arn: "sn".into(),
+            network: Arc::default(),
             association: "-".into(),
-            vpc_arn: "vpc".into(),
             logs: Vec::new(),
             metrics: Arc::default(),
         };

@@ -32,28 +32,21 @@ impl Compiler {
             let arn = self.arn("resourceconfiguration", &r.name, r.arn.as_ref());
             let gateway_ns = ids.get(r.gateway_ns.as_str()).copied();
             let target = self.resource_target(r, gateway_ns);
-            let own_logs = self.destinations(&r.logs);
+            let logs = self.destinations(&r.logs);
             let metrics = self.dp.metrics.resource(&r.name);
             for (ns, reach) in &r.reachable_from {
                 let Some(&id) = ids.get(ns.as_str()) else {
                     continue;
                 };
-                let mut logs = own_logs.clone();
-                logs.extend(self.destinations(&reach.network.resource_logs));
                 let route = ResourceRoute {
                     name: r.name.as_str().into(),
                     arn: arn.as_ref().into(),
                     ports: r.ports.clone().into_boxed_slice(),
                     gateway_ns,
                     target: target.clone(),
-                    network_arn: self.arn(
-                        "servicenetwork",
-                        &reach.network.name,
-                        reach.network.arn.as_ref(),
-                    ),
+                    network: self.network_route(&reach.network, ns),
                     association: reach.association.as_deref().unwrap_or("-").into(),
-                    vpc_arn: self.vpc_arn(ns).into(),
-                    logs,
+                    logs: logs.clone(),
                     metrics: Arc::clone(&metrics),
                 };
                 out.insert(ResourceKey { ns: id, vip: r.vip }, Arc::new(route));

@@ -214,7 +214,8 @@ pub(super) mod tests {
             let _ = writeln!(
                 out,
                 "{}:{} resource {} {} ports={:?} gateway={:?} -> {target} via {} ({}) from {} logs={}",
-                k.ns, k.vip, r.name, r.arn, r.ports, r.gateway_ns, r.network_arn, r.association, r.vpc_arn, r.logs.len()
+                k.ns, k.vip, r.name, r.arn, r.ports, r.gateway_ns, r.network.arn, r.association, r.network.vpc_arn,
+                r.logs.len() + r.network.resource_logs.len()
             );
         }
         out
