@@ -501,7 +501,7 @@ impl State {
                 .take_while(|(k, _)| k.starts_with(AUTH_POLICY))
                 .filter_map(|(_, p)| self.policy_cfg(p))
                 .collect(),
-            ..self.resource_config()
+            ..self.resource_collections()
         }
     }
 
@@ -527,6 +527,14 @@ impl State {
                 .flat_map(|owner| sorted(self.children::<rec::AccessLog>(owner)))
                 .filter_map(|a| self.als_cfg(a))
                 .collect(),
+            ..self.resource_collections()
+        }
+    }
+
+    /// The resource gateways, configurations and resource associations,
+    /// and nothing else.
+    fn resource_collections(&self) -> Config {
+        Config {
             resource_gateways: sorted(self.of_kind::<rec::ResourceGateway>())
                 .into_iter()
                 .map(|g| cfg::ResourceGateway {
@@ -535,7 +543,10 @@ impl State {
                     arn: Some(g.arn().to_owned()),
                 })
                 .collect(),
-            resource_configurations: configurations.iter().map(|r| self.rcfg_cfg(r)).collect(),
+            resource_configurations: sorted(self.of_kind::<rec::ResourceConfiguration>())
+                .into_iter()
+                .map(|r| self.rcfg_cfg(r))
+                .collect(),
             service_network_resource_associations: sorted(self.of_kind::<rec::SnResource>())
                 .into_iter()
                 .filter_map(|a| self.snra_cfg(a))
