@@ -25,6 +25,8 @@ pub enum PrincipalCommand {
         session_name: Option<String>,
         #[command(flatten)]
         state: StateDir,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
     /// Delete an access key.
     Remove {
@@ -33,11 +35,15 @@ pub enum PrincipalCommand {
         access_key_id: String,
         #[command(flatten)]
         state: StateDir,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
     /// List access keys and their principals (no secrets).
     List {
         #[command(flatten)]
         state: StateDir,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
 }
 
@@ -111,6 +117,51 @@ pub fn account(cmd: AccountCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Cluster mode: where etcd is (etcdctl's flags and meanings).
+#[derive(Args, Debug, Clone)]
+pub struct EtcdArgs {
+    /// Cluster mode: etcd's client URLs (http:// or https://),
+    /// comma-separated. Every node given the same endpoints and prefix
+    /// shares one set of service networks. Without it: one host, redb.
+    #[arg(long, env = "LATTICED_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// The key prefix latticed keeps its state under.
+    #[arg(long, default_value = "/latticed/", env = "LATTICED_ETCD_PREFIX")]
+    pub etcd_prefix: String,
+    /// CA bundle that verifies etcd's server certificates.
+    #[arg(long, env = "LATTICED_ETCD_CACERT")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// Client certificate for etcd (with --etcd-key).
+    #[arg(long, env = "LATTICED_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client certificate's private key.
+    #[arg(long, env = "LATTICED_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    /// The cluster options, checked; `None` without endpoints.
+    pub fn options(
+        &self,
+        node: Option<&str>,
+    ) -> anyhow::Result<Option<crate::control::cluster::Options>> {
+        if self.etcd_endpoints.is_empty() {
+            return Ok(None);
+        }
+        let node =
+            node.ok_or_else(|| anyhow::anyhow!("--node-name: required with --etcd-endpoints"))?;
+        let opts = crate::control::cluster::Options {
+            endpoints: self.etcd_endpoints.clone(),
+            prefix: self.etcd_prefix.clone(),
+            node: node.to_owned(),
+            cacert: self.etcd_cacert.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+        };
+        Ok(Some(opts.validate()?))
+    }
+}
+
 /// Where the store lives.
 #[derive(Args, Debug)]
 pub struct StateDir {
@@ -119,43 +170,58 @@ pub struct StateDir {
     state_dir: PathBuf,
 }
 
+/// `latticed principal ...`: on the local file, or, with
+/// `--etcd-endpoints`, on the cluster's principals document (every node
+/// takes it at once).
 #[expect(clippy::print_stdout, reason = "the command's answer")]
-pub fn principal(cmd: PrincipalCommand) -> anyhow::Result<()> {
-    match cmd {
+pub fn principal(cmd: PrincipalCommand, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    use crate::principals::{self as p, Edit};
+    let (edit, state, etcd) = match cmd {
         PrincipalCommand::Add {
             principal,
             org_id,
             session_name,
             state,
-        } => {
-            let path = crate::principals::path(&state.state_dir);
-            let cred = crate::principals::add(
-                &path,
-                Principal {
-                    arn: principal,
-                    org_id,
-                    session_name,
-                },
-            )?;
+            etcd,
+        } => (
+            Edit::Add(Principal {
+                arn: principal,
+                org_id,
+                session_name,
+            }),
+            state,
+            etcd,
+        ),
+        PrincipalCommand::Remove {
+            access_key_id,
+            state,
+            etcd,
+        } => (Edit::Remove(access_key_id), state, etcd),
+        PrincipalCommand::List { state, etcd } => (Edit::List, state, etcd),
+    };
+    let (out, place) = match etcd.options(Some("cli"))? {
+        None => {
+            let path = p::path(&state.state_dir);
+            (p::edit_file(&path, edit)?, path.display().to_string())
+        }
+        Some(opts) => runtime.block_on(async {
+            let cluster = crate::control::cluster::Cluster::connect(&opts).await?;
+            let out = cluster
+                .update_principals(|text| p::edit_text(text, edit.clone()))
+                .await??;
+            anyhow::Ok((out, format!("etcd {}", cluster.endpoints())))
+        })?,
+    };
+    match out {
+        p::Edited::Added(cred) => {
             println!(
                 "[default]\naws_access_key_id = {}\naws_secret_access_key = {}",
                 cred.access_key_id, cred.secret_access_key
             );
-            eprintln!(
-                "added to {}; it signs as {}",
-                path.display(),
-                cred.principal.arn
-            );
+            eprintln!("added to {place}; it signs as {}", cred.principal.arn);
         }
-        PrincipalCommand::Remove {
-            access_key_id,
-            state,
-        } => {
-            crate::principals::remove(&crate::principals::path(&state.state_dir), &access_key_id)?;
-            eprintln!("removed {access_key_id}");
-        }
-        PrincipalCommand::List { state } => {
-            let file = crate::principals::load(&crate::principals::path(&state.state_dir))?;
+        p::Edited::Removed(key) => eprintln!("removed {key}"),
+        p::Edited::Listed(file) => {
             for c in &file.credentials {
                 println!(
                     "{}\t{}\t{}\t{}",

@@ -44,6 +44,8 @@ use crate::{
 };
 
 mod apply;
+mod cluster;
+use cluster::ClusterState;
 mod snapshot;
 use snapshot::Compiled;
 mod transaction;
@@ -86,6 +88,9 @@ pub enum Error {
     /// State store.
     #[error(transparent)]
     Store(#[from] control::store::Error),
+    /// etcd (cluster mode).
+    #[error(transparent)]
+    Cluster(#[from] control::cluster::Error),
     /// API set-up.
     #[error(transparent)]
     Api(#[from] control::api::Error),
@@ -136,6 +141,8 @@ pub struct ApiOptions {
     pub organization: Option<String>,
     /// Where domain verifications' TXT records are looked up.
     pub verification_resolver: Option<std::net::SocketAddr>,
+    /// Cluster mode: the state in etcd instead of the local store.
+    pub cluster: Option<control::cluster::Options>,
 }
 
 /// What the daemon is started with besides its paths.
@@ -151,9 +158,17 @@ pub struct Options {
     pub api: Option<ApiOptions>,
 }
 
+/// Where the API's state is kept.
+enum Backend {
+    /// One host: redb under the state directory.
+    Local(Store),
+    /// Many hosts: etcd, followed through a watch.
+    Cluster(Box<ClusterState>),
+}
+
 struct ApiRuntime {
     state: handlers::State,
-    store: Store,
+    backend: Backend,
     settings: Settings,
     /// The keys the API takes: the default account's from the store, and
     /// the other accounts' from `accounts.json` (reread when it changes).
@@ -267,9 +282,31 @@ impl ApiRuntime {
         naming: &control::Naming,
         opts: ApiOptions,
     ) -> Result<Self, Error> {
-        let store = Store::open(&paths.state_dir)?;
-        let state = handlers::State::from_records(store.resources()?)?;
-        let own_keys = control::api::load_credentials(&store, &paths.state_dir, &naming.account)?;
+        let (state, backend, own_keys) = match &opts.cluster {
+            None => {
+                let store = Store::open(&paths.state_dir)?;
+                let state = handlers::State::from_records(store.resources()?)?;
+                let keys =
+                    control::api::load_credentials(&store, &paths.state_dir, &naming.account)?;
+                (state, Backend::Local(store), keys)
+            }
+            Some(c) => {
+                control::store::private_dir(&paths.state_dir)?;
+                let (cluster, snapshot) = ClusterState::start(c, &paths.netns_dir).await?;
+                let state = handlers::State::from_records(snapshot.resources)?;
+                let mut keys = control::api::keys_of(snapshot.credentials, &naming.account);
+                let (key, secret) = control::api::new_key();
+                let proposed = control::api::admin_record(&naming.account, &secret);
+                let (key, record) = cluster
+                    .etcd
+                    .admin_key(&naming.account, (&key, &proposed))
+                    .await?;
+                let secret = record["secret"].as_str().unwrap_or_default().to_owned();
+                control::api::write_admin_file(&paths.state_dir, &key, &secret, true)?;
+                keys.extend(control::api::keys_of(vec![(key, record)], &naming.account));
+                (state, Backend::Cluster(Box::new(cluster)), keys)
+            }
+        };
         let creds: Credentials = Arc::new(std::sync::RwLock::new(own_keys.clone()));
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
@@ -291,18 +328,22 @@ impl ApiRuntime {
         );
         Ok(Self {
             state,
-            store,
             settings: Settings {
                 naming: naming.clone(),
                 quotas: opts.quotas,
                 netns_dir: paths.netns_dir.clone(),
                 vpc_owners: BTreeMap::new(),
+                cluster_vpcs: match &backend {
+                    Backend::Cluster(c) => Some(c.claims()),
+                    Backend::Local(_) => None,
+                },
                 orgs: opts
                     .organization
                     .iter()
                     .map(|o| (naming.account.clone(), o.clone()))
                     .collect(),
             },
+            backend,
             own_org: opts.organization,
             verifier: verify::Verifier::new(opts.verification_resolver),
             creds,
@@ -429,6 +470,13 @@ impl Daemon {
         }
         self.record.remove();
         bpffs::remove_root_if_empty(&self.paths.bpffs_root);
+        if let Some(ApiRuntime {
+            backend: Backend::Cluster(c),
+            ..
+        }) = self.api.take()
+        {
+            c.leave().await;
+        }
         tracing::info!("stopped; kernel objects removed");
     }
     /// Serves until SIGTERM or SIGINT; SIGHUP reloads the configuration.
@@ -458,12 +506,14 @@ impl Daemon {
                     notify(&[sd_notify::NotifyState::Ready]);
                 }
                 _ = tick.tick() => {
+                    self.publish_namespaces();
                     self.check_namespaces().await;
                     self.sweep_verifications();
                 }
                 Some(event) = next_api_event(&mut self.api) => match event {
                     ApiEvent::Call(call) => self.api_call(call).await,
                     ApiEvent::Verified(id) => self.verification_found(id).await,
+                    ApiEvent::Cluster(event) => self.cluster_event(event).await,
                 },
             }
         }
@@ -480,13 +530,22 @@ enum ApiEvent {
     Call(ApiCall),
     /// A domain verification's record was found.
     Verified(String),
+    /// The cluster's watch delivered something.
+    Cluster(control::cluster::Event),
 }
 
 async fn next_api_event(api: &mut Option<ApiRuntime>) -> Option<ApiEvent> {
     let Some(a) = api else {
         return std::future::pending().await;
     };
+    let cluster = async {
+        match &mut a.backend {
+            Backend::Cluster(c) => c.events.recv().await,
+            Backend::Local(_) => std::future::pending().await,
+        }
+    };
     tokio::select! {
+        Some(event) = cluster => Some(ApiEvent::Cluster(event)),
         Some(call) = a.calls.recv() => Some(ApiEvent::Call(call)),
         Some(id) = a.verifier.results.recv() => Some(ApiEvent::Verified(id)),
         else => None,
@@ -521,6 +580,7 @@ mod tests {
             quotas: Quotas::default(),
             netns_dir: dir.clone(),
             vpc_owners: BTreeMap::new(),
+            cluster_vpcs: None,
             orgs: BTreeMap::new(),
         };
         let mut state = State::default();

@@ -182,6 +182,12 @@ struct RunArgs {
     /// thread.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     worker_threads: Option<u16>,
+    #[command(flatten)]
+    etcd: cli::EtcdArgs,
+    /// Cluster mode: this node's name, unique in the cluster. The node
+    /// hosts the namespaces in its --netns-dir and registers them in etcd.
+    #[arg(long, env = "LATTICED_NODE_NAME")]
+    node_name: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -285,7 +291,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             tracing::info!(path = %config.display(), "configuration is valid");
         }
-        Command::Principal(cmd) => cli::principal(cmd)?,
+        Command::Principal(cmd) => cli::principal(cmd, &runtime)?,
         Command::Account(cmd) => cli::account(cmd)?,
         Command::Policy(PolicyCommand::Simulate(s)) => {
             if !cli::simulate(s)? {
@@ -325,8 +331,17 @@ fn run(args: RunArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         log_dir,
         inventory,
         metrics_listen,
+        etcd,
+        node_name,
         ..
     } = args;
+    let cluster = etcd.options(node_name.as_deref())?;
+    if cluster.is_some() && config.is_some() {
+        anyhow::bail!("--etcd-endpoints: cluster mode is for the API; it does not take --config");
+    }
+    if cluster.is_none() && node_name.is_some() {
+        anyhow::bail!("--node-name: only with --etcd-endpoints");
+    }
     let mut quota = control::api::handlers::Quotas::default();
     for q in &quotas {
         quota.set(q).map_err(|e| anyhow::anyhow!("--quota {e}"))?;
@@ -336,6 +351,7 @@ fn run(args: RunArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         quotas: quota,
         organization: organization_id,
         verification_resolver: domain_verification_resolver.or_else(crate::lookup::host_resolver),
+        cluster,
     });
     let naming = control::Naming {
         dns_suffix: dns_suffix.unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),

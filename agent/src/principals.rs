@@ -79,31 +79,76 @@ pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Adds a credential for `principal`; returns it.
-pub fn add(path: &Path, principal: Principal) -> Result<Credential, Error> {
-    principal.validate().map_err(Error::Invalid)?;
-    let mut file = load(path)?;
-    let (access_key_id, secret_access_key) = crate::control::api::new_key();
-    let cred = Credential {
-        access_key_id,
-        secret_access_key,
-        principal,
-    };
-    file.credentials.push(cred.clone());
-    save(path, &file)?;
-    Ok(cred)
+/// A change to the principals, or a look at them.
+#[derive(Debug, Clone)]
+pub enum Edit {
+    /// A new key for this principal.
+    Add(Principal),
+    /// Delete the key with this id.
+    Remove(String),
+    /// Change nothing.
+    List,
 }
 
-/// Removes the credential `access_key_id`.
-pub fn remove(path: &Path, access_key_id: &str) -> Result<(), Error> {
-    let mut file = load(path)?;
-    let before = file.credentials.len();
-    file.credentials
-        .retain(|c| c.access_key_id != access_key_id);
-    if file.credentials.len() == before {
-        return Err(Error::Invalid(format!(
-            "no credential with access key {access_key_id}"
-        )));
+/// What an [`Edit`] did.
+#[derive(Debug)]
+pub enum Edited {
+    /// The new credential.
+    Added(Credential),
+    /// The removed key's id.
+    Removed(String),
+    /// The principals as they are.
+    Listed(File),
+}
+
+/// Applies `edit` to `file`; `true` if it changed.
+fn edit(file: &mut File, edit: Edit) -> Result<(Edited, bool), Error> {
+    match edit {
+        Edit::Add(principal) => {
+            principal.validate().map_err(Error::Invalid)?;
+            let (access_key_id, secret_access_key) = crate::control::api::new_key();
+            let cred = Credential {
+                access_key_id,
+                secret_access_key,
+                principal,
+            };
+            file.credentials.push(cred.clone());
+            Ok((Edited::Added(cred), true))
+        }
+        Edit::Remove(key) => {
+            let before = file.credentials.len();
+            file.credentials.retain(|c| c.access_key_id != key);
+            if file.credentials.len() == before {
+                return Err(Error::Invalid(format!(
+                    "no credential with access key {key}"
+                )));
+            }
+            Ok((Edited::Removed(key), true))
+        }
+        Edit::List => Ok((Edited::Listed(file.clone()), false)),
     }
-    save(path, &file)
+}
+
+/// Applies `e` to the file at `path` (written back if it changed).
+pub fn edit_file(path: &Path, e: Edit) -> Result<Edited, Error> {
+    let mut file = load(path)?;
+    let (out, changed) = edit(&mut file, e)?;
+    if changed {
+        save(path, &file)?;
+    }
+    Ok(out)
+}
+
+/// Applies `e` to a principals document (`None`: none yet); returns the
+/// new text and what was done.
+pub fn edit_text(text: Option<&str>, e: Edit) -> Result<(String, Edited), Error> {
+    let mut file = match text {
+        Some(t) => {
+            File::parse(t).map_err(|e| Error::Invalid(format!("principals in etcd: {e}")))?
+        }
+        None => File::default(),
+    };
+    let (out, _) = edit(&mut file, e)?;
+    let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok((text, out))
 }

@@ -15,6 +15,7 @@
     reason = "test harness: a panic is how a failed set-up is reported"
 )]
 
+pub mod etcd;
 pub mod walkthrough;
 
 use std::{

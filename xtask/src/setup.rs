@@ -26,6 +26,10 @@ const PACKAGES: &[&str] = &[
     "nodejs",         // the tests' Lambda Invoke API and function
     "bind9-dnsutils", // dig, to test the resolver as clients ask it
     "postgresql",     // a real database behind a resource configuration, and psql
+    "etcd-server",    // the cluster tests' three-member etcd
+    "etcd-client",    // etcdctl, to inspect and compact it
+    // protoc: the etcd-client crate generates its gRPC code at build time.
+    "protobuf-compiler",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -2,6 +2,7 @@
 //! the Lattice API that edits it.
 
 pub mod api;
+pub mod cluster;
 pub mod model;
 pub mod plan;
 pub mod security_groups;

@@ -4,6 +4,7 @@
 
 // The daemon's types and imports: these methods extend `Daemon`.
 use super::*;
+use crate::control::cluster::Commit;
 
 impl Daemon {
     /// Puts each listed target's health, as the data path sees it, into a
@@ -68,43 +69,62 @@ impl Daemon {
             input,
             caller,
         } = call;
-        let Some(api) = self.api.as_mut() else {
-            return Err(ApiError::internal("the API is not enabled"));
-        };
         let token = client_token(caller, operation, input);
-        if let Some(answer) = token
-            .as_ref()
-            .map(|t| replay(&api.store, t))
-            .transpose()?
-            .flatten()
-        {
-            return Ok(answer);
-        }
-        let now = latticed_proxy::time::iso8601(std::time::SystemTime::now());
-        let t0 = std::time::Instant::now();
-        let mutation = match handlers::handle(call, &api.state, &api.settings, now)? {
-            Outcome::Read(mut v) => {
-                if operation == "ListTargets" {
-                    self.fill_health(&mut v);
+        // In cluster mode a mutation planned on a copy that another node's
+        // commit overtook is refused by etcd (`Commit::Stale`) and planned
+        // again on the caught-up copy.
+        for _ in 0..STALE_RETRIES {
+            // Reads answer what any node acknowledged before (no-op on
+            // one host).
+            self.catch_up().await;
+            if let Some(t) = &token {
+                if let Some(answer) = self.replay(t).await? {
+                    return Ok(answer);
                 }
-                return Ok(v);
             }
-            Outcome::Write(m) => m,
-        };
-        self.commit_mutation(operation, mutation, token, t0).await
+            let Some(api) = self.api.as_ref() else {
+                return Err(ApiError::internal("the API is not enabled"));
+            };
+            let now = latticed_proxy::time::iso8601(std::time::SystemTime::now());
+            let t0 = std::time::Instant::now();
+            let call = handlers::Call {
+                op: operation,
+                input,
+                caller,
+            };
+            let mutation = match handlers::handle(call, &api.state, &api.settings, now)? {
+                Outcome::Read(mut v) => {
+                    if operation == "ListTargets" {
+                        self.fill_health(&mut v);
+                    }
+                    return Ok(v);
+                }
+                Outcome::Write(m) => m,
+            };
+            if let Some(answer) = self
+                .commit_mutation(operation, mutation, token.clone(), t0)
+                .await?
+            {
+                return Ok(answer);
+            }
+        }
+        Err(ApiError::internal(format!(
+            "etcd: the change lost to other nodes' changes {STALE_RETRIES} times in a row; retry it"
+        )))
     }
 
     /// Applies `mutation` to the state and the data path, then commits it
     /// (with the client token's record, if any); on any failure, undoes it
     /// everywhere. API calls and the daemon's own changes (a domain found
-    /// verified) take this one path.
+    /// verified) take this one path. `Ok(None)`: another node's mutation
+    /// committed first (cluster mode); nothing was changed.
     pub(super) async fn commit_mutation(
         &mut self,
         operation: &str,
         mutation: handlers::Mutation,
         token: Option<(String, String)>,
         t0: std::time::Instant,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<Option<serde_json::Value>, ApiError> {
         let Some(api) = self.api.as_mut() else {
             return Err(ApiError::internal("the API is not enabled"));
         };
@@ -136,9 +156,6 @@ impl Daemon {
                 )));
             }
         };
-        let Some(api) = self.api.as_mut() else {
-            return Err(ApiError::internal("the API is not enabled"));
-        };
         let t_apply = t0.elapsed();
         let token_record = token.as_ref().map(|(k, h)| {
             (
@@ -146,13 +163,27 @@ impl Daemon {
                 serde_json::json!({"hash": h, "response": mutation.result}),
             )
         });
-        if let Err(e) = api.store.commit(
-            &mutation.changes,
-            token_record.as_ref().map(|(k, v)| (*k, v)),
-        ) {
-            api.state.apply(&undo);
+        let token_record = token_record.as_ref().map(|(k, v)| (*k, v));
+        let committed = match self.api.as_ref().map(|a| &a.backend) {
+            Some(Backend::Local(store)) => store
+                .commit(&mutation.changes, token_record)
+                .map(|()| true)
+                .map_err(|e| format!("storing the change: {e}")),
+            _ => match self.cluster_commit(&mutation.changes, token_record).await {
+                Ok(Commit::Done(_)) => Ok(true),
+                Ok(Commit::Stale) => Ok(false),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        if !matches!(committed, Ok(true)) {
+            if let Some(api) = self.api.as_mut() {
+                api.state.apply(&undo);
+            }
             let _ = self.apply(previous).await;
-            return Err(ApiError::internal(format!("storing the change: {e}")));
+            return match committed {
+                Err(e) => Err(ApiError::internal(e)),
+                _ => Ok(None),
+            };
         }
         tracing::debug!(
             operation,
@@ -163,9 +194,35 @@ impl Daemon {
             commit_us = (t0.elapsed() - t_apply).as_micros() as u64,
             "API change applied"
         );
-        Ok(mutation.result)
+        Ok(Some(mutation.result))
+    }
+
+    /// The same clientToken with the same request answers what the first
+    /// one did; with a different request it is a conflict.
+    async fn replay(
+        &self,
+        (key, hash): &(String, String),
+    ) -> Result<Option<serde_json::Value>, ApiError> {
+        let seen = match self.api.as_ref().map(|a| &a.backend) {
+            Some(Backend::Local(store)) => store.token(key).map_err(|e| e.to_string()),
+            Some(Backend::Cluster(c)) => c.etcd.token(key).await.map_err(|e| e.to_string()),
+            None => Ok(None),
+        };
+        match seen {
+            Ok(Some(seen)) if seen["hash"] == hash.as_str() => Ok(Some(seen["response"].clone())),
+            Ok(Some(_)) => Err(ApiError::conflict(
+                "CLIENT_TOKEN",
+                key,
+                "the clientToken was already used with different parameters",
+            )),
+            Ok(None) => Ok(None),
+            Err(e) => Err(ApiError::internal(e)),
+        }
     }
 }
+
+/// How often a mutation is planned again after losing to another node's.
+const STALE_RETRIES: usize = 8;
 
 /// Idempotency: a call with a clientToken is keyed by account, operation
 /// and token (one account's token never replays another's answer), and the
@@ -184,24 +241,6 @@ fn client_token(
         format!("{account}/{operation}/{t}"),
         sha256_hex(&rest.to_string()),
     ))
-}
-
-/// The same clientToken with the same request answers what the first one
-/// did; with a different request it is a conflict.
-fn replay(
-    store: &Store,
-    (key, hash): &(String, String),
-) -> Result<Option<serde_json::Value>, ApiError> {
-    match store.token(key) {
-        Ok(Some(seen)) if seen["hash"] == hash.as_str() => Ok(Some(seen["response"].clone())),
-        Ok(Some(_)) => Err(ApiError::conflict(
-            "CLIENT_TOKEN",
-            key,
-            "the clientToken was already used with different parameters",
-        )),
-        Ok(None) => Ok(None),
-        Err(e) => Err(ApiError::internal(e.to_string())),
-    }
 }
 
 /// A change the planner refuses, as the API answers it. The planner checks

@@ -94,7 +94,11 @@ impl Daemon {
             .commit_mutation("DomainVerified", m, None, std::time::Instant::now())
             .await
         {
-            Ok(_) => tracing::info!(id, "domain verified"),
+            Ok(Some(_)) => tracing::info!(id, "domain verified"),
+            Ok(None) => tracing::info!(
+                id,
+                "domain verification lost to another node's change; asked again later"
+            ),
             Err(e) => tracing::warn!(id, error = %e, "recording a domain verification"),
         }
     }

@@ -7,14 +7,32 @@ use super::*;
 impl Daemon {
     /// Rereads `STATE_DIR/principals.json` when it changed (or when
     /// `force`); an invalid file is logged and the current store kept.
+    /// In cluster mode the document in etcd stands in for the file.
     pub(super) fn reload_principals(&mut self, force: bool) {
         let path = crate::principals::path(&self.paths.state_dir);
-        let seen = crate::principals::modified(&path);
-        if !force && seen == self.principals_seen {
-            return;
-        }
-        self.principals_seen = seen;
-        match crate::principals::load(&path) {
+        let mut source = path.display().to_string();
+        let loaded = match self.api.as_ref().map(|a| &a.backend) {
+            Some(Backend::Cluster(c)) => {
+                source = "etcd".into();
+                if !force {
+                    return;
+                }
+                match &c.principals {
+                    Some(text) => latticed_proxy::authz::principals::File::parse(text)
+                        .map_err(|e| format!("principals in etcd: {e}")),
+                    None => Ok(latticed_proxy::authz::principals::File::default()),
+                }
+            }
+            _ => {
+                let seen = crate::principals::modified(&path);
+                if !force && seen == self.principals_seen {
+                    return;
+                }
+                self.principals_seen = seen;
+                crate::principals::load(&path).map_err(|e| e.to_string())
+            }
+        };
+        match loaded {
             Ok(mut file) => {
                 // A caller of an account in an organisation is of that
                 // organisation (`aws:PrincipalOrgID`) unless its key says.
@@ -30,7 +48,7 @@ impl Daemon {
                     }
                 }
                 let store = latticed_proxy::authz::Principals::from_file(&file);
-                tracing::info!(path = %path.display(), credentials = store.len(), "data-path credentials loaded");
+                tracing::info!(%source, credentials = store.len(), "data-path credentials loaded");
                 self.dp.principals.store(Arc::new(store));
             }
             Err(e) => tracing::error!("{e}; keeping the current data-path credentials"),

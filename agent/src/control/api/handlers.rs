@@ -123,6 +123,9 @@ pub struct Settings {
     /// Owners of VPCs other than the default account (the inventory's
     /// `vpcs`).
     pub vpc_owners: BTreeMap<String, String>,
+    /// Cluster mode: each VPC and the nodes that host it (registered in
+    /// etcd); `None` on a single host, where `netns_dir` says.
+    pub cluster_vpcs: Option<BTreeMap<String, Vec<String>>>,
     /// Accounts' organisations (AWS Organizations ids), where known.
     pub orgs: BTreeMap<String, String>,
 }
@@ -1305,14 +1308,41 @@ fn deleted<R: Resource>(state: &State, r: &R) -> Vec<Change> {
 /// account): only its owner may use it.
 fn check_vpc(c: &Ctx<'_>, field: &str, vpc: &str) -> Result<(), ApiError> {
     let settings = c.settings;
-    if vpc.contains('/') || vpc.starts_with('.') || !settings.netns_dir.join(vpc).exists() {
+    if vpc.contains('/') || vpc.starts_with('.') {
         return Err(ApiError::field(
             field,
-            format!(
-                "network namespace {vpc:?} does not exist (no {})",
-                settings.netns_dir.join(vpc).display()
-            ),
+            format!("{vpc:?} is not a namespace name"),
         ));
+    }
+    match &settings.cluster_vpcs {
+        None if !settings.netns_dir.join(vpc).exists() => {
+            return Err(ApiError::field(
+                field,
+                format!(
+                    "network namespace {vpc:?} does not exist (no {})",
+                    settings.netns_dir.join(vpc).display()
+                ),
+            ));
+        }
+        None => {}
+        Some(claims) => match claims.get(vpc).map(Vec::as_slice) {
+            None | Some([]) => {
+                return Err(ApiError::field(
+                    field,
+                    format!("no node of the cluster hosts network namespace {vpc:?}"),
+                ))
+            }
+            Some([_]) => {}
+            Some(nodes) => {
+                return Err(ApiError::field(
+                    field,
+                    format!(
+                        "network namespace {vpc:?} is claimed by more than one node ({}); each VPC must be hosted by one node",
+                        nodes.join(", ")
+                    ),
+                ))
+            }
+        },
     }
     let owner = settings.vpc_owner(vpc);
     if owner != c.caller {
@@ -1413,6 +1443,7 @@ mod testing {
                     quotas,
                     netns_dir: dir,
                     vpc_owners: [("vpc-bb".to_owned(), OTHER.to_owned())].into(),
+                    cluster_vpcs: None,
                     orgs: BTreeMap::new(),
                 },
                 caller: crate::control::Naming::example().account,
@@ -1821,6 +1852,7 @@ mod tests {
             quotas: Quotas::default(),
             netns_dir: std::env::temp_dir(),
             vpc_owners: BTreeMap::new(),
+            cluster_vpcs: None,
             orgs: BTreeMap::new(),
         }
     }

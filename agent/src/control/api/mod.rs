@@ -13,9 +13,9 @@ pub mod model;
 pub mod records;
 pub mod server;
 
-use std::{collections::HashMap, io::Write as _, path::Path};
+use std::{collections::HashMap, path::Path};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::store::Store;
 
@@ -75,6 +75,25 @@ pub(crate) fn new_key() -> (String, String) {
     (key, secret)
 }
 
+/// The API keys among credential records: all are `account`'s.
+pub fn keys_of(records: Vec<(String, Value)>, account: &str) -> HashMap<String, server::ApiKey> {
+    records
+        .into_iter()
+        .map(|(k, v)| {
+            let key = server::ApiKey {
+                secret: v["secret"].as_str().unwrap_or_default().to_owned(),
+                account: account.to_owned(),
+            };
+            (k, key)
+        })
+        .collect()
+}
+
+/// A new admin key's record.
+pub fn admin_record(account: &str, secret: &str) -> Value {
+    json!({"secret": secret, "admin": true, "principal": format!("arn:aws:iam::{account}:root")})
+}
+
 /// Loads the credential store; at first start creates the admin key and
 /// writes it, mode 0600, to `DIR/admin-credentials` in the AWS shared
 /// credentials format. The file is rewritten if it was deleted.
@@ -83,57 +102,49 @@ pub fn load_credentials(
     state_dir: &Path,
     account: &str,
 ) -> Result<HashMap<String, server::ApiKey>, Error> {
-    let key_of = |secret: String| server::ApiKey {
-        secret,
-        account: account.to_owned(),
-    };
-    let mut creds: HashMap<String, server::ApiKey> = store
-        .credentials()?
-        .into_iter()
+    let records = store.credentials()?;
+    let admin = records
+        .iter()
+        .find(|(_, v)| v["admin"] == true)
         .map(|(k, v)| {
             (
-                k,
-                key_of(v["secret"].as_str().unwrap_or_default().to_owned()),
+                k.clone(),
+                v["secret"].as_str().unwrap_or_default().to_owned(),
             )
-        })
-        .collect();
-    let admin = store
-        .credentials()?
-        .into_iter()
-        .find(|(_, v)| v["admin"] == true)
-        .map(|(k, v)| (k, v["secret"].as_str().unwrap_or_default().to_owned()));
+        });
+    let mut creds = keys_of(records, account);
     let (key, secret) = match admin {
         Some(a) => a,
         None => {
             let (key, secret) = new_key();
-            store.put_credential(
-                &key,
-                &json!({"secret": secret, "admin": true, "principal": format!("arn:aws:iam::{account}:root")}),
-            )?;
-            creds.insert(key.clone(), key_of(secret.clone()));
+            let record = admin_record(account, &secret);
+            store.put_credential(&key, &record)?;
+            creds.extend(keys_of(vec![(key.clone(), record)], account));
             tracing::info!(access_key = %key, "created the admin access key");
             (key, secret)
         }
     };
-    let path = state_dir.join("admin-credentials");
-    if !path.exists() {
-        use std::os::unix::fs::OpenOptionsExt;
-        let err = |source| Error::CredentialsFile {
-            path: path.clone(),
-            source,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(err)?;
-        write!(
-            f,
-            "[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
-        )
-        .map_err(err)?;
-        f.sync_all().map_err(err)?;
-    }
+    write_admin_file(state_dir, &key, &secret, false)?;
     Ok(creds)
+}
+
+/// Writes `DIR/admin-credentials` (mode 0600) if it is missing, or, when
+/// `replace`, if it holds another key (a node that joined a cluster takes
+/// the cluster's admin key).
+pub fn write_admin_file(
+    state_dir: &Path,
+    key: &str,
+    secret: &str,
+    replace: bool,
+) -> Result<(), Error> {
+    let path = state_dir.join("admin-credentials");
+    let text = format!("[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n");
+    if path.exists() && !(replace && std::fs::read_to_string(&path).ok().as_deref() != Some(&text))
+    {
+        return Ok(());
+    }
+    crate::principals::write_private(&path, &text).map_err(|source| Error::CredentialsFile {
+        path: path.clone(),
+        source,
+    })
 }

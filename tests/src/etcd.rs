@@ -1,0 +1,270 @@
+//! A real etcd cluster for cluster-mode tests: members started from
+//! Debian's `etcd` binary on loopback ports, each with its own data
+//! directory, stopped by PID on drop; and latticed nodes joined to it.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{free_port, track, unique, untrack, Latticed, Live};
+
+/// One etcd member.
+#[derive(Debug)]
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A three-member (or n-member) etcd cluster on 127.0.0.1.
+#[derive(Debug)]
+pub struct Etcd {
+    members: Vec<Member>,
+    root: PathBuf,
+    token: String,
+}
+
+impl Etcd {
+    /// Starts `n` members and waits until the cluster takes writes.
+    pub fn start(n: usize) -> Self {
+        let u = unique();
+        let root = std::env::temp_dir().join(format!("latticed-etcd-{u}"));
+        std::fs::create_dir_all(&root).expect("etcd dir");
+        let members = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                dir: root.join(format!("m{i}")),
+                child: None,
+            })
+            .collect();
+        let mut etcd = Self {
+            members,
+            root,
+            token: format!("latticed-test-{u}"),
+        };
+        for i in 0..n {
+            etcd.start_member(i);
+        }
+        etcd.wait_healthy();
+        etcd
+    }
+
+    /// Client URLs of every member, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Client URL of member `i` alone.
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].client)
+    }
+
+    /// (Re)starts member `i` with its data directory as it is.
+    pub fn start_member(&mut self, i: usize) {
+        let cluster = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("{}.log", m.name)))
+            .expect("etcd log");
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let child = Command::new("etcd")
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(&m.dir)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-token",
+                &self.token,
+            ])
+            .args(["--initial-cluster-state", "new"])
+            // A mutation is one transaction of all its records (deleting a
+            // service takes its listeners and rules with it).
+            .args(["--max-txn-ops", "10000"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (Debian's etcd-server)");
+        track(Live::Pid(child.id()));
+        m.child = Some(child);
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            untrack(&Live::Pid(c.id()));
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILLs every member.
+    pub fn kill_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
+    }
+
+    /// Restarts every member that is not running and waits for health.
+    pub fn restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() {
+                self.start_member(i);
+            }
+        }
+        self.wait_healthy();
+    }
+
+    /// `etcdctl` against every member.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoints()])
+            .args(args)
+            .output()
+            .expect("etcdctl (Debian's etcd-client)");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until a write through etcdctl succeeds.
+    pub fn wait_healthy(&self) {
+        let start = Instant::now();
+        loop {
+            let ok = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &self.endpoints(), "--command-timeout", "2s"])
+                .args(["put", "/health-check", "ok"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "etcd did not become healthy: see {}",
+                self.root.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill_all();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A latticed node of a cluster: its own ports, paths, bpffs root, and a
+/// `--netns-dir` of its own holding links to the namespaces it hosts.
+#[derive(Debug)]
+pub struct Node {
+    /// The daemon.
+    pub latticed: Latticed,
+    /// Its `--netns-dir`.
+    pub netns_dir: PathBuf,
+    /// Its `--node-name`.
+    pub name: String,
+}
+
+impl Node {
+    /// Starts node `name` on `endpoints`, hosting `namespaces`.
+    pub fn start(name: &str, endpoints: &str, namespaces: &[&str]) -> Self {
+        Self::start_with(name, endpoints, namespaces, &[])
+    }
+
+    /// [`Node::start`] with extra `latticed run` arguments.
+    pub fn start_with(name: &str, endpoints: &str, namespaces: &[&str], extra: &[&str]) -> Self {
+        let netns_dir = std::env::temp_dir().join(format!("latticed-netns-{}", unique()));
+        std::fs::create_dir_all(&netns_dir).expect("netns dir");
+        let node = Self {
+            latticed: Latticed::prepare(&serde_json::json!({})),
+            netns_dir,
+            name: name.to_owned(),
+        };
+        for ns in namespaces {
+            node.host(ns);
+        }
+        let mut args: Vec<String> = vec![
+            "--etcd-endpoints".into(),
+            endpoints.into(),
+            "--node-name".into(),
+            name.into(),
+            "--netns-dir".into(),
+            node.netns_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let mut node = node;
+        let l = &mut node.latticed;
+        l.extra_args = args;
+        let port = free_port();
+        l.api = Some(crate::Api {
+            state_dir: l.config.parent().expect("dir").join("state"),
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+        });
+        l.spawn_and_wait_ready()
+            .expect("cluster node did not become ready");
+        node
+    }
+
+    /// Makes namespace `ns` one this node hosts.
+    pub fn host(&self, ns: &str) {
+        std::os::unix::fs::symlink(format!("/run/netns/{ns}"), self.netns_dir.join(ns))
+            .expect("netns link");
+    }
+
+    /// Waits up to `limit` for the node's log to contain `text`; whether
+    /// it did.
+    pub fn wait_log(&self, text: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.latticed.log_text().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.netns_dir);
+    }
+}
