@@ -414,6 +414,18 @@ fn conformance_with_botocores_model() {
     run_script("conformance", &latticed, &[a.name(), b.name()]);
 }
 
+/// The same conformance run against a node of a cluster (three-member
+/// etcd): the API answers alike whichever store is under it.
+#[test]
+fn conformance_with_botocores_model_on_a_cluster_node() {
+    let a = NetNsGuard::new("a");
+    let b = NetNsGuard::new("b");
+    let etcd = latticed_tests::etcd::Etcd::start(3);
+    let node =
+        latticed_tests::etcd::Node::start("node-a", &etcd.endpoints(), &[a.name(), b.name()]);
+    run_script("conformance", &node.latticed, &[a.name(), b.name()]);
+}
+
 /// Missing required fields, enums out of range, over-long names, malformed
 /// JSON, unknown ids, a 10 MB body: the right error each, and no change.
 #[test]

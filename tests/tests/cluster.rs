@@ -14,7 +14,7 @@ use std::{
 };
 
 use latticed_tests::{
-    api_request, bin, echo,
+    add_principal, api_request, echo,
     etcd::{Etcd, Node},
     wait_until, Vpc,
 };
@@ -319,20 +319,11 @@ fn every_node_serves_one_state_and_races_between_nodes_have_one_winner() {
 
     // Data-path principals are the cluster's: one `principal add` against
     // etcd reaches both nodes.
-    let out = std::process::Command::new(bin("latticed"))
-        .args([
-            "principal",
-            "add",
-            "--principal",
-            "arn:aws:iam::111122223333:role/app",
-        ])
-        .args(["--etcd-endpoints", &etcd.endpoints()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let eps = etcd.endpoints();
+    add_principal(
+        &a.latticed.api().state_dir,
+        "arn:aws:iam::111122223333:role/app",
+        &["--etcd-endpoints", &eps],
     );
     for n in [&a, &b] {
         assert!(

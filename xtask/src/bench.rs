@@ -13,6 +13,9 @@
 //!   100 ms while the connections are open). The cases take
 //!   turns over several rounds (`--rounds`) and each figure is the median.
 //!
+//! - cluster mode: an API mutation's latency with the state in a
+//!   three-member etcd against redb, and how soon another node serves it.
+//!
 //! Results go to `target/bench/` as Markdown and JSON. `--smoke` runs a few
 //! seconds' worth so CI keeps the bench from rotting; it checks that the
 //! bench works, not the numbers.
@@ -29,6 +32,7 @@ use serde_json::{json, Value};
 use crate::{cargo, root, run, step};
 
 mod abuse;
+mod cluster;
 mod steering;
 
 /// Which parts of the bench run.
@@ -39,6 +43,8 @@ pub enum Parts {
     DataPath,
     /// The abuse scenarios only.
     Abuse,
+    /// Cluster mode only (etcd against redb, convergence).
+    Cluster,
 }
 
 /// A latticed managed through its API, and a signed client for it.
@@ -124,6 +130,10 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
         let (md, json) = abuse::report(&abuse::abuse(smoke, &out_dir)?);
         return write_report(&out_dir, "abuse", &md, &json);
     }
+    if parts == Parts::Cluster {
+        let (json, md) = cluster::cluster(smoke)?;
+        return write_report(&out_dir, "cluster", &md, &json);
+    }
     if parts == Parts::DataPath {
         step("data path only: direct, latticed, nginx, HAProxy with h2load");
         let dp = data_path(smoke, rounds, &out_dir)?;
@@ -135,7 +145,8 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
 
     let (report, md) = control_plane(smoke)?;
     let (authz, authz_md) = auth_costs(smoke)?;
-    let md = md + &authz_md;
+    let (cluster_json, cluster_md) = cluster::cluster(smoke)?;
+    let md = md + &authz_md + &cluster_md;
 
     step("data path: direct, latticed, nginx, HAProxy, Envoy with h2load");
     let dp = data_path(smoke, rounds, &out_dir)?;
@@ -146,6 +157,7 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
     let mut report = report;
     report["dataPath"] = dp_json;
     report["auth"] = authz;
+    report["cluster"] = cluster_json;
     report["abuse"] = abuse_json;
     let md = md + &dp_md + &abuse_md;
     std::fs::write(

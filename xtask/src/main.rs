@@ -59,6 +59,10 @@ enum Cmd {
         /// bodies; latticed's memory and others' latency under them).
         #[arg(long)]
         abuse_only: bool,
+        /// Only cluster mode (mutation latency on etcd against redb, and
+        /// convergence between two nodes).
+        #[arg(long, conflicts_with_all = ["abuse_only", "data_path_only"])]
+        cluster_only: bool,
         /// How many times each data-path case runs, taking turns with the
         /// others; the report gives the median (default 3, 1 with --smoke).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
@@ -359,6 +363,7 @@ fn main() -> anyhow::Result<()> {
             no_setup,
             data_path_only,
             abuse_only,
+            cluster_only,
             rounds,
         } => {
             if !no_setup {
@@ -368,6 +373,8 @@ fn main() -> anyhow::Result<()> {
                 bench::Parts::DataPath
             } else if abuse_only {
                 bench::Parts::Abuse
+            } else if cluster_only {
+                bench::Parts::Cluster
             } else {
                 bench::Parts::All
             };
