@@ -283,7 +283,11 @@ impl Cluster {
             // another member) within REQUEST_TIMEOUT.
             .with_timeout(ATTEMPT_TIMEOUT)
             .with_connect_timeout(Duration::from_secs(2))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            // HTTP/2 pings find a silently dead connection (a partition).
+            // Not more often than every 5 s: etcd's default
+            // --grpc-keepalive-min-time, below which it closes the
+            // connection ("too many pings") and the watch with it.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
         if opts.cacert.is_some() || opts.cert.is_some() {
             let read = |flag, path: &PathBuf| {
