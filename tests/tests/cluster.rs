@@ -114,7 +114,8 @@ fn every_node_serves_one_state_and_races_between_nodes_have_one_winner() {
     };
     assert_eq!(creds(&a), creds(&b));
 
-    // Read-your-writes across nodes, both ways, with no wait.
+    // Read-your-writes across nodes, both ways, with no wait: reads, and
+    // writes that name what the other node just made.
     for i in 0..10 {
         let (w, r) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
         let made = ok(
@@ -133,6 +134,32 @@ fn every_node_serves_one_state_and_races_between_nodes_have_one_winner() {
             w.name
         );
         assert!(network_names(r).contains(&format!("rw-{i}")));
+        // A write on the other node that names it, at once.
+        let updated = ok(
+            r,
+            "PATCH",
+            &format!("/servicenetworks/{id}"),
+            &json!({"authType": "AWS_IAM"}),
+        );
+        assert_eq!(updated["authType"], "AWS_IAM");
+        let made = ok(
+            w,
+            "POST",
+            "/servicenetworks",
+            &json!({"name": format!("rw2-{i}")}),
+        );
+        let id = made["id"].as_str().unwrap();
+        let updated = ok(
+            r,
+            "PATCH",
+            &format!("/servicenetworks/{id}"),
+            &json!({"authType": "AWS_IAM"}),
+        );
+        assert_eq!(
+            updated["authType"], "AWS_IAM",
+            "a write on {} naming what {} just made",
+            r.name, w.name
+        );
     }
 
     // Two nodes create the same 20 names at the same moment: each name is

@@ -152,6 +152,14 @@ impl Daemon {
         }
     }
 
+    /// The revision the cluster copy reflects; `None` on a single host.
+    pub(super) fn cluster_revision(&self) -> Option<i64> {
+        match &self.api.as_ref()?.backend {
+            Backend::Cluster(c) => Some(c.known),
+            Backend::Local(_) => None,
+        }
+    }
+
     /// Publishes this node's namespaces when they changed.
     pub(super) fn publish_namespaces(&mut self) {
         let dir = self.paths.netns_dir.clone();

@@ -70,13 +70,16 @@ impl Daemon {
             caller,
         } = call;
         let token = client_token(caller, operation, input);
-        // In cluster mode a mutation planned on a copy that another node's
-        // commit overtook is refused by etcd (`Commit::Stale`) and planned
-        // again on the caught-up copy.
+        // Cluster mode: the handler runs on the node's copy first. A change
+        // is committed with a compare on the revision the copy was built
+        // on, so a stale copy cannot commit (`Commit::Stale`: catch up,
+        // plan again). A read or a refusal has no such guard: it is given
+        // only once the copy has caught up with etcd, and worked out again
+        // if catching up brought anything new. So a write answers without
+        // an extra round trip, and every answer reflects every write any
+        // node acknowledged before the call.
+        let mut caught_up = self.cluster_revision().is_none();
         for _ in 0..STALE_RETRIES {
-            // Reads answer what any node acknowledged before (no-op on
-            // one host).
-            self.catch_up().await;
             if let Some(t) = &token {
                 if let Some(answer) = self.replay(t).await? {
                     return Ok(answer);
@@ -92,7 +95,16 @@ impl Daemon {
                 input,
                 caller,
             };
-            let mutation = match handlers::handle(call, &api.state, &api.settings, now)? {
+            let outcome = handlers::handle(call, &api.state, &api.settings, now);
+            if !matches!(outcome, Ok(Outcome::Write(_))) && !caught_up {
+                caught_up = true;
+                let before = self.cluster_revision();
+                self.catch_up().await;
+                if self.cluster_revision() != before {
+                    continue;
+                }
+            }
+            let mutation = match outcome? {
                 Outcome::Read(mut v) => {
                     if operation == "ListTargets" {
                         self.fill_health(&mut v);
@@ -101,11 +113,15 @@ impl Daemon {
                 }
                 Outcome::Write(m) => m,
             };
-            if let Some(answer) = self
+            match self
                 .commit_mutation(operation, mutation, token.clone(), t0)
                 .await?
             {
-                return Ok(answer);
+                Some(answer) => return Ok(answer),
+                None => {
+                    self.catch_up().await;
+                    caught_up = true;
+                }
             }
         }
         Err(ApiError::internal(format!(
