@@ -26,11 +26,121 @@ pub struct Etcd {
     members: Vec<Member>,
     root: PathBuf,
     token: String,
+    /// Clients must present a certificate from this CA (mutual TLS).
+    pub tls: Option<Tls>,
+}
+
+/// Certificates for an etcd that takes only mutual TLS: a CA, the
+/// members' server certificate (127.0.0.1), and a client certificate.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// Server certificate and key.
+    pub server: (PathBuf, PathBuf),
+    /// A client certificate and key the CA signed.
+    pub client: (PathBuf, PathBuf),
+    /// A client certificate and key from another CA.
+    pub stranger: (PathBuf, PathBuf),
+}
+
+impl Tls {
+    /// Makes the files in `dir` with openssl.
+    fn make(dir: &std::path::Path) -> Self {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(dir)
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+            ]);
+        }
+        let issue = |name: &str, ca: &str, ext: &str| {
+            run(&[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ]);
+            std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext file");
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
+        };
+        issue(
+            "server",
+            "ca",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        );
+        issue("client", "ca", "extendedKeyUsage=clientAuth\n");
+        issue("stranger", "other-ca", "extendedKeyUsage=clientAuth\n");
+        let pair = |n: &str| (dir.join(format!("{n}.pem")), dir.join(format!("{n}.key")));
+        Self {
+            ca: dir.join("ca.pem"),
+            server: pair("server"),
+            client: pair("client"),
+            stranger: pair("stranger"),
+        }
+    }
 }
 
 impl Etcd {
     /// Starts `n` members and waits until the cluster takes writes.
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, false)
+    }
+
+    /// [`Etcd::start`] whose clients must use mutual TLS.
+    pub fn start_tls(n: usize) -> Self {
+        Self::start_with(n, true)
+    }
+
+    fn start_with(n: usize, tls: bool) -> Self {
         let u = unique();
         let root = std::env::temp_dir().join(format!("latticed-etcd-{u}"));
         std::fs::create_dir_all(&root).expect("etcd dir");
@@ -43,10 +153,12 @@ impl Etcd {
                 child: None,
             })
             .collect();
+        let tls = tls.then(|| Tls::make(&root));
         let mut etcd = Self {
             members,
             root,
             token: format!("latticed-test-{u}"),
+            tls,
         };
         for i in 0..n {
             etcd.start_member(i);
@@ -59,14 +171,33 @@ impl Etcd {
     pub fn endpoints(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client))
             .collect::<Vec<_>>()
             .join(",")
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// etcdctl's TLS flags, if the cluster takes TLS.
+    fn ctl_tls(&self) -> Vec<String> {
+        self.tls.as_ref().map_or_else(Vec::new, |t| {
+            vec![
+                format!("--cacert={}", t.ca.display()),
+                format!("--cert={}", t.client.0.display()),
+                format!("--key={}", t.client.1.display()),
+            ]
+        })
+    }
+
     /// Client URL of member `i` alone.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.members[i].client)
     }
 
     /// (Re)starts member `i` with its data directory as it is.
@@ -77,13 +208,22 @@ impl Etcd {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
+        let scheme = self.scheme();
+        let tls_flags: Vec<String> = self.tls.as_ref().map_or_else(Vec::new, |t| {
+            vec![
+                format!("--cert-file={}", t.server.0.display()),
+                format!("--key-file={}", t.server.1.display()),
+                format!("--trusted-ca-file={}", t.ca.display()),
+                "--client-cert-auth".into(),
+            ]
+        });
         let m = &mut self.members[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.root.join(format!("{}.log", m.name)))
             .expect("etcd log");
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let client = format!("{scheme}://127.0.0.1:{}", m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let child = Command::new("etcd")
             .args(["--name", &m.name, "--data-dir"])
@@ -110,6 +250,7 @@ impl Etcd {
             // A mutation is one transaction of all its records (deleting a
             // service takes its listeners and rules with it).
             .args(["--max-txn-ops", "10000"])
+            .args(&tls_flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -149,6 +290,7 @@ impl Etcd {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoints()])
+            .args(self.ctl_tls())
             .args(args)
             .output()
             .expect("etcdctl (Debian's etcd-client)");
@@ -167,6 +309,7 @@ impl Etcd {
             let ok = Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
                 .args(["--endpoints", &self.endpoints(), "--command-timeout", "2s"])
+                .args(self.ctl_tls())
                 .args(["put", "/health-check", "ok"])
                 .output()
                 .is_ok_and(|o| o.status.success());
@@ -210,6 +353,17 @@ impl Node {
 
     /// [`Node::start`] with extra `latticed run` arguments.
     pub fn start_with(name: &str, endpoints: &str, namespaces: &[&str], extra: &[&str]) -> Self {
+        Self::try_start(name, endpoints, namespaces, extra)
+            .expect("cluster node did not become ready")
+    }
+
+    /// [`Node::start_with`]; `Err(log)` if latticed exits instead.
+    pub fn try_start(
+        name: &str,
+        endpoints: &str,
+        namespaces: &[&str],
+        extra: &[&str],
+    ) -> Result<Self, String> {
         let netns_dir = std::env::temp_dir().join(format!("latticed-netns-{}", unique()));
         std::fs::create_dir_all(&netns_dir).expect("netns dir");
         let node = Self {
@@ -238,9 +392,8 @@ impl Node {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
         });
-        l.spawn_and_wait_ready()
-            .expect("cluster node did not become ready");
-        node
+        l.spawn_and_wait_ready()?;
+        Ok(node)
     }
 
     /// Makes namespace `ns` one this node hosts.

@@ -567,3 +567,54 @@ fn network_names_all(node: &Node) -> BTreeSet<String> {
         }
     }
 }
+
+/// etcd that takes only mutual TLS: a node with etcdctl's three flags works;
+/// a node without a client certificate, or with one from another CA, does
+/// not start, and says why.
+#[test]
+fn etcd_over_mutual_tls() {
+    let etcd = Etcd::start_tls(3);
+    let tls = etcd.tls.clone().unwrap();
+    let flags = |pair: &(std::path::PathBuf, std::path::PathBuf)| {
+        vec![
+            "--etcd-cacert".to_owned(),
+            tls.ca.display().to_string(),
+            "--etcd-cert".to_owned(),
+            pair.0.display().to_string(),
+            "--etcd-key".to_owned(),
+            pair.1.display().to_string(),
+        ]
+    };
+    let good = flags(&tls.client);
+    let good: Vec<&str> = good.iter().map(String::as_str).collect();
+    let node = Node::start_with("node-a", &etcd.endpoints(), &[], &good);
+    let made = ok(
+        &node,
+        "POST",
+        "/servicenetworks",
+        &json!({"name": "over-tls"}),
+    );
+    let id = made["id"].as_str().unwrap();
+    assert!(etcd
+        .ctl(&["get", "--prefix", "/latticed/resources/", "--keys-only"])
+        .contains(id));
+
+    let only_ca = ["--etcd-cacert", tls.ca.to_str().unwrap()];
+    let stranger = flags(&tls.stranger);
+    let stranger: Vec<&str> = stranger.iter().map(String::as_str).collect();
+    for (what, extra) in [
+        ("no client certificate", &only_ca[..]),
+        ("another CA's certificate", &stranger[..]),
+    ] {
+        let started = Instant::now();
+        let log = Node::try_start("node-x", &etcd.endpoints(), &[], extra)
+            .err()
+            .unwrap_or_else(|| panic!("a node with {what} started"));
+        assert!(log.contains("etcd (https://127.0.0.1:"), "{what}: {log}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+    }
+}
