@@ -397,8 +397,53 @@ fn nodes_serve_through_an_etcd_outage_and_catch_up_after_it() {
     assert!(network_names(&b).contains(&"one-member-down".to_owned()));
 
     // Every member down.
+    let associations = ok(
+        &a,
+        "GET",
+        &format!("/servicenetworkserviceassociations?serviceNetworkIdentifier={sn}"),
+        &Value::Null,
+    );
+    let to_a_association = associations["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["serviceName"] == "to-a")
+        .and_then(|i| i["id"].as_str())
+        .unwrap()
+        .to_owned();
     etcd.kill_all();
     let before = network_names(&a);
+    // A change etcd never takes never reaches the data path, not even
+    // while its commit is failing: to-a stays reachable throughout.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let probe = s.spawn(|| {
+            let mut asked = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                va.curl(&format!("http://{to_a}/"))
+                    .expect("traffic to a service whose association etcd never removed");
+                asked += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            asked
+        });
+        let (status, kind, v) = call(
+            &a,
+            "DELETE",
+            &format!("/servicenetworkserviceassociations/{to_a_association}"),
+            &Value::Null,
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            (status, kind.as_str()),
+            (500, "InternalServerException"),
+            "{v}"
+        );
+        assert!(
+            probe.join().unwrap() >= 3,
+            "the probe ran while the commit was failing"
+        );
+    });
     let start = Instant::now();
     let mut refused = 0;
     while start.elapsed() < Duration::from_secs(30) {

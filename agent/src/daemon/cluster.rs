@@ -236,6 +236,48 @@ impl Daemon {
         }
     }
 
+    /// Cluster mode's half of [`Daemon::commit_mutation`], once the change
+    /// is in the copy (`undo` takes it out) and planned: etcd first, then
+    /// this node's data path, as every other node's follows from the
+    /// watch. Applying first would put a change that etcd then refuses (or,
+    /// in an outage, never hears of) on the data path for as long as the
+    /// commit takes to fail. `Ok(None)`: another node committed first.
+    pub(super) async fn commit_then_apply(
+        &mut self,
+        operation: &str,
+        mutation: handlers::Mutation,
+        token: Option<(String, String)>,
+        (plan, delta): (Plan, &Delta),
+        undo: &[handlers::Change],
+    ) -> Result<Option<serde_json::Value>, ApiError> {
+        let t0 = std::time::Instant::now();
+        let record = super::transaction::token_record(token.as_ref(), &mutation.result);
+        let record = record.as_ref().map(|(k, v)| (*k, v));
+        match self.cluster_commit(&mutation.changes, record).await {
+            Ok(Commit::Done(_)) => {}
+            failed => {
+                if let Some(api) = self.api.as_mut() {
+                    api.state.apply(undo);
+                }
+                return match failed {
+                    Err(e) => Err(ApiError::internal(e.to_string())),
+                    _ => Ok(None),
+                };
+            }
+        }
+        let t_commit = t0.elapsed();
+        if let Err(e) = self.apply_delta(plan, Some(delta)).await {
+            tracing::error!(operation, error = %e, "committed to etcd, but this node's data path could not apply it");
+        }
+        tracing::debug!(
+            operation,
+            commit_us = t_commit.as_micros() as u64,
+            apply_us = (t0.elapsed() - t_commit).as_micros() as u64,
+            "API change committed to etcd and applied"
+        );
+        Ok(Some(mutation.result))
+    }
+
     /// Commits a mutation planned on the copy to etcd.
     pub(super) async fn cluster_commit(
         &mut self,

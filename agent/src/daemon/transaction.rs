@@ -4,7 +4,6 @@
 
 // The daemon's types and imports: these methods extend `Daemon`.
 use super::*;
-use crate::control::cluster::Commit;
 
 impl Daemon {
     /// Puts each listed target's health, as the data path sees it, into a
@@ -131,7 +130,8 @@ impl Daemon {
 
     /// Applies `mutation` to the state and the data path, then commits it
     /// (with the client token's record, if any); on any failure, undoes it
-    /// everywhere. API calls and the daemon's own changes (a domain found
+    /// everywhere. (In cluster mode the commit comes before the data path:
+    /// [`Daemon::commit_then_apply`].) API calls and the daemon's own changes (a domain found
     /// verified) take this one path. `Ok(None)`: another node's mutation
     /// committed first (cluster mode); nothing was changed.
     pub(super) async fn commit_mutation(
@@ -161,6 +161,11 @@ impl Daemon {
             }
         };
         let t_plan = t0.elapsed();
+        if self.cluster_revision().is_some() {
+            return self
+                .commit_then_apply(operation, mutation, token, (plan, &delta), &undo)
+                .await;
+        }
         let previous = match self.apply_delta(plan, Some(&delta)).await {
             Ok(previous) => previous,
             Err(e) => {
@@ -173,33 +178,20 @@ impl Daemon {
             }
         };
         let t_apply = t0.elapsed();
-        let token_record = token.as_ref().map(|(k, h)| {
-            (
-                k.as_str(),
-                serde_json::json!({"hash": h, "response": mutation.result}),
-            )
-        });
+        let token_record = token_record(token.as_ref(), &mutation.result);
         let token_record = token_record.as_ref().map(|(k, v)| (*k, v));
         let committed = match self.api.as_ref().map(|a| &a.backend) {
             Some(Backend::Local(store)) => store
                 .commit(&mutation.changes, token_record)
-                .map(|()| true)
                 .map_err(|e| format!("storing the change: {e}")),
-            _ => match self.cluster_commit(&mutation.changes, token_record).await {
-                Ok(Commit::Done(_)) => Ok(true),
-                Ok(Commit::Stale) => Ok(false),
-                Err(e) => Err(e.to_string()),
-            },
+            _ => Err("the API is not enabled".to_owned()),
         };
-        if !matches!(committed, Ok(true)) {
+        if let Err(e) = committed {
             if let Some(api) = self.api.as_mut() {
                 api.state.apply(&undo);
             }
             let _ = self.apply(previous).await;
-            return match committed {
-                Err(e) => Err(ApiError::internal(e)),
-                _ => Ok(None),
-            };
+            return Err(ApiError::internal(e));
         }
         tracing::debug!(
             operation,
@@ -235,6 +227,19 @@ impl Daemon {
             Err(e) => Err(ApiError::internal(e)),
         }
     }
+}
+
+/// The record a clientToken keeps: the request's hash and the answer.
+pub(super) fn token_record<'a>(
+    token: Option<&'a (String, String)>,
+    result: &serde_json::Value,
+) -> Option<(&'a str, serde_json::Value)> {
+    token.map(|(k, h)| {
+        (
+            k.as_str(),
+            serde_json::json!({"hash": h, "response": result}),
+        )
+    })
 }
 
 /// How often a mutation is planned again after losing to another node's.
