@@ -292,18 +292,23 @@ impl ApiRuntime {
             }
             Some(c) => {
                 control::store::private_dir(&paths.state_dir)?;
-                let (cluster, snapshot) = ClusterState::start(c, &paths.netns_dir).await?;
+                let (cluster, snapshot, from_cache) =
+                    ClusterState::start(c, &paths.netns_dir, &paths.state_dir).await?;
                 let state = handlers::State::from_records(snapshot.resources)?;
                 let mut keys = control::api::keys_of(snapshot.credentials, &naming.account);
-                let (key, secret) = control::api::new_key();
-                let proposed = control::api::admin_record(&naming.account, &secret);
-                let (key, record) = cluster
-                    .etcd
-                    .admin_key(&naming.account, (&key, &proposed))
-                    .await?;
-                let secret = record["secret"].as_str().unwrap_or_default().to_owned();
-                control::api::write_admin_file(&paths.state_dir, &key, &secret, true)?;
-                keys.extend(control::api::keys_of(vec![(key, record)], &naming.account));
+                // From the cache, the admin key is the one this node wrote
+                // down before; etcd is not there to agree on one.
+                if !from_cache {
+                    let (key, secret) = control::api::new_key();
+                    let proposed = control::api::admin_record(&naming.account, &secret);
+                    let (key, record) = cluster
+                        .etcd
+                        .admin_key(&naming.account, (&key, &proposed))
+                        .await?;
+                    let secret = record["secret"].as_str().unwrap_or_default().to_owned();
+                    control::api::write_admin_file(&paths.state_dir, &key, &secret, true)?;
+                    keys.extend(control::api::keys_of(vec![(key, record)], &naming.account));
+                }
                 (state, Backend::Cluster(Box::new(cluster)), keys)
             }
         };

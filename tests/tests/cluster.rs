@@ -372,7 +372,7 @@ fn every_node_serves_one_state_and_races_between_nodes_have_one_winner() {
 fn nodes_serve_through_an_etcd_outage_and_catch_up_after_it() {
     let mut etcd = Etcd::start(3);
     let (va, vb) = (Vpc::new("oa"), Vpc::new("ob"));
-    let a = Node::start("node-a", &etcd.endpoints(), &[va.name()]);
+    let mut a = Node::start("node-a", &etcd.endpoints(), &[va.name()]);
     // B talks to member 2 alone, so it can be cut off on its own below.
     let b = Node::start("node-b", &etcd.endpoint(2), &[vb.name()]);
     let sn = ok(&a, "POST", "/servicenetworks", &json!({"name": "net"}))["id"]
@@ -488,6 +488,16 @@ fn nodes_serve_through_an_etcd_outage_and_catch_up_after_it() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+
+    // Node A restarted while etcd is still down comes back from its own
+    // copy of the state: its data path, and reads.
+    a.latticed.stop_with(libc::SIGTERM);
+    a.latticed
+        .spawn_and_wait_ready()
+        .expect("node A restarted during the outage");
+    assert!(a.wait_log("starting from this node's copy", Duration::from_secs(1)));
+    reaches(&va, &to_a, va.name(), Duration::from_secs(5));
+    assert_eq!(network_names(&a), before);
 
     // etcd back: writes work again on both, nothing of the refused ones
     // exists, and each node follows the other.

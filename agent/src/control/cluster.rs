@@ -190,7 +190,7 @@ pub struct NodeRecord {
 }
 
 /// Everything under the prefix at one revision.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// The store's revision the snapshot was read at.
     pub revision: i64,
@@ -666,12 +666,14 @@ impl Cluster {
     /// returned channel; reconnects after failures from the last revision
     /// delivered, and sends a whole [`Snapshot`] when that revision was
     /// compacted away.
-    pub fn follow(&self, from: i64) -> mpsc::Receiver<Event> {
+    /// `up`: whether the caller counts the watch as up already (else the
+    /// first answer sends [`Event::Connected`]`(true)`).
+    pub fn follow(&self, from: i64, up: bool) -> mpsc::Receiver<Event> {
         let (tx, rx) = mpsc::channel(256);
         let this = self.clone();
         tokio::spawn(async move {
             let mut next = from;
-            let mut up = true;
+            let mut up = up;
             loop {
                 let err = this.watch_from(&mut next, &tx, &mut up).await;
                 if tx.is_closed() {

@@ -17,6 +17,8 @@ const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources"
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("client_tokens");
 /// Credentials: access key id -> {secret, principal}.
 const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
+/// Anything else by name (a cluster node's cache keeps its revision here).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +96,14 @@ impl Store {
     /// Opens (or creates) `DIR/latticed.redb`, which holds the admin
     /// secret: the file is made 0600 and the directory 0700.
     pub fn open(dir: &Path) -> Result<Self, Error> {
+        Self::open_file(dir, "latticed.redb")
+    }
+
+    /// [`Store::open`] of `DIR/FILE`.
+    pub fn open_file(dir: &Path, file: &str) -> Result<Self, Error> {
         use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
         private_dir(dir)?;
-        let path = dir.join("latticed.redb");
+        let path = dir.join(file);
         let file_err = |source| Error::Dir {
             path: path.clone(),
             source,
@@ -121,6 +128,7 @@ impl Store {
             tx.open_table(RESOURCES)?;
             tx.open_table(TOKENS)?;
             tx.open_table(CREDENTIALS)?;
+            tx.open_table(META)?;
             Ok(())
         })?;
         Ok(store)
@@ -197,34 +205,77 @@ impl Store {
     ) -> Result<(), Error> {
         // Encoded before the transaction opens, so a record that cannot be
         // written refuses the whole change.
-        let encoded = changes
-            .iter()
-            .map(|c| match c {
-                Change::Put(k, v) => serde_json::to_vec(v)
-                    .map(|b| (k.as_str(), Some(b)))
-                    .map_err(|source| Error::Encode {
-                        key: k.clone(),
-                        source,
-                    }),
-                Change::Delete(k) => Ok((k.as_str(), None)),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let encoded = encode(changes)?;
         self.write(|tx| {
             let mut t = tx.open_table(RESOURCES)?;
-            for (k, bytes) in &encoded {
-                match bytes {
-                    Some(b) => {
-                        t.insert(*k, b.as_slice())?;
-                    }
-                    None => {
-                        t.remove(*k)?;
-                    }
-                }
-            }
+            write_changes(&mut t, &encoded)?;
             if let Some((k, v)) = token {
                 let mut tokens = tx.open_table(TOKENS)?;
                 tokens.insert(k, serde_json::to_vec(v).unwrap_or_default().as_slice())?;
             }
+            Ok(())
+        })
+    }
+
+    /// A value stored by [`Store::put_meta`].
+    pub fn meta(&self, key: &str) -> Result<Option<Value>, Error> {
+        Ok(self
+            .read_table(META)?
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v))
+    }
+
+    /// Stores `value` under `key`, with `changes` to the resources, in one
+    /// transaction.
+    pub fn commit_with_meta<V: serde::Serialize>(
+        &self,
+        changes: &[Change<V>],
+        meta: &[(&str, &Value)],
+    ) -> Result<(), Error> {
+        let encoded = encode(changes)?;
+        self.write(|tx| {
+            let mut t = tx.open_table(RESOURCES)?;
+            write_changes(&mut t, &encoded)?;
+            let mut m = tx.open_table(META)?;
+            for (k, v) in meta {
+                m.insert(*k, v.to_string().as_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Replaces every resource and credential record and sets `meta`, in
+    /// one transaction.
+    pub fn replace_all(
+        &self,
+        resources: &[(String, Value)],
+        credentials: &[(String, Value)],
+        meta: &[(&str, &Value)],
+    ) -> Result<(), Error> {
+        self.write(|tx| {
+            tx.delete_table(RESOURCES)?;
+            tx.delete_table(CREDENTIALS)?;
+            let mut t = tx.open_table(RESOURCES)?;
+            for (k, v) in resources {
+                t.insert(k.as_str(), v.to_string().as_bytes())?;
+            }
+            let mut c = tx.open_table(CREDENTIALS)?;
+            for (k, v) in credentials {
+                c.insert(k.as_str(), v.to_string().as_bytes())?;
+            }
+            let mut m = tx.open_table(META)?;
+            for (k, v) in meta {
+                m.insert(*k, v.to_string().as_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a credential.
+    pub fn remove_credential(&self, access_key: &str) -> Result<(), Error> {
+        self.write(|tx| {
+            tx.open_table(CREDENTIALS)?.remove(access_key)?;
             Ok(())
         })
     }
@@ -240,6 +291,42 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// A change's key and JSON (`None`: delete).
+type Encoded<'a> = (&'a str, Option<Vec<u8>>);
+
+/// Each change's key and JSON.
+fn encode<V: serde::Serialize>(changes: &[Change<V>]) -> Result<Vec<Encoded<'_>>, Error> {
+    changes
+        .iter()
+        .map(|c| match c {
+            Change::Put(k, v) => serde_json::to_vec(v)
+                .map(|b| (k.as_str(), Some(b)))
+                .map_err(|source| Error::Encode {
+                    key: k.clone(),
+                    source,
+                }),
+            Change::Delete(k) => Ok((k.as_str(), None)),
+        })
+        .collect()
+}
+
+fn write_changes(
+    t: &mut redb::Table<'_, &str, &[u8]>,
+    encoded: &[Encoded<'_>],
+) -> Result<(), redb::Error> {
+    for (k, bytes) in encoded {
+        match bytes {
+            Some(b) => {
+                t.insert(*k, b.as_slice())?;
+            }
+            None => {
+                t.remove(*k)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

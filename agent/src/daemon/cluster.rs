@@ -25,6 +25,114 @@ const LATEST: Duration = Duration::from_millis(800);
 /// the copy without asking again.
 const RECHECK: Duration = Duration::from_secs(2);
 
+/// The node's own copy of the cluster state on disk
+/// (`STATE_DIR/cluster-cache.redb`): what a node restarted while etcd is
+/// unreachable starts from, so its data path comes back with the last
+/// state it knew (static stability). Written in order on a thread of its
+/// own, off the daemon's loop; etcd stays the truth.
+pub(super) struct Cache {
+    writes: Option<std::sync::mpsc::Sender<CacheWrite>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Cache {
+    /// Waits for the writes already sent (a stopping node's cache is
+    /// complete).
+    fn drop(&mut self) {
+        drop(self.writes.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// One write to the cache.
+enum CacheWrite {
+    /// Records changed; the copy is now at `known`.
+    Changes(Vec<handlers::Change>, i64),
+    /// A credential was put (`Some`) or removed.
+    Credential(String, Option<serde_json::Value>),
+    /// The principals document.
+    Principals(Option<String>),
+    /// Everything, as read from etcd.
+    Replace(Box<Snapshot>),
+}
+
+impl Cache {
+    /// Opens the cache: what it holds (if anything) and its writer.
+    fn open(state_dir: &std::path::Path) -> Result<(Self, Option<Snapshot>), Error> {
+        let store = store::Store::open_file(state_dir, "cluster-cache.redb")?;
+        let loaded = load(&store)?;
+        let (writes, rx) = std::sync::mpsc::channel::<CacheWrite>();
+        let writer = std::thread::Builder::new()
+            .name("cluster-cache".into())
+            .spawn(move || {
+                for w in rx {
+                    if let Err(e) = write(&store, w) {
+                        tracing::warn!(error = %e, "writing the local copy of the cluster state");
+                    }
+                }
+            })
+            .map_err(|source| Error::Io {
+                what: "starting the cluster cache's writer".into(),
+                source,
+            })?;
+        Ok((
+            Self {
+                writes: Some(writes),
+                writer: Some(writer),
+            },
+            loaded,
+        ))
+    }
+
+    fn send(&self, w: CacheWrite) {
+        // Only fails once the writer is gone (the daemon is stopping).
+        if let Some(tx) = &self.writes {
+            let _ = tx.send(w);
+        }
+    }
+}
+
+/// The cache's contents as a snapshot at the revision it reached.
+fn load(store: &store::Store) -> Result<Option<Snapshot>, store::Error> {
+    let Some(known) = store.meta("known")?.and_then(|v| v.as_i64()) else {
+        return Ok(None);
+    };
+    Ok(Some(Snapshot {
+        revision: known,
+        rev: known,
+        resources: store.resources()?,
+        credentials: store.credentials()?,
+        principals: store
+            .meta("principals")?
+            .and_then(|v| v.as_str().map(str::to_owned)),
+        nodes: BTreeMap::new(),
+    }))
+}
+
+fn write(store: &store::Store, w: CacheWrite) -> Result<(), store::Error> {
+    use serde_json::json;
+    match w {
+        CacheWrite::Changes(changes, known) => {
+            store.commit_with_meta(&changes, &[("known", &json!(known))])
+        }
+        CacheWrite::Credential(k, Some(v)) => store.put_credential(&k, &v),
+        CacheWrite::Credential(k, None) => store.remove_credential(&k),
+        CacheWrite::Principals(p) => {
+            store.commit_with_meta::<serde_json::Value>(&[], &[("principals", &json!(p))])
+        }
+        CacheWrite::Replace(s) => store.replace_all(
+            &s.resources,
+            &s.credentials,
+            &[
+                ("known", &json!(s.rev)),
+                ("principals", &json!(s.principals)),
+            ],
+        ),
+    }
+}
+
 /// A cluster node's link to etcd.
 pub(super) struct ClusterState {
     pub(super) etcd: Cluster,
@@ -32,8 +140,14 @@ pub(super) struct ClusterState {
     /// applied here.
     pub(super) known: i64,
     pub(super) events: mpsc::Receiver<Event>,
+    /// The copy on disk.
+    cache: Cache,
     /// Whether the watch is up (else a read catches up by reading all).
     connected: bool,
+    /// Started from the cache, which keeps no node registrations: the whole
+    /// state is read again once etcd answers (the watch resumes from the
+    /// last mutation, after which the registrations may not have changed).
+    stale_nodes: bool,
     /// When asking etcd for the latest revision last failed: reads answer
     /// from the copy at once for a while rather than wait each time.
     unreachable_since: Option<std::time::Instant>,
@@ -58,28 +172,49 @@ impl std::fmt::Debug for ClusterState {
 impl ClusterState {
     /// Connects, reads the whole state, starts following it and registers
     /// the node with the namespaces of `netns_dir`.
+    /// If etcd cannot be read, the node starts from its cache (the last
+    /// state it knew) and catches up when etcd answers; the returned flag
+    /// says so. With neither, it does not start.
     pub(super) async fn start(
         opts: &cluster::Options,
         netns_dir: &std::path::Path,
-    ) -> Result<(Self, Snapshot), Error> {
+        state_dir: &std::path::Path,
+    ) -> Result<(Self, Snapshot, bool), Error> {
         let etcd = Cluster::connect(opts).await?;
-        let snapshot = etcd.snapshot().await?;
-        let events = etcd.follow(snapshot.revision + 1);
+        let (cache, cached) = Cache::open(state_dir)?;
+        let (snapshot, from_cache) = match (etcd.snapshot().await, cached) {
+            (Ok(s), _) => {
+                cache.send(CacheWrite::Replace(Box::new(s.clone())));
+                tracing::info!(
+                    endpoints = etcd.endpoints(),
+                    node = etcd.node(),
+                    revision = s.revision,
+                    records = s.resources.len(),
+                    nodes = s.nodes.len(),
+                    "cluster state loaded from etcd"
+                );
+                (s, false)
+            }
+            (Err(e), Some(s)) => {
+                tracing::warn!(
+                    revision = s.rev,
+                    records = s.resources.len(),
+                    "{e}; starting from this node's copy of the cluster state, and catching up when etcd answers"
+                );
+                (s, true)
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
+        let events = etcd.follow(snapshot.revision + 1, !from_cache);
         let (hosted, rx) = tokio::sync::watch::channel(namespaces_in(netns_dir));
         let registration = etcd.register(rx);
-        tracing::info!(
-            endpoints = etcd.endpoints(),
-            node = etcd.node(),
-            revision = snapshot.revision,
-            records = snapshot.resources.len(),
-            nodes = snapshot.nodes.len(),
-            "cluster state loaded from etcd"
-        );
         let state = Self {
             etcd,
             known: snapshot.rev,
             events,
-            connected: true,
+            cache,
+            connected: !from_cache,
+            stale_nodes: from_cache,
             unreachable_since: None,
             nodes: snapshot.nodes.clone(),
             principals: snapshot.principals.clone(),
@@ -87,7 +222,7 @@ impl ClusterState {
             _registration: registration,
         };
         state.report_conflicts();
-        Ok((state, snapshot))
+        Ok((state, snapshot, from_cache))
     }
 
     /// Leaves the registry at once (the lease is revoked) rather than when
@@ -266,6 +401,10 @@ impl Daemon {
             }
         }
         let t_commit = t0.elapsed();
+        if let Some(c) = self.cluster() {
+            c.cache
+                .send(CacheWrite::Changes(mutation.changes.clone(), c.known));
+        }
         if let Err(e) = self.apply_delta(plan, Some(delta)).await {
             tracing::error!(operation, error = %e, "committed to etcd, but this node's data path could not apply it");
         }
@@ -288,6 +427,8 @@ impl Daemon {
             return Ok(Commit::Stale);
         };
         let out = c.etcd.commit(c.known, changes, token).await?;
+        // etcd answered: reads may ask it again at once.
+        c.unreachable_since = None;
         if let Commit::Done(rev) = out {
             c.known = rev;
         }
@@ -298,8 +439,25 @@ impl Daemon {
     pub(super) async fn cluster_event(&mut self, ev: Event) {
         match ev {
             Event::Connected(up) => {
-                if let Some(c) = self.cluster() {
-                    c.connected = up;
+                let Some(c) = self.cluster() else {
+                    return;
+                };
+                c.connected = up;
+                if !up {
+                    return;
+                }
+                c.unreachable_since = None;
+                if std::mem::take(&mut c.stale_nodes) {
+                    let etcd = c.etcd.clone();
+                    match etcd.snapshot().await {
+                        Ok(s) => self.resync(s).await,
+                        Err(e) => {
+                            tracing::warn!("reading the state after starting from the copy: {e}");
+                            if let Some(c) = self.cluster() {
+                                c.stale_nodes = true;
+                            }
+                        }
+                    }
                 }
             }
             Event::Resync(s) => self.resync(s).await,
@@ -341,6 +499,7 @@ impl Daemon {
                     principals = true;
                     if let Some(c) = self.cluster() {
                         c.principals = item.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                        c.cache.send(CacheWrite::Principals(c.principals.clone()));
                     }
                 }
                 Key::Node(n) => {
@@ -365,6 +524,9 @@ impl Daemon {
         }
         if let Some(c) = self.cluster() {
             c.known = c.known.max(newest);
+            if !changes.is_empty() {
+                c.cache.send(CacheWrite::Changes(changes, c.known));
+            }
             if nodes {
                 c.report_conflicts();
             }
@@ -404,7 +566,7 @@ impl Daemon {
 
     /// The whole state again (the watch's revision was compacted).
     async fn resync(&mut self, s: Snapshot) {
-        let state = match handlers::State::from_records(s.resources) {
+        let state = match handlers::State::from_records(s.resources.clone()) {
             Ok(st) => st,
             Err(e) => {
                 tracing::error!(error = %e, "the state in etcd does not load; keeping the copy");
@@ -415,12 +577,21 @@ impl Daemon {
             return;
         };
         api.state = state;
+        let Snapshot {
+            rev,
+            nodes,
+            principals,
+            credentials,
+            revision,
+            ..
+        } = s.clone();
         if let Backend::Cluster(c) = &mut api.backend {
-            c.known = s.rev;
-            c.nodes = s.nodes;
-            c.principals = s.principals;
+            c.cache.send(CacheWrite::Replace(Box::new(s)));
+            c.known = rev;
+            c.nodes = nodes;
+            c.principals = principals;
         }
-        api.own_keys = control::api::keys_of(s.credentials, &self.naming.account);
+        api.own_keys = control::api::keys_of(credentials, &self.naming.account);
         self.claims_to_api();
         self.reload_accounts(true);
         self.reload_principals(true);
@@ -432,7 +603,7 @@ impl Daemon {
             }
             Err(e) => tracing::error!(error = %e, "the state read from etcd does not plan"),
         }
-        tracing::info!(revision = s.revision, "resynced with etcd");
+        tracing::info!(revision, "resynced with etcd");
     }
 
     fn credential_changed(&mut self, key: String, value: Option<Vec<u8>>) {
@@ -440,7 +611,12 @@ impl Daemon {
         let Some(api) = self.api.as_mut() else {
             return;
         };
-        match value.and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok()) {
+        let value = value.and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok());
+        if let Backend::Cluster(c) = &api.backend {
+            c.cache
+                .send(CacheWrite::Credential(key.clone(), value.clone()));
+        }
+        match value {
             Some(v) => {
                 let k = control::api::keys_of(vec![(key, v)], &account);
                 api.own_keys.extend(k);
@@ -449,5 +625,68 @@ impl Daemon {
                 api.own_keys.remove(&key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// What a node wrote to its cache is what it starts from when etcd
+    /// cannot be read: records, credentials, principals and the revision.
+    #[test]
+    fn the_cache_gives_back_what_was_written() {
+        let dir = std::env::temp_dir().join(format!("latticed-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let record = |name: &str| {
+            Record::from_stored(
+                "sn-0123456789abcdef0",
+                json!({"id": "sn-0123456789abcdef0", "name": name, "arn": "arn:aws:vpc-lattice:us-east-1:111122223333:servicenetwork/sn-0123456789abcdef0",
+                       "authType": "NONE", "createdAt": "2026-12-06T00:00:00Z", "lastUpdatedAt": "2026-12-06T00:00:00Z", "_seq": 1}),
+            )
+            .unwrap()
+        };
+        {
+            let (cache, loaded) = Cache::open(&dir).unwrap();
+            assert!(loaded.is_none(), "a new cache holds nothing");
+            cache.send(CacheWrite::Replace(Box::new(Snapshot {
+                revision: 9,
+                rev: 7,
+                resources: vec![("old-1".into(), json!({"x": 1}))],
+                credentials: vec![("AKIAOLD".into(), json!({"secret": "s"}))],
+                principals: None,
+                nodes: BTreeMap::new(),
+            })));
+            cache.send(CacheWrite::Changes(
+                vec![
+                    store::Change::Delete("old-1".into()),
+                    store::Change::Put("sn-0123456789abcdef0".into(), record("net")),
+                ],
+                12,
+            ));
+            cache.send(CacheWrite::Credential(
+                "AKIANEW".into(),
+                Some(json!({"secret": "t"})),
+            ));
+            cache.send(CacheWrite::Credential("AKIAOLD".into(), None));
+            cache.send(CacheWrite::Principals(Some("{\"credentials\":[]}".into())));
+        }
+        let (_cache, loaded) = Cache::open(&dir).unwrap();
+        let s = loaded.expect("the cache holds a state");
+        assert_eq!((s.rev, s.revision), (12, 12));
+        assert_eq!(s.resources.len(), 1);
+        assert_eq!(s.resources[0].0, "sn-0123456789abcdef0");
+        assert_eq!(s.resources[0].1["name"], "net");
+        assert_eq!(
+            s.credentials
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            ["AKIANEW"]
+        );
+        assert_eq!(s.principals.as_deref(), Some("{\"credentials\":[]}"));
+        drop(_cache);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
