@@ -673,3 +673,24 @@ fn etcd_over_mutual_tls() {
         );
     }
 }
+
+/// A node joining a cluster with more records than one read returns (500
+/// keys a page) reads them all, at one revision.
+#[test]
+fn a_node_joining_reads_a_large_state_whole() {
+    let etcd = Etcd::start(3);
+    let quota = ["--quota", "service-networks=1000"];
+    let a = Node::start_with("node-a", &etcd.endpoints(), &[], &quota);
+    for i in 0..1000 {
+        ok(
+            &a,
+            "POST",
+            "/servicenetworks",
+            &json!({"name": format!("many-{i:04}")}),
+        );
+    }
+    let b = Node::start_with("node-b", &etcd.endpoints(), &[], &quota);
+    let names = network_names_all(&b);
+    assert_eq!(names.len(), 1000);
+    assert!(names.contains("many-0000") && names.contains("many-0999"));
+}

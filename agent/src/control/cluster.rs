@@ -33,6 +33,12 @@ use super::store::Change;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one attempt of a call may take (see [`Cluster::connect`]).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
+/// Keys per page of a snapshot.
+const PAGE: i64 = 500;
+/// The largest gRPC message latticed takes from etcd (a page of large
+/// records, a watch response of a large transaction); tonic's default is
+/// 4 MiB.
+const MAX_MESSAGE: usize = 64 << 20;
 /// The node lease's time to live: a node that stops renewing it (crashed,
 /// cut off) leaves the registry after this long.
 pub const LEASE_TTL_SECS: i64 = 10;
@@ -403,19 +409,60 @@ impl Cluster {
         once(&self.endpoints, what, f).await
     }
 
-    /// Everything under the prefix, read at one revision.
+    /// Everything a node follows (not the client tokens, which only a
+    /// commit's check reads), at one revision, in pages: a large state is
+    /// more than one gRPC message may carry.
     pub async fn snapshot(&self) -> Result<Snapshot, Error> {
-        let resp = self
-            .get(
-                "reading the state",
-                &self.prefix,
-                Some(GetOptions::new().with_prefix()),
-            )
+        let mut s = Snapshot::default();
+        // The first read fixes the revision every other read is made at.
+        let rev = self.key("rev");
+        let first = self
+            .get("reading the state", &rev, Some(GetOptions::new()))
             .await?;
-        let mut s = Snapshot {
-            revision: resp.header().map_or(0, |h| h.revision()),
-            ..Snapshot::default()
-        };
+        s.revision = first.header().map_or(0, |h| h.revision());
+        self.add_page(&mut s, &first)?;
+        for (range, whole) in [
+            ("resources/", true),
+            ("credentials/", true),
+            ("nodes/", true),
+            ("principals", false),
+        ] {
+            let key = self.key(range);
+            let end = if whole {
+                prefix_end(key.as_bytes())
+            } else {
+                Vec::new()
+            };
+            let mut from = key.into_bytes();
+            loop {
+                let mut opts = GetOptions::new().with_revision(s.revision).with_limit(PAGE);
+                if !end.is_empty() {
+                    opts = opts.with_range(end.clone());
+                }
+                let resp = self
+                    .call("reading the state", |c| {
+                        let (key, opts) = (from.clone(), opts.clone());
+                        async move {
+                            let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE);
+                            kv.get(key, Some(opts)).await
+                        }
+                    })
+                    .await?;
+                self.add_page(&mut s, &resp)?;
+                match resp.kvs().last() {
+                    Some(last) if resp.more() => {
+                        from = last.key().to_vec();
+                        from.push(0);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Sorts one page of a snapshot's keys into it.
+    fn add_page(&self, s: &mut Snapshot, resp: &etcd_client::GetResponse) -> Result<(), Error> {
         for kv in resp.kvs() {
             let json = || {
                 serde_json::from_slice::<Value>(kv.value()).map_err(|source| Error::Corrupt {
@@ -438,7 +485,7 @@ impl Cluster {
                 Key::Other => {}
             }
         }
-        Ok(s)
+        Ok(())
     }
 
     /// `rev`'s mod revision now (a linearizable read: every mutation any
@@ -694,7 +741,10 @@ impl Cluster {
 
     /// One watch stream, until it fails. `next` moves past what was sent.
     async fn watch_from(&self, next: &mut i64, tx: &mpsc::Sender<Event>, up: &mut bool) -> String {
-        let mut c = self.client.clone();
+        let mut c = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE);
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(*next)
@@ -762,6 +812,19 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff: to the end of the keyspace.
+    vec![0]
 }
 
 /// A node's record, or `None` (logged) if it is not one.
@@ -898,6 +961,13 @@ mod tests {
         let mut o = opts();
         o.cacert = Some("/ca.pem".into());
         assert!(err(o).contains("https://"));
+    }
+
+    #[test]
+    fn a_prefix_ends_where_its_keys_do() {
+        assert_eq!(prefix_end(b"/latticed/"), b"/latticed0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
     }
 
     #[test]
