@@ -76,28 +76,38 @@ pub fn load(path: &Path) -> Result<File, Error> {
             })
         }
     };
-    let de = &mut serde_json::Deserializer::from_str(&text);
-    let file: File = crate::control::deserialize_at(de)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses the accounts document (`origin` names where it came from in
+/// errors); every account id and organisation is checked.
+pub fn parse(text: &str, origin: &str) -> Result<File, Error> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let file: File =
+        crate::control::deserialize_at(de).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
     if let Some(bad) = file.accounts.keys().find(|id| !is_account_id(id)) {
         return Err(Error::Invalid(format!(
-            "{}: accounts.{bad}: an account id is 12 digits",
-            path.display()
+            "{origin}: accounts.{bad}: an account id is 12 digits"
         )));
     }
     for (id, a) in &file.accounts {
         if let Some(o) = a.organization_id.as_deref().filter(|o| !is_org_id(o)) {
             return Err(Error::Invalid(format!(
-                "{}: accounts.{id}.organizationId: {o:?} is not o- followed by 10-32 of a-z, 0-9",
-                path.display()
+                "{origin}: accounts.{id}.organizationId: {o:?} is not o- followed by 10-32 of a-z, 0-9"
             )));
         }
     }
     Ok(file)
 }
 
-fn save(path: &Path, file: &File) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(file).map_err(|e| Error::Invalid(e.to_string()))?;
+/// The document's text.
+pub fn to_text(file: &File) -> Result<String, Error> {
+    serde_json::to_string_pretty(file).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Writes the file (0600, whole or not at all).
+pub fn save(path: &Path, file: &File) -> Result<(), Error> {
+    let text = to_text(file)?;
     crate::principals::write_private(path, &text).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
@@ -106,11 +116,11 @@ fn save(path: &Path, file: &File) -> Result<(), Error> {
 
 pub use latticed_proxy::authz::principals::is_org_id;
 
-/// Creates account `id` (in organisation `org`, if given) with one admin
-/// key; returns (access key, secret). `default` is the daemon's own
-/// account, which always exists.
-pub fn add(
-    path: &Path,
+/// Adds account `id` (in organisation `org`, if given) with one admin
+/// key to `file`; returns (access key, secret). `default` is the daemon's
+/// own account, which always exists.
+pub fn add_to(
+    file: &mut File,
     id: &str,
     org: Option<&str>,
     default: Option<&str>,
@@ -130,7 +140,6 @@ pub fn add(
             "--account-id {id}: that is latticed's default account (its key is STATE_DIR/admin-credentials)"
         )));
     }
-    let mut file = load(path)?;
     if file.accounts.contains_key(id) {
         return Err(Error::Invalid(format!(
             "--account-id {id}: the account already exists"
@@ -144,25 +153,40 @@ pub fn add(
             organization_id: org.map(str::to_owned),
         },
     );
-    save(path, &file)?;
     Ok((key, secret))
 }
 
-/// Removes account `id` and its keys. What it owns stays, unreachable by
-/// any key until the account is added again.
-pub fn remove(path: &Path, id: &str) -> Result<(), Error> {
-    let mut file = load(path)?;
+/// Removes account `id` from `file`.
+pub fn remove_from(file: &mut File, id: &str) -> Result<(), Error> {
     if file.accounts.remove(id).is_none() {
         return Err(Error::Invalid(format!(
             "--account-id {id}: no such account"
         )));
     }
-    save(path, &file)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn add(
+        path: &Path,
+        id: &str,
+        org: Option<&str>,
+        default: Option<&str>,
+    ) -> Result<(String, String), Error> {
+        let mut file = load(path)?;
+        let out = add_to(&mut file, id, org, default)?;
+        save(path, &file)?;
+        Ok(out)
+    }
+
+    fn remove(path: &Path, id: &str) -> Result<(), Error> {
+        let mut file = load(path)?;
+        remove_from(&mut file, id)?;
+        save(path, &file)
+    }
 
     #[test]
     fn accounts_are_added_listed_and_removed_with_named_errors() {

@@ -66,6 +66,8 @@ pub enum AccountCommand {
         default_account_id: String,
         #[command(flatten)]
         state: StateDir,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
     /// Delete an account and its keys (what it owns stays, unreachable).
     Remove {
@@ -74,42 +76,94 @@ pub enum AccountCommand {
         account_id: String,
         #[command(flatten)]
         state: StateDir,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
     /// List the accounts and their access keys (no secrets).
     List {
         #[command(flatten)]
         state: StateDir,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
 }
 
+/// `latticed account ...`: on the local file, or, with
+/// `--etcd-endpoints`, on the cluster's accounts document (every node takes
+/// it at once).
 #[expect(clippy::print_stdout, reason = "the command's answer")]
-pub fn account(cmd: AccountCommand) -> anyhow::Result<()> {
-    match cmd {
+pub fn account(cmd: AccountCommand, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    use crate::accounts as a;
+    enum Edit {
+        Add(String, Option<String>, String),
+        Remove(String),
+        List,
+    }
+    let (edit, state, etcd) = match cmd {
         AccountCommand::Add {
             account_id,
             organization_id,
             default_account_id,
             state,
-        } => {
-            let path = crate::accounts::path(&state.state_dir);
-            let (key, secret) = crate::accounts::add(
-                &path,
-                &account_id,
-                organization_id.as_deref(),
-                Some(&default_account_id),
-            )?;
+            etcd,
+        } => (
+            Edit::Add(account_id, organization_id, default_account_id),
+            state,
+            etcd,
+        ),
+        AccountCommand::Remove {
+            account_id,
+            state,
+            etcd,
+        } => (Edit::Remove(account_id), state, etcd),
+        AccountCommand::List { state, etcd } => (Edit::List, state, etcd),
+    };
+    // One edit of the document, wherever it lives: the new document (if it
+    // changed) and the key an Add made.
+    let apply = |file: &mut a::File| -> Result<(bool, Option<(String, String)>), a::Error> {
+        match &edit {
+            Edit::Add(id, org, default) => {
+                a::add_to(file, id, org.as_deref(), Some(default)).map(|k| (true, Some(k)))
+            }
+            Edit::Remove(id) => a::remove_from(file, id).map(|()| (true, None)),
+            Edit::List => Ok((false, None)),
+        }
+    };
+    let (file, key, place) = match etcd.options(Some("cli"))? {
+        None => {
+            let path = a::path(&state.state_dir);
+            let mut file = a::load(&path)?;
+            let (changed, key) = apply(&mut file)?;
+            if changed {
+                a::save(&path, &file)?;
+            }
+            (file, key, path.display().to_string())
+        }
+        Some(opts) => runtime.block_on(async {
+            let cluster = crate::control::cluster::Cluster::connect(&opts).await?;
+            let (file, key) = cluster
+                .update_document("accounts", |text| {
+                    let mut file = match text {
+                        Some(t) => a::parse(t, "accounts in etcd")?,
+                        None => a::File::default(),
+                    };
+                    let (_, key) = apply(&mut file)?;
+                    Ok::<_, a::Error>((a::to_text(&file)?, (file, key)))
+                })
+                .await??;
+            anyhow::Ok((file, key, format!("etcd {}", cluster.endpoints())))
+        })?,
+    };
+    match (&edit, key) {
+        (Edit::Add(id, ..), Some((key, secret))) => {
             println!("[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}");
-            eprintln!("account {account_id} added to {}", path.display());
+            eprintln!("account {id} added to {place}");
         }
-        AccountCommand::Remove { account_id, state } => {
-            crate::accounts::remove(&crate::accounts::path(&state.state_dir), &account_id)?;
-            eprintln!("removed account {account_id}");
-        }
-        AccountCommand::List { state } => {
-            let file = crate::accounts::load(&crate::accounts::path(&state.state_dir))?;
-            for (id, a) in &file.accounts {
-                let keys: Vec<&str> = a.admin_keys.keys().map(String::as_str).collect();
-                let org = a.organization_id.as_deref().unwrap_or("-");
+        (Edit::Remove(id), _) => eprintln!("removed account {id} from {place}"),
+        _ => {
+            for (id, acc) in &file.accounts {
+                let keys: Vec<&str> = acc.admin_keys.keys().map(String::as_str).collect();
+                let org = acc.organization_id.as_deref().unwrap_or("-");
                 println!("{id}\t{org}\t{}", keys.join(","));
             }
         }
@@ -207,7 +261,7 @@ pub fn principal(cmd: PrincipalCommand, runtime: &tokio::runtime::Runtime) -> an
         Some(opts) => runtime.block_on(async {
             let cluster = crate::control::cluster::Cluster::connect(&opts).await?;
             let out = cluster
-                .update_principals(|text| p::edit_text(text, edit.clone()))
+                .update_document("principals", |text| p::edit_text(text, edit.clone()))
                 .await??;
             anyhow::Ok((out, format!("etcd {}", cluster.endpoints())))
         })?,

@@ -292,7 +292,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(path = %config.display(), "configuration is valid");
         }
         Command::Principal(cmd) => cli::principal(cmd, &runtime)?,
-        Command::Account(cmd) => cli::account(cmd)?,
+        Command::Account(cmd) => cli::account(cmd, &runtime)?,
         Command::Policy(PolicyCommand::Simulate(s)) => {
             if !cli::simulate(s)? {
                 std::process::exit(3);

@@ -14,7 +14,7 @@ use std::{
 };
 
 use latticed_tests::{
-    add_principal, api_request, echo,
+    account, add_principal, api_request, echo,
     etcd::{Etcd, Node},
     wait_until, Vpc,
 };
@@ -344,9 +344,49 @@ fn every_node_serves_one_state_and_races_between_nodes_have_one_winner() {
         assert!(msg.contains("node-a") && msg.contains("node-b"), "{msg}");
     }
 
+    // Other accounts are the cluster's: one `account add` against etcd,
+    // and its key works on both nodes.
+    let eps = etcd.endpoints();
+    let text = account(
+        &a.latticed,
+        &[
+            "add",
+            "--account-id",
+            "222233334444",
+            "--etcd-endpoints",
+            &eps,
+        ],
+    )
+    .unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .unwrap()
+            .to_owned()
+    };
+    let (key, secret) = (field("aws_access_key_id"), field("aws_secret_access_key"));
+    for n in [&a, &b] {
+        let mut answered = 0;
+        wait_until(Duration::from_secs(10), || {
+            let (status, _, _) = api_request(
+                n.latticed.api().port,
+                "GET",
+                "/servicenetworks",
+                b"",
+                Some((&key, &secret)),
+            )
+            .unwrap();
+            answered = status;
+            status == 200
+        });
+        assert_eq!(answered, 200, "the new account's key on {}", n.name);
+    }
+    assert!(account(&b.latticed, &["list", "--etcd-endpoints", &eps])
+        .unwrap()
+        .contains("222233334444"));
+
     // Data-path principals are the cluster's: one `principal add` against
     // etcd reaches both nodes.
-    let eps = etcd.endpoints();
     add_principal(
         &a.latticed.api().state_dir,
         "arn:aws:iam::111122223333:role/app",

@@ -208,6 +208,8 @@ pub struct Snapshot {
     pub credentials: Vec<(String, Value)>,
     /// The data path's principals document, if any.
     pub principals: Option<String>,
+    /// The other accounts' document, if any.
+    pub accounts: Option<String>,
     /// Registered nodes.
     pub nodes: BTreeMap<String, NodeRecord>,
 }
@@ -223,6 +225,8 @@ pub enum Key {
     Credential(String),
     /// The principals document.
     Principals,
+    /// The other accounts' document (`latticed account`).
+    Accounts,
     /// A node's registration.
     Node(String),
     /// Tokens and anything else no node follows.
@@ -358,6 +362,8 @@ impl Cluster {
             Key::Rev
         } else if rest == "principals" {
             Key::Principals
+        } else if rest == "accounts" {
+            Key::Accounts
         } else if let Some(k) = rest.strip_prefix("resources/") {
             Key::Resource(k.to_owned())
         } else if let Some(k) = rest.strip_prefix("credentials/") {
@@ -426,6 +432,7 @@ impl Cluster {
             ("credentials/", true),
             ("nodes/", true),
             ("principals", false),
+            ("accounts", false),
         ] {
             let key = self.key(range);
             let end = if whole {
@@ -476,6 +483,9 @@ impl Cluster {
                 Key::Credential(k) => s.credentials.push((k, json()?)),
                 Key::Principals => {
                     s.principals = Some(String::from_utf8_lossy(kv.value()).into_owned());
+                }
+                Key::Accounts => {
+                    s.accounts = Some(String::from_utf8_lossy(kv.value()).into_owned());
                 }
                 Key::Node(n) => {
                     if let Some(r) = node_record(&n, kv.value()) {
@@ -603,15 +613,17 @@ impl Cluster {
         Ok((existing, value))
     }
 
-    /// Changes the principals document by compare-and-swap: `f` gets the
-    /// current text (if any) and returns the new one.
-    pub async fn update_principals<T, E>(
+    /// Changes document `name` (`principals`, `accounts`) by
+    /// compare-and-swap: `f` gets the current text (if any) and returns the
+    /// new one; it runs again if another writer got there first.
+    pub async fn update_document<T, E>(
         &self,
+        name: &str,
         mut f: impl FnMut(Option<&str>) -> Result<(String, T), E>,
     ) -> Result<Result<T, E>, Error> {
-        let k = self.key("principals");
+        let k = self.key(name);
         loop {
-            let got = self.get("reading principals", &k, None).await?;
+            let got = self.get("reading a document", &k, None).await?;
             let (text, modrev) = match got.kvs().first() {
                 Some(kv) => (
                     Some(String::from_utf8_lossy(kv.value()).into_owned()),
@@ -626,7 +638,7 @@ impl Cluster {
             let txn = Txn::new()
                 .when([Compare::mod_revision(k.clone(), CompareOp::Equal, modrev)])
                 .and_then([TxnOp::put(k.clone(), new, None)]);
-            if self.txn("writing principals", txn).await?.succeeded() {
+            if self.txn("writing a document", txn).await?.succeeded() {
                 return Ok(Ok(out));
             }
         }

@@ -52,8 +52,8 @@ enum CacheWrite {
     Changes(Vec<handlers::Change>, i64),
     /// A credential was put (`Some`) or removed.
     Credential(String, Option<serde_json::Value>),
-    /// The principals document.
-    Principals(Option<String>),
+    /// A document (`principals`, `accounts`).
+    Document(&'static str, Option<String>),
     /// Everything, as read from etcd.
     Replace(Box<Snapshot>),
 }
@@ -107,6 +107,9 @@ fn load(store: &store::Store) -> Result<Option<Snapshot>, store::Error> {
         principals: store
             .meta("principals")?
             .and_then(|v| v.as_str().map(str::to_owned)),
+        accounts: store
+            .meta("accounts")?
+            .and_then(|v| v.as_str().map(str::to_owned)),
         nodes: BTreeMap::new(),
     }))
 }
@@ -119,8 +122,8 @@ fn write(store: &store::Store, w: CacheWrite) -> Result<(), store::Error> {
         }
         CacheWrite::Credential(k, Some(v)) => store.put_credential(&k, &v),
         CacheWrite::Credential(k, None) => store.remove_credential(&k),
-        CacheWrite::Principals(p) => {
-            store.commit_with_meta::<serde_json::Value>(&[], &[("principals", &json!(p))])
+        CacheWrite::Document(name, text) => {
+            store.commit_with_meta::<serde_json::Value>(&[], &[(name, &json!(text))])
         }
         CacheWrite::Replace(s) => store.replace_all(
             &s.resources,
@@ -128,6 +131,7 @@ fn write(store: &store::Store, w: CacheWrite) -> Result<(), store::Error> {
             &[
                 ("known", &json!(s.rev)),
                 ("principals", &json!(s.principals)),
+                ("accounts", &json!(s.accounts)),
             ],
         ),
     }
@@ -155,6 +159,8 @@ pub(super) struct ClusterState {
     nodes: BTreeMap<String, NodeRecord>,
     /// The cluster's principals document.
     pub(super) principals: Option<String>,
+    /// The cluster's other accounts.
+    pub(super) accounts: Option<String>,
     /// This node's namespaces, as published.
     hosted: tokio::sync::watch::Sender<Vec<String>>,
     _registration: tokio::task::JoinHandle<()>,
@@ -218,6 +224,7 @@ impl ClusterState {
             unreachable_since: None,
             nodes: snapshot.nodes.clone(),
             principals: snapshot.principals.clone(),
+            accounts: snapshot.accounts.clone(),
             hosted,
             _registration: registration,
         };
@@ -499,7 +506,16 @@ impl Daemon {
                     principals = true;
                     if let Some(c) = self.cluster() {
                         c.principals = item.value.map(|v| String::from_utf8_lossy(&v).into_owned());
-                        c.cache.send(CacheWrite::Principals(c.principals.clone()));
+                        c.cache
+                            .send(CacheWrite::Document("principals", c.principals.clone()));
+                    }
+                }
+                Key::Accounts => {
+                    creds = true;
+                    if let Some(c) = self.cluster() {
+                        c.accounts = item.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                        c.cache
+                            .send(CacheWrite::Document("accounts", c.accounts.clone()));
                     }
                 }
                 Key::Node(n) => {
@@ -581,6 +597,7 @@ impl Daemon {
             rev,
             nodes,
             principals,
+            accounts,
             credentials,
             revision,
             ..
@@ -590,6 +607,7 @@ impl Daemon {
             c.known = rev;
             c.nodes = nodes;
             c.principals = principals;
+            c.accounts = accounts;
         }
         api.own_keys = control::api::keys_of(credentials, &self.naming.account);
         self.claims_to_api();
@@ -656,6 +674,7 @@ mod tests {
                 resources: vec![("old-1".into(), json!({"x": 1}))],
                 credentials: vec![("AKIAOLD".into(), json!({"secret": "s"}))],
                 principals: None,
+                accounts: None,
                 nodes: BTreeMap::new(),
             })));
             cache.send(CacheWrite::Changes(
@@ -670,7 +689,10 @@ mod tests {
                 Some(json!({"secret": "t"})),
             ));
             cache.send(CacheWrite::Credential("AKIAOLD".into(), None));
-            cache.send(CacheWrite::Principals(Some("{\"credentials\":[]}".into())));
+            cache.send(CacheWrite::Document(
+                "principals",
+                Some("{\"credentials\":[]}".into()),
+            ));
         }
         let (_cache, loaded) = Cache::open(&dir).unwrap();
         let s = loaded.expect("the cache holds a state");

@@ -62,12 +62,27 @@ impl Daemon {
         let Some(api) = self.api.as_mut() else {
             return;
         };
-        let seen = Stamp::of(&path);
-        if !force && seen == api.accounts_seen {
-            return;
-        }
-        api.accounts_seen = seen;
-        let file = match crate::accounts::load(&path) {
+        // In cluster mode the document in etcd stands in for the file.
+        let loaded = match &api.backend {
+            Backend::Cluster(c) => {
+                if !force {
+                    return;
+                }
+                match &c.accounts {
+                    Some(text) => crate::accounts::parse(text, "accounts in etcd"),
+                    None => Ok(crate::accounts::File::default()),
+                }
+            }
+            Backend::Local(_) => {
+                let seen = Stamp::of(&path);
+                if !force && seen == api.accounts_seen {
+                    return;
+                }
+                api.accounts_seen = seen;
+                crate::accounts::load(&path)
+            }
+        };
+        let file = match loaded {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!("{e}; keeping the current accounts");
