@@ -400,12 +400,20 @@ impl Daemon {
         )?;
         let metrics = match metrics_listen {
             Some(addr) => Some(
-                crate::metrics::serve(addr, Arc::clone(&dp), paths.bpffs_root.clone())
-                    .await
-                    .map_err(|source| Error::Io {
-                        what: format!("binding the metrics address {addr} (--metrics-listen)"),
-                        source,
-                    })?,
+                crate::metrics::serve(
+                    addr,
+                    Arc::clone(&dp),
+                    paths.bpffs_root.clone(),
+                    runtime.as_ref().and_then(|a| match &a.backend {
+                        Backend::Cluster(c) => Some(Arc::clone(&c.gauges)),
+                        Backend::Local(_) => None,
+                    }),
+                )
+                .await
+                .map_err(|source| Error::Io {
+                    what: format!("binding the metrics address {addr} (--metrics-listen)"),
+                    source,
+                })?,
             ),
             None => None,
         };

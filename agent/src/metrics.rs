@@ -32,6 +32,7 @@ pub async fn serve(
     addr: SocketAddr,
     dp: Arc<Dataplane>,
     bpffs_root: PathBuf,
+    cluster: Option<Arc<crate::control::cluster::Gauges>>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(endpoint = %format!("http://{}/metrics", listener.local_addr()?), "metrics listening");
@@ -43,10 +44,11 @@ pub async fn serve(
             };
             let dp = Arc::clone(&dp);
             let root = Arc::clone(&bpffs_root);
+            let cluster = cluster.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let body = if req.uri().path() == "/metrics" {
-                        Ok(render(&dp, &root))
+                        Ok(render(&dp, &root, cluster.as_deref()))
                     } else {
                         Err(())
                     };
@@ -81,7 +83,11 @@ pub async fn serve(
 }
 
 /// The whole exposition.
-pub fn render(dp: &Dataplane, bpffs_root: &Path) -> String {
+pub fn render(
+    dp: &Dataplane,
+    bpffs_root: &Path,
+    cluster: Option<&crate::control::cluster::Gauges>,
+) -> String {
     let mut out = String::with_capacity(16 * 1024);
     dp.metrics.render(&mut out);
 
@@ -98,6 +104,9 @@ pub fn render(dp: &Dataplane, bpffs_root: &Path) -> String {
     );
 
     render_steering(&mut out, bpffs_root);
+    if let Some(c) = cluster {
+        c.render(&mut out);
+    }
     out
 }
 

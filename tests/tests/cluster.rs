@@ -426,6 +426,14 @@ fn nodes_serve_through_an_etcd_outage_and_catch_up_after_it() {
     reaches(&va, &to_a, va.name(), Duration::from_secs(10));
     reaches(&vb, &to_b, vb.name(), Duration::from_secs(10));
 
+    // What an operator alerts on: the watch is up, both nodes are there.
+    let metrics = a.latticed.metrics();
+    assert!(
+        metrics.contains("latticed_cluster_connected 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("latticed_cluster_nodes 2"), "{metrics}");
+
     // One member down: writes still commit.
     etcd.kill_member(0);
     ok(
@@ -529,6 +537,16 @@ fn nodes_serve_through_an_etcd_outage_and_catch_up_after_it() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    let metrics = a.latticed.metrics();
+    assert!(
+        metrics.contains("latticed_cluster_connected 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("latticed_cluster_commits_total{outcome=\"failed\"} 0"),
+        "{metrics}"
+    );
+
     // Node A restarted while etcd is still down comes back from its own
     // copy of the state: its data path, and reads.
     a.latticed.stop_with(libc::SIGTERM);
@@ -563,6 +581,11 @@ fn nodes_serve_through_an_etcd_outage_and_catch_up_after_it() {
         &json!({"name": "after-outage-b"}),
     );
     assert!(network_names(&a).contains(&"after-outage-b".to_owned()));
+    wait_until(Duration::from_secs(10), || {
+        a.latticed
+            .metrics()
+            .contains("latticed_cluster_connected 1")
+    });
     for n in [&a, &b] {
         assert!(
             !network_names(n).iter().any(|x| x.starts_with("during-")),

@@ -839,6 +839,44 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// What the metrics endpoint shows of a node's link to etcd.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Whether the watch is up.
+    pub connected: std::sync::atomic::AtomicBool,
+    /// The revision of the last mutation the node's copy holds.
+    pub revision: std::sync::atomic::AtomicI64,
+    /// Nodes registered.
+    pub nodes: std::sync::atomic::AtomicUsize,
+    /// Mutations committed through this node.
+    pub committed: std::sync::atomic::AtomicU64,
+    /// Commits refused because another node's came first (then replanned).
+    pub stale: std::sync::atomic::AtomicU64,
+    /// Commits that failed (etcd unreachable, refused).
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+impl Gauges {
+    /// Appends the Prometheus text.
+    pub fn render(&self, out: &mut String) {
+        use std::{fmt::Write as _, sync::atomic::Ordering::Relaxed};
+        let _ = write!(
+            out,
+            "# HELP latticed_cluster_connected Whether this node's watch on etcd is up (1) or it serves its last known state (0).\n# TYPE latticed_cluster_connected gauge\nlatticed_cluster_connected {}\n\
+             # HELP latticed_cluster_revision etcd revision of the last mutation this node's copy holds.\n# TYPE latticed_cluster_revision gauge\nlatticed_cluster_revision {}\n\
+             # HELP latticed_cluster_nodes Nodes registered in etcd.\n# TYPE latticed_cluster_nodes gauge\nlatticed_cluster_nodes {}\n\
+             # HELP latticed_cluster_commits_total API mutations this node committed to etcd, by outcome.\n# TYPE latticed_cluster_commits_total counter\n\
+             latticed_cluster_commits_total{{outcome=\"committed\"}} {}\nlatticed_cluster_commits_total{{outcome=\"stale\"}} {}\nlatticed_cluster_commits_total{{outcome=\"failed\"}} {}\n",
+            u8::from(self.connected.load(Relaxed)),
+            self.revision.load(Relaxed),
+            self.nodes.load(Relaxed),
+            self.committed.load(Relaxed),
+            self.stale.load(Relaxed),
+            self.failed.load(Relaxed),
+        );
+    }
+}
+
 /// A node's record, or `None` (logged) if it is not one.
 pub fn node_record(node: &str, value: &[u8]) -> Option<NodeRecord> {
     match serde_json::from_slice(value) {

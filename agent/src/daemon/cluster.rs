@@ -146,6 +146,8 @@ pub(super) struct ClusterState {
     pub(super) events: mpsc::Receiver<Event>,
     /// The copy on disk.
     cache: Cache,
+    /// What the metrics endpoint shows.
+    pub(super) gauges: Arc<cluster::Gauges>,
     /// Whether the watch is up (else a read catches up by reading all).
     connected: bool,
     /// Started from the cache, which keeps no node registrations: the whole
@@ -219,6 +221,7 @@ impl ClusterState {
             known: snapshot.rev,
             events,
             cache,
+            gauges: Arc::default(),
             connected: !from_cache,
             stale_nodes: from_cache,
             unreachable_since: None,
@@ -229,6 +232,7 @@ impl ClusterState {
             _registration: registration,
         };
         state.report_conflicts();
+        state.update_gauges();
         Ok((state, snapshot, from_cache))
     }
 
@@ -242,6 +246,14 @@ impl ClusterState {
         } = self;
         drop(hosted);
         let _ = tokio::time::timeout(Duration::from_millis(1500), registration).await;
+    }
+
+    /// Brings the gauges up to date with the state.
+    fn update_gauges(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.gauges.connected.store(self.connected, Relaxed);
+        self.gauges.revision.store(self.known, Relaxed);
+        self.gauges.nodes.store(self.nodes.len(), Relaxed);
     }
 
     /// Namespace -> the nodes that host it.
@@ -433,17 +445,35 @@ impl Daemon {
         let Some(c) = self.cluster() else {
             return Ok(Commit::Stale);
         };
-        let out = c.etcd.commit(c.known, changes, token).await?;
+        let counter = |c: &ClusterState, out: &Result<Commit, cluster::Error>| {
+            match out {
+                Ok(Commit::Done(_)) => &c.gauges.committed,
+                Ok(Commit::Stale) => &c.gauges.stale,
+                Err(_) => &c.gauges.failed,
+            }
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        };
+        let out = c.etcd.commit(c.known, changes, token).await;
+        counter(c, &out);
+        let out = out?;
         // etcd answered: reads may ask it again at once.
         c.unreachable_since = None;
         if let Commit::Done(rev) = out {
             c.known = rev;
         }
+        c.update_gauges();
         Ok(out)
     }
 
     /// Applies what the watch delivered.
     pub(super) async fn cluster_event(&mut self, ev: Event) {
+        self.apply_cluster_event(ev).await;
+        if let Some(c) = self.cluster() {
+            c.update_gauges();
+        }
+    }
+
+    async fn apply_cluster_event(&mut self, ev: Event) {
         match ev {
             Event::Connected(up) => {
                 let Some(c) = self.cluster() else {
