@@ -48,16 +48,7 @@ impl Tls {
     /// Makes the files in `dir` with openssl.
     fn make(dir: &std::path::Path) -> Self {
         let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .current_dir(dir)
-                .args(args)
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            crate::run(Command::new("openssl").current_dir(dir).args(args));
         };
         for ca in ["ca", "other-ca"] {
             run(&[
@@ -287,17 +278,12 @@ impl Etcd {
 
     /// `etcdctl` against every member.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoints()])
-            .args(self.ctl_tls())
-            .args(args)
-            .output()
-            .expect("etcdctl (Debian's etcd-client)");
-        assert!(
-            out.status.success(),
-            "etcdctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = crate::run(
+            Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &self.endpoints()])
+                .args(self.ctl_tls())
+                .args(args),
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
