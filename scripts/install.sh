@@ -31,6 +31,10 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -z "$binary" ]; then
+  # The etcd client (cluster mode) generates its gRPC code with protoc.
+  if ! command -v protoc >/dev/null 2>&1; then
+    apt-get install -y -qq --no-install-recommends protobuf-compiler
+  fi
   (cd "$here/.." && cargo build --release --package latticed)
   binary="$here/../target/release/latticed"
 fi
