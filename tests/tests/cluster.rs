@@ -385,6 +385,35 @@ fn every_node_serves_one_state_and_races_between_nodes_have_one_winner() {
         .unwrap()
         .contains("222233334444"));
 
+    // A VPC's owner is what the inventory of the node hosting it says, on
+    // every node: A's inventory gives va to the new account, and the
+    // default account is refused va through either node. (B lets va go
+    // first: a VPC two nodes claim is refused before its owner is asked.)
+    std::fs::remove_file(b.netns_dir.join(va.name())).unwrap();
+    std::fs::write(
+        a.latticed.state().join("inventory.json"),
+        json!({"vpcs": {va.name(): "222233334444"}}).to_string(),
+    )
+    .unwrap();
+    let sn3 = ok(&b, "POST", "/servicenetworks", &json!({"name": "third"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for n in [&b, &a] {
+        let mut last = (0, String::new());
+        wait_until(Duration::from_secs(10), || {
+            let (status, kind, _) = call(
+                n,
+                "POST",
+                "/servicenetworkvpcassociations",
+                &json!({"serviceNetworkIdentifier": sn3, "vpcIdentifier": va.name()}),
+            );
+            last = (status, kind);
+            status == 403
+        });
+        assert_eq!(last.1, "AccessDeniedException", "on {}: {last:?}", n.name);
+    }
+
     // Data-path principals are the cluster's: one `principal add` against
     // etcd reaches both nodes.
     add_principal(

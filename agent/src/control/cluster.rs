@@ -193,6 +193,11 @@ pub fn is_node_name(s: &str) -> bool {
 pub struct NodeRecord {
     /// The namespaces (VPCs) it hosts.
     pub namespaces: Vec<String>,
+    /// The accounts that own those of them its inventory names (`vpcs`);
+    /// the others are the default account's. Every node's API checks
+    /// ownership by these, so it answers alike wherever the VPC lives.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub owners: BTreeMap<String, String>,
 }
 
 /// Everything under the prefix at one revision.
@@ -644,13 +649,10 @@ impl Cluster {
         }
     }
 
-    /// Keeps `nodes/NAME` = the namespaces `hosted` holds, under a lease
+    /// Keeps `nodes/NAME` = the record `hosted` holds, under a lease
     /// renewed every few seconds; re-registers after any failure (a new
     /// lease if the old one lapsed during an etcd outage).
-    pub fn register(
-        &self,
-        mut hosted: watch::Receiver<Vec<String>>,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn register(&self, mut hosted: watch::Receiver<NodeRecord>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
@@ -671,7 +673,7 @@ impl Cluster {
     /// `Ok` only when `hosted`'s sender is gone (the daemon stopped).
     async fn hold_registration(
         &self,
-        hosted: &mut watch::Receiver<Vec<String>>,
+        hosted: &mut watch::Receiver<NodeRecord>,
     ) -> Result<(), Error> {
         let mut c = self.client.clone();
         let lease = self
@@ -682,8 +684,7 @@ impl Cluster {
             .await?
             .id();
         let key = self.key(&format!("nodes/{}", self.node));
-        let put = |c: &mut Client, namespaces: Vec<String>| {
-            let record = NodeRecord { namespaces };
+        let put = |c: &mut Client, record: NodeRecord| {
             let body = serde_json::to_vec(&record).unwrap_or_default();
             let key = key.clone();
             let mut c = c.clone();
@@ -966,6 +967,14 @@ fn unreached(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// The owners every node publishes for its namespaces.
+pub fn owners(nodes: &BTreeMap<String, NodeRecord>) -> BTreeMap<String, String> {
+    nodes
+        .values()
+        .flat_map(|r| r.owners.iter().map(|(v, a)| (v.clone(), a.clone())))
+        .collect()
+}
+
 /// Which nodes claim each namespace.
 pub fn claims(nodes: &BTreeMap<String, NodeRecord>) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -1027,17 +1036,23 @@ mod tests {
                 "a".to_owned(),
                 NodeRecord {
                     namespaces: vec!["vpc-1".into(), "vpc-2".into()],
+                    owners: [("vpc-1".to_owned(), "222233334444".to_owned())].into(),
                 },
             ),
             (
                 "b".to_owned(),
                 NodeRecord {
                     namespaces: vec!["vpc-2".into()],
+                    owners: BTreeMap::new(),
                 },
             ),
         ]
         .into();
         let c = claims(&nodes);
+        assert_eq!(
+            owners(&nodes),
+            [("vpc-1".to_owned(), "222233334444".to_owned())].into()
+        );
         assert_eq!(c["vpc-1"], ["a"]);
         assert_eq!(c["vpc-2"], ["a", "b"]);
     }

@@ -164,7 +164,7 @@ pub(super) struct ClusterState {
     /// The cluster's other accounts.
     pub(super) accounts: Option<String>,
     /// This node's namespaces, as published.
-    hosted: tokio::sync::watch::Sender<Vec<String>>,
+    hosted: tokio::sync::watch::Sender<NodeRecord>,
     _registration: tokio::task::JoinHandle<()>,
 }
 
@@ -214,7 +214,10 @@ impl ClusterState {
             (Err(e), None) => return Err(e.into()),
         };
         let events = etcd.follow(snapshot.revision + 1, !from_cache);
-        let (hosted, rx) = tokio::sync::watch::channel(namespaces_in(netns_dir));
+        let (hosted, rx) = tokio::sync::watch::channel(NodeRecord {
+            namespaces: namespaces_in(netns_dir),
+            owners: BTreeMap::new(),
+        });
         let registration = etcd.register(rx);
         let state = Self {
             etcd,
@@ -260,7 +263,7 @@ impl ClusterState {
     pub(super) fn claims(&self) -> BTreeMap<String, Vec<String>> {
         let mut claims = cluster::claims(&self.nodes);
         // This node's own, before its registration comes back by the watch.
-        for ns in self.hosted.borrow().iter() {
+        for ns in &self.hosted.borrow().namespaces {
             let owners = claims.entry(ns.clone()).or_default();
             if !owners.iter().any(|n| n == self.etcd.node()) {
                 owners.push(self.etcd.node().to_owned());
@@ -314,13 +317,23 @@ impl Daemon {
         }
     }
 
-    /// Publishes this node's namespaces when they changed.
+    /// Publishes this node's namespaces, and their owners by its
+    /// inventory, when they changed.
     pub(super) fn publish_namespaces(&mut self) {
         let dir = self.paths.netns_dir.clone();
+        let namespaces = namespaces_in(&dir);
+        let owners = self
+            .compiler
+            .inventory
+            .vpcs
+            .iter()
+            .filter(|(vpc, _)| namespaces.contains(vpc))
+            .map(|(v, a)| (v.clone(), a.clone()))
+            .collect();
+        let now = NodeRecord { namespaces, owners };
         let Some(c) = self.cluster() else {
             return;
         };
-        let now = namespaces_in(&dir);
         if c.hosted.send_if_modified(|v| {
             let changed = *v != now;
             if changed {
@@ -333,13 +346,17 @@ impl Daemon {
         }
     }
 
-    /// Gives the API which nodes host which VPCs.
-    fn claims_to_api(&mut self) {
+    /// Gives the API which nodes host which VPCs, and who owns them.
+    pub(super) fn claims_to_api(&mut self) {
         let Some(api) = self.api.as_mut() else {
             return;
         };
         if let Backend::Cluster(c) = &api.backend {
             api.settings.cluster_vpcs = Some(c.claims());
+            let mut owners = cluster::owners(&c.nodes);
+            // This node's own, before its record comes back by the watch.
+            owners.extend(c.hosted.borrow().owners.clone());
+            api.settings.vpc_owners = owners;
         }
     }
 

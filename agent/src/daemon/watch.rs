@@ -115,8 +115,14 @@ impl Daemon {
         // Callers' organisations follow their accounts'.
         self.reload_principals(true);
     }
-    /// Gives the API the inventory's VPC owners.
+    /// Gives the API the inventory's VPC owners (in cluster mode, every
+    /// node's, each for the VPCs it hosts).
     pub(super) fn inventory_to_api(&mut self) {
+        if self.cluster_revision().is_some() {
+            self.publish_namespaces();
+            self.claims_to_api();
+            return;
+        }
         if let Some(api) = self.api.as_mut() {
             api.settings
                 .vpc_owners
