@@ -182,8 +182,13 @@ impl Store {
 
     /// A stored idempotency entry.
     pub fn token(&self, key: &str) -> Result<Option<Value>, Error> {
+        self.get(TOKENS, key)
+    }
+
+    /// One record of `table`, if it is there.
+    fn get(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Value>, Error> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(TOKENS).map_err(|e| self.err(e))?;
+        let t = tx.open_table(table).map_err(|e| self.err(e))?;
         let Some(v) = t.get(key).map_err(|e| self.err(e))? else {
             return Ok(None);
         };
@@ -217,13 +222,9 @@ impl Store {
         })
     }
 
-    /// A value stored by [`Store::put_meta`].
+    /// A value stored by [`Store::commit_with_meta`].
     pub fn meta(&self, key: &str) -> Result<Option<Value>, Error> {
-        Ok(self
-            .read_table(META)?
-            .into_iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v))
+        self.get(META, key)
     }
 
     /// Stores `value` under `key`, with `changes` to the resources, in one
@@ -237,11 +238,7 @@ impl Store {
         self.write(|tx| {
             let mut t = tx.open_table(RESOURCES)?;
             write_changes(&mut t, &encoded)?;
-            let mut m = tx.open_table(META)?;
-            for (k, v) in meta {
-                m.insert(*k, v.to_string().as_bytes())?;
-            }
-            Ok(())
+            write_meta(tx, meta)
         })
     }
 
@@ -264,11 +261,7 @@ impl Store {
             for (k, v) in credentials {
                 c.insert(k.as_str(), v.to_string().as_bytes())?;
             }
-            let mut m = tx.open_table(META)?;
-            for (k, v) in meta {
-                m.insert(*k, v.to_string().as_bytes())?;
-            }
-            Ok(())
+            write_meta(tx, meta)
         })
     }
 
@@ -310,6 +303,14 @@ fn encode<V: serde::Serialize>(changes: &[Change<V>]) -> Result<Vec<Encoded<'_>>
             Change::Delete(k) => Ok((k.as_str(), None)),
         })
         .collect()
+}
+
+fn write_meta(tx: &redb::WriteTransaction, meta: &[(&str, &Value)]) -> Result<(), redb::Error> {
+    let mut m = tx.open_table(META)?;
+    for (k, v) in meta {
+        m.insert(*k, v.to_string().as_bytes())?;
+    }
+    Ok(())
 }
 
 fn write_changes(
