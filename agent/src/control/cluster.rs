@@ -76,6 +76,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// etcd no longer knows the node's lease (it lapsed during an outage).
+    #[error("etcd ({endpoints}): the node lease expired")]
+    LeaseExpired {
+        /// The endpoints asked.
+        endpoints: String,
+    },
     /// A flag's value is wrong.
     #[error("{flag}: {reason}")]
     Flag {
@@ -706,7 +712,7 @@ impl Cluster {
                     self.once("renewing the node lease", keeper.keep_alive()).await?;
                     let ack = self.once("renewing the node lease", acks.message()).await?;
                     if ack.is_none_or(|a| a.ttl() <= 0) {
-                        return Err(Error::Flag { flag: "lease", reason: "the node lease expired".into() });
+                        return Err(Error::LeaseExpired { endpoints: self.endpoints.clone() });
                     }
                 }
                 changed = hosted.changed() => {
@@ -735,7 +741,12 @@ impl Cluster {
             let mut next = from;
             let mut up = up;
             loop {
-                let err = this.watch_from(&mut next, &tx, &mut up).await;
+                let err = match this.watch_from(&mut next, &tx, &mut up).await {
+                    // A new watch from the resynced revision, at once: the
+                    // node was never cut off.
+                    WatchEnd::Resynced => continue,
+                    WatchEnd::Lost(err) => err,
+                };
                 if tx.is_closed() {
                     return;
                 }
@@ -752,8 +763,15 @@ impl Cluster {
         rx
     }
 
-    /// One watch stream, until it fails. `next` moves past what was sent.
-    async fn watch_from(&self, next: &mut i64, tx: &mpsc::Sender<Event>, up: &mut bool) -> String {
+    /// One watch stream, until it fails or its revision was compacted (a
+    /// whole snapshot sent instead). `next` moves past what was sent.
+    async fn watch_from(
+        &self,
+        next: &mut i64,
+        tx: &mpsc::Sender<Event>,
+        up: &mut bool,
+    ) -> WatchEnd {
+        let lost = |why: String| WatchEnd::Lost(why);
         let mut c = self
             .client
             .watch_client()
@@ -767,19 +785,19 @@ impl Cluster {
             .await
         {
             Ok(s) => s,
-            Err(e) => return e.to_string(),
+            Err(e) => return lost(e.to_string()),
         };
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
-                Ok(None) => return "the watch stream ended".into(),
-                Err(e) => return e.to_string(),
+                Ok(None) => return lost("the watch stream ended".into()),
+                Err(e) => return lost(e.to_string()),
             };
             if !*up {
                 *up = true;
                 tracing::info!(endpoints = %self.endpoints, revision = *next, "watch re-established");
                 if tx.send(Event::Connected(true)).await.is_err() {
-                    return String::new();
+                    return lost(String::new());
                 }
             }
             if msg.compact_revision() > 0 {
@@ -792,15 +810,15 @@ impl Cluster {
                     Ok(s) => {
                         *next = s.revision + 1;
                         if tx.send(Event::Resync(s)).await.is_err() {
-                            return String::new();
+                            return lost(String::new());
                         }
-                        return "resynced".into();
+                        return WatchEnd::Resynced;
                     }
-                    Err(e) => return e.to_string(),
+                    Err(e) => return lost(e.to_string()),
                 }
             }
             if msg.canceled() {
-                return format!("the watch was cancelled: {}", msg.cancel_reason());
+                return lost(format!("the watch was cancelled: {}", msg.cancel_reason()));
             }
             let items: Vec<Item> = msg
                 .events()
@@ -821,10 +839,18 @@ impl Cluster {
                 *next = (*next).max(last + 1);
             }
             if !items.is_empty() && tx.send(Event::Changes(items)).await.is_err() {
-                return String::new();
+                return lost(String::new());
             }
         }
     }
+}
+
+/// How one watch stream ended.
+enum WatchEnd {
+    /// Cut off (why); the daemon hears it is serving its last known state.
+    Lost(String),
+    /// Its revision was compacted and a whole snapshot went out instead.
+    Resynced,
 }
 
 /// The first key after every key that starts with `prefix`.
@@ -903,28 +929,13 @@ where
     F: std::future::Future<Output = Result<T, etcd_client::Error>>,
 {
     let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-    let fail = |source| Error::Etcd {
-        endpoints: endpoints.to_owned(),
-        what,
-        source: Box::new(source),
-    };
     loop {
         match tokio::time::timeout_at(deadline, f()).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if unreached(&e) => {
-                if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
-                    return Err(fail(e));
-                }
+            Ok(Err(e)) if unreached(&e) && tokio::time::Instant::now() + RETRY_PAUSE < deadline => {
                 tracing::debug!(what, "etcd call did not get through ({e}); trying again");
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
-            Ok(Err(e)) => return Err(fail(e)),
-            Err(_) => {
-                return Err(Error::Timeout {
-                    endpoints: endpoints.to_owned(),
-                    what,
-                })
-            }
+            answer => return answered(endpoints, what, answer),
         }
     }
 }
@@ -935,7 +946,20 @@ async fn once<T>(
     what: &'static str,
     f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, Error> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+    answered(
+        endpoints,
+        what,
+        tokio::time::timeout(REQUEST_TIMEOUT, f).await,
+    )
+}
+
+/// A call's outcome within its deadline, its errors naming the endpoints.
+fn answered<T>(
+    endpoints: &str,
+    what: &'static str,
+    outcome: Result<Result<T, etcd_client::Error>, tokio::time::error::Elapsed>,
+) -> Result<T, Error> {
+    match outcome {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Error::Etcd {
             endpoints: endpoints.to_owned(),
