@@ -7,7 +7,6 @@
 //! API answers reads from it; mutations fail fast (`commit` has a deadline).
 
 // The daemon's types and imports: these methods extend `Daemon`.
-use super::transaction::replan;
 use super::*;
 use crate::control::{
     api::records::Record,
@@ -259,17 +258,30 @@ impl ClusterState {
         self.gauges.nodes.store(self.nodes.len(), Relaxed);
     }
 
+    /// Every node's record, this node's as it publishes it now (before it
+    /// comes back by the watch).
+    fn all_nodes(&self) -> BTreeMap<String, NodeRecord> {
+        let mut nodes = self.nodes.clone();
+        nodes.insert(self.etcd.node().to_owned(), self.hosted.borrow().clone());
+        nodes
+    }
+
     /// Namespace -> the nodes that host it.
     pub(super) fn claims(&self) -> BTreeMap<String, Vec<String>> {
-        let mut claims = cluster::claims(&self.nodes);
-        // This node's own, before its registration comes back by the watch.
-        for ns in &self.hosted.borrow().namespaces {
-            let owners = claims.entry(ns.clone()).or_default();
-            if !owners.iter().any(|n| n == self.etcd.node()) {
-                owners.push(self.etcd.node().to_owned());
-            }
-        }
-        claims
+        cluster::claims(&self.all_nodes())
+    }
+
+    /// Sets document `name` (`principals`, `accounts`) as the watch
+    /// delivered it, and keeps it in the cache.
+    fn set_document(&mut self, name: &'static str, value: Option<Vec<u8>>) {
+        let text = value.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let slot = if name == "principals" {
+            &mut self.principals
+        } else {
+            &mut self.accounts
+        };
+        slot.clone_from(&text);
+        self.cache.send(CacheWrite::Document(name, text));
     }
 
     /// Logs every namespace two nodes claim: such a VPC is refused by the
@@ -352,11 +364,9 @@ impl Daemon {
             return;
         };
         if let Backend::Cluster(c) = &api.backend {
-            api.settings.cluster_vpcs = Some(c.claims());
-            let mut owners = cluster::owners(&c.nodes);
-            // This node's own, before its record comes back by the watch.
-            owners.extend(c.hosted.borrow().owners.clone());
-            api.settings.vpc_owners = owners;
+            let nodes = c.all_nodes();
+            api.settings.cluster_vpcs = Some(cluster::claims(&nodes));
+            api.settings.vpc_owners = cluster::owners(&nodes);
         }
     }
 
@@ -552,17 +562,13 @@ impl Daemon {
                 Key::Principals => {
                     principals = true;
                     if let Some(c) = self.cluster() {
-                        c.principals = item.value.map(|v| String::from_utf8_lossy(&v).into_owned());
-                        c.cache
-                            .send(CacheWrite::Document("principals", c.principals.clone()));
+                        c.set_document("principals", item.value);
                     }
                 }
                 Key::Accounts => {
                     creds = true;
                     if let Some(c) = self.cluster() {
-                        c.accounts = item.value.map(|v| String::from_utf8_lossy(&v).into_owned());
-                        c.cache
-                            .send(CacheWrite::Document("accounts", c.accounts.clone()));
+                        c.set_document("accounts", item.value);
                     }
                 }
                 Key::Node(n) => {
@@ -609,14 +615,11 @@ impl Daemon {
     /// way this node's own are. If this node cannot apply it (its kernel
     /// refuses), the state still follows etcd and the error is logged.
     async fn follow_changes(&mut self, changes: &[handlers::Change]) {
-        let Some(api) = self.api.as_mut() else {
+        let Some((_, planned)) = self.plan_changes(changes) else {
             return;
         };
-        let undo = api.state.apply(changes);
-        let affected = api.state.affected(changes, &undo);
-        let mut plan = self.plan.clone();
-        let delta = match replan(&api.state, &affected, &mut plan, &self.paths.netns_dir) {
-            Ok(d) => d,
+        let (plan, delta) = match planned {
+            Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "a change from etcd does not plan here; the data path keeps its previous form for it");
                 return;
@@ -629,7 +632,17 @@ impl Daemon {
 
     /// The whole state again (the watch's revision was compacted).
     async fn resync(&mut self, s: Snapshot) {
-        let state = match handlers::State::from_records(s.resources.clone()) {
+        let cached = Box::new(s.clone());
+        let Snapshot {
+            rev,
+            nodes,
+            principals,
+            accounts,
+            credentials,
+            revision,
+            resources,
+        } = s;
+        let state = match handlers::State::from_records(resources) {
             Ok(st) => st,
             Err(e) => {
                 tracing::error!(error = %e, "the state in etcd does not load; keeping the copy");
@@ -640,17 +653,8 @@ impl Daemon {
             return;
         };
         api.state = state;
-        let Snapshot {
-            rev,
-            nodes,
-            principals,
-            accounts,
-            credentials,
-            revision,
-            ..
-        } = s.clone();
         if let Backend::Cluster(c) = &mut api.backend {
-            c.cache.send(CacheWrite::Replace(Box::new(s)));
+            c.cache.send(CacheWrite::Replace(cached));
             c.known = rev;
             c.nodes = nodes;
             c.principals = principals;

@@ -141,22 +141,16 @@ impl Daemon {
         token: Option<(String, String)>,
         t0: std::time::Instant,
     ) -> Result<Option<serde_json::Value>, ApiError> {
-        let Some(api) = self.api.as_mut() else {
+        let t_handle = t0.elapsed();
+        let Some((undo, planned)) = self.plan_changes(&mutation.changes) else {
             return Err(ApiError::internal("the API is not enabled"));
         };
-        let t_handle = t0.elapsed();
-        let undo = api.state.apply(&mutation.changes);
-        // Re-plan only what the change touched, through the same planner
-        // (on the neighbourhood of each touched service or group), into a
-        // shallow copy of the current plan.
-        let affected = api.state.affected(&mutation.changes, &undo);
-        let t_affected = t0.elapsed();
-        let mut plan = self.plan.clone();
-        let planned = replan(&api.state, &affected, &mut plan, &self.paths.netns_dir);
-        let delta = match planned {
-            Ok(d) => d,
+        let (plan, delta) = match planned {
+            Ok(p) => p,
             Err(e) => {
-                api.state.apply(&undo);
+                if let Some(api) = self.api.as_mut() {
+                    api.state.apply(&undo);
+                }
                 return Err(refused(e));
             }
         };
@@ -196,13 +190,30 @@ impl Daemon {
         tracing::debug!(
             operation,
             handle_us = t_handle.as_micros() as u64,
-            affected_us = (t_affected - t_handle).as_micros() as u64,
-            plan_us = (t_plan - t_affected).as_micros() as u64,
+            plan_us = (t_plan - t_handle).as_micros() as u64,
             apply_us = (t_apply - t_plan).as_micros() as u64,
             commit_us = (t0.elapsed() - t_apply).as_micros() as u64,
             "API change applied"
         );
         Ok(Some(mutation.result))
+    }
+
+    /// Puts `changes` into the state and re-plans only what they touched,
+    /// through the same planner (on the neighbourhood of each touched
+    /// service or group), into a shallow copy of the plan in force. Returns
+    /// the changes that take them out of the state again, and the plan with
+    /// what changed in it (`None` without the API). An API call and a
+    /// change another node committed take this one step.
+    pub(super) fn plan_changes(
+        &mut self,
+        changes: &[handlers::Change],
+    ) -> Option<(Vec<handlers::Change>, Planned)> {
+        let api = self.api.as_mut()?;
+        let undo = api.state.apply(changes);
+        let affected = api.state.affected(changes, &undo);
+        let mut plan = self.plan.clone();
+        let planned = replan(&api.state, &affected, &mut plan, &self.paths.netns_dir);
+        Some((undo, planned.map(|delta| (plan, delta))))
     }
 
     /// The same clientToken with the same request answers what the first
@@ -241,6 +252,10 @@ pub(super) fn token_record<'a>(
         )
     })
 }
+
+/// A change planned into a copy of the plan in force: the plan, and what
+/// changed in it.
+pub(super) type Planned = Result<(Plan, Delta), control::ValidationError>;
 
 /// How often a mutation is planned again after losing to another node's.
 const STALE_RETRIES: usize = 8;
