@@ -94,73 +94,38 @@ pub enum AccountCommand {
 #[expect(clippy::print_stdout, reason = "the command's answer")]
 pub fn account(cmd: AccountCommand, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     use crate::accounts as a;
-    enum Edit {
-        Add(String, Option<String>, String),
-        Remove(String),
-        List,
-    }
-    let (edit, state, etcd) = match cmd {
+    match cmd {
         AccountCommand::Add {
             account_id,
             organization_id,
             default_account_id,
             state,
             etcd,
-        } => (
-            Edit::Add(account_id, organization_id, default_account_id),
-            state,
-            etcd,
-        ),
+        } => {
+            let (_, (key, secret), place) =
+                edit_document(&etcd, &state, runtime, |file: &mut a::File| {
+                    let org = organization_id.as_deref();
+                    Ok((
+                        true,
+                        a::add_to(file, &account_id, org, Some(&default_account_id))?,
+                    ))
+                })?;
+            println!("[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}");
+            eprintln!("account {account_id} added to {place}");
+        }
         AccountCommand::Remove {
             account_id,
             state,
             etcd,
-        } => (Edit::Remove(account_id), state, etcd),
-        AccountCommand::List { state, etcd } => (Edit::List, state, etcd),
-    };
-    // One edit of the document, wherever it lives: the new document (if it
-    // changed) and the key an Add made.
-    let apply = |file: &mut a::File| -> Result<(bool, Option<(String, String)>), a::Error> {
-        match &edit {
-            Edit::Add(id, org, default) => {
-                a::add_to(file, id, org.as_deref(), Some(default)).map(|k| (true, Some(k)))
-            }
-            Edit::Remove(id) => a::remove_from(file, id).map(|()| (true, None)),
-            Edit::List => Ok((false, None)),
+        } => {
+            let (_, (), place) = edit_document(&etcd, &state, runtime, |file: &mut a::File| {
+                Ok((true, a::remove_from(file, &account_id)?))
+            })?;
+            eprintln!("removed account {account_id} from {place}");
         }
-    };
-    let (file, key, place) = match etcd.options(Some("cli"))? {
-        None => {
-            let path = a::path(&state.state_dir);
-            let mut file = a::load(&path)?;
-            let (changed, key) = apply(&mut file)?;
-            if changed {
-                a::save(&path, &file)?;
-            }
-            (file, key, path.display().to_string())
-        }
-        Some(opts) => runtime.block_on(async {
-            let cluster = crate::control::cluster::Cluster::connect(&opts).await?;
-            let (file, key) = cluster
-                .update_document("accounts", |text| {
-                    let mut file = match text {
-                        Some(t) => a::parse(t, "accounts in etcd")?,
-                        None => a::File::default(),
-                    };
-                    let (_, key) = apply(&mut file)?;
-                    Ok::<_, a::Error>((a::to_text(&file)?, (file, key)))
-                })
-                .await??;
-            anyhow::Ok((file, key, format!("etcd {}", cluster.endpoints())))
-        })?,
-    };
-    match (&edit, key) {
-        (Edit::Add(id, ..), Some((key, secret))) => {
-            println!("[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}");
-            eprintln!("account {id} added to {place}");
-        }
-        (Edit::Remove(id), _) => eprintln!("removed account {id} from {place}"),
-        _ => {
+        AccountCommand::List { state, etcd } => {
+            let (file, (), _) =
+                edit_document(&etcd, &state, runtime, |_: &mut a::File| Ok((false, ())))?;
             for (id, acc) in &file.accounts {
                 let keys: Vec<&str> = acc.admin_keys.keys().map(String::as_str).collect();
                 let org = acc.organization_id.as_deref().unwrap_or("-");
@@ -169,6 +134,98 @@ pub fn account(cmd: AccountCommand, runtime: &tokio::runtime::Runtime) -> anyhow
         }
     }
     Ok(())
+}
+
+/// A document an operator edits with these commands: a file under the
+/// state directory, or, in cluster mode, one etcd key (`NAME`) that every
+/// node follows.
+trait Document: Default + Sized {
+    /// The etcd key, and the document's name in messages.
+    const NAME: &'static str;
+    /// Its file under `state_dir`.
+    fn path(state_dir: &std::path::Path) -> PathBuf;
+    /// Reads the file (missing: empty).
+    fn load(path: &std::path::Path) -> anyhow::Result<Self>;
+    /// Writes the file.
+    fn save(&self, path: &std::path::Path) -> anyhow::Result<()>;
+    /// Parses its text (`origin` names where it came from in errors).
+    fn parse(text: &str, origin: &str) -> anyhow::Result<Self>;
+    /// Its text.
+    fn to_text(&self) -> anyhow::Result<String>;
+}
+
+impl Document for crate::accounts::File {
+    const NAME: &'static str = "accounts";
+    fn path(state_dir: &std::path::Path) -> PathBuf {
+        crate::accounts::path(state_dir)
+    }
+    fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(crate::accounts::load(path)?)
+    }
+    fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        Ok(crate::accounts::save(path, self)?)
+    }
+    fn parse(text: &str, origin: &str) -> anyhow::Result<Self> {
+        Ok(crate::accounts::parse(text, origin)?)
+    }
+    fn to_text(&self) -> anyhow::Result<String> {
+        Ok(crate::accounts::to_text(self)?)
+    }
+}
+
+impl Document for authz::principals::File {
+    const NAME: &'static str = "principals";
+    fn path(state_dir: &std::path::Path) -> PathBuf {
+        crate::principals::path(state_dir)
+    }
+    fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(crate::principals::load(path)?)
+    }
+    fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        Ok(crate::principals::save(path, self)?)
+    }
+    fn parse(text: &str, origin: &str) -> anyhow::Result<Self> {
+        Ok(crate::principals::parse(text, origin)?)
+    }
+    fn to_text(&self) -> anyhow::Result<String> {
+        Ok(crate::principals::to_text(self)?)
+    }
+}
+
+/// Applies `apply` to document `D`: the file (written back if `apply` says
+/// it changed it), or, with `--etcd-endpoints`, the etcd key by
+/// compare-and-swap (`apply` runs again if another writer got there
+/// first). Returns the document as it is now, what `apply` returned, and
+/// where the document lives.
+fn edit_document<D: Document, T>(
+    etcd: &EtcdArgs,
+    state: &StateDir,
+    runtime: &tokio::runtime::Runtime,
+    apply: impl Fn(&mut D) -> anyhow::Result<(bool, T)>,
+) -> anyhow::Result<(D, T, String)> {
+    let Some(opts) = etcd.options(Some("cli"))? else {
+        let path = D::path(&state.state_dir);
+        let mut doc = D::load(&path)?;
+        let (changed, out) = apply(&mut doc)?;
+        if changed {
+            doc.save(&path)?;
+        }
+        return Ok((doc, out, path.display().to_string()));
+    };
+    runtime.block_on(async {
+        let cluster = crate::control::cluster::Cluster::connect(&opts).await?;
+        let (doc, out) = cluster
+            .update_document(D::NAME, |text| {
+                let mut doc = match text {
+                    Some(t) => D::parse(t, &format!("{} in etcd", D::NAME))?,
+                    None => D::default(),
+                };
+                let (_, out) = apply(&mut doc)?;
+                anyhow::Ok((doc.to_text()?, (doc, out)))
+            })
+            .await??;
+        Ok((doc, out, format!("etcd {}", cluster.endpoints())))
+    })
 }
 
 /// Cluster mode: where etcd is (etcdctl's flags and meanings).
@@ -229,53 +286,43 @@ pub struct StateDir {
 /// takes it at once).
 #[expect(clippy::print_stdout, reason = "the command's answer")]
 pub fn principal(cmd: PrincipalCommand, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-    use crate::principals::{self as p, Edit};
-    let (edit, state, etcd) = match cmd {
+    use crate::principals as p;
+    type File = authz::principals::File;
+    match cmd {
         PrincipalCommand::Add {
             principal,
             org_id,
             session_name,
             state,
             etcd,
-        } => (
-            Edit::Add(Principal {
+        } => {
+            let principal = Principal {
                 arn: principal,
                 org_id,
                 session_name,
-            }),
-            state,
-            etcd,
-        ),
-        PrincipalCommand::Remove {
-            access_key_id,
-            state,
-            etcd,
-        } => (Edit::Remove(access_key_id), state, etcd),
-        PrincipalCommand::List { state, etcd } => (Edit::List, state, etcd),
-    };
-    let (out, place) = match etcd.options(Some("cli"))? {
-        None => {
-            let path = p::path(&state.state_dir);
-            (p::edit_file(&path, edit)?, path.display().to_string())
-        }
-        Some(opts) => runtime.block_on(async {
-            let cluster = crate::control::cluster::Cluster::connect(&opts).await?;
-            let out = cluster
-                .update_document("principals", |text| p::edit_text(text, edit.clone()))
-                .await??;
-            anyhow::Ok((out, format!("etcd {}", cluster.endpoints())))
-        })?,
-    };
-    match out {
-        p::Edited::Added(cred) => {
+            };
+            let (_, cred, place) = edit_document(&etcd, &state, runtime, |file: &mut File| {
+                Ok((true, p::add_to(file, principal.clone())?))
+            })?;
             println!(
                 "[default]\naws_access_key_id = {}\naws_secret_access_key = {}",
                 cred.access_key_id, cred.secret_access_key
             );
             eprintln!("added to {place}; it signs as {}", cred.principal.arn);
         }
-        p::Edited::Removed(key) => eprintln!("removed {key}"),
-        p::Edited::Listed(file) => {
+        PrincipalCommand::Remove {
+            access_key_id,
+            state,
+            etcd,
+        } => {
+            edit_document(&etcd, &state, runtime, |file: &mut File| {
+                Ok((true, p::remove_from(file, &access_key_id)?))
+            })?;
+            eprintln!("removed {access_key_id}");
+        }
+        PrincipalCommand::List { state, etcd } => {
+            let (file, (), _) =
+                edit_document(&etcd, &state, runtime, |_: &mut File| Ok((false, ())))?;
             for c in &file.credentials {
                 println!(
                     "{}\t{}\t{}\t{}",

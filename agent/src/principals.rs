@@ -37,9 +37,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// Reads the store; a missing file is empty.
 pub fn load(path: &Path) -> Result<File, Error> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            File::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
-        }
+        Ok(text) => parse(&text, &path.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(File::default()),
         Err(source) => Err(Error::Io {
             path: path.to_owned(),
@@ -53,8 +51,9 @@ pub fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn save(path: &Path, file: &File) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(file).map_err(|e| Error::Invalid(e.to_string()))?;
+/// Writes the file (0600, whole or not at all).
+pub fn save(path: &Path, file: &File) -> Result<(), Error> {
+    let text = to_text(file)?;
     write_private(path, &text).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
@@ -79,76 +78,38 @@ pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// A change to the principals, or a look at them.
-#[derive(Debug, Clone)]
-pub enum Edit {
-    /// A new key for this principal.
-    Add(Principal),
-    /// Delete the key with this id.
-    Remove(String),
-    /// Change nothing.
-    List,
-}
-
-/// What an [`Edit`] did.
-#[derive(Debug)]
-pub enum Edited {
-    /// The new credential.
-    Added(Credential),
-    /// The removed key's id.
-    Removed(String),
-    /// The principals as they are.
-    Listed(File),
-}
-
-/// Applies `edit` to `file`; `true` if it changed.
-fn edit(file: &mut File, edit: Edit) -> Result<(Edited, bool), Error> {
-    match edit {
-        Edit::Add(principal) => {
-            principal.validate().map_err(Error::Invalid)?;
-            let (access_key_id, secret_access_key) = crate::control::api::new_key();
-            let cred = Credential {
-                access_key_id,
-                secret_access_key,
-                principal,
-            };
-            file.credentials.push(cred.clone());
-            Ok((Edited::Added(cred), true))
-        }
-        Edit::Remove(key) => {
-            let before = file.credentials.len();
-            file.credentials.retain(|c| c.access_key_id != key);
-            if file.credentials.len() == before {
-                return Err(Error::Invalid(format!(
-                    "no credential with access key {key}"
-                )));
-            }
-            Ok((Edited::Removed(key), true))
-        }
-        Edit::List => Ok((Edited::Listed(file.clone()), false)),
-    }
-}
-
-/// Applies `e` to the file at `path` (written back if it changed).
-pub fn edit_file(path: &Path, e: Edit) -> Result<Edited, Error> {
-    let mut file = load(path)?;
-    let (out, changed) = edit(&mut file, e)?;
-    if changed {
-        save(path, &file)?;
-    }
-    Ok(out)
-}
-
-/// Applies `e` to a principals document (`None`: none yet); returns the
-/// new text and what was done.
-pub fn edit_text(text: Option<&str>, e: Edit) -> Result<(String, Edited), Error> {
-    let mut file = match text {
-        Some(t) => {
-            File::parse(t).map_err(|e| Error::Invalid(format!("principals in etcd: {e}")))?
-        }
-        None => File::default(),
+/// Adds a new key for `principal` to `file`; returns it.
+pub fn add_to(file: &mut File, principal: Principal) -> Result<Credential, Error> {
+    principal.validate().map_err(Error::Invalid)?;
+    let (access_key_id, secret_access_key) = crate::control::api::new_key();
+    let cred = Credential {
+        access_key_id,
+        secret_access_key,
+        principal,
     };
-    let (out, _) = edit(&mut file, e)?;
-    let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Invalid(e.to_string()))?;
-    Ok((text, out))
+    file.credentials.push(cred.clone());
+    Ok(cred)
+}
+
+/// Removes the key `access_key_id` from `file`.
+pub fn remove_from(file: &mut File, access_key_id: &str) -> Result<(), Error> {
+    let before = file.credentials.len();
+    file.credentials
+        .retain(|c| c.access_key_id != access_key_id);
+    if file.credentials.len() == before {
+        return Err(Error::Invalid(format!(
+            "no credential with access key {access_key_id}"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses the document (`origin` names where it came from in errors).
+pub fn parse(text: &str, origin: &str) -> Result<File, Error> {
+    File::parse(text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))
+}
+
+/// The document's text.
+pub fn to_text(file: &File) -> Result<String, Error> {
+    serde_json::to_string_pretty(file).map_err(|e| Error::Invalid(e.to_string()))
 }

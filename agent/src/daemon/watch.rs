@@ -18,8 +18,8 @@ impl Daemon {
                     return;
                 }
                 match &c.principals {
-                    Some(text) => latticed_proxy::authz::principals::File::parse(text)
-                        .map_err(|e| format!("principals in etcd: {e}")),
+                    Some(text) => crate::principals::parse(text, "principals in etcd")
+                        .map_err(|e| e.to_string()),
                     None => Ok(latticed_proxy::authz::principals::File::default()),
                 }
             }
