@@ -36,9 +36,10 @@ use crate::{
         self, head_end, parse_length, parse_response_with, Framing, ResponseHead, CHUNK,
         MAX_HEADERS,
     },
-    pool::{answer_ready, put, take_pooled},
+    pool::{put, take_pooled},
     request::{self, Conn, Finish, RequestFacts},
     routing::{Action, GroupKind, ListenerKey, NsId, Served, TargetGroupRoute, TargetVersion},
+    upstream::Conn as TargetConn,
     Dataplane,
 };
 
@@ -716,7 +717,7 @@ impl Relay<'_> {
     async fn body<I: ClientIo>(
         mut self,
         io: &mut I,
-        up: &mut tokio::net::TcpStream,
+        up: &mut TargetConn,
         ubuf: &mut Vec<u8>,
         framing: &mut Framing,
         sent: &mut u64,
@@ -846,7 +847,7 @@ enum Failure {
 
 /// An upstream connection in use.
 struct Upstream {
-    stream: TcpStream,
+    stream: TargetConn,
 }
 
 /// Sends the request (from `out`, then the rest of the body from the
@@ -893,7 +894,7 @@ async fn send_and_read<I: ClientIo>(
     io: &mut I,
     buf: &mut Vec<u8>,
     out: &mut Vec<u8>,
-    stream: &mut TcpStream,
+    stream: &mut TargetConn,
     ubuf: &mut Vec<u8>,
     p: &mut Prepared,
 ) -> Result<ResponseHead, Failure> {
@@ -909,7 +910,8 @@ async fn send_and_read<I: ClientIo>(
         give_back(std::mem::take(buf));
     }
     if ubuf.capacity() == 0 {
-        answer_ready(stream)
+        stream
+            .answer_ready()
             .await
             .map_err(|e| Failure::Request(e.to_string()))?;
         *ubuf = take();
@@ -947,7 +949,7 @@ async fn send_and_read<I: ClientIo>(
 async fn send_body<I: ClientIo>(
     io: &mut I,
     buf: &mut Vec<u8>,
-    stream: &mut TcpStream,
+    stream: &mut TargetConn,
     p: &mut Prepared,
 ) -> Result<(), Failure> {
     while p.body_left > 0 {

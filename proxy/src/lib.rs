@@ -50,6 +50,7 @@ pub mod routing;
 pub mod sigv4;
 pub mod time;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub(crate) mod upstream_h1;
 pub mod workers;
@@ -168,6 +169,7 @@ pub type RequestBody = http_body_util::Either<hyper::body::Incoming, Full<Bytes>
 pub struct Dataplane {
     routes: ArcSwap<RouteTable>,
     namespaces: Arc<ArcSwap<NsMap>>,
+    remotes: Arc<ArcSwap<upstream::Remotes>>,
     pub(crate) workers: Vec<Arc<workers::Worker>>,
     pub(crate) servers: listener::Servers,
     pub(crate) connector: upstream::NsConnector,
@@ -190,6 +192,7 @@ impl Dataplane {
     /// A data plane with an empty routing table.
     pub fn new(config: ProxyConfig) -> Result<Arc<Self>, Error> {
         let namespaces: Arc<ArcSwap<NsMap>> = Arc::default();
+        let remotes: Arc<ArcSwap<upstream::Remotes>> = Arc::default();
         let sources = Arc::new(upstream::SourcePool::new(
             config.source_first,
             config.source_last,
@@ -197,6 +200,7 @@ impl Dataplane {
         let connector = upstream::NsConnector::new(
             config.sockets,
             Arc::clone(&namespaces),
+            Arc::clone(&remotes),
             sources,
             config.connect_timeout,
         )?;
@@ -204,6 +208,7 @@ impl Dataplane {
         Ok(Arc::new(Self {
             routes: ArcSwap::default(),
             namespaces,
+            remotes,
             workers,
             servers: listener::Servers::new(&config),
             health: health::HealthChecks::new(connector.clone()),
@@ -228,6 +233,13 @@ impl Dataplane {
         // snapshot may still be held by requests in flight; their checkers
         // stop at the next publish.)
         self.health.retain_used();
+    }
+
+    /// Sets the VPCs other nodes host, as routes name them (by ids with
+    /// [`upstream::REMOTE`] set). Call before [`Dataplane::publish`] for a
+    /// table naming new ones.
+    pub fn publish_remotes(&self, remotes: upstream::Remotes) {
+        self.remotes.store(Arc::new(remotes));
     }
 
     /// Namespace `id`, if it is managed now.

@@ -62,9 +62,9 @@ async fn read_hello(stream: &mut TcpStream) -> std::io::Result<(Option<String>, 
 
 /// Copies both ways until either side ends, or until nothing has moved
 /// either way for `idle`.
-pub(crate) async fn splice(
+pub(crate) async fn splice<U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     client: TcpStream,
-    upstream: &mut TcpStream,
+    upstream: &mut U,
     idle: std::time::Duration,
 ) -> (u64, u64) {
     let activity = Arc::new(crate::activity::Activity::without_heads());

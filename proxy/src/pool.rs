@@ -6,40 +6,27 @@
 
 use std::{cell::RefCell, net::SocketAddr, time::Duration};
 
-use tokio::net::TcpStream;
-
-use crate::netns::NsId;
+use crate::{netns::NsId, upstream::Conn};
 
 /// Idle connections kept per target and worker.
 const MAX_IDLE_PER_TARGET: usize = 1024;
 
 /// Idle upstream connections by (namespace, target), with when they went
 /// idle ([`crate::time::coarse_ms`]).
-type IdlePool = foldhash::HashMap<(NsId, SocketAddr), Vec<(TcpStream, u64)>>;
+type IdlePool = foldhash::HashMap<(NsId, SocketAddr), Vec<(Conn, u64)>>;
 
 thread_local! {
     /// Idle upstream connections by target, with when they went idle.
     static POOL: RefCell<IdlePool> = RefCell::default();
 }
 
-/// Waits until the target's answer can be read, holding nothing.
-/// `poll_read_ready` waits in the socket's one reader slot; `readable()`
-/// would queue a waiter under the socket's lock.
-pub(crate) async fn answer_ready(stream: &TcpStream) -> std::io::Result<()> {
-    std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await
-}
-
 /// A pooled connection to `target` that is still open, if any.
-pub(crate) fn take_pooled(ns: NsId, target: SocketAddr) -> Option<TcpStream> {
+pub(crate) fn take_pooled(ns: NsId, target: SocketAddr) -> Option<Conn> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let idle = p.get_mut(&(ns, target))?;
-        while let Some((stream, _)) = idle.pop() {
-            // No readiness event since it went idle means no FIN and no
-            // stray bytes; tokio answers that without a system call.
-            let mut probe = [0u8; 1];
-            if matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            {
+        while let Some((mut stream, _)) = idle.pop() {
+            if stream.still_idle() {
                 return Some(stream);
             }
         }
@@ -47,7 +34,7 @@ pub(crate) fn take_pooled(ns: NsId, target: SocketAddr) -> Option<TcpStream> {
     })
 }
 
-pub(crate) fn put(ns: NsId, target: SocketAddr, stream: TcpStream) {
+pub(crate) fn put(ns: NsId, target: SocketAddr, stream: Conn) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let idle = p.entry((ns, target)).or_default();

@@ -111,5 +111,10 @@ async fn connect(dp: &Dataplane, route: &ResourceRoute, port: u16) -> Result<Tcp
         }
         ResourceTarget::Unplaced(why) => return Err(Error::NoAddress(why.to_string())),
     };
-    Ok(dp.connector.connect(ns, SocketAddr::new(ip, port)).await?)
+    // Gateways are VPCs of this node: a resource's connection never
+    // crosses to another (see docs/architecture.md, Cluster mode).
+    Ok(dp
+        .connector
+        .connect_local(ns, SocketAddr::new(ip, port))
+        .await?)
 }

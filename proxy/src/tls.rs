@@ -69,7 +69,7 @@ pub enum Error {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_owned(),
         source,
@@ -179,7 +179,7 @@ impl Authority {
 }
 
 /// (year, month, day) of seconds since the epoch, as rcgen takes dates.
-fn ymd(secs: u64) -> (i32, u8, u8) {
+pub(crate) fn ymd(secs: u64) -> (i32, u8, u8) {
     let (y, m, d, ..) = crate::time::civil(secs);
     // civil() yields months 1..=12 and days 1..=31.
     (i32::try_from(y).unwrap_or(2049), m as u8, d as u8)
@@ -218,7 +218,7 @@ pub fn load_certificate(dir: &Path) -> Result<Arc<CertifiedKey>, Error> {
     certified(chain, key).map_err(|reason| bad(&key_path, reason))
 }
 
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)

@@ -119,6 +119,26 @@ pub async fn send_h2(
 /// Namespaces the connector can create sockets in, by id.
 pub type NsMap = std::collections::HashMap<NsId, Arc<NetNs>>;
 
+/// The bit that marks a namespace id as a VPC on another node: the agent
+/// numbers remote VPCs from here, so the connector tells them apart
+/// without a lookup.
+pub const REMOTE: NsId = 1 << 31;
+
+/// A VPC another node hosts, as the connector reaches it.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// The VPC (its namespace's name on that node).
+    pub vpc: Arc<str>,
+    /// The node that hosts it.
+    pub node: Arc<str>,
+    /// Its tunnel; `None` while it has none (not registered, or no tunnel
+    /// address): connections fail at once.
+    pub peer: Option<Arc<crate::tunnel::Peer>>,
+}
+
+/// Remote VPCs by their ids (each with [`REMOTE`] set).
+pub type Remotes = std::collections::HashMap<NsId, Remote>;
+
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -145,6 +165,17 @@ pub enum Error {
     /// Connect did not finish in time.
     #[error("connecting to {0}: timed out")]
     ConnectTimeout(SocketAddr),
+    /// The target is on another node, and its tunnel failed.
+    #[error(transparent)]
+    Tunnel(#[from] crate::tunnel::Error),
+    /// The target is on another node that no tunnel reaches now.
+    #[error("the target's VPC {vpc} is on node {node}, which has no tunnel now")]
+    NoPeer {
+        /// The target's VPC.
+        vpc: Arc<str>,
+        /// The node hosting it, if any registers it.
+        node: Arc<str>,
+    },
     /// The TLS handshake with an HTTPS target failed.
     #[error("TLS handshake with {target}: {error}")]
     Tls {
@@ -156,13 +187,108 @@ pub enum Error {
     },
 }
 
-/// A connection to a target: plain TCP, or TLS for HTTPS target groups.
+/// A connection toward a target: a socket made in its namespace here, or a
+/// stream through the tunnel to the node that hosts its VPC. Everything
+/// above a connection is the same code for both.
+#[derive(Debug)]
+pub enum Conn {
+    /// A socket in the target's namespace on this node.
+    Tcp(TcpStream),
+    /// A stream through another node's tunnel.
+    Tunnel(Box<crate::tunnel::TunnelStream>),
+}
+
+impl Conn {
+    /// Waits until the target's answer can be read, holding nothing.
+    /// `poll_read_ready` waits in the socket's one reader slot; `readable()`
+    /// would queue a waiter under the socket's lock. A tunnel stream has no
+    /// such wait: its read waits instead.
+    pub(crate) async fn answer_ready(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await,
+            Self::Tunnel(_) => Ok(()),
+        }
+    }
+
+    /// Whether a pooled connection is still open with nothing unread.
+    pub(crate) fn still_idle(&mut self) -> bool {
+        match self {
+            // No readiness event since it went idle means no FIN and no
+            // stray bytes; tokio answers that without a system call.
+            Self::Tcp(s) => {
+                let mut probe = [0u8; 1];
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+            Self::Tunnel(t) => t.still_idle(),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            Self::Tunnel(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// A connection to a target: plain, or TLS for HTTPS target groups.
 #[derive(Debug)]
 pub enum Stream {
     /// HTTP.
-    Plain(TcpStream),
+    Plain(Conn),
     /// HTTPS.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<Conn>>),
 }
 
 impl AsyncRead for Stream {
@@ -323,6 +449,7 @@ pub enum Sockets {
 pub struct NsConnector {
     sockets: Sockets,
     namespaces: Arc<ArcSwap<NsMap>>,
+    remotes: Arc<ArcSwap<Remotes>>,
     sources: Arc<SourcePool>,
     connect_timeout: Duration,
     tls_h1: TlsConnector,
@@ -340,12 +467,14 @@ impl NsConnector {
     pub fn new(
         sockets: Sockets,
         namespaces: Arc<ArcSwap<NsMap>>,
+        remotes: Arc<ArcSwap<Remotes>>,
         sources: Arc<SourcePool>,
         connect_timeout: Duration,
     ) -> Result<Self, rustls::Error> {
         Ok(Self {
             sockets,
             namespaces,
+            remotes,
             sources,
             connect_timeout,
             tls_h1: TlsConnector::from(crate::tls::target_client_config(&[b"http/1.1"])?),
@@ -354,12 +483,7 @@ impl NsConnector {
     }
 
     /// TLS over `stream` toward an HTTPS target, offering h2 or http/1.1.
-    pub async fn tls(
-        &self,
-        stream: TcpStream,
-        target: SocketAddr,
-        h2: bool,
-    ) -> Result<Stream, Error> {
+    pub async fn tls(&self, stream: Conn, target: SocketAddr, h2: bool) -> Result<Stream, Error> {
         let tls = if h2 { &self.tls_h2 } else { &self.tls_h1 };
         let name = ServerName::IpAddress(target.ip().into());
         match tokio::time::timeout(self.connect_timeout, tls.connect(name, stream)).await {
@@ -369,8 +493,32 @@ impl NsConnector {
         }
     }
 
-    /// Connects to `target` in namespace `ns` from the next pool address.
-    pub async fn connect(&self, ns: NsId, target: SocketAddr) -> Result<TcpStream, Error> {
+    /// Connects to `target` in namespace `ns`: from the next pool address
+    /// when the namespace is here, through the hosting node's tunnel when
+    /// `ns` is a remote VPC's id (see [`REMOTE`]).
+    pub async fn connect(&self, ns: NsId, target: SocketAddr) -> Result<Conn, Error> {
+        if ns & REMOTE != 0 {
+            let remote = self
+                .remotes
+                .load()
+                .get(&ns)
+                .cloned()
+                .ok_or(Error::NamespaceGone(ns))?;
+            let Some(peer) = &remote.peer else {
+                return Err(Error::NoPeer {
+                    vpc: remote.vpc,
+                    node: remote.node,
+                });
+            };
+            let stream = peer.open(&remote.vpc, target).await?;
+            return Ok(Conn::Tunnel(Box::new(stream)));
+        }
+        self.connect_local(ns, target).await.map(Conn::Tcp)
+    }
+
+    /// Connects to `target` in namespace `ns` of this node, from the next
+    /// pool address.
+    pub async fn connect_local(&self, ns: NsId, target: SocketAddr) -> Result<TcpStream, Error> {
         let (socket, source_addr) = match self.sockets {
             Sockets::InTargetNamespace => self.pool_socket(ns, target)?,
             Sockets::Here => {

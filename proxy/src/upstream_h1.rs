@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::{
     head::field,
@@ -27,7 +27,7 @@ use crate::{
     http1::{self, Framing},
     netns::NsId,
     pool,
-    upstream::SendError,
+    upstream::{Conn, SendError},
     BoxError, UpstreamBody,
 };
 
@@ -171,7 +171,7 @@ async fn exchange(
     // Nothing held while the target works: a busy worker has a request of
     // every connection out at once (as the fast path does).
     drop(head);
-    pool::answer_ready(&stream).await.map_err(|e| request(&e))?;
+    stream.answer_ready().await.map_err(|e| request(&e))?;
     let mut buf = response_buf();
     let (status, headers, framing, reusable) = loop {
         buf.reserve(8192);
@@ -212,7 +212,7 @@ async fn exchange(
 /// as is under the Content-Length the head gave. Trailers are dropped
 /// (HTTP/1.1 targets get none).
 async fn write_body(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     body: &mut UpstreamBody,
     chunked: bool,
 ) -> Result<(), SendError> {
@@ -296,7 +296,7 @@ impl<'h> ResponseHeaders<'h> {
 /// back to the worker's pool when the body ends where its framing says.
 #[derive(Debug)]
 pub(crate) struct TargetBody {
-    stream: Option<TcpStream>,
+    stream: Option<Conn>,
     buf: BytesMut,
     framing: Framing,
     reusable: bool,
