@@ -1,6 +1,8 @@
 //! The operator's commands besides `run`: `latticed principal ...` (the
 //! data-path credential store) and `latticed policy simulate`.
 
+pub mod cluster;
+
 use std::path::PathBuf;
 
 use anyhow::Context as _;

@@ -164,7 +164,17 @@ pub struct Compiler {
     account: String,
     /// Instance and load balancer placements.
     pub inventory: Inventory,
+    /// Health of targets in VPCs other nodes host, by (group, address):
+    /// their checks run there, and the daemon sets these from what those
+    /// nodes publish (see `daemon::tunnel`).
+    pub remote_health: std::sync::Mutex<RemoteHealth>,
+    /// Instances and load balancers of VPCs other nodes host, by id: each
+    /// node publishes those of its inventory (cluster mode).
+    pub remote_placements: BTreeMap<String, Placement>,
 }
+
+/// Health of remote targets by (target group, address).
+pub type RemoteHealth = HashMap<(String, SocketAddr), Arc<latticed_proxy::health::TargetHealth>>;
 
 impl std::fmt::Debug for Compiler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,6 +202,8 @@ impl Compiler {
             region: region.to_owned(),
             account: account.to_owned(),
             inventory,
+            remote_health: std::sync::Mutex::default(),
+            remote_placements: BTreeMap::new(),
         })
     }
 
@@ -278,7 +290,10 @@ impl Compiler {
                             let addr = SocketAddr::new(ip, t.port);
                             let mut target = Target::new(ns, addr);
                             target.id = t.id.as_str().into();
-                            if let Some(check) = &tg.health {
+                            if ns & latticed_proxy::upstream::REMOTE != 0 {
+                                // Checked on the node hosting the VPC.
+                                target.health = self.remote_health(&tg.name, addr);
+                            } else if let Some(check) = &tg.health {
                                 target.health = self.dp.health.ensure(ns, addr, check);
                             }
                             Some(target)
@@ -300,6 +315,19 @@ impl Compiler {
         )
     }
 
+    /// The shared health of remote target `addr` of group `group`.
+    fn remote_health(
+        &self,
+        group: &str,
+        addr: SocketAddr,
+    ) -> Arc<latticed_proxy::health::TargetHealth> {
+        let mut all = self
+            .remote_health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(all.entry((group.to_owned(), addr)).or_default())
+    }
+
     fn resolve(
         &self,
         type_: TargetGroupType,
@@ -313,7 +341,7 @@ impl Compiler {
             TargetGroupType::Instance => &self.inventory.instances,
             TargetGroupType::Alb => &self.inventory.load_balancers,
         };
-        match table.get(id) {
+        match table.get(id).or_else(|| self.remote_placements.get(id)) {
             Some(p) if p.vpc == vpc => Some(p.address),
             Some(p) => {
                 tracing::warn!(target_group = group, target = id, inventory_vpc = %p.vpc, group_vpc = vpc, "the inventory places this target in another VPC; skipped");

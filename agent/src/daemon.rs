@@ -49,6 +49,8 @@ use cluster::ClusterState;
 mod snapshot;
 use snapshot::Compiled;
 mod transaction;
+mod tunnel;
+pub use tunnel::TunnelOptions;
 mod verify;
 mod watch;
 
@@ -100,6 +102,9 @@ pub enum Error {
     /// CA, inventory.
     #[error(transparent)]
     Compile(#[from] crate::compile::Error),
+    /// The tunnel between nodes could not start.
+    #[error("tunnel: {0}")]
+    Tunnel(String),
     /// Other I/O.
     #[error("{what}: {source}")]
     Io {
@@ -143,6 +148,8 @@ pub struct ApiOptions {
     pub verification_resolver: Option<std::net::SocketAddr>,
     /// Cluster mode: the state in etcd instead of the local store.
     pub cluster: Option<control::cluster::Options>,
+    /// Cluster mode: the tunnel between nodes.
+    pub tunnel: TunnelOptions,
 }
 
 /// What the daemon is started with besides its paths.
@@ -233,6 +240,10 @@ pub struct Daemon {
     /// The inventory file as it was last read.
     inventory_seen: Option<watch::Stamp>,
     api: Option<ApiRuntime>,
+    /// Cluster mode: the tunnels to and from other nodes.
+    tunnels: tunnel::Tunnels,
+    /// The tunnel address this node advertises, when it has one.
+    tunnel_addr: Option<std::net::SocketAddr>,
     _metrics: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -375,6 +386,10 @@ impl Daemon {
         control::store::private_dir(&paths.state_dir)?;
         cleanup_leftovers(&paths).await?;
         let mut runtime = None;
+        let cluster_node = api.as_ref().and_then(|o| {
+            let c = o.cluster.as_ref()?;
+            Some((o.tunnel.clone(), c.node.clone(), c.endpoints.clone()))
+        });
         let desired = match (&paths.config, api) {
             (Some(path), _) => control::load(path, &paths.netns_dir)?.0,
             (None, None) => Config::default(),
@@ -389,6 +404,7 @@ impl Daemon {
         tokio::spawn(latticed_proxy::memory::trim_after_bursts(Arc::downgrade(
             &dp,
         )));
+        let (tunnels, tunnel_addr) = tunnel::Tunnels::start(&dp, &paths, cluster_node).await?;
         let inventory_seen = watch::Stamp::of(&paths.inventory);
         let compiler = Compiler::new(
             Arc::clone(&dp),
@@ -432,6 +448,8 @@ impl Daemon {
             plan: Plan::default(),
             compiled: Compiled::default(),
             api: runtime,
+            tunnels,
+            tunnel_addr,
         };
         daemon.reload_principals(true);
         daemon.reload_accounts(true);

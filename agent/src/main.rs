@@ -84,6 +84,9 @@ enum Command {
     /// Auth policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Cluster mode: the tunnel CA and nodes' tunnel identities.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
 }
 
 /// `latticed run`'s flags.
@@ -188,6 +191,15 @@ struct RunArgs {
     /// hosts the namespaces in its --netns-dir and registers them in etcd.
     #[arg(long, env = "LATTICED_NODE_NAME")]
     node_name: Option<String>,
+    /// Cluster mode: where other nodes' tunnels connect (mutual TLS with
+    /// the identity `latticed cluster join` wrote).
+    #[arg(long, default_value = "0.0.0.0:15008", env = "LATTICED_TUNNEL_LISTEN")]
+    tunnel_listen: std::net::SocketAddr,
+    /// Cluster mode: the address other nodes dial, published in etcd;
+    /// default --tunnel-listen, or for a wildcard, this host's address
+    /// toward the first etcd endpoint.
+    #[arg(long, env = "LATTICED_TUNNEL_ADVERTISE")]
+    tunnel_advertise: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -293,6 +305,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Principal(cmd) => cli::principal(cmd, &runtime)?,
         Command::Account(cmd) => cli::account(cmd, &runtime)?,
+        Command::Cluster(cmd) => cli::cluster::cluster(cmd, &runtime)?,
         Command::Policy(PolicyCommand::Simulate(s)) => {
             if !cli::simulate(s)? {
                 std::process::exit(3);
@@ -333,6 +346,8 @@ fn run(args: RunArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         metrics_listen,
         etcd,
         node_name,
+        tunnel_listen,
+        tunnel_advertise,
         ..
     } = args;
     let cluster = etcd.options(node_name.as_deref())?;
@@ -352,6 +367,10 @@ fn run(args: RunArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         organization: organization_id,
         verification_resolver: domain_verification_resolver.or_else(crate::lookup::host_resolver),
         cluster,
+        tunnel: daemon::TunnelOptions {
+            listen: tunnel_listen,
+            advertise: tunnel_advertise,
+        },
     });
     let naming = control::Naming {
         dns_suffix: dns_suffix.unwrap_or_else(|| format!("vpc-lattice-svcs.{region}.on.aws")),

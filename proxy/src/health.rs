@@ -61,6 +61,18 @@ impl Status {
         }
     }
 
+    /// The status [`Status::as_str`] names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Initial,
+            Self::Healthy,
+            Self::Unhealthy,
+            Self::Unavailable,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+
     fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::Healthy,
@@ -100,6 +112,20 @@ impl Reason {
             Self::ConnectionFailed => "Target.FailedHealthChecks",
             Self::HealthCheckDisabled => "Target.HealthCheckDisabled",
         })
+    }
+
+    /// The reason [`Reason::as_str`] names (`None` for no code).
+    pub fn parse(s: Option<&str>) -> Option<Self> {
+        [
+            Self::None,
+            Self::InitialHealthChecking,
+            Self::ResponseCodeMismatch,
+            Self::Timeout,
+            Self::ConnectionFailed,
+            Self::HealthCheckDisabled,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 
     fn from_u8(v: u8) -> Self {
@@ -157,7 +183,9 @@ impl TargetHealth {
         self.set_with(status, reason);
     }
 
-    fn set_with(&self, status: Status, reason: Reason) {
+    /// Sets the status and its reason (a check's result, or the hosting
+    /// node's as it shares it).
+    pub fn set_with(&self, status: Status, reason: Reason) {
         self.reason.store(reason as u8, Ordering::Relaxed);
         self.status.store(status as u8, Ordering::Relaxed);
     }
@@ -357,6 +385,16 @@ struct Checker {
 
 impl Checker {
     async fn run(self) {
+        // A checker starts while its snapshot is compiled, on another
+        // thread than the one publishing it: the first check waits (a
+        // little) until the target's namespace is published, rather than
+        // fail on its absence.
+        for _ in 0..100 {
+            if self.connector.knows(self.ns) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let (mut ok_run, mut fail_run) = (0u32, 0u32);
         let mut first = true;
         loop {

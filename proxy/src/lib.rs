@@ -242,6 +242,11 @@ impl Dataplane {
         self.remotes.store(Arc::new(remotes));
     }
 
+    /// The connector toward targets (the tunnel server connects with it).
+    pub fn connector(&self) -> Arc<upstream::NsConnector> {
+        Arc::new(self.connector.clone())
+    }
+
     /// Namespace `id`, if it is managed now.
     pub fn namespace(&self, id: NsId) -> Option<Arc<NetNs>> {
         self.namespaces.load().get(&id).cloned()

@@ -493,6 +493,15 @@ impl NsConnector {
         }
     }
 
+    /// Whether namespace `ns` is published (here, or another node's).
+    pub fn knows(&self, ns: NsId) -> bool {
+        if ns & REMOTE != 0 {
+            self.remotes.load().contains_key(&ns)
+        } else {
+            self.sockets == Sockets::Here || self.namespaces.load().contains_key(&ns)
+        }
+    }
+
     /// Connects to `target` in namespace `ns`: from the next pool address
     /// when the namespace is here, through the hosting node's tunnel when
     /// `ns` is a remote VPC's id (see [`REMOTE`]).
@@ -594,6 +603,20 @@ impl NsConnector {
             .bind(&SocketAddr::new(source_addr, 0).into())
             .map_err(io)?;
         Ok((socket, source_addr))
+    }
+}
+
+impl crate::tunnel::server::ConnectLocal for NsConnector {
+    fn connect_local(
+        &self,
+        ns: NsId,
+        target: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = Result<TcpStream, String>> + Send + '_>> {
+        Box::pin(async move {
+            NsConnector::connect_local(self, ns, target)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

@@ -28,6 +28,10 @@ pub struct Etcd {
     token: String,
     /// Clients must present a certificate from this CA (mutual TLS).
     pub tls: Option<Tls>,
+    /// The namespace the members run in (a test "host"); `None`: here.
+    netns: Option<String>,
+    /// The address members listen on.
+    ip: String,
 }
 
 /// Certificates for an etcd that takes only mutual TLS: a CA, the
@@ -132,6 +136,27 @@ impl Etcd {
     }
 
     fn start_with(n: usize, tls: bool) -> Self {
+        Self::start_at(n, tls, None, "127.0.0.1")
+    }
+
+    /// One member inside namespace `netns`, listening on `ip` there.
+    pub fn start_in(netns: &str, ip: &str) -> Self {
+        Self::start_at(1, false, Some(netns), ip)
+    }
+
+    /// A command that runs where the members do.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn start_at(n: usize, tls: bool, netns: Option<&str>, ip: &str) -> Self {
         let u = unique();
         let root = std::env::temp_dir().join(format!("latticed-etcd-{u}"));
         std::fs::create_dir_all(&root).expect("etcd dir");
@@ -150,6 +175,8 @@ impl Etcd {
             root,
             token: format!("latticed-test-{u}"),
             tls,
+            netns: netns.map(str::to_owned),
+            ip: ip.to_owned(),
         };
         for i in 0..n {
             etcd.start_member(i);
@@ -162,7 +189,7 @@ impl Etcd {
     pub fn endpoints(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client))
+            .map(|m| format!("{}://{}:{}", self.scheme(), self.ip, m.client))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -188,7 +215,7 @@ impl Etcd {
 
     /// Client URL of member `i` alone.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("{}://127.0.0.1:{}", self.scheme(), self.members[i].client)
+        format!("{}://{}:{}", self.scheme(), self.ip, self.members[i].client)
     }
 
     /// (Re)starts member `i` with its data directory as it is.
@@ -196,7 +223,7 @@ impl Etcd {
         let cluster = self
             .members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .map(|m| format!("{}=http://{}:{}", m.name, self.ip, m.peer))
             .collect::<Vec<_>>()
             .join(",");
         let scheme = self.scheme();
@@ -208,15 +235,17 @@ impl Etcd {
                 "--client-cert-auth".into(),
             ]
         });
+        let mut cmd = self.command("etcd");
+        let ip = self.ip.clone();
         let m = &mut self.members[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.root.join(format!("{}.log", m.name)))
             .expect("etcd log");
-        let client = format!("{scheme}://127.0.0.1:{}", m.client);
-        let peer = format!("http://127.0.0.1:{}", m.peer);
-        let child = Command::new("etcd")
+        let client = format!("{scheme}://{ip}:{}", m.client);
+        let peer = format!("http://{ip}:{}", m.peer);
+        let child = cmd
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.dir)
             .args([
@@ -279,7 +308,7 @@ impl Etcd {
     /// `etcdctl` against every member.
     pub fn ctl(&self, args: &[&str]) -> String {
         let out = crate::run(
-            Command::new("etcdctl")
+            self.command("etcdctl")
                 .env("ETCDCTL_API", "3")
                 .args(["--endpoints", &self.endpoints()])
                 .args(self.ctl_tls())
@@ -292,7 +321,8 @@ impl Etcd {
     pub fn wait_healthy(&self) {
         let start = Instant::now();
         loop {
-            let ok = Command::new("etcdctl")
+            let ok = self
+                .command("etcdctl")
                 .env("ETCDCTL_API", "3")
                 .args(["--endpoints", &self.endpoints(), "--command-timeout", "2s"])
                 .args(self.ctl_tls())
@@ -378,6 +408,54 @@ impl Node {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
         });
+        l.spawn_and_wait_ready()?;
+        Ok(node)
+    }
+
+    /// Node `name` inside test host `host`, hosting `namespaces`, with a
+    /// tunnel identity issued by the CA in `ca_dir` (see
+    /// [`crate::hosts::join`]) and `extra` arguments.
+    pub fn start_on(
+        host: &str,
+        name: &str,
+        etcd: &Etcd,
+        namespaces: &[&str],
+        ca_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<Self, String> {
+        let netns_dir = std::env::temp_dir().join(format!("latticed-netns-{}", unique()));
+        std::fs::create_dir_all(&netns_dir).expect("netns dir");
+        let mut node = Self {
+            latticed: Latticed::prepare(&serde_json::json!({})),
+            netns_dir,
+            name: name.to_owned(),
+        };
+        for ns in namespaces {
+            node.host(ns);
+        }
+        let endpoints = etcd.endpoints();
+        let l = &mut node.latticed;
+        l.extra_args = [
+            "--etcd-endpoints",
+            &endpoints,
+            "--node-name",
+            name,
+            "--netns-dir",
+            &node.netns_dir.display().to_string(),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| (*a).to_owned())
+        .collect();
+        let port = free_port();
+        let state_dir = l.config.parent().expect("dir").join("state");
+        crate::hosts::join(host, &endpoints, ca_dir, name, &state_dir);
+        l.api = Some(crate::Api {
+            state_dir,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+        });
+        l.in_host(host);
         l.spawn_and_wait_ready()?;
         Ok(node)
     }

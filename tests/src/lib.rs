@@ -16,6 +16,7 @@
 )]
 
 pub mod etcd;
+pub mod hosts;
 pub mod walkthrough;
 
 use std::{
@@ -463,6 +464,9 @@ pub struct Latticed {
     pub state_dir: PathBuf,
     /// Port of the metrics endpoint on 127.0.0.1.
     pub metrics_port: u16,
+    /// The test "host" (namespace) it runs in, see [`Latticed::in_host`].
+    pub netns: Option<String>,
+    forwards: Vec<hosts::PortForward>,
 }
 
 /// The API side of an API-mode latticed.
@@ -503,6 +507,8 @@ impl Latticed {
             log_dir: dir.join("logs"),
             state_dir: dir.join("state"),
             metrics_port: free_port(),
+            netns: None,
+            forwards: Vec::new(),
         };
         l.write_config(config);
         l
@@ -527,6 +533,19 @@ impl Latticed {
         l.spawn_and_wait_ready()
             .expect("latticed did not become ready");
         l
+    }
+
+    /// Runs it inside namespace `netns` (a test "host") from its next
+    /// start, its API and metrics ports carried here (see
+    /// [`hosts::PortForward`]).
+    pub fn in_host(&mut self, netns: &str) {
+        self.netns = Some(netns.to_owned());
+        let mut ports = vec![self.metrics_port];
+        ports.extend(self.api.as_ref().map(|a| a.port));
+        self.forwards = ports
+            .into_iter()
+            .map(|p| hosts::PortForward::start(netns, p))
+            .collect();
     }
 
     /// Where the CA and inventory live.
@@ -584,7 +603,14 @@ impl Latticed {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut cmd = Command::new(bin("latticed"));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("latticed"));
+                c
+            }
+            None => Command::new(bin("latticed")),
+        };
         cmd.arg("run");
         match &self.api {
             Some(api) => {
@@ -1001,9 +1027,20 @@ pub struct LambdaRunner {
 impl LambdaRunner {
     /// Starts the runner and waits until it listens.
     pub fn start() -> Self {
+        Self::start_with(Command::new("node"))
+    }
+
+    /// [`LambdaRunner::start`] inside namespace `netns` (its 127.0.0.1).
+    pub fn start_in(netns: &str) -> Self {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", netns, "node"]);
+        Self::start_with(c)
+    }
+
+    fn start_with(mut node: Command) -> Self {
         use std::io::BufRead as _;
         let root = workspace_root().join("scripts/lambda");
-        let mut child = Command::new("node")
+        let mut child = node
             .arg(root.join("runner.js"))
             .arg(root.join("functions"))
             .stdout(Stdio::piped())

@@ -204,6 +204,28 @@ pub struct NodeRecord {
     /// ownership by these, so it answers alike wherever the VPC lives.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub owners: BTreeMap<String, String>,
+    /// Where other nodes' tunnels reach it; absent while it has no tunnel
+    /// identity (`latticed cluster join`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<std::net::SocketAddr>,
+    /// Instances and load balancers of its inventory in its VPCs, by id:
+    /// other nodes resolve targets in those VPCs by them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub placements: BTreeMap<String, Placed>,
+    /// Health of the targets in its VPCs as its checks see them: target
+    /// group -> `ADDRESS:PORT` -> `STATUS` or `STATUS REASON`. Under the
+    /// node's lease, so a node that dies takes its answers with it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub health: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// An instance or load balancer a node places.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    /// Its VPC.
+    pub vpc: String,
+    /// Its address there.
+    pub address: std::net::IpAddr,
 }
 
 /// Everything under the prefix at one revision.
@@ -622,6 +644,59 @@ impl Cluster {
             None => Value::Null,
         };
         Ok((existing, value))
+    }
+
+    /// The tunnels' CA certificate: the one stored (`tunnel-ca`), after
+    /// storing `proposed` if none was.
+    pub async fn tunnel_ca(&self, proposed: Option<&str>) -> Result<Option<String>, Error> {
+        let k = self.key("tunnel-ca");
+        if let Some(pem) = proposed {
+            let txn = Txn::new()
+                .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(k.clone(), pem, None)]);
+            if self.txn("storing the tunnel CA", txn).await?.succeeded() {
+                return Ok(Some(pem.to_owned()));
+            }
+        }
+        let got = self.get("reading the tunnel CA", &k, None).await?;
+        Ok(got
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    /// Leaves `sealed` under `joins/ID` for `ttl_secs` (a lease deletes it
+    /// then).
+    pub async fn offer_join(&self, id: &str, sealed: Vec<u8>, ttl_secs: i64) -> Result<(), Error> {
+        let mut c = self.client.clone();
+        let lease = self
+            .once("granting the join lease", c.lease_grant(ttl_secs, None))
+            .await?
+            .id();
+        let k = self.key(&format!("joins/{id}"));
+        self.once(
+            "storing the join package",
+            c.put(k, sealed, Some(PutOptions::new().with_lease(lease))),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the package under `joins/ID`: read and deleted in one
+    /// transaction, so a token works once.
+    pub async fn take_join(&self, id: &str) -> Result<Option<Vec<u8>>, Error> {
+        let k = self.key(&format!("joins/{id}"));
+        let txn = Txn::new()
+            .when([Compare::version(k.clone(), CompareOp::Greater, 0)])
+            .and_then([TxnOp::get(k.clone(), None), TxnOp::delete(k, None)]);
+        let resp = self.txn("taking the join package", txn).await?;
+        if !resp.succeeded() {
+            return Ok(None);
+        }
+        Ok(resp.op_responses().into_iter().find_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        }))
     }
 
     /// Changes document `name` (`principals`, `accounts`) by
@@ -1061,13 +1136,14 @@ mod tests {
                 NodeRecord {
                     namespaces: vec!["vpc-1".into(), "vpc-2".into()],
                     owners: [("vpc-1".to_owned(), "222233334444".to_owned())].into(),
+                    ..NodeRecord::default()
                 },
             ),
             (
                 "b".to_owned(),
                 NodeRecord {
                     namespaces: vec!["vpc-2".into()],
-                    owners: BTreeMap::new(),
+                    ..NodeRecord::default()
                 },
             ),
         ]

@@ -225,10 +225,13 @@ impl Daemon {
     /// Compiles the whole plan into a routing snapshot over the namespaces
     /// managed now, and swaps it in.
     pub(super) fn publish_full(&mut self, plan: &Plan) {
-        let ids = ns_ids(&self.managed);
+        self.tunnels.assign_ids(plan, &self.managed);
+        self.publish_remotes();
+        let ids = ns_ids(&self.managed, &self.tunnels);
         let (compiled, table) = Compiled::full(&mut self.compiler, plan, &ids);
         self.compiled = compiled;
         self.dp.publish(table, self.ns_map());
+        self.after_publish(plan);
         self.forget_unused(plan);
     }
 
@@ -273,7 +276,9 @@ impl Daemon {
     /// Rebuilds only what `delta` touched (see [`Compiled::delta`]) and
     /// swaps it in.
     pub(super) fn publish_delta(&mut self, plan: &Plan, delta: &Delta) {
-        let ids = ns_ids(&self.managed);
+        self.tunnels.assign_ids(plan, &self.managed);
+        self.publish_remotes();
+        let ids = ns_ids(&self.managed, &self.tunnels);
         let table = self.compiled.delta(
             &mut self.compiler,
             (&self.plan, plan),
@@ -282,16 +287,25 @@ impl Daemon {
             &self.dp.routes(),
         );
         self.dp.publish(table, self.ns_map());
+        self.after_publish(plan);
         if !delta.services.is_empty() || !delta.groups.is_empty() || delta.resources {
             self.forget_unused(plan);
         }
     }
 }
 
-/// Namespace ids by name, of the namespaces `managed` (a free function:
-/// the snapshot builder borrows the compiler mutably beside it).
-fn ns_ids(managed: &BTreeMap<String, Managed>) -> super::snapshot::Ids<'_> {
-    managed.iter().map(|(n, m)| (n.as_str(), m.id)).collect()
+/// Namespace ids by name, of the namespaces `managed` and of the VPCs
+/// other nodes host (a free function: the snapshot builder borrows the
+/// compiler mutably beside it).
+fn ns_ids<'a>(
+    managed: &'a BTreeMap<String, Managed>,
+    tunnels: &'a super::tunnel::Tunnels,
+) -> super::snapshot::Ids<'a> {
+    managed
+        .iter()
+        .map(|(n, m)| (n.as_str(), m.id))
+        .chain(tunnels.ids())
+        .collect()
 }
 
 /// Logs the services that appeared, changed or went away: a change to one

@@ -215,7 +215,7 @@ impl ClusterState {
         let events = etcd.follow(snapshot.revision + 1, !from_cache);
         let (hosted, rx) = tokio::sync::watch::channel(NodeRecord {
             namespaces: namespaces_in(netns_dir),
-            owners: BTreeMap::new(),
+            ..NodeRecord::default()
         });
         let registration = etcd.register(rx);
         let state = Self {
@@ -260,7 +260,7 @@ impl ClusterState {
 
     /// Every node's record, this node's as it publishes it now (before it
     /// comes back by the watch).
-    fn all_nodes(&self) -> BTreeMap<String, NodeRecord> {
+    pub(super) fn all_nodes(&self) -> BTreeMap<String, NodeRecord> {
         let mut nodes = self.nodes.clone();
         nodes.insert(self.etcd.node().to_owned(), self.hosted.borrow().clone());
         nodes
@@ -329,20 +329,21 @@ impl Daemon {
         }
     }
 
-    /// Publishes this node's namespaces, and their owners by its
-    /// inventory, when they changed.
+    /// This node's name in the cluster; `None` on a single host.
+    pub(super) fn cluster_node(&self) -> Option<String> {
+        match &self.api.as_ref()?.backend {
+            Backend::Cluster(c) => Some(c.etcd.node().to_owned()),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// Publishes this node's record (see [`Daemon::node_record`]) when it
+    /// changed: etcd sees a new one only then.
     pub(super) fn publish_namespaces(&mut self) {
-        let dir = self.paths.netns_dir.clone();
-        let namespaces = namespaces_in(&dir);
-        let owners = self
-            .compiler
-            .inventory
-            .vpcs
-            .iter()
-            .filter(|(vpc, _)| namespaces.contains(vpc))
-            .map(|(v, a)| (v.clone(), a.clone()))
-            .collect();
-        let now = NodeRecord { namespaces, owners };
+        if self.cluster().is_none() {
+            return;
+        }
+        let now = self.node_record(self.tunnel_addr);
         let Some(c) = self.cluster() else {
             return;
         };
@@ -602,6 +603,7 @@ impl Daemon {
         }
         if nodes {
             self.claims_to_api();
+            self.nodes_changed().await;
         }
         if creds {
             self.reload_accounts(true);
@@ -664,6 +666,7 @@ impl Daemon {
         self.claims_to_api();
         self.reload_accounts(true);
         self.reload_principals(true);
+        self.nodes_changed().await;
         match self.current_plan() {
             Ok(plan) => {
                 if let Err(e) = self.apply(plan).await {

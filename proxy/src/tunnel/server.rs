@@ -27,7 +27,21 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::{identity::node_of, NodeIdentity, ERROR_HEADER, VPC_HEADER};
-use crate::{netns::NsId, upstream::NsConnector};
+use crate::netns::NsId;
+
+/// What a stream's target connection comes from: a socket made in a
+/// namespace of this node, from the source pool (the data path's
+/// connector implements it).
+pub trait ConnectLocal: Send + Sync + 'static {
+    /// Connects to `target` in namespace `ns` of this node.
+    fn connect_local(
+        &self,
+        ns: NsId,
+        target: SocketAddr,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<tokio::net::TcpStream, String>> + Send + '_>,
+    >;
+}
 
 /// What streams may reach: VPC name -> (its namespace here, the addresses
 /// of targets of groups in it).
@@ -59,7 +73,7 @@ pub struct Server {
     node: String,
     tls: TlsAcceptor,
     hosted: arc_swap::ArcSwap<Hosted>,
-    connector: NsConnector,
+    connector: Arc<dyn ConnectLocal>,
     /// Its counters.
     pub counters: Counters,
 }
@@ -73,13 +87,13 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server for `identity`, connecting to targets with `dp`'s connector.
-    pub fn new(identity: &NodeIdentity, dp: &crate::Dataplane) -> Arc<Self> {
+    /// A server for `identity`, connecting to targets with `connector`.
+    pub fn new(identity: &NodeIdentity, connector: Arc<dyn ConnectLocal>) -> Arc<Self> {
         Arc::new(Self {
             node: identity.node.clone(),
             tls: TlsAcceptor::from(Arc::clone(&identity.server)),
             hosted: arc_swap::ArcSwap::default(),
-            connector: dp.connector.clone(),
+            connector,
             counters: Counters::default(),
         })
     }
@@ -208,9 +222,7 @@ impl Server {
             Err(e) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(node = %peer, %vpc, %target, error = %e, "tunnel stream: target connection failed");
-                let reason = e
-                    .to_string()
-                    .replace(|c: char| !c.is_ascii_graphic() && c != ' ', "?");
+                let reason = e.replace(|c: char| !c.is_ascii_graphic() && c != ' ', "?");
                 return answer(StatusCode::SERVICE_UNAVAILABLE, &reason);
             }
         };

@@ -1,0 +1,185 @@
+//! Two "hosts" for cluster tests: network namespaces joined by a veth pair,
+//! standing for two machines on one network. A latticed runs in each
+//! (`ip netns exec HOST latticed run ...`), the VPC namespaces it hosts are
+//! its own, and etcd listens inside host A on the link.
+//!
+//! The test process reaches each latticed's API and metrics (which listen
+//! on 127.0.0.1 inside its host) through a [`PortForward`]: a loopback
+//! port here whose connections are carried to the same port inside the
+//! host. Nothing in the root namespace's routes changes.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::Duration,
+};
+
+use crate::{run, NetNsGuard};
+
+/// Host A's address on the link.
+pub const A_IP: &str = "10.254.0.1";
+/// Host B's address on the link.
+pub const B_IP: &str = "10.254.0.2";
+
+/// Two hosts and the link between them.
+#[derive(Debug)]
+pub struct Hosts {
+    /// Host A.
+    pub a: NetNsGuard,
+    /// Host B.
+    pub b: NetNsGuard,
+}
+
+impl Hosts {
+    /// Makes both hosts and the link (`la` in A, `lb` in B), up.
+    pub fn new() -> Self {
+        let a = NetNsGuard::new("ha");
+        let b = NetNsGuard::new("hb");
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            "la",
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lb",
+            "netns",
+            b.name(),
+        ]));
+        a.ip(&["addr", "add", &format!("{A_IP}/24"), "dev", "la"]);
+        b.ip(&["addr", "add", &format!("{B_IP}/24"), "dev", "lb"]);
+        a.ip(&["link", "set", "la", "up"]);
+        b.ip(&["link", "set", "lb", "up"]);
+        Self { a, b }
+    }
+
+    /// Cuts (`false`) or restores (`true`) B's side of the link.
+    pub fn link_b(&self, up: bool) {
+        self.b
+            .ip(&["link", "set", "lb", if up { "up" } else { "down" }]);
+    }
+}
+
+impl Default for Hosts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `latticed cluster init` run in `host` against `endpoints`: the CA's
+/// directory (under a fresh temporary directory).
+pub fn cluster_init(host: &str, endpoints: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("latticed-cluster-ca-{}", crate::unique()));
+    run(Command::new("ip")
+        .args(["netns", "exec", host])
+        .arg(crate::bin("latticed"))
+        .args(["cluster", "init", "--etcd-endpoints", endpoints, "--ca-dir"])
+        .arg(&dir));
+    dir
+}
+
+/// `latticed cluster token` then `join` for node `node`, writing its
+/// identity under `state_dir`.
+pub fn join(host: &str, endpoints: &str, ca_dir: &Path, node: &str, state_dir: &Path) {
+    let cli = |args: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", host])
+            .arg(crate::bin("latticed"))
+            .arg("cluster")
+            .args(args)
+            .args(["--etcd-endpoints", endpoints]);
+        c
+    };
+    let ca_dir = ca_dir.to_str().expect("UTF-8 path");
+    let out = run(&mut cli(&["token", "--node", node, "--ca-dir", ca_dir]));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let state_dir = state_dir.to_str().expect("UTF-8 path");
+    run(&mut cli(&[
+        "join",
+        "--token",
+        &token,
+        "--node-name",
+        node,
+        "--state-dir",
+        state_dir,
+    ]));
+}
+
+/// A loopback port of the test process carried to the same port on
+/// 127.0.0.1 inside a namespace. Stops accepting on drop.
+#[derive(Debug)]
+pub struct PortForward {
+    stop: Arc<AtomicBool>,
+}
+
+impl PortForward {
+    /// Forwards 127.0.0.1:`port` here to 127.0.0.1:`port` in `netns`.
+    pub fn start(netns: &str, port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("forwarded port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let ns = latticed_proxy::NetNs::open(Path::new("/run/netns"), netns).expect("host netns");
+        let ns = Arc::new(ns);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let ns = Arc::clone(&ns);
+                        thread::spawn(move || carry(&ns, client, port));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { stop }
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn carry(ns: &latticed_proxy::NetNs, client: TcpStream, port: u16) {
+    let _ = client.set_nonblocking(false);
+    let Ok(Ok(up)) = ns.enter(|| TcpStream::connect(("127.0.0.1", port))) else {
+        return;
+    };
+    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), up.try_clone()) else {
+        return;
+    };
+    let (mut client, mut up) = (client, up);
+    let t = thread::spawn(move || {
+        copy(&mut c2, &mut u2);
+    });
+    copy(&mut up, &mut client);
+    let _ = t.join();
+}
+
+/// Copies until EOF or an error, then shuts the writer's sending side.
+fn copy(from: &mut TcpStream, to: &mut TcpStream) {
+    let mut buf = [0u8; 16384];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}

@@ -1,0 +1,460 @@
+//! Cluster mode across hosts: two "host" namespaces joined by a veth pair
+//! stand for two machines on one network (`latticed_tests::hosts`). A
+//! latticed runs inside each (`ip netns exec HOST latticed run ...`), etcd
+//! listens inside host A on the link, and each host has its own VPCs, all
+//! on 10.0.16.0/20. Requests cross between the hosts over the nodes'
+//! mutual-TLS tunnels (privileged, real processes, no mocks).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is the failure report"
+)]
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use latticed_tests::{
+    bin, echo,
+    etcd::{Etcd, Node},
+    hosts::{self, Hosts, A_IP},
+    in_source_pool, unique, wait_until, walkthrough, LambdaRunner, Vpc,
+};
+use serde_json::Value;
+
+const LOG_GROUP: &str = "arn:aws:logs:us-east-1:111122223333:log-group:/latticed/walkthrough";
+
+/// The walkthrough split across two hosts: `vpc_a` (the instance, its app)
+/// on host A, `vpc_b` (the client, svc2's app) on host B.
+struct World {
+    vpc_a: Vpc,
+    vpc_b: Vpc,
+    // Dropped before the hosts and etcd they run on.
+    a: Node,
+    b: Node,
+    _runners: (LambdaRunner, LambdaRunner),
+    etcd: Etcd,
+    ca_dir: PathBuf,
+    svc1_dns: String,
+    svc2_dns: String,
+    instances: String,
+    hosts: Hosts,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.ca_dir);
+    }
+}
+
+fn start_a(w_hosts: &Hosts, etcd: &Etcd, vpc: &str, ca: &std::path::Path, lambda: &str) -> Node {
+    let dir = std::env::temp_dir().join(format!("latticed-inv-{}", unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inventory = dir.join("inventory.json");
+    std::fs::write(&inventory, walkthrough::inventory(vpc)).unwrap();
+    Node::start_on(
+        w_hosts.a.name(),
+        "host-a",
+        etcd,
+        &[vpc],
+        ca,
+        &[
+            "--lambda-endpoint",
+            lambda,
+            "--inventory",
+            inventory.to_str().unwrap(),
+        ],
+    )
+    .unwrap()
+}
+
+fn build() -> World {
+    let hosts = Hosts::new();
+    let etcd = Etcd::start_in(hosts.a.name(), A_IP);
+    let ca_dir = hosts::cluster_init(hosts.a.name(), &etcd.endpoints());
+    let vpc_a = Vpc::new("a");
+    let vpc_b = Vpc::new("b");
+    let runners = (
+        LambdaRunner::start_in(hosts.a.name()),
+        LambdaRunner::start_in(hosts.b.name()),
+    );
+    let a = start_a(&hosts, &etcd, vpc_a.name(), &ca_dir, &runners.0.endpoint);
+    let b = Node::start_on(
+        hosts.b.name(),
+        "host-b",
+        &etcd,
+        &[vpc_b.name()],
+        &ca_dir,
+        &["--lambda-endpoint", &runners.1.endpoint],
+    )
+    .unwrap();
+    // Both registered with their tunnels before anything is built.
+    wait_until(Duration::from_secs(10), || {
+        let nodes = etcd.ctl(&["get", "--prefix", "/latticed/nodes/"]);
+        nodes.matches("\"tunnel\"").count() == 2
+    });
+    let aws = b.latticed.aws();
+    let built = walkthrough::build(
+        &mut |args| aws.run(args).map_err(anyhow::Error::msg),
+        vpc_a.name(),
+        vpc_b.name(),
+        LOG_GROUP,
+    )
+    .unwrap();
+    World {
+        vpc_a,
+        vpc_b,
+        a,
+        b,
+        _runners: runners,
+        etcd,
+        ca_dir,
+        svc1_dns: built.svc1_dns,
+        svc2_dns: built.svc2_dns,
+        instances: built.instances,
+        hosts,
+    }
+}
+
+/// curl in `vpc`, trusting `node`'s CA, with each answer followed by its
+/// status and protocol, then a marker.
+fn curl_many(node: &Node, vpc: &Vpc, urls: &[String], extra: &[&str]) -> Vec<String> {
+    let cfg = std::env::temp_dir().join(format!("latticed-curl-{}", unique()));
+    let text: String = urls.iter().map(|u| format!("url = \"{u}\"\n")).collect();
+    std::fs::write(&cfg, text).unwrap();
+    let out = vpc
+        .ns
+        .command("curl")
+        .args(["-sS", "--max-time", "60", "--cacert"])
+        .arg(node.latticed.state().join("ca.pem"))
+        .args(extra)
+        .args(["-w", "\n%{http_code} %{http_version}\n--END--\n", "-K"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&cfg);
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split("--END--\n")
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One request on a new connection: (status, seconds it took).
+fn timed(node: &Node, vpc: &Vpc, url: &str) -> (u16, f64) {
+    let t = Instant::now();
+    let out = vpc
+        .ns
+        .command("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg("--cacert")
+        .arg(node.latticed.state().join("ca.pem"))
+        .arg(url)
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (code, t.elapsed().as_secs_f64())
+}
+
+/// A tunnel stream opened from host B by `latticed-tunnel-probe`.
+fn probe(w: &World, identity: &[&str], node: &str, vpc: &str, target: &str) -> String {
+    let out = w
+        .hosts
+        .b
+        .command(bin("latticed-tunnel-probe"))
+        .args(identity)
+        .args(["--node", node, "--addr", &format!("{A_IP}:15008")])
+        .args(["--vpc", vpc, "--target", target])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn target_status(node: &Node, tg: &str) -> String {
+    let t = node
+        .latticed
+        .aws()
+        .ok(&["list-targets", "--target-group-identifier", tg]);
+    t["items"][0]["status"].as_str().unwrap_or("").to_owned()
+}
+
+#[test]
+fn the_walkthrough_split_across_two_hosts() {
+    let w = build();
+    let base = format!("https://{}", w.svc1_dns);
+
+    // The instance (on A) by rule, from a client on B, HTTP/1.1 and HTTP/2:
+    // the app sees a source-pool address, the real client in XFF.
+    let r = curl_many(
+        &w.b,
+        &w.vpc_b,
+        &[format!("{base}/to-instance")],
+        &["--http1.1"],
+    );
+    let inst = echo(r[0].lines().next().unwrap());
+    assert_eq!(inst["app"], w.vpc_a.name(), "{}", r[0]);
+    assert!(r[0].contains("200 1.1"), "{}", r[0]);
+    let client = inst["client"].as_str().unwrap();
+    assert!(in_source_pool(client), "the app saw {client}");
+    assert_eq!(inst["xForwardedFor"], "10.0.16.10", "{inst}");
+    assert_eq!(inst["xForwardedProto"], "https");
+    assert!(inst["latticeNetwork"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("vpc/{}", w.vpc_b.name())));
+    let r = curl_many(
+        &w.b,
+        &w.vpc_b,
+        &[format!("{base}/to-instance")],
+        &["--http2"],
+    );
+    assert!(r[0].contains("200 2"), "{}", r[0]);
+    // The function runs on the client's node.
+    let r = curl_many(&w.b, &w.vpc_b, &[format!("{base}/to-function")], &[]);
+    assert!(r[0].contains("Hello from the function"), "{}", r[0]);
+
+    // 2:1 over 3,000 requests on one connection, and 30 on new ones.
+    let urls: Vec<String> = (0..3000).map(|_| format!("{base}/")).collect();
+    let answers = curl_many(&w.b, &w.vpc_b, &urls, &[]);
+    let instance = answers.iter().filter(|a| a.contains("\"app\"")).count();
+    let function = answers
+        .iter()
+        .filter(|a| a.contains("Hello from the function"))
+        .count();
+    assert_eq!(
+        instance + function,
+        3000,
+        "every answer from one of the two"
+    );
+    let share = instance as f64 / 3000.0;
+    assert!((share - 2.0 / 3.0).abs() < 0.03, "instance share {share}");
+    for _ in 0..30 {
+        assert_eq!(timed(&w.b, &w.vpc_b, &format!("{base}/to-instance")).0, 200);
+    }
+
+    // The other way: a client on A, svc2's app on B.
+    let r = w.vpc_a.curl(&format!("http://{}/", w.svc2_dns)).unwrap();
+    let app = echo(&r);
+    assert_eq!(app["app"], w.vpc_b.name(), "{r}");
+    assert!(in_source_pool(app["client"].as_str().unwrap()), "{r}");
+
+    // Health is checked on A and seen on B (and A).
+    wait_until(Duration::from_secs(15), || {
+        target_status(&w.b, &w.instances) == "HEALTHY"
+    });
+    assert_eq!(target_status(&w.a, &w.instances), "HEALTHY");
+
+    // B's access log has every request of B's clients, with the real one.
+    let log = w.b.latticed.log_dir.join("latticed/walkthrough.log");
+    let expected = 3 + 3000 + 30;
+    let mut lines = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.len() >= expected
+    });
+    assert_eq!(lines.len(), expected, "one line per request on B");
+    let first: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["sourceVpcId"], w.vpc_b.name());
+    assert!(first["sourceIpPort"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.0.16.10:"));
+    assert!(first["targetIpPort"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.0.16.10:8080"));
+    assert_eq!(first["responseCode"], 200);
+    // A logged svc2's request of its own client.
+    let log_a = w.a.latticed.log_dir.join("latticed/walkthrough.log");
+    wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log_a).is_ok_and(|t| t.lines().count() == 1)
+    });
+
+    // The tunnel itself. B's identity reaches the instance's address in
+    // vpc_a; nothing else there, nor the same address in another VPC.
+    let id_b = w.b.latticed.state().join("cluster");
+    let id_b = ["--identity", id_b.to_str().unwrap()];
+    let ok = probe(&w, &id_b, "host-a", w.vpc_a.name(), "10.0.16.10:8080");
+    assert!(ok.starts_with("ok HTTP/1.1 200"), "{ok}");
+    for (vpc, target) in [
+        (w.vpc_a.name(), "10.0.16.10:22"),
+        (w.vpc_a.name(), "10.0.16.11:8080"),
+        (w.vpc_b.name(), "10.0.16.10:8080"),
+        ("vpc-nowhere", "10.0.16.10:8080"),
+    ] {
+        let got = probe(&w, &id_b, "host-a", vpc, target);
+        assert!(got.contains("403"), "{vpc} {target}: {got}");
+    }
+    // A self-made certificate naming host-b: refused at the handshake.
+    let got = probe(
+        &w,
+        &["--self-made", "host-b"],
+        "host-a",
+        w.vpc_a.name(),
+        "10.0.16.10:8080",
+    );
+    assert!(
+        got.starts_with("refused") && got.contains("unreachable"),
+        "{got}"
+    );
+    // A's certificate does not name host-c: B's identity will not talk to it.
+    let got = probe(&w, &id_b, "host-c", w.vpc_a.name(), "10.0.16.10:8080");
+    assert!(got.starts_with("refused") && got.contains("TLS"), "{got}");
+    assert!(w.a.wait_log("tunnel peer refused", Duration::from_secs(5)));
+    assert!(w.a.wait_log(
+        "not a target of a group hosted here",
+        Duration::from_secs(5)
+    ));
+    drop(
+        w.etcd
+            .ctl(&["get", "--prefix", "/latticed/tunnel-ca", "--keys-only"]),
+    );
+}
+
+#[test]
+fn node_death_partition_and_draining_across_hosts() {
+    let mut w = build();
+    let url = format!("https://{}/to-instance", w.svc1_dns);
+    assert_eq!(timed(&w.b, &w.vpc_b, &url).0, 200);
+    wait_until(Duration::from_secs(15), || {
+        target_status(&w.b, &w.instances) == "HEALTHY"
+    });
+
+    // A dies: B answers at once, and within 15 s sees A's targets
+    // unhealthy.
+    let killed = Instant::now();
+    w.a.latticed.stop_with(libc::SIGKILL);
+    let mut codes = Vec::new();
+    while killed.elapsed() < Duration::from_secs(3) {
+        let (code, took) = timed(&w.b, &w.vpc_b, &url);
+        assert!(took < 1.5, "a request took {took} s with A down");
+        codes.push(code);
+    }
+    assert!(codes.iter().all(|c| *c == 502 || *c == 503), "{codes:?}");
+    wait_until(Duration::from_secs(15), || {
+        target_status(&w.b, &w.instances) == "UNHEALTHY"
+    });
+    assert!(
+        killed.elapsed() < Duration::from_secs(16),
+        "{:?}",
+        killed.elapsed()
+    );
+    let (code, took) = timed(&w.b, &w.vpc_b, &url);
+    assert_eq!(code, 503);
+    assert!(took < 0.5, "{took}");
+
+    // A restarts (same identity, same state): traffic comes back.
+    w.a.latticed.spawn_and_wait_ready().unwrap();
+    wait_until(Duration::from_secs(20), || {
+        timed(&w.b, &w.vpc_b, &url).0 == 200
+    });
+    let t = Instant::now();
+    while target_status(&w.b, &w.instances) != "HEALTHY" {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "B: {}; etcd: {}; A: {}",
+            target_status(&w.b, &w.instances),
+            w.etcd.ctl(&["get", "--prefix", "/latticed/nodes/"]),
+            w.a.latticed
+                .log_text()
+                .lines()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .take(80)
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // B's link goes down: fast errors both ways; back up: both recover.
+    let svc2 = format!("http://{}/", w.svc2_dns);
+    w.hosts.link_b(false);
+    let cut = Instant::now();
+    while cut.elapsed() < Duration::from_secs(6) {
+        let (code, took) = timed(&w.b, &w.vpc_b, &url);
+        assert!(
+            code == 502 || code == 503,
+            "{code} from B during the partition"
+        );
+        assert!(took < 3.5, "a request from B took {took} s");
+        let (code, took) = timed(&w.a, &w.vpc_a, &svc2);
+        assert!(
+            code == 502 || code == 503,
+            "{code} from A during the partition"
+        );
+        assert!(took < 3.5, "a request from A took {took} s");
+    }
+    w.hosts.link_b(true);
+    wait_until(Duration::from_secs(30), || {
+        timed(&w.b, &w.vpc_b, &url).0 == 200
+    });
+    wait_until(Duration::from_secs(30), || {
+        timed(&w.a, &w.vpc_a, &svc2).0 == 200
+    });
+
+    // Draining: a slow request in flight to the instance on A finishes
+    // after the instance is deregistered through B.
+    let slow = w
+        .vpc_b
+        .ns
+        .command("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .arg("--cacert")
+        .arg(w.b.latticed.state().join("ca.pem"))
+        .arg(format!("{url}?delay_ms=3000"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    w.b.latticed.aws().ok(&[
+        "deregister-targets",
+        "--target-group-identifier",
+        &w.instances,
+        "--targets",
+        &format!("id={}", walkthrough::INSTANCE),
+    ]);
+    let out = slow.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "the in-flight request finished"
+    );
+    // New requests find no target.
+    wait_until(Duration::from_secs(5), || {
+        timed(&w.b, &w.vpc_b, &url).0 == 503
+    });
+}
