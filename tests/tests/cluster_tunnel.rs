@@ -13,11 +13,12 @@
 
 use std::{
     path::PathBuf,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use latticed_tests::{
-    bin, echo,
+    apps_dir, bin, curl_in, echo,
     etcd::{Etcd, Node},
     hosts::{self, Hosts, A_IP},
     in_source_pool, unique, wait_until, walkthrough, LambdaRunner, Vpc,
@@ -70,7 +71,9 @@ fn start_a(w_hosts: &Hosts, etcd: &Etcd, vpc: &str, ca: &std::path::Path, lambda
     .unwrap()
 }
 
-fn build() -> World {
+/// Both hosts, etcd, the CA, a VPC on each host and a node on each;
+/// nothing built yet.
+fn start() -> World {
     let hosts = Hosts::new();
     let etcd = Etcd::start_in(hosts.a.name(), A_IP);
     let ca_dir = hosts::cluster_init(hosts.a.name(), &etcd.endpoints());
@@ -95,14 +98,6 @@ fn build() -> World {
         let nodes = etcd.ctl(&["get", "--prefix", "/latticed/nodes/"]);
         nodes.matches("\"tunnel\"").count() == 2
     });
-    let aws = b.latticed.aws();
-    let built = walkthrough::build(
-        &mut |args| aws.run(args).map_err(anyhow::Error::msg),
-        vpc_a.name(),
-        vpc_b.name(),
-        LOG_GROUP,
-    )
-    .unwrap();
     World {
         vpc_a,
         vpc_b,
@@ -111,11 +106,28 @@ fn build() -> World {
         _runners: runners,
         etcd,
         ca_dir,
-        svc1_dns: built.svc1_dns,
-        svc2_dns: built.svc2_dns,
-        instances: built.instances,
+        svc1_dns: String::new(),
+        svc2_dns: String::new(),
+        instances: String::new(),
         hosts,
     }
+}
+
+/// [`start`], then the walkthrough built through node B.
+fn build() -> World {
+    let mut w = start();
+    let aws = w.b.latticed.aws();
+    let built = walkthrough::build(
+        &mut |args| aws.run(args).map_err(anyhow::Error::msg),
+        w.vpc_a.name(),
+        w.vpc_b.name(),
+        LOG_GROUP,
+    )
+    .unwrap();
+    w.svc1_dns = built.svc1_dns;
+    w.svc2_dns = built.svc2_dns;
+    w.instances = built.instances;
+    w
 }
 
 /// curl in `vpc`, trusting `node`'s CA, with each answer followed by its
@@ -457,4 +469,213 @@ fn node_death_partition_and_draining_across_hosts() {
     wait_until(Duration::from_secs(5), || {
         timed(&w.b, &w.vpc_b, &url).0 == 503
     });
+}
+
+/// A service `name` at `domain` with one listener forwarding to a new
+/// target group (`config`) holding 10.0.16.10, in network `sn`.
+fn service(w: &World, sn: &str, name: &str, domain: &str, listener: (&str, u16), config: &str) {
+    let aws = w.b.latticed.aws();
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    let tg = id(&aws.ok(&[
+        "create-target-group",
+        "--name",
+        &format!("{name}-tg"),
+        "--type",
+        "IP",
+        "--config",
+        config,
+    ]));
+    aws.ok(&[
+        "register-targets",
+        "--target-group-identifier",
+        &tg,
+        "--targets",
+        "id=10.0.16.10",
+    ]);
+    let svc = id(&aws.ok(&[
+        "create-service",
+        "--name",
+        name,
+        "--custom-domain-name",
+        domain,
+    ]));
+    let action = format!(
+        r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg}","weight":1}}]}}}}"#
+    );
+    aws.ok(&[
+        "create-listener",
+        "--service-identifier",
+        &svc,
+        "--name",
+        &listener.0.to_ascii_lowercase().replace('_', "-"),
+        "--protocol",
+        listener.0,
+        "--port",
+        &listener.1.to_string(),
+        "--default-action",
+        &action,
+    ]);
+    aws.ok(&[
+        "create-service-network-service-association",
+        "--service-network-identifier",
+        sn,
+        "--service-identifier",
+        &svc,
+    ]);
+}
+
+#[test]
+fn grpc_http2_https_targets_and_passthrough_across_hosts() {
+    let mut w = start();
+    let dir = std::env::temp_dir().join(format!("latticed-xproto-{}", unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // On host A, in vpc_a: an HTTPS app with its own certificate, and a
+    // gRPC server.
+    let cert = dir.join("app.pem");
+    let key = dir.join("app.key");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=pass.example.internal"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:pass.example.internal,IP:10.0.16.10",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let mut tls = w.vpc_a.ns.command("python3");
+    tls.arg(apps_dir().join("tls_app.py"))
+        .args(["tls-a", "10.0.16.10", "8443"])
+        .arg(&cert)
+        .arg(&key);
+    w.vpc_a.ns.spawn(tls);
+    let mut grpc = w.vpc_a.ns.command("python3");
+    grpc.arg(apps_dir().join("grpc_app.py"))
+        .args(["serve", "10.0.16.10:50051"]);
+    w.vpc_a.ns.spawn(grpc);
+    wait_until(Duration::from_secs(30), || {
+        w.vpc_a
+            .ns
+            .command("bash")
+            .args([
+                "-c",
+                "exec 3<>/dev/tcp/10.0.16.10/50051 && exec 4<>/dev/tcp/10.0.16.10/8443",
+            ])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+
+    // Services built through B; the client is in vpc_b on host B.
+    let aws = w.b.latticed.aws();
+    let sn = aws.ok(&["create-service-network", "--name", "net"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vpc = |port: u16, extra: &str| {
+        format!(
+            r#"{{"port":{port},"vpcIdentifier":"{}"{extra}}}"#,
+            w.vpc_a.name()
+        )
+    };
+    service(
+        &w,
+        &sn,
+        "grpc-svc",
+        "grpc.example.internal",
+        ("HTTP", 80),
+        &vpc(
+            50051,
+            r#","protocol":"HTTP","protocolVersion":"GRPC","healthCheck":{"enabled":false}"#,
+        ),
+    );
+    service(
+        &w,
+        &sn,
+        "grpc-tls",
+        "grpcs.example.internal",
+        ("HTTPS", 443),
+        &vpc(
+            50051,
+            r#","protocol":"HTTP","protocolVersion":"GRPC","healthCheck":{"enabled":false}"#,
+        ),
+    );
+    service(
+        &w,
+        &sn,
+        "secure-svc",
+        "secure.example.internal",
+        ("HTTP", 80),
+        &vpc(8443, r#","protocol":"HTTPS""#),
+    );
+    service(
+        &w,
+        &sn,
+        "pass-svc",
+        "pass.example.internal",
+        ("TLS_PASSTHROUGH", 8443),
+        &vpc(8443, r#","protocol":"TCP""#),
+    );
+    aws.ok(&[
+        "create-service-network-vpc-association",
+        "--service-network-identifier",
+        &sn,
+        "--vpc-identifier",
+        w.vpc_b.name(),
+    ]);
+    let b_ca = w.b.latticed.state().join("ca.pem");
+    wait_until(Duration::from_secs(10), || {
+        curl_in(&w.vpc_b.ns, "http://secure.example.internal/x", &[]).is_ok()
+    });
+
+    // gRPC over cleartext HTTP/2 and over TLS: unary, streaming,
+    // trailers, error status; the server saw the source pool.
+    for (target, ca) in [
+        ("grpc.example.internal:80", None),
+        ("grpcs.example.internal:443", Some(b_ca.to_str().unwrap())),
+    ] {
+        let mut cmd = w.vpc_b.ns.command("python3");
+        cmd.arg(apps_dir().join("grpc_app.py"))
+            .args(["call", target])
+            .args(ca);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["echo"], "echo:hi", "{target}: {v}");
+        assert_eq!(v["countTrailers"]["x-count"], "5", "{v}");
+        assert_eq!(v["fail"], "NOT_FOUND", "{v}");
+        let peer = v["echoTrailers"]["x-peer"].as_str().unwrap();
+        assert!(peer.starts_with("ipv4:169.254.171."), "server saw {peer}");
+    }
+    // An HTTPS target, from B to A (HTTP/2 targets are gRPC's above).
+    let body = curl_in(&w.vpc_b.ns, "http://secure.example.internal/x", &[]).unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+    assert_eq!(v["app"], "tls-a", "{v}");
+    assert!(in_source_pool(v["client"].as_str().unwrap()), "{v}");
+    // TLS_PASSTHROUGH: the app's own certificate and the client's SNI.
+    let body = curl_in(
+        &w.vpc_b.ns,
+        "https://pass.example.internal:8443/through",
+        &["--cacert", cert.to_str().unwrap()],
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["sni"], "pass.example.internal", "{v}");
+    assert!(in_source_pool(v["client"].as_str().unwrap()), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
