@@ -183,3 +183,88 @@ fn copy(from: &mut TcpStream, to: &mut TcpStream) {
     }
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
+
+/// The two-host cluster of the tests and of `cargo xtask demo --hosts 2`:
+/// both hosts, etcd inside host A, the tunnel CA, a VPC on each host
+/// (`vpc_a` with the walkthrough's instance in A's inventory, `vpc_b`),
+/// a function runtime on each host, and a node on each, both registered
+/// with their tunnels.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The VPC on host A.
+    pub vpc_a: crate::Vpc,
+    /// The VPC on host B.
+    pub vpc_b: crate::Vpc,
+    /// Node `host-a`.
+    pub a: crate::etcd::Node,
+    /// Node `host-b`.
+    pub b: crate::etcd::Node,
+    /// Function runtimes inside host A and host B.
+    pub runners: (crate::LambdaRunner, crate::LambdaRunner),
+    /// etcd, inside host A.
+    pub etcd: crate::etcd::Etcd,
+    /// The cluster CA's directory.
+    pub ca_dir: std::path::PathBuf,
+    /// The hosts (dropped last: everything above runs on them).
+    pub hosts: Hosts,
+}
+
+impl Cluster {
+    /// Starts it all; panics with the failing step's output.
+    pub fn start() -> Self {
+        let hosts = Hosts::new();
+        let etcd = crate::etcd::Etcd::start_in(hosts.a.name(), A_IP);
+        let ca_dir = cluster_init(hosts.a.name(), &etcd.endpoints());
+        let vpc_a = crate::Vpc::new("a");
+        let vpc_b = crate::Vpc::new("b");
+        let runners = (
+            crate::LambdaRunner::start_in(hosts.a.name()),
+            crate::LambdaRunner::start_in(hosts.b.name()),
+        );
+        let inventory = std::env::temp_dir().join(format!("latticed-inv-{}.json", crate::unique()));
+        std::fs::write(&inventory, crate::walkthrough::inventory(vpc_a.name())).expect("inventory");
+        let a = crate::etcd::Node::start_on(
+            hosts.a.name(),
+            "host-a",
+            &etcd,
+            &[vpc_a.name()],
+            &ca_dir,
+            &[
+                "--lambda-endpoint",
+                &runners.0.endpoint,
+                "--inventory",
+                inventory.to_str().expect("UTF-8 path"),
+            ],
+        )
+        .expect("node host-a");
+        let b = crate::etcd::Node::start_on(
+            hosts.b.name(),
+            "host-b",
+            &etcd,
+            &[vpc_b.name()],
+            &ca_dir,
+            &["--lambda-endpoint", &runners.1.endpoint],
+        )
+        .expect("node host-b");
+        crate::wait_until(Duration::from_secs(10), || {
+            let nodes = etcd.ctl(&["get", "--prefix", "/latticed/nodes/"]);
+            nodes.matches("\"tunnel\"").count() == 2
+        });
+        Self {
+            vpc_a,
+            vpc_b,
+            a,
+            b,
+            runners,
+            etcd,
+            ca_dir,
+            hosts,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.ca_dir);
+    }
+}

@@ -12,104 +12,49 @@
 )]
 
 use std::{
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
 
 use latticed_tests::{
     apps_dir, bin, curl_in, echo,
-    etcd::{Etcd, Node},
-    hosts::{self, Hosts, A_IP},
-    in_source_pool, unique, wait_until, walkthrough, LambdaRunner, Vpc,
+    etcd::Node,
+    hosts::{Cluster, A_IP},
+    in_source_pool, unique, wait_until, walkthrough, Vpc,
 };
 use serde_json::Value;
 
 const LOG_GROUP: &str = "arn:aws:logs:us-east-1:111122223333:log-group:/latticed/walkthrough";
 
-/// The walkthrough split across two hosts: `vpc_a` (the instance, its app)
-/// on host A, `vpc_b` (the client, svc2's app) on host B.
+/// The walkthrough split across two hosts (see [`Cluster`]): the
+/// instance and its app on host A, the client and svc2's app on host B.
 struct World {
-    vpc_a: Vpc,
-    vpc_b: Vpc,
-    // Dropped before the hosts and etcd they run on.
-    a: Node,
-    b: Node,
-    _runners: (LambdaRunner, LambdaRunner),
-    etcd: Etcd,
-    ca_dir: PathBuf,
+    c: Cluster,
     svc1_dns: String,
     svc2_dns: String,
     instances: String,
-    hosts: Hosts,
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.ca_dir);
+impl std::ops::Deref for World {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.c
     }
 }
 
-fn start_a(w_hosts: &Hosts, etcd: &Etcd, vpc: &str, ca: &std::path::Path, lambda: &str) -> Node {
-    let dir = std::env::temp_dir().join(format!("latticed-inv-{}", unique()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let inventory = dir.join("inventory.json");
-    std::fs::write(&inventory, walkthrough::inventory(vpc)).unwrap();
-    Node::start_on(
-        w_hosts.a.name(),
-        "host-a",
-        etcd,
-        &[vpc],
-        ca,
-        &[
-            "--lambda-endpoint",
-            lambda,
-            "--inventory",
-            inventory.to_str().unwrap(),
-        ],
-    )
-    .unwrap()
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.c
+    }
 }
 
-/// Both hosts, etcd, the CA, a VPC on each host and a node on each;
-/// nothing built yet.
+/// The cluster, nothing built yet.
 fn start() -> World {
-    let hosts = Hosts::new();
-    let etcd = Etcd::start_in(hosts.a.name(), A_IP);
-    let ca_dir = hosts::cluster_init(hosts.a.name(), &etcd.endpoints());
-    let vpc_a = Vpc::new("a");
-    let vpc_b = Vpc::new("b");
-    let runners = (
-        LambdaRunner::start_in(hosts.a.name()),
-        LambdaRunner::start_in(hosts.b.name()),
-    );
-    let a = start_a(&hosts, &etcd, vpc_a.name(), &ca_dir, &runners.0.endpoint);
-    let b = Node::start_on(
-        hosts.b.name(),
-        "host-b",
-        &etcd,
-        &[vpc_b.name()],
-        &ca_dir,
-        &["--lambda-endpoint", &runners.1.endpoint],
-    )
-    .unwrap();
-    // Both registered with their tunnels before anything is built.
-    wait_until(Duration::from_secs(10), || {
-        let nodes = etcd.ctl(&["get", "--prefix", "/latticed/nodes/"]);
-        nodes.matches("\"tunnel\"").count() == 2
-    });
     World {
-        vpc_a,
-        vpc_b,
-        a,
-        b,
-        _runners: runners,
-        etcd,
-        ca_dir,
+        c: Cluster::start(),
         svc1_dns: String::new(),
         svc2_dns: String::new(),
         instances: String::new(),
-        hosts,
     }
 }
 

@@ -26,6 +26,8 @@ use latticed_tests::walkthrough::INSTANCE;
 
 use crate::{cargo, root, run, step};
 
+mod hosts;
+
 const VPCS: [&str; 2] = ["vpc-a", "vpc-b"];
 const ENDPOINT: &str = "http://127.0.0.1:7390";
 const LOG_GROUP: &str = "arn:aws:logs:us-east-1:111122223333:log-group:demo";
@@ -75,7 +77,7 @@ impl Drop for Demo {
     clippy::print_stdout,
     reason = "the commands are shown to the person running the demo"
 )]
-fn aws(credentials: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+fn aws(endpoint: &str, credentials: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let shown: Vec<String> = args
         .iter()
         .map(|a| {
@@ -87,11 +89,11 @@ fn aws(credentials: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
         })
         .collect();
     println!(
-        "  $ aws --endpoint-url {ENDPOINT} vpc-lattice {}",
+        "  $ aws --endpoint-url {endpoint} vpc-lattice {}",
         shown.join(" ")
     );
     let out = Command::new("aws")
-        .args(["--endpoint-url", ENDPOINT, "vpc-lattice"])
+        .args(["--endpoint-url", endpoint, "vpc-lattice"])
         .args(args)
         .args(["--output", "json"])
         .env("AWS_SHARED_CREDENTIALS_FILE", credentials)
@@ -111,7 +113,12 @@ fn aws(credentials: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
 /// Builds the walkthrough through the API (the same calls the walkthrough
 /// test makes), printing each.
 fn configure(c: &Path) -> anyhow::Result<latticed_tests::walkthrough::Built> {
-    latticed_tests::walkthrough::build(&mut |args| aws(c, args), "vpc-a", "vpc-b", LOG_GROUP)
+    latticed_tests::walkthrough::build(
+        &mut |args| aws(ENDPOINT, c, args),
+        "vpc-a",
+        "vpc-b",
+        LOG_GROUP,
+    )
 }
 
 /// Who answered: the app's VPC or the function.
@@ -166,12 +173,17 @@ fn wait_ready(sock: &UnixDatagram, latticed: &mut Child, log: &Path) -> anyhow::
     }
 }
 
-pub fn demo(no_setup: bool) -> anyhow::Result<()> {
+/// `cargo xtask demo [--hosts 2]`.
+pub fn demo(no_setup: bool, hosts: u8) -> anyhow::Result<()> {
     if !no_setup {
         crate::setup::setup()?;
     }
     step("building latticed and the demo app");
     run(cargo().args(["build", "--bins"]))?;
+    if hosts == 2 {
+        catch_signals();
+        return hosts::demo();
+    }
     let bin = root().join("target/debug");
     let dir = root().join("target/demo");
     std::fs::create_dir_all(&dir)?;
@@ -182,17 +194,7 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
         }
     }
     let mut demo = Demo::default();
-    // SAFETY: installs an async-signal-safe handler that only stores a flag.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
-        );
-    }
+    catch_signals();
     start_vpcs(&mut demo, &bin)?;
     let lambda_endpoint = start_function_runtime(&mut demo)?;
     let (log_path, state_dir, log_dir) = start_latticed(&mut demo, &bin, &dir, &lambda_endpoint)?;
@@ -221,6 +223,21 @@ pub fn demo(no_setup: bool) -> anyhow::Result<()> {
     eprintln!("\nstopping the demo");
     drop(demo);
     Ok(())
+}
+
+/// Ctrl-C and SIGTERM set [`STOP`]: the demo then removes what it made.
+fn catch_signals() {
+    // SAFETY: installs an async-signal-safe handler that only stores a flag.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
+        );
+    }
 }
 
 /// vpc-a and vpc-b, both 10.0.16.0/20, each with an app on 10.0.16.10:8080.

@@ -106,6 +106,10 @@ enum Cmd {
         /// Skip installing missing tools.
         #[arg(long)]
         no_setup: bool,
+        /// 2: split the walkthrough across two hosts (namespaces joined
+        /// by a link), each running a latticed, over the tunnels.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        hosts: u8,
     },
 }
 
@@ -389,7 +393,7 @@ fn main() -> anyhow::Result<()> {
             args,
             ..
         } => test(runner, no_setup, &args),
-        Cmd::Demo { no_setup } => demo::demo(no_setup),
+        Cmd::Demo { no_setup, hosts } => demo::demo(no_setup, hosts),
         Cmd::Fuzz {
             seconds,
             no_setup,
