@@ -276,6 +276,30 @@ impl Dataplane {
         self.workers.len()
     }
 
+    /// Accepts peers' tunnels on `listeners` (see `tunnel::server::bind`),
+    /// listener `i` on worker `i`: a peer's streams then run on the worker
+    /// its connection arrived on.
+    pub fn serve_tunnel(
+        &self,
+        server: &Arc<tunnel::Server>,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> ListenerHandle {
+        let tasks = listeners
+            .into_iter()
+            .zip(self.workers.iter().cycle())
+            .map(|(l, worker)| {
+                let server = Arc::clone(server);
+                worker.spawn(async move {
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => server.serve(l).await,
+                        Err(e) => tracing::error!(error = %e, "cannot serve the tunnel listener"),
+                    }
+                })
+            })
+            .collect();
+        ListenerHandle::from_tasks(tasks)
+    }
+
     /// Starts accepting connections for namespace `ns`, one listener per
     /// worker (in worker order).
     pub fn serve(

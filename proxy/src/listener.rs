@@ -95,6 +95,13 @@ pub struct ListenerHandle {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+impl ListenerHandle {
+    /// A handle on accept loops started elsewhere.
+    pub(crate) fn from_tasks(tasks: Vec<tokio::task::JoinHandle<()>>) -> Self {
+        Self { tasks }
+    }
+}
+
 impl Drop for ListenerHandle {
     fn drop(&mut self) {
         for t in &self.tasks {

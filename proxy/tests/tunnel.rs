@@ -227,3 +227,62 @@ async fn a_dead_peer_fails_fast_and_a_restarted_one_is_reached_again() {
     drop(task);
     drop(dp);
 }
+
+#[tokio::test]
+async fn an_idle_tunnel_closes_and_a_slow_peer_stalls_only_itself() {
+    let (ca_dir, id_dir) = (Dir::new("ca3"), Dir::new("id3"));
+    let ca = ClusterCa::create(&ca_dir.0).unwrap();
+    let (a, b) = (identity(&ca, "a", &id_dir), identity(&ca, "b", &id_dir));
+    let target = echo().await;
+    let (tunnel_a, _server) = server_a(&a, target).await;
+    let quick = Settings {
+        idle_timeout: Duration::from_millis(400),
+        ..Settings::default()
+    };
+    let peer = Peer::new("a", tunnel_a, &b, quick).unwrap();
+
+    // A peer that accepts TCP and never answers the TLS handshake.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            open.push(s);
+        }
+    });
+    let slow = Peer::new("c", silent_addr, &b, Settings::default()).unwrap();
+    let stuck = tokio::spawn(async move { slow.open("vpc-a", target).await.map(drop) });
+    // Meanwhile streams to A open at once.
+    let t = std::time::Instant::now();
+    for _ in 0..5 {
+        let mut s = peer.open("vpc-a", target).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        let mut buf = [0u8; 6];
+        s.read_exact(&mut buf).await.unwrap();
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    // The silent peer's stream fails within the dial timeout (1 s).
+    let failed = tokio::time::timeout(Duration::from_secs(3), stuck)
+        .await
+        .expect("bounded")
+        .unwrap();
+    assert!(
+        matches!(failed, Err(Error::Unreachable { .. })),
+        "{failed:?}"
+    );
+
+    // No stream for the idle time (it has passed meanwhile): the
+    // connection closed; the next stream dials again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!peer.connected(), "the idle tunnel was closed");
+    let mut s = peer.open("vpc-a", target).await.unwrap();
+    s.write_all(b"y").await.unwrap();
+    let mut buf = [0u8; 6];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"echo:y");
+    held.abort();
+}

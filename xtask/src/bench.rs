@@ -14,7 +14,9 @@
 //!   turns over several rounds (`--rounds`) and each figure is the median.
 //!
 //! - cluster mode: an API mutation's latency with the state in a
-//!   three-member etcd against redb, and how soon another node serves it.
+//!   three-member etcd against redb, and how soon another node serves it;
+//!   and the cross-host hop (client on one host, target on the other,
+//!   through the tunnel) against the same service on one host.
 //!
 //! Results go to `target/bench/` as Markdown and JSON. `--smoke` runs a few
 //! seconds' worth so CI keeps the bench from rotting; it checks that the
@@ -34,6 +36,7 @@ use crate::{cargo, root, run, step};
 mod abuse;
 mod cluster;
 mod steering;
+mod tunnel;
 
 /// Which parts of the bench run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,8 +134,10 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
         return write_report(&out_dir, "abuse", &md, &json);
     }
     if parts == Parts::Cluster {
-        let (json, md) = cluster::cluster(smoke)?;
-        return write_report(&out_dir, "cluster", &md, &json);
+        let (mut json, md) = cluster::cluster(smoke)?;
+        let (hop, hop_md) = tunnel::tunnel(smoke, rounds, &out_dir)?;
+        json["acrossHosts"] = hop;
+        return write_report(&out_dir, "cluster", &(md + &hop_md), &json);
     }
     if parts == Parts::DataPath {
         step("data path only: direct, latticed, nginx, HAProxy with h2load");
@@ -145,8 +150,10 @@ pub fn bench_with(smoke: bool, parts: Parts, rounds: Option<u32>) -> anyhow::Res
 
     let (report, md) = control_plane(smoke)?;
     let (authz, authz_md) = auth_costs(smoke)?;
-    let (cluster_json, cluster_md) = cluster::cluster(smoke)?;
-    let md = md + &authz_md + &cluster_md;
+    let (mut cluster_json, cluster_md) = cluster::cluster(smoke)?;
+    let (hop, hop_md) = tunnel::tunnel(smoke, rounds, &out_dir)?;
+    cluster_json["acrossHosts"] = hop;
+    let md = md + &authz_md + &cluster_md + &hop_md;
 
     step("data path: direct, latticed, nginx, HAProxy, Envoy with h2load");
     let dp = data_path(smoke, rounds, &out_dir)?;

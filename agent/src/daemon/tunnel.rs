@@ -43,7 +43,7 @@ pub(super) struct Tunnels {
     remote_ids: BTreeMap<String, NsId>,
     /// The instances and load balancers each other node last published.
     placements: BTreeMap<String, BTreeMap<String, control::cluster::Placed>>,
-    _accept: Option<tokio::task::JoinHandle<()>>,
+    _accept: Option<latticed_proxy::ListenerHandle>,
 }
 
 impl Tunnels {
@@ -80,8 +80,7 @@ impl Tunnels {
                 identity.node
             )));
         }
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
+        let listeners = latticed_proxy::tunnel::server::bind(opts.listen, dp.worker_count())
             .map_err(|source| Error::Io {
                 what: format!(
                     "binding the tunnel address {} (--tunnel-listen)",
@@ -89,10 +88,15 @@ impl Tunnels {
                 ),
                 source,
             })?;
-        let bound = listener.local_addr().map_err(|source| Error::Io {
-            what: "reading the tunnel address".into(),
-            source,
-        })?;
+        let bound = listeners
+            .first()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()
+            .map_err(|source| Error::Io {
+                what: "reading the tunnel address".into(),
+                source,
+            })?
+            .unwrap_or(opts.listen);
         let advertise = match opts.advertise {
             Some(a) => a,
             None if !bound.ip().is_unspecified() => bound,
@@ -106,7 +110,7 @@ impl Tunnels {
             }
         };
         let server = Server::new(&identity, dp.connector());
-        this._accept = Some(tokio::spawn(Arc::clone(&server).serve(listener)));
+        this._accept = Some(dp.serve_tunnel(&server, listeners));
         tracing::info!(listen = %bound, %advertise, node, "tunnel listening");
         this.server = Some(server);
         this.identity = Some(identity);

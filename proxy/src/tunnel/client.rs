@@ -1,6 +1,8 @@
 //! The dialing side: one [`Peer`] per other node.
 //!
-//! A peer keeps one HTTP/2 connection, made on first use, pinged every
+//! A peer keeps one HTTP/2 connection per data-path worker thread (each
+//! worker's streams then never cross to another thread's connection task,
+//! which cost a wake-up across cores per read and write), made on first use, pinged every
 //! second so that a dead or partitioned peer is noticed within two, and
 //! closed after it has carried no stream for the idle time. After a failed
 //! dial, streams to that peer fail at once for a second instead of each
@@ -32,6 +34,25 @@ use super::{identity::node_dns_name, Error, NodeIdentity, ERROR_HEADER, VPC_HEAD
 use crate::time::coarse_ms;
 
 type Sender = SendRequest<Empty<Bytes>>;
+
+/// Connections per peer at most: one per worker thread, up to this many.
+const SLOTS: usize = 16;
+
+/// The slot of the calling thread: threads take slots in turn.
+fn slot_index() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+    }
+    SLOT.with(|s| *s)
+}
+
+/// One connection to a peer, and the lock of its dial.
+#[derive(Default)]
+struct Slot {
+    conn: arc_swap::ArcSwapOption<Sender>,
+    dialing: tokio::sync::Mutex<()>,
+}
 
 /// Timings of a peer's tunnel.
 #[derive(Clone, Copy, Debug)]
@@ -69,8 +90,7 @@ pub struct Peer {
     name: ServerName<'static>,
     tls: TlsConnector,
     settings: Settings,
-    conn: arc_swap::ArcSwapOption<Sender>,
-    dialing: tokio::sync::Mutex<()>,
+    slots: [Slot; SLOTS],
     /// Until when (coarse ms) streams fail at once.
     down_until: AtomicU64,
     last_error: Mutex<String>,
@@ -102,8 +122,7 @@ impl Peer {
             name: node_dns_name(node)?,
             tls: TlsConnector::from(Arc::clone(&identity.client)),
             settings,
-            conn: arc_swap::ArcSwapOption::empty(),
-            dialing: tokio::sync::Mutex::new(()),
+            slots: Default::default(),
             down_until: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
             open: Arc::default(),
@@ -123,7 +142,9 @@ impl Peer {
 
     /// Whether a connection to it is up now.
     pub fn connected(&self) -> bool {
-        self.conn.load().as_ref().is_some_and(|s| !s.is_closed())
+        self.slots
+            .iter()
+            .any(|s| s.conn.load().as_ref().is_some_and(|c| !c.is_closed()))
     }
 
     /// A stream to `target` in VPC `vpc` on this peer.
@@ -179,7 +200,8 @@ impl Peer {
 
     /// The connection, made if there is none (one dial at a time).
     async fn sender(self: &Arc<Self>) -> Result<Sender, Error> {
-        if let Some(s) = self.live() {
+        let slot = slot_index();
+        if let Some(s) = self.live(slot) {
             return Ok(s);
         }
         let unreachable = |reason: String| Error::Unreachable {
@@ -192,18 +214,18 @@ impl Peer {
             return Err(unreachable(self.last_error()));
         }
         let Ok(_dialing) =
-            tokio::time::timeout(self.settings.dial_timeout, self.dialing.lock()).await
+            tokio::time::timeout(self.settings.dial_timeout, self.slots[slot].dialing.lock()).await
         else {
             return Err(unreachable("another dial is taking too long".into()));
         };
         // Whoever held the lock may have connected, or failed.
-        if let Some(s) = self.live() {
+        if let Some(s) = self.live(slot) {
             return Ok(s);
         }
         if held() {
             return Err(unreachable(self.last_error()));
         }
-        match tokio::time::timeout(self.settings.dial_timeout, self.dial()).await {
+        match tokio::time::timeout(self.settings.dial_timeout, self.dial(slot)).await {
             Ok(Ok(s)) => Ok(s),
             failed => {
                 let reason = match failed {
@@ -221,8 +243,9 @@ impl Peer {
         }
     }
 
-    fn live(&self) -> Option<Sender> {
-        self.conn
+    fn live(&self, slot: usize) -> Option<Sender> {
+        self.slots[slot]
+            .conn
             .load()
             .as_ref()
             .filter(|s| !s.is_closed())
@@ -236,7 +259,7 @@ impl Peer {
             .unwrap_or_default()
     }
 
-    async fn dial(self: &Arc<Self>) -> Result<Sender, String> {
+    async fn dial(self: &Arc<Self>, slot: usize) -> Result<Sender, String> {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("connecting: {e}"))?;
@@ -258,17 +281,22 @@ impl Peer {
             .await
             .map_err(|e| format!("HTTP/2: {e}"))?;
         let stored = Arc::new(send.clone());
-        self.conn.store(Some(Arc::clone(&stored)));
-        tracing::info!(node = %self.node, addr = %self.addr, "tunnel to peer up");
+        self.slots[slot].conn.store(Some(Arc::clone(&stored)));
+        tracing::info!(node = %self.node, addr = %self.addr, slot, "tunnel to peer up");
         let peer = Arc::downgrade(self);
-        tokio::spawn(drive(conn, peer, stored, self.settings.idle_timeout));
+        tokio::spawn(drive(
+            conn,
+            (peer, slot),
+            stored,
+            self.settings.idle_timeout,
+        ));
         Ok(send)
     }
 }
 
 /// Runs a peer's connection until it ends, or until it has been idle too
 /// long (then it is dropped, which closes it).
-async fn drive<C>(conn: C, peer: Weak<Peer>, stored: Arc<Sender>, idle: Duration)
+async fn drive<C>(conn: C, (peer, slot): (Weak<Peer>, usize), stored: Arc<Sender>, idle: Duration)
 where
     C: std::future::Future<Output = hyper::Result<()>>,
 {
@@ -290,9 +318,9 @@ where
         () = watch => None,
     };
     if let Some(p) = peer.upgrade() {
-        let current = p.conn.load_full();
+        let current = p.slots[slot].conn.load_full();
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &stored)) {
-            p.conn.store(None);
+            p.slots[slot].conn.store(None);
         }
         match ended {
             Some(Err(e)) => {

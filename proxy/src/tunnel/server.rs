@@ -55,6 +55,27 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most streams open at once on one peer's connection.
 const MAX_STREAMS: u32 = 8192;
 
+/// `count` listening sockets on `addr` sharing its port (SO_REUSEPORT):
+/// one per data-path worker, so a peer's connection and its streams stay
+/// on the worker that accepted it. Port 0 takes one port for all.
+pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut addr = addr;
+    let mut out = Vec::new();
+    for _ in 0..count.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
 /// Counters of the tunnel server.
 #[derive(Debug, Default)]
 pub struct Counters {
