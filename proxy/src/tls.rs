@@ -97,29 +97,40 @@ impl Authority {
     /// Loads `dir/ca.pem` and `dir/ca.key`, creating both on first use. The
     /// certificate is world-readable (clients need it); the key is 0600.
     pub fn load_or_create(dir: &Path) -> Result<Self, Error> {
+        if dir.join("ca.pem").exists() && dir.join("ca.key").exists() {
+            return Self::load(dir);
+        }
+        Self::create(dir, "latticed local CA")
+    }
+
+    /// Loads the CA of `dir` (`ca.pem`, `ca.key`).
+    pub fn load(dir: &Path) -> Result<Self, Error> {
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
-        if cert_path.exists() && key_path.exists() {
-            let ca_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
-            let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-            let bad = |reason: String| Error::BadAuthority {
-                dir: dir.to_owned(),
-                reason,
-            };
-            let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(format!("ca.key: {e}")))?;
-            let issuer =
-                Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| bad(format!("ca.pem: {e}")))?;
-            return Ok(Self { issuer, ca_pem });
-        }
+        let ca_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+        let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+        let bad = |reason: String| Error::BadAuthority {
+            dir: dir.to_owned(),
+            reason,
+        };
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(format!("ca.key: {e}")))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| bad(format!("ca.pem: {e}")))?;
+        Ok(Self { issuer, ca_pem })
+    }
+
+    /// Makes a CA named `name` in `dir`, valid from 2024 to 2049: `ca.pem`
+    /// (0644) and `ca.key` (0600).
+    pub fn create(dir: &Path, name: &str) -> Result<Self, Error> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let issue = |source| Error::Issue {
-            names: vec!["latticed CA".into()],
+            names: vec![name.into()],
             source,
         };
         let key = KeyPair::generate().map_err(issue)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "latticed local CA");
+        dn.push(DnType::CommonName, name);
         dn.push(DnType::OrganizationName, "latticed");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -128,12 +139,17 @@ impl Authority {
         params.not_after = rcgen::date_time_ymd(2049, 12, 31);
         let cert = params.self_signed(&key).map_err(issue)?;
         let ca_pem = cert.pem();
-        write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_file(&cert_path, ca_pem.as_bytes(), 0o644)?;
+        write_file(&dir.join("ca.key"), key.serialize_pem().as_bytes(), 0o600)?;
+        write_file(&dir.join("ca.pem"), ca_pem.as_bytes(), 0o644)?;
         Ok(Self {
             issuer: Issuer::new(params, key),
             ca_pem,
         })
+    }
+
+    /// The issuer, for certificates of other kinds (tunnel identities).
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
     }
 
     /// The CA certificate, PEM.

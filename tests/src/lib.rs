@@ -373,6 +373,57 @@ pub fn curl_in(ns: &NetNsGuard, url: &str, extra: &[&str]) -> Result<String, (i3
     }
 }
 
+/// curl in `ns` over one connection for all `urls`, trusting `ca`: each
+/// answer's body followed by a line with its status and HTTP version.
+pub fn curl_many(ns: &NetNsGuard, ca: &Path, urls: &[String], extra: &[&str]) -> Vec<String> {
+    let cfg = std::env::temp_dir().join(format!("latticed-curl-{}", unique()));
+    let text: String = urls.iter().map(|u| format!("url = \"{u}\"\n")).collect();
+    std::fs::write(&cfg, text).expect("curl config");
+    let out = ns
+        .command("curl")
+        .args(["-sS", "--max-time", "60", "--cacert"])
+        .arg(ca)
+        .args(extra)
+        .args(["-w", "\n%{http_code} %{http_version}\n--END--\n", "-K"])
+        .arg(&cfg)
+        .output()
+        .expect("curl");
+    let _ = std::fs::remove_file(&cfg);
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split("--END--\n")
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A self-signed certificate for `name` (and 10.0.16.10) made by openssl
+/// in `dir`: (certificate path, key path).
+pub fn self_signed(dir: &Path, stem: &str, name: &str) -> (String, String) {
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
+        .args([
+            "-addext",
+            &format!("subjectAltName=DNS:{name},IP:10.0.16.10"),
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    (
+        cert.to_str().expect("UTF-8 path").to_owned(),
+        key.to_str().expect("UTF-8 path").to_owned(),
+    )
+}
+
 /// Waits until `child` sends READY=1 on `sock` (the systemd protocol,
 /// `NOTIFY_SOCKET`). `Err(Some(status))` if it exited first, `Err(None)`
 /// if `limit` passed.

@@ -11,10 +11,7 @@
     reason = "tests: a panic is the failure report"
 )]
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use latticed_tests::{
     apps_dir, bin, curl_in, echo,
@@ -75,33 +72,9 @@ fn build() -> World {
     w
 }
 
-/// curl in `vpc`, trusting `node`'s CA, with each answer followed by its
-/// status and protocol, then a marker.
+/// curl in `vpc` over one connection, trusting `node`'s CA.
 fn curl_many(node: &Node, vpc: &Vpc, urls: &[String], extra: &[&str]) -> Vec<String> {
-    let cfg = std::env::temp_dir().join(format!("latticed-curl-{}", unique()));
-    let text: String = urls.iter().map(|u| format!("url = \"{u}\"\n")).collect();
-    std::fs::write(&cfg, text).unwrap();
-    let out = vpc
-        .ns
-        .command("curl")
-        .args(["-sS", "--max-time", "60", "--cacert"])
-        .arg(node.latticed.state().join("ca.pem"))
-        .args(extra)
-        .args(["-w", "\n%{http_code} %{http_version}\n--END--\n", "-K"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&cfg);
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split("--END--\n")
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    latticed_tests::curl_many(&vpc.ns, &node.latticed.state().join("ca.pem"), urls, extra)
 }
 
 /// One request on a new connection: (status, seconds it took).
@@ -476,29 +449,7 @@ fn grpc_http2_https_targets_and_passthrough_across_hosts() {
     std::fs::create_dir_all(&dir).unwrap();
     // On host A, in vpc_a: an HTTPS app with its own certificate, and a
     // gRPC server.
-    let cert = dir.join("app.pem");
-    let key = dir.join("app.key");
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=pass.example.internal"])
-        .args([
-            "-addext",
-            "subjectAltName=DNS:pass.example.internal,IP:10.0.16.10",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    let (cert, key) = latticed_tests::self_signed(&dir, "app", "pass.example.internal");
     let mut tls = w.vpc_a.ns.command("python3");
     tls.arg(apps_dir().join("tls_app.py"))
         .args(["tls-a", "10.0.16.10", "8443"])
@@ -616,7 +567,7 @@ fn grpc_http2_https_targets_and_passthrough_across_hosts() {
     let body = curl_in(
         &w.vpc_b.ns,
         "https://pass.example.internal:8443/through",
-        &["--cacert", cert.to_str().unwrap()],
+        &["--cacert", &cert],
     )
     .unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();

@@ -9,45 +9,10 @@
     reason = "integration tests: a panic is the failure report"
 )]
 
-use std::{path::Path, process::Command, time::Duration};
+use std::time::Duration;
 
 use latticed_tests::*;
 use serde_json::{json, Value};
-
-/// A self-signed certificate for `name` (and 10.0.16.10) made by openssl.
-fn self_signed(dir: &Path, stem: &str, name: &str) -> (String, String) {
-    let cert = dir.join(format!("{stem}.pem"));
-    let key = dir.join(format!("{stem}.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
-        .args([
-            "-addext",
-            &format!("subjectAltName=DNS:{name},IP:10.0.16.10"),
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        cert.to_str().unwrap().to_owned(),
-        key.to_str().unwrap().to_owned(),
-    )
-}
 
 const ALB: &str =
     "arn:aws:elasticloadbalancing:us-east-1:111122223333:loadbalancer/app/web/50dc6c495c0c9188";

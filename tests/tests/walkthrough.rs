@@ -62,34 +62,7 @@ fn build() -> World {
 
 /// `curl` in `vpc` with the CA, each response body followed by a marker.
 fn curl_many(w: &World, vpc: &Vpc, urls: &[String], extra: &[&str]) -> Vec<String> {
-    let cfg = std::env::temp_dir().join(format!("latticed-curl-{}", unique()));
-    let mut text = String::new();
-    for u in urls {
-        text.push_str(&format!("url = \"{u}\"\n"));
-    }
-    std::fs::write(&cfg, text).unwrap();
-    let ca = w.latticed.state().join("ca.pem");
-    let out = vpc
-        .ns
-        .command("curl")
-        .args(["-sS", "--max-time", "60", "--cacert"])
-        .arg(&ca)
-        .args(extra)
-        .args(["-w", "\n%{http_code} %{http_version}\n--END--\n", "-K"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&cfg);
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split("--END--\n")
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    latticed_tests::curl_many(&vpc.ns, &w.latticed.state().join("ca.pem"), urls, extra)
 }
 
 #[test]

@@ -15,8 +15,7 @@ use std::{
 };
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
 };
 use rustls::{
     pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName},
@@ -87,24 +86,16 @@ pub fn node_of(cert: &CertificateDer<'_>) -> Option<String> {
     nodes.next().is_none().then(|| node.to_owned())
 }
 
-/// The cluster's certificate authority (on the operator's machine only).
-pub struct ClusterCa {
-    issuer: Issuer<'static, KeyPair>,
-    ca_pem: String,
-}
-
-impl std::fmt::Debug for ClusterCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterCa").finish_non_exhaustive()
-    }
-}
+/// The cluster's certificate authority (on the operator's machine only):
+/// a [`crate::tls::Authority`] of its own, issuing node certificates.
+#[derive(Debug)]
+pub struct ClusterCa(crate::tls::Authority);
 
 impl ClusterCa {
     /// Makes a new CA in `dir` (created 0700): `ca.pem` and `ca.key`
     /// (0600). Refuses a directory that already holds one.
     pub fn create(dir: &Path) -> Result<Self, Error> {
-        let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
-        if cert_path.exists() || key_path.exists() {
+        if dir.join("ca.pem").exists() || dir.join("ca.key").exists() {
             return Err(Error::Exists(dir.to_owned()));
         }
         fs::create_dir_all(dir).map_err(|e| io_err(dir)(e))?;
@@ -113,52 +104,20 @@ impl ClusterCa {
             <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
         )
         .map_err(|e| io_err(dir)(e))?;
-        let issue = |source| Error::Issue {
-            node: "(cluster CA)".into(),
-            source,
-        };
-        let key = KeyPair::generate().map_err(issue)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "latticed cluster CA");
-        dn.push(DnType::OrganizationName, "latticed");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let now = now_secs();
-        let (y, m, d) = ymd(now.saturating_sub(86_400));
-        params.not_before = rcgen::date_time_ymd(y, m, d);
-        let (y, m, d) = ymd(now + 20 * 365 * 86_400);
-        params.not_after = rcgen::date_time_ymd(y, m, d);
-        let cert = params.self_signed(&key).map_err(issue)?;
-        let ca_pem = cert.pem();
-        write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_file(&cert_path, ca_pem.as_bytes(), 0o644)?;
-        Ok(Self {
-            issuer: Issuer::new(params, key),
-            ca_pem,
-        })
+        Ok(Self(crate::tls::Authority::create(
+            dir,
+            "latticed cluster CA",
+        )?))
     }
 
     /// Loads the CA of `dir`.
     pub fn load(dir: &Path) -> Result<Self, Error> {
-        let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
-        let ca_pem = fs::read_to_string(&cert_path).map_err(|e| io_err(&cert_path)(e))?;
-        let key_pem = fs::read_to_string(&key_path).map_err(|e| io_err(&key_path)(e))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| Error::Bad {
-            path: key_path.clone(),
-            reason: e.to_string(),
-        })?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| Error::Bad {
-            path: cert_path,
-            reason: e.to_string(),
-        })?;
-        Ok(Self { issuer, ca_pem })
+        Ok(Self(crate::tls::Authority::load(dir)?))
     }
 
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        self.0.ca_pem()
     }
 
     /// A certificate and key for `node`, PEM: its name as the one DNS
@@ -185,7 +144,7 @@ impl ClusterCa {
         params.not_before = rcgen::date_time_ymd(y, m, d);
         let (y, m, d) = ymd(now + 2 * 365 * 86_400);
         params.not_after = rcgen::date_time_ymd(y, m, d);
-        let cert = params.signed_by(&key, &self.issuer).map_err(issue)?;
+        let cert = params.signed_by(&key, self.0.issuer()).map_err(issue)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 }

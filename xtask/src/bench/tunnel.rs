@@ -24,58 +24,17 @@ struct Run {
     cpu_b: f64,
 }
 
-/// A service `name` in `sn` forwarding to 10.0.16.10:8080 in `vpc`; its
-/// DNS name.
-fn service(c: &Cluster, sn: &str, name: &str, vpc: &str) -> anyhow::Result<String> {
-    let aws = c.b.latticed.aws();
-    let run = |args: &[&str]| aws.run(args).map_err(anyhow::Error::msg);
-    let id = |v: &Value| v["id"].as_str().unwrap_or_default().to_owned();
-    let config = format!(
-        r#"{{"port":8080,"protocol":"HTTP","vpcIdentifier":"{vpc}","healthCheck":{{"enabled":false}}}}"#
-    );
-    let tg = id(&run(&[
-        "create-target-group",
-        "--name",
-        &format!("{name}-tg"),
-        "--type",
-        "IP",
-        "--config",
-        &config,
-    ])?);
-    run(&[
-        "register-targets",
-        "--target-group-identifier",
-        &tg,
-        "--targets",
-        "id=10.0.16.10",
-    ])?;
-    let svc = run(&["create-service", "--name", name])?;
-    let action =
-        format!(r#"{{"forward":{{"targetGroups":[{{"targetGroupIdentifier":"{tg}"}}]}}}}"#);
-    run(&[
-        "create-listener",
-        "--service-identifier",
-        &id(&svc),
-        "--name",
-        "http",
-        "--protocol",
-        "HTTP",
-        "--port",
-        "80",
-        "--default-action",
-        &action,
-    ])?;
-    run(&[
-        "create-service-network-service-association",
-        "--service-network-identifier",
-        sn,
-        "--service-identifier",
-        &id(&svc),
-    ])?;
-    Ok(svc["dnsEntry"]["domainName"]
+/// A service `name` in `sn` forwarding to the app (10.0.16.10:8080) in
+/// `vpc`; its DNS name.
+fn service(c: &Cluster, sn: &str, name: &str, vpc: &str) -> String {
+    let (svc, _) =
+        c.b.latticed
+            .aws()
+            .service_to_app(sn, (name, &format!("{name}-tg")), vpc);
+    svc["dnsEntry"]["domainName"]
         .as_str()
         .unwrap_or_default()
-        .to_owned())
+        .to_owned()
 }
 
 /// The cross-host part: JSON and Markdown.
@@ -95,8 +54,8 @@ pub fn tunnel(
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let local = service(&c, &sn, "local-svc", c.vpc_b.name())?;
-    let remote = service(&c, &sn, "remote-svc", c.vpc_a.name())?;
+    let local = service(&c, &sn, "local-svc", c.vpc_b.name());
+    let remote = service(&c, &sn, "remote-svc", c.vpc_a.name());
     aws.run(&[
         "create-service-network-vpc-association",
         "--service-network-identifier",
