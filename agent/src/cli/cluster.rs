@@ -87,7 +87,7 @@ struct Package {
 /// The etcd id of a token's package and the key that seals it, both
 /// derived from the token's secret (etcd sees neither the secret nor the
 /// key).
-fn derive(secret: &[u8]) -> (String, aead::LessSafeKey) {
+fn derive(secret: &[u8]) -> anyhow::Result<(String, aead::LessSafeKey)> {
     let id = hex::encode(
         &Sha256::new_with_prefix(b"latticed join id\0")
             .chain_update(secret)
@@ -98,13 +98,12 @@ fn derive(secret: &[u8]) -> (String, aead::LessSafeKey) {
         .finalize();
     let key = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &key_bytes)
         .map(aead::LessSafeKey::new)
-        // A 32-byte key always fits ChaCha20-Poly1305; this cannot fail.
-        .unwrap_or_else(|_| unreachable!("32-byte key"));
-    (id, key)
+        .map_err(|_| anyhow::anyhow!("deriving the join key"))?;
+    Ok((id, key))
 }
 
 fn seal(secret: &[u8], plain: &[u8]) -> anyhow::Result<(String, Vec<u8>)> {
-    let (id, key) = derive(secret);
+    let (id, key) = derive(secret)?;
     let mut nonce = [0u8; aead::NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("random nonce: {e}"))?;
     let mut data = plain.to_vec();
@@ -120,7 +119,7 @@ fn seal(secret: &[u8], plain: &[u8]) -> anyhow::Result<(String, Vec<u8>)> {
 }
 
 fn open(secret: &[u8], id: &str, sealed: &[u8]) -> Option<Vec<u8>> {
-    let (_, key) = derive(secret);
+    let (_, key) = derive(secret).ok()?;
     let (nonce, data) = sealed.split_at_checked(aead::NONCE_LEN)?;
     let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut data = data.to_vec();
@@ -251,7 +250,7 @@ fn join(
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let secret = parse_token(token)?;
-    let (id, _) = derive(&secret);
+    let (id, _) = derive(&secret)?;
     let cluster = connect(etcd, runtime)?;
     let ca = runtime.block_on(cluster.tunnel_ca(None))?.ok_or_else(|| {
         anyhow::anyhow!(

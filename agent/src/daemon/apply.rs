@@ -301,10 +301,12 @@ fn ns_ids<'a>(
     managed: &'a BTreeMap<String, Managed>,
     tunnels: &'a super::tunnel::Tunnels,
 ) -> super::snapshot::Ids<'a> {
+    // A VPC that moved here keeps its remote id in `tunnels`; its local
+    // id wins.
     managed
         .iter()
         .map(|(n, m)| (n.as_str(), m.id))
-        .chain(tunnels.ids())
+        .chain(tunnels.ids().filter(|(n, _)| !managed.contains_key(*n)))
         .collect()
 }
 

@@ -257,13 +257,15 @@ impl Daemon {
             }
             server.set_hosted(hosted);
         }
-        self.refresh_remote_health();
+        self.refresh_remote_health(plan);
     }
 
     /// Sets each remote target's health from its node's record: what the
     /// node's checks say; unhealthy when no node hosts its VPC (the node
     /// died or left); initial while the node has not said yet.
-    pub(super) fn refresh_remote_health(&mut self) {
+    /// `plan` is the one just published (`self.plan` may still be the
+    /// one it replaces).
+    pub(super) fn refresh_remote_health(&self, plan: &Plan) {
         if !self.tunnels.active {
             return;
         }
@@ -280,8 +282,7 @@ impl Daemon {
         // Targets no snapshot holds any more.
         all.retain(|_, h| Arc::strong_count(h) > 1);
         for ((group, addr), health) in all.iter() {
-            let vpc = self
-                .plan
+            let vpc = plan
                 .target_groups
                 .get(group.as_str())
                 .map(|tg| tg.namespace.as_str());
@@ -393,7 +394,7 @@ impl Daemon {
             self.publish_full(&plan);
             self.plan = plan;
         }
-        self.refresh_remote_health();
+        self.refresh_remote_health(&self.plan);
     }
 }
 
