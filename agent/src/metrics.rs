@@ -106,8 +106,33 @@ pub fn render(
     render_steering(&mut out, bpffs_root);
     if let Some(c) = cluster {
         c.render(&mut out);
+        render_tunnel(&mut out, &dp.tunnel);
     }
     out
+}
+
+/// What other nodes asked of this node's tunnel server.
+fn render_tunnel(out: &mut String, t: &latticed_proxy::tunnel::server::Counters) {
+    let _ = writeln!(
+        out,
+        "# HELP latticed_tunnel_streams_total Streams other nodes opened here, by outcome: carried to a target, refused (not a target of a group hosted here), or failed (the target did not answer).\n# TYPE latticed_tunnel_streams_total counter"
+    );
+    for (outcome, n) in [
+        ("carried", &t.accepted),
+        ("refused", &t.refused),
+        ("failed", &t.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "latticed_tunnel_streams_total{{outcome=\"{outcome}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP latticed_tunnel_rejected_peers_total Tunnel connections refused at the handshake (no certificate from the cluster CA, or one naming no node).\n# TYPE latticed_tunnel_rejected_peers_total counter\nlatticed_tunnel_rejected_peers_total {}",
+        t.rejected_peers.load(Ordering::Relaxed)
+    );
 }
 
 /// Targets per group by health, from the snapshot in force.

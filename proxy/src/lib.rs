@@ -186,6 +186,8 @@ pub struct Dataplane {
     pub principals: ArcSwap<authz::Principals>,
     /// Memory for bodies held whole, across all connections.
     pub bodies: body::Budget,
+    /// Streams other nodes opened through this node's tunnel server.
+    pub tunnel: Arc<tunnel::server::Counters>,
 }
 
 impl Dataplane {
@@ -218,6 +220,7 @@ impl Dataplane {
             active: AtomicI64::new(0),
             principals: ArcSwap::default(),
             bodies: body::Budget::new(config.body_memory, config.body_memory_per_vpc),
+            tunnel: Arc::default(),
             config,
         }))
     }

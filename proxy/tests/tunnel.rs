@@ -87,7 +87,7 @@ async fn server_a(id: &NodeIdentity, target: SocketAddr) -> (SocketAddr, Arc<Ser
         ..ProxyConfig::default()
     })
     .unwrap();
-    let server = Server::new(id, dp.connector());
+    let server = Server::new(id, dp.connector(), Arc::default());
     let mut hosted = Hosted::default();
     hosted.insert("vpc-a".into(), (7, std::iter::once(target).collect()));
     server.set_hosted(hosted);
@@ -212,7 +212,7 @@ async fn a_dead_peer_fails_fast_and_a_restarted_one_is_reached_again() {
         ..ProxyConfig::default()
     })
     .unwrap();
-    let server = Server::new(&a, dp.connector());
+    let server = Server::new(&a, dp.connector(), Arc::default());
     let mut hosted = Hosted::default();
     hosted.insert("vpc-a".into(), (7, std::iter::once(target).collect()));
     server.set_hosted(hosted);

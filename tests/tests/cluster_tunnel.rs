@@ -254,6 +254,14 @@ fn the_walkthrough_split_across_two_hosts() {
     let got = probe(&w, &id_b, "host-c", w.vpc_a.name(), "10.0.16.10:8080");
     assert!(got.starts_with("refused") && got.contains("TLS"), "{got}");
     assert!(w.a.wait_log("tunnel peer refused", Duration::from_secs(5)));
+    // A counts what its tunnel carried and refused.
+    let m = w.a.latticed.metrics();
+    assert!(
+        m.contains("latticed_tunnel_streams_total{outcome=\"refused\"} 4"),
+        "{m}"
+    );
+    assert!(!m.contains("latticed_tunnel_streams_total{outcome=\"carried\"} 0"), "{m}");
+    assert!(!m.contains("latticed_tunnel_rejected_peers_total 0"), "{m}");
     assert!(w.a.wait_log(
         "not a target of a group hosted here",
         Duration::from_secs(5)

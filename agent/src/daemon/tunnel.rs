@@ -109,7 +109,7 @@ impl Tunnels {
                 std::net::SocketAddr::new(ip, bound.port())
             }
         };
-        let server = Server::new(&identity, dp.connector());
+        let server = Server::new(&identity, dp.connector(), Arc::clone(&dp.tunnel));
         this._accept = Some(dp.serve_tunnel(&server, listeners));
         tracing::info!(listen = %bound, %advertise, node, "tunnel listening");
         this.server = Some(server);

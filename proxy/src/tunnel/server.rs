@@ -76,7 +76,7 @@ pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::Tcp
     Ok(out)
 }
 
-/// Counters of the tunnel server.
+/// Counters of the tunnel server (scraped as `latticed_tunnel_*`).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Streams carried.
@@ -96,7 +96,7 @@ pub struct Server {
     hosted: arc_swap::ArcSwap<Hosted>,
     connector: Arc<dyn ConnectLocal>,
     /// Its counters.
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Server {
@@ -108,14 +108,19 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server for `identity`, connecting to targets with `connector`.
-    pub fn new(identity: &NodeIdentity, connector: Arc<dyn ConnectLocal>) -> Arc<Self> {
+    /// A server for `identity`, connecting to targets with `connector`,
+    /// counting into `counters`.
+    pub fn new(
+        identity: &NodeIdentity,
+        connector: Arc<dyn ConnectLocal>,
+        counters: Arc<Counters>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             node: identity.node.clone(),
             tls: TlsAcceptor::from(Arc::clone(&identity.server)),
             hosted: arc_swap::ArcSwap::default(),
             connector,
-            counters: Counters::default(),
+            counters,
         })
     }
 
