@@ -260,7 +260,10 @@ fn the_walkthrough_split_across_two_hosts() {
         m.contains("latticed_tunnel_streams_total{outcome=\"refused\"} 4"),
         "{m}"
     );
-    assert!(!m.contains("latticed_tunnel_streams_total{outcome=\"carried\"} 0"), "{m}");
+    assert!(
+        !m.contains("latticed_tunnel_streams_total{outcome=\"carried\"} 0"),
+        "{m}"
+    );
     assert!(!m.contains("latticed_tunnel_rejected_peers_total 0"), "{m}");
     assert!(w.a.wait_log(
         "not a target of a group hosted here",
