@@ -280,7 +280,11 @@ struct Key {
 #[derive(Debug)]
 struct Entry {
     health: Arc<TargetHealth>,
-    task: tokio::task::AbortHandle,
+    /// The running check; `None` while it waits for its snapshot's
+    /// publication (in `pending`), or when checks are disabled.
+    task: Option<tokio::task::AbortHandle>,
+    /// The check, until [`HealthChecks::start_pending`] starts it.
+    pending: Option<Checker>,
 }
 
 /// The running checkers. Touched by the control plane only (publish and
@@ -313,27 +317,39 @@ impl HealthChecks {
             return Arc::clone(&e.health);
         }
         let health = Arc::new(TargetHealth::default());
-        let task = if config.enabled {
-            let checker = Checker {
-                ns,
-                addr,
-                config: config.clone(),
-                health: Arc::clone(&health),
-                connector: self.connector.clone(),
-            };
-            tokio::spawn(checker.run()).abort_handle()
-        } else {
+        // Started by `start_pending` once the snapshot naming the target is
+        // published: compiling it runs before its namespace is known, and
+        // a check run then would fail on that alone.
+        let pending = config.enabled.then(|| Checker {
+            ns,
+            addr,
+            config: config.clone(),
+            health: Arc::clone(&health),
+            connector: self.connector.clone(),
+        });
+        if !config.enabled {
             health.set(Status::Unavailable);
-            tokio::spawn(async {}).abort_handle()
-        };
+        }
         entries.insert(
             key,
             Entry {
                 health: Arc::clone(&health),
-                task,
+                task: None,
+                pending,
             },
         );
         health
+    }
+
+    /// Starts the checks made since the last call ([`crate::Dataplane::publish`]
+    /// calls it once the snapshot and its namespaces are in force). Must
+    /// run inside the tokio runtime.
+    pub fn start_pending(&self) {
+        for e in self.lock().values_mut() {
+            if let Some(checker) = e.pending.take() {
+                e.task = Some(tokio::spawn(checker.run()).abort_handle());
+            }
+        }
     }
 
     /// Stops every checker whose health no one but this registry holds any
@@ -342,7 +358,9 @@ impl HealthChecks {
         self.lock().retain(|_, e| {
             let used = Arc::strong_count(&e.health) > 1;
             if !used {
-                e.task.abort();
+                if let Some(t) = &e.task {
+                    t.abort();
+                }
             }
             used
         });
@@ -370,11 +388,14 @@ impl HealthChecks {
 impl Drop for HealthChecks {
     fn drop(&mut self) {
         for e in self.lock().values() {
-            e.task.abort();
+            if let Some(t) = &e.task {
+                t.abort();
+            }
         }
     }
 }
 
+#[derive(Debug)]
 struct Checker {
     ns: NsId,
     addr: SocketAddr,
@@ -385,16 +406,6 @@ struct Checker {
 
 impl Checker {
     async fn run(self) {
-        // A checker starts while its snapshot is compiled, on another
-        // thread than the one publishing it: the first check waits (a
-        // little) until the target's namespace is published, rather than
-        // fail on its absence.
-        for _ in 0..100 {
-            if self.connector.knows(self.ns) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
         let (mut ok_run, mut fail_run) = (0u32, 0u32);
         let mut first = true;
         loop {

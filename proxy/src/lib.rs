@@ -232,6 +232,9 @@ impl Dataplane {
         // does not know yet.
         self.namespaces.store(Arc::new(namespaces));
         self.routes.store(Arc::new(table));
+        // Checks of targets new in this table start now that their
+        // namespaces are known.
+        self.health.start_pending();
         // Checkers of targets no snapshot refers to any more stop. (The old
         // snapshot may still be held by requests in flight; their checkers
         // stop at the next publish.)

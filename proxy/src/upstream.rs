@@ -493,15 +493,6 @@ impl NsConnector {
         }
     }
 
-    /// Whether namespace `ns` is published (here, or another node's).
-    pub fn knows(&self, ns: NsId) -> bool {
-        if ns & REMOTE != 0 {
-            self.remotes.load().contains_key(&ns)
-        } else {
-            self.sockets == Sockets::Here || self.namespaces.load().contains_key(&ns)
-        }
-    }
-
     /// Connects to `target` in namespace `ns`: from the next pool address
     /// when the namespace is here, through the hosting node's tunnel when
     /// `ns` is a remote VPC's id (see [`REMOTE`]).
