@@ -225,13 +225,12 @@ impl Daemon {
     /// Compiles the whole plan into a routing snapshot over the namespaces
     /// managed now, and swaps it in.
     pub(super) fn publish_full(&mut self, plan: &Plan) {
-        self.tunnels.assign_ids(plan, &self.managed);
-        self.publish_remotes();
+        let view = self.before_publish(plan);
         let ids = ns_ids(&self.managed, &self.tunnels);
         let (compiled, table) = Compiled::full(&mut self.compiler, plan, &ids);
         self.compiled = compiled;
         self.dp.publish(table, self.ns_map());
-        self.after_publish(plan);
+        self.after_publish(plan, view.as_ref());
         self.forget_unused(plan);
     }
 
@@ -276,8 +275,7 @@ impl Daemon {
     /// Rebuilds only what `delta` touched (see [`Compiled::delta`]) and
     /// swaps it in.
     pub(super) fn publish_delta(&mut self, plan: &Plan, delta: &Delta) {
-        self.tunnels.assign_ids(plan, &self.managed);
-        self.publish_remotes();
+        let view = self.before_publish(plan);
         let ids = ns_ids(&self.managed, &self.tunnels);
         let table = self.compiled.delta(
             &mut self.compiler,
@@ -287,7 +285,7 @@ impl Daemon {
             &self.dp.routes(),
         );
         self.dp.publish(table, self.ns_map());
-        self.after_publish(plan);
+        self.after_publish(plan, view.as_ref());
         if !delta.services.is_empty() || !delta.groups.is_empty() || delta.resources {
             self.forget_unused(plan);
         }

@@ -15,7 +15,7 @@ use super::*;
 use crate::control::cluster::NodeRecord;
 use latticed_proxy::{
     health::{Reason, Status},
-    routing::GroupKind,
+    routing::{GroupKind, Target},
     tunnel::{identity::KEY_FILE, NodeIdentity, Peer, Server, Settings as PeerSettings},
     upstream::{Remote, Remotes, REMOTE},
 };
@@ -162,6 +162,24 @@ fn source_toward(endpoints: &[String]) -> Option<std::net::IpAddr> {
     })
 }
 
+/// Every node's record and which nodes claim each VPC, read once for a
+/// publication.
+pub(super) struct View {
+    nodes: BTreeMap<String, NodeRecord>,
+    claims: BTreeMap<String, Vec<String>>,
+}
+
+impl View {
+    /// The node hosting `vpc`, if exactly one does (a VPC two nodes claim
+    /// is refused by the API and reached through neither).
+    fn host(&self, vpc: &str) -> Option<&str> {
+        match self.claims.get(vpc).map(Vec::as_slice) {
+            Some([one]) => Some(one.as_str()),
+            _ => None,
+        }
+    }
+}
+
 /// A target's health as a node shares it: `STATUS` or `STATUS REASON`.
 fn shared(status: Status, reason: Reason) -> String {
     match reason.as_str() {
@@ -179,16 +197,48 @@ fn parse_shared(s: &str) -> Option<(Status, Reason)> {
 }
 
 impl Daemon {
+    /// The cluster as this node sees it now; `None` off a cluster.
+    fn view(&self) -> Option<View> {
+        if !self.tunnels.active {
+            return None;
+        }
+        match self.api.as_ref().map(|a| &a.backend) {
+            Some(Backend::Cluster(c)) => {
+                let nodes = c.all_nodes();
+                let claims = control::cluster::claims(&nodes);
+                Some(View { nodes, claims })
+            }
+            _ => None,
+        }
+    }
+
+    /// The groups in VPCs of this node: name, namespace id, targets.
+    fn local_groups(&self) -> impl Iterator<Item = (&String, NsId, &[Target])> {
+        self.compiled
+            .groups
+            .iter()
+            .filter_map(|(name, route)| match &route.kind {
+                GroupKind::Hosts { ns, targets, .. } if *ns != 0 && ns & REMOTE == 0 => {
+                    Some((name, *ns, targets.as_slice()))
+                }
+                _ => None,
+            })
+    }
+
+    /// Before a snapshot is compiled: ids for the remote VPCs `plan`
+    /// names, and peers and places for them in the data path. Returns the
+    /// view [`Daemon::after_publish`] takes.
+    pub(super) fn before_publish(&mut self, plan: &Plan) -> Option<View> {
+        self.tunnels.assign_ids(plan, &self.managed);
+        let view = self.view()?;
+        self.publish_remotes(&view);
+        Some(view)
+    }
+
     /// Peers for every other node with a tunnel address, and the remote
     /// VPCs' places, into the data path (before a snapshot naming them).
-    pub(super) fn publish_remotes(&mut self) {
-        if !self.tunnels.active {
-            return;
-        }
-        let nodes = match self.api.as_ref().map(|a| &a.backend) {
-            Some(Backend::Cluster(c)) => c.all_nodes(),
-            _ => return,
-        };
+    fn publish_remotes(&mut self, view: &View) {
+        let nodes = &view.nodes;
         let me = self.cluster_node().unwrap_or_default();
         let t = &mut self.tunnels;
         t.peers.retain(|n, p| {
@@ -198,7 +248,7 @@ impl Daemon {
                 .is_some_and(|a| a == p.addr())
         });
         if let Some(identity) = &t.identity {
-            for (name, record) in &nodes {
+            for (name, record) in nodes {
                 let Some(addr) = record.tunnel else { continue };
                 if *name == me || t.peers.contains_key(name) {
                     continue;
@@ -211,18 +261,12 @@ impl Daemon {
                 }
             }
         }
-        let claims = control::cluster::claims(&nodes);
         let remotes: Remotes = t
             .remote_ids
             .iter()
             .map(|(vpc, id)| {
-                // A VPC two nodes claim is refused by the API and reached
-                // through neither.
-                let node = match claims.get(vpc).map(Vec::as_slice) {
-                    Some([one]) => one.clone(),
-                    _ => String::new(),
-                };
-                let peer = t.peers.get(&node).cloned();
+                let node = view.host(vpc).unwrap_or_default();
+                let peer = t.peers.get(node).cloned();
                 let remote = Remote {
                     vpc: vpc.as_str().into(),
                     node: node.into(),
@@ -237,27 +281,23 @@ impl Daemon {
     /// After a snapshot is published: what the tunnel server may reach
     /// (the targets of the groups in VPCs here), and the remote targets'
     /// health.
-    pub(super) fn after_publish(&mut self, plan: &Plan) {
+    pub(super) fn after_publish(&self, plan: &Plan, view: Option<&View>) {
         if let Some(server) = &self.tunnels.server {
             let mut hosted = latticed_proxy::tunnel::Hosted::default();
-            for (name, route) in &self.compiled.groups {
-                let GroupKind::Hosts { ns, targets, .. } = &route.kind else {
-                    continue;
-                };
+            for (name, ns, targets) in self.local_groups() {
                 let Some(tg) = plan.target_groups.get(name.as_str()) else {
                     continue;
                 };
-                if *ns == 0 || ns & REMOTE != 0 {
-                    continue;
-                }
                 let entry = hosted
                     .entry(tg.namespace.as_str().into())
-                    .or_insert_with(|| (*ns, Default::default()));
+                    .or_insert_with(|| (ns, Default::default()));
                 entry.1.extend(targets.iter().map(|t| t.addr));
             }
             server.set_hosted(hosted);
         }
-        self.refresh_remote_health(plan);
+        if let Some(view) = view {
+            self.refresh_remote_health(plan, view);
+        }
     }
 
     /// Sets each remote target's health from its node's record: what the
@@ -265,15 +305,7 @@ impl Daemon {
     /// died or left); initial while the node has not said yet.
     /// `plan` is the one just published (`self.plan` may still be the
     /// one it replaces).
-    pub(super) fn refresh_remote_health(&self, plan: &Plan) {
-        if !self.tunnels.active {
-            return;
-        }
-        let nodes = match self.api.as_ref().map(|a| &a.backend) {
-            Some(Backend::Cluster(c)) => c.all_nodes(),
-            _ => return,
-        };
-        let claims = control::cluster::claims(&nodes);
+    fn refresh_remote_health(&self, plan: &Plan, view: &View) {
         let mut all = self
             .compiler
             .remote_health
@@ -286,10 +318,9 @@ impl Daemon {
                 .target_groups
                 .get(group.as_str())
                 .map(|tg| tg.namespace.as_str());
-            let record = match vpc.and_then(|v| claims.get(v)).map(Vec::as_slice) {
-                Some([node]) => nodes.get(node),
-                _ => None,
-            };
+            let record = vpc
+                .and_then(|v| view.host(v))
+                .and_then(|node| view.nodes.get(node));
             let (status, reason) = match record {
                 None => (Status::Unhealthy, Reason::ConnectionFailed),
                 Some(r) => r
@@ -330,11 +361,8 @@ impl Daemon {
             .collect();
         let mut health: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         if self.tunnels.active {
-            for (name, route) in &self.compiled.groups {
-                let GroupKind::Hosts { ns, targets, .. } = &route.kind else {
-                    continue;
-                };
-                if *ns == 0 || ns & REMOTE != 0 || targets.is_empty() {
+            for (name, _, targets) in self.local_groups() {
+                if targets.is_empty() {
                     continue;
                 }
                 let group = health.entry(name.clone()).or_default();
@@ -360,17 +388,15 @@ impl Daemon {
     /// A node that leaves keeps its placements here: its targets stay in
     /// the snapshot, unhealthy, rather than vanish from ListTargets.
     pub(super) async fn nodes_changed(&mut self) {
-        if !self.tunnels.active {
+        let Some(view) = self.view() else {
             return;
-        }
-        let me = self.cluster_node().unwrap_or_default();
-        let nodes = match self.api.as_ref().map(|a| &a.backend) {
-            Some(Backend::Cluster(c)) => c.all_nodes(),
-            _ => return,
         };
-        for (name, record) in nodes {
-            if name != me {
-                self.tunnels.placements.insert(name, record.placements);
+        let me = self.cluster_node().unwrap_or_default();
+        for (name, record) in &view.nodes {
+            if *name != me {
+                self.tunnels
+                    .placements
+                    .insert(name.clone(), record.placements.clone());
             }
         }
         let placements: BTreeMap<String, crate::compile::Placement> = self
@@ -387,14 +413,17 @@ impl Daemon {
                 (id.clone(), placement)
             })
             .collect();
-        self.publish_remotes();
-        if placements != self.compiler.remote_placements {
+        if placements == self.compiler.remote_placements {
+            self.publish_remotes(&view);
+            self.refresh_remote_health(&self.plan, &view);
+        } else {
+            // Targets resolve by them: a new snapshot (which publishes the
+            // peers and refreshes health itself).
             self.compiler.remote_placements = placements;
             let plan = std::mem::take(&mut self.plan);
             self.publish_full(&plan);
             self.plan = plan;
         }
-        self.refresh_remote_health(&self.plan);
     }
 }
 
